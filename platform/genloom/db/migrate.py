@@ -1,0 +1,72 @@
+"""Alembic, driven from Python: bring a database to the schema head.
+
+The migration scripts live in the repository's `migrations/` folder; `alembic`
+from the repo root uses the same scripts through alembic.ini.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+from genloom.errors import DatabaseError
+
+# platform/genloom/db/migrate.py → repo root is three folders up from genloom/.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
+
+# Any constant works; it only has to be the same in every genloom process, so that two
+# processes migrating one database at once take turns instead of colliding.
+MIGRATION_LOCK_KEY = 0x67656E6C  # "genl"
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    if not (MIGRATIONS_DIR / "env.py").exists():
+        raise DatabaseError(f"migration scripts not found in {MIGRATIONS_DIR}; install genloom from its source checkout (pip install -e .)")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if engine is not None:
+        cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def check_vector_available(engine: Engine) -> None:
+    with engine.connect() as conn:
+        available = conn.execute(
+            sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+        ).scalar()
+    if not available:
+        raise DatabaseError(
+            "the database server has no `vector` extension: install pgvector on it "
+            "(https://github.com/pgvector/pgvector#installation) or unset DATABASE_URL to use the embedded server"
+        )
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    check_vector_available(engine)
+    command.upgrade(alembic_config(engine), revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    command.downgrade(alembic_config(engine), revision)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade to head unless already there (one cheap query in the common case)."""
+    if current_revision(engine) == head_revision():
+        return
+    upgrade(engine)

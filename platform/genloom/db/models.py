@@ -1,0 +1,411 @@
+"""Schema v1: every table genloom writes, as typed SQLAlchemy 2.0 models.
+
+The Alembic migrations in `migrations/versions/` create these tables; the models are
+how Python code reads and writes them. Database-side rules that SQLAlchemy cannot
+express (immutability triggers, the per-model HNSW indexes) live in the migrations.
+
+Four groups, following the data flow:
+- retrieval store: collections → documents (versioned) → chunks → embeddings
+- generation log: sessions → prompts → generations → generation_sources, feedback; prompt_templates
+- data: items (content-addressed) ∈ dataset_versions (of datasets) via dataset_members
+- work: runs → metrics, models (the registry), run_checkpoints
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Optional
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Shared column shapes.
+intpk = Annotated[int, mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)]
+created_at = Annotated[
+    dt.datetime,
+    mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+]
+jsonb = Annotated[dict[str, Any], mapped_column(JSONB, server_default=sa.text("'{}'::jsonb"), nullable=False)]
+
+RUN_KINDS = ("ingest", "train", "sample", "evaluate", "dedup", "generate", "import", "score")
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
+ITEM_MODALITIES = ("text", "image", "tensor")
+ITEM_ORIGINS = ("real", "synthetic", "augmented")
+SPLITS = ("train", "val", "test")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        dt.datetime: sa.DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+    }
+
+
+# --------------------------------------------------------------------------- retrieval store
+
+
+class EmbeddingModel(Base):
+    """A sentence-embedding model; each gets its own partial HNSW index on embeddings."""
+
+    __tablename__ = "embedding_models"
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(sa.Text, unique=True)
+    dim: Mapped[int] = mapped_column(sa.Integer)
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(sa.Text, unique=True)
+    # Postgres text-search configuration used for BM25 lexemes (e.g. 'english', 'simple').
+    text_search_config: Mapped[str] = mapped_column(sa.Text, server_default="english")
+    embedding_model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("embedding_models.id"))
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+
+class Document(Base):
+    """One version of a source document; a changed re-ingest adds a version and supersedes the old one."""
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        sa.UniqueConstraint("collection_id", "external_id", "version"),
+        # At most one current version per external id.
+        sa.Index(
+            "uq_documents_current",
+            "collection_id",
+            "external_id",
+            unique=True,
+            postgresql_where=sa.text("superseded_at IS NULL"),
+        ),
+        sa.Index("ix_documents_sha256", "collection_id", "sha256"),
+        sa.Index("ix_documents_metadata", "metadata", postgresql_using="gin"),
+    )
+
+    id: Mapped[intpk]
+    collection_id: Mapped[int] = mapped_column(sa.ForeignKey("collections.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(sa.Text)
+    version: Mapped[int] = mapped_column(sa.Integer, server_default="1")
+    uri: Mapped[Optional[str]] = mapped_column(sa.Text)
+    title: Mapped[Optional[str]] = mapped_column(sa.Text)
+    mime_type: Mapped[Optional[str]] = mapped_column(sa.Text)
+    sha256: Mapped[str] = mapped_column(sa.CHAR(64))
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+    superseded_at: Mapped[Optional[dt.datetime]]
+
+    chunks: Mapped[list[Chunk]] = relationship(back_populates="document", order_by="Chunk.ordinal")
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (sa.UniqueConstraint("document_id", "ordinal"),)
+
+    id: Mapped[intpk]
+    document_id: Mapped[int] = mapped_column(sa.ForeignKey("documents.id", ondelete="CASCADE"))
+    ordinal: Mapped[int] = mapped_column(sa.Integer)
+    text: Mapped[str] = mapped_column(sa.Text)
+    token_count: Mapped[int] = mapped_column(sa.Integer)
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+    document: Mapped[Document] = relationship(back_populates="chunks")
+
+
+class Embedding(Base):
+    """A chunk's vector under one embedding model. The column has no fixed dimension so
+    several models can share the table; each model's HNSW index is a partial expression
+    index `((embedding::vector(dim)) vector_cosine_ops) WHERE embedding_model_id = id`."""
+
+    __tablename__ = "embeddings"
+
+    chunk_id: Mapped[int] = mapped_column(sa.ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    embedding_model_id: Mapped[int] = mapped_column(sa.ForeignKey("embedding_models.id"), primary_key=True)
+    embedding: Mapped[Any] = mapped_column(Vector())
+    created_at: Mapped[created_at]
+
+
+# --------------------------------------------------------------------------- generation log
+
+
+class PromptTemplate(Base):
+    """A named prompt template; versions are immutable (enforced by a trigger)."""
+
+    __tablename__ = "prompt_templates"
+    __table_args__ = (sa.UniqueConstraint("name", "version"),)
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(sa.Text)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    text: Mapped[str] = mapped_column(sa.Text)
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+
+class ChatSession(Base):
+    """A conversation: its prompts form a linked list through prompts.parent_id."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (sa.Index("ix_sessions_created_at", "created_at"),)
+
+    id: Mapped[intpk]
+    user_id: Mapped[Optional[str]] = mapped_column(sa.Text)
+    collection_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("collections.id", ondelete="SET NULL"))
+    title: Mapped[Optional[str]] = mapped_column(sa.Text)
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    __table_args__ = (
+        sa.Index("ix_prompts_session", "session_id", "created_at"),
+        sa.Index("ix_prompts_parent", "parent_id"),
+        sa.Index("ix_prompts_created_at", "created_at"),
+    )
+
+    id: Mapped[intpk]
+    session_id: Mapped[int] = mapped_column(sa.ForeignKey("sessions.id", ondelete="CASCADE"))
+    parent_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("prompts.id", ondelete="SET NULL"))
+    user_id: Mapped[Optional[str]] = mapped_column(sa.Text)
+    text: Mapped[str] = mapped_column(sa.Text)
+    template_name: Mapped[Optional[str]] = mapped_column(sa.Text)
+    template_version: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        sa.CheckConstraint("status IN ('ok', 'error')", name="ck_generations_status"),
+        sa.Index("ix_generations_prompt", "prompt_id"),
+        sa.Index("ix_generations_created_at", "created_at"),
+        sa.Index("ix_generations_model", "model_name", "created_at"),
+    )
+
+    id: Mapped[intpk]
+    prompt_id: Mapped[int] = mapped_column(sa.ForeignKey("prompts.id", ondelete="CASCADE"))
+    model_name: Mapped[str] = mapped_column(sa.Text)
+    model_revision: Mapped[Optional[str]] = mapped_column(sa.Text)
+    # Set when the model came from genloom's own registry, so analytics reach its training run.
+    model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("models.id", ondelete="SET NULL"))
+    params: Mapped[jsonb]
+    rendered_prompt: Mapped[Optional[str]] = mapped_column(sa.Text)
+    output: Mapped[Optional[str]] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.Text, server_default="ok")
+    error: Mapped[Optional[str]] = mapped_column(sa.Text)
+    retrieval_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    generation_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    total_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    input_tokens: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    output_tokens: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    created_at: Mapped[created_at]
+
+
+class GenerationSource(Base):
+    """A chunk that grounded a generation, with its rank and each retriever's view of it."""
+
+    __tablename__ = "generation_sources"
+    __table_args__ = (sa.Index("ix_generation_sources_chunk", "chunk_id"),)
+
+    generation_id: Mapped[int] = mapped_column(sa.ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True)  # 1 = [1] in the answer
+    chunk_id: Mapped[int] = mapped_column(sa.ForeignKey("chunks.id"))
+    score: Mapped[Optional[float]] = mapped_column(sa.Float)  # the fused score
+    bm25_rank: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    bm25_score: Mapped[Optional[float]] = mapped_column(sa.Float)
+    vector_rank: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    vector_score: Mapped[Optional[float]] = mapped_column(sa.Float)
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+    __table_args__ = (
+        sa.CheckConstraint("score IS NULL OR score BETWEEN 1 AND 5", name="ck_feedback_score"),
+        sa.CheckConstraint("thumbs IS NULL OR thumbs IN (-1, 1)", name="ck_feedback_thumbs"),
+        sa.Index("ix_feedback_generation", "generation_id"),
+        sa.Index("ix_feedback_created_at", "created_at"),
+    )
+
+    id: Mapped[intpk]
+    generation_id: Mapped[int] = mapped_column(sa.ForeignKey("generations.id", ondelete="CASCADE"))
+    user_id: Mapped[Optional[str]] = mapped_column(sa.Text)
+    score: Mapped[Optional[int]] = mapped_column(sa.SmallInteger)  # 1..5
+    thumbs: Mapped[Optional[int]] = mapped_column(sa.SmallInteger)  # +1 up, -1 down
+    label: Mapped[Optional[str]] = mapped_column(sa.Text)
+    comment: Mapped[Optional[str]] = mapped_column(sa.Text)
+    created_at: Mapped[created_at]
+
+
+# --------------------------------------------------------------------------- data
+
+
+class Item(Base):
+    """A piece of data, content-addressed by sha256 of its canonical bytes and never updated."""
+
+    __tablename__ = "items"
+    __table_args__ = (
+        sa.CheckConstraint(_in("modality", ITEM_MODALITIES), name="ck_items_modality"),
+        sa.CheckConstraint(_in("origin", ITEM_ORIGINS), name="ck_items_origin"),
+        sa.Index("ix_items_run", "run_id"),
+        sa.Index("ix_items_model", "model_id"),
+    )
+
+    id: Mapped[intpk]
+    sha256: Mapped[str] = mapped_column(sa.CHAR(64), unique=True)
+    modality: Mapped[str] = mapped_column(sa.Text)
+    payload: Mapped[bytes] = mapped_column(BYTEA)
+    # Text items keep their text here too, so SQL can read it without decoding bytes.
+    text: Mapped[Optional[str]] = mapped_column(sa.Text)
+    shape: Mapped[Optional[list[int]]] = mapped_column(ARRAY(sa.Integer))
+    dtype: Mapped[Optional[str]] = mapped_column(sa.Text)
+    label: Mapped[Optional[str]] = mapped_column(sa.Text)
+    origin: Mapped[str] = mapped_column(sa.Text, server_default="real")
+    run_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("runs.id", ondelete="SET NULL"))
+    model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("models.id", ondelete="SET NULL"))
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(sa.Text, unique=True)
+    modality: Mapped[Optional[str]] = mapped_column(sa.Text)
+    description: Mapped[Optional[str]] = mapped_column(sa.Text)
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+    versions: Mapped[list[DatasetVersion]] = relationship(back_populates="dataset", order_by="DatasetVersion.version")
+
+
+class DatasetVersion(Base):
+    """A numbered version of a dataset. Once sealed, triggers make it and its membership immutable."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (sa.UniqueConstraint("dataset_id", "version"),)
+
+    id: Mapped[intpk]
+    dataset_id: Mapped[int] = mapped_column(sa.ForeignKey("datasets.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    parent_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("dataset_versions.id"))
+    created_by_run_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("runs.id", ondelete="SET NULL"))
+    item_count: Mapped[int] = mapped_column(sa.Integer, server_default="0")
+    # sha256 over the sorted (item sha256, split) pairs: equal manifests mean equal versions.
+    manifest_sha256: Mapped[Optional[str]] = mapped_column(sa.CHAR(64))
+    sealed: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    sealed_at: Mapped[Optional[dt.datetime]]
+    description: Mapped[Optional[str]] = mapped_column(sa.Text)
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+    dataset: Mapped[Dataset] = relationship(back_populates="versions")
+
+
+class DatasetMember(Base):
+    __tablename__ = "dataset_members"
+    __table_args__ = (
+        sa.CheckConstraint(_in("split", SPLITS), name="ck_dataset_members_split"),
+        sa.Index("ix_dataset_members_item", "item_id"),
+        sa.Index("ix_dataset_members_split", "version_id", "split"),
+    )
+
+    version_id: Mapped[int] = mapped_column(sa.ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(sa.ForeignKey("items.id"), primary_key=True)
+    split: Mapped[str] = mapped_column(sa.Text)
+
+
+# --------------------------------------------------------------------------- work
+
+
+class Run(Base):
+    """One job: ingest, train, sample, evaluate, dedup, generate, ..."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", RUN_KINDS), name="ck_runs_kind"),
+        sa.CheckConstraint(_in("status", RUN_STATUSES), name="ck_runs_status"),
+        sa.Index("ix_runs_kind_started", "kind", "started_at"),
+        sa.Index("ix_runs_input_version", "input_version_id"),
+        sa.Index("ix_runs_output_version", "output_version_id"),
+        sa.Index("ix_runs_model", "model_id"),
+    )
+
+    id: Mapped[intpk]
+    kind: Mapped[str] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.Text, server_default="running")
+    name: Mapped[Optional[str]] = mapped_column(sa.Text)
+    params: Mapped[jsonb]
+    summary: Mapped[jsonb]  # final counts, timings, metrics: whatever the job reports at the end
+    input_version_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("dataset_versions.id", ondelete="SET NULL"))
+    output_version_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("dataset_versions.id", ondelete="SET NULL"))
+    # For train runs: the model produced; for sample/evaluate runs: the model used.
+    model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("models.id", ondelete="SET NULL", use_alter=True))
+    collection_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("collections.id", ondelete="SET NULL"))
+    device: Mapped[Optional[str]] = mapped_column(sa.Text)
+    code_version: Mapped[Optional[str]] = mapped_column(sa.Text)
+    host: Mapped[Optional[str]] = mapped_column(sa.Text)
+    error: Mapped[Optional[str]] = mapped_column(sa.Text)
+    started_at: Mapped[created_at]
+    finished_at: Mapped[Optional[dt.datetime]]
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (sa.Index("ix_metrics_run_name_step", "run_id", "name", "step"),)
+
+    id: Mapped[intpk]
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[Optional[int]] = mapped_column(sa.Integer)  # NULL for a run's final metrics
+    name: Mapped[str] = mapped_column(sa.Text)
+    value: Mapped[float] = mapped_column(sa.Float)
+    # Optional subject of the metric, e.g. the item a per-item anomaly score is about.
+    item_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("items.id", ondelete="CASCADE"))
+    created_at: Mapped[created_at]
+
+
+class Model(Base):
+    """The model registry: a named, versioned checkpoint and the run that produced it."""
+
+    __tablename__ = "models"
+    __table_args__ = (sa.UniqueConstraint("name", "version"), sa.Index("ix_models_run", "run_id"))
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(sa.Text)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    architecture: Mapped[str] = mapped_column(sa.Text)  # vae, gan, diffusion, transformer, classifier, ...
+    config: Mapped[jsonb]
+    # 'torch' (a torch.save state dict) or 'hf-tar' (a tar of a Hugging Face model directory).
+    format: Mapped[str] = mapped_column(sa.Text, server_default="torch")
+    checkpoint: Mapped[bytes] = mapped_column(BYTEA, deferred=True)
+    sha256: Mapped[str] = mapped_column(sa.CHAR(64))
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    run_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("runs.id", ondelete="SET NULL"))
+    input_version_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("dataset_versions.id", ondelete="SET NULL"))
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+
+class RunCheckpoint(Base):
+    """Intermediate training state (weights, optimiser, step) for --resume; not a registered model."""
+
+    __tablename__ = "run_checkpoints"
+
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    payload: Mapped[bytes] = mapped_column(BYTEA, deferred=True)
+    sha256: Mapped[str] = mapped_column(sa.CHAR(64))
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[created_at]

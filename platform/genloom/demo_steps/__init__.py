@@ -1,0 +1,29 @@
+"""`genloom demo`: a one-command tour, one step per stage of the data flow.
+
+Each step is a module here with `TITLE` and `run(ctx) -> dict`; a step whose module
+does not exist yet is skipped. Steps must be safe to re-run (idempotent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+# In data-flow order: store → ingest/search → ask → datasets/train → sample → evaluate → analytics.
+STEP_MODULES = [
+    "store",
+    "retrieval",
+    "generation",
+    "training",
+    "diffusion_transformer",
+    "evaluation",
+    "analytics",
+]
+
+
+@dataclasses.dataclass
+class DemoContext:
+    out_dir: Path  # where the demo writes files a person looks at (sample grids, report)
+    quick: bool = False  # smaller budgets (tests)
+    results: dict[str, Any] = dataclasses.field(default_factory=dict)

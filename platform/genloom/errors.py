@@ -1,0 +1,27 @@
+"""Errors the library raises on purpose.
+
+Every GenloomError carries a message that is already fit for a user: the CLI
+prints it as one line and exits non-zero; the HTTP API turns it into a JSON body.
+"""
+
+
+class GenloomError(Exception):
+    """Base class: a problem the user can act on, described in one line."""
+
+    exit_code = 1
+
+
+class ConfigError(GenloomError):
+    """Bad configuration: DATABASE_URL, GENLOOM_HOME and the like."""
+
+
+class DatabaseError(GenloomError):
+    """The database cannot be reached or lacks something genloom needs."""
+
+
+class NotFound(GenloomError):
+    """A named thing (collection, dataset, model, generation, ...) does not exist."""
+
+
+class BadInput(GenloomError):
+    """The user's input is malformed or out of range."""

@@ -1,0 +1,166 @@
+"""Test fixtures: one embedded PostgreSQL per test session, one fresh database per test.
+
+The session migrates a template database once; each test that asks for `db_url`
+gets `CREATE DATABASE … TEMPLATE genloom_template` (a file-level copy, ~0.1 s), and
+DATABASE_URL pointed at it, so the library, the CLI and subprocesses all use it and
+tests never see each other's rows. No mocks: it is the real server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TEMPLATE_DB = "genloom_template"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data, or skip the test with a reason when it is absent."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real public data lives beside the repo in ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def genloom_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("genloom_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENLOOM_HOME", str(home))
+        mp.delenv("DATABASE_URL", raising=False)
+        yield home
+
+
+@pytest.fixture(scope="session")
+def pg_server(genloom_home) -> str:
+    """Start the embedded server once; migrate a template database; yield the server URI."""
+    import psycopg
+
+    from genloom.db import embedded
+    from genloom.db.engine import get_engine, reset_engines
+
+    server_uri = embedded.start()
+    with psycopg.connect(server_uri, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    template_url = embedded.uri_for_database(server_uri, TEMPLATE_DB)
+    os.environ["DATABASE_URL"] = template_url
+    try:
+        get_engine()  # migrates to head
+    finally:
+        reset_engines()
+        del os.environ["DATABASE_URL"]
+    yield server_uri
+    reset_engines()
+    try:
+        embedded.stop()
+    except Exception:
+        pass
+
+
+def _create_database(server_uri: str) -> tuple[str, str]:
+    import psycopg
+
+    from genloom.db import embedded
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server_uri, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB} STRATEGY FILE_COPY")
+    return name, embedded.uri_for_database(server_uri, name)
+
+
+def _drop_database(server_uri: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_uri, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def db_url(pg_server, monkeypatch) -> str:
+    """A fresh, migrated database of its own; DATABASE_URL points at it for this test."""
+    from genloom.db.engine import reset_engines
+
+    name, url = _create_database(pg_server)
+    monkeypatch.setenv("DATABASE_URL", url)
+    reset_engines()
+    yield url
+    reset_engines()
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def engine(db_url):
+    from genloom.db.engine import get_engine
+
+    return get_engine()
+
+
+@pytest.fixture
+def session(engine):
+    """A session whose transaction the test controls (commit explicitly to persist)."""
+    from sqlalchemy.orm import Session
+
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+        s.rollback()
+
+
+@dataclasses.dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        import json
+
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `genloom ARGS…` in-process (same code path as the console script)."""
+    from genloom.cli.main import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def run_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python cli.py ARGS…` in a child process with the current environment."""
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "cli.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO_ROOT,
+    )
+
+
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """Path of a headless Chromium, or skip with the reason."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium when it can)")
