@@ -1,0 +1,9 @@
+"""Retrieval inside Postgres: true BM25 over postings, HNSW vectors, and their fusion in SQL.
+
+- `collections`: named collections (text-search config, embedding model)
+- `bm25`: postings and statistics maintenance (called by ingestion)
+- `vector`: embedding models and their per-model HNSW indexes
+- `hybrid`: the one SQL statement that scores, fuses and filters
+- `search`: the public API, `search(session, query, collection=...) -> list[SearchHit]`
+- `beir`: nDCG@10, Recall@100, MRR@10 and the BEIR evaluation loop
+"""

@@ -1,0 +1,164 @@
+"""The search API every other part of genloom uses (generation, the HTTP API, the CLI).
+
+    from genloom.retrieval.search import search, SearchHit
+    hits = search(session, "how does BM25 score?", collection="demo", k=5)
+
+One SQL statement (`genloom.retrieval.hybrid.HYBRID_SQL`) does the BM25 branch, the
+vector branch, the fusion, the filters and the per-document collapse; Python only
+embeds the query and turns rows into `SearchHit`s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from genloom.errors import BadInput
+from genloom.retrieval.collections import get_collection
+from genloom.retrieval.hybrid import FusionConfig, render_sql
+from genloom.retrieval.vector import HnswConfig, model_for_collection, vector_literal
+
+MODES = ("hybrid", "bm25", "vector")
+FUSIONS = ("rrf", "weighted")
+DEFAULT_K1 = 0.9  # Anserini's BM25 defaults for BEIR
+DEFAULT_B = 0.4
+
+
+@dataclasses.dataclass
+class SearchHit:
+    chunk_id: int
+    document_id: int
+    doc_id: str  # the document's external id (file path, BEIR _id, JSONL id)
+    title: str | None
+    text: str
+    score: float  # fused score in hybrid mode, else the branch's own score
+    bm25_rank: int | None
+    bm25_score: float | None
+    vector_rank: int | None
+    vector_score: float | None  # cosine similarity
+    document_version: int
+    metadata: dict[str, Any]  # the document's metadata, updated with the chunk's
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def search(
+    session: Session,
+    query: str,
+    *,
+    collection: str,
+    k: int = 10,
+    mode: str = "hybrid",
+    where: dict[str, str] | None = None,
+    by_document: bool = False,
+    include_superseded: bool = False,
+    query_embedding=None,
+    fusion: str = "rrf",
+    rrf_k: int = 60,
+    bm25_weight: float = 0.5,
+    depth: int | None = None,
+    k1: float = DEFAULT_K1,
+    b: float = DEFAULT_B,
+    ef_search: int | None = None,
+) -> list[SearchHit]:
+    """Top-k chunks (or documents, with by_document) of `collection` for `query`.
+
+    mode: 'hybrid' (BM25 + vector fused in SQL), 'bm25' or 'vector'.
+    where: document metadata that must match (JSONB containment), e.g. {"lang": "en"}.
+    include_superseded: also search old document versions (default: current ones only).
+    query_embedding: a precomputed query vector (batch mode embeds many queries at once).
+    fusion: 'rrf' (reciprocal rank fusion, constant rrf_k) or 'weighted' (min-max normalised
+    scores, bm25_weight for BM25). depth: candidates per branch (default max(100, k), tripled
+    with by_document so that k distinct documents survive the collapse).
+    """
+    if query is None or not str(query).strip():
+        raise BadInput("empty query: give the text to search for")
+    if mode not in MODES:
+        raise BadInput(f"unknown mode {mode!r}; use one of: {', '.join(MODES)}")
+    if fusion not in FUSIONS:
+        raise BadInput(f"unknown fusion {fusion!r}; use one of: {', '.join(FUSIONS)}")
+    if k < 1:
+        raise BadInput(f"k must be at least 1 (got {k})")
+    if not 0.0 <= bm25_weight <= 1.0:
+        raise BadInput(f"bm25_weight must be within [0, 1] (got {bm25_weight})")
+    coll = get_collection(session, collection)
+
+    if depth is None:
+        depth = max(100, k) * (3 if by_document else 1)
+    if depth < k and not by_document:
+        depth = k
+    model = model_for_collection(session, coll.embedding_model_id)
+    use_vector = mode in ("hybrid", "vector")
+    if use_vector and model is None:
+        if mode == "vector":
+            raise BadInput(f"collection {collection!r} has no embeddings yet; ingest documents first")
+        use_vector = False
+
+    embedding_text = None
+    if use_vector:
+        if query_embedding is None:
+            from ingest.embedding import embed
+
+            query_embedding = embed([query], name=model.name)[0]
+        if len(query_embedding) != model.dim:
+            raise BadInput(f"query embedding has dimension {len(query_embedding)}, the collection's model {model.dim}")
+        embedding_text = vector_literal(query_embedding)
+        ef = max(ef_search or HnswConfig().ef_search, 1)
+        # Transaction-local: iterative scan so filtered queries still fill the branch.
+        session.execute(
+            sa.text(
+                "SELECT set_config('hnsw.ef_search', :ef, true), "
+                "set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+            ),
+            {"ef": str(min(ef, 1000))},
+        )
+
+    sql = render_sql(
+        dim=model.dim if model else None,
+        model_id=model.id if model else None,
+        current_only=not include_superseded,
+        filtered=bool(where),
+    )
+    params = {
+        "query": query,
+        "ts_config": coll.text_search_config,
+        "query_embedding": embedding_text,
+        "collection_id": coll.id,
+        "where": json.dumps({str(key): str(v) for key, v in (where or {}).items()}),
+        "k1": float(k1),
+        "b": float(b),
+        "bm25_depth": depth if mode in ("hybrid", "bm25") else 0,
+        "vector_depth": depth if use_vector else 0,
+        "mode": mode,
+        "fusion": fusion,
+        "rrf_k": float(rrf_k),
+        "bm25_weight": float(bm25_weight),
+        "by_document": bool(by_document),
+        "k": int(k),
+    }
+    rows = session.execute(sa.text(sql), params).mappings().all()
+    return [
+        SearchHit(
+            chunk_id=row["chunk_id"],
+            document_id=row["document_id"],
+            doc_id=row["external_id"],
+            title=row["title"],
+            text=row["text"],
+            score=float(row["score"]) if row["score"] is not None else 0.0,
+            bm25_rank=row["bm25_rank"],
+            bm25_score=float(row["bm25_score"]) if row["bm25_score"] is not None else None,
+            vector_rank=row["vector_rank"],
+            vector_score=float(row["vector_score"]) if row["vector_score"] is not None else None,
+            document_version=row["version"],
+            metadata={**(row["document_metadata"] or {}), **(row["chunk_metadata"] or {})},
+        )
+        for row in rows
+    ]
+
+
+__all__ = ["SearchHit", "search", "MODES", "FUSIONS", "FusionConfig"]
