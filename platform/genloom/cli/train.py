@@ -1,0 +1,183 @@
+"""`genloom train`, `genloom sample`, `genloom score`, `genloom models list|show`: parsing and rendering only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from genloom.cli.output import JsonOption, console, info, print_json
+
+models_app = typer.Typer(help="The model registry: trained checkpoints with their runs.", no_args_is_help=True)
+
+
+def train(
+    arch: Annotated[str, typer.Argument(help="Architecture: vae, gan, diffusion or transformer.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Input dataset NAME\\[@VERSION] (default: latest sealed).")],
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps.")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the train split (instead of --steps).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Batch size per process.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+    conditional: Annotated[bool, typer.Option("--conditional", help="Class-conditional on the item labels.")] = False,
+    text_conditional: Annotated[
+        bool, typer.Option("--text-conditional", help="Conditioned on a sentence embedding of each item's caption.")
+    ] = False,
+    init: Annotated[Optional[str], typer.Option("--init", help="Start from a registered MODEL[@V] or a local HF directory.")] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="KEY=VALUE hyperparameter (repeatable), e.g. loss=wgan-gp, beta=0.5, warmup=100."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between resumable checkpoints (0: ~10 per run).")] = 0,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validation passes (0: ~5 per run).")] = 0,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks.")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", help="Registry name (default ARCH-DATASET).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the latest interrupted run of --name from its checkpoint.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Train a model on a dataset version; register it with its run. Works under `torchrun --nproc_per_node N`."""
+    import os
+
+    from genloom.training.options import TrainOptions, parse_set
+    from genloom.training.trainer import train as run_training
+
+    opts = TrainOptions(
+        dataset=dataset, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, conditional=conditional,
+        text_conditional=text_conditional, init=init, seed=seed, checkpoint_every=checkpoint_every,
+        eval_every=eval_every, compile=compile_, name=name, device=device, resume=resume,
+        hparams=parse_set(set_ or []),
+    )
+    result = run_training(arch, opts, progress=not json_out)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    payload = {"run_id": result.run_id, "model": result.model, "metrics": result.metrics}
+    if json_out:
+        print_json(payload)
+        return
+    console.print(f"model [bold]{result.model}[/bold] (run {result.run_id}, {result.steps} steps, {result.seconds:.1f} s)")
+    for key, value in sorted(result.metrics.items()):
+        console.print(f"  {key}: {value:.5g}")
+
+
+def sample(
+    model: Annotated[str, typer.Argument(help="Registered MODEL\\[@VERSION].")],
+    n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 16,
+    label: Annotated[Optional[str], typer.Option("--label", help="Class label (conditional models).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same samples.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write a PNG grid (images) or a text file (texts).")] = None,
+    store: Annotated[bool, typer.Option("--store", help="Store the samples as synthetic items (needs --into).")] = False,
+    into: Annotated[Optional[str], typer.Option("--into", help="Dataset to add a new sealed version to.")] = None,
+    interpolate: Annotated[
+        Optional[tuple[int, int]], typer.Option("--interpolate", help="Two item ids: decode the latent path between them.")
+    ] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Interpolation steps (VAE) or sampler steps (diffusion).")] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", help="Diffusion sampler: ddpm or ddim.")] = None,
+    eta: Annotated[Optional[float], typer.Option("--eta", help="DDIM eta.")] = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance weight w.")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Text prompt (text-conditioned models).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens to generate (transformer).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature (transformer).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Top-k sampling (transformer).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    json_out: JsonOption = False,
+) -> None:
+    """Sample from a registered model: a PNG grid or texts; --store --into DATASET keeps them as synthetic items."""
+    from genloom.errors import BadInput
+    from genloom.training.options import SampleOptions
+    from genloom.training.sampling import sample_job
+
+    if store and not into:
+        raise BadInput("--store needs --into DATASET (the dataset that gets a new version)")
+    if into and not store:
+        raise BadInput("--into needs --store")
+    opts = SampleOptions(
+        n=n, label=label, seed=seed, interpolate=tuple(interpolate) if interpolate else None, steps=steps,
+        sampler=sampler, eta=eta, guidance=guidance, prompt=prompt, max_new_tokens=max_new_tokens,
+        temperature=temperature, top_k=top_k, device=device,
+    )
+    result = sample_job(model, opts, out=out, into=into if store else None)
+    if json_out:
+        print_json({"run_id": result.run_id, "items": result.items, "dataset": result.dataset,
+                    "out": str(result.out) if result.out else None})
+        return
+    if result.texts is not None and result.out is None:
+        for i, text in enumerate(result.texts):
+            console.print(f"[dim]--- sample {i}[/dim]")
+            console.print(text, markup=False, highlight=False)
+    info(f"run {result.run_id}: {result.count} samples from {result.model}"
+         + (f" → {result.out}" if result.out else "")
+         + (f"; stored {len(result.items)} items in {result.dataset}" if result.dataset else ""))
+
+
+def score(
+    model: Annotated[str, typer.Argument(help="Registered MODEL\\[@VERSION] that can score items (VAE).")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset NAME\\[@VERSION] to score.")],
+    split: Annotated[Optional[str], typer.Option("--split", help="Only this split (train, val, test).")] = None,
+    top: Annotated[int, typer.Option("--top", help="How many of the most anomalous items to list.")] = 20,
+    json_out: JsonOption = False,
+) -> None:
+    """Per-item anomaly scores (negative ELBO), stored as metrics rows; lists the most anomalous items."""
+    from rich.table import Table
+
+    from genloom.training.scoring import score_job
+
+    result = score_job(model, dataset, top=top, split=split)
+    if json_out:
+        print_json(result)
+        return
+    table = Table(title=f"most anomalous items of {result['dataset']} under {result['model']} (run {result['run_id']})")
+    for col in ("item_id", "label", "split", "score"):
+        table.add_column(col, justify="right" if col in ("item_id", "score") else "left")
+    for row in result["top"]:
+        table.add_row(str(row["item_id"]), str(row["label"]), row["split"], f"{row['score']:.3f}")
+    console.print(table)
+    info(f"scored {result['scored']} items; mean {result['mean']:.3f} (metric '{result['metric']}' of run {result['run_id']})")
+
+
+@models_app.command("list")
+def models_list(json_out: JsonOption = False) -> None:
+    """Every registered model version."""
+    from rich.table import Table
+
+    from genloom.db.engine import session_scope
+    from genloom.training.models import list_models
+
+    with session_scope() as s:
+        rows = list_models(s)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table()
+    for col in ("model", "architecture", "format", "size", "run", "dataset", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["model"], r["architecture"], r["format"], f"{r['size_bytes'] / 1e6:.2f} MB", str(r["run_id"]),
+                      r["dataset"] or "-", r["created_at"].strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    model: Annotated[str, typer.Argument(help="MODEL\\[@VERSION].")],
+    json_out: JsonOption = False,
+) -> None:
+    """One model: config, checkpoint hash and size, training run, input dataset version, final metrics."""
+    from genloom.db.engine import session_scope
+    from genloom.training.models import show_model
+
+    with session_scope() as s:
+        row = show_model(s, model)
+    if json_out:
+        print_json(row)
+        return
+    for key, value in row.items():
+        console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(sample)
+    app.command()(score)
+    app.add_typer(models_app, name="models")
