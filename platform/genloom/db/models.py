@@ -409,3 +409,75 @@ class RunCheckpoint(Base):
     sha256: Mapped[str] = mapped_column(sa.CHAR(64))
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     created_at: Mapped[created_at]
+
+
+# --------------------------------------------------------------------------- issue 7: evaluation and dedup
+
+
+class DedupDecision(Base):
+    """One item a dedup run dropped, the item kept in its place, and why."""
+
+    __tablename__ = "dedup_decisions"
+    __table_args__ = (
+        sa.CheckConstraint("method IN ('exact', 'normalized', 'minhash', 'semantic')", name="ck_dedup_decisions_method"),
+        sa.CheckConstraint("dropped_item_id <> kept_item_id", name="ck_dedup_decisions_distinct"),
+        sa.Index("ix_dedup_decisions_run", "run_id"),
+        sa.Index("ix_dedup_decisions_output", "output_version_id"),
+        sa.Index("ix_dedup_decisions_dropped", "dropped_item_id"),
+    )
+
+    id: Mapped[intpk]
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
+    input_version_id: Mapped[int] = mapped_column(sa.ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    output_version_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("dataset_versions.id", ondelete="CASCADE"))
+    dropped_item_id: Mapped[int] = mapped_column(sa.ForeignKey("items.id"))
+    kept_item_id: Mapped[int] = mapped_column(sa.ForeignKey("items.id"))
+    method: Mapped[str] = mapped_column(sa.Text)
+    similarity: Mapped[float] = mapped_column(sa.Float)
+    created_at: Mapped[created_at]
+
+
+class ItemEmbedder(Base):
+    """What produced item vectors (sentence model, feature network, aligned pixels); one HNSW index each."""
+
+    __tablename__ = "item_embedders"
+    __table_args__ = (sa.CheckConstraint("dim > 0 AND dim <= 16000", name="ck_item_embedders_dim"),)
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(sa.Text, unique=True)
+    modality: Mapped[str] = mapped_column(sa.Text)
+    dim: Mapped[int] = mapped_column(sa.Integer)
+    model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("models.id", ondelete="SET NULL"))
+    metadata_: Mapped[jsonb] = mapped_column("metadata")
+    created_at: Mapped[created_at]
+
+
+class ItemEmbedding(Base):
+    """An item's vector under one embedder (items are content-addressed, so it is computed once)."""
+
+    __tablename__ = "item_embeddings"
+
+    item_id: Mapped[int] = mapped_column(sa.ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    embedder_id: Mapped[int] = mapped_column(sa.ForeignKey("item_embedders.id", ondelete="CASCADE"), primary_key=True)
+    embedding: Mapped[Any] = mapped_column(Vector())
+    created_at: Mapped[created_at]
+
+
+class ChunkDuplicate(Base):
+    """A chunk flagged as a near-duplicate of another chunk of its collection (search can anti-join)."""
+
+    __tablename__ = "chunk_duplicates"
+    __table_args__ = (
+        sa.CheckConstraint("method IN ('exact', 'normalized', 'minhash', 'semantic')", name="ck_chunk_duplicates_method"),
+        sa.CheckConstraint("chunk_id <> duplicate_of_chunk_id", name="ck_chunk_duplicates_distinct"),
+        sa.Index("ix_chunk_duplicates_collection", "collection_id"),
+        sa.Index("ix_chunk_duplicates_of", "duplicate_of_chunk_id"),
+    )
+
+    chunk_id: Mapped[int] = mapped_column(sa.ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    duplicate_of_chunk_id: Mapped[int] = mapped_column(sa.ForeignKey("chunks.id", ondelete="CASCADE"))
+    collection_id: Mapped[int] = mapped_column(sa.ForeignKey("collections.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(sa.Text)
+    similarity: Mapped[float] = mapped_column(sa.Float)
+    run_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("runs.id", ondelete="SET NULL"))
+    created_at: Mapped[created_at]
