@@ -1,0 +1,99 @@
+"""Retention for the generation log, which grows without bound.
+
+Generations older than a cut-off go in batches, each its own transaction, so a big
+purge neither holds one huge lock nor loses its progress if interrupted (re-running
+continues). Their sources and feedback go with them (ON DELETE CASCADE); then prompts
+left without generations and sessions left without prompts, if older than the cut-off.
+Runs, datasets, models and documents are never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from genloom.errors import BadInput
+
+_AGE = re.compile(r"^\s*(\d+)\s*([dwmy])\s*$", re.IGNORECASE)
+_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
+
+
+def parse_cutoff(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
+    """'90d' / '12w' / '6m' / '1y' (an age) or '2026-01-31' (a date) → an aware UTC datetime."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    match = _AGE.match(text)
+    if match:
+        days = int(match.group(1)) * _DAYS[match.group(2).lower()]
+        if days <= 0:
+            raise BadInput(f"--older-than must be a positive age (got {text!r})")
+        return now - dt.timedelta(days=days)
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadInput(f"--older-than must be an age like 90d, 12w, 6m, 1y or a date like 2026-01-31 (got {text!r})") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+# A prompt survives while any of its generations does; a session while any of its prompts
+# does. Deleting a prompt or session cascades, so these conditions protect newer rows.
+_SURVIVING_GENERATION = "EXISTS (SELECT 1 FROM generations g WHERE g.prompt_id = p.id AND g.created_at >= :cutoff)"
+_EXPIRED_PROMPTS = f"""
+    FROM prompts p
+    WHERE p.created_at < :cutoff AND NOT {_SURVIVING_GENERATION}
+"""
+_EXPIRED_SESSIONS = f"""
+    FROM sessions s
+    WHERE s.created_at < :cutoff
+      AND NOT EXISTS (SELECT 1 FROM prompts p WHERE p.session_id = s.id
+                      AND (p.created_at >= :cutoff OR {_SURVIVING_GENERATION}))
+"""
+
+
+def count_expired(session: Session, cutoff: dt.datetime) -> dict[str, int]:
+    """What a purge at `cutoff` would delete."""
+    params = {"cutoff": cutoff}
+    one = lambda q: int(session.execute(sa.text(q), params).scalar() or 0)  # noqa: E731
+    return {
+        "generations": one("SELECT count(*) FROM generations WHERE created_at < :cutoff"),
+        "feedback": one(
+            "SELECT count(*) FROM feedback f JOIN generations g ON g.id = f.generation_id WHERE g.created_at < :cutoff"
+        ),
+        "prompts": one("SELECT count(*) " + _EXPIRED_PROMPTS),
+        "sessions": one("SELECT count(*) " + _EXPIRED_SESSIONS),
+    }
+
+
+def apply_retention(
+    engine: Engine,
+    cutoff: dt.datetime,
+    *,
+    batch_size: int = 10_000,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Delete everything older than `cutoff` in batches of `batch_size` generations."""
+    if batch_size < 1:
+        raise BadInput(f"--batch-size must be at least 1 (got {batch_size})")
+    deleted = {"generations": 0, "prompts": 0, "sessions": 0}
+    params = {"cutoff": cutoff, "n": batch_size}
+    # Oldest first by id (created_at follows id closely), using the created_at index.
+    generation_batch = sa.text(
+        "DELETE FROM generations WHERE id IN ("
+        " SELECT id FROM generations WHERE created_at < :cutoff ORDER BY created_at LIMIT :n)"
+    )
+    prompt_batch = sa.text(f"DELETE FROM prompts WHERE id IN (SELECT p.id {_EXPIRED_PROMPTS} LIMIT :n)")
+    session_batch = sa.text(f"DELETE FROM sessions WHERE id IN (SELECT s.id {_EXPIRED_SESSIONS} LIMIT :n)")
+    for key, statement in (("generations", generation_batch), ("prompts", prompt_batch), ("sessions", session_batch)):
+        while True:
+            with engine.begin() as conn:
+                n = conn.execute(statement, params).rowcount
+            deleted[key] += n
+            if key == "generations" and on_batch is not None and n:
+                on_batch(n)
+            if n < batch_size:
+                break
+    return deleted

@@ -1,0 +1,243 @@
+"""`genloom sql`, `genloom report`, `genloom analytics summary|views`, `genloom retention`."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from genloom.cli.output import JsonOption, _default, console, err_console, info, print_json
+
+analytics_app = typer.Typer(help="Analytics: the one-screen summary and the list of views.", no_args_is_help=True)
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    if value is None:
+        return "∅"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, default=_default, ensure_ascii=False)
+    elif isinstance(value, (bytes, memoryview)):
+        text = f"<{len(value)} bytes>"
+    else:
+        text = str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=_default, ensure_ascii=False)
+    if isinstance(value, (bytes, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return value
+
+
+def sql(
+    query: Annotated[Optional[str], typer.Argument(help="One SQL statement, e.g. \"SELECT * FROM v_model_stats\".")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the statement from this file.")] = None,
+    json_out: JsonOption = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV (header + rows) on stdout.")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Keep at most this many rows; says so when rows were cut.")] = 1000,
+    timeout: Annotated[float, typer.Option("--timeout", help="Statement timeout in seconds.")] = 30.0,
+) -> None:
+    """Run read-only SQL as the genloom_reader role (a write is refused by Postgres itself).
+
+    The analytics views (v_model_stats, v_daily, v_feedback_explained, ... : `genloom analytics views`)
+    make the common questions one SELECT away; docs/analytics.md has an example for each.
+    """
+    from genloom.analytics.sql import run_sql
+    from genloom.errors import BadInput
+
+    if json_out and csv_out:
+        raise BadInput("choose one of --json and --csv")
+    if (query is None) == (file is None):
+        raise BadInput('give the query either as an argument or with --file (e.g. genloom sql "SELECT * FROM v_model_stats")')
+    if file is not None:
+        try:
+            query = file.read_text()
+        except OSError as exc:
+            raise BadInput(f"cannot read {file}: {exc.strerror or exc}") from None
+    result = run_sql(query or "", limit=limit, timeout_s=timeout)
+    cut_note = (
+        f"rows cut at --limit {result.limit}: the query returned more (raise --limit, or add ORDER BY … LIMIT)"
+        if result.truncated
+        else None
+    )
+    if json_out:
+        print_json(
+            {
+                "columns": result.columns,
+                "rows": result.as_dicts(),
+                "row_count": len(result.rows),
+                "truncated": result.truncated,
+                "limit": result.limit,
+                "status": result.status,
+                "elapsed_ms": round(result.elapsed_ms, 1),
+            }
+        )
+    elif csv_out:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        if result.columns:
+            writer.writerow(result.columns)
+        for row in result.rows:
+            writer.writerow([_csv_value(v) for v in row])
+        sys.stdout.flush()
+    else:
+        from rich.table import Table
+
+        if result.columns:
+            table = Table(show_lines=False, header_style="bold cyan")
+            for name in result.columns:
+                table.add_column(name, overflow="fold")
+            for row in result.rows:
+                table.add_row(*(_cell(v) for v in row))
+            console.print(table)
+        info(
+            f"[dim]{len(result.rows)} row{'s' if len(result.rows) != 1 else ''}"
+            + (f" · {result.status}" if result.status and not result.columns else "")
+            + f" · {result.elapsed_ms:.0f} ms[/dim]"
+        )
+    if cut_note:
+        err_console.print(f"[yellow]note:[/yellow] {cut_note}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _parse_since(since: str | None) -> dt.datetime | None:
+    from genloom.errors import BadInput
+
+    if since is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(since)
+    except ValueError:
+        raise BadInput(f"--since must be a date like 2026-11-01 (got {since!r})") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def report(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the HTML page.")] = Path("report.html"),
+    since: Annotated[Optional[str], typer.Option("--since", help="Only generations and feedback from this date on (YYYY-MM-DD).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Write a self-contained HTML report (plots embedded): usage, feedback, latency, training, samples, datasets."""
+    from genloom.analytics.report import build_report
+    from genloom.db.engine import session_scope
+
+    since_at = _parse_since(since)
+    with session_scope() as session:
+        result = build_report(session, since=since_at)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.html, encoding="utf-8")
+    except OSError as exc:
+        from genloom.errors import BadInput
+
+        raise BadInput(f"cannot write {out}: {exc.strerror or exc}") from None
+    payload = {
+        "out": str(out.resolve()),
+        "bytes": len(result.html.encode()),
+        "plots": result.plots,
+        "missing": result.missing,
+    }
+    if json_out:
+        print_json(payload)
+    else:
+        info(f"wrote [bold]{out}[/bold] ({payload['bytes'] / 1024:.0f} KiB, {len(result.plots)} plots)")
+        for section, why in result.missing.items():
+            info(f"  [dim]{section}: {why}[/dim]")
+
+
+@analytics_app.command("summary")
+def summary_cmd(json_out: JsonOption = False) -> None:
+    """One screen: volume, quality, latency per model, datasets, runs, and how long each view takes."""
+    from genloom.analytics.summary import collect_summary, render_summary
+    from genloom.db.engine import session_scope
+
+    with session_scope() as session:
+        data = collect_summary(session)
+    if json_out:
+        print_json(data)
+    else:
+        render_summary(data, console)
+
+
+@analytics_app.command("views")
+def views_cmd(json_out: JsonOption = False) -> None:
+    """List the analytics views with what each answers (docs/analytics.md has example queries)."""
+    from rich.table import Table
+
+    from genloom.analytics.views import VIEWS
+
+    if json_out:
+        print_json([{"view": k, "description": v} for k, v in VIEWS.items()])
+        return
+    table = Table(header_style="bold cyan")
+    table.add_column("view")
+    table.add_column("what it answers")
+    for name, description in VIEWS.items():
+        table.add_row(name, description)
+    console.print(table)
+
+
+def retention(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age cut-off: 90d, 12w, 6m (30-day months), 1y, or a date YYYY-MM-DD.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Generations per transaction.")] = 10_000,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Delete generations (with their sources and feedback), then emptied prompts and sessions, older than a cut-off."""
+    from genloom.analytics.retention import apply_retention, count_expired, parse_cutoff
+    from genloom.db.engine import get_engine, session_scope
+
+    cutoff = parse_cutoff(older_than)
+    with session_scope() as session:
+        counts = count_expired(session, cutoff)
+    if dry_run or counts["generations"] == 0 and counts["prompts"] == 0 and counts["sessions"] == 0:
+        payload = {"cutoff": cutoff.isoformat(), "dry_run": dry_run, "would_delete" if dry_run else "deleted": counts if dry_run else {k: 0 for k in counts}}
+        if json_out:
+            print_json(payload)
+        else:
+            verb = "would delete" if dry_run else "nothing to delete:"
+            info(f"{verb} {counts['generations']} generations, {counts['feedback']} feedback, {counts['prompts']} prompts, "
+                 f"{counts['sessions']} sessions older than {cutoff:%Y-%m-%d %H:%M} UTC")
+        return
+    if not yes and not json_out:
+        if not sys.stdin.isatty():
+            from genloom.errors import BadInput
+
+            raise BadInput("retention deletes data: pass --yes to confirm when not running interactively")
+        typer.confirm(
+            f"Delete {counts['generations']} generations ({counts['feedback']} feedback) older than {cutoff:%Y-%m-%d}?",
+            abort=True,
+            err=True,
+        )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err_console, disable=json_out, transient=True,
+    ) as progress:
+        task = progress.add_task("deleting generations", total=counts["generations"])
+        deleted = apply_retention(
+            get_engine(), cutoff, batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)
+        )
+    if json_out:
+        print_json({"cutoff": cutoff.isoformat(), "dry_run": False, "deleted": deleted})
+    else:
+        info(f"deleted {deleted['generations']} generations, {deleted['prompts']} prompts, {deleted['sessions']} sessions "
+             f"older than {cutoff:%Y-%m-%d %H:%M} UTC (sources and feedback went with their generations)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sql")(sql)
+    app.command("report")(report)
+    app.command("retention")(retention)
+    app.add_typer(analytics_app, name="analytics")
