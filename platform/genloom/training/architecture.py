@@ -20,7 +20,7 @@ Class attributes (read before anything is built, so bad input fails fast):
     sample_options: frozenset[str] SampleOptions fields it accepts: 'label', 'interpolate', 'steps',
                                    'sampler', 'eta', 'guidance', 'prompt', 'max_new_tokens', 'temperature', 'top_k'
     monitor: str                   validation metric for early stopping / reporting (lower is better)
-    default_steps, default_batch_size, default_lr
+    default_steps, default_batch_size, default_lr (or classmethod default_lr_for(hp))
 
 Training (one instance per job; `ctx` is a `TrainContext` from the framework):
 
@@ -200,6 +200,11 @@ class Architecture:
         raise NotImplementedError
 
     # Optional: score(batch) -> Tensor[N]; interpolate(x_a, x_b, steps) -> Tensor.
+
+    @classmethod
+    def default_lr_for(cls, hp) -> float:
+        """The LR when --lr is not given (may depend on hyperparameters, e.g. the GAN's loss)."""
+        return cls.default_lr
 
     # ---- checks the framework runs before building anything
     @classmethod

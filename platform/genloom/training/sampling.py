@@ -37,7 +37,7 @@ def _item_images(session, ids: tuple[int, int]):
     from genloom.db.models import Item
 
     rows = {r.id: r for r in session.execute(
-        sa.select(Item.id, Item.modality, Item.payload, Item.shape).where(Item.id.in_(ids))
+        sa.select(Item.id, Item.modality, Item.payload, Item.shape, Item.label).where(Item.id.in_(ids))
     ).all()}
     out = []
     for i in ids:
@@ -49,7 +49,7 @@ def _item_images(session, ids: tuple[int, int]):
         out.append(torch.from_numpy(np.frombuffer(bytes(r.payload), dtype=np.uint8).reshape(r.shape).astype("float32") / 255.0))
     if out[0].shape != out[1].shape:
         raise BadInput(f"--interpolate: items {ids[0]} and {ids[1]} have different sizes")
-    return out[0], out[1]
+    return out[0], out[1], (rows[ids[0]].label, rows[ids[1]].label)
 
 
 def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, into: str | None = None) -> SampleResult:
@@ -80,7 +80,7 @@ def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, 
     params.update(model=ref, out=str(out) if out else None, into=into)
     with tracked_run("sample", params=params, model_id=row.id, device=device) as run:
         if pair is not None:
-            images = runner.interpolate(pair[0], pair[1], opts.steps or 8)
+            images = runner.interpolate(pair[0], pair[1], opts.steps or 8, labels=pair[2])
             samples = Samples(images=images)
         else:
             samples = runner.sample(opts)

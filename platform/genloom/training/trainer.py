@@ -215,10 +215,12 @@ def find_resumable(session, arch: str, name: str) -> tuple[int, int]:
 # --------------------------------------------------------------------------- the job
 
 
-def _plan(arch_cls, opts: TrainOptions, info, world_size: int) -> None:
+def _plan(arch_cls, opts: TrainOptions, info, world_size: int, hp) -> None:
     """Fill the defaults that depend on the architecture and the data (in place)."""
     opts.batch_size = opts.batch_size or arch_cls.default_batch_size
-    opts.lr = opts.lr if opts.lr is not None else arch_cls.default_lr
+    opts.lr = opts.lr if opts.lr is not None else arch_cls.default_lr_for(hp)
+    if opts.lr <= 0:
+        raise BadInput(f"--lr must be positive (got {opts.lr})")
     if opts.batch_size < 1:
         raise BadInput(f"--batch-size must be at least 1 (got {opts.batch_size})")
     if opts.steps is not None and opts.epochs is not None:
@@ -286,7 +288,10 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     _init_distributed(device, world_size)
-    _plan(arch_cls, opts, info, world_size)
+    if device == "cpu" and world_size > 1:
+        # N processes on one machine: share the cores instead of oversubscribing them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    _plan(arch_cls, opts, info, world_size, hp)
     if opts.name is None:
         opts.name = f"{arch_name}-{parse_ref(opts.dataset)[0]}"
     parse_ref(opts.name)  # a valid registry name

@@ -1,0 +1,185 @@
+"""`genloom datasets import|list|show|diff|export`: parsing and rendering only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from genloom.cli.output import JsonOption, console, info, print_json
+
+datasets_app = typer.Typer(help="Versioned datasets: import, list, show, diff, export.", no_args_is_help=True)
+import_app = typer.Typer(help="Import a source as a new sealed dataset version.", no_args_is_help=True)
+datasets_app.add_typer(import_app, name="import")
+
+ValOption = Annotated[float, typer.Option("--val", help="Fraction of items for the val split (seeded).")]
+TestOption = Annotated[float, typer.Option("--test", help="Fraction of items for the test split (seeded).")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the split.")]
+
+
+def _report(result, json_out: bool) -> None:
+    payload = {"run_id": result.run_id, "dataset": result.dataset, "items": result.items,
+               "new_items": result.new_items, "by_split": result.by_split, "unchanged": result.unchanged}
+    if json_out:
+        print_json(payload)
+    elif result.unchanged:
+        info(f"{result.dataset} already holds exactly this content ({result.items} items): nothing changed")
+    else:
+        splits = ", ".join(f"{k} {v}" for k, v in result.by_split.items())
+        info(f"imported {result.dataset}: {result.items} items ({splits}); {result.new_items} new to the store (run {result.run_id})")
+
+
+@import_app.command("digits")
+def import_digits_cmd(
+    name: Annotated[str, typer.Option("--name", help="Dataset name.")] = "digits",
+    val: ValOption = 0.1, test: TestOption = 0.1, seed: SeedOption = 0, json_out: JsonOption = False,
+) -> None:
+    """scikit-learn's bundled 8×8 digits (1,797 images): works with no files."""
+    from genloom.datasets.importers import SplitFractions, import_digits
+
+    _report(import_digits(name, fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
+
+
+@import_app.command("mnist")
+def import_mnist_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder with the four MNIST IDX .gz files.")],
+    name: Annotated[str, typer.Option("--name", help="Dataset name.")] = "mnist",
+    val: Annotated[float, typer.Option("--val", help="Fraction of MNIST's train set held out as val.")] = 5000 / 60000,
+    seed: SeedOption = 0,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N of each file (quick tries).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """MNIST from its IDX files (its own train/test split; val carved from train)."""
+    from genloom.datasets.importers import import_mnist
+
+    _report(import_mnist(directory, name, val_fraction=val, seed=seed, limit=limit), json_out)
+
+
+@import_app.command("images")
+def import_images_cmd(
+    directory: Annotated[Path, typer.Argument(help="Folder of PNG/JPEG images; label = sub-folder.")],
+    name: Annotated[str, typer.Option("--name", help="Dataset name.")],
+    resize: Annotated[Optional[tuple[int, int]], typer.Option("--resize", help="Resize every image to H W.")] = None,
+    val: ValOption = 0.1, test: TestOption = 0.1, seed: SeedOption = 0, json_out: JsonOption = False,
+) -> None:
+    """A folder of images (all one size, or --resize H W)."""
+    from genloom.datasets.importers import SplitFractions, import_images
+
+    _report(import_images(directory, name, resize=tuple(resize) if resize else None,
+                          fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
+
+
+@import_app.command("text")
+def import_text_cmd(
+    source: Annotated[Path, typer.Argument(help="A text FILE or a DIR of .txt/.md files.")],
+    name: Annotated[str, typer.Option("--name", help="Dataset name.")],
+    unit: Annotated[str, typer.Option("--unit", help="One item per document, paragraph or line.")] = "document",
+    contiguous: Annotated[
+        bool, typer.Option("--contiguous", help="Split in order (first units train, then val, test) instead of shuffled.")
+    ] = False,
+    val: ValOption = 0.1, test: TestOption = 0.1, seed: SeedOption = 0, json_out: JsonOption = False,
+) -> None:
+    """Text items from files."""
+    from genloom.datasets.importers import SplitFractions, import_text
+
+    _report(import_text(source, name, unit=unit, contiguous=contiguous,
+                        fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
+
+
+@import_app.command("collection")
+def import_collection_cmd(
+    collection: Annotated[str, typer.Argument(help="An ingested collection.")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Dataset name (default: the collection's).")] = None,
+    val: ValOption = 0.1, test: TestOption = 0.1, seed: SeedOption = 0, json_out: JsonOption = False,
+) -> None:
+    """A collection's current documents as text items."""
+    from genloom.datasets.importers import SplitFractions, import_collection
+
+    _report(import_collection(collection, name, fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
+
+
+@datasets_app.command("list")
+def list_cmd(json_out: JsonOption = False) -> None:
+    """Every dataset version."""
+    from rich.table import Table
+
+    from genloom.datasets.store import list_versions
+    from genloom.db.engine import session_scope
+
+    with session_scope() as s:
+        rows = list_versions(s)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table()
+    for col in ("dataset", "modality", "items", "sealed", "run", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["ref"], r["modality"] or "-", str(r["items"]), "yes" if r["sealed"] else "no",
+                      str(r["created_by_run"] or "-"), r["created_at"].strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@datasets_app.command("show")
+def show_cmd(
+    ref: Annotated[str, typer.Argument(help="NAME\\[@VERSION] (default: latest sealed version).")],
+    json_out: JsonOption = False,
+) -> None:
+    """Counts of one version: by split, origin (real/synthetic) and label; parent; creating run."""
+    from genloom.datasets.store import resolve_version, version_summary
+    from genloom.db.engine import session_scope
+
+    with session_scope() as s:
+        summary = version_summary(s, resolve_version(s, ref))
+    if json_out:
+        print_json(summary)
+        return
+    console.print(f"[bold]{summary['name']}@{summary['version']}[/bold]  {summary['items']} items"
+                  f"  parent {summary['parent'] or '-'}  created by run {summary['created_by_run'] or '-'}")
+    for key in ("by_split", "by_origin", "by_label"):
+        console.print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in summary[key].items()), highlight=False)
+
+
+@datasets_app.command("diff")
+def diff_cmd(
+    a: Annotated[str, typer.Argument(help="NAME@A")],
+    b: Annotated[str, typer.Argument(help="NAME@B")],
+    json_out: JsonOption = False,
+) -> None:
+    """Items added, removed and moved between splits from version A to version B."""
+    from genloom.datasets.store import diff_versions, resolve_version
+    from genloom.db.engine import session_scope
+
+    with session_scope() as s:
+        result = diff_versions(s, resolve_version(s, a), resolve_version(s, b))
+    if json_out:
+        print_json(result)
+        return
+    origin = ", ".join(f"{k} {v}" for k, v in result["added_by_origin"].items()) or "none"
+    console.print(f"{result['a']} → {result['b']}: +{result['added']} −{result['removed']} items, "
+                  f"{result['moved_split']} moved split, {result['unchanged']} unchanged (added by origin: {origin})",
+                  highlight=False)
+
+
+@datasets_app.command("export")
+def export_cmd(
+    ref: Annotated[str, typer.Argument(help="NAME\\[@VERSION]")],
+    directory: Annotated[Path, typer.Argument(help="Output folder (split/label/ITEM.png or .txt, manifest.json).")],
+    json_out: JsonOption = False,
+) -> None:
+    """Write a version out as files with a manifest."""
+    from genloom.datasets.export import export_version
+    from genloom.datasets.store import resolve_version
+    from genloom.db.engine import session_scope
+
+    with session_scope() as s:
+        result = export_version(s, resolve_version(s, ref), directory)
+    if json_out:
+        print_json(result)
+    else:
+        info(f"exported {result['files']} files of {result['dataset']} to {result['dir']} (manifest: {result['manifest']})")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(datasets_app, name="datasets")

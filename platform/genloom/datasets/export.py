@@ -1,0 +1,53 @@
+"""Export a version to files: PNG folders (split/label/ITEM.png) or text files, with manifest.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from genloom.db.models import DatasetMember, DatasetVersion, Item
+
+
+def _safe(label: str | None) -> str:
+    text = "unlabelled" if label is None or label == "" else str(label)
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def export_version(session: Session, version: DatasetVersion, directory: Path) -> dict[str, Any]:
+    from PIL import Image
+
+    from genloom.datasets.store import version_summary
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    rows = session.execute(
+        sa.select(Item.id, Item.sha256, Item.modality, Item.payload, Item.shape, Item.text, Item.label, Item.origin,
+                  DatasetMember.split)
+        .join(DatasetMember, DatasetMember.item_id == Item.id)
+        .where(DatasetMember.version_id == version.id)
+        .order_by(Item.id)
+        .execution_options(yield_per=1000)  # stream: a version may not fit in memory
+    )
+    for r in rows:
+        folder = directory / r.split / _safe(r.label)
+        folder.mkdir(parents=True, exist_ok=True)
+        if r.modality == "image":
+            arr = np.frombuffer(bytes(r.payload), dtype=np.uint8).reshape(r.shape)
+            img = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
+            path = folder / f"{r.id}.png"
+            img.save(path)
+        else:
+            path = folder / f"{r.id}.txt"
+            path.write_text(r.text if r.text is not None else bytes(r.payload).decode("utf-8"), encoding="utf-8")
+        entries.append({"item_id": r.id, "sha256": r.sha256, "split": r.split, "label": r.label, "origin": r.origin,
+                        "path": str(path.relative_to(directory))})
+    manifest = {**version_summary(session, version), "manifest_sha256": version.manifest_sha256, "files": entries}
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    return {"dataset": f"{manifest['name']}@{manifest['version']}", "files": len(entries),
+            "dir": str(directory), "manifest": str(directory / "manifest.json")}
