@@ -1,0 +1,368 @@
+"""A decoder-only GPT language model in the style of nanoGPT's `model.py`, and its training job.
+
+The network: token + learned position embeddings, `n_layer` pre-LayerNorm blocks of causal
+self-attention (`F.scaled_dot_product_attention`, flash kernels on GPU) and a GELU MLP, a
+final LayerNorm and an LM head tied to the token embedding. It is exactly GPT-2's layout,
+so a trained model is saved as a Hugging Face `GPT2LMHeadModel` (hf_export.py) that plain
+`transformers` loads and `genloom ask|generate --model NAME` serves.
+
+Training (`genloom train transformer --dataset TEXT[@V]`): the train split's texts are
+joined, a tokenizer is fitted to them (char-level or byte-level BPE, text_tokenizer.py),
+and batches are random windows of `block_size + 1` tokens (nanoGPT's get_batch). AdamW
+(fused on CUDA) with weight decay on matrices only; warmup + cosine LR, gradient clipping,
+bf16 autocast and TF32 on GPU, optional torch.compile, early stopping on the validation
+loss all come from the shared framework (training/trainer.py). Validation reports loss in
+nats per token and bits per character. `--init MODEL_OR_HF_DIR` fine-tunes an existing
+GPT-2-shaped causal LM (one of ours from the registry, or a local directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genloom.errors import BadInput
+from genloom.training.architecture import Architecture, Samples
+
+
+@dataclasses.dataclass
+class GPTConfig:
+    block_size: int = 64  # context length in tokens
+    vocab_size: int = 67  # from the tokenizer (65 Shakespeare characters + eos + unk)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0  # 0 for small data on CPU; nanoGPT uses 0.2 for its GPU Shakespeare model
+    bias: bool = True  # GPT-2 has biases in Linears and LayerNorms; keeping them makes the HF export exact
+    gelu_approximate: str = "none"  # "none": exact GELU (transformers' "gelu"); "tanh": GPT-2's "gelu_new"
+
+
+# --------------------------------------------------------------------------- the network
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, f"n_embd {config.n_embd} must be a multiple of n_head {config.n_head}"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        # (B, T, C) → (B, nh, T, hs): heads become a batch dimension
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        # causal attention with the fused kernel (flash attention on CUDA)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)  # "none" = transformers' "gelu"
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # pre-LayerNorm residual blocks (GPT-2): the residual stream itself is never normalised
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.vocab_size is not None and config.block_size is not None
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # weight tying (Press & Wolf 2017): one matrix embeds tokens and scores them
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the residual projections: std 0.02/√(2·n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """Logits (B, T, vocab) and, with targets, the mean cross-entropy in nats per token."""
+        b, t = idx.size()
+        assert t <= self.config.block_size, f"sequence of length {t} exceeds block_size {self.config.block_size}"
+        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float], device: str):
+        """AdamW; weight decay on matrices (dim ≥ 2) only, never on biases and norms; fused on CUDA."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        fused = device.startswith("cuda") and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample `max_new_tokens` after idx (B, T); the context is cropped to the last block_size tokens."""
+        for _ in range(max_new_tokens):
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size :]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :].float()
+            if temperature <= 0:  # greedy
+                idx_next = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None and top_k > 0:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                probs = F.softmax(logits, dim=-1)
+                idx_next = torch.multinomial(probs.cpu(), num_samples=1, generator=generator).to(idx.device)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+
+# --------------------------------------------------------------------------- the architecture (training job)
+
+
+@dataclasses.dataclass
+class TransformerHyperparams:
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64  # context length in tokens
+    dropout: float = 0.0
+    bias: bool = True
+    tokenizer: str = "char"  # char | bpe
+    vocab_size: int = 512  # BPE only; the char tokenizer's size is the training text's alphabet (+2)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99  # nanoGPT's choice for small-token-count runs
+    eval_iters: int = 20  # batches of the val split per evaluation (the same seeded windows every time)
+    separator: str = "\n"  # joins the split's text items into one corpus
+
+
+def _corpus(source, split: str, separator: str) -> str:
+    batch = source.load(split)
+    return separator.join(batch.texts or [])
+
+
+class Transformer(Architecture):
+    name = "transformer"
+    modalities = ("text",)
+    format = "hf-tar"
+    Hyperparams = TransformerHyperparams
+    train_options = frozenset({"init", "compile"})
+    sample_options = frozenset({"prompt", "max_new_tokens", "temperature", "top_k"})
+    monitor = "val_loss"
+    default_steps = 2000
+    default_batch_size = 12
+    default_lr = 1e-3
+
+    def __init__(self, ctx, data, opts, hp: TransformerHyperparams):
+        super().__init__(ctx, data, opts, hp)
+        from genloom.architectures import text_tokenizer
+        from genloom.training.architecture import DataSource
+
+        if hp.tokenizer not in text_tokenizer.KINDS:
+            raise BadInput(f"--set tokenizer={hp.tokenizer}: use char or bpe")
+        # The corpus is read once: the split's items joined in import order, tokenised in memory.
+        source = DataSource(data, batch_size=opts.batch_size, seed=opts.seed)
+        train_text = _corpus(source, "train", hp.separator)
+        val_split = "val" if data.split_counts.get("val") else ("test" if data.split_counts.get("test") else None)
+        val_text = _corpus(source, val_split, hp.separator) if val_split else ""
+        init_state = None
+        if opts.init:
+            from genloom.architectures.hf_export import load_for_init
+
+            config, init_state, self.tokenizer = load_for_init(opts.init, dropout=hp.dropout)
+        else:
+            self.tokenizer = text_tokenizer.train_tokenizer(train_text, hp.tokenizer, hp.vocab_size)
+            config = GPTConfig(block_size=hp.block_size, vocab_size=self.tokenizer.get_vocab_size(), n_layer=hp.n_layer,
+                               n_head=hp.n_head, n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias)
+        if config.n_embd % config.n_head:
+            raise BadInput(f"--set n_embd={config.n_embd} must be a multiple of n_head={config.n_head}")
+        self.config = config
+        self.train_ids = torch.tensor(text_tokenizer.encode(self.tokenizer, train_text), dtype=torch.long)
+        if len(self.train_ids) <= config.block_size:
+            raise BadInput(
+                f"the train split of {data.ref} has {len(self.train_ids)} tokens, too short for the context length "
+                f"{config.block_size}: use a longer text or a smaller --set block_size"
+            )
+        self.val_ids = torch.tensor(text_tokenizer.encode(self.tokenizer, val_text), dtype=torch.long) if val_text else None
+        if self.val_ids is not None and len(self.val_ids) <= config.block_size:
+            self.val_ids = None  # too short to evaluate on: fall back to the train split
+        eval_text = val_text if self.val_ids is not None else train_text
+        eval_ids = self.val_ids if self.val_ids is not None else self.train_ids
+        # bits per character = nats per token × tokens per char / ln 2 (1 token = 1 char for the char tokenizer)
+        self.tokens_per_char = len(eval_ids) / max(1, len(eval_text))
+        # The whole token stream lives on the device: windows are then one gather, with no host copies.
+        self.train_ids = self.train_ids.to(ctx.device)
+        if self.val_ids is not None:
+            self.val_ids = self.val_ids.to(ctx.device)
+
+        self.net = GPT(config)
+        if init_state is not None:
+            self.net.load_state_dict(init_state)
+        self.net.to(ctx.device)
+        self.model = ctx.ddp(ctx.maybe_compile(self.net))
+        self.opt = self.net.configure_optimizer(hp.weight_decay, opts.lr, (hp.beta1, hp.beta2), ctx.device)
+
+    def modules(self):
+        return {"net": self.net}
+
+    def optimizers(self):
+        return {"opt": self.opt}
+
+    def _windows(self, ids: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):
+        """nanoGPT's get_batch: random windows; y is x shifted by one token."""
+        block = self.config.block_size
+        ix = torch.randint(len(ids) - block, (batch_size,), generator=generator).to(ids.device)
+        offsets = torch.arange(block + 1, device=ids.device)
+        chunk = ids[ix[:, None] + offsets[None, :]]
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def train_batches(self, source):
+        while True:  # the framework reseeds the global RNG per rank (and on resume), so windows differ per rank
+            yield self._windows(self.train_ids, self.ctx.batch_size)
+
+    def train_step(self, batch, step):
+        x, y = batch
+        with self.ctx.autocast():
+            _, loss = self.model(x, y)
+        norm = self.ctx.backward_step(loss, self.opt)
+        return {"loss": float(loss), "grad_norm": norm}
+
+    def evaluate(self, source):
+        """Mean loss over `eval_iters` seeded batches of the val split (train split if it has none)."""
+        ids = self.val_ids if self.val_ids is not None else self.train_ids
+        gen = torch.Generator().manual_seed(1234)  # the same windows at every evaluation: comparable numbers
+        losses = []
+        for _ in range(self.hp.eval_iters):
+            x, y = self._windows(ids, self.ctx.batch_size, gen)
+            with self.ctx.autocast():
+                _, loss = self.net(x, y)
+            losses.append(float(loss))
+        val = sum(losses) / len(losses)
+        key = "val_loss" if self.val_ids is not None else "train_eval_loss"
+        out = {key: val, "val_bpc": val * self.tokens_per_char / math.log(2)}
+        if key != "val_loss":
+            out["val_loss"] = val  # early stopping still has its monitor
+        return out
+
+    def extra_state(self):
+        return {"tokenizer": self.tokenizer.to_str()}
+
+    def load_extra_state(self, state):
+        from genloom.architectures import text_tokenizer
+
+        if "tokenizer" in state:
+            self.tokenizer = text_tokenizer.from_json(state["tokenizer"])
+
+    def export(self):
+        from genloom.architectures.hf_export import pack_hf
+
+        blob = pack_hf(self.net, self.tokenizer)
+        return blob, {"gpt": dataclasses.asdict(self.config), "tokenizer": self.hp.tokenizer if not self.opts.init else "init",
+                      "init": self.opts.init, "tokens_per_char": self.tokens_per_char}
+
+    # ---- inference
+    @classmethod
+    def load(cls, checkpoint: bytes, config: dict[str, Any], device: str) -> "GPTSampler":
+        from genloom.architectures.hf_export import unpack_hf
+
+        return GPTSampler(unpack_hf(checkpoint), device)
+
+    @classmethod
+    def check_sample_options(cls, opts, config):
+        super().check_sample_options(opts, config)
+        if opts.max_new_tokens is not None and opts.max_new_tokens < 1:
+            raise BadInput(f"--max-new-tokens must be at least 1 (got {opts.max_new_tokens})")
+        if opts.temperature is not None and opts.temperature < 0:
+            raise BadInput(f"--temperature must be ≥ 0 (got {opts.temperature}); 0 means greedy")
+        if opts.top_k is not None and opts.top_k < 0:
+            raise BadInput(f"--top-k must be ≥ 0 (got {opts.top_k}); 0 means no top-k cut")
+
+
+class GPTSampler:
+    """A registered transformer loaded from its Hugging Face directory, sampling with nanoGPT's loop
+    (context cropped to block_size, so --max-new-tokens may exceed the context length)."""
+
+    def __init__(self, directory, device: str):
+        from genloom.architectures.hf_export import gpt_from_hf_dir
+
+        self.directory = directory
+        self.device = device
+        self.net, self.tokenizer = gpt_from_hf_dir(directory)
+        self.net.to(device).eval()
+
+    def sample(self, opts) -> Samples:
+        from genloom.architectures import text_tokenizer
+
+        prompt = opts.prompt if opts.prompt is not None else "\n"
+        ids = text_tokenizer.encode(self.tokenizer, prompt)
+        if not ids:
+            ids = [self.tokenizer.token_to_id(text_tokenizer.EOS)]
+        gen = torch.Generator().manual_seed(opts.seed)
+        idx = torch.tensor([ids] * opts.n, dtype=torch.long, device=self.device)
+        temperature = 0.8 if opts.temperature is None else opts.temperature  # nanoGPT sample.py defaults
+        top_k = 200 if opts.top_k is None else (opts.top_k or None)
+        out = self.net.generate(idx, opts.max_new_tokens or 200, temperature=temperature, top_k=top_k, generator=gen)
+        texts = [self.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in out.cpu()]
+        meta = {"prompt": prompt, "temperature": temperature, "top_k": top_k or 0, "max_new_tokens": opts.max_new_tokens or 200}
+        return Samples(texts=texts, metadata=[dict(meta, seed=opts.seed, index=i) for i in range(opts.n)])
+
+
+ARCHITECTURE = Transformer
