@@ -24,7 +24,7 @@ def data_dir() -> Path:
 def _check_home_writable(home: Path) -> None:
     try:
         home.mkdir(parents=True, exist_ok=True)
-        probe = home / ".write-test"
+        probe = home / f".write-test-{os.getpid()}"  # per process: concurrent starts (torchrun) must not race
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
