@@ -203,7 +203,7 @@ class GAN(Architecture):
             if wgan:
                 gp = self._gradient_penalty(real, fake.float(), y)
                 loss_d = s_fake.mean() - s_real.mean() + hp.gp_lambda * gp
-                gps.append(float(gp))
+                gps.append(float(gp.detach()))
             else:
                 loss_d = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
             d_norms.append(ctx.backward_step(loss_d, self.opt_d))
