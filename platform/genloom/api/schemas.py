@@ -1,0 +1,98 @@
+"""Request bodies of the HTTP API (pydantic): FastAPI answers 422 for anything else."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class GenerationFields(BaseModel):
+    max_new_tokens: int = Field(256, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: Optional[int] = None
+    stop: Optional[Union[str, list[str]]] = None
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class AskBody(GenerationFields):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1)
+    collection: str = Field(min_length=1)
+    model: Optional[str] = None
+    session_id: Optional[int] = None
+    k: int = Field(5, ge=1, le=100)
+    where: Optional[dict[str, str]] = None
+    template: Optional[str] = None
+    user: Optional[str] = None
+
+
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    generation_id: int
+    score: Optional[int] = Field(None, ge=1, le=5)
+    thumbs: Optional[Literal[-1, 1]] = None
+    label: Optional[str] = None
+    comment: Optional[str] = None
+    user: Optional[str] = None
+
+
+class ContentPart(BaseModel):
+    type: str
+    text: Optional[str] = None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Optional[Union[str, list[ContentPart]]] = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text or "" for p in self.content if p.type == "text")
+
+
+class ChatCompletionBody(BaseModel):
+    """OpenAI's chat-completions request; unknown OpenAI fields are accepted and ignored.
+
+    genloom extras: `collection` (turns retrieval on), `k`, `where`, `template`, `session_id`.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = "default"
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: Optional[int] = Field(None, ge=1, le=32768)
+    max_completion_tokens: Optional[int] = Field(None, ge=1, le=32768)
+    # OpenAI's default is 1.0; genloom's is greedy unless the client asks for sampling.
+    temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    seed: Optional[int] = None
+    stop: Optional[Union[str, list[str]]] = None
+    n: int = Field(1, ge=1, le=1)
+    user: Optional[str] = None
+    collection: Optional[str] = None
+    k: int = Field(5, ge=1, le=100)
+    where: Optional[dict[str, str]] = None
+    template: Optional[str] = None
+    session_id: Optional[int] = None
+
+    @field_validator("messages")
+    @classmethod
+    def _last_is_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if messages[-1].role != "user":
+            raise ValueError("the last message must have role 'user' (it is the question)")
+        return messages
+
+    def extras(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})

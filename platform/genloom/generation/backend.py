@@ -1,0 +1,206 @@
+"""What every generation backend offers, and how `--model` picks one.
+
+A backend turns a prompt (or, for the extractive one, the question and its numbered
+sources) into text. It also counts tokens in its own tokenizer and renders chat
+messages in its own format, so context assembly can budget in the model's tokens.
+
+`--model` resolution, in order: `extractive` → a local directory (a Hugging Face
+causal LM) → `NAME[@V]` in genloom's model registry. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from genloom.errors import BadInput, NotFound
+
+EXTRACTIVE = "extractive"
+
+# Receives text as it is generated (already cut at stop strings).
+OnText = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class GenParams:
+    """Sampling parameters; temperature 0 means greedy decoding."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> GenParams:
+        if not 1 <= self.max_new_tokens <= 32768:
+            raise BadInput(f"max_new_tokens must be between 1 and 32768 (got {self.max_new_tokens})")
+        if not 0.0 <= self.temperature <= 5.0:
+            raise BadInput(f"temperature must be between 0 and 5 (got {self.temperature})")
+        if not 0.0 < self.top_p <= 1.0:
+            raise BadInput(f"top_p must be in (0, 1] (got {self.top_p})")
+        if any(not s for s in self.stop):
+            raise BadInput("stop strings must not be empty")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Source:
+    """A retrieved chunk as numbered in the prompt: n is the `[n]` the answer cites."""
+
+    n: int
+    chunk_id: int
+    document_id: int
+    doc_id: str
+    title: str | None
+    text: str
+    score: float | None = None
+    bm25_rank: int | None = None
+    bm25_score: float | None = None
+    vector_rank: int | None = None
+    vector_score: float | None = None
+
+
+@dataclasses.dataclass
+class GenOutput:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str = "stop"  # 'stop' (end or stop string) or 'length' (max_new_tokens)
+
+
+class Backend(Protocol):
+    name: str  # what generations.model_name records
+    revision: str | None  # content hash of the weights (or the registry checkpoint's sha256)
+    model_id: int | None  # models.id when the model came from the registry
+    context_window: int  # prompt + new tokens must fit in this many tokens
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The exact text the model reads for these chat messages."""
+        ...
+
+    def generate(
+        self, prompt: str, *, params: GenParams, question: str, sources: list[Source], on_text: OnText | None = None
+    ) -> GenOutput: ...
+
+
+# --------------------------------------------------------------------------- resolution
+
+_cache: dict[tuple[str, str], Backend] = {}
+_cache_lock = threading.Lock()
+
+
+def default_model() -> str:
+    """The model used when none is named: $GENLOOM_MODEL, else the extractive backend."""
+    return os.environ.get("GENLOOM_MODEL", "").strip() or EXTRACTIVE
+
+
+def load_backend(session, ref: str | None) -> Backend:
+    """`extractive`, a local HF directory, or a registry `NAME[@V]`; cached per process,
+    because loading weights costs seconds and a server answers many calls."""
+    ref = (ref or default_model()).strip()
+    if ref == EXTRACTIVE:
+        key = ("extractive", "")
+    else:
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            key = ("dir", str(path.resolve()))
+        elif path.exists():
+            raise BadInput(f"model {ref!r} is a file; give the Hugging Face model directory that holds config.json")
+        else:
+            key = ("registry", ref)
+    with _cache_lock:
+        backend = _cache.get(key)
+        if backend is not None and key[0] != "registry":
+            return backend
+        if key[0] == "extractive":
+            from genloom.generation.extractive import ExtractiveBackend
+
+            backend = ExtractiveBackend()
+        elif key[0] == "dir":
+            from genloom.generation.hf import load_hf_backend
+
+            backend = load_hf_backend(Path(key[1]))
+        else:
+            backend = _registry_backend(session, ref)
+        _cache[key] = backend
+        return backend
+
+
+def _registry_backend(session, ref: str) -> Backend:
+    """A registry model: extract its hf-tar once into $GENLOOM_HOME/models, load it as a directory."""
+    from genloom.generation.hf import load_hf_backend
+    from genloom.registry import resolve_model
+
+    if session is None:
+        raise NotFound(f"model {ref!r} is not a local directory, and there is no database session to look it up")
+    try:
+        model = resolve_model(session, ref)
+    except NotFound as exc:
+        raise NotFound(
+            f"model {ref!r} is neither 'extractive', a local directory, nor a registry model: {exc}"
+        ) from None
+    cached = _cache.get(("registry-id", str(model.id)))
+    if cached is not None:
+        return cached
+    if model.format != "hf-tar":
+        raise BadInput(
+            f"registry model {model.name}@{model.version} is a {model.format!r} checkpoint of a "
+            f"{model.architecture}; only Hugging Face models (format 'hf-tar') can generate text"
+        )
+    directory = extract_registry_model(session, model)
+    backend = load_hf_backend(directory, name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id)
+    _cache[("registry-id", str(model.id))] = backend
+    return backend
+
+
+def extract_registry_model(session, model) -> Path:
+    """Unpack a registry model's tar once; the folder name carries the hash, so a cache hit is safe."""
+    import io
+    import shutil
+    import tarfile
+    import tempfile
+
+    from genloom.config import genloom_home
+    from genloom.registry import load_checkpoint
+
+    root = genloom_home() / "models"
+    target = root / f"{model.name}@{model.version}-{model.sha256[:12]}"
+    if (target / "config.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    data = load_checkpoint(session, model)
+    # Extract beside the target and rename: a concurrent process never sees half a model.
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(tmp, filter="data")
+        entries = [p for p in tmp.iterdir()]
+        # Accept both a tar of the directory's files and a tar of the directory itself.
+        source = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+        if not (source / "config.json").exists():
+            raise BadInput(f"registry model {model.name}@{model.version} has no config.json in its hf-tar checkpoint")
+        try:
+            source.rename(target)
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+    except tarfile.TarError as exc:
+        raise BadInput(f"registry model {model.name}@{model.version}: unreadable hf-tar checkpoint ({exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def clear_cache() -> None:
+    """Forget loaded models (tests; a server reloading weights)."""
+    with _cache_lock:
+        _cache.clear()

@@ -1,0 +1,313 @@
+"""The logged call: question → retrieval → context → generation, all of it in the store.
+
+One call is one transaction of the caller's session:
+
+    with session_scope() as s:
+        result = ask(s, CallRequest(question="...", collection="demo"))
+
+`prepare()` validates, retrieves, assembles the prompt and inserts the session (new or
+continued), the prompt (parent = the previous turn), the generation and its sources;
+`execute()` generates and completes the generation row. Bad input (empty question,
+unknown collection, session or template, a model that is not a causal LM, a context
+that cannot fit one source) raises before anything is written. A failure while
+generating is recorded as status 'error' with its message, so analytics see failures;
+any other failure rolls the whole transaction back: never half a call.
+
+The ids exist after `prepare()` (flushed, not committed), so a streaming HTTP response
+can announce its generation id in the first chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from genloom.db.models import ChatSession, Generation, GenerationSource, Prompt
+from genloom.errors import BadInput, NotFound
+from genloom.generation.backend import Backend, GenOutput, GenParams, OnText, Source, load_backend
+from genloom.generation.context import AssembledPrompt, Turn, assemble
+
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+MAX_K = 100
+
+
+@dataclasses.dataclass
+class CallRequest:
+    question: str
+    collection: str | None = None  # None: no retrieval (`genloom generate`)
+    model: str | None = None  # extractive | PATH | NAME[@V]; None: the configured default
+    session_id: int | None = None  # continue this conversation
+    k: int = 5
+    where: dict[str, str] | None = None
+    template: str | None = None  # NAME[@V]; None: 'default' (retrieval calls only)
+    params: GenParams = dataclasses.field(default_factory=GenParams)
+    user: str | None = None
+    system: str | None = None
+    # Earlier turns given by the caller (an OpenAI messages list); None: read from the session.
+    history: list[Turn] | None = None
+    mode: str = "hybrid"
+
+
+@dataclasses.dataclass
+class PreparedCall:
+    request: CallRequest
+    backend: Backend
+    assembled: AssembledPrompt
+    session_id: int
+    prompt_id: int
+    generation_id: int
+    retrieval_ms: float
+    started: float  # perf_counter at the start of the call
+
+
+@dataclasses.dataclass
+class CallResult:
+    generation_id: int
+    session_id: int
+    prompt_id: int
+    answer: str
+    citations: list[dict[str, Any]]
+    sources: list[Source]
+    model: str
+    timings_ms: dict[str, float]
+    tokens: dict[str, int]
+    status: str  # 'ok' or 'error'
+    error: str | None = None
+    finish_reason: str = "stop"
+
+    def as_json(self) -> dict[str, Any]:
+        """The `genloom ask --json` shape (and the body of POST /v1/ask)."""
+        return {
+            "generation_id": self.generation_id,
+            "session_id": self.session_id,
+            "prompt_id": self.prompt_id,
+            "answer": self.answer,
+            "citations": self.citations,
+            "model": self.model,
+            "timings_ms": self.timings_ms,
+            "tokens": self.tokens,
+        }
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+def session_history(session: Session, session_id: int) -> tuple[list[Turn], int | None]:
+    """The session's answered turns in order, and the id of its last prompt (the next parent)."""
+    rows = session.execute(
+        sa.select(Prompt.id, Prompt.text, Generation.output, Generation.status)
+        .outerjoin(Generation, Generation.prompt_id == Prompt.id)
+        .where(Prompt.session_id == session_id)
+        .order_by(Prompt.created_at, Prompt.id, Generation.id)
+    ).all()
+    turns = [Turn(question=r.text, answer=r.output) for r in rows if r.status == "ok" and r.output is not None]
+    return turns, (rows[-1].id if rows else None)
+
+
+def _to_source(hit, n: int) -> Source:
+    return Source(
+        n=n,
+        chunk_id=hit.chunk_id,
+        document_id=hit.document_id,
+        doc_id=hit.doc_id,
+        title=hit.title,
+        text=hit.text,
+        score=hit.score,
+        bm25_rank=hit.bm25_rank,
+        bm25_score=hit.bm25_score,
+        vector_rank=hit.vector_rank,
+        vector_score=hit.vector_score,
+    )
+
+
+def prepare(session: Session, request: CallRequest) -> PreparedCall:
+    """Validate, retrieve, assemble, and insert the call's rows (flushed, not committed)."""
+    started = time.perf_counter()
+    question = (request.question or "").strip()
+    if not question:
+        raise BadInput("empty question: give the text to ask")
+    params = request.params.validate()
+    if request.collection is not None and not 1 <= request.k <= MAX_K:
+        raise BadInput(f"k must be between 1 and {MAX_K} (got {request.k})")
+
+    # The conversation: lock its row so concurrent turns of one session chain in order.
+    parent_id = None
+    history = list(request.history or [])
+    chat = None
+    if request.session_id is not None:
+        chat = session.scalar(sa.select(ChatSession).where(ChatSession.id == request.session_id).with_for_update())
+        if chat is None:
+            raise NotFound(f"no session {request.session_id} (a new one starts when you leave out --session)")
+        stored, parent_id = session_history(session, chat.id)
+        if request.history is None:
+            history = stored
+
+    template = None
+    collection_id = None
+    if request.collection is not None:
+        from genloom.generation.templates import get_template
+        from genloom.retrieval.collections import get_collection
+
+        collection_id = get_collection(session, request.collection).id
+        template = get_template(session, request.template)
+    elif request.template is not None:
+        raise BadInput("a template needs retrieval: give a collection (templates render {sources})")
+
+    backend = load_backend(session, request.model)
+
+    candidates = None
+    retrieval_ms = 0.0
+    if request.collection is not None:
+        from genloom.retrieval.search import search
+
+        retrieval_started = time.perf_counter()
+        hits = search(session, question, collection=request.collection, k=request.k, mode=request.mode, where=request.where)
+        retrieval_ms = _ms(retrieval_started)
+        candidates = [_to_source(hit, i + 1) for i, hit in enumerate(hits)]
+    elif backend.name == "extractive":
+        raise BadInput("the extractive backend answers from retrieved sources: give a collection, or a model (--model PATH|NAME[@V])")
+
+    assembled = assemble(
+        backend,
+        question=question,
+        candidates=candidates,
+        template_text=template.text if template else None,
+        history=history,
+        max_new_tokens=params.max_new_tokens,
+        system=request.system,
+    )
+
+    if chat is None:
+        chat = ChatSession(user_id=request.user, collection_id=collection_id, title=question[:120])
+        session.add(chat)
+        session.flush()
+    prompt = Prompt(
+        session_id=chat.id,
+        parent_id=parent_id,
+        user_id=request.user,
+        text=question,
+        template_name=template.name if template else None,
+        template_version=template.version if template else None,
+        metadata_={"history_turns": assembled.history_turns, "dropped_sources": assembled.dropped_sources},
+    )
+    session.add(prompt)
+    session.flush()
+    retrieval = (
+        {"collection": request.collection, "k": request.k, "mode": request.mode, "where": request.where or {}}
+        if request.collection is not None
+        else {}
+    )
+    generation = Generation(
+        prompt_id=prompt.id,
+        model_name=backend.name,
+        model_revision=backend.revision,
+        model_id=backend.model_id,
+        params={**params.as_dict(), **retrieval},
+        rendered_prompt=assembled.prompt,
+        status="ok",  # completed by execute(); invisible to others until commit
+        retrieval_ms=retrieval_ms,
+        input_tokens=assembled.input_tokens,
+    )
+    session.add(generation)
+    session.flush()
+    if assembled.sources:
+        session.execute(
+            sa.insert(GenerationSource),
+            [
+                {
+                    "generation_id": generation.id,
+                    "rank": s.n,
+                    "chunk_id": s.chunk_id,
+                    "score": s.score,
+                    "bm25_rank": s.bm25_rank,
+                    "bm25_score": s.bm25_score,
+                    "vector_rank": s.vector_rank,
+                    "vector_score": s.vector_score,
+                }
+                for s in assembled.sources
+            ],
+        )
+    return PreparedCall(
+        request=request,
+        backend=backend,
+        assembled=assembled,
+        session_id=chat.id,
+        prompt_id=prompt.id,
+        generation_id=generation.id,
+        retrieval_ms=retrieval_ms,
+        started=started,
+    )
+
+
+def citations_of(answer: str, sources: list[Source]) -> list[dict[str, Any]]:
+    """The sources the answer's `[n]` markers cite, in order of first citation."""
+    by_n = {s.n: s for s in sources}
+    seen: list[int] = []
+    for match in _CITATION.finditer(answer or ""):
+        n = int(match.group(1))
+        if n in by_n and n not in seen:
+            seen.append(n)
+    return [
+        {"n": n, "doc_id": by_n[n].doc_id, "chunk_id": by_n[n].chunk_id, "title": by_n[n].title} for n in seen
+    ]
+
+
+def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None = None) -> CallResult:
+    """Generate, then complete the generation row (ok, or error with its message)."""
+    request, assembled = prepared.request, prepared.assembled
+    generation_started = time.perf_counter()
+    error = None
+    try:
+        output = prepared.backend.generate(
+            assembled.prompt,
+            params=request.params,
+            question=request.question.strip(),
+            sources=assembled.sources,
+            on_text=on_text,
+        )
+    except Exception as exc:  # recorded, not raised: analytics must see failed calls
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        error = f"{type(exc).__name__}: {first}"[:2000]
+        output = GenOutput(text="", input_tokens=assembled.input_tokens, output_tokens=0, finish_reason="error")
+    generation_ms = _ms(generation_started)
+    total_ms = _ms(prepared.started)
+    status = "error" if error else "ok"
+    session.execute(
+        sa.update(Generation)
+        .where(Generation.id == prepared.generation_id)
+        .values(
+            output=output.text if not error else None,
+            status=status,
+            error=error,
+            generation_ms=generation_ms,
+            total_ms=total_ms,
+            input_tokens=output.input_tokens,
+            output_tokens=output.output_tokens,
+        )
+    )
+    return CallResult(
+        generation_id=prepared.generation_id,
+        session_id=prepared.session_id,
+        prompt_id=prepared.prompt_id,
+        answer=output.text,
+        citations=citations_of(output.text, assembled.sources),
+        sources=assembled.sources,
+        model=prepared.backend.name,
+        timings_ms={"retrieval": prepared.retrieval_ms, "generation": generation_ms, "total": total_ms},
+        tokens={"input": output.input_tokens, "output": output.output_tokens},
+        status=status,
+        error=error,
+        finish_reason=output.finish_reason,
+    )
+
+
+def ask(session: Session, request: CallRequest, *, on_text: OnText | None = None) -> CallResult:
+    """prepare + execute in the caller's transaction. Check `result.status`: a generation
+    failure is returned (so the caller commits the error row), not raised."""
+    return execute(session, prepare(session, request), on_text=on_text)

@@ -1,0 +1,47 @@
+"""Feedback on a generation: a 1–5 score and/or thumbs up/down, with a label and comment."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from genloom.db.models import Feedback, Generation
+from genloom.errors import BadInput, NotFound
+
+
+def add_feedback(
+    session: Session,
+    generation_id: int,
+    *,
+    score: int | None = None,
+    thumbs: int | None = None,
+    label: str | None = None,
+    comment: str | None = None,
+    user: str | None = None,
+) -> Feedback:
+    if score is None and thumbs is None:
+        raise BadInput("feedback needs a score (1..5) or a thumb (up or down)")
+    if score is not None and not (isinstance(score, int) and 1 <= score <= 5):
+        raise BadInput(f"feedback score must be a whole number from 1 to 5 (got {score})")
+    if thumbs is not None and thumbs not in (-1, 1):
+        raise BadInput(f"thumbs must be +1 (up) or -1 (down) (got {thumbs})")
+    if session.get(Generation, generation_id) is None:
+        raise NotFound(f"no generation {generation_id}")
+    row = Feedback(
+        generation_id=generation_id, user_id=user, score=score, thumbs=thumbs, label=label, comment=comment
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def feedback_json(row: Feedback) -> dict:
+    return {
+        "feedback_id": row.id,
+        "generation_id": row.generation_id,
+        "score": row.score,
+        "thumbs": row.thumbs,
+        "label": row.label,
+        "comment": row.comment,
+        "user": row.user_id,
+        "created_at": row.created_at,
+    }
