@@ -168,10 +168,18 @@ def _usage(session, plt, since, plots, missing) -> str:
     axes[0].set_title("generations per day")
     axes[1].set_title("mean feedback score per day (1–5)")
     axes[1].set_ylim(0.8, 5.2)
+    import matplotlib.dates as mdates
+    from matplotlib.ticker import MaxNLocator
+
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:
-        ax.tick_params(axis="x", rotation=30)
-        if len(days) == 1:
+        # Whole days on the axis: hourly ticks between two daily points mean nothing.
+        if (days[-1] - days[0]).days <= 14:
             ax.set_xticks(days)
+        else:
+            ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=10))
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
+        ax.tick_params(axis="x", rotation=30)
     axes[0].legend(fontsize=8, loc="best")
     plots.append("plot-usage")
     body = _img("plot-usage", _png(fig), "generations and mean feedback score per day, per model")
@@ -180,7 +188,7 @@ def _usage(session, plt, since, plots, missing) -> str:
         [
             ("model", "model", ""), ("model_revision", "revision", ""), ("generations", "generations", ","),
             ("error_rate", "errors", ".1%"), ("feedback_rate", "with feedback", ".0%"), ("mean_score", "score", ".2f"),
-            ("thumbs_up_share", "👍 share", ".0%"), ("retrieval_ms_p50", "retrieval p50 ms", ".0f"),
+            ("thumbs_up_share", "thumbs-up share", ".0%"), ("retrieval_ms_p50", "retrieval p50 ms", ".0f"),
             ("generation_ms_p50", "generation p50 ms", ".0f"), ("total_ms_p50", "total p50 ms", ".0f"),
             ("total_ms_p95", "total p95 ms", ".0f"), ("tokens_per_s", "tokens/s", ".0f"),
         ],
@@ -242,6 +250,7 @@ def _retrieval(session, plt, plots, missing) -> str:
         missing["retrieval"] = "no answer has cited a document yet"
         body = _missing("No answer has cited a document yet.")
     else:
+        import matplotlib
         import matplotlib.cm as cm
         import matplotlib.colors as mcolors
 
@@ -249,7 +258,7 @@ def _retrieval(session, plt, plots, missing) -> str:
         labels = [f"{d['collection']}/{(d['title'] or d['external_id'])[:40]} v{d['document_version']}" for d in docs][::-1]
         scores = [d["mean_feedback_score"] for d in docs][::-1]
         norm = mcolors.Normalize(1, 5)
-        cmap = cm.get_cmap("RdYlGn")
+        cmap = matplotlib.colormaps["RdYlGn"]
         colors = [cmap(norm(s)) if s is not None else "#bbbbbb" for s in scores]
         ax.barh(labels, [d["citations"] for d in docs][::-1], color=colors)
         ax.set_xlabel("citations")
@@ -357,9 +366,8 @@ def _samples(session, plt, plots, missing) -> str:
         if not images:
             continue
         side = int(np.ceil(np.sqrt(len(images))))
-        fig, axes = plt.subplots(side, side, figsize=(3.2, 3.4), squeeze=False,
+        fig, axes = plt.subplots(side, side, figsize=(3.2, 3.4), squeeze=False, layout="none",
                                  gridspec_kw={"wspace": 0.04, "hspace": 0.04})
-        fig.set_constrained_layout(False)
         fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)
         for ax in axes.flat:
             ax.axis("off")

@@ -125,7 +125,7 @@ def render_summary(data: dict[str, Any], console) -> None:
 
     if data["models"]:
         table = Table(title="per model (v_model_stats)", header_style="bold cyan", title_justify="left")
-        for name in ("model", "gens", "errors", "feedback", "score", "👍", "p50 ms", "p95 ms", "tok/s"):
+        for name in ("model", "gens", "errors", "feedback", "score", "up %", "p50 ms", "p95 ms", "tok/s"):
             table.add_column(name, justify="left" if name == "model" else "right")
         for m in data["models"]:
             table.add_row(

@@ -1,0 +1,34 @@
+"""Demo step 7 (last): the one-screen analytics summary, and the HTML report in ctx.out_dir."""
+
+from __future__ import annotations
+
+from genloom.analytics.report import build_report
+from genloom.analytics.summary import collect_summary, render_summary
+from genloom.db.engine import session_scope
+
+TITLE = "analytics: SQL views over everything above, genloom sql, the HTML report"
+
+
+def run(ctx) -> dict:
+    # Read-only over what the earlier steps wrote; rewriting the report makes re-runs safe.
+    with session_scope() as session:
+        summary = collect_summary(session)
+        report = build_report(session)
+    path = ctx.out_dir / "report.html"
+    path.write_text(report.html, encoding="utf-8")
+    return {
+        "report": str(path),
+        "plots": len(report.plots),
+        "sections_without_data": sorted(report.missing),
+        "summary": summary,
+    }
+
+
+def render(result: dict) -> None:
+    from genloom.cli.output import err_console
+
+    render_summary(result["summary"], err_console)
+    missing = f" · no data yet for: {', '.join(result['sections_without_data'])}" if result["sections_without_data"] else ""
+    err_console.print(f"report: [bold]{result['report']}[/bold] ({result['plots']} plots{missing})")
+    err_console.print('try: [bold]genloom sql "SELECT * FROM v_model_stats"[/bold] · '
+                      "[bold]genloom sql \"SELECT score, question, sources FROM v_feedback_explained WHERE score <= 2\"[/bold]")

@@ -1,0 +1,104 @@
+"""`genloom report`: every plot is in the page, decodes in a real browser, and an empty store says what is missing."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+
+import pytest
+
+import analytics_data
+
+EXPECTED_PLOTS = {
+    "plot-usage", "plot-latency", "plot-citations", "plot-training", "plot-samples-0", "plot-leaderboards", "plot-datasets",
+}
+
+# Runs after load: writes one marker per <img> with its decoded size, which --dump-dom then shows.
+CHECK_SCRIPT = """
+<script>
+window.addEventListener('load', function () {
+  var out = document.createElement('pre'); out.id = 'img-check';
+  var lines = [];
+  document.querySelectorAll('img').forEach(function (img) {
+    lines.push('IMG ' + img.id + ' ' + img.naturalWidth + 'x' + img.naturalHeight + ' ' + (img.complete ? 'complete' : 'pending'));
+  });
+  out.textContent = lines.join('\\n') + '\\nDONE';
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+@pytest.fixture
+def report_with_data(session, cli, tmp_path):
+    analytics_data.load(session)
+    out = tmp_path / "report.html"
+    result = cli("report", "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    return out, result.json()
+
+
+def test_report_contains_every_plot_as_an_embedded_png(report_with_data):
+    out, payload = report_with_data
+    assert set(payload["plots"]) == EXPECTED_PLOTS and payload["missing"] == {}
+    page = out.read_text()
+    images = dict(re.findall(r'<img id="([^"]+)" class="plot" alt="[^"]*" src="data:image/png;base64,([^"]+)"', page))
+    assert set(images) == EXPECTED_PLOTS
+    for b64 in images.values():
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    # Self-contained: nothing for the browser to fetch.
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    assert "gpt@1" in page and "ds@2" in page and "Doc three" in page  # model table, datasets, never-cited
+
+
+def test_report_since_filters_the_period(session, cli, tmp_path):
+    analytics_data.load(session)
+    out = tmp_path / "r.html"
+    result = cli("report", "--out", out, "--since", "2030-01-01", "--json")
+    assert result.exit_code == 0
+    assert "usage" in result.json()["missing"] and "since 2030-01-01" in out.read_text()
+    bad = cli("report", "--out", out, "--since", "yesterday")
+    assert bad.exit_code == 1 and bad.stderr.strip() == "error: --since must be a date like 2026-11-01 (got 'yesterday')"
+
+
+def test_empty_database_report_says_what_is_missing(cli, db_url, tmp_path):
+    out = tmp_path / "empty.html"
+    result = cli("report", "--out", out, "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = result.json()
+    assert payload["plots"] == []
+    assert set(payload["missing"]) == {"usage", "latency", "retrieval", "training", "samples", "leaderboards", "datasets"}
+    page = out.read_text()
+    assert page.count('class="missing"') == 7 and "genloom ask" in page
+
+
+def test_decode_image_layouts():
+    import numpy as np
+
+    from genloom.analytics.report import decode_image
+
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    assert decode_image(grey.tobytes(), [8, 8], "uint8").shape == (8, 8)
+    chw = np.zeros((3, 4, 5), dtype=np.uint8)
+    assert decode_image(chw.tobytes(), [3, 4, 5], "uint8").shape == (4, 5, 3)
+    assert decode_image(np.ones((1, 4, 4), np.float32).tobytes(), [1, 4, 4], "float32").max() == 1.0
+    assert decode_image(b"abc", [8, 8], "uint8") is None
+
+
+def test_report_renders_in_a_real_browser(report_with_data, browser, tmp_path):
+    out, payload = report_with_data
+    checked = tmp_path / "checked.html"
+    checked.write_text(out.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert "DONE" in dom.stdout, dom.stderr[-2000:]
+    decoded = dict(re.findall(r"IMG (\S+) (\d+)x\d+ complete", dom.stdout))
+    assert set(decoded) == EXPECTED_PLOTS
+    assert all(int(width) > 100 for width in decoded.values()), decoded
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *flags, "--window-size=1300,2400", "--hide-scrollbars", f"--screenshot={shot}",
+                    out.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 50_000
