@@ -291,6 +291,7 @@ def import_text(source: Path, name: str, *, unit: str = "document", fractions: S
 def import_collection(collection: str, name: str | None = None, *, fractions: SplitFractions | None = None) -> ImportResult:
     """An ingested collection's current documents (their chunks joined in order) become text items."""
     import sqlalchemy as sa
+    from sqlalchemy.dialects.postgresql import aggregate_order_by
 
     from genloom.datasets.store import text_item
     from genloom.db.engine import session_scope
@@ -304,7 +305,7 @@ def import_collection(collection: str, name: str | None = None, *, fractions: Sp
                                                              " (ingest one first with `genloom ingest`)"))
         rows = s.execute(
             sa.select(Document.external_id, Document.title, Document.version,
-                      sa.func.string_agg(Chunk.text, sa.literal_column("E'\\n'")).within_group(Chunk.ordinal))
+                      sa.func.string_agg(Chunk.text, aggregate_order_by(sa.literal_column("E'\\n'"), Chunk.ordinal)))
             .join(Chunk, Chunk.document_id == Document.id)
             .where(Document.collection_id == coll.id, Document.superseded_at.is_(None))
             .group_by(Document.id).order_by(Document.external_id)

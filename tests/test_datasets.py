@@ -1,0 +1,204 @@
+"""Versioned datasets: import, content addressing, sealing, show/diff/export, streaming into tensors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+
+def _import_digits(cli, name="digits", *extra):
+    r = cli("datasets", "import", "digits", "--name", name, *extra, "--json")
+    assert r.exit_code == 0, r.stderr
+    return r.json()
+
+
+def test_digits_import_show_json_is_exact(cli, engine):
+    out = _import_digits(cli)
+    assert out["dataset"] == "digits@1" and out["items"] == 1797 and not out["unchanged"]
+    r = cli("datasets", "show", "digits", "--json")
+    assert r.exit_code == 0, r.stderr
+    shown = r.json()
+    assert list(shown) == ["name", "version", "parent", "items", "by_split", "by_origin", "by_label", "created_by_run"]
+    assert shown["name"] == "digits" and shown["version"] == 1 and shown["parent"] is None
+    assert shown["items"] == 1797
+    assert shown["by_split"] == {"train": 1437, "val": 180, "test": 180}
+    assert shown["by_origin"] == {"real": 1797, "synthetic": 0}
+    assert list(shown["by_label"]) == [str(d) for d in range(10)] and sum(shown["by_label"].values()) == 1797
+    with engine.connect() as conn:
+        run = conn.execute(sa.text("SELECT kind, status, output_version_id FROM runs WHERE id = :r"),
+                           {"r": shown["created_by_run"]}).one()
+        sealed = conn.execute(sa.text("SELECT sealed, item_count, manifest_sha256 FROM dataset_versions")).one()
+    assert run.kind == "import" and run.status == "succeeded"
+    assert sealed.sealed and sealed.item_count == 1797 and len(sealed.manifest_sha256) == 64
+
+
+def test_content_addressing_dedups_identical_imports(cli, engine):
+    _import_digits(cli)
+    again = _import_digits(cli)
+    assert again["unchanged"] and again["dataset"] == "digits@1"  # idempotent: no version 2
+    other = _import_digits(cli, "digits-copy", "--seed", "7")  # same images, another split
+    assert other["dataset"] == "digits-copy@1" and other["new_items"] == 0
+    with engine.connect() as conn:
+        items = conn.execute(sa.text("SELECT count(*) FROM items")).scalar()
+        members = conn.execute(sa.text("SELECT count(*) FROM dataset_members")).scalar()
+    assert items == 1797 and members == 2 * 1797
+    # A different split is a different version of the same dataset, whose parent is the first.
+    changed = _import_digits(cli, "digits", "--seed", "3")
+    assert changed["dataset"] == "digits@2" and changed["new_items"] == 0
+    shown = cli("datasets", "show", "digits@2", "--json").json()
+    assert shown["parent"] == "digits@1"
+
+
+def test_sealed_versions_reject_changes(cli, engine, session):
+    from genloom.datasets.store import add_members, resolve_version
+    from genloom.errors import BadInput
+
+    _import_digits(cli)
+    version = resolve_version(session, "digits@1")
+    with pytest.raises(BadInput, match="sealed"):
+        add_members(session, version, [(1, "train")])
+    with engine.connect() as conn:  # the database itself refuses, whoever asks
+        with pytest.raises(sa.exc.DBAPIError, match="sealed"):
+            conn.execute(sa.text("DELETE FROM dataset_members WHERE version_id = :v"), {"v": version.id})
+        conn.rollback()
+        with pytest.raises(sa.exc.DBAPIError, match="immutable"):
+            conn.execute(sa.text("UPDATE items SET label = 'x' WHERE id = 1"))
+
+
+def test_unknown_dataset_and_version_are_one_line_errors(cli):
+    r = cli("datasets", "show", "nope", "--json")
+    assert r.exit_code == 1 and r.stderr.strip().count("\n") == 0 and "no dataset 'nope'" in r.stderr
+    _import_digits(cli)
+    r = cli("datasets", "show", "digits@9")
+    assert r.exit_code == 1 and "has no version 9 (versions: digits@1)" in r.stderr
+    r = cli("datasets", "show", "digits@x")
+    assert r.exit_code == 1 and "bad version" in r.stderr
+
+
+def _write_png(path, size, value):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, value, dtype=np.uint8)).save(path)
+
+
+def test_images_folder_sizes_checked_and_resized(cli, tmp_path):
+    for i in range(6):
+        _write_png(tmp_path / "imgs" / ("cat" if i % 2 else "dog") / f"{i}.png", (8, 8), 10 * i)
+    _write_png(tmp_path / "imgs" / "cat" / "big.png", (12, 10), 200)
+    r = cli("datasets", "import", "images", tmp_path / "imgs", "--name", "pets")
+    assert r.exit_code == 1 and "mismatched image sizes" in r.stderr and "--resize H W" in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+    r = cli("datasets", "import", "images", tmp_path / "imgs", "--name", "pets", "--resize", "8", "8", "--json")
+    assert r.exit_code == 0, r.stderr
+    shown = cli("datasets", "show", "pets", "--json").json()
+    assert shown["items"] == 7 and shown["by_label"] == {"cat": 4, "dog": 3}
+    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.db.engine import session_scope
+
+    with session_scope() as s:
+        info = describe_version(s, resolve_version(s, "pets"))
+    assert info.shape == (1, 8, 8) and info.label_names == ["cat", "dog"]
+
+
+def test_text_import_units_and_export(cli, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("first line\nsecond line\n\nthird para\n", encoding="utf-8")
+    r = cli("datasets", "import", "text", corpus, "--name", "lines", "--unit", "line", "--val", "0", "--test", "0", "--json")
+    assert r.exit_code == 0, r.stderr and r.json()["items"] == 3
+    r = cli("datasets", "import", "text", corpus, "--name", "paras", "--unit", "paragraph", "--json")
+    assert r.json()["items"] == 2
+    r = cli("datasets", "import", "text", corpus, "--name", "bad", "--unit", "word")
+    assert r.exit_code == 1 and "unknown --unit 'word'" in r.stderr
+    r = cli("datasets", "export", "lines@1", tmp_path / "out", "--json")
+    assert r.exit_code == 0, r.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    texts = sorted((tmp_path / "out" / f["path"]).read_text() for f in manifest["files"])
+    assert texts == ["first line", "second line", "third para"]
+
+
+def test_collection_import_makes_text_items(cli, engine):
+    from genloom.db.engine import session_scope
+    from genloom.db.models import Chunk, Collection, Document
+
+    with session_scope() as s:
+        coll = Collection(name="notes")
+        s.add(coll)
+        s.flush()
+        for ext, parts in (("a", ["alpha one", "alpha two"]), ("b", ["beta"])):
+            doc = Document(collection_id=coll.id, external_id=ext, sha256="0" * 64, title=ext.upper())
+            s.add(doc)
+            s.flush()
+            s.add_all([Chunk(document_id=doc.id, ordinal=i, text=t, token_count=2) for i, t in enumerate(parts)])
+    r = cli("datasets", "import", "collection", "notes", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["dataset"] == "notes@1" and r.json()["items"] == 2
+    with engine.connect() as conn:
+        texts = sorted(conn.execute(sa.text("SELECT text FROM items WHERE modality = 'text'")).scalars())
+    assert texts == ["alpha one\nalpha two", "beta"]
+    assert "no collection 'nope'" in cli("datasets", "import", "collection", "nope").stderr
+
+
+def test_diff_and_export_images(cli, tmp_path):
+    _import_digits(cli)
+    _import_digits(cli, "digits", "--seed", "5")
+    r = cli("datasets", "diff", "digits@1", "digits@2", "--json")
+    assert r.exit_code == 0, r.stderr
+    diff = r.json()
+    assert diff["added"] == 0 and diff["removed"] == 0 and diff["moved_split"] > 0
+    assert diff["moved_split"] + diff["unchanged"] == 1797
+    r = cli("datasets", "export", "digits@1", tmp_path / "png", "--json")
+    assert r.json()["files"] == 1797
+    pngs = list((tmp_path / "png" / "train").glob("*/*.png"))
+    assert len(pngs) == 1437
+    from PIL import Image
+
+    assert Image.open(pngs[0]).size == (8, 8)
+
+
+def test_streaming_batches_shuffle_shards_and_decodes(cli):
+    from genloom.datasets.store import describe_version, load_split, resolve_version, stream_batches
+    from genloom.db.engine import session_scope
+
+    _import_digits(cli)
+    with session_scope() as s:
+        info = describe_version(s, resolve_version(s, "digits"))
+    batches = list(stream_batches(info.version_id, "train", 100, shuffle=True, seed=1, epoch=0, label_index=info.label_index()))
+    assert [len(b) for b in batches] == [100] * 14 + [37]
+    first = batches[0]
+    assert tuple(first.x.shape) == (100, 1, 8, 8) and first.x.dtype.is_floating_point
+    assert 0.0 <= float(first.x.min()) and float(first.x.max()) <= 1.0
+    assert first.y.tolist() == [int(l) for l in first.labels]
+    order = [i for b in batches for i in b.item_ids]
+    again = [i for b in stream_batches(info.version_id, "train", 100, shuffle=True, seed=1, epoch=0) for i in b.item_ids]
+    other = [i for b in stream_batches(info.version_id, "train", 100, shuffle=True, seed=1, epoch=1) for i in b.item_ids]
+    assert order == again and order != other and sorted(order) == sorted(other)
+    shards = [
+        {i for b in stream_batches(info.version_id, "train", 64, shuffle=True, rank=r, world_size=2) for i in b.item_ids}
+        for r in (0, 1)
+    ]
+    assert not (shards[0] & shards[1]) and len(shards[0] | shards[1]) == 1437
+    val = load_split(info.version_id, "val")
+    assert tuple(val.x.shape) == (180, 1, 8, 8)
+    # the pixels are digits' own values (0..16 rescaled to 0..255)
+    from sklearn.datasets import load_digits
+
+    want = sorted(np.rint(load_digits().images * 255 / 16).astype(np.uint8).reshape(-1, 64).sum(1).tolist())
+    got = [int(round(float(v))) for v in (val.x.reshape(-1, 64) * 255).round().sum(1)]
+    assert set(got) <= set(want)
+
+
+def test_mnist_idx_import(cli, tmp_path):
+    from conftest import shared_data
+
+    mnist = shared_data("mnist")
+    r = cli("datasets", "import", "mnist", mnist, "--name", "mnist-small", "--limit", "300", "--json")
+    assert r.exit_code == 0, r.stderr
+    shown = cli("datasets", "show", "mnist-small", "--json").json()
+    assert shown["items"] == 600 and shown["by_split"]["test"] == 300
+    assert shown["by_split"]["train"] + shown["by_split"]["val"] == 300
+    r = cli("datasets", "import", "mnist", tmp_path, "--name", "nothing")
+    assert r.exit_code == 1 and "has no train-images-idx3-ubyte.gz" in r.stderr
