@@ -38,14 +38,16 @@ def counts(engine) -> dict[str, int]:
         return {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar() for t in tables}
 
 
-_built: dict[tuple[str, bool], Path] = {}
+_built: dict[tuple[str, bool, str], Path] = {}
 
 
-def tiny_lm(root: Path, config: str = "tiny-llama", chat_template: bool = True) -> Path:
+def tiny_lm(root: Path, config: str = "tiny-llama", chat_template: bool = True, tokenizer: str = "bpe") -> Path:
     """A random-weight model directory, built once per test session per shape."""
     from genloom.generation.testing import build_random_lm
 
-    key = (config, chat_template)
+    key = (config, chat_template, tokenizer)
     if key not in _built:
-        _built[key] = build_random_lm(root / f"{config}-{int(chat_template)}", config, chat_template=chat_template)
+        _built[key] = build_random_lm(
+            root / f"{config}-{int(chat_template)}-{tokenizer}", config, chat_template=chat_template, tokenizer=tokenizer
+        )
     return _built[key]

@@ -13,7 +13,7 @@ import re
 from genloom.generation.backend import GenOutput, GenParams, OnText, Source
 
 # A sentence ends at . ! or ? followed by space and something that can start a sentence.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _MIN_CHARS = 12  # shorter fragments ("Fig. 2.") are noise, not answers
 
 

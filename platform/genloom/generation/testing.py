@@ -39,19 +39,27 @@ CONFIGS = {
 }
 
 
-def build_tokenizer(vocab_size: int = 400, *, chat_template: bool = True):
+def build_tokenizer(vocab_size: int = 400, *, chat_template: bool = True, kind: str = "bpe"):
+    """kind 'bpe': byte-level BPE (any text round-trips); 'words': one token per corpus word,
+    so random ids decode to whole words and stream word by word."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    specials = ["<s>", "</s>", "<pad>"]
+    if kind == "words":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer = trainers.WordLevelTrainer(special_tokens=specials + ["<unk>"], show_progress=False)
+    else:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
     tok.train_from_iterator(_CORPUS * 4, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     if chat_template:
@@ -59,7 +67,9 @@ def build_tokenizer(vocab_size: int = 400, *, chat_template: bool = True):
     return fast
 
 
-def build_random_lm(directory: Path, config: str = "tiny-llama", *, chat_template: bool = True, seed: int = 0) -> Path:
+def build_random_lm(
+    directory: Path, config: str = "tiny-llama", *, chat_template: bool = True, seed: int = 0, tokenizer: str = "bpe"
+) -> Path:
     """Save a random-weight causal LM and its tokenizer into `directory`; return it."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -67,7 +77,7 @@ def build_random_lm(directory: Path, config: str = "tiny-llama", *, chat_templat
     if config not in CONFIGS:
         raise ValueError(f"unknown config {config!r}; one of {', '.join(CONFIGS)}")
     family, kwargs = CONFIGS[config]
-    tokenizer = build_tokenizer(chat_template=chat_template)
+    tokenizer = build_tokenizer(chat_template=chat_template, kind=tokenizer)
     kwargs = {"vocab_size": len(tokenizer), **kwargs}
     cfg = AutoConfig.for_model(
         family,

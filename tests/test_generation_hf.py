@@ -1,0 +1,140 @@
+"""The Hugging Face backend and context assembly on tiny random-weight models (no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from generation_support import tiny_lm
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    from genloom.generation.hf import load_hf_backend
+
+    return load_hf_backend(tiny_lm(tmp_path_factory.mktemp("lm")))
+
+
+@pytest.fixture(scope="module")
+def words_lm(tmp_path_factory):
+    from genloom.generation.hf import load_hf_backend
+
+    return load_hf_backend(tiny_lm(tmp_path_factory.mktemp("lm3"), tokenizer="words"))
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    from genloom.generation.hf import load_hf_backend
+
+    return load_hf_backend(tiny_lm(tmp_path_factory.mktemp("lm2"), "tiny-gpt2", chat_template=False))
+
+
+def _params(**kw):
+    from genloom.generation.backend import GenParams
+
+    return GenParams(**kw)
+
+
+def test_chat_template_renders_and_counts_in_the_models_tokens(llama):
+    prompt = llama.render([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello fox"}])
+    assert prompt == "<|system|>\nBe brief.</s>\n<|user|>\nhello fox</s>\n<|assistant|>\n"
+    # The template wrote its own markers: no extra BOS is added when counting or generating.
+    assert llama.count_tokens(prompt) == len(llama.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert llama.context_window == 512
+
+
+def test_without_a_chat_template_the_prompt_is_a_plain_transcript(gpt2):
+    assert not gpt2.has_chat_template
+    prompt = gpt2.render([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "and?"}])
+    assert prompt == "User: hi\n\nAssistant: yo\n\nUser: and?\n\nAssistant:"
+    assert gpt2.context_window == 256
+    out = gpt2.generate(prompt, params=_params(max_new_tokens=4))
+    assert out.output_tokens == 4 and out.finish_reason == "length"
+
+
+def test_streaming_yields_the_same_text_and_token_counts_are_exact(words_lm):
+    lm = words_lm  # one token per word: every new token is printable at once
+    prompt = lm.render([{"role": "user", "content": "quick brown fox"}])
+    pieces: list[str] = []
+    out = lm.generate(prompt, params=_params(max_new_tokens=12, temperature=1.0, seed=1), on_text=pieces.append)
+    assert len(pieces) >= 6 and "".join(pieces) == out.text
+    assert out.input_tokens == lm.count_tokens(prompt)
+    assert out.output_tokens == 12 and out.finish_reason == "length"
+    # The streamed text is the decoded new tokens, the same without a streamer.
+    again = lm.generate(prompt, params=_params(max_new_tokens=12, temperature=1.0, seed=1))
+    assert again.text == out.text
+
+
+def test_stop_strings_cut_the_text_and_stop_generating(llama):
+    prompt = llama.render([{"role": "user", "content": "quick brown fox"}])
+    full = llama.generate(prompt, params=_params(max_new_tokens=24))
+    stop = full.text[6:9]
+    assert stop and full.text.find(stop) == 6, full.text
+    pieces: list[str] = []
+    cut = llama.generate(prompt, params=_params(max_new_tokens=24, stop=[stop]), on_text=pieces.append)
+    assert cut.text == full.text[:6]
+    assert "".join(pieces) == cut.text  # the stop string never reaches the stream
+    assert cut.output_tokens < full.output_tokens and cut.finish_reason == "stop"
+
+
+def test_sampling_is_reproducible_with_a_seed(llama):
+    prompt = llama.render([{"role": "user", "content": "fox"}])
+    a = llama.generate(prompt, params=_params(max_new_tokens=10, temperature=1.0, seed=7))
+    b = llama.generate(prompt, params=_params(max_new_tokens=10, temperature=1.0, seed=7))
+    c = llama.generate(prompt, params=_params(max_new_tokens=10, temperature=1.0, seed=8))
+    assert a.text == b.text and a.text != c.text
+
+
+def test_stop_trimmer_holds_back_a_possible_stop_prefix():
+    from genloom.generation.hf import StopTrimmer
+
+    t = StopTrimmer(["</answer>"])
+    shown = t.feed("The answer is 4<") + t.feed("/ans") + t.feed("wer> and more")
+    assert shown == "The answer is 4" and t.final() == "The answer is 4" and t.flush() == ""
+    t = StopTrimmer(["END"])
+    assert t.feed("abcE") + t.feed("F") + t.flush() == "abcEF"
+
+
+def _source(n, text, title="T"):
+    from genloom.generation.backend import Source
+
+    return Source(n=n, chunk_id=100 + n, document_id=n, doc_id=f"d{n}", title=title, text=text)
+
+
+def test_context_keeps_sources_in_rank_order_and_drops_what_does_not_fit(llama):
+    from genloom.generation.context import Turn, assemble
+
+    sources = [_source(i, f"fact number {i} " * 4) for i in range(1, 6)]
+    history = [Turn(f"old question {i}", f"old answer {i}") for i in range(6)]
+    roomy = assemble(llama, question="q?", candidates=sources, template_text="{sources}\n{question}", history=history,
+                     max_new_tokens=8)
+    assert [s.n for s in roomy.sources] == [1, 2, 3, 4, 5] and roomy.history_turns == 6
+    tight = assemble(llama, question="q?", candidates=sources, template_text="{sources}\n{question}", history=history,
+                     max_new_tokens=420)
+    assert 1 <= len(tight.sources) < 5 and tight.dropped_sources == 5 - len(tight.sources)
+    assert tight.input_tokens + 420 <= llama.context_window
+    assert tight.input_tokens == llama.count_tokens(tight.prompt)
+    # Sources come first; only then the newest turns that still fit.
+    assert tight.history_turns < 6
+    if tight.history_turns:
+        assert "old question 5" in tight.prompt and "old question 0" not in tight.prompt
+
+
+def test_context_that_cannot_fit_one_source_is_bad_input(llama):
+    from genloom.errors import BadInput
+    from genloom.generation.context import assemble
+
+    with pytest.raises(BadInput, match="cannot fit even one source"):
+        assemble(llama, question="q?", candidates=[_source(1, "long text " * 200)], template_text="{sources}{question}",
+                 history=[], max_new_tokens=100)
+
+
+def test_extractive_sentence_split_and_citations():
+    from genloom.generation.call import citations_of
+    from genloom.generation.extractive import split_sentences
+
+    assert split_sentences("It was built in 1889. Short. (Was it \"true\"?) The end is here!") == [
+        "It was built in 1889.", "(Was it \"true\"?)", "The end is here!"
+    ]
+    sources = [_source(1, "a"), _source(2, "b")]
+    cited = citations_of("x [2] y [1] z [2] w [9]", sources)
+    assert [c["n"] for c in cited] == [2, 1] and cited[0]["chunk_id"] == 102
