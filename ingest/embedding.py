@@ -49,6 +49,9 @@ def get_embedder(name: str | None = None, device: str | None = None):
     from sentence_transformers import SentenceTransformer
 
     path = model_path(name)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise on stderr
     if device is None:
         import torch
 
@@ -69,3 +72,20 @@ def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64, sh
         convert_to_numpy=True,
         show_progress_bar=show_progress,
     )
+
+
+def embedding_dim(name: str | None = None) -> int:
+    """The model's output dimension (384 for all-MiniLM-L6-v2)."""
+    model = get_embedder(name)
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def max_tokens(name: str | None = None) -> int:
+    """Longest input, in the model's own tokens (special tokens included), before it truncates."""
+    return int(get_embedder(name).max_seq_length)
+
+
+def tokenizer(name: str | None = None):
+    """The model's own (fast) tokenizer: chunk sizes are measured with it."""
+    return get_embedder(name).tokenizer

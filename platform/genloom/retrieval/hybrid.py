@@ -14,10 +14,11 @@ Named parameters (bound by psycopg):
                                 scores, bm25_weight * bm25 + (1 - bm25_weight) * vector)
   :by_document, :k              one row per document (its best chunk), and how many rows
 
-Four slots are filled in Python before binding, each from a fixed set of strings or an int:
+Five slots are filled in Python before binding, each from a fixed set of strings or an int:
   {dim}, {model_id}     literals, so the planner matches the per-model partial HNSW index
-  {current}             'current' (current document versions only) or 'TRUE'
-  {filter_join}         '' or a join to documents for the metadata filter
+  {current}             'current' (current document versions only) or 'current IS NOT NULL' (all)
+  {bm25_filter_join}, {vector_filter_join}
+                        '' or a join to documents for the metadata filter
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ stats AS (
     WHERE collection_id = :collection_id
 ),
 term_idf AS (
-    SELECT ts.term, ln(1 + (s.n - ts.df + 0.5) / (ts.df + 0.5)) AS idf
+    SELECT ts.term, ln(1 + (s.n - ts.df + 0.5) / (ts.df::float8 + 0.5)) AS idf
     FROM query_terms q
     JOIN retrieval_term_stats ts ON ts.collection_id = :collection_id AND ts.term = q.term AND ts.df > 0
     CROSS JOIN stats s

@@ -90,8 +90,8 @@ def search(
 
     if depth is None:
         depth = max(100, k) * (3 if by_document else 1)
-    if depth < k and not by_document:
-        depth = k
+    if depth < 1:
+        raise BadInput(f"depth must be at least 1 (got {depth})")
     model = model_for_collection(session, coll.embedding_model_id)
     use_vector = mode in ("hybrid", "vector")
     if use_vector and model is None:
@@ -162,3 +162,27 @@ def search(
 
 
 __all__ = ["SearchHit", "search", "MODES", "FUSIONS", "FusionConfig"]
+
+
+def search_many(
+    session: Session,
+    queries: list[tuple[str, str]],
+    *,
+    collection: str,
+    mode: str = "hybrid",
+    embed_batch_size: int = 64,
+    progress=None,
+    **kwargs,
+):
+    """Yield (query_id, hits) for many (id, text) queries, embedding them in batches first."""
+    coll = get_collection(session, collection)
+    model = model_for_collection(session, coll.embedding_model_id)
+    embeddings = [None] * len(queries)
+    if mode in ("hybrid", "vector") and model is not None and queries:
+        from ingest.embedding import embed
+
+        embeddings = list(embed([text for _, text in queries], name=model.name, batch_size=embed_batch_size))
+    for i, ((query_id, text), vector) in enumerate(zip(queries, embeddings)):
+        yield query_id, search(session, text, collection=collection, mode=mode, query_embedding=vector, **kwargs)
+        if progress:
+            progress(i + 1, len(queries))

@@ -1,0 +1,62 @@
+"""`genloom eval retrieval --beir DIR`: nDCG@10, Recall@100, MRR@10 per search mode, stored as a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genloom.cli.evaluate import eval_app
+from genloom.cli.output import JsonOption, console, err_console, print_json
+from genloom.errors import BadInput
+
+
+@eval_app.command("retrieval")
+def retrieval(
+    beir: Annotated[Path, typer.Option("--beir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.")],
+    split: Annotated[str, typer.Option("--split", help="Which qrels to score (test, train, dev).")] = "test",
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Collection [beir-<folder name>].")] = None,
+    modes: Annotated[str, typer.Option("--modes", help="Comma-separated: bm25,vector,hybrid.")] = "bm25,vector,hybrid",
+    fusion: Annotated[str, typer.Option("--fusion", help="rrf | weighted.")] = "rrf",
+    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
+    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of BM25.")] = 0.5,
+    depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch [300 by document].")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Evaluate retrieval on a BEIR dataset (ingesting its corpus first if the collection lacks it)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from genloom.retrieval.beir import evaluate
+
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    if not mode_list:
+        raise BadInput("--modes is empty; use e.g. bm25,vector,hybrid")
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    ) as bar:
+        ingest_task = bar.add_task("ingest corpus", total=None)
+        search_task = bar.add_task("queries", total=None, visible=False)
+
+        def on_ingest(done: int, known: int | None, chunks: int) -> None:
+            bar.update(ingest_task, completed=done, total=known or None)
+
+        def on_search(done: int, total: int) -> None:
+            bar.update(search_task, completed=done, total=total, visible=True)
+
+        report = evaluate(
+            beir, split=split, collection=collection, modes=mode_list, ingest_progress=on_ingest,
+            search_progress=on_search, fusion=fusion, rrf_k=rrf_k, bm25_weight=bm25_weight, depth=depth,
+        )
+    if json_out:
+        print_json(report)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{report['collection']} · {report['split']} · {report['queries']} queries · run {report['run_id']}")
+    for column in ("mode", "nDCG@10", "Recall@100", "MRR@10", "ms/query"):
+        table.add_column(column, justify="right" if column != "mode" else "left")
+    for mode, m in report["modes"].items():
+        table.add_row(mode, f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}", f"{m['mrr@10']:.4f}", f"{m['ms_per_query']:.1f}")
+    console.print(table)

@@ -1,0 +1,112 @@
+"""`genloom ingest PATH… --collection NAME`: files into documents, chunks, embeddings and BM25 postings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genloom.cli.output import JsonOption, err_console, info, print_json
+from genloom.errors import BadInput
+
+
+def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    """['k=v', …] → {k: v}; a malformed pair is a one-line error naming the option."""
+    pairs: dict[str, str] = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"{option} expects key=value (got {value!r})")
+        pairs[key.strip()] = val
+    return pairs
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files and folders (walked recursively).", show_default=False)],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to ingest into (created if new).")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="auto|text|markdown|html|pdf|jsonl|csv|beir (auto: by extension).")
+    ] = "auto",
+    text_field: Annotated[str | None, typer.Option("--text-field", help="JSONL/CSV field with the text [text].")] = None,
+    id_field: Annotated[str | None, typer.Option("--id-field", help="JSONL/CSV field with the document id [_id or id].")] = None,
+    title_field: Annotated[str | None, typer.Option("--title-field", help="JSONL/CSV field with the title [title].")] = None,
+    meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value metadata added to every document (repeatable).")] = None,
+    chunk_tokens: Annotated[
+        int | None, typer.Option("--chunk-tokens", help="Max tokens per chunk [the model's max sequence length].")
+    ] = None,
+    chunk_overlap: Annotated[int, typer.Option("--chunk-overlap", help="Tokens repeated between consecutive chunks.")] = 32,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Embedding model: a local sentence-transformers folder [all-MiniLM-L6-v2].")
+    ] = None,
+    text_search_config: Annotated[
+        str, typer.Option("--text-search-config", help="Postgres text-search config for BM25 (new collections).")
+    ] = "english",
+    max_bytes: Annotated[int, typer.Option("--max-bytes", help="Skip files larger than this.")] = 100 * 1024 * 1024,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed JSONL/CSV records instead of failing the file.")] = False,
+    batch_documents: Annotated[int, typer.Option("--batch", help="Documents per transaction.")] = 256,
+    hnsw_m: Annotated[int, typer.Option("--hnsw-m", help="HNSW m for a new embedding model's index.")] = 16,
+    hnsw_ef_construction: Annotated[int, typer.Option("--hnsw-ef-construction", help="HNSW ef_construction (new index).")] = 64,
+    json_out: JsonOption = False,
+) -> None:
+    """Ingest files into a collection: idempotent by content hash; a changed file becomes a new version."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from genloom.retrieval.vector import HnswConfig
+    from ingest.chunking import ChunkConfig
+    from ingest.loaders import LoadOptions
+    from ingest.pipeline import IngestOptions, ingest as run_ingest
+
+    if batch_documents < 1:
+        raise BadInput("--batch must be at least 1")
+    if chunk_overlap < 0:
+        raise BadInput("--chunk-overlap must be 0 or more")
+    options = IngestOptions(
+        collection=collection,
+        load=LoadOptions(
+            format=format, text_field=text_field, id_field=id_field, title_field=title_field,
+            metadata=parse_pairs(meta, "--meta"), max_bytes=max_bytes, skip_bad=skip_bad,
+        ),
+        chunking=ChunkConfig(max_tokens=chunk_tokens, overlap=chunk_overlap),
+        embedding_model=model,
+        text_search_config=text_search_config,
+        hnsw=HnswConfig(m=hnsw_m, ef_construction=hnsw_ef_construction),
+        batch_documents=batch_documents,
+    )
+    rates = TextColumn("{task.fields[rates]}")
+    with Progress(
+        TextColumn("[bold]ingest[/bold] {task.fields[collection]}"), BarColumn(), TaskProgressColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} docs"), rates, TimeElapsedColumn(),
+        console=err_console, transient=json_out,
+    ) as bar:
+        task = bar.add_task("ingest", total=None, collection=collection, rates="")
+
+        def progress(done: int, known: int | None, chunks: int) -> None:
+            elapsed = bar.tasks[task].elapsed or 1e-9
+            bar.update(
+                task, completed=done, total=known or None,
+                rates=f"{done / elapsed:.1f} docs/s · {chunks / elapsed:.1f} chunks/s",
+            )
+
+        result = run_ingest(paths, options, progress=progress)
+    summary = result.to_json()
+    if json_out:
+        print_json(summary)
+    else:
+        for error in result.errors[:20]:
+            err_console.print(f"[yellow]skipped:[/yellow] {error}", markup=True, highlight=False, soft_wrap=True)
+        if len(result.errors) > 20:
+            info(f"… and {len(result.errors) - 20} more problems (see --json)")
+        info(
+            f"{collection}: {result.documents} documents written ({result.new_versions} new versions), "
+            f"{result.chunks} chunks, {result.skipped} unchanged, {len(result.errors)} problems "
+            f"in {result.seconds:.1f}s (run {result.run_id})"
+        )
+    if result.errors and result.documents == 0 and result.skipped == 0:
+        if not json_out:
+            raise BadInput(f"nothing ingested: {result.errors[0]}")
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ingest)

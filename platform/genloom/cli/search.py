@@ -1,0 +1,121 @@
+"""`genloom search`: one query (a table, or --json), or a file of queries (--queries → JSONL)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genloom.cli.output import JsonOption, console, dumps, err_console, print_json
+from genloom.errors import BadInput
+
+
+def search(
+    query: Annotated[str | None, typer.Argument(help="What to search for (or use --queries FILE).", show_default=False)] = None,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to search.")] = ...,
+    mode: Annotated[str, typer.Option("--mode", "-m", help="hybrid | bm25 | vector.")] = "hybrid",
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
+    where: Annotated[list[str] | None, typer.Option("--where", help="key=value on document metadata (repeatable).")] = None,
+    by_document: Annotated[bool, typer.Option("--by-document", help="One result per document (its best chunk).")] = False,
+    include_superseded: Annotated[bool, typer.Option("--include-superseded", help="Also search old document versions.")] = False,
+    fusion: Annotated[str, typer.Option("--fusion", help="rrf (reciprocal rank fusion) | weighted (normalised scores).")] = "rrf",
+    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
+    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of the BM25 score.")] = 0.5,
+    depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch [max(100, k); x3 by document].")] = None,
+    ef_search: Annotated[int | None, typer.Option("--ef-search", help="HNSW ef_search for this query [100].")] = None,
+    queries: Annotated[
+        Path | None, typer.Option("--queries", help="Batch mode: BEIR queries.jsonl (_id, text) or JSONL with id/query.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Batch mode: write the JSONL here instead of stdout.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Search a collection: BM25 and vectors fused in SQL (or one branch with --mode)."""
+    from genloom.cli.ingest import parse_pairs
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.search import search as run_search, search_many
+
+    filters = parse_pairs(where, "--where")
+    options = dict(
+        collection=collection, mode=mode, k=k, where=filters or None, by_document=by_document,
+        include_superseded=include_superseded, fusion=fusion, rrf_k=rrf_k, bm25_weight=bm25_weight,
+        depth=depth, ef_search=ef_search,
+    )
+    if queries is not None:
+        if query is not None:
+            raise BadInput("give either a QUERY or --queries FILE, not both")
+        _batch(queries, out, options)
+        return
+    if query is None:
+        raise BadInput('missing query: genloom search "QUERY" --collection NAME (or --queries FILE)')
+    with session_scope() as session:
+        hits = run_search(session, query, **options)
+    if json_out:
+        print_json([_hit_json(h) for h in hits])
+        return
+    if not hits:
+        err_console.print("no results")
+        return
+    from rich.markup import escape
+
+    # One block per hit (not a table): readable at any terminal width, and in logs.
+    for rank, hit in enumerate(hits, 1):
+        doc = Path(hit.doc_id).name if hit.doc_id.startswith("/") else hit.doc_id
+        branches = f"bm25 #{hit.bm25_rank or '-'} · vector #{hit.vector_rank or '-'}"
+        version = f" v{hit.document_version}" if hit.document_version > 1 else ""
+        console.print(
+            f"[bold]{rank:>2}[/bold]  {hit.score:.4f}  [cyan]{escape(doc)}{version}[/cyan]  "
+            f"{escape(hit.title or '')}  [dim]({branches})[/dim]",
+            soft_wrap=True, highlight=False,
+        )
+        snippet = " ".join(hit.text.split())
+        console.print("    " + escape(snippet[:240] + ("…" if len(snippet) > 240 else "")), highlight=False)
+
+
+def _hit_json(hit) -> dict:
+    return {
+        "doc_id": hit.doc_id,
+        "chunk_id": hit.chunk_id,
+        "document_id": hit.document_id,
+        "document_version": hit.document_version,
+        "title": hit.title,
+        "text": hit.text,
+        "score": hit.score,
+        "bm25_rank": hit.bm25_rank,
+        "bm25_score": hit.bm25_score,
+        "vector_rank": hit.vector_rank,
+        "vector_score": hit.vector_score,
+        "metadata": hit.metadata,
+    }
+
+
+def _batch(path: Path, out: Path | None, options: dict) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.beir import read_queries
+    from genloom.retrieval.search import search_many
+
+    items = read_queries(path)
+    sink = out.open("w", encoding="utf-8") if out else sys.stdout
+    try:
+        with Progress(
+            TextColumn("[bold]search[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err_console, transient=True,
+        ) as bar, session_scope() as session:
+            task = bar.add_task("queries", total=len(items))
+            for query_id, hits in search_many(
+                session, items, progress=lambda done, total: bar.update(task, completed=done), **options
+            ):
+                results = [{"doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": h.score} for h in hits]
+                sink.write(dumps({"query_id": query_id, "results": results}) + "\n")
+    finally:
+        if out:
+            sink.close()
+    if out:
+        err_console.print(f"{len(items)} queries → {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(search)

@@ -1,0 +1,113 @@
+"""BM25 bookkeeping: postings, chunk lengths and collection/term statistics.
+
+Scoring itself is in `genloom.retrieval.hybrid.HYBRID_SQL`. This module keeps what it
+reads correct, inside the caller's transaction (the one that writes the chunks):
+
+- `index_chunks`: lexemes of `to_tsvector(config, title || text)` → postings (tf = number
+  of positions), the chunk's length (sum of tf), df += 1 per term, N and total length.
+- `retire_documents`: a superseded version's chunks leave the statistics (their rows stay,
+  flagged not current, so past answers can still cite them).
+
+Writers to one collection serialise on its statistics row (`lock_collection_stats`),
+which keeps N, total length and df exact under concurrent ingests and rules out deadlocks
+on the term rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+INDEX_CHUNKS_SQL = """
+WITH lex AS MATERIALIZED (
+    SELECT c.id AS chunk_id, l.lexeme AS term, coalesce(array_length(l.positions, 1), 1) AS tf
+    FROM chunks c
+    JOIN documents d ON d.id = c.document_id
+    CROSS JOIN LATERAL unnest(
+        to_tsvector(CAST(:ts_config AS regconfig), coalesce(d.title, '') || E'\\n' || c.text)) l
+    WHERE c.id = ANY(:chunk_ids)
+),
+lengths AS MATERIALIZED (
+    SELECT c.id AS chunk_id, c.document_id, coalesce(sum(lex.tf), 0)::int AS length
+    FROM chunks c LEFT JOIN lex ON lex.chunk_id = c.id
+    WHERE c.id = ANY(:chunk_ids)
+    GROUP BY c.id, c.document_id
+),
+new_chunks AS (
+    INSERT INTO retrieval_chunks (chunk_id, collection_id, document_id, length)
+    SELECT chunk_id, :collection_id, document_id, length FROM lengths
+),
+new_postings AS (
+    INSERT INTO retrieval_postings (chunk_id, term, collection_id, tf, chunk_length)
+    SELECT lex.chunk_id, lex.term, :collection_id, lex.tf, lengths.length
+    FROM lex JOIN lengths USING (chunk_id)
+),
+new_df AS (
+    INSERT INTO retrieval_term_stats (collection_id, term, df)
+    SELECT :collection_id, term, count(*) FROM lex GROUP BY term ORDER BY term
+    ON CONFLICT (collection_id, term) DO UPDATE SET df = retrieval_term_stats.df + excluded.df
+)
+UPDATE retrieval_collection_stats
+SET n_chunks = n_chunks + (SELECT count(*) FROM lengths),
+    total_length = total_length + (SELECT coalesce(sum(length), 0) FROM lengths),
+    updated_at = now()
+WHERE collection_id = :collection_id
+"""
+
+RETIRE_DOCUMENTS_SQL = """
+WITH old AS (
+    UPDATE retrieval_chunks SET current = false
+    WHERE document_id = ANY(:document_ids) AND current
+    RETURNING chunk_id, length
+),
+old_postings AS (
+    UPDATE retrieval_postings SET current = false
+    WHERE chunk_id IN (SELECT chunk_id FROM old) AND current
+    RETURNING term
+),
+old_df AS (
+    UPDATE retrieval_term_stats ts SET df = ts.df - gone.n
+    FROM (SELECT term, count(*) AS n FROM old_postings GROUP BY term) gone
+    WHERE ts.collection_id = :collection_id AND ts.term = gone.term
+)
+UPDATE retrieval_collection_stats
+SET n_chunks = n_chunks - (SELECT count(*) FROM old),
+    total_length = total_length - (SELECT coalesce(sum(length), 0) FROM old),
+    updated_at = now()
+WHERE collection_id = :collection_id
+"""
+
+
+def lock_collection_stats(session: Session, collection_id: int) -> None:
+    session.execute(
+        sa.text("SELECT 1 FROM retrieval_collection_stats WHERE collection_id = :c FOR UPDATE"),
+        {"c": collection_id},
+    )
+
+
+def index_chunks(session: Session, collection_id: int, ts_config: str, chunk_ids: Sequence[int]) -> None:
+    if chunk_ids:
+        session.execute(
+            sa.text(INDEX_CHUNKS_SQL),
+            {"collection_id": collection_id, "ts_config": ts_config, "chunk_ids": list(chunk_ids)},
+        )
+
+
+def retire_documents(session: Session, collection_id: int, document_ids: Sequence[int]) -> None:
+    if document_ids:
+        session.execute(
+            sa.text(RETIRE_DOCUMENTS_SQL), {"collection_id": collection_id, "document_ids": list(document_ids)}
+        )
+
+
+def query_lexemes(session: Session, ts_config: str, query: str) -> list[str]:
+    """The distinct lexemes BM25 scores a query by (what the search SQL computes)."""
+    return list(
+        session.scalars(
+            sa.text("SELECT DISTINCT lexeme FROM unnest(to_tsvector(CAST(:c AS regconfig), :q)) ORDER BY 1"),
+            {"c": ts_config, "q": query},
+        )
+    )
+
