@@ -1,0 +1,264 @@
+"""The training-job framework with the VAE and the GAN, on digits (CPU, tiny networks, a few steps)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import REPO_ROOT
+
+TINY_VAE = ["--set", "channels=8", "--set", "latent_dim=4", "--batch-size", "32"]
+TINY_GAN = ["--set", "channels=8", "--set", "z_dim=8", "--batch-size", "32"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny networks gain nothing from intra-op threads, and on a busy 2-core machine
+    # spinning OpenMP threads make each step several times slower.
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def digits(cli, db_url):
+    r = cli("datasets", "import", "digits", "--json")
+    assert r.exit_code == 0, r.stderr
+    return r.json()
+
+
+def _train(cli, arch, *args):
+    r = cli("train", arch, "--dataset", "digits", *args, "--json")
+    assert r.exit_code == 0, r.stderr
+    return r.json()
+
+
+def test_vae_trains_registers_samples_stores_with_lineage(cli, digits, engine, tmp_path):
+    out = _train(cli, "vae", "--steps", "6", "--name", "v", *TINY_VAE)
+    assert out["model"] == "v@1" and out["metrics"]["val_neg_elbo"] > 0
+    with engine.connect() as conn:
+        run = conn.execute(sa.text("SELECT status, model_id, input_version_id, device, code_version, params FROM runs WHERE id = :r"),
+                           {"r": out["run_id"]}).one()
+        model = conn.execute(sa.text("SELECT id, run_id, sha256, size_bytes, format FROM models WHERE name = 'v'")).one()
+        logged = conn.execute(sa.text("SELECT count(DISTINCT step) FROM metrics WHERE run_id = :r AND name = 'loss'"),
+                              {"r": out["run_id"]}).scalar()
+    assert run.status == "succeeded" and run.model_id == model.id and model.run_id == out["run_id"]
+    assert run.device == "cpu" and run.code_version and run.params["steps"] == 6
+    assert model.size_bytes > 0 and len(model.sha256) == 64 and model.format == "torch"
+    assert logged == 6
+
+    # Same seed → same samples; another seed → others.
+    a = cli("sample", "v", "--n", "8", "--seed", "3", "--out", tmp_path / "a.png", "--json")
+    b = cli("sample", "v", "--n", "8", "--seed", "3", "--out", tmp_path / "b.png", "--json")
+    c = cli("sample", "v", "--n", "8", "--seed", "4", "--out", tmp_path / "c.png", "--json")
+    assert a.exit_code == 0, a.stderr
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
+
+    r = cli("sample", "v", "--n", "5", "--store", "--into", "digits", "--json")
+    assert r.exit_code == 0, r.stderr
+    stored = r.json()
+    assert stored["dataset"] == "digits@2" and len(stored["items"]) == 5
+    shown = cli("datasets", "show", "digits@2", "--json").json()
+    assert shown["parent"] == "digits@1" and shown["created_by_run"] == stored["run_id"]
+    assert shown["by_origin"] == {"real": 1797, "synthetic": 5} and shown["items"] == 1802
+    # The whole lineage in one query: item → sampling run → model → training run → input version.
+    with engine.connect() as conn:
+        chain = conn.execute(sa.text(
+            """
+            SELECT DISTINCT sr.kind, m.name || '@' || m.version, tr.kind, tr.status, d.name || '@' || dv.version
+            FROM items i
+            JOIN runs sr ON sr.id = i.run_id
+            JOIN models m ON m.id = i.model_id
+            JOIN runs tr ON tr.id = m.run_id
+            JOIN dataset_versions dv ON dv.id = tr.input_version_id
+            JOIN datasets d ON d.id = dv.dataset_id
+            WHERE i.origin = 'synthetic'
+            """
+        )).all()
+        view = conn.execute(sa.text("SELECT DISTINCT model, training_dataset FROM item_lineage WHERE origin = 'synthetic'")).all()
+    assert chain == [("sample", "v@1", "train", "succeeded", "digits@1")]
+    assert view == [("v@1", "digits@1")]
+
+    # Anomaly scores are per-item metric rows; the top list is sorted.
+    r = cli("score", "v", "--dataset", "digits@1", "--split", "val", "--top", "5", "--json")
+    assert r.exit_code == 0, r.stderr
+    scored = r.json()
+    assert scored["scored"] == 180 and [t["score"] for t in scored["top"]] == sorted((t["score"] for t in scored["top"]), reverse=True)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM metrics WHERE run_id = :r AND item_id IS NOT NULL"),
+                            {"r": scored["run_id"]}).scalar()
+    assert rows == 180
+    ids = [t["item_id"] for t in scored["top"][:2]]
+    r = cli("sample", "v", "--interpolate", ids[0], ids[1], "--steps", "6", "--out", tmp_path / "i.png", "--json")
+    assert r.exit_code == 0, r.stderr
+    from PIL import Image
+
+    assert Image.open(tmp_path / "i.png").size[0] > Image.open(tmp_path / "i.png").size[1] * 4  # one row of 6
+
+    listed = cli("models", "list", "--json").json()
+    assert [m["model"] for m in listed] == ["v@1"] and listed[0]["dataset"] == "digits@1"
+    shown = cli("models", "show", "v", "--json").json()
+    assert shown["run_id"] == out["run_id"] and "val_neg_elbo" in shown["metrics"]
+
+
+def test_conditional_gan_wgan_gp_samples_carry_labels(cli, digits, engine, tmp_path):
+    out = _train(cli, "gan", "--steps", "3", "--conditional", "--set", "loss=wgan-gp", "--set", "spectral_norm=true",
+                 "--name", "g", *TINY_GAN)
+    metrics = out["metrics"]
+    for key in ("train_loss_g", "train_loss_d", "train_critic_grad_norm", "train_diversity", "train_gradient_penalty", "val_mmd"):
+        assert key in metrics, key
+    with engine.connect() as conn:
+        params = conn.execute(sa.text("SELECT params FROM runs WHERE id = :r"), {"r": out["run_id"]}).scalar()
+        critic_norms = conn.execute(sa.text("SELECT count(*) FROM metrics WHERE run_id = :r AND name = 'critic_grad_norm'"),
+                                    {"r": out["run_id"]}).scalar()
+    assert params["hparams"]["loss"] == "wgan-gp" and params["lr"] == 1e-4  # WGAN-GP's own default LR
+    assert critic_norms == 3
+    r = cli("sample", "g", "--n", "4", "--label", "7", "--store", "--into", "synthetic-sevens", "--json")
+    assert r.exit_code == 0, r.stderr
+    shown = cli("datasets", "show", "synthetic-sevens", "--json").json()
+    assert shown["by_label"] == {"7": 4} and shown["by_origin"] == {"real": 0, "synthetic": 4} and shown["parent"] is None
+    r = cli("sample", "g", "--n", "10", "--out", tmp_path / "g.png", "--store", "--into", "synthetic-sevens", "--json")
+    shown = cli("datasets", "show", "synthetic-sevens", "--json").json()
+    assert shown["version"] == 2 and shown["parent"] == "synthetic-sevens@1"
+    assert shown["by_label"] == {str(d): 1 for d in range(10)} | {"7": 5}  # unlabelled requests cycle the classes
+
+
+def _interrupt_at(step_to_stop):
+    def callback(step, metrics):
+        if step == step_to_stop:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+@pytest.mark.parametrize("arch,tiny", [("vae", TINY_VAE), ("gan", TINY_GAN)])
+def test_interrupted_run_resumes_from_its_checkpoint(digits, engine, arch, tiny):
+    from genloom.training.options import TrainOptions, parse_set
+    from genloom.training.trainer import train
+
+    sets = parse_set([v for i, v in enumerate(tiny) if i % 2 and tiny[i - 1] == "--set"])
+
+    def opts(resume=False):
+        return TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="r", resume=resume,
+                            hparams=dict(sets))
+
+    with pytest.raises(KeyboardInterrupt):
+        train(arch, opts(), progress=False, callbacks=[_interrupt_at(5)])
+    with engine.connect() as conn:
+        run = conn.execute(sa.text("SELECT id, status, error FROM runs WHERE kind = 'train'")).one()
+        checkpoints = conn.execute(sa.text("SELECT step FROM run_checkpoints WHERE run_id = :r ORDER BY step"),
+                                   {"r": run.id}).scalars().all()
+        models = conn.execute(sa.text("SELECT count(*) FROM models")).scalar()
+    assert run.status == "interrupted" and "--resume" in run.error
+    assert checkpoints == [2, 4] and models == 0  # never a half-registered model
+
+    result = train(arch, opts(resume=True), progress=False)
+    assert result.run_id == run.id and result.resumed_from_step == 4 and result.steps == 8
+    with engine.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM runs WHERE id = :r"), {"r": run.id}).scalar()
+        steps = conn.execute(sa.text("SELECT array_agg(DISTINCT step ORDER BY step) FROM metrics WHERE run_id = :r AND name = 'loss'"),
+                             {"r": run.id}).scalar()
+    assert status == "succeeded" and steps[-1] == 8 and 5 in steps and 6 in steps
+
+
+def test_killed_process_leaves_a_resumable_run(digits, db_url, engine, tmp_path):
+    """A real process killed mid-run (SIGTERM, as torchrun or a scheduler sends) is resumable from the CLI."""
+    import time
+
+    env = {**os.environ, "DATABASE_URL": db_url, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(REPO_ROOT / "cli.py"), "train", "vae", "--dataset", "digits", "--steps", "100000",
+           "--checkpoint-every", "2", "--eval-every", "100000", "--name", "killed", *TINY_VAE]
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(sa.text("SELECT count(*) FROM run_checkpoints")).scalar():
+                    break
+            time.sleep(0.5)
+        proc.terminate()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    with engine.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM runs WHERE kind = 'train'")).scalar()
+        assert conn.execute(sa.text("SELECT count(*) FROM models")).scalar() == 0
+    assert status == "interrupted"
+    r = subprocess.run([sys.executable, str(REPO_ROOT / "cli.py"), "train", "vae", "--dataset", "digits", "--steps", "8",
+                        "--name", "killed", "--resume", "--json", *TINY_VAE], env=env, cwd=REPO_ROOT,
+                       capture_output=True, text=True, timeout=300)
+    # The original budget (100000 steps) is the interrupted run's; --steps on resume sets the new end.
+    assert r.returncode == 0, r.stderr
+
+
+def test_bad_inputs_are_one_line_errors(cli, digits, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("to be or not to be\n", encoding="utf-8")
+    assert cli("datasets", "import", "text", corpus, "--name", "words").exit_code == 0
+    _train(cli, "vae", "--steps", "1", "--name", "v", *TINY_VAE)
+    cases = [
+        (["train", "vae", "--dataset", "nope"], "no dataset 'nope'"),
+        (["train", "vae", "--dataset", "digits@7"], "has no version 7"),
+        (["train", "vae", "--dataset", "words"], "vae trains on image datasets, but words@1 holds text items"),
+        (["train", "gan", "--dataset", "digits", "--resume", "--name", "never"], "nothing to resume for 'never'"),
+        (["train", "vae", "--dataset", "digits", "--set", "bogus=1"], "unknown --set key 'bogus'"),
+        (["train", "vae", "--dataset", "digits", "--set", "beta=lots"], "--set beta=lots: expected float"),
+        (["train", "vae", "--dataset", "digits", "--text-conditional"], "vae does not support --text-conditional"),
+        (["train", "vae", "--dataset", "digits", "--steps", "5", "--epochs", "1"], "give --steps or --epochs, not both"),
+        (["train", "mlp", "--dataset", "digits"], "unknown architecture 'mlp'"),
+        (["sample", "v", "--n", "0"], "--n must be at least 1"),
+        (["sample", "v", "--prompt", "a seven"], "vae models do not support --prompt"),
+        (["sample", "v", "--label", "3"], "--label needs a class-conditional model"),
+        (["sample", "nope"], "no model 'nope'"),
+        (["sample", "v", "--store"], "--store needs --into"),
+        (["score", "v", "--dataset", "words"], "holds text items but v@1 was trained on 1×8×8"),
+    ]
+    for args, message in cases:
+        r = cli(*args)
+        assert r.exit_code == 1, (args, r.stdout, r.stderr)
+        assert message in r.stderr, (args, r.stderr)
+        assert r.stderr.strip().count("\n") == 0, (args, r.stderr)
+
+
+def test_empty_split_and_mismatched_sizes_are_refused(cli, digits, session):
+    import numpy as np
+
+    from genloom.datasets.store import add_members, create_version, image_item, put_items, seal_version
+
+    ids = put_items(session, [image_item(np.zeros((8, 8), np.uint8)), image_item(np.ones((6, 6), np.uint8))])
+    v = create_version(session, "mixed", modality="image")
+    add_members(session, v, [(ids[0], "train"), (ids[1], "val")])
+    seal_version(session, v)
+    v = create_version(session, "valonly", modality="image")
+    add_members(session, v, [(ids[0], "val")])
+    seal_version(session, v)
+    session.commit()
+    r = cli("train", "vae", "--dataset", "mixed")
+    assert r.exit_code == 1 and "mismatched sizes" in r.stderr and "--resize" in r.stderr
+    r = cli("train", "gan", "--dataset", "valonly")
+    assert r.exit_code == 1 and "train split of valonly@1 is empty" in r.stderr
+
+
+def test_ddp_two_processes_with_gloo(digits, db_url, engine):
+    env = {**os.environ, "DATABASE_URL": db_url, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         str(REPO_ROOT / "cli.py"), "train", "gan", "--dataset", "digits", "--steps", "3", "--name", "ddp", "--json", *TINY_GAN],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text("SELECT status, device, params->>'world_size' FROM runs WHERE kind = 'train'")).all()
+        models = conn.execute(sa.text("SELECT name, version FROM models")).all()
+    # One run and one model, written by rank 0 alone.
+    assert runs == [("succeeded", "cpu×2", "2")] and models == [("ddp", 1)]
