@@ -76,15 +76,15 @@ def ingest(
     rates = TextColumn("{task.fields[rates]}")
     with Progress(
         TextColumn("[bold]ingest[/bold] {task.fields[collection]}"), BarColumn(), TaskProgressColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} docs"), rates, TimeElapsedColumn(),
+        TextColumn("{task.fields[count]}"), rates, TimeElapsedColumn(),
         console=err_console, transient=json_out,
     ) as bar:
-        task = bar.add_task("ingest", total=None, collection=collection, rates="")
+        task = bar.add_task("ingest", total=None, collection=collection, rates="", count="")
 
         def progress(done: int, known: int | None, chunks: int) -> None:
             elapsed = bar.tasks[task].elapsed or 1e-9
             bar.update(
-                task, completed=done, total=known or None,
+                task, completed=done, total=known or None, count=f"{done}/{known or '?'} docs",
                 rates=f"{done / elapsed:.1f} docs/s · {chunks / elapsed:.1f} chunks/s",
             )
 
