@@ -477,6 +477,49 @@ def _to_batch(rows: list[tuple], label_index: dict[str, int] | None, torch) -> B
     return batch
 
 
+def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
+    """Run `iterator` in a daemon thread, `depth` items ahead; errors re-raise in the consumer."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def worker() -> None:
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            else:
+                items.put((True, done))
+        except BaseException as exc:  # handed to the consumer
+            items.put((False, exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()  # ends the server-side cursor and returns its connection
+
+    thread = threading.Thread(target=worker, name="genloom-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = items.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
 def load_split(version_id: int, split: str, *, label_index: dict[str, int] | None = None,
                limit: int | None = None, engine: Any = None) -> Batch:
     """A whole (small) split as one batch, in a stable order: validation sets, tests, benchmarks."""

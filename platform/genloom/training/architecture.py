@@ -130,8 +130,16 @@ class DataSource:
             drop_last=drop_last, label_index=self.label_index,
         )
 
-    def train_stream(self) -> Iterator:
-        """Endless shuffled train batches: a new seeded order per epoch, this rank's shard."""
+    def train_stream(self, prefetch: int = 2) -> Iterator:
+        """Endless shuffled train batches: a new seeded order per epoch, this rank's shard.
+
+        A background thread reads `prefetch` batches ahead (psycopg releases the GIL while it
+        waits on the server), so fetching from Postgres overlaps the training step."""
+        from genloom.datasets.store import prefetched
+
+        return prefetched(self._epochs(), prefetch) if prefetch else self._epochs()
+
+    def _epochs(self) -> Iterator:
         while True:
             produced = 0
             for batch in self.stream("train", shuffle=True, epoch=self.epoch, shard=True,
