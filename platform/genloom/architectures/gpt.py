@@ -140,7 +140,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float], device: str):
@@ -192,6 +192,7 @@ class TransformerHyperparams:
     beta2: float = 0.99  # nanoGPT's choice for small-token-count runs
     eval_iters: int = 20  # batches of the val split per evaluation (the same seeded windows every time)
     separator: str = "\n"  # joins the split's text items into one corpus
+    holdout: float = 0.1  # with no val/test split (e.g. one imported document): the last 10 % of the text validates
 
 
 def _corpus(source, split: str, separator: str) -> str:
@@ -223,6 +224,10 @@ class Transformer(Architecture):
         train_text = _corpus(source, "train", hp.separator)
         val_split = "val" if data.split_counts.get("val") else ("test" if data.split_counts.get("test") else None)
         val_text = _corpus(source, val_split, hp.separator) if val_split else ""
+        if not val_split and 0 < hp.holdout < 1:
+            # nanoGPT's prepare.py: first 90 % train, last 10 % val, when the data has no split of its own
+            cut = int(len(train_text) * (1 - hp.holdout))
+            train_text, val_text = train_text[:cut], train_text[cut:]
         init_state = None
         if opts.init:
             from genloom.architectures.hf_export import load_for_init
@@ -283,7 +288,7 @@ class Transformer(Architecture):
         with self.ctx.autocast():
             _, loss = self.model(x, y)
         norm = self.ctx.backward_step(loss, self.opt)
-        return {"loss": float(loss), "grad_norm": norm}
+        return {"loss": float(loss.detach()), "grad_norm": norm}
 
     def evaluate(self, source):
         """Mean loss over `eval_iters` seeded batches of the val split (train split if it has none)."""
