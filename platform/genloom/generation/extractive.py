@@ -45,7 +45,8 @@ class ExtractiveBackend:
 
     def count_tokens(self, text: str) -> int:
         tokenizer = self._embedder().tokenizer
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        # verbose=False: prompts are longer than MiniLM's 256 positions, and that is fine for counting.
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
