@@ -1,0 +1,265 @@
+"""Semantic near-duplicates (SemDeDup-style, Abbas et al. 2023): embeddings in pgvector,
+neighbours within a cosine threshold through an HNSW index, one representative kept.
+
+Embeddings are rows of `item_embeddings` (items are content-addressed, so an item is
+embedded once per embedder and reused by every version that holds it). Each embedder
+has a partial expression HNSW index, `((embedding::vector(D)) vector_cosine_ops) WHERE
+embedder_id = E`, created on first use. Neighbour search is one SQL statement per batch
+of items (a LATERAL k-NN per item); pgvector's iterative index scan keeps returning
+rows when the candidate filter rejects some.
+
+Embedders:
+- `text`: the sentence model of `ingest/embedding.py` (all-MiniLM-L6-v2 by default);
+- `features`: the dataset's feature network (`evaluation/features.py`), 128-d;
+- `pixels`: the image itself, denoised (values < 0.15 set to 0) and moved so its centre
+  of mass is the image centre (sub-pixel, bilinear), then mean-centred. Classifier
+  features are built to forget what distinguishes two different 1s; near-duplicate
+  detection needs exactly that, and pixel alignment undoes 1-pixel shifts exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from genloom.db.models import ItemEmbedder
+from genloom.dedup import Decision
+from genloom.errors import BadInput
+
+# Default cosine thresholds per embedder kind, chosen on planted duplicates (bench/dedup_planted.py).
+DEFAULT_THRESHOLDS = {"text": 0.95, "pixels": 0.995, "features": 0.995}
+MAX_INDEXED_DIM = 2000  # pgvector's HNSW limit for `vector`
+
+
+@dataclasses.dataclass(frozen=True)
+class SemanticConfig:
+    threshold: float = 0.95  # cosine similarity at or above which two items are duplicates
+    k: int = 10  # neighbours fetched per item (beyond itself)
+    ef_search: int = 64  # HNSW candidate list per query (recall vs speed)
+    batch: int = 256  # items per SQL statement
+    max_passes: int = 4  # re-check kept items until no pair above threshold is left
+
+    def __post_init__(self):
+        if not 0.0 < self.threshold <= 1.0:
+            raise BadInput(f"cosine threshold must be in (0, 1], got {self.threshold}")
+        if self.k < 1 or self.ef_search < self.k:
+            raise BadInput("k must be ≥ 1 and ef_search ≥ k")
+
+
+# --------------------------------------------------------------------------- embedders
+
+
+def pixel_embedding(images: np.ndarray, *, denoise: float = 0.15) -> np.ndarray:
+    """Aligned, denoised, mean-centred pixels (N×C×H×W floats in [0, 1]) → N×D, L2-normalised."""
+    from scipy import ndimage
+
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim == 3:
+        x = x[:, None]
+    n, c, h, w = x.shape
+    gray = x.mean(axis=1)
+    clean = np.where(gray < denoise, 0.0, gray)
+    ys, xs = np.mgrid[:h, :w]
+    mass = clean.sum(axis=(1, 2)) + 1e-8
+    cy = (clean * ys).sum(axis=(1, 2)) / mass
+    cx = (clean * xs).sum(axis=(1, 2)) / mass
+    out = np.empty_like(x)
+    for i in range(n):
+        shift = ((h - 1) / 2 - cy[i], (w - 1) / 2 - cx[i])
+        src = np.where(x[i] < denoise, 0.0, x[i])
+        for ch in range(c):
+            out[i, ch] = ndimage.shift(src[ch], shift, order=1, mode="constant")
+    flat = out.reshape(n, -1)
+    if flat.shape[1] > MAX_INDEXED_DIM:  # big images: area-pool until the vector fits the index
+        factor = int(np.ceil(np.sqrt(flat.shape[1] / MAX_INDEXED_DIM)))
+        hh, ww = h // factor, w // factor
+        pooled = out[:, :, : hh * factor, : ww * factor].reshape(n, c, hh, factor, ww, factor).mean(axis=(3, 5))
+        flat = pooled.reshape(n, -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    return _normalise(flat)
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return (v / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def ensure_embedder(session: Session, name: str, *, modality: str, dim: int, model_id: int | None = None,
+                    metadata: dict | None = None) -> ItemEmbedder:
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    session.execute(
+        pg_insert(ItemEmbedder)
+        .values(name=name, modality=modality, dim=dim, model_id=model_id, metadata_=metadata or {})
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    row = session.scalars(sa.select(ItemEmbedder).where(ItemEmbedder.name == name)).one()
+    if row.dim != dim:
+        raise BadInput(f"embedder {name!r} is recorded with {row.dim} dimensions, got {dim}")
+    return row
+
+
+def index_name(embedder_id: int) -> str:
+    return f"ix_item_embeddings_hnsw_{int(embedder_id)}"
+
+
+def ensure_index(session: Session, embedder: ItemEmbedder) -> None:
+    """The embedder's partial HNSW index (cosine). IF NOT EXISTS makes it idempotent; an
+    advisory lock stops two first runs from building it twice."""
+    if embedder.dim > MAX_INDEXED_DIM:
+        raise BadInput(f"{embedder.dim}-d vectors exceed pgvector's HNSW limit of {MAX_INDEXED_DIM}")
+    session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(index_name(embedder.id)))))
+    session.execute(sa.text(
+        f"CREATE INDEX IF NOT EXISTS {index_name(embedder.id)} ON item_embeddings "
+        f"USING hnsw ((embedding::vector({int(embedder.dim)})) vector_cosine_ops) "
+        f"WHERE embedder_id = {int(embedder.id)}"
+    ))
+
+
+def missing_items(session: Session, embedder_id: int, item_ids: Sequence[int]) -> list[int]:
+    rows = session.execute(
+        sa.text("SELECT i FROM unnest(CAST(:ids AS bigint[])) AS i "
+                "WHERE NOT EXISTS (SELECT 1 FROM item_embeddings e WHERE e.item_id = i AND e.embedder_id = :e)"),
+        {"ids": list(map(int, item_ids)), "e": embedder_id},
+    ).scalars().all()
+    return list(rows)
+
+
+def store_embeddings(session: Session, embedder_id: int, item_ids: Sequence[int], vectors: np.ndarray) -> int:
+    """Binary COPY into item_embeddings (pgvector's psycopg adapter), in the caller's transaction."""
+    from pgvector.psycopg import register_vector
+
+    if len(item_ids) != len(vectors):
+        raise ValueError("one vector per item")
+    if not len(item_ids):
+        return 0
+    conn = session.connection().connection.driver_connection
+    register_vector(conn)
+    with conn.cursor() as cur:
+        with cur.copy("COPY item_embeddings (item_id, embedder_id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int8", "vector"])
+            for item_id, vec in zip(item_ids, vectors):
+                copy.write_row((int(item_id), int(embedder_id), np.asarray(vec, dtype=np.float32)))
+    return len(item_ids)
+
+
+def embed_missing(session: Session, embedder: ItemEmbedder, item_ids: Sequence[int],
+                  compute: Callable[[list[int]], np.ndarray], *, chunk: int = 4096,
+                  on_progress: Callable[[int], None] | None = None) -> int:
+    """Embed the items that have no vector under `embedder` yet; returns how many were added."""
+    todo = missing_items(session, embedder.id, item_ids)
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        store_embeddings(session, embedder.id, part, compute(part))
+        if on_progress:
+            on_progress(len(part))
+    return len(todo)
+
+
+# --------------------------------------------------------------------------- neighbours and the greedy pass
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorSpace:
+    """Where the vectors of one embedder live: `item_embeddings` for dataset items, or issue
+    3's `embeddings` (chunk vectors per embedding model) for collections. Both tables have
+    the same partial-index shape, so one k-NN query serves both."""
+
+    table: str
+    id_column: str
+    model_column: str
+    model_id: int
+    dim: int
+
+
+def item_space(embedder: ItemEmbedder) -> VectorSpace:
+    return VectorSpace("item_embeddings", "item_id", "embedder_id", int(embedder.id), int(embedder.dim))
+
+
+def neighbours(session: Session, space: VectorSpace | ItemEmbedder, query_ids: Sequence[int], cfg: SemanticConfig,
+               *, candidates_table: str = "dedup_candidates") -> dict[int, list[tuple[int, float]]]:
+    """For each query id, its neighbours among `candidates_table` with cosine ≥ threshold,
+    most similar first (through the HNSW index: k per item, not all pairs)."""
+    if isinstance(space, ItemEmbedder):
+        space = item_space(space)
+    dim, mid, t, idc, mc = int(space.dim), int(space.model_id), space.table, space.id_column, space.model_column
+    session.execute(sa.text(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}"))
+    session.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+    # Model id and dimension are inlined (integers we own) so the planner can match the
+    # partial index's predicate and expression; bind parameters would hide them.
+    sql = sa.text(f"""
+        SELECT q.{idc} AS query, n.{idc} AS neighbour, 1 - n.distance AS similarity
+        FROM {t} q
+        CROSS JOIN LATERAL (
+            SELECT e.{idc}, e.embedding::vector({dim}) <=> q.embedding::vector({dim}) AS distance
+            FROM {t} e
+            WHERE e.{mc} = {mid}
+              AND e.{idc} IN (SELECT item_id FROM {candidates_table})
+            ORDER BY e.embedding::vector({dim}) <=> q.embedding::vector({dim})
+            LIMIT :k
+        ) n
+        WHERE q.{mc} = {mid} AND q.{idc} = ANY(CAST(:ids AS bigint[]))
+          AND n.{idc} <> q.{idc} AND n.distance <= 1 - :threshold
+        ORDER BY q.{idc}, n.distance, n.{idc}
+    """)
+    out: dict[int, list[tuple[int, float]]] = {}
+    ids = list(map(int, query_ids))
+    for start in range(0, len(ids), cfg.batch):
+        rows = session.execute(sql, {"ids": ids[start : start + cfg.batch], "k": cfg.k + 1,
+                                     "threshold": cfg.threshold - 1e-6})
+        for q, n, sim in rows:
+            out.setdefault(q, []).append((n, min(1.0, float(sim))))
+    return out
+
+
+def _fill_candidates(session: Session, ids: Sequence[int], table: str = "dedup_candidates") -> None:
+    session.execute(sa.text(f"CREATE TEMP TABLE IF NOT EXISTS {table} (item_id bigint PRIMARY KEY) ON COMMIT DROP"))
+    session.execute(sa.text(f"TRUNCATE {table}"))
+    session.execute(sa.text(f"INSERT INTO {table} SELECT unnest(CAST(:ids AS bigint[]))"), {"ids": list(map(int, ids))})
+    session.execute(sa.text(f"ANALYZE {table}"))
+
+
+def greedy_keep(order: Sequence[int], nbrs: dict[int, list[tuple[int, float]]]) -> list[Decision]:
+    """Walk items in keep-priority order: an item with a kept neighbour is dropped in favour
+    of the most similar kept one; otherwise it is kept. No two kept items end up as
+    neighbours of each other (when the neighbour lists are complete)."""
+    kept: set[int] = set()
+    decisions = []
+    for item in order:
+        best = next(((n, s) for n, s in nbrs.get(item, []) if n in kept), None)
+        if best is None:
+            kept.add(item)
+        else:
+            decisions.append(Decision(dropped=item, kept=best[0], method="semantic", similarity=best[1]))
+    return decisions
+
+
+def semantic_duplicates(session: Session, embedder: VectorSpace | ItemEmbedder, order: Sequence[int], cfg: SemanticConfig,
+                        *, on_pass: Callable[[int, int], None] | None = None) -> list[Decision]:
+    """Greedy passes over `order` (already embedded) until a pass drops nothing: the first
+    pass compares all items, later passes only the survivors, so a neighbour list that
+    was full of since-dropped items cannot hide a pair of kept duplicates."""
+    decisions: list[Decision] = []
+    current = list(order)
+    for p in range(cfg.max_passes):
+        _fill_candidates(session, current)
+        found = greedy_keep(current, neighbours(session, embedder, current, cfg))
+        if on_pass:
+            on_pass(p + 1, len(found))
+        if not found:
+            break
+        decisions.extend(found)
+        dropped = {d.dropped for d in found}
+        current = [i for i in current if i not in dropped]
+    return decisions
+
+
+def cross_neighbours(session: Session, embedder: VectorSpace | ItemEmbedder, query_ids: Sequence[int], target_ids: Sequence[int],
+                     cfg: SemanticConfig) -> dict[int, list[tuple[int, float]]]:
+    """Neighbours of `query_ids` among `target_ids` only (the leakage check: val/test vs train)."""
+    _fill_candidates(session, target_ids)
+    return neighbours(session, embedder, query_ids, cfg)
