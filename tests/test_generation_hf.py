@@ -138,3 +138,47 @@ def test_extractive_sentence_split_and_citations():
     sources = [_source(1, "a"), _source(2, "b")]
     cited = citations_of("x [2] y [1] z [2] w [9]", sources)
     assert [c["n"] for c in cited] == [2, 1] and cited[0]["chunk_id"] == 102
+
+
+def test_concurrent_requests_are_batched_and_each_streams_its_own_text(words_lm, monkeypatch):
+    import threading
+    import time
+
+    from genloom.generation.hf import HFBackend
+
+    lm = words_lm
+    monkeypatch.setattr(lm.model.generation_config, "eos_token_id", None)  # exactly max_new_tokens each
+    batches: list[int] = []
+    one, many = HFBackend._generate_one, HFBackend._generate_batch
+
+    def slow_one(self, request):  # keeps the model busy so the other requests queue up
+        time.sleep(0.3)
+        return one(self, request)
+
+    def spy(self, requests):
+        batches.append(len(requests))
+        return many(self, requests)
+
+    monkeypatch.setattr(HFBackend, "_generate_one", slow_one)
+    monkeypatch.setattr(HFBackend, "_generate_batch", spy)
+    prompts = [lm.render([{"role": "user", "content": "fox " * (i + 1)}]) for i in range(6)]
+    outs: list = [None] * 6
+    pieces: list[list[str]] = [[] for _ in range(6)]
+
+    def go(i):
+        outs[i] = lm.generate(prompts[i], params=_params(max_new_tokens=9, temperature=1.0, stop=["the"] if i == 2 else []),
+                              on_text=pieces[i].append)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    assert batches and max(batches) >= 2  # the waiting requests shared one generate
+    for i, (out, streamed) in enumerate(zip(outs, pieces)):
+        assert "".join(streamed) == out.text
+        assert out.input_tokens == lm.count_tokens(prompts[i])
+        if i != 2:
+            assert out.output_tokens == 9 and out.finish_reason == "length"
+    assert "the" not in outs[2].text.split()
