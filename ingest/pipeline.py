@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from genloom.errors import BadInput
 from genloom.retrieval import bm25
 from genloom.retrieval.collections import ensure_collection, validate_name
 from genloom.retrieval.vector import HnswConfig, ensure_embedding_model
-from ingest.chunking import ChunkConfig, Chunker, embedding_text
+from ingest.chunking import Chunk, ChunkConfig, Chunker, embedding_text
 from ingest.loaders import FORMATS, LoadError, LoadOptions, SourceDocument, discover, load_file
 from ingest.writer import PreparedDocument, write_documents
 
@@ -149,40 +150,63 @@ def ingest_documents(
     }
     with tracked_run("ingest", params=params, collection_id=collection_id) as run:
         result.run_id = run.id
-        known = 0
-        done = 0
+        known = 0  # documents announced by the loaders so far
+        passed = 0  # documents dealt with: written, unchanged, or rejected (empty, duplicate)
         seen: set[str] = set()
         batch: list[SourceDocument] = []
+        # One writer thread: batch i is written while batch i+1 is embedded, so the
+        # database work hides behind the model (torch and psycopg both release the GIL).
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genloom-ingest-writer")
+        pending: Future | None = None
+
+        def report() -> None:
+            if progress:
+                progress(passed, max(known, passed), result.chunks)
+
+        def wait_for_writer() -> None:
+            nonlocal pending, passed
+            if pending is not None:
+                written = pending.result()  # re-raises the writer's error here
+                pending = None
+                passed += written
+                report()
 
         def flush() -> None:
-            nonlocal done
-            if batch:
-                _ingest_batch(batch, collection_id, ts_config, model_id, chunker, options, result, engine)
-                done += len(batch)
-                batch.clear()
-                if progress:
-                    progress(done + result_empty[0], known, result.chunks)
+            nonlocal pending, passed
+            if not batch:
+                return
+            prepared = _prepare_batch(list(batch), collection_id, chunker, options, result, engine)
+            batch.clear()
+            wait_for_writer()
+            if prepared.todo:
+                pending = writer.submit(_write_batch, prepared, collection_id, ts_config, model_id, result, engine)
+            else:
+                passed += prepared.size
+                report()
 
-        result_empty = [0]
-        for doc in docs:
-            if isinstance(doc, int):
-                known += doc
-                if progress:
-                    progress(done + result_empty[0], known, result.chunks)
-                continue
-            if not doc.text.strip():
-                result.errors.append(f"{doc.external_id}: empty document, skipped")
-                result_empty[0] += 1
-                continue
-            if doc.external_id in seen:
-                result.errors.append(f"{doc.external_id}: duplicate id in this input, first occurrence kept")
-                result_empty[0] += 1
-                continue
-            seen.add(doc.external_id)
-            batch.append(doc)
-            if len(batch) >= options.batch_documents:
-                flush()
-        flush()
+        try:
+            for doc in docs:
+                if isinstance(doc, int):
+                    known += doc
+                    report()
+                    continue
+                if not doc.text.strip():
+                    result.errors.append(f"{doc.external_id}: empty document, skipped")
+                    passed += 1
+                    continue
+                if doc.external_id in seen:
+                    result.errors.append(f"{doc.external_id}: duplicate id in this input, first occurrence kept")
+                    passed += 1
+                    continue
+                seen.add(doc.external_id)
+                batch.append(doc)
+                if len(batch) >= options.batch_documents:
+                    flush()
+            flush()
+            wait_for_writer()
+        finally:
+            # On Ctrl-C or an error the batch being written still commits or rolls back whole.
+            writer.shutdown(wait=True)
         result.seconds = time.perf_counter() - started
         summary = result.to_json() | {
             "embed_seconds": round(result.embed_seconds, 3),
@@ -210,16 +234,22 @@ def _current(session, collection_id: int, docs: list[SourceDocument]) -> dict[st
     return {row.external_id: row for row in rows}
 
 
-def _ingest_batch(
+@dataclasses.dataclass
+class _PreparedBatch:
+    size: int  # documents in the batch, unchanged ones included
+    todo: list[SourceDocument]  # the ones to write
+    chunked: list[list[Chunk]]
+    vectors: Any  # (total chunks, dim) float32
+
+
+def _prepare_batch(
     batch: list[SourceDocument],
     collection_id: int,
-    ts_config: str,
-    model_id: int,
     chunker: Chunker,
     options: IngestOptions,
     result: IngestResult,
     engine: Engine | None,
-) -> None:
+) -> _PreparedBatch:
     from ingest.embedding import embed
 
     # 1. Unchanged documents cost one query and nothing else.
@@ -228,7 +258,7 @@ def _ingest_batch(
     todo = [d for d in batch if not (d.external_id in current and current[d.external_id].current_sha256 == d.sha256)]
     result.skipped += len(batch) - len(todo)
     if not todo:
-        return
+        return _PreparedBatch(len(batch), [], [], None)
 
     # 2. Chunk and embed outside any transaction (the slow part holds no locks).
     t0 = time.perf_counter()
@@ -236,13 +266,24 @@ def _ingest_batch(
     texts = [embedding_text(d.title, c.text) for d, chunks in zip(todo, chunked) for c in chunks]
     vectors = embed(texts, name=options.embedding_model, batch_size=options.embed_batch_size)
     result.embed_seconds += time.perf_counter() - t0
+    return _PreparedBatch(len(batch), todo, chunked, vectors)
 
-    # 3. One transaction: supersede old versions, write the new ones, update BM25 statistics.
+
+def _write_batch(
+    prepared: _PreparedBatch,
+    collection_id: int,
+    ts_config: str,
+    model_id: int,
+    result: IngestResult,
+    engine: Engine | None,
+) -> int:
+    """3. One transaction: supersede old versions, write the new ones, update BM25 statistics."""
+    todo, chunked, vectors = prepared.todo, prepared.chunked, prepared.vectors
     t0 = time.perf_counter()
     with session_scope(engine) as s:
         bm25.lock_collection_stats(s, collection_id)
         current = _current(s, collection_id, todo)  # again, under the lock: another ingest may have run
-        prepared: list[PreparedDocument] = []
+        rows_out: list[PreparedDocument] = []
         superseded: list[int] = []
         offset = 0
         for doc, chunks in zip(todo, chunked):
@@ -254,7 +295,7 @@ def _ingest_batch(
                 continue
             if row is not None and row.current_id is not None:
                 superseded.append(row.current_id)
-            prepared.append(
+            rows_out.append(
                 PreparedDocument(
                     external_id=doc.external_id,
                     version=(row.last_version + 1) if row is not None else 1,
@@ -273,9 +314,10 @@ def _ingest_batch(
                 sa.text("UPDATE documents SET superseded_at = now() WHERE id = ANY(:ids)"), {"ids": superseded}
             )
             bm25.retire_documents(s, collection_id, superseded)
-        _, chunk_ids = write_documents(s, collection_id, model_id, prepared)
+        _, chunk_ids = write_documents(s, collection_id, model_id, rows_out)
         bm25.index_chunks(s, collection_id, ts_config, chunk_ids)
     result.write_seconds += time.perf_counter() - t0
-    result.documents += len(prepared)
+    result.documents += len(rows_out)
     result.new_versions += len(superseded)
     result.chunks += len(chunk_ids)
+    return prepared.size
