@@ -217,7 +217,12 @@ def load_html(path: Path, raw: bytes, options: LoadOptions, skipped: list[str]) 
     for el in root.xpath("//*[@role='navigation' or @role='banner' or @role='contentinfo' or @aria-hidden='true']"):
         el.drop_tree()
     # The main content when the page marks it; otherwise the body.
-    body = next(iter(root.xpath("//main | //article | //*[@role='main']")), None) or root.find(".//body") or root
+    # (lxml elements are falsy when childless: compare with None, never `or`.)
+    body = next(iter(root.xpath("//main | //article | //*[@role='main']")), None)
+    if body is None:
+        body = root.find(".//body")
+    if body is None:
+        body = root
     parts: list[str] = []
     for el in body.iter():
         tag = el.tag if isinstance(el.tag, str) else ""
