@@ -76,8 +76,9 @@ def test_daily(session, data):
     days = {r["day"]: r for r in rows(session, "SELECT * FROM v_daily ORDER BY day")}
     d1, d2 = days[dt.date(2026, 11, 1)], days[dt.date(2026, 11, 2)]
     assert (d1["generations"], d1["errors"], d1["active_sessions"], d1["new_sessions"], d1["feedback"]) == (2, 1, 1, 1, 2)
-    # Day 2: g3, g4 (session b) and g5 (session a again).
-    assert (d2["generations"], d2["errors"], d2["active_sessions"], d2["new_sessions"], d2["feedback"]) == (3, 0, 2, 1, 2)
+    # Day 2: g3, g4 (session b's two turns) and g5 (a second answer to session a's day-1
+    # prompt: generated on day 2, but session a had no new turn, so only b is active).
+    assert (d2["generations"], d2["errors"], d2["active_sessions"], d2["new_sessions"], d2["feedback"]) == (3, 0, 1, 1, 2)
     assert d1["mean_score"] == pytest.approx(4.0) and d2["mean_score"] == pytest.approx(1.0)
     per_model = rows(session, "SELECT day, model_name, generations, feedback FROM v_model_daily ORDER BY day, model_name")
     assert [(r["day"].day, r["model_name"], r["generations"], r["feedback"]) for r in per_model] == [

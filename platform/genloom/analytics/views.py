@@ -11,7 +11,7 @@ VIEWS: dict[str, str] = {
     "thumbs-up share, p50/p95 latency (retrieval, generation, total), tokens/s",
     "v_template_stats": "the same figures per prompt template version",
     "v_daily": "per UTC day: generations, errors, active and new sessions, feedback, mean score",
-    "v_model_daily": "per UTC day and model: generations, errors, median latency, feedback on them, mean score",
+    "v_model_daily": "per UTC day and model: generations, errors, mean latency, feedback on them, mean score",
     "v_chunk_citations": "per cited chunk: citations, answers, mean rank, mean feedback of the answers citing it",
     "v_document_citations": "per cited document version: citations, answers, mean feedback of the answers citing it",
     "v_documents_never_cited": "current document versions no answer has cited",
