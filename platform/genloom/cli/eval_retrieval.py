@@ -16,12 +16,12 @@ from genloom.errors import BadInput
 def retrieval(
     beir: Annotated[Path, typer.Option("--beir", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv.")],
     split: Annotated[str, typer.Option("--split", help="Which qrels to score (test, train, dev).")] = "test",
-    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Collection [beir-<folder name>].")] = None,
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Collection (default: beir-FOLDERNAME).")] = None,
     modes: Annotated[str, typer.Option("--modes", help="Comma-separated: bm25,vector,hybrid.")] = "bm25,vector,hybrid",
     fusion: Annotated[str, typer.Option("--fusion", help="rrf | weighted.")] = "rrf",
     rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
     bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of BM25.")] = 0.5,
-    depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch [300 by document].")] = None,
+    depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch (default: 300; evaluation searches by document).")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Evaluate retrieval on a BEIR dataset (ingesting its corpus first if the collection lacks it)."""

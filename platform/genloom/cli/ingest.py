@@ -28,16 +28,16 @@ def ingest(
     format: Annotated[
         str, typer.Option("--format", "-f", help="auto|text|markdown|html|pdf|jsonl|csv|beir (auto: by extension).")
     ] = "auto",
-    text_field: Annotated[str | None, typer.Option("--text-field", help="JSONL/CSV field with the text [text].")] = None,
-    id_field: Annotated[str | None, typer.Option("--id-field", help="JSONL/CSV field with the document id [_id or id].")] = None,
-    title_field: Annotated[str | None, typer.Option("--title-field", help="JSONL/CSV field with the title [title].")] = None,
+    text_field: Annotated[str | None, typer.Option("--text-field", help="JSONL/CSV field with the text (default: text, contents, body or content).")] = None,
+    id_field: Annotated[str | None, typer.Option("--id-field", help="JSONL/CSV field with the document id (default: _id or id; else file:line).")] = None,
+    title_field: Annotated[str | None, typer.Option("--title-field", help="JSONL/CSV field with the title (default: title).")] = None,
     meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value metadata added to every document (repeatable).")] = None,
     chunk_tokens: Annotated[
-        int | None, typer.Option("--chunk-tokens", help="Max tokens per chunk [the model's max sequence length].")
+        int | None, typer.Option("--chunk-tokens", help="Max tokens per chunk (default: the model's max sequence length).")
     ] = None,
     chunk_overlap: Annotated[int, typer.Option("--chunk-overlap", help="Tokens repeated between consecutive chunks.")] = 32,
     model: Annotated[
-        str | None, typer.Option("--model", help="Embedding model: a local sentence-transformers folder [all-MiniLM-L6-v2].")
+        str | None, typer.Option("--model", help="Embedding model: a local sentence-transformers folder (default: the bundled all-MiniLM-L6-v2).")
     ] = None,
     text_search_config: Annotated[
         str, typer.Option("--text-search-config", help="Postgres text-search config for BM25 (new collections).")
@@ -57,6 +57,9 @@ def ingest(
     from ingest.loaders import LoadOptions
     from ingest.pipeline import IngestOptions, ingest as run_ingest
 
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:  # before the progress bar starts
+        raise BadInput(f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if batch_documents < 1:
         raise BadInput("--batch must be at least 1")
     if chunk_overlap < 0:

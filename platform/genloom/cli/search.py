@@ -23,8 +23,8 @@ def search(
     fusion: Annotated[str, typer.Option("--fusion", help="rrf (reciprocal rank fusion) | weighted (normalised scores).")] = "rrf",
     rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
     bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of the BM25 score.")] = 0.5,
-    depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch [max(100, k); x3 by document].")] = None,
-    ef_search: Annotated[int | None, typer.Option("--ef-search", help="HNSW ef_search for this query [100].")] = None,
+    depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch (default: max(100, k), tripled with --by-document).")] = None,
+    ef_search: Annotated[int | None, typer.Option("--ef-search", help="HNSW ef_search for this query (default: 100).")] = None,
     queries: Annotated[
         Path | None, typer.Option("--queries", help="Batch mode: BEIR queries.jsonl (_id, text) or JSONL with id/query.")
     ] = None,
