@@ -262,3 +262,30 @@ def test_ddp_two_processes_with_gloo(digits, db_url, engine):
         models = conn.execute(sa.text("SELECT name, version FROM models")).all()
     # One run and one model, written by rank 0 alone.
     assert runs == [("succeeded", "cpu×2", "2")] and models == [("ddp", 1)]
+
+
+def test_out_of_memory_suggests_a_smaller_batch(cli, digits, engine, monkeypatch):
+    import torch
+
+    from genloom.architectures import vae
+
+    def boom(self, batch, step):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(vae.VAE, "train_step", boom)
+    r = cli("train", "vae", "--dataset", "digits", "--batch-size", "64", "--steps", "2")
+    assert r.exit_code == 1 and "out of memory on cpu at batch size 64: try --batch-size 32" in r.stderr
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM runs WHERE kind = 'train'")).scalar() == "failed"
+        assert conn.execute(sa.text("SELECT count(*) FROM models")).scalar() == 0
+
+
+def test_demo_step_trains_demo_vae_and_writes_a_grid(db_url, tmp_path):
+    from genloom.demo_steps import DemoContext, training
+
+    ctx = DemoContext(out_dir=tmp_path, quick=True)
+    first = training.run(ctx)
+    assert first["model"] == "demo-vae@1" and first["dataset"] == "digits@1"
+    assert (tmp_path / "demo-vae-samples.png").stat().st_size > 0
+    again = training.run(ctx)  # re-running is safe: same dataset version, a new model version
+    assert again["dataset"] == "digits@1" and again["model"] == "demo-vae@2"

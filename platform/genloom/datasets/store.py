@@ -504,7 +504,10 @@ def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:
-                close()  # ends the server-side cursor and returns its connection
+                try:
+                    close()  # ends the server-side cursor and returns its connection
+                except Exception:
+                    pass  # the connection is already gone (server stopped, database dropped)
 
     thread = threading.Thread(target=worker, name="genloom-prefetch", daemon=True)
     thread.start()
@@ -518,6 +521,8 @@ def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
             yield item
     finally:
         stop.set()
+        if threading.current_thread() is not thread:
+            thread.join(timeout=10)
 
 
 def load_split(version_id: int, split: str, *, label_index: dict[str, int] | None = None,

@@ -318,6 +318,7 @@ def train(
     step = 0
     stopped_early = False
     previous_sigterm = None
+    cleanup: list = []  # closes the data stream (and its prefetch thread) however the run ends
     try:
         if threading_main():
             previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
@@ -354,6 +355,7 @@ def train(
             _sync_modules(arch.modules())
 
         batches = arch.train_batches(source)
+        cleanup.append(getattr(batches, "close", None))
         sums: dict[str, float] = {}
         count = 0
         last_metrics: dict[str, float] = {}
@@ -450,6 +452,9 @@ def train(
             _mark(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
         raise
     finally:
+        for close in cleanup:
+            if close is not None:
+                close()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
 
