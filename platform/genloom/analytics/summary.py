@@ -126,7 +126,10 @@ def render_summary(data: dict[str, Any], console) -> None:
     if data["models"]:
         table = Table(title="per model (v_model_stats)", header_style="bold cyan", title_justify="left")
         for name in ("model", "gens", "errors", "feedback", "score", "up %", "p50 ms", "p95 ms", "tok/s"):
-            table.add_column(name, justify="left" if name == "model" else "right")
+            if name == "model":
+                table.add_column(name, min_width=12, overflow="fold")
+            else:
+                table.add_column(name, justify="right")
         for m in data["models"]:
             table.add_row(
                 m["model"], str(m["generations"]), _fmt(m["error_rate"], ".1%"), _fmt(m["feedback_rate"], ".0%"),

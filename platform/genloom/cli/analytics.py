@@ -200,10 +200,12 @@ def retention(
     cutoff = parse_cutoff(older_than)
     with session_scope() as session:
         counts = count_expired(session, cutoff)
-    if dry_run or counts["generations"] == 0 and counts["prompts"] == 0 and counts["sessions"] == 0:
-        payload = {"cutoff": cutoff.isoformat(), "dry_run": dry_run, "would_delete" if dry_run else "deleted": counts if dry_run else {k: 0 for k in counts}}
+    nothing = not any(counts[k] for k in ("generations", "prompts", "sessions"))
+    if dry_run or nothing:
+        key = "would_delete" if dry_run else "deleted"
+        values = counts if dry_run else {"generations": 0, "prompts": 0, "sessions": 0}
         if json_out:
-            print_json(payload)
+            print_json({"cutoff": cutoff.isoformat(), "dry_run": dry_run, key: values})
         else:
             verb = "would delete" if dry_run else "nothing to delete:"
             info(f"{verb} {counts['generations']} generations, {counts['feedback']} feedback, {counts['prompts']} prompts, "
