@@ -102,3 +102,18 @@ def test_report_renders_in_a_real_browser(report_with_data, browser, tmp_path):
     subprocess.run([browser, *flags, "--window-size=1300,2400", "--hide-scrollbars", f"--screenshot={shot}",
                     out.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 50_000
+
+
+def test_demo_step_writes_the_report_and_is_rerunnable(session, tmp_path, capsys):
+    from genloom.demo_steps import DemoContext
+    from genloom.demo_steps import analytics as step
+
+    analytics_data.load(session)
+    ctx = DemoContext(out_dir=tmp_path, quick=True)
+    for _ in range(2):  # idempotent: the second run rewrites the same file
+        result = step.run(ctx)
+    assert result["plots"] == len(EXPECTED_PLOTS) and result["sections_without_data"] == []
+    assert (tmp_path / "report.html").exists()
+    step.render(result)
+    screen = capsys.readouterr().err
+    assert "5 generations in 2 sessions" in screen and "gpt@1" in screen and "view latency" in screen
