@@ -77,6 +77,73 @@ def accuracy(net, x, y, *, batch_size: int = 1024) -> float:
     return correct / len(x)
 
 
+def fit_classifier(x, y, *, num_classes: int, cfg: ClassifierTraining, device: str, title: str = "classifier",
+                   progress: bool = True):
+    """Train a FeatureNet on in-memory tensors (N×C×H×W in [0, 1], class indices); returns (net, last loss, steps)."""
+    import torch
+    import torch.nn.functional as F
+
+    from genloom.cli.output import err_console
+    from genloom.evaluation.feature_net import FeatureNet, FeatureNetConfig
+
+    if len(x) == 0:
+        raise BadInput("no labelled training images for the classifier")
+    c, h, w = x.shape[1:]
+    net_cfg = FeatureNetConfig(channels=c, height=h, width=w, num_classes=num_classes, base=cfg.base,
+                               feature_dim=cfg.feature_dim)
+    x, y = x.to(device), y.to(device)
+    torch.manual_seed(cfg.seed)
+    net = FeatureNet(net_cfg).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    steps = plan_steps(len(x), cfg)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order, pos = torch.randperm(len(x), generator=gen), 0
+    bar = _progress() if progress and err_console.is_terminal else None
+    task = bar.add_task(title, total=steps, status="") if bar else None
+    if bar:
+        bar.start()
+    try:
+        for step in range(steps):
+            if pos + cfg.batch_size > len(x):
+                order, pos = torch.randperm(len(x), generator=gen), 0
+            idx = order[pos : pos + cfg.batch_size].to(device)
+            pos += cfg.batch_size
+            net.train()
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if bar and (step % 10 == 0 or step == steps - 1):
+                bar.update(task, completed=step + 1, status=f"loss {loss.item():.3f}")
+    finally:
+        if bar:
+            bar.stop()
+    net.eval()
+    return net, float(loss.item()), steps
+
+
+def labelled_split(version_id: int, split: str, index: dict[str, int], *, origin: str | None = None):
+    """(x, y) of a split's labelled images (optionally only items of one origin: TSTR trains on synthetic only)."""
+    from genloom.datasets.store import load_split
+
+    part = load_split(version_id, split, label_index=index)
+    if not part.item_ids:
+        return None, None
+    keep = part.y >= 0
+    if origin is not None:
+        from genloom.db.engine import session_scope
+        from genloom.db.models import Item
+
+        with session_scope() as s:
+            wanted = set(s.scalars(sa.select(Item.id).where(Item.id.in_(part.item_ids), Item.origin == origin)).all())
+        import torch
+
+        keep &= torch.tensor([i in wanted for i in part.item_ids])
+    return part.x[keep], part.y[keep]
+
+
 def train_classifier(
     train_ref: str,
     *,
@@ -84,20 +151,18 @@ def train_classifier(
     name: str | None = None,
     cfg: ClassifierTraining | None = None,
     role: str = "features",
-    register: bool = True,
     progress: bool = True,
 ) -> TrainedClassifier:
-    """Train the CNN on `train_ref`'s train split; report accuracy on `eval_ref`'s val and
-    test splits (default: the same version). Registered as NAME (default features-DATASET)."""
+    """Train the CNN on `train_ref`'s train split (a `train` run), report accuracy on
+    `eval_ref`'s val and test splits (default: the same version), and register it as
+    NAME (default features-DATASET) in the run's last transaction."""
     import time
 
     import torch
-    import torch.nn.functional as F
 
-    from genloom.datasets.store import describe_version, load_split, resolve_version
+    from genloom.datasets.store import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
-    from genloom.evaluation.feature_net import FeatureNet, FeatureNetConfig
     from genloom.registry import register_model
     from genloom.runs import log_metrics, tracked_run
 
@@ -118,71 +183,34 @@ def train_classifier(
     index = {label: i for i, label in enumerate(labels)}
     dataset_name = eval_info.ref.split("@")[0]
     name = name or f"features-{dataset_name}"
-    c, h, w = train_info.shape
-    net_cfg = FeatureNetConfig(channels=c, height=h, width=w, num_classes=len(labels), base=cfg.base,
-                               feature_dim=cfg.feature_dim)
     params = {"dataset": train_info.ref, "eval_dataset": eval_info.ref, "role": role, **dataclasses.asdict(cfg)}
     with tracked_run("train", params=params, input_version_id=train_info.version_id, device=device, name=name) as run:
         started = time.perf_counter()
-        train = load_split(train_info.version_id, "train", label_index=index)
-        if not train.item_ids:
-            raise BadInput(f"the train split of {train_info.ref} is empty")
-        x, y = train.x.to(device), train.y.to(device)
-        keep = y >= 0  # unlabelled items cannot teach a classifier
-        x, y = x[keep], y[keep]
-        torch.manual_seed(cfg.seed)
-        net = FeatureNet(net_cfg).to(device)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-        steps = plan_steps(len(x), cfg)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        order = torch.randperm(len(x), generator=gen)
-        pos = 0
-        from genloom.cli.output import err_console
-
-        bar = _progress() if progress and err_console.is_terminal else None
-        task = bar.add_task(f"classifier on {train_info.ref}", total=steps, status="") if bar else None
-        if bar:
-            bar.start()
-        try:
-            for step in range(steps):
-                if pos + cfg.batch_size > len(x):
-                    order, pos = torch.randperm(len(x), generator=gen), 0
-                idx = order[pos : pos + cfg.batch_size].to(device)
-                pos += cfg.batch_size
-                net.train()
-                loss = F.cross_entropy(net(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if bar and (step % 10 == 0 or step == steps - 1):
-                    bar.update(task, completed=step + 1, status=f"loss {loss.item():.3f}")
-        finally:
-            if bar:
-                bar.stop()
-        results: dict[str, float] = {"train_loss": float(loss.item())}
+        x, y = labelled_split(train_info.version_id, "train", index)
+        if x is None or len(x) == 0:
+            raise BadInput(f"the train split of {train_info.ref} has no labelled images")
+        net, last_loss, steps = fit_classifier(x, y, num_classes=len(labels), cfg=cfg, device=device,
+                                               title=f"classifier on {train_info.ref}", progress=progress)
+        results: dict[str, float] = {"train_loss": last_loss}
         for split in ("val", "test"):
-            part = load_split(eval_info.version_id, split, label_index=index)
-            if part.item_ids:
-                ok = part.y >= 0
-                results[f"{split}_accuracy"] = accuracy(net, part.x[ok].to(device), part.y[ok].to(device))
+            ex, ey = labelled_split(eval_info.version_id, split, index)
+            if ex is not None and len(ex):
+                results[f"{split}_accuracy"] = accuracy(net, ex.to(device), ey.to(device))
         seconds = time.perf_counter() - started
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
-        config = {**dataclasses.asdict(net_cfg), "label_names": labels, "modality": "image", "shape": [c, h, w]}
+        config = {**dataclasses.asdict(net.cfg), "label_names": labels, "modality": "image",
+                  "shape": list(train_info.shape)}
         metadata = {"role": role, "dataset": dataset_name, "trained_on": train_info.ref, "evaluated_on": eval_info.ref,
                     **{k: v for k, v in results.items() if k.endswith("accuracy")}}
         with session_scope() as s:
             log_metrics(s, run.id, results)
-            model_id, ref = None, None
-            if register:
-                row = register_model(s, name=name, architecture=ARCHITECTURE, checkpoint=buf.getvalue(), config=config,
-                                     run_id=run.id, input_version_id=train_info.version_id, metadata=metadata)
-                model_id, ref = row.id, format_ref(row.name, row.version)
+            row = register_model(s, name=name, architecture=ARCHITECTURE, checkpoint=buf.getvalue(), config=config,
+                                 run_id=run.id, input_version_id=train_info.version_id, metadata=metadata)
+            ref = format_ref(row.name, row.version)
             run.finish(session=s, summary={**results, "model": ref, "steps": steps, "seconds": seconds},
-                       model_id=model_id)
-    return TrainedClassifier(run_id=run.id, model=ref, model_id=model_id, val_accuracy=results.get("val_accuracy"),
+                       model_id=row.id)
+    return TrainedClassifier(run_id=run.id, model=ref, model_id=row.id, val_accuracy=results.get("val_accuracy"),
                              test_accuracy=results.get("test_accuracy"), steps=steps, seconds=seconds)
 
 
