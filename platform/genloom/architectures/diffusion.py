@@ -42,6 +42,7 @@ class DiffusionConfig:
     num_res_blocks: int = 1
     attention: bool = True
     dropout: float = 0.0
+    scale_shift: bool = True  # FiLM-style conditioning in every residual block
     conditioning: str = "none"  # none | class | text
     num_classes: int = 0  # class conditioning: labels are indices into `class_names`
     class_names: tuple[str, ...] = ()
@@ -60,6 +61,7 @@ class DiffusionConfig:
             text_embed_dim=self.text_embed_dim if self.conditioning == "text" else None,
             attention=self.attention,
             dropout=self.dropout,
+            scale_shift=self.scale_shift,
         )
 
     def to_dict(self) -> dict:
@@ -244,6 +246,7 @@ class DiffusionHyperparams:
     num_res_blocks: int = 1
     attention: bool = True
     dropout: float = 0.0
+    scale_shift: bool = True
     cond_drop_prob: float = 0.1
     ema_decay: float = 0.999
     weight_decay: float = 0.0
@@ -288,20 +291,22 @@ class DiffusionArchitecture(Architecture):
         self.config = DiffusionConfig(
             image_size=h, image_channels=c, schedule=hp.schedule, timesteps=hp.timesteps,
             base_channels=hp.base_channels, channel_mults=_mults(hp.channel_mults), num_res_blocks=hp.num_res_blocks,
-            attention=hp.attention, dropout=hp.dropout, conditioning=conditioning,
+            attention=hp.attention, dropout=hp.dropout, scale_shift=hp.scale_shift, conditioning=conditioning,
             num_classes=data.num_classes if conditioning == "class" else 0,
             class_names=tuple(data.label_names), cond_drop_prob=hp.cond_drop_prob, ema_decay=hp.ema_decay,
         )
         self.net = Diffusion(self.config).to(ctx.device)
-        self.model = ctx.ddp(ctx.maybe_compile(self.net))
-        self.ema = EMA(self.net, hp.ema_decay)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay)
         self.captions = None
         if conditioning == "text":
             from genloom.architectures.captions import caption_embeddings
 
             # (labels, phrasings, 384): every phrasing of every label, embedded once with MiniLM
             self.captions = caption_embeddings(list(data.label_names)).to(ctx.device)
+            with torch.no_grad():
+                self.net.unet.text_center.copy_(self.captions.mean(dim=(0, 1)))
+        self.model = ctx.ddp(ctx.maybe_compile(self.net))
+        self.ema = EMA(self.net, hp.ema_decay)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay)
 
     def modules(self):
         return {"net": self.net, "ema": self.ema.shadow}

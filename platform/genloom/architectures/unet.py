@@ -31,6 +31,9 @@ class UNetConfig:
     text_embed_dim: int | None = None  # text-conditional when set (384 for all-MiniLM-L6-v2)
     attention: bool = True  # one self-attention block at the bottleneck (cheap there: ≤ 7×7)
     dropout: float = 0.0
+    # FiLM-style conditioning (Nichol & Dhariwal 2021, "use_scale_shift_norm"): the embedding scales and
+    # shifts each block's normalised features instead of only being added; conditions steer much harder.
+    scale_shift: bool = True
 
     @property
     def time_embed_dim(self) -> int:
@@ -50,11 +53,12 @@ def _groups(channels: int) -> int:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float):
+    def __init__(self, in_ch: int, out_ch: int, temb_dim: int, dropout: float, scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(_groups(in_ch), in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.temb = nn.Linear(temb_dim, out_ch)
+        self.temb = nn.Linear(temb_dim, 2 * out_ch if scale_shift else out_ch)
         self.norm2 = nn.GroupNorm(_groups(out_ch), out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -62,8 +66,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.temb(F.silu(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        emb = self.temb(F.silu(temb))[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = emb.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + emb)
+        h = self.conv2(self.dropout(F.silu(h)))
         return h + self.skip(x)
 
 
@@ -96,6 +105,9 @@ class UNet(nn.Module):
         if c.text_embed_dim is not None:
             self.text_proj = nn.Sequential(nn.Linear(c.text_embed_dim, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
             self.null_text = nn.Parameter(torch.zeros(temb_dim))
+            # Captions of different labels share most of their embedding ("a handwritten …"); subtracting
+            # their mean (set once from the caption table, saved with the weights) leaves what tells them apart.
+            self.register_buffer("text_center", torch.zeros(c.text_embed_dim))
 
         self.conv_in = nn.Conv2d(c.image_channels, c.base_channels, 3, padding=1)
         channels = [c.base_channels]
@@ -103,21 +115,21 @@ class UNet(nn.Module):
         self.down = nn.ModuleList()
         for level, mult in enumerate(c.channel_mults):
             for _ in range(c.num_res_blocks):
-                self.down.append(ResBlock(ch, c.base_channels * mult, temb_dim, c.dropout))
+                self.down.append(ResBlock(ch, c.base_channels * mult, temb_dim, c.dropout, c.scale_shift))
                 ch = c.base_channels * mult
                 channels.append(ch)
             if level != len(c.channel_mults) - 1:
                 self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))  # halve the resolution
                 channels.append(ch)
 
-        self.mid1 = ResBlock(ch, ch, temb_dim, c.dropout)
+        self.mid1 = ResBlock(ch, ch, temb_dim, c.dropout, c.scale_shift)
         self.mid_attn = SelfAttention(ch) if c.attention else nn.Identity()
-        self.mid2 = ResBlock(ch, ch, temb_dim, c.dropout)
+        self.mid2 = ResBlock(ch, ch, temb_dim, c.dropout, c.scale_shift)
 
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(c.channel_mults))):
             for _ in range(c.num_res_blocks + 1):
-                self.up.append(ResBlock(ch + channels.pop(), c.base_channels * mult, temb_dim, c.dropout))
+                self.up.append(ResBlock(ch + channels.pop(), c.base_channels * mult, temb_dim, c.dropout, c.scale_shift))
                 ch = c.base_channels * mult
             if level != 0:
                 self.up.append(nn.Conv2d(ch, ch, 3, padding=1))  # after a nearest-neighbour upsample
@@ -149,7 +161,7 @@ class UNet(nn.Module):
             if text_embeds is None:
                 temb = temb + self.null_text
             else:
-                projected = self.text_proj(text_embeds.to(temb.dtype))
+                projected = self.text_proj(text_embeds.to(temb.dtype) - self.text_center)
                 if keep is not None:
                     projected = torch.where(keep[:, None], projected, self.null_text.expand_as(projected))
                 temb = temb + projected
