@@ -69,6 +69,10 @@ def test_planted_image_duplicates_found_and_written_as_a_new_version(planted_dig
     again = cli("dedup", "digits@2", "--json").json()
     assert again["dropped"] == 0 and again["output"] == "digits@2"
     assert session.scalar(sa.select(sa.func.count()).select_from(DatasetVersion)) == 2
+    # Re-running on the input reuses the version it made before.
+    repeat = cli("dedup", "digits@1", "--json").json()
+    assert repeat["output"] == "digits@2" and repeat["dropped"] == out["dropped"]
+    assert session.scalar(sa.select(sa.func.count()).select_from(DatasetVersion)) == 2
 
 
 def test_dry_run_writes_no_version(planted_digits, session):

@@ -128,7 +128,7 @@ def test_eval_text_sacrebleu_example(tmp_path, cli):
     ],
 )
 def test_bad_input_is_one_line(digits, cli, args, message):
-    cli(*FAST_FEATURES)
+    cli("eval", "features", "digits", "--epochs", "0.1")  # a registered classifier; its quality is irrelevant here
     result = cli(*args)
     assert result.exit_code == 1
     assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
@@ -141,6 +141,23 @@ def test_unknown_feature_network_and_tiny_split(digits, session, cli):
     images, labels = digits_arrays()
     make_image_dataset(session, "tiny", images[:40], labels[:40], splits=["train"] * 35 + ["test"] * 5)
     session.commit()
-    cli("eval", "features", "tiny", "--epochs", "1")
+    cli("eval", "features", "tiny", "--epochs", "0.5")
     small = cli("eval", "model", vae, "--against", "tiny")
     assert small.exit_code == 1 and "has 5 items: need at least 6" in small.stderr, small.stderr
+
+
+def test_demo_step_runs_twice(session, tmp_path):
+    from genloom.datasets.importers import import_digits
+    from genloom.demo_steps import DemoContext
+    from genloom.demo_steps import evaluation as step
+    from genloom.training.options import TrainOptions
+    from genloom.training.trainer import train
+
+    import_digits("digits")
+    train("vae", TrainOptions(dataset="digits", steps=5, batch_size=64, name="demo-vae",
+                              hparams={"channels": "8", "latent_dim": "4"}), progress=False)
+    ctx = DemoContext(out_dir=tmp_path, quick=True)
+    first = step.run(ctx)
+    assert first["features"] == "features-digits@1" and first["fid"] >= 0 and 0 <= first["precision"] <= 1
+    second = step.run(ctx)  # idempotent: no new dataset version, the feature network is reused
+    assert second["features"] == "features-digits@1" and second["duplicates_found"] == first["duplicates_found"]

@@ -230,7 +230,7 @@ def dedup_job(dataset_ref: str, opts: DedupOptions | None = None) -> DedupResult
     from genloom.datasets.store import (add_members, create_version, describe_version, resolve_version, seal_version,
                                         version_ref)
     from genloom.db.engine import session_scope
-    from genloom.db.models import DatasetVersion, DedupDecision
+    from genloom.db.models import DatasetVersion
     from genloom.runs import log_metrics, tracked_run
 
     opts = opts or DedupOptions()
@@ -255,7 +255,13 @@ def dedup_job(dataset_ref: str, opts: DedupOptions | None = None) -> DedupResult
                        "dedup_seconds": time.perf_counter() - started}
             output = info.ref
             output_id = None
-            if decisions and not opts.dry_run:
+            existing = _same_output(s, info, kept) if decisions and not opts.dry_run else None
+            if existing is not None:
+                # The same input deduplicated to the same members before: reuse that version
+                # (re-running a dedup is idempotent), record this run's decisions against it.
+                output, output_id = version_ref(s, existing), existing.id
+                _insert_decisions(s, run.id, info.version_id, existing.id, decisions)
+            elif decisions and not opts.dry_run:
                 name = info.ref.split("@")[0]
                 parent = s.get(DatasetVersion, info.version_id)
                 out = create_version(s, name, modality=info.modality, parent=parent, created_by_run_id=run.id,
@@ -264,11 +270,7 @@ def dedup_job(dataset_ref: str, opts: DedupOptions | None = None) -> DedupResult
                 add_members(s, out, ((m.item_id, m.split) for m in kept))
                 seal_version(s, out)
                 output, output_id = version_ref(s, out), out.id
-                s.execute(sa.insert(DedupDecision), [
-                    {"run_id": run.id, "input_version_id": info.version_id, "output_version_id": out.id,
-                     "dropped_item_id": d.dropped, "kept_item_id": d.kept, "method": d.method,
-                     "similarity": d.similarity} for d in decisions
-                ])
+                _insert_decisions(s, run.id, info.version_id, out.id, decisions)
             elif decisions:
                 output = f"{info.ref} (dry run: no version written)"
             log_metrics(s, run.id, metrics)
@@ -277,6 +279,32 @@ def dedup_job(dataset_ref: str, opts: DedupOptions | None = None) -> DedupResult
             run.finish(session=s, summary=summary, output_version_id=output_id)
     return DedupResult(run_id=run.id, input=info.ref, output=output, kept=len(kept), dropped=len(dropped),
                        by_method=by_method, dry_run=opts.dry_run, details=details, decisions=decisions)
+
+
+def _insert_decisions(session: Session, run_id: int, input_id: int, output_id: int | None,
+                      decisions: list[Decision]) -> None:
+    from genloom.db.models import DedupDecision
+
+    session.execute(sa.insert(DedupDecision), [
+        {"run_id": run_id, "input_version_id": input_id, "output_version_id": output_id,
+         "dropped_item_id": d.dropped, "kept_item_id": d.kept, "method": d.method, "similarity": d.similarity}
+        for d in decisions
+    ])
+
+
+def _same_output(session: Session, info, kept: list[Member]):
+    """A sealed child of the input version with exactly these members (same manifest), if any."""
+    import hashlib
+
+    from genloom.db.models import DatasetVersion
+
+    lines = sorted(f"{m.sha256}:{m.split}" for m in kept)
+    manifest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+    return session.scalars(
+        sa.select(DatasetVersion).where(DatasetVersion.parent_id == info.version_id, DatasetVersion.sealed,
+                                        DatasetVersion.manifest_sha256 == manifest)
+        .order_by(DatasetVersion.version).limit(1)
+    ).first()
 
 
 class _Progress:
