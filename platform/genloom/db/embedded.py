@@ -8,6 +8,7 @@ with an inter-process lock, so two processes starting at once end up on one serv
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,8 @@ def data_dir() -> Path:
 def _check_home_writable(home: Path) -> None:
     try:
         home.mkdir(parents=True, exist_ok=True)
-        probe = home / f".write-test-{os.getpid()}"  # per process: concurrent starts (torchrun) must not race
+        # per process and thread: concurrent starts (torchrun ranks, API request threads) must not race
+        probe = home / f".write-test-{os.getpid()}-{threading.get_ident()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
