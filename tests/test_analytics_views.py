@@ -12,25 +12,74 @@ import analytics_data
 
 @pytest.fixture
 def data(engine, session):
+    """A fresh database with the fixture, for tests that change rows."""
     return analytics_data.load(session)
+
+
+@pytest.fixture(scope="module")
+def shared_db(pg_server):
+    """One database with the fixture for every read-only test here: creating a database
+    per test costs seconds on a busy machine, and these tests only SELECT."""
+    from conftest import _create_database, _drop_database
+    from genloom.db.engine import reset_engines
+    from sqlalchemy.orm import Session
+
+    name, url = _create_database(pg_server)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABASE_URL", url)
+        reset_engines()
+        from genloom.db.engine import get_engine
+
+        with Session(get_engine()) as s:
+            ids = analytics_data.load(s)
+        reset_engines()
+    yield url, ids
+    reset_engines()
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def rdata(shared_db, monkeypatch):
+    from genloom.db.engine import reset_engines
+
+    monkeypatch.setenv("DATABASE_URL", shared_db[0])
+    reset_engines()
+    yield shared_db[1]
+    reset_engines()
+
+
+@pytest.fixture
+def rengine(rdata):
+    from genloom.db.engine import get_engine
+
+    return get_engine()
+
+
+@pytest.fixture
+def rsession(rengine):
+    from sqlalchemy.orm import Session
+
+    with Session(rengine) as s:
+        yield s
+        s.rollback()
 
 
 def rows(session, query, **params):
     return [dict(r._mapping) for r in session.execute(sa.text(query), params)]
 
 
-def test_every_documented_view_exists_and_the_reader_can_select_it(engine, data):
+def test_every_documented_view_exists_and_the_reader_can_select_it(rengine, rdata):
     from genloom.analytics.views import VIEWS
 
-    with engine.connect() as conn:
+    with rengine.connect() as conn:
         present = set(conn.execute(sa.text("SELECT viewname FROM pg_views WHERE schemaname = 'public'")).scalars())
         assert set(VIEWS) <= present
         for view in VIEWS:
             assert conn.execute(sa.text("SELECT has_table_privilege('genloom_reader', :v, 'SELECT')"), {"v": view}).scalar()
 
 
-def test_model_stats(session, data):
-    by_model = {r["model_name"]: r for r in rows(session, "SELECT * FROM v_model_stats")}
+def test_model_stats(rsession, rdata):
+    by_model = {r["model_name"]: r for r in rows(rsession, "SELECT * FROM v_model_stats")}
     assert set(by_model) == {"extractive", "gpt"}
     ex, gpt = by_model["extractive"], by_model["gpt"]
     # extractive: g1 ok, g2 error, g5 ok; feedback only on g1 (scores 5 and 3, one thumbs up).
@@ -59,8 +108,8 @@ def test_model_stats(session, data):
     assert gpt["tokens_per_s"] == pytest.approx(200 / 0.6)
 
 
-def test_template_stats(session, data):
-    by_version = {r["template_version"]: r for r in rows(session, "SELECT * FROM v_template_stats")}
+def test_template_stats(rsession, rdata):
+    by_version = {r["template_version"]: r for r in rows(rsession, "SELECT * FROM v_template_stats")}
     v1, v2 = by_version[1], by_version[2]
     # t@1: g1, g5 (p1), g3 (p3), g4 (p4); feedback on g1, g3, g4: scores 5, 3, 1; thumbs +1, -1, +1.
     assert (v1["generations"], v1["errors"], v1["generations_with_feedback"], v1["feedback"]) == (4, 0, 3, 4)
@@ -72,70 +121,70 @@ def test_template_stats(session, data):
     assert v2["mean_score"] is None
 
 
-def test_daily(session, data):
-    days = {r["day"]: r for r in rows(session, "SELECT * FROM v_daily ORDER BY day")}
+def test_daily(rsession, rdata):
+    days = {r["day"]: r for r in rows(rsession, "SELECT * FROM v_daily ORDER BY day")}
     d1, d2 = days[dt.date(2026, 11, 1)], days[dt.date(2026, 11, 2)]
     assert (d1["generations"], d1["errors"], d1["active_sessions"], d1["new_sessions"], d1["feedback"]) == (2, 1, 1, 1, 2)
-    # Day 2: g3, g4 (session b's two turns) and g5 (a second answer to session a's day-1
-    # prompt: generated on day 2, but session a had no new turn, so only b is active).
+    # Day 2: g3, g4 (rsession b's two turns) and g5 (a second answer to rsession a's day-1
+    # prompt: generated on day 2, but rsession a had no new turn, so only b is active).
     assert (d2["generations"], d2["errors"], d2["active_sessions"], d2["new_sessions"], d2["feedback"]) == (3, 0, 1, 1, 2)
     assert d1["mean_score"] == pytest.approx(4.0) and d2["mean_score"] == pytest.approx(1.0)
-    per_model = rows(session, "SELECT day, model_name, generations, feedback FROM v_model_daily ORDER BY day, model_name")
+    per_model = rows(rsession, "SELECT day, model_name, generations, feedback FROM v_model_daily ORDER BY day, model_name")
     assert [(r["day"].day, r["model_name"], r["generations"], r["feedback"]) for r in per_model] == [
         (1, "extractive", 2, 2), (2, "extractive", 1, 0), (2, "gpt", 2, 2),
     ]
 
 
-def test_citations_and_never_cited(session, data):
-    chunks = {r["chunk_id"]: r for r in rows(session, "SELECT * FROM v_chunk_citations")}
+def test_citations_and_never_cited(rsession, rdata):
+    chunks = {r["chunk_id"]: r for r in rows(rsession, "SELECT * FROM v_chunk_citations")}
     # c12: g1 and g5 → feedback of g1 only: (5 + 3) / 2.
-    assert (chunks[data["c12"]]["citations"], chunks[data["c12"]]["answers"]) == (2, 2)
-    assert chunks[data["c12"]]["mean_feedback_score"] == pytest.approx(4.0)
+    assert (chunks[rdata["c12"]]["citations"], chunks[rdata["c12"]]["answers"]) == (2, 2)
+    assert chunks[rdata["c12"]]["mean_feedback_score"] == pytest.approx(4.0)
     # c21: g1 (rank 2) and g3 (rank 1): scores 5, 3, 1.
-    assert chunks[data["c21"]]["mean_rank"] == pytest.approx(1.5)
-    assert chunks[data["c21"]]["mean_feedback_score"] == pytest.approx(3.0)
+    assert chunks[rdata["c21"]]["mean_rank"] == pytest.approx(1.5)
+    assert chunks[rdata["c21"]]["mean_feedback_score"] == pytest.approx(3.0)
     # c11 is the superseded version, cited by g4 which only has a thumbs up.
-    assert chunks[data["c11"]]["is_current"] is False
-    assert chunks[data["c11"]]["mean_feedback_score"] is None
-    assert chunks[data["c11"]]["thumbs_up_share"] == pytest.approx(1.0)
-    assert data["c31"] not in chunks
+    assert chunks[rdata["c11"]]["is_current"] is False
+    assert chunks[rdata["c11"]]["mean_feedback_score"] is None
+    assert chunks[rdata["c11"]]["thumbs_up_share"] == pytest.approx(1.0)
+    assert rdata["c31"] not in chunks
 
-    docs = {r["document_id"]: r for r in rows(session, "SELECT * FROM v_document_citations")}
+    docs = {r["document_id"]: r for r in rows(rsession, "SELECT * FROM v_document_citations")}
     # d2: g1 cites one of its chunks, g3 two → 3 citations, 2 answers; g3's score counts once.
-    d2 = docs[data["d2"]]
+    d2 = docs[rdata["d2"]]
     assert (d2["citations"], d2["answers"]) == (3, 2)
     assert d2["mean_feedback_score"] == pytest.approx((5 + 3 + 1) / 3)
-    assert docs[data["d1v2"]]["mean_feedback_score"] == pytest.approx(4.0)
-    assert docs[data["d1v1"]]["document_version"] == 1
+    assert docs[rdata["d1v2"]]["mean_feedback_score"] == pytest.approx(4.0)
+    assert docs[rdata["d1v1"]]["document_version"] == 1
 
-    never = rows(session, "SELECT external_id, document_version, chunks FROM v_documents_never_cited")
+    never = rows(rsession, "SELECT external_id, document_version, chunks FROM v_documents_never_cited")
     assert never == [{"external_id": "d3", "document_version": 1, "chunks": 1}]
 
 
-def test_feedback_explained_reaches_sources_model_training_run_and_dataset(session, data):
-    bad = rows(session, "SELECT * FROM v_feedback_explained WHERE score <= 2")
+def test_feedback_explained_reaches_sources_model_training_run_and_dataset(rsession, rdata):
+    bad = rows(rsession, "SELECT * FROM v_feedback_explained WHERE score <= 2")
     assert len(bad) == 1
     row = bad[0]
-    assert row["feedback_id"] == data["f3"] and row["label"] == "wrong"
-    assert (row["generation_id"], row["prompt_id"], row["session_id"]) == (data["g3"], data["p3"], data["s2"])
+    assert row["feedback_id"] == rdata["f3"] and row["label"] == "wrong"
+    assert (row["generation_id"], row["prompt_id"], row["session_id"]) == (rdata["g3"], rdata["p3"], rdata["s2"])
     assert (row["question"], row["answer"], row["collection"], row["turn"]) == ("q3", "answer g3", "c1", 1)
     assert [(s["rank"], s["chunk_id"], s["doc_id"], s["document_version"]) for s in row["sources"]] == [
-        (1, data["c21"], "d2", 1), (2, data["c22"], "d2", 1),
+        (1, rdata["c21"], "d2", 1), (2, rdata["c22"], "d2", 1),
     ]
-    assert row["model_ref"] == "gpt@1" and row["training_run_id"] == data["R1"]
-    assert row["training_dataset"] == "ds@1" and row["training_dataset_version_id"] == data["ds@1"]
+    assert row["model_ref"] == "gpt@1" and row["training_run_id"] == rdata["R1"]
+    assert row["training_dataset"] == "ds@1" and row["training_dataset_version_id"] == rdata["ds@1"]
     # Extractive answers have no registry model; g4's feedback (turn 2) cites a superseded version.
-    all_rows = {r["feedback_id"]: r for r in rows(session, "SELECT * FROM v_feedback_explained")}
+    all_rows = {r["feedback_id"]: r for r in rows(rsession, "SELECT * FROM v_feedback_explained")}
     assert len(all_rows) == 4
-    assert all_rows[data["f1"]]["model_ref"] is None and all_rows[data["f1"]]["training_run_id"] is None
-    assert all_rows[data["f4"]]["turn"] == 2 and all_rows[data["f4"]]["sources"][0]["superseded"] is True
-    flat = rows(session, "SELECT feedback_id, rank, external_id FROM v_feedback_sources ORDER BY feedback_id, rank")
+    assert all_rows[rdata["f1"]]["model_ref"] is None and all_rows[rdata["f1"]]["training_run_id"] is None
+    assert all_rows[rdata["f4"]]["turn"] == 2 and all_rows[rdata["f4"]]["sources"][0]["superseded"] is True
+    flat = rows(rsession, "SELECT feedback_id, rank, external_id FROM v_feedback_sources ORDER BY feedback_id, rank")
     # f1 and f2 (g1: two sources), f3 (g3: two), f4 (g4: one).
     assert len(flat) == 7
 
 
-def test_dataset_versions_and_lineage(session, data):
-    versions = {r["ref"]: r for r in rows(session, "SELECT * FROM v_dataset_versions")}
+def test_dataset_versions_and_lineage(rsession, rdata):
+    versions = {r["ref"]: r for r in rows(rsession, "SELECT * FROM v_dataset_versions")}
     assert (versions["ds@1"]["items"], versions["ds@1"]["real"], versions["ds@1"]["synthetic"]) == (3, 3, 0)
     ds2 = versions["ds@2"]
     assert (ds2["items"], ds2["real"], ds2["synthetic"], ds2["train"]) == (5, 3, 2, 5)
@@ -143,14 +192,14 @@ def test_dataset_versions_and_lineage(session, data):
     assert ds2["parent"] == "ds@1" and ds2["created_by_run_kind"] == "sample"
     assert ds2["models_sampled_in"] == ["vae@1"]
 
-    lineage = rows(session, "SELECT depth, relation, ancestor, via_model, via_model_training_run_id FROM v_dataset_lineage "
+    lineage = rows(rsession, "SELECT depth, relation, ancestor, via_model, via_model_training_run_id FROM v_dataset_lineage "
                             "WHERE ref = 'synth@1' ORDER BY depth")
     assert lineage == [
         {"depth": 0, "relation": "self", "ancestor": "synth@1", "via_model": None, "via_model_training_run_id": None},
         {"depth": 1, "relation": "sampled_from_model_trained_on", "ancestor": "ds@1", "via_model": "vae@1",
-         "via_model_training_run_id": data["R2"]},
+         "via_model_training_run_id": rdata["R2"]},
     ]
-    ds2_lineage = rows(session, "SELECT depth, relation, ancestor FROM v_dataset_lineage WHERE ref = 'ds@2' ORDER BY depth, relation")
+    ds2_lineage = rows(rsession, "SELECT depth, relation, ancestor FROM v_dataset_lineage WHERE ref = 'ds@2' ORDER BY depth, relation")
     assert [(r["depth"], r["relation"], r["ancestor"]) for r in ds2_lineage] == [
         (0, "self", "ds@2"), (1, "parent", "ds@1"), (1, "sampled_from_model_trained_on", "ds@1"),
     ]
@@ -171,17 +220,17 @@ def test_lineage_survives_a_cycle(engine, session, data):
     assert depths["d"] <= 3 and depths["n"] < 10
 
 
-def test_runs_final_metrics_and_leaderboard(session, data):
-    finals = {(r["run_id"], r["metric"]): r["value"] for r in rows(session, "SELECT * FROM v_run_final_metrics")}
-    assert finals[(data["R1"], "loss")] == 1.0  # the last step
-    assert finals[(data["R1"], "val_loss")] == 1.5  # the step-NULL row
-    runs = {r["run_id"]: r for r in rows(session, "SELECT * FROM v_runs")}
-    assert runs[data["R1"]]["final_metrics"] == {"loss": 1.0, "val_loss": 1.5}
-    assert runs[data["R1"]]["model_ref"] == "gpt@1" and runs[data["R1"]]["input_dataset"] == "ds@1"
-    assert runs[data["R1"]]["duration_s"] == pytest.approx(300.0)
-    assert runs[data["R3"]]["output_dataset"] == "synth@1"
+def test_runs_final_metrics_and_leaderboard(rsession, rdata):
+    finals = {(r["run_id"], r["metric"]): r["value"] for r in rows(rsession, "SELECT * FROM v_run_final_metrics")}
+    assert finals[(rdata["R1"], "loss")] == 1.0  # the last step
+    assert finals[(rdata["R1"], "val_loss")] == 1.5  # the step-NULL row
+    runs = {r["run_id"]: r for r in rows(rsession, "SELECT * FROM v_runs")}
+    assert runs[rdata["R1"]]["final_metrics"] == {"loss": 1.0, "val_loss": 1.5}
+    assert runs[rdata["R1"]]["model_ref"] == "gpt@1" and runs[rdata["R1"]]["input_dataset"] == "ds@1"
+    assert runs[rdata["R1"]]["duration_s"] == pytest.approx(300.0)
+    assert runs[rdata["R3"]]["output_dataset"] == "synth@1"
 
-    board = rows(session, "SELECT metric, rank, model_ref, value, higher_is_better FROM v_leaderboard "
+    board = rows(rsession, "SELECT metric, rank, model_ref, value, higher_is_better FROM v_leaderboard "
                           "WHERE dataset_ref = 'ds@1' ORDER BY metric, rank")
     assert [(r["metric"], r["rank"], r["model_ref"], r["value"]) for r in board] == [
         ("accuracy", 1, "gan@1", 0.9), ("accuracy", 2, "vae@1", 0.7),
@@ -195,10 +244,10 @@ def test_runs_final_metrics_and_leaderboard(session, data):
     }
 
 
-def test_summary_reads_the_views(session, data):
+def test_summary_reads_the_views(rsession, rdata):
     from genloom.analytics.summary import collect_summary
 
-    summary = collect_summary(session)
+    summary = collect_summary(rsession)
     assert summary["totals"]["generations"] == 5 and summary["totals"]["documents_never_cited"] == 1
     assert [m["model"] for m in summary["models"]] == ["extractive", "gpt@1"]
     assert summary["top_documents"][0]["external_id"] == "d2"
@@ -207,7 +256,7 @@ def test_summary_reads_the_views(session, data):
     assert all(ms is not None and ms >= 0 for ms in summary["view_ms"].values())
 
 
-def test_summary_cli_and_views_cli(cli, data):
+def test_summary_cli_and_views_cli(cli, rdata):
     result = cli("analytics", "summary", "--json")
     assert result.exit_code == 0, result.stderr
     assert result.json()["totals"]["feedback"] == 4
