@@ -132,7 +132,10 @@ def main() -> None:
     queries = [" ".join(qrng.choice(vocab_rows, size=int(qrng.integers(2, 6)))) for _ in range(args.queries)]
     qvecs = make_vectors(args.queries, qrng, basis)
 
-    report: dict = {"chunks": args.chunks, "queries": args.queries, "ef_search": args.ef_search}
+    import os
+
+    report: dict = {"chunks": args.chunks, "queries": args.queries, "ef_search": args.ef_search,
+                    "load_average_1min_at_start": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
     with session_scope() as s:
         for q, v in zip(queries[:20], qvecs[:20]):  # warm caches
             search(s, q, collection=COLLECTION, k=10, query_embedding=v, ef_search=args.ef_search)
@@ -181,6 +184,7 @@ def main() -> None:
         embed([q])
         times.append(time.perf_counter() - t0)
     report["query_embedding_ms"] = {"p50": round(percentile(times, 50), 2), "p95": round(percentile(times, 95), 2)}
+    report["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=2))
 
 
