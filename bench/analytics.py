@@ -83,6 +83,16 @@ LOAD_SQL = [
 
 # How each view is typically queried.
 QUERIES = {
+    # Baselines in the same run: one parallel scan of the log, and the straightforward
+    # per-model GROUP BY with percentile_cont that v_model_stats replaces (sorts the log).
+    "baseline: count(*) FROM generations": "SELECT count(*) FROM generations",
+    "baseline: naive per-model percentile GROUP BY": """
+        SELECT model_name, model_revision, model_id, count(*),
+               count(*) FILTER (WHERE status = 'error'),
+               percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY retrieval_ms),
+               percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY generation_ms),
+               percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY total_ms)
+        FROM generations GROUP BY 1, 2, 3""",
     "v_model_stats": "SELECT * FROM v_model_stats",
     "v_model_stats (one model)": "SELECT * FROM v_model_stats WHERE model_name = 'demo-gpt'",
     "v_template_stats": "SELECT * FROM v_template_stats",
@@ -172,7 +182,15 @@ def main() -> None:
                       file=sys.stderr, flush=True)
             out["views"] = timings
             best = timings["v_model_stats"]["median_ms"]
-            out["target"] = {"v_model_stats_median_ms": best, "limit_ms": 1000, "met": best <= 1000}
+            out["target"] = {
+                "v_model_stats_median_ms": best,
+                "limit_ms": 1000,
+                "met": best <= 1000,
+                "vs_naive_group_by": round(timings["baseline: naive per-model percentile GROUP BY"]["median_ms"] / best, 2),
+                "vs_full_scan": round(best / timings["baseline: count(*) FROM generations"]["median_ms"], 1),
+            }
+            load = os.getloadavg()
+            out["machine"]["loadavg_1_5_15"] = [round(x, 1) for x in load]
     finally:
         engine.dispose()
         if not args.keep:

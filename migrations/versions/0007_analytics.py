@@ -214,9 +214,10 @@ WITH fb AS (
            count(thumbs) FILTER (WHERE thumbs = 1) AS up, count(thumbs) AS thumbs
     FROM feedback GROUP BY generation_id
 ), c AS (
+    -- A chunk is at most one source slot of an answer (retrieval returns distinct
+    -- chunks), so a citation is an answer citing it: no count(DISTINCT) over the log.
     SELECT s.chunk_id,
            count(*) AS citations,
-           count(DISTINCT s.generation_id) AS answers,
            avg(s.rank)::float8 AS mean_rank,
            sum(fb.score_sum) AS score_sum, sum(fb.scores) AS scores,
            sum(fb.up) AS up, sum(fb.thumbs) AS thumbs
@@ -225,7 +226,7 @@ WITH fb AS (
 )
 SELECT c.chunk_id, ch.document_id, col.name AS collection, d.external_id, d.version AS document_version,
        d.title, ch.ordinal, d.superseded_at IS NULL AS is_current,
-       c.citations, c.answers, c.mean_rank,
+       c.citations, c.mean_rank,
        c.score_sum::float8 / nullif(c.scores, 0) AS mean_feedback_score,
        c.scores AS feedback_scores,
        c.up::float8 / nullif(c.thumbs, 0) AS thumbs_up_share,
@@ -246,12 +247,18 @@ WITH fb AS (
            count(thumbs) FILTER (WHERE thumbs = 1) AS up, count(thumbs) AS thumbs
     FROM feedback GROUP BY generation_id
 ), pairs AS (
-    SELECT s.generation_id, ch.document_id, count(*) AS chunks_cited, min(s.rank) AS best_rank
+    -- DISTINCT ON walks the sources in primary-key (generation) order and only sorts
+    -- within each answer, instead of hashing 3M (generation, document) groups.
+    SELECT DISTINCT ON (s.generation_id, ch.document_id) s.generation_id, ch.document_id, s.rank AS best_rank
     FROM generation_sources s JOIN chunks ch ON ch.id = s.chunk_id
-    GROUP BY s.generation_id, ch.document_id
+    ORDER BY s.generation_id, ch.document_id, s.rank
+), cites AS (
+    SELECT ch.document_id, sum(x.n) AS citations
+    FROM (SELECT chunk_id, count(*) AS n FROM generation_sources GROUP BY chunk_id) x
+    JOIN chunks ch ON ch.id = x.chunk_id
+    GROUP BY ch.document_id
 ), d AS (
     SELECT p.document_id,
-           sum(p.chunks_cited) AS citations,
            count(*) AS answers,
            avg(p.best_rank)::float8 AS mean_best_rank,
            sum(fb.score_sum) AS score_sum, sum(fb.scores) AS scores,
@@ -261,11 +268,12 @@ WITH fb AS (
 )
 SELECT d.document_id, col.name AS collection, doc.external_id, doc.version AS document_version,
        doc.title, doc.uri, doc.superseded_at IS NULL AS is_current,
-       d.citations, d.answers, d.mean_best_rank,
+       cites.citations, d.answers, d.mean_best_rank,
        d.score_sum::float8 / nullif(d.scores, 0) AS mean_feedback_score,
        d.scores AS feedback_scores,
        d.up::float8 / nullif(d.thumbs, 0) AS thumbs_up_share
 FROM d
+JOIN cites ON cites.document_id = d.document_id
 JOIN documents doc ON doc.id = d.document_id
 JOIN collections col ON col.id = doc.collection_id
 """,

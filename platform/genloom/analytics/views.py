@@ -12,7 +12,7 @@ VIEWS: dict[str, str] = {
     "v_template_stats": "the same figures per prompt template version",
     "v_daily": "per UTC day: generations, errors, active and new sessions, feedback, mean score",
     "v_model_daily": "per UTC day and model: generations, errors, mean latency, feedback on them, mean score",
-    "v_chunk_citations": "per cited chunk: citations, answers, mean rank, mean feedback of the answers citing it",
+    "v_chunk_citations": "per cited chunk: citations (answers citing it), mean rank, mean feedback of the answers citing it",
     "v_document_citations": "per cited document version: citations, answers, mean feedback of the answers citing it",
     "v_documents_never_cited": "current document versions no answer has cited",
     "v_feedback_explained": "why was this answer bad: feedback → generation → prompt → session → sources → model "
