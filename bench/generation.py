@@ -66,16 +66,18 @@ def plain_generate(backend, input_ids, new_tokens: int, batch: int) -> float:
 
 def genloom_calls(model_dir: str, collection: str, new_tokens: int, concurrency: int) -> tuple[float, list]:
     """Wall seconds for `concurrency` simultaneous logged calls, and their results."""
+    from genloom.api.app import api_engine
     from genloom.db.engine import session_scope
     from genloom.generation.backend import GenParams
     from genloom.generation.call import CallRequest, ask
 
+    engine = api_engine()  # the HTTP server's pool: one connection per concurrent call
     results: list = [None] * concurrency
     barrier = threading.Barrier(concurrency + 1)
 
     def one(i: int) -> None:
         barrier.wait()
-        with session_scope() as s:
+        with session_scope(engine) as s:
             results[i] = ask(s, CallRequest(question=QUESTION, collection=collection, model=model_dir, k=3,
                                             params=GenParams(max_new_tokens=new_tokens), user="bench"))
 

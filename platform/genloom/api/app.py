@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Optional
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
@@ -45,11 +46,40 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+_engines: dict[str, Any] = {}
+_engines_lock = threading.Lock()
+POOL_SIZE = 48  # above FastAPI's 40 worker threads: a request never waits for a connection
+
+
+def api_engine():
+    """An engine for the configured database with a pool sized for concurrent requests.
+
+    A logged call holds its connection from retrieval to commit (one transaction), so
+    while a model generates for 32 requests, 32 connections are in use; the default
+    pool (5 + 10 overflow) would make the rest wait and time out.
+    """
+    import sqlalchemy as sa
+
+    from genloom.db.engine import get_engine
+
+    base = get_engine()  # connects and migrates once, follows DATABASE_URL
+    url = base.url.render_as_string(hide_password=False)
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = sa.create_engine(
+                base.url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=16, pool_timeout=600,
+                connect_args={"connect_timeout": 10, "application_name": "genloom-api"},
+            )
+            _engines[url] = engine
+        return engine
+
+
 def db() -> Iterator[Session]:
     """One session per request; the endpoint opens the transaction (`with s.begin():`)."""
     from genloom.db.engine import sessionmaker_for
 
-    session = sessionmaker_for()()
+    session = sessionmaker_for(api_engine())()
     try:
         yield session
     finally:
@@ -188,7 +218,7 @@ def create_app() -> FastAPI:
                 label=body.label, comment=body.comment, user=body.user,
             )
             out = feedback_json(row)
-        return JSONResponse(status_code=201, content=json.loads(json.dumps(out, default=str)))
+        return JSONResponse(status_code=201, content=jsonable_encoder(out))
 
     @app.get("/v1/generations/{generation_id}")
     def generation(generation_id: int, session: DB):
@@ -250,7 +280,7 @@ def _stream(request, created: int):
 
     def work() -> None:
         try:
-            with session_scope() as s:
+            with session_scope(api_engine()) as s:
                 prepared = prepare(s, request)
                 events.put(("ready", prepared))
                 result = execute(s, prepared, on_text=lambda text: events.put(("text", text)))

@@ -19,7 +19,7 @@ ModelOption = Annotated[
     Optional[str],
     typer.Option(
         "--model", "-m",
-        help="extractive (no LM), a local Hugging Face model directory, or a registry model NAME[@V]. "
+        help="extractive (no LM), a local Hugging Face model directory, or a registry model NAME\\[@V]. "
         "Default: $GENLOOM_MODEL, else extractive.",
     ),
 ]
@@ -103,7 +103,7 @@ def ask(
     top_p: TopPOption = 1.0,
     seed: SeedOption = None,
     stop: StopOption = None,
-    template: Annotated[Optional[str], typer.Option("--template", help="Prompt template NAME[@V] (default: default).")] = None,
+    template: Annotated[Optional[str], typer.Option("--template", help="Prompt template NAME\\[@V] (default: default).")] = None,
     user: UserOption = None,
     no_stream: NoStreamOption = False,
     json_out: JsonOption = False,
