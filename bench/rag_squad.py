@@ -91,6 +91,33 @@ def load_squad(path: Path):
     return docs, questions
 
 
+def summarise(records: list[dict], args, *, ingest: dict | None) -> dict:
+    ok = [r for r in records if r["status"] == "ok"]
+    n = len(ok)
+    timings: dict[str, list[float]] = collections.defaultdict(list)
+    for r in ok:
+        for key, value in r["timings_ms"].items():
+            timings[key].append(value)
+    return {
+        "benchmark": "rag_squad",
+        "data": "SQuAD v1.1 dev, 2,067 paragraphs (one document each)",
+        "questions": len(records),
+        "seed": args.seed,
+        "k": args.k,
+        "backend": "extractive",
+        f"hit@{args.k}": round(sum(r["hit"] for r in ok) / n, 4),
+        "hit@1": round(sum(r["hit1"] for r in ok) / n, 4),
+        "exact_match": round(100 * sum(r["em"] for r in ok) / n, 2),
+        "f1": round(100 * sum(r["f1"] for r in ok) / n, 2),
+        "answer_recall": round(sum(r["recall"] for r in ok) / n, 4),
+        "errors": len(records) - n,
+        "latency_ms_median": {k: round(statistics.median(v), 1) for k, v in timings.items()},
+        "latency_ms_p95": {k: round(sorted(v)[int(0.95 * (len(v) - 1))], 1) for k, v in timings.items()},
+        "ingest": ingest,
+        "machine": f"{host_platform.machine()}, {__import__('os').cpu_count()} cores, no GPU",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -99,7 +126,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--shard", default="0/1", help="I/N: ask every N-th question of the sample from the I-th "
+                        "(run N processes, then --merge their --records)")
+    parser.add_argument("--records", type=Path, help="append one JSON line per question here")
+    parser.add_argument("--merge", type=Path, nargs="*", help="only report from these --records files")
     args = parser.parse_args()
+    if args.merge:
+        records = [json.loads(line) for path in args.merge for line in path.read_text().splitlines() if line.strip()]
+        print(json.dumps(summarise(records, args, ingest=None), indent=2))
+        return
 
     from genloom.db.engine import session_scope
     from genloom.generation.backend import GenParams
@@ -118,51 +153,37 @@ def main() -> None:
           f"in {ingest_seconds:.1f} s", file=sys.stderr)
 
     sample = random.Random(args.seed).sample(questions, args.n)
-    hits1 = hits = em = f1 = recall = 0.0
-    timings = collections.defaultdict(list)
-    errors = 0
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    records = []
     ask_started = time.perf_counter()
-    for i, (qid, question, answers, gold) in enumerate(sample):
+    out_file = args.records.open("a") if args.records else None
+    for i, (qid, question, answers, gold) in enumerate(sample[shard::shards]):
         with session_scope() as s:
             out = ask(s, CallRequest(question=question, collection=args.collection, model="extractive", k=args.k,
                                      params=GenParams(max_new_tokens=args.max_new_tokens), user="bench-squad"))
-        if out.status != "ok":
-            errors += 1
-            continue
-        source_docs = [src.doc_id for src in out.sources]
-        hits += gold in source_docs
-        hits1 += bool(source_docs) and source_docs[0] == gold
-        answer = _CITATION.sub("", out.answer)
-        em += metric_max_over_ground_truths(exact_match_score, answer, answers)
-        f1 += metric_max_over_ground_truths(f1_score, answer, answers)
-        norm = f" {normalize_answer(answer)} "
-        recall += any(f" {normalize_answer(a)} " in norm for a in answers)
-        for key, value in out.timings_ms.items():
-            timings[key].append(value)
+        record = {"id": qid, "status": out.status}
+        if out.status == "ok":
+            source_docs = [src.doc_id for src in out.sources]
+            answer = _CITATION.sub("", out.answer)
+            norm = f" {normalize_answer(answer)} "
+            record.update(
+                hit=gold in source_docs,
+                hit1=bool(source_docs) and source_docs[0] == gold,
+                em=metric_max_over_ground_truths(exact_match_score, answer, answers),
+                f1=metric_max_over_ground_truths(f1_score, answer, answers),
+                recall=any(f" {normalize_answer(a)} " in norm for a in answers),
+                timings_ms=out.timings_ms,
+            )
+        records.append(record)
+        if out_file:
+            out_file.write(json.dumps(record) + "\n")
+            out_file.flush()
         if (i + 1) % 50 == 0:
-            print(f"{i + 1}/{len(sample)} hit@{args.k} {hits / (i + 1):.3f} F1 {f1 / (i + 1):.3f}", file=sys.stderr)
-    n = len(sample)
-    report = {
-        "benchmark": "rag_squad",
-        "data": "SQuAD v1.1 dev",
-        "paragraphs": len(docs),
-        "chunks": result.chunks,
-        "questions": n,
-        "seed": args.seed,
-        "k": args.k,
-        "backend": "extractive",
-        f"hit@{args.k}": round(hits / n, 4),
-        "hit@1": round(hits1 / n, 4),
-        "exact_match": round(100 * em / n, 2),
-        "f1": round(100 * f1 / n, 2),
-        "answer_recall": round(recall / n, 4),
-        "errors": errors,
-        "latency_ms_median": {k: round(statistics.median(v), 1) for k, v in timings.items()},
-        "latency_ms_p95": {k: round(sorted(v)[int(0.95 * (len(v) - 1))], 1) for k, v in timings.items()},
-        "ingest_seconds": round(ingest_seconds, 1),
-        "ask_seconds": round(time.perf_counter() - ask_started, 1),
-        "machine": f"{host_platform.machine()}, {__import__('os').cpu_count()} cores, no GPU",
-    }
+            done = [r for r in records if r["status"] == "ok"]
+            print(f"{i + 1} hit@{args.k} {sum(r['hit'] for r in done) / len(done):.3f} "
+                  f"F1 {sum(r['f1'] for r in done) / len(done):.3f}", file=sys.stderr)
+    report = summarise(records, args, ingest={"chunks": result.chunks, "seconds": round(ingest_seconds, 1)})
+    report["ask_seconds"] = round(time.perf_counter() - ask_started, 1)
     print(json.dumps(report, indent=2))
 
 
