@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--conditional", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--time-budget", type=float, default=0, help="stop training after this many seconds (0: none)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", default="gan_mnist_samples.png")
     parser.add_argument("--mnist", default=str(REPO.parent / "shared" / "data" / "mnist"))
@@ -48,7 +49,7 @@ def main() -> None:
     from genloom.training.trainer import train
 
     import_mnist(Path(args.mnist), "mnist")
-    opts = TrainOptions(dataset="mnist", steps=args.steps, batch_size=args.batch_size, device=args.device,
+    opts = TrainOptions(time_budget=args.time_budget, dataset="mnist", steps=args.steps, batch_size=args.batch_size, device=args.device,
                         conditional=args.conditional, name="bench-gan-mnist",
                         hparams={"loss": args.loss, "channels": str(args.channels)})
     t0 = time.perf_counter()

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--time-budget", type=float, default=0, help="stop training after this many seconds (0: none)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--mnist", default=str(REPO.parent / "shared" / "data" / "mnist"))
     args = parser.parse_args()
@@ -54,7 +55,7 @@ def main() -> None:
     t0 = time.perf_counter()
     imported = import_mnist(Path(args.mnist), "mnist")
     import_s = time.perf_counter() - t0
-    opts = TrainOptions(dataset="mnist", steps=args.steps, epochs=args.epochs if args.steps is None else None,
+    opts = TrainOptions(time_budget=args.time_budget, dataset="mnist", steps=args.steps, epochs=args.epochs if args.steps is None else None,
                         batch_size=args.batch_size, lr=args.lr, device=args.device, name="bench-vae-mnist",
                         eval_every=0, hparams={"latent_dim": str(args.latent_dim), "channels": str(args.channels)})
     if opts.steps is None and opts.epochs is None:

@@ -40,10 +40,11 @@ class TrainOptions:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     patience: int = 0  # early stopping: evaluations without improvement before stopping; 0: off
     log_every: int = 0  # steps between metric rows; 0: about 100 per run
+    time_budget: float = 0  # seconds of training after which the run stops and registers; 0: none
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)  # the architecture's --set keys
 
 
-FRAMEWORK_KEYS = ("warmup", "lr_schedule", "min_lr_ratio", "grad_clip", "patience", "log_every")
+FRAMEWORK_KEYS = ("warmup", "lr_schedule", "min_lr_ratio", "grad_clip", "patience", "log_every", "time_budget")
 
 
 @dataclasses.dataclass

@@ -391,6 +391,8 @@ def train(
                             log_metrics(s, run_id, last_metrics, step=step)
                     sums, count = {}, 0
                     tick, tick_step = now, step
+                    if opts.time_budget and _broadcast(now - started > opts.time_budget, world_size):
+                        stopped_early = True  # the budget is spent: register what we have
                 if bar:
                     bar.update(step, metrics)
                 if step % opts.eval_every == 0 and step < opts.steps:
