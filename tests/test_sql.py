@@ -10,11 +10,29 @@ import sqlalchemy as sa
 from genloom.errors import BadInput, DatabaseError
 
 
+@pytest.fixture(scope="module")
+def sql_db(pg_server):
+    """One database for the module: every test here only reads (and checks nothing changed);
+    a database per test costs seconds on a busy machine."""
+    import psycopg
+
+    from conftest import _create_database, _drop_database
+
+    name, url = _create_database(pg_server)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO sessions (user_id) SELECT 'u' || g FROM generate_series(1, 5) g")
+    yield url
+    _drop_database(pg_server, name)
+
+
 @pytest.fixture
-def seeded(engine):
-    with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO sessions (user_id) SELECT 'u' || g FROM generate_series(1, 5) g"))
-    return engine
+def seeded(sql_db, monkeypatch):
+    from genloom.db.engine import get_engine, reset_engines
+
+    monkeypatch.setenv("DATABASE_URL", sql_db)
+    reset_engines()
+    yield get_engine()
+    reset_engines()
 
 
 def count_sessions(engine) -> int:
@@ -31,7 +49,8 @@ def test_runs_as_the_reader_login_itself(seeded):
     assert result.rows == [("genloom_reader", "genloom_reader", "on")]
 
 
-def test_reader_role_is_unprivileged(engine):
+def test_reader_role_is_unprivileged(seeded):
+    engine = seeded
     with engine.connect() as conn:
         role = conn.execute(sa.text(
             "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolcanlogin, "
@@ -191,11 +210,11 @@ def test_cli_refusal_is_one_line_and_nothing_changes(cli, seeded):
     assert count_sessions(seeded) == 5
 
 
-def test_a_privileged_readonly_url_is_refused(seeded, monkeypatch, db_url):
+def test_a_privileged_readonly_url_is_refused(seeded, monkeypatch, sql_db):
     from genloom.analytics.sql import run_sql
 
     # Pointing GENLOOM_READONLY_URL at the superuser must fail closed, not run.
-    monkeypatch.setenv("GENLOOM_READONLY_URL", db_url)
+    monkeypatch.setenv("GENLOOM_READONLY_URL", sql_db)
     with pytest.raises(DatabaseError, match="not read-only .*superuser"):
         run_sql("SELECT 1")
 
