@@ -30,9 +30,38 @@ window.addEventListener('load', function () {
 """
 
 
+@pytest.fixture(scope="module")
+def loaded_db(pg_server):
+    """One database with the analytics fixture for the tests that only read it."""
+    from sqlalchemy.orm import Session
+
+    from conftest import _create_database, _drop_database
+    from genloom.db.engine import get_engine, reset_engines
+
+    name, url = _create_database(pg_server)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABASE_URL", url)
+        reset_engines()
+        with Session(get_engine()) as s:
+            analytics_data.load(s)
+        reset_engines()
+    yield url
+    reset_engines()
+    _drop_database(pg_server, name)
+
+
 @pytest.fixture
-def report_with_data(session, cli, tmp_path):
-    analytics_data.load(session)
+def loaded(loaded_db, monkeypatch):
+    from genloom.db.engine import reset_engines
+
+    monkeypatch.setenv("DATABASE_URL", loaded_db)
+    reset_engines()
+    yield loaded_db
+    reset_engines()
+
+
+@pytest.fixture
+def report_with_data(loaded, cli, tmp_path):
     out = tmp_path / "report.html"
     result = cli("report", "--out", out, "--json")
     assert result.exit_code == 0, result.stderr
@@ -52,8 +81,7 @@ def test_report_contains_every_plot_as_an_embedded_png(report_with_data):
     assert "gpt@1" in page and "ds@2" in page and "Doc three" in page  # model table, datasets, never-cited
 
 
-def test_report_since_filters_the_period(session, cli, tmp_path):
-    analytics_data.load(session)
+def test_report_since_filters_the_period(loaded, cli, tmp_path):
     out = tmp_path / "r.html"
     result = cli("report", "--out", out, "--since", "2030-01-01", "--json")
     assert result.exit_code == 0
@@ -104,11 +132,10 @@ def test_report_renders_in_a_real_browser(report_with_data, browser, tmp_path):
     assert shot.exists() and shot.stat().st_size > 50_000
 
 
-def test_demo_step_writes_the_report_and_is_rerunnable(session, tmp_path, capsys):
+def test_demo_step_writes_the_report_and_is_rerunnable(loaded, tmp_path, capsys):
     from genloom.demo_steps import DemoContext
     from genloom.demo_steps import analytics as step
 
-    analytics_data.load(session)
     ctx = DemoContext(out_dir=tmp_path, quick=True)
     for _ in range(2):  # idempotent: the second run rewrites the same file
         result = step.run(ctx)
