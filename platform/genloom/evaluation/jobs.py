@@ -310,7 +310,7 @@ def causal_lm_nll(net, tokenizer, text: str, device: str) -> tuple[float, int]:
 
 
 def eval_utility_job(synthetic_ref: str, real_ref: str, *, epochs: float | None = None, seed: int = 0,
-                     device: str = "auto", progress: bool = True) -> dict[str, Any]:
+                     device: str = "auto", progress: bool = True, compare_real: bool = True) -> dict[str, Any]:
     """Train on synthetic (origin = synthetic items of the version's train split), test on
     real (the real version's test split); next to train-on-real with the same classifier
     and budget (Esteban et al. 2017's TSTR/TRTR)."""
@@ -347,7 +347,7 @@ def eval_utility_job(synthetic_ref: str, real_ref: str, *, epochs: float | None 
         tstr, _, _ = fit_classifier(sx, sy, num_classes=len(labels), cfg=cfg, device=device,
                                     title=f"train on {syn.ref} (synthetic)", progress=progress)
         metrics = {"tstr_accuracy": accuracy(tstr, tx.to(device), ty.to(device)), "synthetic_train_items": float(len(sx))}
-        if rx is not None and len(rx):
+        if compare_real and rx is not None and len(rx):
             trtr, _, _ = fit_classifier(rx, ry, num_classes=len(labels), cfg=cfg, device=device,
                                         title=f"train on {real.ref} (real)", progress=progress)
             metrics["trtr_accuracy"] = accuracy(trtr, tx.to(device), ty.to(device))
