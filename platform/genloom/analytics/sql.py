@@ -205,6 +205,8 @@ def _translate(exc: Exception, query: str, timeout_s: float) -> Exception:
 
     if not isinstance(exc, psycopg.Error):
         return exc
+    if "COPY cannot be used" in str(exc):
+        return BadInput("COPY is not supported by genloom sql: SELECT the rows and add --csv")
     diag = exc.diag
     message = diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, psycopg.errors.QueryCanceled):
