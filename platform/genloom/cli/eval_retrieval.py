@@ -27,8 +27,9 @@ def retrieval(
     """Evaluate retrieval on a BEIR dataset (ingesting its corpus first if the collection lacks it)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from genloom.retrieval.beir import evaluate
+    from genloom.retrieval.beir import beir_paths, evaluate
 
+    beir_paths(beir, split)  # a wrong folder or split fails here, before any progress bar
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     if not mode_list:
         raise BadInput("--modes is empty; use e.g. bm25,vector,hybrid")
