@@ -1,6 +1,6 @@
 """Diffusion through the shared commands, on `digits`: train, sample (DDPM/DDIM), guidance, prompts, bad input.
 
-One text-conditioned model is trained once for the module (about 400 steps of a small
+One text-conditioned model is trained once for the module (300 steps of a small
 U-Net: long enough that prompts really steer samples) in a database of the module's own.
 """
 
@@ -52,7 +52,7 @@ def trained(diffusion_db):
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["train", "diffusion", "--dataset", "digits", "--text-conditional", "--steps", "400",
+        code = main(["train", "diffusion", "--dataset", "digits", "--text-conditional", "--steps", "300",
                      "--batch-size", "128", "--lr", "2e-3", "--name", "tdiff", "--seed", "0",
                      "--set", "base_channels=32", "--set", "channel_mults=1,2", "--set", "attention=false",
                      "--set", "ema_decay=0.995", "--json"])

@@ -76,7 +76,6 @@ def save_hf(net, tokenizer, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     hf_tok = to_transformers(tokenizer)
-    hf_tok.model_max_length = net.config.block_size
     hf_tok.save_pretrained(directory)
     return directory
 
