@@ -92,6 +92,7 @@ def load(session) -> dict[str, int]:
     for step, value in [(1, 3.0), (2, 2.0), (3, 1.0)]:
         add(Metric(run_id=r1.id, step=step, name="loss", value=value))
     add(Metric(run_id=r1.id, step=None, name="val_loss", value=1.5))
+    add(Metric(run_id=r1.id, step=3, name="lr", value=0.001))  # bookkeeping: never on a leaderboard
     # R2 (vae): loss 5 then 4.
     for step, value in [(1, 5.0), (2, 4.0)]:
         add(Metric(run_id=r2.id, step=step, name="loss", value=value))

@@ -225,7 +225,7 @@ def test_runs_final_metrics_and_leaderboard(rsession, rdata):
     assert finals[(rdata["R1"], "loss")] == 1.0  # the last step
     assert finals[(rdata["R1"], "val_loss")] == 1.5  # the step-NULL row
     runs = {r["run_id"]: r for r in rows(rsession, "SELECT * FROM v_runs")}
-    assert runs[rdata["R1"]]["final_metrics"] == {"loss": 1.0, "val_loss": 1.5}
+    assert runs[rdata["R1"]]["final_metrics"] == {"loss": 1.0, "val_loss": 1.5, "lr": 0.001}
     assert runs[rdata["R1"]]["model_ref"] == "gpt@1" and runs[rdata["R1"]]["input_dataset"] == "ds@1"
     assert runs[rdata["R1"]]["duration_s"] == pytest.approx(300.0)
     assert runs[rdata["R3"]]["output_dataset"] == "synth@1"

@@ -491,10 +491,12 @@ WITH latest AS (
     SELECT DISTINCT ON (fm.input_version_id, fm.metric, fm.model_id)
            fm.dataset, fm.dataset_ref, fm.input_version_id, fm.metric, fm.model_id, fm.model_ref,
            fm.architecture, fm.run_id, fm.kind AS run_kind, fm.value, fm.finished_at,
-           fm.metric ~* '(loss|fid|kid|nll|elbo|error|perplexity|ppl|mse|mae|rmse|bpd|distance|latency|_ms$)'
+           fm.metric ~* '(loss|fid|kid|nll|elbo|error|perplexity|ppl|mse|mae|rmse|bpd|bpc|distance|latency|_ms$)'
                AS lower_is_better
     FROM v_run_final_metrics fm
     WHERE fm.status = 'succeeded' AND fm.model_id IS NOT NULL AND fm.input_version_id IS NOT NULL
+      -- Training bookkeeping is not a score to rank models by.
+      AND fm.metric !~* '^(lr|learning_rate|grad_norm|.*per_s|.*_seconds|seconds|epoch|step|steps|ema_decay)$'
     ORDER BY fm.input_version_id, fm.metric, fm.model_id, fm.finished_at DESC NULLS LAST, fm.run_id DESC
 )
 SELECT dataset, dataset_ref, metric,

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import html
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -172,6 +173,7 @@ def _usage(session, plt, since, plots, missing) -> str:
     from matplotlib.ticker import MaxNLocator
 
     axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylim(bottom=0)
     for ax in axes:
         # Whole days on the axis: hourly ticks between two daily points mean nothing.
         if (days[-1] - days[0]).days <= 14:
@@ -215,13 +217,16 @@ def _latency(session, plt, since, plots, missing) -> str:
         else:
             # Log-spaced bins: latencies span orders of magnitude (cache hits vs cold loads).
             lo, hi = values_all.min(), values_all.max()
-            bins = np.geomspace(lo, hi * 1.0001, 30) if hi > lo * 1.5 else 20
+            # A narrow range (or a single call) gets linear bins around it, not a degenerate axis.
+            bins = np.geomspace(lo, hi * 1.0001, 30) if hi > lo * 1.5 else np.linspace(lo * 0.9, hi * 1.1 + 1e-9, 21)
             for i, model in enumerate(models):
                 values = [r[column] for r in rows if r["model_name"] == model and r[column] is not None and r[column] > 0]
                 if values:
                     ax.hist(values, bins=bins, alpha=0.6, label=model, color=PALETTE[i % len(PALETTE)])
-            if not isinstance(bins, int):
+            if hi > lo * 1.5:
                 ax.set_xscale("log")
+            else:
+                ax.ticklabel_format(axis="x", style="plain", useOffset=False)
             p50, p95 = np.percentile(values_all, [50, 95])
             ax.axvline(p50, color="#333", linestyle="--", linewidth=1)
             ax.axvline(p95, color="#D55E00", linestyle=":", linewidth=1.2)
@@ -340,21 +345,46 @@ def decode_image(payload: bytes, shape: list[int] | None, dtype: str | None) -> 
 
 
 def _samples(session, plt, plots, missing) -> str:
-    latest = _rows(
+    # Per model: the synthetic image items of its latest sampling run when it stored them
+    # (`genloom sample … --store`), else the PNG grid its latest sampling run wrote, if
+    # that file is on this machine.
+    stored = _rows(
         session,
         """SELECT DISTINCT ON (i.model_id) i.model_id, i.run_id, m.name || '@' || m.version AS model_ref,
-                  m.architecture, r.finished_at
-           FROM items i JOIN models m ON m.id = i.model_id LEFT JOIN runs r ON r.id = i.run_id
+                  m.architecture
+           FROM items i JOIN models m ON m.id = i.model_id
            WHERE i.origin = 'synthetic' AND i.modality = 'image'
            ORDER BY i.model_id, i.run_id DESC NULLS LAST, i.id DESC""",
     )
-    if not latest:
-        missing["samples"] = "no stored image samples: run `genloom sample MODEL --n 64 --store --into NAME`"
-        return _missing("No image model has stored samples yet "
+    grids = _rows(
+        session,
+        """SELECT DISTINCT ON (r.model_id) r.model_id, r.id AS run_id, m.name || '@' || m.version AS model_ref,
+                  m.architecture, r.summary ->> 'out' AS out
+           FROM runs r JOIN models m ON m.id = r.model_id
+           WHERE r.kind = 'sample' AND r.status = 'succeeded' AND r.summary ->> 'out' ILIKE '%.png'
+           ORDER BY r.model_id, r.started_at DESC, r.id DESC""",
+    )
+    entries = {e["model_id"]: {**e, "source": "items"} for e in stored}
+    for g in grids:
+        if g["model_id"] not in entries and g["out"] and Path(g["out"]).is_file():
+            entries[g["model_id"]] = {**g, "source": "file"}
+    if not entries:
+        missing["samples"] = "no image samples: run `genloom sample MODEL --n 64 --store --into NAME`"
+        return _missing("No image model has samples yet "
                         "(<code>genloom sample demo-vae --n 64 --store --into digits-synthetic</code>).")
-    latest = sorted(latest, key=lambda r: r["model_ref"])[:MAX_SAMPLE_MODELS]
     body = '<div class="grid-row">'
-    for k, entry in enumerate(latest):
+    for k, entry in enumerate(sorted(entries.values(), key=lambda e: e["model_ref"])[:MAX_SAMPLE_MODELS]):
+        title = f"{entry['model_ref']} ({entry['architecture']}) · run {entry['run_id']}"
+        plot_id = f"plot-samples-{k}"
+        if entry["source"] == "file":
+            data = Path(entry["out"]).read_bytes()
+            if data[:8] != b"\x89PNG\r\n\x1a\n":
+                continue
+            plots.append(plot_id)
+            body += (f'<figure><img id="{plot_id}" class="plot sample" alt="latest samples of {html.escape(entry["model_ref"])}" '
+                     f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+                     f"<figcaption>{html.escape(title)} (grid written by the run)</figcaption></figure>")
+            continue
         items = _rows(
             session,
             """SELECT payload, shape, dtype, label FROM items
@@ -373,14 +403,13 @@ def _samples(session, plt, plots, missing) -> str:
             ax.axis("off")
         for ax, img in zip(axes.flat, images):
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        fig.suptitle(f"{entry['model_ref']} ({entry['architecture']}) · run {entry['run_id']}", fontsize=9)
-        plot_id = f"plot-samples-{k}"
+        fig.suptitle(title, fontsize=9)
         plots.append(plot_id)
         body += _img(plot_id, _png(fig), f"latest samples of {entry['model_ref']}")
     body += "</div>"
     if not any(p.startswith("plot-samples-") for p in plots):
-        missing["samples"] = "stored image samples could not be decoded (payload/shape/dtype)"
-        return _missing("Stored image samples exist but none could be decoded from payload, shape and dtype.")
+        missing["samples"] = "image samples could not be decoded (payload/shape/dtype, or the grid PNG)"
+        return _missing("Image samples exist but none could be decoded from payload, shape and dtype.")
     return body
 
 
@@ -406,7 +435,7 @@ def _leaderboards(session, plt, plots, missing) -> str:
         labels = [b["model_ref"] for b in board][::-1]
         values = [b["value"] for b in board][::-1]
         colors = [PALETTE[2] if b["rank"] == 1 else PALETTE[0] for b in board][::-1]
-        ax.barh(labels, values, color=colors)
+        ax.barh(labels, values, color=colors, height=0.6)
         arrow = "higher is better" if board[0]["higher_is_better"] else "lower is better"
         ax.set_title(f"{dataset} · {metric} ({arrow})", fontsize=9)
         for y, v in enumerate(values):
@@ -459,7 +488,8 @@ header h1{margin:0;font-size:22px} header p{margin:4px 0 0;opacity:.8;font-size:
 main{max-width:1280px;margin:0 auto;padding:8px 32px 40px}
 section{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:14px 22px;margin:18px 0}
 h2{font-size:17px;margin:4px 0 10px;color:#16324f} h3{font-size:14px;margin:14px 0 6px;color:#444}
-figure{margin:6px 0} img.plot{max-width:100%;height:auto}
+figure{margin:6px 0} img.plot{max-width:100%;height:auto} img.sample{max-width:340px;image-rendering:pixelated}
+figcaption{font-size:12px;color:#555}
 .grid-row{display:flex;flex-wrap:wrap;gap:10px} .grid-row figure{margin:0}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{background:#eef3f8;border-radius:6px;padding:10px 16px;min-width:92px}

@@ -125,7 +125,7 @@ def render_summary(data: dict[str, Any], console) -> None:
 
     if data["models"]:
         table = Table(title="per model (v_model_stats)", header_style="bold cyan", title_justify="left")
-        for name in ("model", "gens", "errors", "feedback", "score", "up %", "p50 ms", "p95 ms", "tok/s"):
+        for name in ("model", "gens", "err", "rated", "score", "up", "p50 ms", "p95 ms", "tok/s"):
             if name == "model":
                 table.add_column(name, min_width=12, overflow="fold")
             else:
