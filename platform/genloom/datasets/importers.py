@@ -96,6 +96,9 @@ def store_import(name: str, modality: str, specs: list, splits: list[str], *, pa
             by_split[split] += 1
     with tracked_run("import", params={**params, "name": name}) as run:
         with session_scope() as s:
+            # The same lock create_version takes, held from the check on: two concurrent imports
+            # of one source make one version, not two.
+            s.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("genloom.datasets." + name))))
             latest = s.execute(
                 sa.select(DatasetVersion).join(Dataset).where(Dataset.name == name, DatasetVersion.sealed)
                 .order_by(DatasetVersion.version.desc()).limit(1)

@@ -437,7 +437,8 @@ def stream_batches(
     raw = (engine or get_engine()).raw_connection()
     try:
         conn = raw.driver_connection
-        with conn.cursor(name=f"genloom_stream_{version_id}_{split}") as cur:
+        # binary: bytea arrives as raw bytes instead of hex text (half the bytes, no parsing).
+        with conn.cursor(name=f"genloom_stream_{version_id}_{split}", binary=True) as cur:
             # itersize: rows per network round trip; a few batches amortises latency.
             cur.itersize = fetch_rows or max(batch_size * 4, 512)
             cur.execute(_STREAM_SQL.format(order=order), params)
