@@ -23,8 +23,6 @@ Five slots are filled in Python before binding, each from a fixed set of strings
 
 from __future__ import annotations
 
-import dataclasses
-
 HYBRID_SQL = """
 WITH
 -- BM25 (Okapi): idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)),
@@ -120,14 +118,6 @@ LIMIT :k
 BM25_FILTER_JOIN = """JOIN retrieval_chunks frc ON frc.chunk_id = p.chunk_id
         JOIN documents fd ON fd.id = frc.document_id AND fd.metadata @> CAST(:where AS jsonb)"""
 VECTOR_FILTER_JOIN = """JOIN documents fd ON fd.id = rc.document_id AND fd.metadata @> CAST(:where AS jsonb)"""
-
-
-@dataclasses.dataclass(frozen=True)
-class FusionConfig:
-    fusion: str = "rrf"  # 'rrf' or 'weighted'
-    rrf_k: int = 60  # RRF's constant from Cormack et al. (2009)
-    bm25_weight: float = 0.5  # for 'weighted': share of the normalised BM25 score
-    depth: int | None = None  # candidates per branch; None: max(100, k), 3x that by document
 
 
 def render_sql(*, dim: int | None, model_id: int | None, current_only: bool, filtered: bool) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from genloom.errors import BadInput
 from genloom.retrieval.collections import get_collection
-from genloom.retrieval.hybrid import FusionConfig, render_sql
+from genloom.retrieval.hybrid import render_sql
 from genloom.retrieval.vector import HnswConfig, model_for_collection, vector_literal
 
 MODES = ("hybrid", "bm25", "vector")
@@ -161,7 +161,7 @@ def search(
     ]
 
 
-__all__ = ["SearchHit", "search", "MODES", "FUSIONS", "FusionConfig"]
+__all__ = ["SearchHit", "search", "search_many", "MODES", "FUSIONS"]
 
 
 def search_many(
