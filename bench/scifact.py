@@ -3,7 +3,7 @@
     python bench/scifact.py [--tune]           # needs ../shared/data/scifact
 
 Without --tune this is `genloom eval retrieval --beir ../shared/data/scifact --json`
-(RRF k=60), plus the chosen weighted fusion. With --tune it first grid-searches the
+(RRF k=60). With --tune it grid-searches the
 fusion (RRF constant, weighted BM25 share, branch depth) on the 809 *train* queries —
 each branch's ranked chunks fetched once per query through `search()`, the fusion
 replayed in Python exactly as HYBRID_SQL computes it — and then evaluates the best
@@ -84,22 +84,23 @@ def main() -> None:
     from genloom.retrieval.beir import evaluate
 
     out: dict = {}
-    if args.tune:
-        # Make sure the corpus is in (idempotent), then tune on train.
-        evaluate(SCIFACT, split="train", collection=args.collection, modes=["bm25"])
+    if not args.tune:
+        out["test_rrf"] = evaluate(SCIFACT, split="test", collection=args.collection)
+    else:
+        from ingest.loaders import LoadOptions
+        from ingest.pipeline import IngestOptions, ingest
+
+        ingest([SCIFACT], IngestOptions(collection=args.collection, load=LoadOptions(format="beir")))  # idempotent
         out["tuning"] = tune(args.collection)
         best = out["tuning"]["grid"][0]
-    else:
-        best = {"fusion": "weighted", "w": 0.3, "depth": 300}
-    out["test_rrf"] = evaluate(SCIFACT, split="test", collection=args.collection)
-    # depth: chunk candidates per branch, as in the SQL (the by-document default is 300).
-    options = {"fusion": best["fusion"], "depth": best["depth"]}
-    if best["fusion"] == "rrf":
-        options["rrf_k"] = best["rrf_k"]
-    else:
-        options["bm25_weight"] = best["w"]
-    out["test_tuned"] = {"config": options, **evaluate(SCIFACT, split="test", collection=args.collection,
-                                                        modes=["hybrid"], **options)}
+        # depth: chunk candidates per branch, as in the SQL (the by-document default is 300).
+        options = {"fusion": best["fusion"], "depth": best["depth"]}
+        if best["fusion"] == "rrf":
+            options["rrf_k"] = best["rrf_k"]
+        else:
+            options["bm25_weight"] = best["w"]
+        out["test_tuned"] = {"config": options, **evaluate(SCIFACT, split="test", collection=args.collection,
+                                                            modes=["hybrid"], **options)}
     print(json.dumps(out, indent=2))
 
 
