@@ -129,10 +129,19 @@ def main() -> None:
     parser.add_argument("--shard", default="0/1", help="I/N: ask every N-th question of the sample from the I-th "
                         "(run N processes, then --merge their --records)")
     parser.add_argument("--records", type=Path, help="append one JSON line per question here")
+    parser.add_argument("--reverse", action="store_true",
+                        help="walk the shard from its end (a second process on the same shard meets the first "
+                        "halfway; --merge keeps one record per question)")
     parser.add_argument("--merge", type=Path, nargs="*", help="only report from these --records files")
     args = parser.parse_args()
     if args.merge:
-        records = [json.loads(line) for path in args.merge for line in path.read_text().splitlines() if line.strip()]
+        by_id = {}
+        for path in args.merge:
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    by_id.setdefault(record["id"], record)
+        records = list(by_id.values())
         print(json.dumps(summarise(records, args, ingest=None), indent=2))
         return
 
@@ -157,7 +166,8 @@ def main() -> None:
     records = []
     ask_started = time.perf_counter()
     out_file = args.records.open("a") if args.records else None
-    for i, (qid, question, answers, gold) in enumerate(sample[shard::shards]):
+    todo = sample[shard::shards]
+    for i, (qid, question, answers, gold) in enumerate(reversed(todo) if args.reverse else todo):
         with session_scope() as s:
             out = ask(s, CallRequest(question=question, collection=args.collection, model="extractive", k=args.k,
                                      params=GenParams(max_new_tokens=args.max_new_tokens), user="bench-squad"))
