@@ -22,11 +22,11 @@ def _render(result: dict, title: str) -> None:
 
 @eval_app.command("model")
 def eval_model(
-    model: Annotated[str, typer.Argument(help="Model MODEL[@V] from the registry.")],
-    against: Annotated[str, typer.Option("--against", help="Real dataset NAME[@V] to compare with.")],
+    model: Annotated[str, typer.Argument(help="Model MODEL\\[@V] from the registry.")],
+    against: Annotated[str, typer.Option("--against", help="Real dataset NAME\\[@V] to compare with.")],
     split: Annotated[str, typer.Option("--split", help="Split of --against to compare with.")] = "test",
     n: Annotated[Optional[int], typer.Option("--n", help="Samples to draw (default: the split's size, at most 10,000).")] = None,
-    features: Annotated[Optional[str], typer.Option("--features", help="Feature network MODEL[@V] (default: the dataset's own, trained once if absent).")] = None,
+    features: Annotated[Optional[str], typer.Option("--features", help="Feature network MODEL\\[@V] (default: the dataset's own, trained once if absent).")] = None,
     anomaly_class: Annotated[Optional[str], typer.Option("--anomaly-class", help="VAE: AUROC of this held-out class against the others.")] = None,
     samples: Annotated[int, typer.Option("--samples", help="Text models: generations for distinct-n and memorisation.")] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -83,7 +83,7 @@ def eval_text(
 
 @eval_app.command("features")
 def eval_features(
-    dataset: Annotated[str, typer.Argument(help="Image dataset NAME[@V] to train the feature network on.")],
+    dataset: Annotated[str, typer.Argument(help="Image dataset NAME\\[@V] to train the feature network on.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Registry name (default features-DATASET).")] = None,
     epochs: Annotated[Optional[float], typer.Option("--epochs", help="Default: ~2 on MNIST-sized data, 15 on digits.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 128,

@@ -101,7 +101,7 @@ def leakage_job(dataset_ref: str, opts: DedupOptions | None = None, *, examples:
             split_of = {m.item_id: m.split for m in others}
             by_split = {sp: sum(1 for i in leaks if split_of[i] == sp) for sp in ("val", "test")}
             sizes = {sp: sum(1 for m in others if m.split == sp) for sp in ("val", "test")}
-            by_method: dict[str, int] = {}
+            by_method: dict[str, int] = {m: 0 for m in methods}
             for d in leaks.values():
                 key = "exact" if d.method == "normalized" else d.method
                 by_method[key] = by_method.get(key, 0) + 1
