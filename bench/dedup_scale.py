@@ -75,7 +75,7 @@ def phase_images(args) -> dict:
     store_s = time.perf_counter() - t
     if args.cold:
         with session_scope() as s:
-            eid = s.scalar(sa.text("SELECT id FROM item_embedders WHERE name = 'image:pixels-aligned:1x28x28'"))
+            eid = s.scalar(sa.text("SELECT id FROM item_embedders WHERE name LIKE 'image:pixels-aligned-%:1x28x28'"))
             if eid is not None:
                 s.execute(sa.text(f"DROP INDEX IF EXISTS {semantic.index_name(eid)}"))
                 s.execute(sa.text("DELETE FROM item_embeddings WHERE embedder_id = :e"), {"e": eid})

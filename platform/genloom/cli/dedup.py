@@ -14,7 +14,7 @@ def dedup(
     dataset: Annotated[Optional[str], typer.Argument(help="Dataset NAME\\[@V] (default: its latest sealed version).")] = None,
     collection: Annotated[Optional[str], typer.Option("--collection", help="Flag near-duplicate chunks of this collection instead.")] = None,
     method: Annotated[str, typer.Option("--method", help="exact | minhash (text) | semantic | all.")] = "all",
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Similarity in (0, 1]: Jaccard for minhash (default 0.8), cosine for semantic (text 0.95, pixels 0.995).")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Similarity in (0, 1]: Jaccard for minhash (default 0.8), cosine for semantic (text 0.95, pixels 0.997).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would be dropped; write no version.")] = False,
     leakage: Annotated[bool, typer.Option("--leakage", help="Report val/test items with a near-duplicate in train (writes no version).")] = False,
     embedder: Annotated[Optional[str], typer.Option("--embedder", help="Images, semantic method: pixels (aligned pixels, default) or features (the feature network).")] = None,

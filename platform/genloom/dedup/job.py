@@ -133,7 +133,7 @@ def prepare_embedder(session: Session, modality: str, opts: DedupOptions, info) 
     c, h, w = info.shape
     if kind == "pixels":
         dim = semantic.pixel_embedding(np.zeros((1, c, h, w), np.float32)).shape[1]
-        row = semantic.ensure_embedder(session, f"image:pixels-aligned:{c}x{h}x{w}", modality="image", dim=dim)
+        row = semantic.ensure_embedder(session, f"image:pixels-aligned-{dim}d:{c}x{h}x{w}", modality="image", dim=dim)
         return row, (lambda ms: semantic.pixel_embedding(np.stack([m.image for m in ms]))), "pixels"
     from genloom.evaluation.features import find_feature_network, load_feature_network, resolve_feature_network
 
