@@ -217,7 +217,7 @@ def find_resumable(session, arch: str, name: str) -> tuple[int, int]:
 
 def _plan(arch_cls, opts: TrainOptions, info, world_size: int, hp) -> None:
     """Fill the defaults that depend on the architecture and the data (in place)."""
-    opts.batch_size = opts.batch_size or arch_cls.default_batch_size
+    opts.batch_size = opts.batch_size if opts.batch_size is not None else arch_cls.default_batch_size
     opts.lr = opts.lr if opts.lr is not None else arch_cls.default_lr_for(hp)
     if opts.lr <= 0:
         raise BadInput(f"--lr must be positive (got {opts.lr})")
