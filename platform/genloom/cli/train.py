@@ -151,7 +151,7 @@ def models_list(json_out: JsonOption = False) -> None:
         return
     table = Table()
     for col in ("model", "architecture", "format", "size", "run", "dataset", "created"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("model", "dataset", "created"))
     for r in rows:
         table.add_row(r["model"], r["architecture"], r["format"], f"{r['size_bytes'] / 1e6:.2f} MB", str(r["run_id"]),
                       r["dataset"] or "-", r["created_at"].strftime("%Y-%m-%d %H:%M"))
