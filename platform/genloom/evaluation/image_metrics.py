@@ -20,6 +20,7 @@ maths is tested on its own.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 from scipy import linalg
@@ -60,11 +61,15 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        # A singular product (fewer samples than dims): add eps to the diagonals, as clean-fid does.
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    with warnings.catch_warnings():
+        # scipy warns on singular products (post-ReLU features have dead units); the
+        # fallback below is clean-fid's answer to exactly that, so the warning is noise.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
+        if not np.isfinite(covmean).all():
+            # A singular product (fewer samples than dims): add eps to the diagonals, as clean-fid does.
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
     if np.iscomplexobj(covmean):
         # Numerical error gives a tiny imaginary part; a large one means something is wrong.
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
