@@ -8,7 +8,6 @@ with an inter-process lock, so two processes starting at once end up on one serv
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from pathlib import Path
 
@@ -23,17 +22,20 @@ def data_dir() -> Path:
 
 
 def _check_home_writable(home: Path) -> None:
+    # access(2), not a probe file: concurrent starts (torchrun ranks, API threads) must not
+    # race on a shared file, and access() reports a read-only file system too.
     try:
         home.mkdir(parents=True, exist_ok=True)
-        # per process and thread: concurrent starts (torchrun ranks, API request threads) must not race
-        probe = home / f".write-test-{os.getpid()}-{threading.get_ident()}"
-        probe.write_text("ok")
-        probe.unlink()
     except OSError as exc:
-        raise ConfigError(
-            f"GENLOOM_HOME {home} is not writable ({exc.strerror or exc}); "
-            "point GENLOOM_HOME at a writable directory or set DATABASE_URL"
-        ) from None
+        reason = exc.strerror or str(exc)
+    else:
+        if os.access(home, os.W_OK | os.X_OK):
+            return
+        reason = "permission denied"
+    raise ConfigError(
+        f"GENLOOM_HOME {home} is not writable ({reason}); "
+        "point GENLOOM_HOME at a writable directory or set DATABASE_URL"
+    )
 
 
 def _pgserver():
@@ -62,12 +64,11 @@ def _running_uri(pgdata: Path) -> str | None:
 
 def start() -> str:
     """Start (or join) the embedded server; return a libpq URI for its `postgres` database."""
-    home = genloom_home()
-    _check_home_writable(home)
     pgdata = data_dir()
     uri = _running_uri(pgdata)
     if uri is not None:
         return uri
+    _check_home_writable(genloom_home())
     pgserver = _pgserver()
     try:
         # cleanup_mode=None: the server keeps running after this process exits,
