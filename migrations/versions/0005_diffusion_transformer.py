@@ -1,4 +1,5 @@
-"""diffusion transformer: issue 6: diffusion and transformer additions
+"""diffusion transformer: issue 6 needs no schema of its own (models, runs, items and metrics hold it all);
+kept as an empty revision so the chain that later migrations name stays linear.
 
 Revision ID: 0005
 Revises: 0004
