@@ -148,7 +148,10 @@ def _registry_backend(session, ref: str) -> Backend:
         raise NotFound(
             f"model {ref!r} is neither 'extractive', a local directory, nor a registry model: {exc}"
         ) from None
-    cached = _cache.get(("registry-id", str(model.id)))
+    # Ids are only unique within one database (tests, or DATABASE_URL changing in a long process),
+    # so the key also carries the model's identity and checkpoint hash.
+    key = ("registry-model", f"{model.id}:{model.name}@{model.version}:{model.sha256}")
+    cached = _cache.get(key)
     if cached is not None:
         return cached
     if model.format != "hf-tar":
@@ -158,7 +161,7 @@ def _registry_backend(session, ref: str) -> Backend:
         )
     directory = extract_registry_model(session, model)
     backend = load_hf_backend(directory, name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id)
-    _cache[("registry-id", str(model.id))] = backend
+    _cache[key] = backend
     return backend
 
 
