@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,6 +44,12 @@ def model_name(name: str | None = None) -> str:
     return str(model_path(name))
 
 
+# Hugging Face fast tokenizers are not thread-safe ("Already borrowed" under concurrent
+# calls), and the HTTP API serves requests from many threads: every use of the shared
+# model or its tokenizer goes through this lock. Encoding is compute-bound anyway.
+EMBEDDER_LOCK = threading.RLock()
+
+
 @functools.cache
 def get_embedder(name: str | None = None, device: str | None = None):
     """A cached SentenceTransformer on the best device (CUDA when there is one)."""
@@ -65,13 +72,14 @@ def get_embedder(name: str | None = None, device: str | None = None):
 def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64, show_progress: bool = False):
     """L2-normalised float32 embeddings, shape (len(texts), dim)."""
     model = get_embedder(name)
-    return model.encode(
-        texts,
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=show_progress,
-    )
+    with EMBEDDER_LOCK:
+        return model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
 
 
 def embedding_dim(name: str | None = None) -> int:

@@ -164,6 +164,7 @@ def test_concurrent_requests_are_each_logged(client, kb):
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(ask, questions))
+    assert all("generation_id" in r for r in results), [r for r in results if "generation_id" not in r]
     assert len({r["generation_id"] for r in results}) == 8 and len({r["session_id"] for r in results}) == 8
     assert counts(kb)["generations"] == 8
     with kb.connect() as conn:

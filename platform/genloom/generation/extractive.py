@@ -44,9 +44,12 @@ class ExtractiveBackend:
         return get_embedder()
 
     def count_tokens(self, text: str) -> int:
+        from ingest.embedding import EMBEDDER_LOCK
+
         tokenizer = self._embedder().tokenizer
         # verbose=False: prompts are longer than MiniLM's 256 positions, and that is fine for counting.
-        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        with EMBEDDER_LOCK:  # fast tokenizers are not thread-safe (API request threads)
+            return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def render(self, messages: list[dict[str, str]]) -> str:
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
@@ -61,7 +64,9 @@ class ExtractiveBackend:
         # The title gives a sentence its subject back ("It was completed in 1889" is about
         # the Eiffel Tower); the answer still quotes the sentence alone.
         texts = [f"{title}: {sentence}" if title else sentence for _, sentence, title in candidates]
-        vectors = self._embedder().encode([question] + texts, normalize_embeddings=True, convert_to_numpy=True)
+        from ingest.embedding import embed
+
+        vectors = embed([question] + texts)
         scores = vectors[1:] @ vectors[0]
         order = np.argsort(-scores, kind="stable")
         return [(float(scores[i]), candidates[i][0], candidates[i][1]) for i in order]
@@ -107,6 +112,9 @@ class ExtractiveBackend:
 
 
 def _truncate_tokens(backend: ExtractiveBackend, text: str, limit: int) -> str:
+    from ingest.embedding import EMBEDDER_LOCK
+
     tokenizer = backend._embedder().tokenizer
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
-    return tokenizer.decode(ids)
+    with EMBEDDER_LOCK:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
+        return tokenizer.decode(ids)
