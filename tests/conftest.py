@@ -8,6 +8,7 @@ tests never see each other's rows. No mocks: it is the real server.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -88,17 +89,31 @@ def _drop_database(server_uri: str, name: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-@pytest.fixture
-def db_url(pg_server, monkeypatch) -> str:
-    """A fresh, migrated database of its own; DATABASE_URL points at it for this test."""
+@contextlib.contextmanager
+def own_database(server_uri: str):
+    """A fresh, migrated database; DATABASE_URL points at it (and engines are reset) inside the block.
+
+    Tests take it per test through `db_url`; a module whose tests only read, or that trains a model
+    once, takes one for the whole module with a module-scoped fixture.
+    """
     from genloom.db.engine import reset_engines
 
-    name, url = _create_database(pg_server)
-    monkeypatch.setenv("DATABASE_URL", url)
-    reset_engines()
-    yield url
-    reset_engines()
-    _drop_database(pg_server, name)
+    name, url = _create_database(server_uri)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DATABASE_URL", url)
+            reset_engines()
+            yield url
+    finally:
+        reset_engines()
+        _drop_database(server_uri, name)
+
+
+@pytest.fixture
+def db_url(pg_server) -> str:
+    """A fresh, migrated database of its own; DATABASE_URL points at it for this test."""
+    with own_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,22 +20,16 @@ def data(engine, session):
 def shared_db(pg_server):
     """One database with the fixture for every read-only test here: creating a database
     per test costs seconds on a busy machine, and these tests only SELECT."""
-    from conftest import _create_database, _drop_database
-    from genloom.db.engine import reset_engines
     from sqlalchemy.orm import Session
 
-    name, url = _create_database(pg_server)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DATABASE_URL", url)
-        reset_engines()
-        from genloom.db.engine import get_engine
+    from conftest import own_database
+    from genloom.db.engine import get_engine, reset_engines
 
+    with own_database(pg_server) as url:
         with Session(get_engine()) as s:
             ids = analytics_data.load(s)
         reset_engines()
-    yield url, ids
-    reset_engines()
-    _drop_database(pg_server, name)
+        yield url, ids
 
 
 @pytest.fixture

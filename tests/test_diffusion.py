@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import _create_database, _drop_database
+from conftest import own_database
 
 PROMPTS = {  # several phrasings never used as training captions (see captions.TEMPLATES)
     "a handwritten seven": "7",
@@ -22,15 +22,8 @@ PROMPTS = {  # several phrasings never used as training captions (see captions.T
 
 @pytest.fixture(scope="module")
 def diffusion_db(pg_server):
-    from genloom.db.engine import reset_engines
-
-    name, url = _create_database(pg_server)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DATABASE_URL", url)
-        reset_engines()
+    with own_database(pg_server) as url:
         yield url
-        reset_engines()
-    _drop_database(pg_server, name)
 
 
 @pytest.fixture

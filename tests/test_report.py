@@ -35,19 +35,14 @@ def loaded_db(pg_server):
     """One database with the analytics fixture for the tests that only read it."""
     from sqlalchemy.orm import Session
 
-    from conftest import _create_database, _drop_database
+    from conftest import own_database
     from genloom.db.engine import get_engine, reset_engines
 
-    name, url = _create_database(pg_server)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DATABASE_URL", url)
-        reset_engines()
+    with own_database(pg_server) as url:
         with Session(get_engine()) as s:
             analytics_data.load(s)
         reset_engines()
-    yield url
-    reset_engines()
-    _drop_database(pg_server, name)
+        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from conftest import _create_database, _drop_database
+from conftest import own_database
 
 LINE = "To be, or not to be, that is the question.\n"
 TINY = dict(n_layer=2, n_head=2, n_embd=48, block_size=64)
@@ -23,18 +23,12 @@ def _sets(**kw) -> list[str]:
 def lm_db(pg_server, tmp_path_factory):
     """A database of the module's own with a text dataset `hamlet` (one document, ~1.7k chars)."""
     from genloom.datasets.importers import import_text
-    from genloom.db.engine import reset_engines
 
-    name, url = _create_database(pg_server)
     folder = tmp_path_factory.mktemp("lm")
     (folder / "hamlet.txt").write_text(LINE * 40)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DATABASE_URL", url)
-        reset_engines()
+    with own_database(pg_server) as url:
         import_text(folder / "hamlet.txt", "hamlet")
         yield url
-        reset_engines()
-    _drop_database(pg_server, name)
 
 
 @pytest.fixture
