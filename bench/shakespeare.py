@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
 sys.path.insert(0, str(REPO))
 
-DATA = REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+# GENLOOM_SHAKESPEARE points elsewhere (a GPU machine without ../shared, say).
+DATA = Path(os.environ.get("GENLOOM_SHAKESPEARE", REPO.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"))
 DATASET = "tinyshakespeare"
 
 

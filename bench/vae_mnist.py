@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--time-budget", type=float, default=0, help="stop training after this many seconds (0: none)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--name", default="bench-vae-mnist", help="model name (distinct names let runs go in parallel)")
     parser.add_argument("--mnist", default=str(REPO.parent / "shared" / "data" / "mnist"))
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL") and not os.environ.get("GENLOOM_HOME"):
@@ -56,7 +57,7 @@ def main() -> None:
     imported = import_mnist(Path(args.mnist), "mnist")
     import_s = time.perf_counter() - t0
     opts = TrainOptions(time_budget=args.time_budget, dataset="mnist", steps=args.steps, epochs=args.epochs if args.steps is None else None,
-                        batch_size=args.batch_size, lr=args.lr, device=args.device, name="bench-vae-mnist",
+                        batch_size=args.batch_size, lr=args.lr, device=args.device, name=args.name,
                         eval_every=0, hparams={"latent_dim": str(args.latent_dim), "channels": str(args.channels)})
     if opts.steps is None and opts.epochs is None:
         opts.epochs = 10
