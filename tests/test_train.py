@@ -289,3 +289,13 @@ def test_demo_step_trains_demo_vae_and_writes_a_grid(db_url, tmp_path):
     assert (tmp_path / "demo-vae-samples.png").stat().st_size > 0
     again = training.run(ctx)  # re-running is safe: same dataset version, a new model version
     assert again["dataset"] == "digits@1" and again["model"] == "demo-vae@2"
+
+
+def test_cuda_device_gets_the_index_set_device_needs():
+    # A bare 'cuda' made torch.cuda.set_device raise on the first GPU run; it must become cuda:LOCAL_RANK.
+    from genloom.training.trainer import _indexed_device
+
+    assert _indexed_device("cuda", 0) == "cuda:0"
+    assert _indexed_device("cuda", 3) == "cuda:3"  # torchrun rank 3 on a multi-GPU machine
+    assert _indexed_device("cuda:1", 0) == "cuda:1"  # an explicit --device keeps its index
+    assert _indexed_device("cpu", 2) == "cpu"

@@ -131,6 +131,11 @@ class TrainContext:
 # --------------------------------------------------------------------------- distributed set-up
 
 
+def _indexed_device(device: str, local_rank: int) -> str:
+    """'cuda' becomes 'cuda:LOCAL_RANK': torch.cuda.set_device needs an index, and each torchrun rank takes its own GPU."""
+    return f"cuda:{local_rank}" if device == "cuda" else device
+
+
 def _dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
@@ -280,9 +285,7 @@ def train(
 
     rank, world_size, local_rank = _dist_env()
     arch_cls, info, hp = prepare(arch_name, opts)
-    device = resolve_device(opts.device)
-    if device == "cuda" and world_size > 1:
-        device = f"cuda:{local_rank}"
+    device = _indexed_device(resolve_device(opts.device), local_rank)
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
