@@ -202,3 +202,83 @@ def test_mnist_idx_import(cli, tmp_path):
     assert shown["by_split"]["train"] + shown["by_split"]["val"] == 300
     r = cli("datasets", "import", "mnist", tmp_path, "--name", "nothing")
     assert r.exit_code == 1 and "has no train-images-idx3-ubyte.gz" in r.stderr
+
+
+def test_packed_shards_give_every_item_once_per_epoch_and_rebuild_identically(cli, engine, monkeypatch):
+    import threading
+
+    from genloom.datasets import shards
+    from genloom.datasets.store import describe_version, resolve_version, stream_batches
+    from genloom.db.engine import session_scope
+
+    monkeypatch.setattr(shards, "SHARD_BYTES", 64 * 100)  # 100 digits (8×8 bytes) per shard: 15 shards
+    _import_digits(cli)
+    with session_scope() as s:
+        info = describe_version(s, resolve_version(s, "digits"))
+    v = info.version_id
+
+    def epoch(**kw):
+        kw = dict(shuffle=True, seed=0, epoch=0, label_index=info.label_index()) | kw
+        return list(stream_batches(v, "train", 128, **kw))
+
+    batches = epoch()
+    with engine.connect() as conn:
+        packed = conn.execute(sa.text("SELECT count(*), sum(item_count), min(shape), max(shape) FROM dataset_shards "
+                                      "WHERE version_id = :v AND split = 'train'"), {"v": v}).one()
+        items = {r.id: r for r in conn.execute(sa.text(
+            "SELECT i.id, i.payload, i.label FROM dataset_members m JOIN items i ON i.id = m.item_id "
+            "WHERE m.version_id = :v AND m.split = 'train'"), {"v": v})}
+    assert tuple(packed) == (15, 1437, [1, 8, 8], [1, 8, 8])
+    assert [len(b) for b in batches] == [128] * 11 + [29]
+    order = [i for b in batches for i in b.item_ids]
+    assert sorted(order) == sorted(items)  # every train item exactly once
+    for b in batches:  # pixels, labels and class indices travel with their item
+        for item_id, x, label, y in zip(b.item_ids, b.x, b.labels, b.y.tolist()):
+            assert np.array_equal(np.rint(x.numpy() * 255).astype(np.uint8).ravel(), np.frombuffer(items[item_id].payload, np.uint8))
+            assert label == items[item_id].label and y == info.label_index()[label]
+    assert [i for b in epoch() for i in b.item_ids] == order  # same seed and epoch: same order
+    assert [i for b in epoch(epoch=1) for i in b.item_ids] != order
+    assert all(len(b) == 128 for b in epoch(drop_last=True))
+    ranks = [[i for b in epoch(rank=r, world_size=3) for i in b.item_ids] for r in range(3)]
+    assert sorted(sum(ranks, [])) == sorted(items) and max(map(len, ranks)) - min(map(len, ranks)) <= 1
+
+    # A cache: dropped, it is rebuilt the same (concurrent readers pack it once) and epochs repeat exactly.
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM dataset_shards"))
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            epoch()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [i for b in epoch() for i in b.item_ids] == order
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM dataset_shards")).scalar() == 15
+
+
+def test_unsealed_and_text_versions_stream_rows_without_packing(cli, engine, session, tmp_path):
+    from genloom.datasets.store import add_members, create_version, resolve_version, stream_batches
+
+    _import_digits(cli)
+    sealed = resolve_version(session, "digits@1")
+    draft = create_version(session, "digits")
+    ids = session.execute(sa.text("SELECT item_id, split FROM dataset_members WHERE version_id = :v"), {"v": sealed.id}).all()
+    add_members(session, draft, [(r.item_id, r.split) for r in ids])
+    session.commit()
+    assert sum(len(b) for b in stream_batches(draft.id, "train", 128, shuffle=True)) == 1437
+    paragraphs = [f"paragraph number {k}" for k in range(20)]
+    (tmp_path / "t.txt").write_text("\n\n".join(paragraphs))
+    assert cli("datasets", "import", "text", str(tmp_path / "t.txt"), "--name", "t", "--unit", "paragraph").exit_code == 0
+    texts = resolve_version(session, "t")
+    streamed = [t for b in stream_batches(texts.id, "train", 8, shuffle=True) for t in b.texts]
+    assert streamed and set(streamed) <= set(paragraphs)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM dataset_shards")).scalar() == 0

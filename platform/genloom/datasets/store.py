@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from genloom.datasets.shards import packable, shard_batches
 from genloom.db.models import Dataset, DatasetMember, DatasetVersion, Item, SPLITS
 from genloom.errors import BadInput, NotFound
 from genloom.refs import format_ref, parse_ref
@@ -419,12 +420,15 @@ def stream_batches(
     label_index: dict[str, int] | None = None,
     engine: Any = None,
     fetch_rows: int | None = None,
+    packed: bool = True,
 ) -> Iterator[Batch]:
-    """Yield batches of one split, streamed through a server-side (named) cursor.
+    """Yield batches of one split, streamed from Postgres; memory stays bounded whatever the dataset's size.
 
-    Memory stays at one fetch of rows whatever the dataset's size. Shuffling orders by
-    md5(sha256 || seed:epoch) in Postgres, so each epoch has its own reproducible order
-    without loading the ids; under DDP each rank keeps every world_size-th row.
+    Shuffled reads of a sealed image version (training) read packed shards
+    (genloom.datasets.shards: a seeded block shuffle, built on the first such read). Other
+    reads stream rows through a server-side (named) cursor; shuffled ones order by
+    md5(sha256 || seed:epoch) in Postgres. Under DDP each rank keeps every world_size-th item.
+    packed=False forces the row stream (benchmarks compare the two).
     """
     import torch
 
@@ -434,9 +438,14 @@ def stream_batches(
         raise BadInput(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     order = "md5(i.sha256 || %s)" if shuffle else "i.id"
     params: tuple[Any, ...] = (version_id, split) + ((f"{seed}:{epoch}",) if shuffle else ())
-    raw = (engine or get_engine()).raw_connection()
+    engine = engine or get_engine()
+    raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
+        if shuffle and packed and packable(conn, version_id, split):
+            yield from shard_batches(conn, version_id, split, batch_size, seed=seed, epoch=epoch, rank=rank,
+                                     world_size=world_size, drop_last=drop_last, label_index=label_index)
+            return
         # binary: bytea arrives as raw bytes instead of hex text (half the bytes, no parsing).
         with conn.cursor(name=f"genloom_stream_{version_id}_{split}", binary=True) as cur:
             # itersize: rows per network round trip; a few batches amortises latency.

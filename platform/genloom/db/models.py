@@ -327,6 +327,22 @@ class DatasetMember(Base):
     split: Mapped[str] = mapped_column(sa.Text)
 
 
+class DatasetShard(Base):
+    """A packed read cache of a sealed image version's split (genloom.datasets.shards); safe to delete."""
+
+    __tablename__ = "dataset_shards"
+
+    version_id: Mapped[int] = mapped_column(sa.ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True)
+    split: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    shard_no: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    item_count: Mapped[int] = mapped_column(sa.Integer)
+    shape: Mapped[list[int]] = mapped_column(ARRAY(sa.Integer))
+    item_ids: Mapped[list[int]] = mapped_column(ARRAY(sa.BigInteger))
+    labels: Mapped[list[Optional[str]]] = mapped_column(ARRAY(sa.Text))
+    payload: Mapped[bytes] = mapped_column(BYTEA, deferred=True)  # item_count images, uint8, back to back
+    created_at: Mapped[created_at]
+
+
 # --------------------------------------------------------------------------- work
 
 
