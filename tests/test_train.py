@@ -299,3 +299,78 @@ def test_cuda_device_gets_the_index_set_device_needs():
     assert _indexed_device("cuda", 3) == "cuda:3"  # torchrun rank 3 on a multi-GPU machine
     assert _indexed_device("cuda:1", 0) == "cuda:1"  # an explicit --device keeps its index
     assert _indexed_device("cpu", 2) == "cpu"
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_keep_best_registers_the_weights_of_the_best_validation_pass(digits, engine, monkeypatch, keep_best):
+    import io
+
+    import torch
+
+    from genloom.architectures.vae import VAE
+    from genloom.registry import load_checkpoint, resolve_model
+    from genloom.db.engine import session_scope
+    from genloom.training.options import TrainOptions
+    from genloom.training.trainer import train
+
+    # A scripted validation curve: passes at steps 2, 4, 6, then the final one (and a re-evaluation).
+    curve = iter([5.0, 1.0, 3.0, 6.0, 1.0])
+    weights_seen: list[dict] = []
+
+    def scripted_evaluate(self, source):
+        weights_seen.append({k: v.detach().clone() for k, v in self.net.state_dict().items()})
+        return {"val_neg_elbo": next(curve)}
+
+    monkeypatch.setattr(VAE, "evaluate", scripted_evaluate)
+    opts = TrainOptions(dataset="digits", steps=8, eval_every=2, batch_size=32, name="kb", keep_best=keep_best,
+                        hparams={"channels": "8", "latent_dim": "4"})
+    result = train("vae", opts, progress=False)
+    with session_scope() as s:
+        row = resolve_model(s, result.model)
+        registered = torch.load(io.BytesIO(load_checkpoint(s, row)), weights_only=True)
+        kept_step = row.metadata_["kept_step"]
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    if keep_best:  # the last weights (6.0) are worse than step 4's (1.0): step 4's are registered
+        assert kept_step == 4 and result.kept_step == 4 and len(weights_seen) == 5
+        assert same(registered, weights_seen[1]) and not same(registered, weights_seen[3])
+        assert result.metrics["val_neg_elbo"] == 1.0 and result.metrics["best_val_neg_elbo"] == 1.0
+    else:
+        assert kept_step == 8 and len(weights_seen) == 4
+        assert same(registered, weights_seen[3]) and not same(registered, weights_seen[1])
+
+
+def test_checkpoints_are_written_in_the_background_yet_never_lost_or_silently_failed(digits, engine, monkeypatch):
+    import time
+
+    from genloom.training import trainer
+    from genloom.training.options import TrainOptions
+
+    real_save = trainer._save_checkpoint
+
+    def slow_save(*args, **kwargs):  # a database slower than the training steps
+        time.sleep(0.5)
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", slow_save)
+    opts = TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="bg",
+                        hparams={"channels": "8", "latent_dim": "4"})
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train("vae", opts, progress=False, callbacks=[_interrupt_at(5)])
+    with engine.connect() as conn:
+        steps = conn.execute(sa.text("SELECT step FROM run_checkpoints ORDER BY step")).scalars().all()
+    assert steps == [2, 4]  # the write in flight at the interrupt landed
+
+    def failing_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.train("vae", TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="bg2",
+                                          hparams={"channels": "8", "latent_dim": "4"}), progress=False)
+    with engine.connect() as conn:
+        run = conn.execute(sa.text("SELECT status, error FROM runs WHERE params->>'name' = 'bg2'")).one()
+        models = conn.execute(sa.text("SELECT count(*) FROM models WHERE name = 'bg2'")).scalar()
+    assert run.status == "failed" and "disk full" in run.error and models == 0

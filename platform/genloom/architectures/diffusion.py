@@ -333,7 +333,7 @@ class DiffusionArchitecture(Architecture):
             loss = self.model(x, class_labels=labels, text_embeds=text)
         norm = self.ctx.backward_step(loss, self.opt)
         self.ema.update(self.net)
-        return {"loss": float(loss.detach()), "grad_norm": norm}
+        return {"loss": loss.detach(), "grad_norm": norm}
 
     def evaluate(self, source):
         """ε-MSE of the EMA model on (up to eval_items of) the val split, with the same t and noise every time."""

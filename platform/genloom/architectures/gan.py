@@ -203,11 +203,11 @@ class GAN(Architecture):
             if wgan:
                 gp = self._gradient_penalty(real, fake.float(), y)
                 loss_d = s_fake.mean() - s_real.mean() + hp.gp_lambda * gp
-                gps.append(float(gp.detach()))
+                gps.append(gp.detach())
             else:
                 loss_d = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
             d_norms.append(ctx.backward_step(loss_d, self.opt_d))
-            d_losses.append(float(loss_d.detach()))
+            d_losses.append(loss_d.detach())
         # Generator step (labels drawn uniformly for conditional models).
         n = batches[-1].x.shape[0]
         y_fake = self._fake_labels(n)
@@ -220,11 +220,12 @@ class GAN(Architecture):
         if self.ema is not None:
             self.ema.update(self.G)
         with torch.no_grad():
-            div = float(diversity(fake.detach()) / diversity(real).clamp_min(1e-8))
-        metrics = {"loss": float(loss_g.detach()), "loss_g": float(loss_g.detach()), "loss_d": sum(d_losses) / len(d_losses),
-                   "critic_grad_norm": sum(d_norms) / len(d_norms), "g_grad_norm": g_norm, "diversity": div}
+            div = diversity(fake.detach()) / diversity(real).clamp_min(1e-8)
+        # 0-dim tensors: the trainer reads them when it logs (no host sync per step)
+        metrics = {"loss": loss_g.detach(), "loss_g": loss_g.detach(), "loss_d": torch.stack(d_losses).mean(),
+                   "critic_grad_norm": torch.stack(d_norms).mean(), "g_grad_norm": g_norm, "diversity": div}
         if gps:
-            metrics["gradient_penalty"] = sum(gps) / len(gps)
+            metrics["gradient_penalty"] = torch.stack(gps).mean()
         return metrics
 
     def _sampler_net(self) -> nn.Module:

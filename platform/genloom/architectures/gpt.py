@@ -274,7 +274,10 @@ class Transformer(Architecture):
     def _windows(self, ids: torch.Tensor, batch_size: int, generator: torch.Generator | None = None):
         """nanoGPT's get_batch: random windows; y is x shifted by one token."""
         block = self.config.block_size
-        ix = torch.randint(len(ids) - block, (batch_size,), generator=generator).to(ids.device)
+        # Drawn where the generator lives: training's default RNG on the device (a CPU draw
+        # copied over would make the CPU wait for the GPU every step), evaluation's seeded CPU one.
+        where = generator.device if generator is not None else ids.device
+        ix = torch.randint(len(ids) - block, (batch_size,), generator=generator, device=where).to(ids.device)
         offsets = torch.arange(block + 1, device=ids.device)
         chunk = ids[ix[:, None] + offsets[None, :]]
         return chunk[:, :-1], chunk[:, 1:]
@@ -288,7 +291,7 @@ class Transformer(Architecture):
         with self.ctx.autocast():
             _, loss = self.model(x, y)
         norm = self.ctx.backward_step(loss, self.opt)
-        return {"loss": float(loss.detach()), "grad_norm": norm}
+        return {"loss": loss.detach(), "grad_norm": norm}
 
     def evaluate(self, source):
         """Mean loss over `eval_iters` seeded batches of the val split (train split if it has none)."""

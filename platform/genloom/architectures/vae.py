@@ -153,7 +153,7 @@ class VAE(Architecture):
             rec, kl = self.model(x, self._labels(batch))
         loss = (rec + self.hp.beta * kl).mean()
         norm = self.ctx.backward_step(loss, self.opt)
-        return {"loss": float(loss.detach()), "recon": float(rec.detach().mean()), "kl": float(kl.detach().mean()), "grad_norm": norm}
+        return {"loss": loss.detach(), "recon": rec.detach().mean(), "kl": kl.detach().mean(), "grad_norm": norm}
 
     def evaluate(self, source):
         total = rec_sum = kl_sum = 0.0

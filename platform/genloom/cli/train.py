@@ -35,6 +35,9 @@ def train(
     name: Annotated[Optional[str], typer.Option("--name", help="Registry name (default ARCH-DATASET).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the latest interrupted run of --name from its checkpoint.")] = False,
+    keep_best: Annotated[
+        bool, typer.Option("--keep-best", help="Register the weights of the best validation pass, not the last (with overfitting or --set patience=N).")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Train a model on a dataset version; register it with its run. Works under `torchrun --nproc_per_node N`."""
@@ -46,7 +49,7 @@ def train(
     opts = TrainOptions(
         dataset=dataset, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, conditional=conditional,
         text_conditional=text_conditional, init=init, seed=seed, checkpoint_every=checkpoint_every,
-        eval_every=eval_every, compile=compile_, name=name, device=device, resume=resume,
+        eval_every=eval_every, compile=compile_, name=name, device=device, resume=resume, keep_best=keep_best,
         hparams=parse_set(set_ or []),
     )
     result = run_training(arch, opts, progress=not json_out)
@@ -57,6 +60,8 @@ def train(
         print_json(payload)
         return
     console.print(f"model [bold]{result.model}[/bold] (run {result.run_id}, {result.steps} steps, {result.seconds:.1f} s)")
+    if result.kept_step is not None and result.kept_step != result.steps:
+        console.print(f"  registered the weights of step {result.kept_step}, the best validation pass (--keep-best)")
     for key, value in sorted(result.metrics.items()):
         console.print(f"  {key}: {value:.5g}")
 

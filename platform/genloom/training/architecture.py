@@ -36,9 +36,11 @@ Training (one instance per job; `ctx` is a `TrainContext` from the framework):
         default: endless shuffled `Batch`es of the train split at ctx.batch_size (a new seeded
         order each epoch, sharded per DDP rank). Override for own batching (the transformer
         tokenises the split once and draws random windows).
-    train_step(batch, step) -> dict[str, float]
+    train_step(batch, step) -> dict[str, float | Tensor]
         one optimisation step (or several: the GAN's critic steps), via ctx.backward_step(loss,
-        optimizer); return metrics to log, including 'loss'.
+        optimizer); return metrics to log, including 'loss'. Return detached 0-dim tensors
+        rather than floats: the trainer averages them on the device and reads them only when it
+        logs, so the GPU never waits for the CPU between steps.
     evaluate(source: DataSource) -> dict[str, float]
         validation metrics (includes `monitor`), run on rank 0 under torch.no_grad.
     extra_state() -> dict / load_extra_state(state)

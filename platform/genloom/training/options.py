@@ -41,10 +41,11 @@ class TrainOptions:
     patience: int = 0  # early stopping: evaluations without improvement before stopping; 0: off
     log_every: int = 0  # steps between metric rows; 0: about 100 per run
     time_budget: float = 0  # seconds of training after which the run stops and registers; 0: none
+    keep_best: bool = False  # register the weights of the best evaluation of the monitor, not the last
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)  # the architecture's --set keys
 
 
-FRAMEWORK_KEYS = ("warmup", "lr_schedule", "min_lr_ratio", "grad_clip", "patience", "log_every", "time_budget")
+FRAMEWORK_KEYS = ("warmup", "lr_schedule", "min_lr_ratio", "grad_clip", "patience", "log_every", "time_budget", "keep_best")
 
 
 @dataclasses.dataclass

@@ -26,6 +26,7 @@ import io
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -46,6 +47,7 @@ class TrainResult:
     seconds: float
     resumed_from_step: int | None = None
     stopped_early: bool = False
+    kept_step: int | None = None  # the step whose weights were registered (earlier than `steps` with keep_best)
 
 
 class TrainContext:
@@ -94,8 +96,11 @@ class TrainContext:
     def maybe_compile(self, module):
         return self.torch.compile(module) if self.compile else module
 
-    def backward_step(self, loss, optimizer, *, clip: float | None = None, retain_graph: bool = False) -> float:
-        """backward, average gradients across ranks (unless DDP did), clip, step, zero. Returns the grad norm."""
+    def backward_step(self, loss, optimizer, *, clip: float | None = None, retain_graph: bool = False):
+        """backward, average gradients across ranks (unless DDP did), clip, step, zero.
+
+        Returns the grad norm as a 0-dim tensor: turning it into a Python float here would make
+        the CPU wait for the GPU every step; the trainer reads metrics only when it logs them."""
         torch = self.torch
         loss.backward(retain_graph=retain_graph)
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -108,12 +113,14 @@ class TrainContext:
                     p.grad.div_(self.world_size)
         limit = self.grad_clip if clip is None else clip
         if limit and limit > 0:
-            norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+            norm = torch.nn.utils.clip_grad_norm_(params, limit)
+        elif params:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))
         else:
-            norm = float(torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params]))) if params else 0.0
+            norm = torch.zeros(())
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return norm
+        return norm.detach()
 
     def ema(self, module, decay: float = 0.999):
         """An exponential moving average of `module`'s weights (torch's AveragedModel)."""
@@ -129,6 +136,28 @@ class TrainContext:
 
 
 # --------------------------------------------------------------------------- distributed set-up
+
+
+def _snapshot(arch) -> dict:
+    """A CPU copy of everything `export` reads: the modules' weights and the extra state (EMA, tokenizer)."""
+    import copy
+
+    import torch
+
+    def to_cpu(value):
+        if torch.is_tensor(value):
+            return value.detach().to("cpu", copy=True)
+        if isinstance(value, dict):
+            return {k: to_cpu(v) for k, v in value.items()}
+        return copy.deepcopy(value)
+
+    return {"modules": {k: to_cpu(m.state_dict()) for k, m in arch.modules().items()}, "extra": to_cpu(arch.extra_state())}
+
+
+def _restore(arch, snapshot: dict) -> None:
+    for key, module in arch.modules().items():
+        module.load_state_dict(snapshot["modules"][key])
+    arch.load_extra_state(snapshot["extra"])
 
 
 def _indexed_device(device: str, local_rank: int) -> str:
@@ -160,15 +189,49 @@ def _broadcast(obj: Any, world_size: int) -> Any:
 # --------------------------------------------------------------------------- checkpoints in the database
 
 
-def _save_checkpoint(run_id: int, step: int, state: dict[str, Any], keep: int = 2) -> None:
-    import torch
+class _CheckpointWriter:
+    """Writes resumable checkpoints to Postgres on a background thread.
 
+    Serialising the state (torch.save, which also copies it off the GPU) happens in the
+    training loop, so the snapshot is of exactly this step. The database write (a 10 M-parameter
+    GPT with its AdamW state is 123 MB: seconds of TOAST and WAL) overlaps the next steps. At
+    most one write is in flight; `wait()` re-raises a failed write, and every way out of a
+    run waits, so an interrupted run keeps its newest checkpoint.
+    """
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        import torch
+
+        self.wait()
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        self.thread = threading.Thread(target=self._write, args=(step, buf.getvalue()), name="genloom-checkpoint", daemon=True)
+        self.thread.start()
+
+    def _write(self, step: int, payload: bytes) -> None:
+        try:
+            _save_checkpoint(self.run_id, step, payload)
+        except BaseException as exc:  # re-raised in the training loop by wait()
+            self.error = exc
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def _save_checkpoint(run_id: int, step: int, payload: bytes, keep: int = 2) -> None:
     from genloom.db.engine import session_scope
     from genloom.db.models import RunCheckpoint
 
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    payload = buf.getvalue()
     with session_scope() as s:
         s.execute(sa.delete(RunCheckpoint).where(RunCheckpoint.run_id == run_id, RunCheckpoint.step == step))
         s.add(RunCheckpoint(run_id=run_id, step=step, payload=payload,
@@ -322,6 +385,7 @@ def train(
     stopped_early = False
     previous_sigterm = None
     cleanup: list = []  # closes the data stream (and its prefetch thread) however the run ends
+    writer = _CheckpointWriter(run_id) if rank == 0 else None
     try:
         if threading_main():
             previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
@@ -339,6 +403,8 @@ def train(
         }
         source = DataSource(info, batch_size=opts.batch_size, seed=opts.seed, rank=rank, world_size=world_size)
         best = math.inf
+        best_step = None
+        best_state = None  # with keep_best: a CPU copy of the weights at the best evaluation
         bad_evals = 0
         if resume_from is not None:
             state = _load_checkpoint(run_id, resume_from)
@@ -352,6 +418,7 @@ def train(
             step = state["step"]
             source.epoch = state.get("epoch", 0) + 1  # a fresh seeded order for the rest of the run
             best, bad_evals = state.get("best", math.inf), state.get("bad_evals", 0)
+            best_step, best_state = state.get("best_step"), state.get("best_state")
             torch.set_rng_state(state["rng"])
         torch.manual_seed(opts.seed * 1000 + rank + step)  # per-rank noise from here on
         if world_size > 1:
@@ -379,14 +446,15 @@ def train(
                     sched.step()
                 step += 1
                 for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
+                    # tensors stay on the device until the next log: no per-step host sync
+                    sums[key] = sums.get(key, 0.0) + (value.detach() if torch.is_tensor(value) else float(value))
                 count += 1
                 for cb in callbacks:
                     cb(step, metrics)
                 if step % opts.log_every == 0 or step == opts.steps:
                     now = time.perf_counter()
                     rate = (step - tick_step) / max(now - tick, 1e-9)
-                    last_metrics = {k: v / count for k, v in sums.items()}
+                    last_metrics = {k: float(v) / count for k, v in sums.items()}
                     last_metrics["lr"] = next(iter(schedulers.values())).get_last_lr()[0] if schedulers else opts.lr
                     last_metrics["steps_per_s"] = rate
                     if rank == 0:
@@ -397,7 +465,7 @@ def train(
                     if opts.time_budget and _broadcast(now - started > opts.time_budget, world_size):
                         stopped_early = True  # the budget is spent: register what we have
                 if bar:
-                    bar.update(step, metrics)
+                    bar.update(step, last_metrics)  # the loss shown is the last logged mean
                 if step % opts.eval_every == 0 and step < opts.steps:
                     eval_metrics = _evaluate(arch, source, rank, world_size)
                     if rank == 0:
@@ -405,15 +473,18 @@ def train(
                             log_metrics(s, run_id, eval_metrics, step=step)
                         value = eval_metrics.get(arch.monitor)
                         if value is not None and value < best - 1e-6:
-                            best, bad_evals = value, 0
+                            best, bad_evals, best_step = value, 0, step
+                            if opts.keep_best:
+                                best_state = _snapshot(arch)
                         elif value is not None:
                             bad_evals += 1
                     stop = bool(opts.patience) and bad_evals >= opts.patience
                     if _broadcast(stop, world_size):
                         stopped_early = True
                 if rank == 0 and (step % opts.checkpoint_every == 0 or stopped_early) and step < opts.steps:
-                    _save_checkpoint(run_id, step, {
+                    writer.save(step, {
                         "step": step, "epoch": source.epoch, "best": best, "bad_evals": bad_evals,
+                        "best_step": best_step, "best_state": best_state,
                         "modules": {k: m.state_dict() for k, m in arch.modules().items()},
                         "optimizers": {k: o.state_dict() for k, o in arch.optimizers().items()},
                         "schedulers": {k: s_.state_dict() for k, s_ in schedulers.items()},
@@ -422,7 +493,17 @@ def train(
                 if stopped_early:
                     break
 
+        if writer is not None:
+            writer.wait()  # the last checkpoint lands before the model is registered
         final = _evaluate(arch, source, rank, world_size)
+        kept_step = step
+        worse_than_best = rank == 0 and best_state is not None and final.get(arch.monitor, math.inf) > best + 1e-6
+        if _broadcast(worse_than_best, world_size):
+            # --keep-best: the last weights evaluate worse than an earlier evaluation's; register those.
+            if rank == 0:
+                _restore(arch, best_state)
+            final = _evaluate(arch, source, rank, world_size)
+            kept_step = best_step
         seconds = time.perf_counter() - started
         result = None
         if rank == 0:
@@ -438,22 +519,24 @@ def train(
                 # One transaction: the model, its final metrics and the succeeded run.
                 model = register_model(s, name=opts.name, architecture=arch_name, checkpoint=blob, config=config,
                                        format=arch_cls.format, run_id=run_id, input_version_id=info.version_id,
-                                       metadata={"dataset": info.ref, "steps": step})
+                                       metadata={"dataset": info.ref, "steps": step, "kept_step": kept_step})
                 log_metrics(s, run_id, final, step=None)
                 finish_run(s, run_id, model_id=model.id, summary={
                     "steps": step, "seconds": round(seconds, 3), "model": format_ref(model.name, model.version),
-                    "stopped_early": stopped_early, "metrics": summary_metrics,
+                    "stopped_early": stopped_early, "kept_step": kept_step, "metrics": summary_metrics,
                 })
                 result = TrainResult(run_id=run_id, model=format_ref(model.name, model.version), model_id=model.id,
                                      metrics=summary_metrics, steps=step, seconds=seconds,
-                                     resumed_from_step=resume_from, stopped_early=stopped_early)
+                                     resumed_from_step=resume_from, stopped_early=stopped_early, kept_step=kept_step)
         return _broadcast(result, world_size)
     except KeyboardInterrupt:
         if rank == 0:
+            _finish_writing(writer)  # the checkpoint in flight is what --resume continues from
             _mark(run_id, "interrupted", f"interrupted at step {step}; continue with --resume")
         raise
     except BaseException as exc:
         if rank == 0:
+            _finish_writing(writer)
             _mark(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
         raise
     finally:
@@ -464,9 +547,17 @@ def train(
             signal.signal(signal.SIGTERM, previous_sigterm)
 
 
-def threading_main() -> bool:
-    import threading
+def _finish_writing(writer: _CheckpointWriter | None) -> None:
+    """Let a checkpoint write in flight land while a run is being abandoned (its error is moot then)."""
+    if writer is None:
+        return
+    try:
+        writer.wait()
+    except Exception:
+        pass
 
+
+def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
