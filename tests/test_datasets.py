@@ -282,3 +282,45 @@ def test_unsealed_and_text_versions_stream_rows_without_packing(cli, engine, ses
     assert streamed and set(streamed) <= set(paragraphs)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM dataset_shards")).scalar() == 0
+
+
+def test_relabelled_import_is_a_new_version_with_the_new_labels(cli, engine, tmp_path):
+    from genloom.datasets.store import resolve_version, stream_batches
+    from genloom.db.engine import session_scope
+
+    for i in range(12):  # 12 distinct images, 6 labelled cat and 6 dog
+        _write_png(tmp_path / "v1" / ("cat" if i % 2 else "dog") / f"{i}.png", (8, 8), 20 * i)
+        # the fixed labels: images 0 and 1 were wrong, and image 2 loses its label
+        label = {0: "cat", 1: "dog", 2: None}.get(i, "cat" if i % 2 else "dog")
+        _write_png(tmp_path / "v2" / label / f"{i}.png" if label else tmp_path / "v2" / f"{i}.png", (8, 8), 20 * i)
+    first = cli("datasets", "import", "images", tmp_path / "v1", "--name", "pets", "--seed", "1", "--json").json()
+    second = cli("datasets", "import", "images", tmp_path / "v2", "--name", "pets", "--seed", "1", "--json").json()
+    assert first["dataset"] == "pets@1" and second["dataset"] == "pets@2" and not second["unchanged"]
+    assert second["new_items"] == 0  # the same images: stored once
+    again = cli("datasets", "import", "images", tmp_path / "v2", "--name", "pets", "--seed", "1", "--json").json()
+    assert again["unchanged"] and again["dataset"] == "pets@2"  # re-running is idempotent
+    v1 = cli("datasets", "show", "pets@1", "--json").json()
+    v2 = cli("datasets", "show", "pets@2", "--json").json()
+    assert v1["by_label"] == {"cat": 6, "dog": 6} and v2["by_label"] == {"": 1, "cat": 6, "dog": 5}
+    diff = cli("datasets", "diff", "pets@1", "pets@2", "--json").json()
+    assert diff["relabelled"] == 3 and diff["added"] == diff["removed"] == 0
+    assert diff["unchanged"] <= 9 <= diff["unchanged"] + diff["moved_split"]  # the file layout also seeds the split
+
+    with session_scope() as s:
+        versions = [resolve_version(s, f"pets@{n}") for n in (1, 2)]
+    for v, want in zip(versions, ({0: "dog", 1: "cat", 2: "dog"}, {0: "cat", 1: "dog", 2: None})):
+        # training reads (packed shards) and ordered reads both see the version's own labels
+        for shuffle in (True, False):
+            labels = {}
+            for split in ("train", "val", "test"):
+                for b in stream_batches(v.id, split, 4, shuffle=shuffle):
+                    labels.update({int(round(float(x.max()) * 255)) // 20: l for x, l in zip(b.x, b.labels)})
+            assert {k: labels[k] for k in want} == want
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT version, count(*) FILTER (WHERE label = 'cat') FROM v_dataset_items "
+                                    "WHERE dataset = 'pets' GROUP BY 1 ORDER BY 1")).all()
+    assert [tuple(r) for r in rows] == [(1, 6), (2, 6)]
+    r = cli("datasets", "export", "pets@2", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
+    exported = {p.stem: p.parent.name for p in (tmp_path / "out").rglob("*.png")}
+    assert sorted(exported.values()).count("unlabelled") == 1

@@ -158,7 +158,8 @@ def diff_cmd(
         return
     origin = ", ".join(f"{k} {v}" for k, v in result["added_by_origin"].items()) or "none"
     console.print(f"{result['a']} → {result['b']}: +{result['added']} −{result['removed']} items, "
-                  f"{result['moved_split']} moved split, {result['unchanged']} unchanged (added by origin: {origin})",
+                  f"{result['moved_split']} moved split, {result['relabelled']} relabelled, {result['unchanged']} unchanged "
+                  f"(added by origin: {origin})",
                   highlight=False)
 
 

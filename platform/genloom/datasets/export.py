@@ -27,8 +27,9 @@ def export_version(session: Session, version: DatasetVersion, directory: Path) -
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
     rows = session.execute(
-        sa.select(Item.id, Item.sha256, Item.modality, Item.payload, Item.shape, Item.text, Item.label, Item.origin,
-                  DatasetMember.split)
+        sa.select(Item.id, Item.sha256, Item.modality, Item.payload, Item.shape, Item.text,
+                  sa.func.nullif(sa.func.coalesce(DatasetMember.label, Item.label), "").label("label"),  # the label in this version
+                  Item.origin, DatasetMember.split)
         .join(DatasetMember, DatasetMember.item_id == Item.id)
         .where(DatasetMember.version_id == version.id)
         .order_by(Item.id)

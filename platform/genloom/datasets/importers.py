@@ -62,12 +62,13 @@ def seeded_splits(n: int, fractions: SplitFractions) -> list[str]:
     return splits
 
 
-def manifest_of(pairs: Sequence[tuple[str, str]]) -> str:
-    """The manifest hash seal_version computes in SQL, from (item sha256, split) pairs in Python."""
+def manifest_of(members: Sequence[tuple]) -> str:
+    """The manifest hash seal_version computes in SQL, from (item sha256, split[, label override]) in Python."""
     first: dict[str, str] = {}
-    for sha, split in pairs:
-        first.setdefault(sha, split)
-    text = "\n".join(f"{sha}:{split}" for sha, split in sorted(first.items()))
+    for sha, split, *override in members:
+        line = f"{split}:{override[0]}" if override and override[0] is not None else split
+        first.setdefault(sha, line)
+    text = "\n".join(f"{sha}:{line}" for sha, line in sorted(first.items()))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -76,7 +77,7 @@ def store_import(name: str, modality: str, specs: list, splits: list[str], *, pa
     """Write items + version 1 (or the next version when the content changed) and seal; one transaction."""
     import sqlalchemy as sa
 
-    from genloom.datasets.store import add_members, create_version, put_items, seal_version, version_ref
+    from genloom.datasets.store import add_members, create_version, label_override, put_items, seal_version, version_ref
     from genloom.db.engine import session_scope
     from genloom.db.models import Dataset, DatasetVersion, Item
     from genloom.refs import parse_ref
@@ -87,7 +88,6 @@ def store_import(name: str, modality: str, specs: list, splits: list[str], *, pa
         raise BadInput("--name takes a dataset NAME; versions are numbered for you")
     if not specs:
         raise BadInput(f"nothing to import into {name!r}: the source has no items")
-    manifest = manifest_of([(sp.sha256, split) for sp, split in zip(specs, splits)])
     by_split = {s: 0 for s in ("train", "val", "test")}
     seen: set[str] = set()
     for sp, split in zip(specs, splits):
@@ -99,6 +99,16 @@ def store_import(name: str, modality: str, specs: list, splits: list[str], *, pa
             # The same lock create_version takes, held from the check on: two concurrent imports
             # of one source make one version, not two.
             s.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("genloom.datasets." + name))))
+            # Items already stored keep their label; where this import labels one differently
+            # (a relabelled dataset), the new version's membership carries the new label.
+            # One array parameter (IN (...) would exceed the 65,535-parameter limit at MNIST's size).
+            stored = dict(s.execute(sa.text("SELECT sha256, label FROM items WHERE sha256 = ANY(CAST(:h AS char(64)[]))"),
+                                    {"h": list(seen)}).all())
+            overrides = []
+            for sp in specs:
+                stored.setdefault(sp.sha256, sp.label)  # a new item is stored with its first label
+                overrides.append(label_override(stored[sp.sha256], sp.label))
+            manifest = manifest_of([(sp.sha256, split, o) for sp, split, o in zip(specs, splits, overrides)])
             latest = s.execute(
                 sa.select(DatasetVersion).join(Dataset).where(Dataset.name == name, DatasetVersion.sealed)
                 .order_by(DatasetVersion.version.desc()).limit(1)
@@ -108,7 +118,6 @@ def store_import(name: str, modality: str, specs: list, splits: list[str], *, pa
                 run.finish(session=s, summary={"dataset": ref, "unchanged": True, "items": latest.item_count},
                            output_version_id=latest.id)
                 return ImportResult(run.id, ref, latest.item_count, 0, by_split, True)
-            # One array parameter (IN (...) would exceed the 65,535-parameter limit at MNIST's size).
             before = s.scalar(sa.text("SELECT count(*) FROM items WHERE sha256 = ANY(CAST(:h AS char(64)[]))"),
                               {"h": list(seen)})
             for sp in specs:
@@ -116,7 +125,7 @@ def store_import(name: str, modality: str, specs: list, splits: list[str], *, pa
             ids = put_items(s, specs)
             version = create_version(s, name, modality=modality, created_by_run_id=run.id, description=description,
                                      metadata={"source": params})
-            add_members(s, version, zip(ids, splits))
+            add_members(s, version, zip(ids, splits, overrides))
             seal_version(s, version)
             ref = version_ref(s, version)
             result = ImportResult(run.id, ref, version.item_count, len(seen) - int(before or 0), by_split, False)

@@ -13,7 +13,9 @@ The public API other modules build on (callers own sessions; nothing here commit
 
 Items are immutable and addressed by the sha256 of their canonical bytes (modality,
 dtype, shape, payload), so the same image imported twice, or into two datasets, is one
-row. Images are stored as raw uint8 C×H×W bytes; texts as UTF-8 (also in `items.text`
+row. Labels are not part of the address: when a version gives an item another label than
+the item's own (a relabelled import), the membership row carries it (`dataset_members.label`,
+migration 0009), and every reader here uses `EFFECTIVE_LABEL`. Images are stored as raw uint8 C×H×W bytes; texts as UTF-8 (also in `items.text`
 so SQL reads them directly). Sealed versions and their membership are immutable in the
 database itself (triggers in migration 0001).
 """
@@ -91,6 +93,23 @@ def text_item(text: str, *, label: Any = None, origin: str = "real", run_id: int
         label=None if label is None else str(label), origin=origin, run_id=run_id, model_id=model_id,
         metadata=dict(metadata or {}),
     )
+
+
+# An item's label within a version (m = dataset_members, i = items); '' on a member means "no label".
+EFFECTIVE_LABEL = "NULLIF(COALESCE(m.label, i.label), '')"
+
+
+def label_override(stored: str | None, wanted: str | None) -> str | None:
+    """What dataset_members.label must hold for an item stored with label `stored` to carry `wanted`."""
+    if stored == wanted:
+        return None
+    return "" if wanted is None else wanted
+
+
+def label_overrides(session: Session, ids: Sequence[int], labels: Sequence[str | None]) -> list[str | None]:
+    """Per-member overrides for items `ids` that should carry `labels` in a version (None: no override)."""
+    stored = dict(session.execute(sa.text("SELECT id, label FROM items WHERE id = ANY(:ids)"), {"ids": list(set(ids))}).all())
+    return [label_override(stored[i], want) for i, want in zip(ids, labels)]
 
 
 def put_items(session: Session, items: Sequence[ItemSpec], *, chunk: int = 2000) -> list[int]:
@@ -198,23 +217,26 @@ def create_version(
     if copy_parent and parent_version is not None:
         session.execute(
             sa.text(
-                "INSERT INTO dataset_members (version_id, item_id, split) "
-                "SELECT :new, item_id, split FROM dataset_members WHERE version_id = :old"
+                "INSERT INTO dataset_members (version_id, item_id, split, label) "
+                "SELECT :new, item_id, split, label FROM dataset_members WHERE version_id = :old"
             ),
             {"new": version.id, "old": parent_version.id},
         )
     return version
 
 
-def add_members(session: Session, version: DatasetVersion, members: Iterable[tuple[int, str]], *, chunk: int = 5000) -> int:
-    """Add (item_id, split) pairs; an item already in the version keeps its first split."""
+def add_members(session: Session, version: DatasetVersion, members: Iterable[tuple], *, chunk: int = 5000) -> int:
+    """Add (item_id, split) or (item_id, split, label_override) tuples; an item already in the version keeps its first.
+
+    label_override (see label_override()) is None when the item keeps its own label."""
     if version.sealed:
         raise BadInput(f"dataset version {version.id} is sealed: create a new version instead")
     rows = []
-    for item_id, split in members:
+    for item_id, split, *override in members:
         if split not in SPLITS:
             raise BadInput(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-        rows.append({"version_id": version.id, "item_id": int(item_id), "split": split})
+        rows.append({"version_id": version.id, "item_id": int(item_id), "split": split,
+                     "label": override[0] if override else None})
     stmt = pg_insert(DatasetMember).on_conflict_do_nothing(index_elements=["version_id", "item_id"])
     for start in range(0, len(rows), chunk):
         session.execute(stmt, rows[start : start + chunk])
@@ -226,10 +248,11 @@ def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
     count = session.scalar(sa.select(sa.func.count()).where(DatasetMember.version_id == version.id))
     if not count:
         raise BadInput(f"dataset version {version_ref(session, version)} has no items: nothing to seal")
-    # sha256 over the sorted (item sha256, split) pairs: equal manifests mean equal versions.
+    # sha256 over the sorted (item sha256, split[, label override]) lines: equal manifests mean equal
+    # versions. A member without an override hashes as it did before overrides existed.
     manifest = session.scalar(
         sa.text(
-            "SELECT encode(sha256(convert_to(string_agg(i.sha256 || ':' || m.split, E'\\n' "
+            "SELECT encode(sha256(convert_to(string_agg(i.sha256 || ':' || m.split || COALESCE(':' || m.label, ''), E'\\n' "
             "ORDER BY i.sha256, m.split), 'UTF8')), 'hex') "
             "FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :v"
         ),
@@ -267,7 +290,7 @@ def version_summary(session: Session, version: DatasetVersion) -> dict[str, Any]
     """What `genloom datasets show --json` prints."""
     by_split = _counts(session, version.id, "m.split")
     by_origin = _counts(session, version.id, "i.origin")
-    by_label = _counts(session, version.id, "i.label")
+    by_label = _counts(session, version.id, EFFECTIVE_LABEL)
     parent = version_ref(session, version.parent_id) if version.parent_id else None
     name = session.scalar(sa.select(Dataset.name).where(Dataset.id == version.dataset_id))
     return {
@@ -298,17 +321,21 @@ def list_versions(session: Session) -> list[dict[str, Any]]:
 
 
 def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dict[str, Any]:
-    """Items only in A, only in B, in both but in another split; added items by origin."""
+    """Items only in A, only in B, in both but in another split or with another label; added items by origin."""
     row = session.execute(
         sa.text(
-            """
-            WITH a AS (SELECT item_id, split FROM dataset_members WHERE version_id = :a),
-                 b AS (SELECT item_id, split FROM dataset_members WHERE version_id = :b)
+            f"""
+            WITH a AS (SELECT m.item_id, m.split, {EFFECTIVE_LABEL} AS label
+                       FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :a),
+                 b AS (SELECT m.item_id, m.split, {EFFECTIVE_LABEL} AS label
+                       FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :b)
             SELECT
               (SELECT count(*) FROM a WHERE item_id NOT IN (SELECT item_id FROM b)) AS removed,
               (SELECT count(*) FROM b WHERE item_id NOT IN (SELECT item_id FROM a)) AS added,
               (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split <> b.split) AS moved,
-              (SELECT count(*) FROM a JOIN b USING (item_id)) AS common
+              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.label IS DISTINCT FROM b.label) AS relabelled,
+              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split = b.split
+                                                              AND a.label IS NOT DISTINCT FROM b.label) AS same
             """
         ),
         {"a": a.id, "b": b.id},
@@ -326,7 +353,7 @@ def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dic
     return {
         "a": version_ref(session, a), "b": version_ref(session, b),
         "added": int(row.added), "removed": int(row.removed), "moved_split": int(row.moved),
-        "unchanged": int(row.common) - int(row.moved),
+        "relabelled": int(row.relabelled), "unchanged": int(row.same),
         "added_by_origin": {k: int(v) for k, v in added_by_origin.items()},
     }
 
@@ -376,7 +403,7 @@ def describe_version(session: Session, version: DatasetVersion) -> DataInfo:
             listed = ", ".join("×".join(map(str, s)) for s in shapes[:4])
             raise BadInput(f"dataset {ref} has images of mismatched sizes ({listed}): re-import with --resize H W")
         shape = shapes[0]
-    labels = [l for l in _counts(session, version.id, "i.label") if l != ""]
+    labels = [l for l in _counts(session, version.id, EFFECTIVE_LABEL) if l != ""]
     splits = _counts(session, version.id, "m.split")
     return DataInfo(
         version_id=version.id, ref=ref, modality=modality, shape=shape,
@@ -400,7 +427,7 @@ class Batch:
 
 
 _STREAM_SQL = (
-    "SELECT i.id, i.modality, i.payload, i.shape, i.label, i.text "
+    f"SELECT i.id, i.modality, i.payload, i.shape, {EFFECTIVE_LABEL}, i.text "
     "FROM dataset_members m JOIN items i ON i.id = m.item_id "
     "WHERE m.version_id = %s AND m.split = %s ORDER BY {order}"
 )

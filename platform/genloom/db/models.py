@@ -325,6 +325,8 @@ class DatasetMember(Base):
     version_id: Mapped[int] = mapped_column(sa.ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True)
     item_id: Mapped[int] = mapped_column(sa.ForeignKey("items.id"), primary_key=True)
     split: Mapped[str] = mapped_column(sa.Text)
+    # The item's label in this version when it differs from items.label ('' = no label); NULL: the item's own.
+    label: Mapped[Optional[str]] = mapped_column(sa.Text)
 
 
 class DatasetShard(Base):

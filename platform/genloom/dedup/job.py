@@ -67,21 +67,22 @@ class Member:
     sha256: str
     text: str | None = None
     image: np.ndarray | None = None  # C×H×W floats in [0, 1]
+    label_override: str | None = None  # dataset_members.label, copied into the deduplicated version
 
 
 def load_members(session: Session, version_id: int, modality: str) -> list[Member]:
     """Members in keep-priority order: real before synthetic, train before val before test, then oldest."""
-    cols = "i.id, m.split, i.origin, i.sha256, i.text, " + ("i.payload, i.shape" if modality == "image" else "NULL, NULL")
+    cols = "i.id, m.split, i.origin, i.sha256, i.text, " + ("i.payload, i.shape" if modality == "image" else "NULL, NULL") + ", m.label"
     rows = session.execute(
         sa.text(f"SELECT {cols} FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :v"),
         {"v": version_id},
     ).all()
     members = []
-    for item_id, split, origin, sha, text, payload, shape in rows:
+    for item_id, split, origin, sha, text, payload, shape, label_override in rows:
         image = None
         if payload is not None:
             image = np.frombuffer(bytes(payload), dtype=np.uint8).reshape(shape).astype(np.float32) / 255.0
-        members.append(Member(item_id, split, origin, sha, text, image))
+        members.append(Member(item_id, split, origin, sha, text, image, label_override))
     members.sort(key=lambda m: (ORIGIN_RANK.get(m.origin, 3), SPLIT_RANK.get(m.split, 3), m.item_id))
     return members
 
@@ -267,7 +268,7 @@ def dedup_job(dataset_ref: str, opts: DedupOptions | None = None) -> DedupResult
                 out = create_version(s, name, modality=info.modality, parent=parent, created_by_run_id=run.id,
                                      description=f"{info.ref} without {len(dropped)} duplicates ({', '.join(details['methods'])})",
                                      metadata={"dedup_of": info.ref, "by_method": by_method})
-                add_members(s, out, ((m.item_id, m.split) for m in kept))
+                add_members(s, out, ((m.item_id, m.split, m.label_override) for m in kept))
                 seal_version(s, out)
                 output, output_id = version_ref(s, out), out.id
                 _insert_decisions(s, run.id, info.version_id, out.id, decisions)

@@ -53,7 +53,8 @@ def _item_images(session, ids: tuple[int, int]):
 
 
 def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, into: str | None = None) -> SampleResult:
-    from genloom.datasets.store import add_members, create_version, image_item, put_items, seal_version, text_item, version_ref
+    from genloom.datasets.store import (add_members, create_version, image_item, label_overrides, put_items, seal_version,
+                                        text_item, version_ref)
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
     from genloom.refs import format_ref, parse_ref
@@ -112,7 +113,9 @@ def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, 
                 item_ids = put_items(s, specs)
                 version = create_version(s, into, modality=modality, created_by_run_id=run.id, copy_parent=True,
                                          description=f"{len(specs)} samples from {ref}")
-                add_members(s, version, [(i, "train") for i in item_ids])
+                # A sample identical to a stored item is that item; its label here is the sample's.
+                overrides = label_overrides(s, item_ids, [sp.label for sp in specs])
+                add_members(s, version, [(i, "train", o) for i, o in zip(item_ids, overrides)])
                 seal_version(s, version)
                 dataset = version_ref(s, version)
                 summary["dataset"] = dataset
