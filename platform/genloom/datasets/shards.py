@@ -34,7 +34,7 @@ INSERT INTO dataset_shards (version_id, split, shard_no, item_count, shape, item
 SELECT %(v)s, %(split)s, rn / %(per)s, count(*), %(shape)s,
        array_agg(id ORDER BY rn), array_agg(label ORDER BY rn), string_agg(payload, ''::bytea ORDER BY rn)
 FROM (
-    SELECT i.id, NULLIF(COALESCE(m.label, i.label), '') AS label, i.payload,
+    SELECT i.id, NULLIF(COALESCE(m.label, i.label), '') AS label, i.payload,  -- store.EFFECTIVE_LABEL
            row_number() OVER (ORDER BY md5(i.sha256 || 'genloom-shard')) - 1 AS rn
     FROM dataset_members m JOIN items i ON i.id = m.item_id
     WHERE m.version_id = %(v)s AND m.split = %(split)s

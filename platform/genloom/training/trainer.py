@@ -219,9 +219,11 @@ class _CheckpointWriter:
         except BaseException as exc:  # re-raised in the training loop by wait()
             self.error = exc
 
-    def wait(self) -> None:
+    def wait(self, timeout: float | None = None) -> None:
         if self.thread is not None:
-            self.thread.join()
+            self.thread.join(timeout)
+            if self.thread.is_alive():
+                return  # still writing after `timeout`: the daemon thread is abandoned with the run
             self.thread = None
         if self.error is not None:
             error, self.error = self.error, None
@@ -548,11 +550,14 @@ def train(
 
 
 def _finish_writing(writer: _CheckpointWriter | None) -> None:
-    """Let a checkpoint write in flight land while a run is being abandoned (its error is moot then)."""
+    """Let a checkpoint write in flight land while a run is being abandoned (its error is moot then).
+
+    Bounded: a run being stopped (Ctrl-C, SIGTERM from a scheduler) must exit even if the
+    database never answers; the previous checkpoint then remains the one to resume from."""
     if writer is None:
         return
     try:
-        writer.wait()
+        writer.wait(timeout=30)
     except Exception:
         pass
 
