@@ -143,7 +143,7 @@ def test_unwritable_genloom_home_is_one_line_error(cli, monkeypatch, tmp_path):
     blocker.write_text("not a directory")
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("GENLOOM_HOME", str(blocker / "home"))
-    result = cli("db", "status")
+    result = cli("db", "status", "--start")
     assert result.exit_code == 1
     assert "GENLOOM_HOME" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
@@ -164,10 +164,10 @@ def test_embedded_status_from_subprocess_twice_reuses_the_server(pg_server, genl
     assert tuple(int(x) for x in a["pgvector_version"].split(".")[:2]) >= (0, 7)
     assert a["schema_revision"] == a["schema_head"]
     # Same postmaster: its pid file did not change between the calls.
-    from pgserver.utils import PostmasterInfo
+    from genloom.db.embedded import Postmaster
 
-    info = PostmasterInfo.read_from_pgdata(genloom_home / "pg")
-    assert info is not None and info.is_running()
+    info = Postmaster.read(genloom_home / "pg")
+    assert info is not None and info.alive() and info.status == "ready"
     assert elapsed < 30
 
 
@@ -182,7 +182,7 @@ def test_two_processes_starting_at_once_share_one_server(tmp_path):
     env.pop("DATABASE_URL", None)
     procs = [
         subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "cli.py"), "db", "status", "--json"],
+            [sys.executable, str(REPO_ROOT / "cli.py"), "db", "status", "--start", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         for _ in range(2)
@@ -192,10 +192,10 @@ def test_two_processes_starting_at_once_share_one_server(tmp_path):
         for p, (out, err) in zip(procs, outs):
             assert p.returncode == 0, err
             assert json.loads(out)["schema_revision"] is not None
-        from pgserver.utils import PostmasterInfo
+        from genloom.db.embedded import Postmaster
 
-        info = PostmasterInfo.read_from_pgdata(home / "pg")
-        assert info is not None and info.is_running()
+        info = Postmaster.read(home / "pg")
+        assert info is not None and info.alive() and info.status == "ready"
     finally:
         subprocess.run([sys.executable, str(REPO_ROOT / "cli.py"), "db", "stop"], env=env, capture_output=True)
 

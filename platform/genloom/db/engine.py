@@ -9,7 +9,10 @@ Callers own sessions (SQLAlchemy 2.0 style):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -19,6 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from genloom import config
 from genloom.db import embedded
 from genloom.errors import ConfigError, DatabaseError
+
+T = TypeVar("T")
 
 _engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
@@ -60,21 +65,40 @@ def _validate_url(url: str) -> None:
         raise ConfigError(f"DATABASE_URL is malformed ({exc}): {_redact(url)}") from None
 
 
+_SECRET_PARAM = re.compile(r"(?i)([?&;\s](?:password|sslpassword)=)[^&;\s]*")
+
+
 def _redact(url: str) -> str:
-    """Hide a password before a URL goes into an error message."""
+    """Hide passwords before a URL goes into an error message or a status report.
+
+    Both libpq forms: `user:secret@host` and `?password=secret` (or `sslpassword=`).
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable>"
     if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+        url = url.replace(f":{parts.password}@", ":***@", 1)
+    return _SECRET_PARAM.sub(r"\1***", url)
+
+
+# Messages of a server that is restarting after a crash, or starting: worth waiting for.
+_RECOVERING = ("in recovery mode", "is starting up", "not yet accepting connections", "is shutting down")
+# Messages of a connection cut by a crashing server.
+_CRASHED = (
+    "server closed the connection unexpectedly",
+    "terminating connection because of crash",
+    "in recovery mode",
+    "consuming input failed",
+)
+RECOVERY_WAIT_S = 30
+_process_started = time.time()
 
 
 def _ensure_embedded_database(server_uri: str) -> None:
     import psycopg
 
-    with psycopg.connect(server_uri, autocommit=True) as conn:
+    with retry_while_recovering(lambda: psycopg.connect(server_uri, autocommit=True)) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (embedded.DATABASE_NAME,)
         ).fetchone()
@@ -85,8 +109,19 @@ def _ensure_embedded_database(server_uri: str) -> None:
                 pass  # another process won the race: same result
 
 
+def crash_message(exc: BaseException) -> str | None:
+    """For the embedded server: the log's account of a crash behind this error, else None."""
+    text = str(getattr(exc, "orig", exc))
+    if not is_embedded() or not any(marker in text for marker in _CRASHED):
+        return None
+    return embedded.crash_cause(since=_process_started)
+
+
 def connection_error(exc: BaseException, url: str) -> DatabaseError:
     """Turn a driver error into one line that says what to do."""
+    crashed = crash_message(exc)
+    if crashed:
+        return DatabaseError(crashed)
     orig = getattr(exc, "orig", exc)
     first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     where = "the embedded server" if is_embedded() else _redact(url)
@@ -109,6 +144,7 @@ def get_engine(*, migrate: bool = True) -> Engine:
             pool_pre_ping=True,
             connect_args={"connect_timeout": 10, "application_name": "genloom"},
         )
+        sa.event.listen(engine, "do_connect", _connect_waiting_for_recovery)
         _engines[url] = engine
     if migrate and url not in _migrated:
         from genloom.db.migrate import ensure_schema
@@ -118,7 +154,34 @@ def get_engine(*, migrate: bool = True) -> Engine:
         except sa.exc.OperationalError as exc:
             raise connection_error(exc, plain_url) from None
         _migrated.add(url)
+        _reconcile_stale_runs(engine)
     return engine
+
+
+def _reconcile_stale_runs(engine: Engine) -> None:
+    """Once per process and database: runs whose process died are marked failed, not left running."""
+    from genloom.runs import reconcile_stale_runs
+
+    with session_scope(engine) as session:
+        reconcile_stale_runs(session)
+
+
+def retry_while_recovering(connect: Callable[[], T]) -> T:
+    """Call `connect`; while the server recovers from a crash (or starts), retry for a bounded time."""
+    import psycopg
+
+    deadline = time.monotonic() + RECOVERY_WAIT_S
+    while True:
+        try:
+            return connect()
+        except psycopg.OperationalError as exc:
+            if not any(marker in str(exc) for marker in _RECOVERING) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+
+
+def _connect_waiting_for_recovery(dialect, conn_rec, cargs, cparams):
+    return retry_while_recovering(lambda: dialect.connect(*cargs, **cparams))
 
 
 def sessionmaker_for(engine: Engine | None = None) -> sessionmaker[Session]:

@@ -56,9 +56,34 @@ def check_vector_available(engine: Engine) -> None:
         )
 
 
+def update_vector_extension(engine: Engine) -> tuple[str | None, str | None]:
+    """Bring an installed `vector` extension to the version the server ships; return (before, after).
+
+    A data directory made by an older pgvector keeps the old SQL objects until
+    `ALTER EXTENSION vector UPDATE` runs the shipped upgrade scripts. Without the privilege to do
+    so (an external server's extension owned by someone else) the extension is left as it is.
+    """
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT e.extversion, a.default_version FROM pg_extension e "
+                "JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'vector'"
+            )
+        ).first()
+    if row is None or row.extversion == row.default_version:
+        return (row.extversion, row.extversion) if row else (None, None)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER EXTENSION vector UPDATE"))
+    except sa.exc.ProgrammingError:
+        return row.extversion, row.extversion  # not ours to update: `genloom db status` shows the version
+    return row.extversion, row.default_version
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     check_vector_available(engine)
     command.upgrade(alembic_config(engine), revision)
+    update_vector_extension(engine)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:

@@ -359,6 +359,7 @@ class Run(Base):
         sa.Index("ix_runs_input_version", "input_version_id"),
         sa.Index("ix_runs_output_version", "output_version_id"),
         sa.Index("ix_runs_model", "model_id"),
+        sa.Index("ix_runs_running_host", "host", postgresql_where=sa.text("status = 'running'")),
     )
 
     id: Mapped[intpk]
@@ -375,6 +376,7 @@ class Run(Base):
     device: Mapped[Optional[str]] = mapped_column(sa.Text)
     code_version: Mapped[Optional[str]] = mapped_column(sa.Text)
     host: Mapped[Optional[str]] = mapped_column(sa.Text)
+    pid: Mapped[Optional[int]]  # the process running the job on `host` (see runs.reconcile_stale_runs)
     error: Mapped[Optional[str]] = mapped_column(sa.Text)
     started_at: Mapped[created_at]
     finished_at: Mapped[Optional[dt.datetime]]
