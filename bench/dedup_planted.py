@@ -83,7 +83,7 @@ def run_methods(ref: str, methods: list[tuple[str, dict]], planted, n_base) -> d
     out = {}
     for label, kwargs in methods:
         t = time.perf_counter()
-        result = dedup_job(ref, DedupOptions(dry_run=True, progress=False, **kwargs))
+        result = dedup_job(ref, DedupOptions(dry_run=True, **kwargs))
         out[label] = {**score(result.decisions, planted, n_base), "seconds": round(time.perf_counter() - t, 1),
                       **{k: v for k, v in result.details.items() if k in ("embedder", "cosine_threshold", "jaccard_threshold")}}
         print(f"{ref} {label}: {out[label]}", file=sys.stderr)

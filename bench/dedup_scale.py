@@ -80,7 +80,7 @@ def phase_images(args) -> dict:
                 s.execute(sa.text(f"DROP INDEX IF EXISTS {semantic.index_name(eid)}"))
                 s.execute(sa.text("DELETE FROM item_embeddings WHERE embedder_id = :e"), {"e": eid})
     t = time.perf_counter()
-    result = dedup_job(ref, DedupOptions(method="all", dry_run=True, progress=False))
+    result = dedup_job(ref, DedupOptions(method="all", dry_run=True))
     seconds = time.perf_counter() - t
     # Baseline: all-pairs cosine on a sample, extrapolated to n.
     sample = semantic.pixel_embedding(images[:5000, None] / 255.0)
@@ -106,10 +106,10 @@ def phase_text(args) -> dict:
     ref = make_dataset(f"bench-scale-text-{args.text_n}", [text_item(x) for x in texts])
     store_s = time.perf_counter() - t
     t = time.perf_counter()
-    result = dedup_job(ref, DedupOptions(method="minhash", dry_run=True, progress=False))
+    result = dedup_job(ref, DedupOptions(method="minhash", dry_run=True))
     minhash_s = time.perf_counter() - t
     t = time.perf_counter()
-    exact = dedup_job(ref, DedupOptions(method="exact", dry_run=True, progress=False))
+    exact = dedup_job(ref, DedupOptions(method="exact", dry_run=True))
     exact_s = time.perf_counter() - t
     # Baseline: exact Jaccard over all pairs of a 600-item sample, extrapolated.
     cfg = MinHashConfig()
@@ -132,7 +132,7 @@ def phase_semantic_text(args) -> dict:
     texts = text_items(args.text_n)[: args.semantic_n]
     ref = make_dataset(f"bench-scale-text-sem-{args.semantic_n}", [text_item(x) for x in texts])
     t = time.perf_counter()
-    result = dedup_job(ref, DedupOptions(method="semantic", dry_run=True, progress=False))
+    result = dedup_job(ref, DedupOptions(method="semantic", dry_run=True))
     seconds = time.perf_counter() - t
     return {"items": len(texts), "seconds": round(seconds, 1), "dropped": result.dropped,
             "embedded": result.details.get("embedded"),

@@ -62,7 +62,10 @@ def main() -> None:
     if opts.steps is None and opts.epochs is None:
         opts.epochs = 10
     t1 = time.perf_counter()
-    result = train("vae", opts, progress=sys.stderr.isatty())
+    from genloom.cli.progress import RichProgress  # a benchmark is a front end: it may draw
+
+    with RichProgress(transient=False, terminal_only=True) as progress:
+        result = train("vae", opts, progress=progress)
     train_s = time.perf_counter() - t1
     with session_scope() as s:
         row, _, model = load_model(s, result.model, opts.device if opts.device != "auto" else "cpu")

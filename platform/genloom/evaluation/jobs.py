@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from genloom.errors import BadInput, NotFound
+from genloom.progress import NoteFn, ProgressFn, note
 
 PR_K, DC_K = 3, 5  # Kynkäänniemi et al. (precision/recall) and Naeem et al. (density/coverage)
 MIN_SAMPLES = max(PR_K, DC_K) + 1
@@ -32,13 +33,8 @@ class EvalModelOptions:
     anomaly_class: str | None = None  # VAE: AUROC of held-out class L vs the others
     text_samples: int = 20  # transformer: generations for distinct-n and memorisation
     max_new_tokens: int = 200
-    progress: bool = True
-
-
-def _info(message: str) -> None:
-    from genloom.cli.output import err_console
-
-    err_console.print(message, markup=False, highlight=False)
+    progress: ProgressFn | None = None  # the caller draws it (the CLI: a bar on stderr)
+    notes: NoteFn | None = None  # one-line notes, e.g. that a feature network is being trained first
 
 
 def model_modality(config: dict[str, Any], architecture: str) -> str:
@@ -95,13 +91,13 @@ def _feature_network(info, opts: EvalModelOptions, device: str):
     with session_scope() as s:
         row = resolve_feature_network(s, opts.features) if opts.features else find_feature_network(s, name, info.shape)
         if row is None:
-            _info(f"no feature network for {name} yet: training features-{name} on {info.ref} (once; reused afterwards)")
+            note(opts.notes, f"no feature network for {name} yet: training features-{name} on {info.ref} (once; reused afterwards)")
         else:
             return load_feature_network(s, row, device)
     from genloom.evaluation.features import ClassifierTraining
 
     trained = train_classifier(info.ref, cfg=ClassifierTraining(device=device), progress=opts.progress)
-    _info(f"feature network {trained.model}: test accuracy {trained.test_accuracy:.4f}" if trained.test_accuracy
+    note(opts.notes, f"feature network {trained.model}: test accuracy {trained.test_accuracy:.4f}" if trained.test_accuracy
           is not None else f"feature network {trained.model} trained")
     with session_scope() as s:
         return load_feature_network(s, resolve_feature_network(s, trained.model), device)
@@ -310,7 +306,7 @@ def causal_lm_nll(net, tokenizer, text: str, device: str) -> tuple[float, int]:
 
 
 def eval_utility_job(synthetic_ref: str, real_ref: str, *, epochs: float | None = None, seed: int = 0,
-                     device: str = "auto", progress: bool = True, compare_real: bool = True) -> dict[str, Any]:
+                     device: str = "auto", progress: ProgressFn | None = None, compare_real: bool = True) -> dict[str, Any]:
     """Train on synthetic (origin = synthetic items of the version's train split), test on
     real (the real version's test split); next to train-on-real with the same classifier
     and budget (Esteban et al. 2017's TSTR/TRTR)."""

@@ -81,13 +81,7 @@ def get_architecture(name: str) -> type[Architecture]:
     module_name = REGISTRY.get(name)
     if module_name is None:
         raise BadInput(f"unknown architecture {name!r}: choose one of {', '.join(REGISTRY)}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise NotFound(f"architecture {name!r} is not available in this build") from None
-        raise
-    return module.ARCHITECTURE
+    return importlib.import_module(module_name).ARCHITECTURE
 
 
 @dataclasses.dataclass

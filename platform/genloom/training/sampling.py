@@ -77,7 +77,7 @@ def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, 
     if pair is not None and not hasattr(runner, "interpolate"):
         raise BadInput(f"{arch_cls.name} models do not support --interpolate")
     ref = format_ref(row.name, row.version)
-    params = {k: v for k, v in dataclasses.asdict(opts).items() if v is not None}
+    params = opts.params()
     params.update(model=ref, out=str(out) if out else None, into=into)
     with tracked_run("sample", params=params, model_id=row.id, device=device) as run:
         if pair is not None:
