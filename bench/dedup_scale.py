@@ -48,7 +48,8 @@ def text_items(n: int, seed: int = 0) -> list[str]:
 def make_dataset(name: str, specs) -> str:
     import sqlalchemy as sa
 
-    from genloom.datasets.store import add_members, create_version, put_items, seal_version
+    from genloom.datasets.items import put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version
     from genloom.db.engine import session_scope
 
     with session_scope() as s:
@@ -63,7 +64,7 @@ def make_dataset(name: str, specs) -> str:
 def phase_images(args) -> dict:
     import sqlalchemy as sa
 
-    from genloom.datasets.store import image_item
+    from genloom.datasets.items import image_item
     from genloom.db.engine import session_scope
     from genloom.dedup import semantic
     from genloom.dedup.job import DedupOptions, dedup_job
@@ -97,7 +98,7 @@ def phase_images(args) -> dict:
 
 
 def phase_text(args) -> dict:
-    from genloom.datasets.store import text_item
+    from genloom.datasets.items import text_item
     from genloom.dedup.job import DedupOptions, dedup_job
     from genloom.dedup.minhash import MinHashConfig, jaccard, shingle_hashes
 
@@ -126,7 +127,7 @@ def phase_text(args) -> dict:
 
 
 def phase_semantic_text(args) -> dict:
-    from genloom.datasets.store import text_item
+    from genloom.datasets.items import text_item
     from genloom.dedup.job import DedupOptions, dedup_job
 
     texts = text_items(args.text_n)[: args.semantic_n]

@@ -47,7 +47,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from genloom.datasets.importers import import_mnist
-    from genloom.datasets.store import stream_batches
+    from genloom.datasets.loading import stream_batches
     from genloom.db.engine import session_scope
     from genloom.training.models import load_model
     from genloom.training.options import TrainOptions

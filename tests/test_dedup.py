@@ -86,7 +86,7 @@ def test_dry_run_writes_no_version(planted_digits, session):
 
 
 def test_a_failure_while_writing_leaves_neither_version_nor_decisions(planted_digits, session, monkeypatch):
-    import genloom.datasets.store as store
+    import genloom.datasets.versions as store
     from genloom.db.models import DatasetVersion, DedupDecision, Run
     from genloom.dedup.job import DedupOptions, dedup_job
 

@@ -233,7 +233,8 @@ def test_bad_inputs_are_one_line_errors(cli, digits, tmp_path):
 def test_empty_split_and_mismatched_sizes_are_refused(cli, digits, session):
     import numpy as np
 
-    from genloom.datasets.store import add_members, create_version, image_item, put_items, seal_version
+    from genloom.datasets.items import image_item, put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version
 
     ids = put_items(session, [image_item(np.zeros((8, 8), np.uint8)), image_item(np.ones((6, 6), np.uint8))])
     v = create_version(session, "mixed", modality="image")

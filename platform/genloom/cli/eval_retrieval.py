@@ -26,7 +26,8 @@ def retrieval(
     json_out: JsonOption = False,
 ) -> None:
     """Evaluate retrieval on a BEIR dataset (ingesting its corpus first if the collection lacks it)."""
-    from genloom.retrieval.beir import beir_paths, evaluate
+    from genloom.evaluation.beir import evaluate
+    from genloom.retrieval.beir import beir_paths
 
     beir_paths(beir, split)  # a wrong folder or split fails here, before any progress bar
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]

@@ -35,7 +35,7 @@ def search(
     """Search a collection: BM25 and vectors fused in SQL (or one branch with --mode)."""
     from genloom.db.engine import session_scope
     from genloom.pairs import parse_pairs
-    from genloom.retrieval.search import search as run_search, search_many
+    from genloom.retrieval.search import search as run_search
 
     filters = parse_pairs(where, "--where")
     options = dict(

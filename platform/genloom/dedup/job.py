@@ -120,7 +120,7 @@ def prepare_embedder(session: Session, modality: str, opts: DedupOptions, info) 
     if modality == "text":
         if opts.embedder not in (None, "text"):
             raise BadInput(f"--embedder {opts.embedder} is for images; text uses the sentence model")
-        from ingest.embedding import embed, get_embedder, model_name
+        from genloom.embeddings import embed, get_embedder, model_name
 
         name = model_name(opts.text_model)
         model = get_embedder(opts.text_model)
@@ -216,7 +216,7 @@ def find_duplicates(session: Session, version_id: int, info, opts: DedupOptions,
         if method == "exact":
             found = run_exact(alive, info.modality)
         elif method == "minhash":
-            found = run_minhash(alive, opts, (lambda n: progress("minhash", n, len(alive))) if progress else None)
+            found = run_minhash(alive, opts, (lambda n, total=len(alive): progress("minhash", n, total)) if progress else None)
             details["jaccard_threshold"] = opts.threshold or 0.8
         else:
             found, extra = run_semantic(session, alive, opts, info, progress)
@@ -228,8 +228,14 @@ def find_duplicates(session: Session, version_id: int, info, opts: DedupOptions,
 
 
 def dedup_job(dataset_ref: str, opts: DedupOptions | None = None, *, progress: ProgressFn | None = None) -> DedupResult:
-    from genloom.datasets.store import (add_members, create_version, describe_version, resolve_version, seal_version,
-                                        version_ref)
+    from genloom.datasets.versions import (
+        add_members,
+        create_version,
+        describe_version,
+        resolve_version,
+        seal_version,
+        version_ref,
+    )
     from genloom.db.engine import session_scope
     from genloom.db.models import DatasetVersion
     from genloom.runs import log_metrics, tracked_run

@@ -71,7 +71,7 @@ def _semantic(session, train: list[Member], others: list[Member], opts: DedupOpt
 
 def leakage_job(dataset_ref: str, opts: DedupOptions | None = None, *, examples: int = 20,
                 progress: ProgressFn | None = None) -> dict[str, Any]:
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.runs import log_metrics, tracked_run
 

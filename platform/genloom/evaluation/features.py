@@ -110,7 +110,7 @@ def fit_classifier(x, y, *, num_classes: int, cfg: ClassifierTraining, device: s
 
 def labelled_split(version_id: int, split: str, index: dict[str, int], *, origin: str | None = None):
     """(x, y) of a split's labelled images (optionally only items of one origin: TSTR trains on synthetic only)."""
-    from genloom.datasets.store import load_split
+    from genloom.datasets.loading import load_split
 
     part = load_split(version_id, split, label_index=index)
     if not part.item_ids:
@@ -144,7 +144,7 @@ def train_classifier(
 
     import torch
 
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
     from genloom.registry import register_model
@@ -199,7 +199,7 @@ def train_classifier(
 
 
 def _label_key(label: str):
-    from genloom.datasets.store import label_sort_key
+    from genloom.datasets.versions import label_sort_key
 
     return label_sort_key(label)
 

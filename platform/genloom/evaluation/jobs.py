@@ -52,7 +52,7 @@ def conditioning(config: dict[str, Any]) -> str:
 
 
 def eval_model_job(model_ref: str, against_ref: str, opts: EvalModelOptions | None = None) -> dict[str, Any]:
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
     from genloom.refs import format_ref
@@ -84,8 +84,12 @@ def eval_model_job(model_ref: str, against_ref: str, opts: EvalModelOptions | No
 
 def _feature_network(info, opts: EvalModelOptions, device: str):
     from genloom.db.engine import session_scope
-    from genloom.evaluation.features import (find_feature_network, load_feature_network, resolve_feature_network,
-                                             train_classifier)
+    from genloom.evaluation.features import (
+        find_feature_network,
+        load_feature_network,
+        resolve_feature_network,
+        train_classifier,
+    )
 
     name = info.ref.split("@")[0]
     with session_scope() as s:
@@ -139,10 +143,10 @@ def _draw_samples(runner, config: dict[str, Any], n: int, seed: int, labels: lis
 def _eval_image_model(row, ref: str, config: dict[str, Any], info, opts: EvalModelOptions, device: str) -> dict[str, Any]:
     import torch
 
-    from genloom.datasets.store import load_split
+    from genloom.datasets.loading import load_split
     from genloom.db.engine import session_scope
     from genloom.evaluation import image_metrics as im
-    from genloom.runs import log_metrics, tracked_run
+    from genloom.runs import tracked_run
     from genloom.training.models import load_model
 
     if config.get("shape") and list(config["shape"]) != list(info.shape):
@@ -205,7 +209,7 @@ def _anomaly_aurocs(runner, real, config: dict[str, Any], opts: EvalModelOptions
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from genloom.datasets.store import Batch
+    from genloom.datasets.loading import Batch
 
     label_index = {name: i for i, name in enumerate(config.get("label_names") or [])}
     y = torch.tensor([label_index.get(l, 0) if l is not None else 0 for l in real.labels], dtype=torch.long)
@@ -240,7 +244,7 @@ def _anomaly_aurocs(runner, real, config: dict[str, Any], opts: EvalModelOptions
 def _eval_text_model(row, ref: str, config: dict[str, Any], info, opts: EvalModelOptions, device: str) -> dict[str, Any]:
     import torch
 
-    from genloom.datasets.store import load_split
+    from genloom.datasets.loading import load_split
     from genloom.db.engine import session_scope
     from genloom.evaluation import text_metrics as tm
     from genloom.runs import tracked_run
@@ -310,7 +314,7 @@ def eval_utility_job(synthetic_ref: str, real_ref: str, *, epochs: float | None 
     """Train on synthetic (origin = synthetic items of the version's train split), test on
     real (the real version's test split); next to train-on-real with the same classifier
     and budget (Esteban et al. 2017's TSTR/TRTR)."""
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
     from genloom.evaluation.features import ClassifierTraining, _label_key, accuracy, fit_classifier, labelled_split

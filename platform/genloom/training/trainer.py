@@ -315,7 +315,7 @@ def _plan(arch_cls, opts: TrainOptions, info, world_size: int, hp) -> None:
 
 def prepare(arch_name: str, opts: TrainOptions):
     """Resolve the data and check every option; returns (arch class, DataInfo, Hyperparams). Writes nothing."""
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.training.architecture import get_architecture
     from genloom.training.options import fill_dataclass, split_set
