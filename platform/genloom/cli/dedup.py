@@ -46,6 +46,7 @@ def dedup(
                  f"near-duplicates ({_methods(report['by_method'])}); run {report['run_id']}"
                  + (" [dry run]" if dry_run else ""))
         return
+    assert dataset is not None  # exactly one of the two, checked above
     if leakage:
         from genloom.dedup.leakage import leakage_job
 

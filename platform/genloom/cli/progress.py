@@ -44,10 +44,9 @@ class RichProgress:
             self._bar.start()
         return self
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.stop()
-        return False
 
     def __call__(self, task: str, done: int, total: int | None = None, status: str = "") -> None:
         if self._bar is None:

@@ -94,7 +94,7 @@ def label_override(stored: str | None, wanted: str | None) -> str | None:
 
 def label_overrides(session: Session, ids: Sequence[int], labels: Sequence[str | None]) -> list[str | None]:
     """Per-member overrides for items `ids` that should carry `labels` in a version (None: no override)."""
-    stored = dict(session.execute(sa.text("SELECT id, label FROM items WHERE id = ANY(:ids)"), {"ids": list(set(ids))}).all())
+    stored: dict[int, str | None] = dict(session.execute(sa.text("SELECT id, label FROM items WHERE id = ANY(:ids)"), {"ids": list(set(ids))}).all())
     return [label_override(stored[i], want) for i, want in zip(ids, labels)]
 
 

@@ -216,7 +216,7 @@ def find_duplicates(session: Session, version_id: int, info, opts: DedupOptions,
         if method == "exact":
             found = run_exact(alive, info.modality)
         elif method == "minhash":
-            found = run_minhash(alive, opts, (lambda n, total=len(alive): progress("minhash", n, total)) if progress else None)
+            found = run_minhash(alive, opts, _counter(progress, "minhash", len(alive)))
             details["jaccard_threshold"] = opts.threshold or 0.8
         else:
             found, extra = run_semantic(session, alive, opts, info, progress)
@@ -313,6 +313,13 @@ def _same_output(session: Session, info, kept: list[Member]):
                                         DatasetVersion.manifest_sha256 == manifest)
         .order_by(DatasetVersion.version).limit(1)
     ).first()
+
+
+def _counter(progress: Callable[[str, int, int], None] | None, stage: str, total: int) -> Callable[[int], None] | None:
+    """A stage's items-done callback, its total fixed now (the list of survivors shrinks stage by stage)."""
+    if progress is None:
+        return None
+    return lambda done: progress(stage, done, total)
 
 
 def stages(progress: ProgressFn | None, title: str) -> Callable[[str, int, int], None] | None:
