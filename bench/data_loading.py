@@ -46,7 +46,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from genloom.datasets.importers import import_digits, import_mnist
-    from genloom.datasets.store import describe_version, load_split, prefetched, resolve_version, stream_batches
+    from genloom.datasets.loading import load_split, stream_batches
+    from genloom.datasets.prefetch import prefetched
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
 
     if args.dataset == "mnist" and Path(args.mnist).exists():

@@ -83,7 +83,7 @@ def run_methods(ref: str, methods: list[tuple[str, dict]], planted, n_base) -> d
     out = {}
     for label, kwargs in methods:
         t = time.perf_counter()
-        result = dedup_job(ref, DedupOptions(dry_run=True, progress=False, **kwargs))
+        result = dedup_job(ref, DedupOptions(dry_run=True, **kwargs))
         out[label] = {**score(result.decisions, planted, n_base), "seconds": round(time.perf_counter() - t, 1),
                       **{k: v for k, v in result.details.items() if k in ("embedder", "cosine_threshold", "jaccard_threshold")}}
         print(f"{ref} {label}: {out[label]}", file=sys.stderr)
@@ -91,7 +91,8 @@ def run_methods(ref: str, methods: list[tuple[str, dict]], planted, n_base) -> d
 
 
 def images_part(args, rng) -> dict:
-    from genloom.datasets.store import add_members, create_version, image_item, put_items, seal_version
+    from genloom.datasets.items import image_item, put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version
     from genloom.db.engine import session_scope
     from genloom.dedup.exact import exact_duplicates, image_key
     from genloom.evaluation.features import find_feature_network
@@ -140,7 +141,8 @@ def images_part(args, rng) -> dict:
 
 
 def text_part(args, rng) -> dict:
-    from genloom.datasets.store import add_members, create_version, put_items, seal_version, text_item
+    from genloom.datasets.items import put_items, text_item
+    from genloom.datasets.versions import add_members, create_version, seal_version
     from genloom.db.engine import session_scope
 
     raw = (DATA / "tinyshakespeare" / "input.txt").read_text()

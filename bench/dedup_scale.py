@@ -48,7 +48,8 @@ def text_items(n: int, seed: int = 0) -> list[str]:
 def make_dataset(name: str, specs) -> str:
     import sqlalchemy as sa
 
-    from genloom.datasets.store import add_members, create_version, put_items, seal_version
+    from genloom.datasets.items import put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version
     from genloom.db.engine import session_scope
 
     with session_scope() as s:
@@ -63,7 +64,7 @@ def make_dataset(name: str, specs) -> str:
 def phase_images(args) -> dict:
     import sqlalchemy as sa
 
-    from genloom.datasets.store import image_item
+    from genloom.datasets.items import image_item
     from genloom.db.engine import session_scope
     from genloom.dedup import semantic
     from genloom.dedup.job import DedupOptions, dedup_job
@@ -80,7 +81,7 @@ def phase_images(args) -> dict:
                 s.execute(sa.text(f"DROP INDEX IF EXISTS {semantic.index_name(eid)}"))
                 s.execute(sa.text("DELETE FROM item_embeddings WHERE embedder_id = :e"), {"e": eid})
     t = time.perf_counter()
-    result = dedup_job(ref, DedupOptions(method="all", dry_run=True, progress=False))
+    result = dedup_job(ref, DedupOptions(method="all", dry_run=True))
     seconds = time.perf_counter() - t
     # Baseline: all-pairs cosine on a sample, extrapolated to n.
     sample = semantic.pixel_embedding(images[:5000, None] / 255.0)
@@ -97,7 +98,7 @@ def phase_images(args) -> dict:
 
 
 def phase_text(args) -> dict:
-    from genloom.datasets.store import text_item
+    from genloom.datasets.items import text_item
     from genloom.dedup.job import DedupOptions, dedup_job
     from genloom.dedup.minhash import MinHashConfig, jaccard, shingle_hashes
 
@@ -106,10 +107,10 @@ def phase_text(args) -> dict:
     ref = make_dataset(f"bench-scale-text-{args.text_n}", [text_item(x) for x in texts])
     store_s = time.perf_counter() - t
     t = time.perf_counter()
-    result = dedup_job(ref, DedupOptions(method="minhash", dry_run=True, progress=False))
+    result = dedup_job(ref, DedupOptions(method="minhash", dry_run=True))
     minhash_s = time.perf_counter() - t
     t = time.perf_counter()
-    exact = dedup_job(ref, DedupOptions(method="exact", dry_run=True, progress=False))
+    exact = dedup_job(ref, DedupOptions(method="exact", dry_run=True))
     exact_s = time.perf_counter() - t
     # Baseline: exact Jaccard over all pairs of a 600-item sample, extrapolated.
     cfg = MinHashConfig()
@@ -126,13 +127,13 @@ def phase_text(args) -> dict:
 
 
 def phase_semantic_text(args) -> dict:
-    from genloom.datasets.store import text_item
+    from genloom.datasets.items import text_item
     from genloom.dedup.job import DedupOptions, dedup_job
 
     texts = text_items(args.text_n)[: args.semantic_n]
     ref = make_dataset(f"bench-scale-text-sem-{args.semantic_n}", [text_item(x) for x in texts])
     t = time.perf_counter()
-    result = dedup_job(ref, DedupOptions(method="semantic", dry_run=True, progress=False))
+    result = dedup_job(ref, DedupOptions(method="semantic", dry_run=True))
     seconds = time.perf_counter() - t
     return {"items": len(texts), "seconds": round(seconds, 1), "dropped": result.dropped,
             "embedded": result.details.get("embedded"),

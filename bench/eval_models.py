@@ -77,7 +77,7 @@ def main() -> None:
     if fnet is None:
         log("training features-mnist")
         t = time.perf_counter()
-        r = train_classifier("mnist", cfg=ClassifierTraining(epochs=args.feature_epochs, device=device), progress=False)
+        r = train_classifier("mnist", cfg=ClassifierTraining(epochs=args.feature_epochs, device=device))
         fnet_ref, fnet_acc = r.model, r.test_accuracy
         out["feature_net_seconds"] = round(time.perf_counter() - t, 1)
     out["feature_network"] = {"model": fnet_ref, "test_accuracy": fnet_acc}
@@ -97,14 +97,14 @@ def main() -> None:
             log(f"training {name} ({args.steps} steps)")
             t = time.perf_counter()
             r = train(arch, TrainOptions(dataset="mnist", steps=args.steps, batch_size=64, conditional=True, name=name,
-                                         device=device), progress=False)
+                                         device=device))
             model = r.model
             entry["train_seconds"] = round(time.perf_counter() - t, 1)
         entry["model"] = model
         n = args.diffusion_n if arch == "diffusion" else args.n
         log(f"eval model {model} --n {n}")
         t = time.perf_counter()
-        ev = eval_model_job(model, "mnist", EvalModelOptions(n=n, device=device, progress=False))
+        ev = eval_model_job(model, "mnist", EvalModelOptions(n=n, device=device))
         entry["eval_seconds"] = round(time.perf_counter() - t, 1)
         keep = ("fid", "fid_floor", "kid_mean", "precision", "recall", "density", "coverage", "conditional_accuracy",
                 "mode_coverage", "label_tv", "anomaly_auroc_corrupted", "n_samples")
@@ -115,7 +115,7 @@ def main() -> None:
             log(f"sampling {tstr_n} into mnist-syn-{arch}")
             t = time.perf_counter()
             sampled = sample_job(model, SampleOptions(n=tstr_n, seed=1, device=device), into=f"mnist-syn-{arch}")
-            ut = eval_utility_job(sampled.dataset, "mnist", epochs=args.utility_epochs, device=device, progress=False,
+            ut = eval_utility_job(sampled.dataset, "mnist", epochs=args.utility_epochs, device=device,
                                   compare_real=first_utility)
             first_utility = False
             entry["tstr"] = {k: round(v, 4) for k, v in ut["metrics"].items()}

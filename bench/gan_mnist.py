@@ -53,7 +53,10 @@ def main() -> None:
                         conditional=args.conditional, name="bench-gan-mnist",
                         hparams={"loss": args.loss, "channels": str(args.channels)})
     t0 = time.perf_counter()
-    result = train("gan", opts, progress=sys.stderr.isatty())
+    from genloom.cli.progress import RichProgress  # a benchmark is a front end: it may draw
+
+    with RichProgress(transient=False, terminal_only=True) as progress:
+        result = train("gan", opts, progress=progress)
     train_s = time.perf_counter() - t0
     sampled = sample_job(result.model, SampleOptions(n=64, seed=0, device=args.device), out=Path(args.out),
                          into="mnist-gan-samples")

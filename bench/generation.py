@@ -110,7 +110,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from genloom.db.engine import session_scope
-    from genloom.generation.backend import load_backend
+    from genloom.generation.resolve import load_backend
     from genloom.generation.testing import build_random_lm
     from ingest.pipeline import IngestOptions, ingest
 

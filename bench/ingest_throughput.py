@@ -51,12 +51,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from genloom.db.engine import session_scope
-    from ingest import embedding
+    from genloom import embeddings
     from ingest.chunking import Chunker, embedding_text
     from ingest.pipeline import IngestOptions, ingest_documents
 
     docs, source = documents(args.docs)
-    model = embedding.get_embedder()
+    model = embeddings.get_embedder()
     chunker = Chunker(model.tokenizer, model.max_seq_length)
     texts = [embedding_text(d.title, c.text) for d in docs for c in chunker.chunk(d.text, d.title)]
     model.encode(texts[:64], batch_size=64, normalize_embeddings=True)  # warm-up

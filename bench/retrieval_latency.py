@@ -175,7 +175,7 @@ def main() -> None:
         report["hnsw_recall@10"] = {str(ef): round(float(np.mean(r)), 4) for ef, r in recalls.items()}
 
     # The query embedding, measured apart: the real model on short questions.
-    from ingest.embedding import embed
+    from genloom.embeddings import embed
 
     embed(["warm up"])
     times = []

@@ -81,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     if not SCIFACT.is_dir():
         raise SystemExit(f"{SCIFACT} is absent")
-    from genloom.retrieval.beir import evaluate
+    from genloom.evaluation.beir import evaluate
 
     out: dict = {}
     if not args.tune:

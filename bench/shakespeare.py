@@ -66,7 +66,8 @@ def parse_args():
 
 def ensure_dataset() -> str:
     """The store's tinyshakespeare@N: first 90 % train item, last 10 % val item (idempotent)."""
-    from genloom.datasets.store import add_members, create_version, put_items, seal_version, text_item, version_ref
+    from genloom.datasets.items import put_items, text_item
+    from genloom.datasets.versions import add_members, create_version, seal_version, version_ref
     from genloom.db.engine import session_scope
     from genloom.db.models import Dataset, DatasetVersion
 

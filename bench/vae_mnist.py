@@ -47,7 +47,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from genloom.datasets.importers import import_mnist
-    from genloom.datasets.store import stream_batches
+    from genloom.datasets.loading import stream_batches
     from genloom.db.engine import session_scope
     from genloom.training.models import load_model
     from genloom.training.options import TrainOptions
@@ -62,7 +62,10 @@ def main() -> None:
     if opts.steps is None and opts.epochs is None:
         opts.epochs = 10
     t1 = time.perf_counter()
-    result = train("vae", opts, progress=sys.stderr.isatty())
+    from genloom.cli.progress import RichProgress  # a benchmark is a front end: it may draw
+
+    with RichProgress(transient=False, terminal_only=True) as progress:
+        result = train("vae", opts, progress=progress)
     train_s = time.perf_counter() - t1
     with session_scope() as s:
         row, _, model = load_model(s, result.model, opts.device if opts.device != "auto" else "cpu")

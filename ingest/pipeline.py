@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -116,24 +116,24 @@ def ingest_documents(
     result: IngestResult | None = None,
 ) -> IngestResult:
     """Ingest SourceDocuments (ints in the stream announce how many documents follow)."""
+    from genloom import embeddings
     from genloom.runs import tracked_run
-    from ingest import embedding
 
     started = time.perf_counter()
     validate_name(options.collection)
     result = result or IngestResult(collection=options.collection)
     try:
-        model = embedding.get_embedder(options.embedding_model)
-    except embedding.EmbeddingModelError as exc:
+        model = embeddings.get_embedder(options.embedding_model)
+    except embeddings.EmbeddingModelError as exc:
         raise BadInput(str(exc)) from None
-    model_name = embedding.model_name(options.embedding_model)
+    model_name = embeddings.model_name(options.embedding_model)
     try:
         chunker = Chunker(model.tokenizer, int(model.max_seq_length), options.chunking)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
     with session_scope(engine) as s:
-        emb_model = ensure_embedding_model(s, model_name, embedding.embedding_dim(options.embedding_model), hnsw=options.hnsw)
+        emb_model = ensure_embedding_model(s, model_name, embeddings.embedding_dim(options.embedding_model), hnsw=options.hnsw)
         collection = ensure_collection(
             s, options.collection, text_search_config=options.text_search_config, embedding_model_id=emb_model.id
         )
@@ -250,7 +250,7 @@ def _prepare_batch(
     result: IngestResult,
     engine: Engine | None,
 ) -> _PreparedBatch:
-    from ingest.embedding import embed
+    from genloom.embeddings import embed
 
     # 1. Unchanged documents cost one query and nothing else.
     with session_scope(engine) as s:

@@ -15,7 +15,8 @@ def digits_arrays():
 
 def make_image_dataset(session, name: str, images, labels, *, seed: int = 0, splits=None, origin: str = "real"):
     """Store images as items and a sealed version 1 with a seeded 80/10/10 split; returns the version."""
-    from genloom.datasets.store import add_members, create_version, image_item, put_items, seal_version
+    from genloom.datasets.items import image_item, put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version
 
     ids = put_items(session, [image_item(img, label=int(lab), origin=origin) for img, lab in zip(images, labels)])
     if splits is None:
@@ -27,7 +28,8 @@ def make_image_dataset(session, name: str, images, labels, *, seed: int = 0, spl
 
 
 def make_text_dataset(session, name: str, texts, *, splits=None):
-    from genloom.datasets.store import add_members, create_version, put_items, seal_version, text_item
+    from genloom.datasets.items import put_items, text_item
+    from genloom.datasets.versions import add_members, create_version, seal_version
 
     ids = put_items(session, [text_item(t) for t in texts])
     splits = splits or ["train"] * len(ids)

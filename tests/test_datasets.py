@@ -53,7 +53,7 @@ def test_content_addressing_dedups_identical_imports(cli, engine):
 
 
 def test_sealed_versions_reject_changes(cli, engine, session):
-    from genloom.datasets.store import add_members, resolve_version
+    from genloom.datasets.versions import add_members, resolve_version
     from genloom.errors import BadInput
 
     _import_digits(cli)
@@ -96,7 +96,7 @@ def test_images_folder_sizes_checked_and_resized(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     shown = cli("datasets", "show", "pets", "--json").json()
     assert shown["items"] == 7 and shown["by_label"] == {"cat": 4, "dog": 3}
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
 
     with session_scope() as s:
@@ -160,7 +160,8 @@ def test_diff_and_export_images(cli, tmp_path):
 
 
 def test_streaming_batches_shuffle_shards_and_decodes(cli):
-    from genloom.datasets.store import describe_version, load_split, resolve_version, stream_batches
+    from genloom.datasets.loading import load_split, stream_batches
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
 
     _import_digits(cli)
@@ -208,7 +209,8 @@ def test_packed_shards_give_every_item_once_per_epoch_and_rebuild_identically(cl
     import threading
 
     from genloom.datasets import shards
-    from genloom.datasets.store import describe_version, resolve_version, stream_batches
+    from genloom.datasets.loading import stream_batches
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
 
     monkeypatch.setattr(shards, "SHARD_BYTES", 64 * 100)  # 100 digits (8×8 bytes) per shard: 15 shards
@@ -265,7 +267,8 @@ def test_packed_shards_give_every_item_once_per_epoch_and_rebuild_identically(cl
 
 
 def test_unsealed_and_text_versions_stream_rows_without_packing(cli, engine, session, tmp_path):
-    from genloom.datasets.store import add_members, create_version, resolve_version, stream_batches
+    from genloom.datasets.loading import stream_batches
+    from genloom.datasets.versions import add_members, create_version, resolve_version
 
     _import_digits(cli)
     sealed = resolve_version(session, "digits@1")
@@ -285,7 +288,8 @@ def test_unsealed_and_text_versions_stream_rows_without_packing(cli, engine, ses
 
 
 def test_relabelled_import_is_a_new_version_with_the_new_labels(cli, engine, tmp_path):
-    from genloom.datasets.store import resolve_version, stream_batches
+    from genloom.datasets.loading import stream_batches
+    from genloom.datasets.versions import resolve_version
     from genloom.db.engine import session_scope
 
     for i in range(12):  # 12 distinct images, 6 labelled cat and 6 dog

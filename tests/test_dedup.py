@@ -79,14 +79,14 @@ def test_dry_run_writes_no_version(planted_digits, session):
     from genloom.db.models import DatasetVersion, DedupDecision
     from genloom.dedup.job import DedupOptions, dedup_job
 
-    result = dedup_job("digits", DedupOptions(dry_run=True, progress=False))
+    result = dedup_job("digits", DedupOptions(dry_run=True))
     assert result.dropped > 0 and "dry run" in result.output
     assert session.scalar(sa.select(sa.func.count()).select_from(DatasetVersion)) == 1
     assert session.scalar(sa.select(sa.func.count()).select_from(DedupDecision)) == 0
 
 
 def test_a_failure_while_writing_leaves_neither_version_nor_decisions(planted_digits, session, monkeypatch):
-    import genloom.datasets.store as store
+    import genloom.datasets.versions as store
     from genloom.db.models import DatasetVersion, DedupDecision, Run
     from genloom.dedup.job import DedupOptions, dedup_job
 
@@ -95,7 +95,7 @@ def test_a_failure_while_writing_leaves_neither_version_nor_decisions(planted_di
 
     monkeypatch.setattr(store, "seal_version", boom)
     with pytest.raises(RuntimeError):
-        dedup_job("digits@1", DedupOptions(progress=False))
+        dedup_job("digits@1", DedupOptions())
     session.expire_all()
     assert session.scalar(sa.select(sa.func.count()).select_from(DatasetVersion)) == 1
     assert session.scalar(sa.select(sa.func.count()).select_from(DedupDecision)) == 0

@@ -155,7 +155,7 @@ def test_demo_step_runs_twice(session, tmp_path):
 
     import_digits("digits")
     train("vae", TrainOptions(dataset="digits", steps=5, batch_size=64, name="demo-vae",
-                              hparams={"channels": "8", "latent_dim": "4"}), progress=False)
+                              hparams={"channels": "8", "latent_dim": "4"}))
     ctx = DemoContext(out_dir=tmp_path, quick=True)
     first = step.run(ctx)
     assert first["features"] == "features-digits@1" and first["fid"] >= 0 and 0 <= first["precision"] <= 1

@@ -26,7 +26,7 @@ CORPUS = {
 @pytest.fixture(scope="module")
 def embedder():
     """Load the bundled model once for the module (the process cache keeps it afterwards)."""
-    from ingest.embedding import get_embedder
+    from genloom.embeddings import get_embedder
 
     return get_embedder()
 
@@ -105,7 +105,7 @@ def test_bm25_parameters_are_configurable(corpus, session):
 
 def test_hybrid_ranks_a_document_that_only_one_branch_found(corpus, session, embedder):
     from genloom.retrieval.search import search
-    from ingest.embedding import embed
+    from genloom.embeddings import embed
 
     # BM25 alone finds zyx.txt (the only document with the word); the query vector is
     # pasta.txt's own text, so the vector branch's top-1 (depth 1) is pasta.txt alone.
@@ -131,7 +131,7 @@ def test_hybrid_puts_the_document_both_branches_agree_on_first(corpus, session):
 
 def test_vector_mode_scores_are_cosine_similarities(corpus, session):
     from genloom.retrieval.search import search
-    from ingest.embedding import embed
+    from genloom.embeddings import embed
 
     hits = search(session, "a pet that barks", collection="c", mode="vector", k=6)
     assert _name(hits[0]) == "dogs.txt"

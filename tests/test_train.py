@@ -151,7 +151,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(digits, engine, arch, tiny)
                             hparams=dict(sets))
 
     with pytest.raises(KeyboardInterrupt):
-        train(arch, opts(), progress=False, callbacks=[_interrupt_at(5)])
+        train(arch, opts(), callbacks=[_interrupt_at(5)])
     with engine.connect() as conn:
         run = conn.execute(sa.text("SELECT id, status, error FROM runs WHERE kind = 'train'")).one()
         checkpoints = conn.execute(sa.text("SELECT step FROM run_checkpoints WHERE run_id = :r ORDER BY step"),
@@ -160,7 +160,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(digits, engine, arch, tiny)
     assert run.status == "interrupted" and "--resume" in run.error
     assert checkpoints == [2, 4] and models == 0  # never a half-registered model
 
-    result = train(arch, opts(resume=True), progress=False)
+    result = train(arch, opts(resume=True))
     assert result.run_id == run.id and result.resumed_from_step == 4 and result.steps == 8
     with engine.connect() as conn:
         status = conn.execute(sa.text("SELECT status FROM runs WHERE id = :r"), {"r": run.id}).scalar()
@@ -233,7 +233,8 @@ def test_bad_inputs_are_one_line_errors(cli, digits, tmp_path):
 def test_empty_split_and_mismatched_sizes_are_refused(cli, digits, session):
     import numpy as np
 
-    from genloom.datasets.store import add_members, create_version, image_item, put_items, seal_version
+    from genloom.datasets.items import image_item, put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version
 
     ids = put_items(session, [image_item(np.zeros((8, 8), np.uint8)), image_item(np.ones((6, 6), np.uint8))])
     v = create_version(session, "mixed", modality="image")
@@ -324,7 +325,7 @@ def test_keep_best_registers_the_weights_of_the_best_validation_pass(digits, eng
     monkeypatch.setattr(VAE, "evaluate", scripted_evaluate)
     opts = TrainOptions(dataset="digits", steps=8, eval_every=2, batch_size=32, name="kb", keep_best=keep_best,
                         hparams={"channels": "8", "latent_dim": "4"})
-    result = train("vae", opts, progress=False)
+    result = train("vae", opts)
     with session_scope() as s:
         row = resolve_model(s, result.model)
         registered = torch.load(io.BytesIO(load_checkpoint(s, row)), weights_only=True)
@@ -358,7 +359,7 @@ def test_checkpoints_are_written_in_the_background_yet_never_lost_or_silently_fa
     opts = TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="bg",
                         hparams={"channels": "8", "latent_dim": "4"})
     with pytest.raises(KeyboardInterrupt):
-        trainer.train("vae", opts, progress=False, callbacks=[_interrupt_at(5)])
+        trainer.train("vae", opts, callbacks=[_interrupt_at(5)])
     with engine.connect() as conn:
         steps = conn.execute(sa.text("SELECT step FROM run_checkpoints ORDER BY step")).scalars().all()
     assert steps == [2, 4]  # the write in flight at the interrupt landed
@@ -369,7 +370,7 @@ def test_checkpoints_are_written_in_the_background_yet_never_lost_or_silently_fa
     monkeypatch.setattr(trainer, "_save_checkpoint", failing_save)
     with pytest.raises(OSError, match="disk full"):
         trainer.train("vae", TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="bg2",
-                                          hparams={"channels": "8", "latent_dim": "4"}), progress=False)
+                                          hparams={"channels": "8", "latent_dim": "4"}))
     with engine.connect() as conn:
         run = conn.execute(sa.text("SELECT status, error FROM runs WHERE params->>'name' = 'bg2'")).one()
         models = conn.execute(sa.text("SELECT count(*) FROM models WHERE name = 'bg2'")).scalar()

@@ -145,12 +145,12 @@ def test_resume_continues_the_step_count_and_lr_schedule(lm_db, cli_db):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train("transformer", opts("resumed"), progress=False, callbacks=[interrupt])
+        train("transformer", opts("resumed"), callbacks=[interrupt])
     with session_scope() as s:
         assert s.scalar(sa.select(Run.status).where(Run.params["name"].astext == "resumed")) == "interrupted"
-    resumed = train("transformer", opts("resumed", resume=True), progress=False)
+    resumed = train("transformer", opts("resumed", resume=True))
     assert resumed.resumed_from_step == 20 and resumed.steps == 40
-    straight = train("transformer", opts("straight"), progress=False)
+    straight = train("transformer", opts("straight"))
 
     def lrs(run_id):
         with session_scope() as s:

@@ -48,7 +48,7 @@ def caption_embeddings(labels: list[str]):
     is embedded exactly as the training captions were."""
     import torch
 
-    from ingest.embedding import embed
+    from genloom.embeddings import embed
 
     texts = [text for label in labels for text in captions_for_label(label)]
     vectors = embed(texts)
@@ -59,6 +59,6 @@ def embed_prompts(prompts: list[str]):
     """MiniLM embeddings of free-text prompts: (n, 384) float32."""
     import torch
 
-    from ingest.embedding import embed
+    from genloom.embeddings import embed
 
     return torch.from_numpy(embed(list(prompts)))

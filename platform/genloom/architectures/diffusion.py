@@ -441,42 +441,16 @@ class DiffusionSampler:
         steps = opts.steps or (50 if sampler == "ddim" else self.model.config.timesteps)
         eta = opts.eta or 0.0
         generator = torch.Generator().manual_seed(opts.seed)
-        with _sampling_progress(steps) as on_step:
-            images = self.model.sample(opts.n, sampler=sampler, steps=steps, eta=eta, guidance=guidance,
-                                       class_labels=class_labels, text_embeds=text, generator=generator, on_step=on_step)
+        # Only long samplings (DDPM's 1,000 steps) are worth a bar; the caller draws it.
+        progress = opts.progress if steps >= 200 else None
+        on_step = (lambda i, total: progress("sampling", i, total, "")) if progress else None
+        images = self.model.sample(opts.n, sampler=sampler, steps=steps, eta=eta, guidance=guidance,
+                                   class_labels=class_labels, text_embeds=text, generator=generator, on_step=on_step)
         meta = {"sampler": sampler, "steps": steps, "guidance": guidance, "seed": opts.seed}
         if sampler == "ddim":
             meta["eta"] = eta
         metadata = [dict(meta, index=i, **({"prompt": prompts[i]} if prompts else {})) for i in range(opts.n)]
         return Samples(images=((images + 1.0) / 2.0).cpu(), labels=labels, metadata=metadata)
-
-
-class _sampling_progress:
-    """A transient Rich bar on stderr for long samplings (DDPM's 1,000 steps); silent for short ones."""
-
-    def __init__(self, steps: int):
-        self.steps = steps
-        self.progress = None
-
-    def __enter__(self):
-        import sys
-
-        if self.steps < 200 or not sys.stderr.isatty():
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from genloom.cli.output import err_console
-
-        self.progress = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                 console=err_console, transient=True)
-        task = self.progress.add_task("sample", total=self.steps)
-        self.progress.start()
-        return lambda i, total: self.progress.update(task, completed=i)
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
-        return False
 
 
 ARCHITECTURE = DiffusionArchitecture

@@ -134,7 +134,7 @@ def _check_causal_lm(directory: Path, what: str) -> dict:
 
     model_type = config.get("model_type")
     archs = config.get("architectures") or []
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
         raise BadInput(f"{what} is not a causal LM (model_type {model_type!r}): --init needs a GPT-2-shaped causal LM")
     if model_type != "gpt2":
         raise BadInput(
@@ -167,7 +167,7 @@ def gpt_from_hf_dir(directory: Path, *, dropout: float | None = None, what: str 
     net = GPT(config)
     state = {}
     for key, value in hf.state_dict().items():
-        if key.endswith(".attn.bias") or key.endswith("masked_bias"):
+        if key.endswith((".attn.bias", "masked_bias")):
             continue
         state[key] = value.t().contiguous() if key.endswith(_TRANSPOSED) else value
     state.setdefault("lm_head.weight", state["transformer.wte.weight"])

@@ -221,16 +221,16 @@ def retention(
             abort=True,
             err=True,
         )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from genloom.cli.progress import RichProgress
 
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err_console, disable=json_out, transient=True,
-    ) as progress:
-        task = progress.add_task("deleting generations", total=counts["generations"])
-        deleted = apply_retention(
-            get_engine(), cutoff, batch_size=batch_size, on_batch=lambda n: progress.advance(task, n)
-        )
+    done = [0]
+
+    def on_batch(n: int) -> None:
+        done[0] += n
+        progress("deleting generations", done[0], counts["generations"])
+
+    with RichProgress(enabled=not json_out) as progress:
+        deleted = apply_retention(get_engine(), cutoff, batch_size=batch_size, on_batch=on_batch)
     if json_out:
         print_json({"cutoff": cutoff.isoformat(), "dry_run": False, "deleted": deleted})
     else:

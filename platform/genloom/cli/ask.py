@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from genloom.cli.output import JsonOption, console, err_console, info, print_json
+from genloom.cli.output import JsonOption, console, info, print_json
 
 generations_app = typer.Typer(help="The generation log: one generation with its sources and feedback.", no_args_is_help=True)
 sessions_app = typer.Typer(help="Conversations: the turns of a session.", no_args_is_help=True)

@@ -104,7 +104,7 @@ def list_cmd(json_out: JsonOption = False) -> None:
     """Every dataset version."""
     from rich.table import Table
 
-    from genloom.datasets.store import list_versions
+    from genloom.datasets.versions import list_versions
     from genloom.db.engine import session_scope
 
     with session_scope() as s:
@@ -127,7 +127,7 @@ def show_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Counts of one version: by split, origin (real/synthetic) and label; parent; creating run."""
-    from genloom.datasets.store import resolve_version, version_summary
+    from genloom.datasets.versions import resolve_version, version_summary
     from genloom.db.engine import session_scope
 
     with session_scope() as s:
@@ -148,7 +148,7 @@ def diff_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Items added, removed and moved between splits from version A to version B."""
-    from genloom.datasets.store import diff_versions, resolve_version
+    from genloom.datasets.versions import diff_versions, resolve_version
     from genloom.db.engine import session_scope
 
     with session_scope() as s:
@@ -171,7 +171,7 @@ def export_cmd(
 ) -> None:
     """Write a version out as files with a manifest."""
     from genloom.datasets.export import export_version
-    from genloom.datasets.store import resolve_version
+    from genloom.datasets.versions import resolve_version
     from genloom.db.engine import session_scope
 
     with session_scope() as s:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from genloom.cli.output import JsonOption, console, info, print_json
+from genloom.cli.progress import RichProgress
 
 
 def dedup(
@@ -30,13 +31,14 @@ def dedup(
     if (dataset is None) == (collection is None):
         raise BadInput("give a dataset NAME[@V] or --collection NAME (one of the two)")
     opts = DedupOptions(method=method, threshold=threshold, dry_run=dry_run, embedder=embedder, features=features,
-                        num_perm=num_perm, unit=unit, progress=not json_out)
+                        num_perm=num_perm, unit=unit)
     if collection is not None:
         if leakage:
             raise BadInput("--leakage checks a dataset's splits; it does not apply to --collection")
         from genloom.dedup.collection import collection_job
 
-        report = collection_job(collection, opts)
+        with RichProgress(enabled=not json_out) as progress:
+            report = collection_job(collection, opts, progress=progress)
         if json_out:
             print_json(report)
         else:
@@ -44,10 +46,12 @@ def dedup(
                  f"near-duplicates ({_methods(report['by_method'])}); run {report['run_id']}"
                  + (" [dry run]" if dry_run else ""))
         return
+    assert dataset is not None  # exactly one of the two, checked above
     if leakage:
         from genloom.dedup.leakage import leakage_job
 
-        report = leakage_job(dataset, opts)
+        with RichProgress(enabled=not json_out) as progress:
+            report = leakage_job(dataset, opts, progress=progress)
         if json_out:
             print_json(report)
             return
@@ -61,7 +65,8 @@ def dedup(
         return
     from genloom.dedup.job import dedup_job
 
-    result = dedup_job(dataset, opts)
+    with RichProgress(enabled=not json_out) as progress:
+        result = dedup_job(dataset, opts, progress=progress)
     if json_out:
         print_json(result.to_json())
         return

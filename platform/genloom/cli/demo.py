@@ -11,6 +11,7 @@ import typer
 from rich.panel import Panel
 
 from genloom.cli.output import JsonOption, err_console, print_json
+from genloom.cli.progress import RichProgress
 
 
 def demo(
@@ -21,24 +22,22 @@ def demo(
     json_out: JsonOption = False,
 ) -> None:
     """Run the tour: store → ingest and search → grounded answer → train and sample → evaluate → analytics."""
+    from genloom.cli.demo_render import RENDERERS
     from genloom.demo_steps import STEP_MODULES, DemoContext
 
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(out_dir=out.resolve(), quick=quick)
     for name in STEP_MODULES:
-        try:
-            step = importlib.import_module(f"genloom.demo_steps.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"genloom.demo_steps.{name}":
-                continue
-            raise
+        step = importlib.import_module(f"genloom.demo_steps.{name}")
         started = time.perf_counter()
         err_console.rule(f"[bold]{step.TITLE}")
-        result = step.run(ctx)
+        with RichProgress() as progress:
+            ctx.progress = progress
+            result = step.run(ctx)
         result["seconds"] = round(time.perf_counter() - started, 2)
         ctx.results[name] = result
         if not json_out:
-            summary = getattr(step, "render", None)
+            summary = RENDERERS.get(name)
             if summary is not None:
                 summary(result)
             else:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from genloom.cli.evaluate import eval_app
 from genloom.cli.output import JsonOption, console, print_json
+from genloom.cli.progress import RichProgress
 
 
 def _render(result: dict, title: str) -> None:
@@ -36,9 +37,10 @@ def eval_model(
     """FID (+ real-vs-real floor), KID, precision/recall, density/coverage, labels; perplexity/bpc for text."""
     from genloom.evaluation.jobs import EvalModelOptions, eval_model_job
 
-    result = eval_model_job(model, against, EvalModelOptions(split=split, n=n, features=features, seed=seed,
-                                                            device=device, anomaly_class=anomaly_class,
-                                                            text_samples=samples, progress=not json_out))
+    with RichProgress(enabled=not json_out) as progress:
+        result = eval_model_job(model, against, EvalModelOptions(
+            split=split, n=n, features=features, seed=seed, device=device, anomaly_class=anomaly_class,
+            text_samples=samples, progress=progress, notes=progress.note))
     if json_out:
         print_json(result)
     else:
@@ -58,7 +60,8 @@ def eval_utility(
     """Train on synthetic, test on real (TSTR), next to train on real (TRTR)."""
     from genloom.evaluation.jobs import eval_utility_job
 
-    result = eval_utility_job(synthetic, real, epochs=epochs, seed=seed, device=device, progress=not json_out)
+    with RichProgress(enabled=not json_out) as progress:
+        result = eval_utility_job(synthetic, real, epochs=epochs, seed=seed, device=device, progress=progress)
     if json_out:
         print_json(result)
     else:
@@ -94,8 +97,9 @@ def eval_features(
     """Train and register the CNN whose features FID/KID/PRDC use (eval model does it on first use)."""
     from genloom.evaluation.features import ClassifierTraining, train_classifier
 
-    r = train_classifier(dataset, name=name, cfg=ClassifierTraining(epochs=epochs, batch_size=batch_size, seed=seed,
-                                                                    device=device), progress=not json_out)
+    with RichProgress(enabled=not json_out) as progress:
+        r = train_classifier(dataset, name=name, cfg=ClassifierTraining(epochs=epochs, batch_size=batch_size,
+                                                                        seed=seed, device=device), progress=progress)
     out = {"run_id": r.run_id, "model": r.model,
            "metrics": {k: v for k, v in {"val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy}.items()
                        if v is not None}, "steps": r.steps, "seconds": round(r.seconds, 2)}

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from genloom.cli.evaluate import eval_app
-from genloom.cli.output import JsonOption, console, err_console, print_json
+from genloom.cli.output import JsonOption, console, print_json
+from genloom.cli.progress import RichProgress
 from genloom.errors import BadInput
 
 
@@ -25,26 +26,20 @@ def retrieval(
     json_out: JsonOption = False,
 ) -> None:
     """Evaluate retrieval on a BEIR dataset (ingesting its corpus first if the collection lacks it)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from genloom.retrieval.beir import beir_paths, evaluate
+    from genloom.evaluation.beir import evaluate
+    from genloom.retrieval.beir import beir_paths
 
     beir_paths(beir, split)  # a wrong folder or split fails here, before any progress bar
     mode_list = [m.strip() for m in modes.split(",") if m.strip()]
     if not mode_list:
         raise BadInput("--modes is empty; use e.g. bm25,vector,hybrid")
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
-    ) as bar:
-        ingest_task = bar.add_task("ingest corpus", total=None)
-        search_task = bar.add_task("queries", total=None, visible=False)
+    with RichProgress() as bar:
 
         def on_ingest(done: int, known: int | None, chunks: int) -> None:
-            bar.update(ingest_task, completed=done, total=known or None)
+            bar("ingest corpus", done, known or None)
 
         def on_search(done: int, total: int) -> None:
-            bar.update(search_task, completed=done, total=total, visible=True)
+            bar("queries", done, total)
 
         report = evaluate(
             beir, split=split, collection=collection, modes=mode_list, ingest_progress=on_ingest,

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from genloom.cli.output import JsonOption, err_console, info, print_json
+from genloom.cli.progress import RichProgress
 from genloom.errors import BadInput
-
-
-def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:
-    """['k=v', …] → {k: v}; a malformed pair is a one-line error naming the option."""
-    pairs: dict[str, str] = {}
-    for value in values or []:
-        key, sep, val = value.partition("=")
-        if not sep or not key.strip():
-            raise BadInput(f"{option} expects key=value (got {value!r})")
-        pairs[key.strip()] = val
-    return pairs
+from genloom.pairs import parse_pairs
 
 
 def ingest(
@@ -50,8 +42,6 @@ def ingest(
     json_out: JsonOption = False,
 ) -> None:
     """Ingest files into a collection: idempotent by content hash; a changed file becomes a new version."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
     from genloom.retrieval.vector import HnswConfig
     from ingest.chunking import ChunkConfig
     from ingest.loaders import LoadOptions
@@ -76,20 +66,14 @@ def ingest(
         hnsw=HnswConfig(m=hnsw_m, ef_construction=hnsw_ef_construction),
         batch_documents=batch_documents,
     )
-    rates = TextColumn("{task.fields[rates]}")
-    with Progress(
-        TextColumn("[bold]ingest[/bold] {task.fields[collection]}"), BarColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[count]}"), rates, TimeElapsedColumn(),
-        console=err_console, transient=json_out,
-    ) as bar:
-        task = bar.add_task("ingest", total=None, collection=collection, rates="", count="")
+    # Not transient unless --json: the final bar (docs, chunks, rates) stays as a summary line.
+    with RichProgress(transient=json_out) as bar:
+        started = time.perf_counter()
 
         def progress(done: int, known: int | None, chunks: int) -> None:
-            elapsed = bar.tasks[task].elapsed or 1e-9
-            bar.update(
-                task, completed=done, total=known or None, count=f"{done}/{known or '?'} docs",
-                rates=f"{done / elapsed:.1f} docs/s · {chunks / elapsed:.1f} chunks/s",
-            )
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            bar(f"ingest {collection}", done, known or None,
+                f"{done / elapsed:.1f} docs/s · {chunks / elapsed:.1f} chunks/s")
 
         result = run_ingest(paths, options, progress=progress)
     summary = result.to_json()

@@ -61,14 +61,10 @@ def _root(
 
 
 def _register_all() -> None:
+    # A module that fails to import fails the whole CLI, loudly: a silently missing
+    # command would hide the bug.
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # group not built yet
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 _register_all()

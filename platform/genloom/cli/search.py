@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from genloom.cli.output import JsonOption, console, dumps, err_console, print_json
+from genloom.cli.progress import RichProgress
 from genloom.errors import BadInput
 
 
@@ -32,9 +33,9 @@ def search(
     json_out: JsonOption = False,
 ) -> None:
     """Search a collection: BM25 and vectors fused in SQL (or one branch with --mode)."""
-    from genloom.cli.ingest import parse_pairs
     from genloom.db.engine import session_scope
-    from genloom.retrieval.search import search as run_search, search_many
+    from genloom.pairs import parse_pairs
+    from genloom.retrieval.search import search as run_search
 
     filters = parse_pairs(where, "--where")
     options = dict(
@@ -91,8 +92,6 @@ def _hit_json(hit) -> dict:
 
 
 def _batch(path: Path, out: Path | None, options: dict) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from genloom.db.engine import session_scope
     from genloom.retrieval.beir import read_queries
     from genloom.retrieval.search import search_many
@@ -100,13 +99,9 @@ def _batch(path: Path, out: Path | None, options: dict) -> None:
     items = read_queries(path)
     sink = out.open("w", encoding="utf-8") if out else sys.stdout
     try:
-        with Progress(
-            TextColumn("[bold]search[/bold]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=err_console, transient=True,
-        ) as bar, session_scope() as session:
-            task = bar.add_task("queries", total=len(items))
+        with RichProgress() as bar, session_scope() as session:
             for query_id, hits in search_many(
-                session, items, progress=lambda done, total: bar.update(task, completed=done), **options
+                session, items, progress=lambda done, total: bar("search", done, total), **options
             ):
                 results = [{"doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": h.score} for h in hits]
                 sink.write(dumps({"query_id": query_id, "results": results}) + "\n")

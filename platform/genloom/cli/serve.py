@@ -31,7 +31,7 @@ def serve(
         raise BadInput(f"--port must be between 1 and 65535 (got {port})")
     get_engine()  # connect and migrate now: a bad DATABASE_URL fails here, not on the first request
     if model:
-        from genloom.generation.backend import load_backend
+        from genloom.generation.resolve import load_backend
 
         os.environ["GENLOOM_MODEL"] = model
         with session_scope() as session:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from genloom.cli.output import JsonOption, console, info, print_json
+from genloom.cli.progress import RichProgress
 
 models_app = typer.Typer(help="The model registry: trained checkpoints with their runs.", no_args_is_help=True)
 
@@ -52,7 +53,9 @@ def train(
         eval_every=eval_every, compile=compile_, name=name, device=device, resume=resume, keep_best=keep_best,
         hparams=parse_set(set_ or []),
     )
-    result = run_training(arch, opts, progress=not json_out)
+    # Not transient: the last state of the bar (steps, loss, rate) stays as the run's summary line.
+    with RichProgress(enabled=not json_out, transient=False) as progress:
+        result = run_training(arch, opts, progress=progress)
     if int(os.environ.get("RANK", 0)) != 0:
         return
     payload = {"run_id": result.run_id, "model": result.model, "metrics": result.metrics}
@@ -102,7 +105,9 @@ def sample(
         sampler=sampler, eta=eta, guidance=guidance, prompt=prompt, max_new_tokens=max_new_tokens,
         temperature=temperature, top_k=top_k, device=device,
     )
-    result = sample_job(model, opts, out=out, into=into if store else None)
+    with RichProgress(enabled=not json_out) as progress:
+        opts.progress = progress
+        result = sample_job(model, opts, out=out, into=into if store else None)
     if json_out:
         print_json({"run_id": result.run_id, "items": result.items, "dataset": result.dataset,
                     "out": str(result.out) if result.out else None})

@@ -1,5 +1,6 @@
 """Versioned datasets: content-addressed items, numbered sealed versions, import/export, streaming.
 
-The library lives in `store.py` (items, versions, membership, streaming into tensors),
+The library lives in `items.py` (content-addressed items), `versions.py` (datasets, versions,
+membership), `loading.py` (streaming into tensors, with `shards.py` and `prefetch.py`),
 `importers.py` (digits, mnist, images, text, collection) and `export.py`.
 """

@@ -21,7 +21,7 @@ def _safe(label: str | None) -> str:
 def export_version(session: Session, version: DatasetVersion, directory: Path) -> dict[str, Any]:
     from PIL import Image
 
-    from genloom.datasets.store import version_summary
+    from genloom.datasets.versions import version_summary
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -77,9 +77,10 @@ def store_import(name: str, modality: str, specs: list, splits: list[str], *, pa
     """Write items + version 1 (or the next version when the content changed) and seal; one transaction."""
     import sqlalchemy as sa
 
-    from genloom.datasets.store import add_members, create_version, label_override, put_items, seal_version, version_ref
+    from genloom.datasets.items import label_override, put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version, version_ref
     from genloom.db.engine import session_scope
-    from genloom.db.models import Dataset, DatasetVersion, Item
+    from genloom.db.models import Dataset, DatasetVersion
     from genloom.refs import parse_ref
     from genloom.runs import tracked_run
 
@@ -141,7 +142,7 @@ def import_digits(name: str = "digits", *, fractions: SplitFractions | None = No
     """scikit-learn's bundled 8×8 digits (values 0–16, rescaled to 0–255 uint8)."""
     from sklearn.datasets import load_digits
 
-    from genloom.datasets.store import image_item
+    from genloom.datasets.items import image_item
 
     fractions = fractions or SplitFractions()
     data = load_digits()
@@ -179,7 +180,7 @@ def _find(directory: Path, stem: str) -> Path:
 def import_mnist(directory: Path, name: str = "mnist", *, val_fraction: float = 5000 / 60000, seed: int = 0,
                  limit: int | None = None) -> ImportResult:
     """The four MNIST IDX files; MNIST's own train/test split, val carved from train (seeded)."""
-    from genloom.datasets.store import image_item
+    from genloom.datasets.items import image_item
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -208,7 +209,7 @@ def import_images(directory: Path, name: str, *, resize: tuple[int, int] | None 
     """PNG/JPEG files under DIR; label = the first sub-folder (none for files at the top)."""
     from PIL import Image, UnidentifiedImageError
 
-    from genloom.datasets.store import image_item
+    from genloom.datasets.items import image_item
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -264,7 +265,7 @@ def split_text(text: str, unit: str) -> list[str]:
 def import_text(source: Path, name: str, *, unit: str = "document", fractions: SplitFractions | None = None,
                 contiguous: bool = False) -> ImportResult:
     """A text FILE or a DIR of text files; one item per document, paragraph or line; label = none."""
-    from genloom.datasets.store import text_item
+    from genloom.datasets.items import text_item
 
     source = Path(source)
     if unit not in TEXT_UNITS:
@@ -307,7 +308,7 @@ def import_collection(collection: str, name: str | None = None, *, fractions: Sp
     import sqlalchemy as sa
     from sqlalchemy.dialects.postgresql import aggregate_order_by
 
-    from genloom.datasets.store import text_item
+    from genloom.datasets.items import text_item
     from genloom.db.engine import session_scope
     from genloom.db.models import Chunk, Collection, Document
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
+from genloom.datasets.prefetch import prefetched
 from genloom.errors import BadInput
 
 SHARD_BYTES = 8 << 20  # payload per shard: few rows per epoch, little memory per read
@@ -92,14 +92,12 @@ def _list(cur, version_id: int, split: str) -> list[tuple[int, int]]:
 
 def shard_batches(conn, version_id: int, split: str, batch_size: int, *, seed: int, epoch: int,
                   rank: int = 0, world_size: int = 1, drop_last: bool = False,
-                  label_index: dict[str, int] | None = None) -> Iterator[Any]:
-    """One shuffled epoch of a packed split as `Batch`es; under DDP each rank keeps every world_size-th item.
+                  label_index: dict[str, int] | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+    """One shuffled epoch of a packed split as (x uint8 N×C×H×W, item ids, labels, class indices) arrays per
+    batch (loading.py makes them tensors); under DDP each rank keeps every world_size-th item.
 
     A background thread fetches the next shard while this one is cut into batches.
     """
-    import torch
-
-    from genloom.datasets.store import Batch, prefetched
 
     shards = ensure_shards(conn, version_id, split)
     rng = np.random.default_rng([seed, epoch])
@@ -125,16 +123,16 @@ def shard_batches(conn, version_id: int, split: str, batch_size: int, *, seed: i
             left.append((x[:start], ids[:start], labels[:start], y[:start]))
             if sum(len(piece[1]) for piece in left) < batch_size:
                 continue
-            yield _batch(Batch, torch, *(np.concatenate(parts) for parts in zip(*left)), label_index)
+            yield tuple(np.concatenate(parts) for parts in zip(*left))
             left = []
         while start + batch_size <= len(ids):
             stop = start + batch_size
-            yield _batch(Batch, torch, x[start:stop], ids[start:stop], labels[start:stop], y[start:stop], label_index)
+            yield x[start:stop], ids[start:stop], labels[start:stop], y[start:stop]
             start = stop
         if start < len(ids):
             left = [(x[start:], ids[start:], labels[start:], y[start:])]
     if left and not drop_last:
-        yield _batch(Batch, torch, *(np.concatenate(parts) for parts in zip(*left)), label_index)
+        yield tuple(np.concatenate(parts) for parts in zip(*left))
 
 
 def _fetch(conn, version_id: int, split: str, shard_nos: list[int]) -> Iterator[tuple]:
@@ -148,11 +146,3 @@ def _fetch(conn, version_id: int, split: str, shard_nos: list[int]) -> Iterator[
             )
             yield cur.fetchone()
     conn.rollback()
-
-
-def _batch(Batch, torch, x, ids, labels, y, label_index) -> Any:
-    batch = Batch(item_ids=ids.tolist(), labels=labels.tolist())
-    batch.x = torch.from_numpy(x).to(torch.float32).div_(255.0)
-    if label_index is not None:
-        batch.y = torch.from_numpy(y)
-    return batch

@@ -21,8 +21,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from genloom.dedup import Decision
-from genloom.dedup.job import DedupOptions, _Progress
+from genloom.dedup.job import DedupOptions, stages
 from genloom.errors import BadInput, NotFound
+from genloom.progress import ProgressFn
 
 
 def _collection(session, name: str):
@@ -36,7 +37,7 @@ def _collection(session, name: str):
     return coll
 
 
-def collection_job(name: str, opts: DedupOptions | None = None) -> dict[str, Any]:
+def collection_job(name: str, opts: DedupOptions | None = None, *, progress: ProgressFn | None = None) -> dict[str, Any]:
     from genloom.db.engine import session_scope
     from genloom.db.models import ChunkDuplicate
     from genloom.dedup import semantic
@@ -53,7 +54,8 @@ def collection_job(name: str, opts: DedupOptions | None = None) -> dict[str, Any
         coll_id, model_id = coll.id, coll.embedding_model_id
     with tracked_run("dedup", params={"collection": name, "methods": methods, "threshold": opts.threshold,
                                       "dry_run": opts.dry_run}, collection_id=coll_id) as run:
-        with _Progress(opts.progress, f"dedup collection {name}") as bar, session_scope() as s:
+        stage = stages(progress, f"dedup collection {name}")
+        with session_scope() as s:
             rows = s.execute(sa.text(
                 "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id = c.document_id "
                 "WHERE d.collection_id = :c AND d.superseded_at IS NULL ORDER BY d.id, c.ordinal"
@@ -64,7 +66,8 @@ def collection_job(name: str, opts: DedupOptions | None = None) -> dict[str, Any
             decisions: list[Decision] = []
             details: dict[str, Any] = {}
             for method in methods:
-                bar.update(method, 0, len(alive))
+                if stage:
+                    stage(method, 0, len(alive))
                 if method == "exact":
                     found = exact_duplicates(((i, text_key(t)) for i, t in alive), method="normalized")
                 elif method == "minhash":

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from genloom.dedup import METHODS, Decision
 from genloom.errors import BadInput
+from genloom.progress import ProgressFn
 
 IMAGE_EMBEDDERS = ("pixels", "features")
 ORIGIN_RANK = {"real": 0, "augmented": 1, "synthetic": 2}
@@ -39,7 +40,6 @@ class DedupOptions:
     num_perm: int = 128
     ngram: int = 5
     unit: str = "char"
-    progress: bool = True
 
     def methods(self, modality: str) -> list[str]:
         if self.method not in (*METHODS, "all"):
@@ -120,7 +120,7 @@ def prepare_embedder(session: Session, modality: str, opts: DedupOptions, info) 
     if modality == "text":
         if opts.embedder not in (None, "text"):
             raise BadInput(f"--embedder {opts.embedder} is for images; text uses the sentence model")
-        from ingest.embedding import embed, get_embedder, model_name
+        from genloom.embeddings import embed, get_embedder, model_name
 
         name = model_name(opts.text_model)
         model = get_embedder(opts.text_model)
@@ -216,7 +216,7 @@ def find_duplicates(session: Session, version_id: int, info, opts: DedupOptions,
         if method == "exact":
             found = run_exact(alive, info.modality)
         elif method == "minhash":
-            found = run_minhash(alive, opts, (lambda n: progress("minhash", n, len(alive))) if progress else None)
+            found = run_minhash(alive, opts, _counter(progress, "minhash", len(alive)))
             details["jaccard_threshold"] = opts.threshold or 0.8
         else:
             found, extra = run_semantic(session, alive, opts, info, progress)
@@ -227,9 +227,15 @@ def find_duplicates(session: Session, version_id: int, info, opts: DedupOptions,
     return members, decisions, details
 
 
-def dedup_job(dataset_ref: str, opts: DedupOptions | None = None) -> DedupResult:
-    from genloom.datasets.store import (add_members, create_version, describe_version, resolve_version, seal_version,
-                                        version_ref)
+def dedup_job(dataset_ref: str, opts: DedupOptions | None = None, *, progress: ProgressFn | None = None) -> DedupResult:
+    from genloom.datasets.versions import (
+        add_members,
+        create_version,
+        describe_version,
+        resolve_version,
+        seal_version,
+        version_ref,
+    )
     from genloom.db.engine import session_scope
     from genloom.db.models import DatasetVersion
     from genloom.runs import log_metrics, tracked_run
@@ -240,11 +246,12 @@ def dedup_job(dataset_ref: str, opts: DedupOptions | None = None) -> DedupResult
         version = resolve_version(s, dataset_ref)
         info = describe_version(s, version)
         opts.methods(info.modality)  # bad method for this modality: fail before the run row
-    params = {k: v for k, v in dataclasses.asdict(opts).items() if k != "progress" and v is not None}
+    params = {k: v for k, v in dataclasses.asdict(opts).items() if v is not None}
     started = time.perf_counter()
     with tracked_run("dedup", params={**params, "dataset": info.ref}, input_version_id=info.version_id) as run:
-        with _Progress(opts.progress, f"dedup {info.ref}") as bar, session_scope() as s:
-            members, decisions, details = find_duplicates(s, info.version_id, info, opts, bar.update)
+        with session_scope() as s:
+            members, decisions, details = find_duplicates(s, info.version_id, info, opts,
+                                                          stages(progress, f"dedup {info.ref}"))
             by_method = {m: 0 for m in details["methods"]}
             for d in decisions:
                 key = "exact" if d.method == "normalized" else d.method
@@ -308,31 +315,15 @@ def _same_output(session: Session, info, kept: list[Member]):
     ).first()
 
 
-class _Progress:
-    """A Rich status line on stderr for the stages of a dedup (or nothing, for tests/benchmarks)."""
+def _counter(progress: Callable[[str, int, int], None] | None, stage: str, total: int) -> Callable[[int], None] | None:
+    """A stage's items-done callback, its total fixed now (the list of survivors shrinks stage by stage)."""
+    if progress is None:
+        return None
+    return lambda done: progress(stage, done, total)
 
-    def __init__(self, enabled: bool, title: str):
-        self.enabled, self.title = enabled, title
-        self._bar = self._task = None
 
-    def __enter__(self):
-        from genloom.cli.output import err_console
-
-        # Only on a terminal: piped stderr gets no half-drawn bars, and errors stay one line.
-        if self.enabled and err_console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err_console, transient=True)
-            self._bar.start()
-            self._task = self._bar.add_task(self.title, total=None)
-        return self
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, description=f"{self.title}: {stage}", completed=done, total=total or None)
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.stop()
-        return False
+def stages(progress: ProgressFn | None, title: str) -> Callable[[str, int, int], None] | None:
+    """One progress task for a whole dedup; each stage (exact, minhash, embedding, …) shows as its status."""
+    if progress is None:
+        return None
+    return lambda stage, done, total: progress(title, done, total or None, stage)

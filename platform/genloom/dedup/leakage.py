@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from genloom.dedup import Decision
-from genloom.dedup.job import DedupOptions, Member, _Progress, load_members, prepare_embedder
+from genloom.dedup.job import DedupOptions, Member, load_members, prepare_embedder, stages
+from genloom.progress import ProgressFn
 
 
 def _exact(train: list[Member], others: list[Member], modality: str) -> dict[int, Decision]:
@@ -68,8 +69,9 @@ def _semantic(session, train: list[Member], others: list[Member], opts: DedupOpt
     return out, {"embedder": embedder.name, "cosine_threshold": threshold}
 
 
-def leakage_job(dataset_ref: str, opts: DedupOptions | None = None, *, examples: int = 20) -> dict[str, Any]:
-    from genloom.datasets.store import describe_version, resolve_version
+def leakage_job(dataset_ref: str, opts: DedupOptions | None = None, *, examples: int = 20,
+                progress: ProgressFn | None = None) -> dict[str, Any]:
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.runs import log_metrics, tracked_run
 
@@ -81,14 +83,16 @@ def leakage_job(dataset_ref: str, opts: DedupOptions | None = None, *, examples:
     started = time.perf_counter()
     with tracked_run("dedup", params={"dataset": info.ref, "leakage": True, "methods": methods,
                                       "threshold": opts.threshold}, input_version_id=info.version_id) as run:
-        with _Progress(opts.progress, f"leakage {info.ref}") as bar, session_scope() as s:
+        stage = stages(progress, f"leakage {info.ref}")
+        with session_scope() as s:
             members = load_members(s, info.version_id, info.modality)
             train = [m for m in members if m.split == "train"]
             others = [m for m in members if m.split in ("val", "test")]
             leaks: dict[int, Decision] = {}
             details: dict[str, Any] = {}
             for method in methods:
-                bar.update(method, 0, len(others))
+                if stage:
+                    stage(method, 0, len(others))
                 todo = [m for m in others if m.item_id not in leaks]
                 if method == "exact":
                     leaks.update(_exact(train, todo, info.modality))

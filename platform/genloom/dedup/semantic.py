@@ -9,7 +9,7 @@ of items (a LATERAL k-NN per item); pgvector's iterative index scan keeps return
 rows when the candidate filter rejects some.
 
 Embedders:
-- `text`: the sentence model of `ingest/embedding.py` (all-MiniLM-L6-v2 by default);
+- `text`: the sentence model of `genloom/embeddings.py` (all-MiniLM-L6-v2 by default);
 - `features`: the dataset's feature network (`evaluation/features.py`), 128-d;
 - `pixels`: the image itself, denoised (values < 0.15 set to 0) and moved so its centre
   of mass is the image centre (sub-pixel, bilinear), then mean-centred. Classifier

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from genloom.analytics.report import build_report
-from genloom.analytics.summary import collect_summary, render_summary
+from genloom.analytics.summary import collect_summary
 from genloom.db.engine import session_scope
 
 TITLE = "analytics: SQL views over everything above, genloom sql, the HTML report"
@@ -22,13 +22,3 @@ def run(ctx) -> dict:
         "sections_without_data": sorted(report.missing),
         "summary": summary,
     }
-
-
-def render(result: dict) -> None:
-    from genloom.cli.output import err_console
-
-    render_summary(result["summary"], err_console)
-    missing = f" · no data yet for: {', '.join(result['sections_without_data'])}" if result["sections_without_data"] else ""
-    err_console.print(f"report: [bold]{result['report']}[/bold] ({result['plots']} plots{missing})")
-    err_console.print('try: [bold]genloom sql "SELECT * FROM v_model_stats"[/bold] · '
-                      "[bold]genloom sql \"SELECT score, question, sources FROM v_feedback_explained WHERE score <= 2\"[/bold]")

@@ -48,7 +48,7 @@ def run(ctx) -> dict:
                 dataset="digits", steps=60 if ctx.quick else 300, batch_size=128, lr=2e-3, text_conditional=True,
                 name="demo-diffusion", eval_every=10_000,
                 hparams={"base_channels": "32", "channel_mults": "1,2", "attention": "false", "ema_decay": "0.995"},
-            ), progress=True)
+            ), progress=ctx.progress)
             model = trained.model
             result["train_run"] = trained.run_id
         result["model"] = model
@@ -109,7 +109,7 @@ def _tiny_gpt(ctx, train, sample_job, SampleOptions, TrainOptions) -> dict:
         trained = train("transformer", TrainOptions(
             dataset=imported.dataset, steps=30 if ctx.quick else 200, batch_size=16, lr=3e-3, name="demo-gpt",
             hparams={"n_layer": "2", "n_head": "2", "n_embd": "64", "block_size": "64", "eval_iters": "5"},
-        ), progress=True)
+        ), progress=ctx.progress)
         model = trained.model
     sampled = sample_job(model, SampleOptions(n=1, seed=0, prompt="The ", max_new_tokens=120, temperature=0.8))
     text_path = ctx.out_dir / "demo-gpt-sample.txt"

@@ -24,8 +24,8 @@ def run(ctx) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: one thread is fastest, and polite on a shared machine
     try:
-        dedup = dedup_job("digits", DedupOptions(method="all", dry_run=True, progress=False))
-        leak = leakage_job("digits", DedupOptions(method="all", progress=False), examples=3)
+        dedup = dedup_job("digits", DedupOptions(method="all", dry_run=True))
+        leak = leakage_job("digits", DedupOptions(method="all"), examples=3)
         result = {
             "dedup_input": dedup.input,
             "dedup_methods": "+".join(dedup.details["methods"]),
@@ -43,9 +43,9 @@ def run(ctx) -> dict:
             have_features = find_feature_network(s, "digits", (1, 8, 8)) is not None
         if not have_features:  # a quick one: a few epochs on 8×8 digits reach ~95 %
             trained = train_classifier("digits", cfg=ClassifierTraining(epochs=3 if ctx.quick else 8, base=16),
-                                       progress=True)
+                                       progress=ctx.progress)
             result["feature_network"] = f"{trained.model} (test accuracy {trained.test_accuracy:.3f})"
-        ev = eval_model_job("demo-vae", "digits", EvalModelOptions(n=180 if ctx.quick else 360, progress=True))
+        ev = eval_model_job("demo-vae", "digits", EvalModelOptions(n=180 if ctx.quick else 360, progress=ctx.progress))
     finally:
         torch.set_num_threads(threads)
     m = ev["metrics"]
@@ -63,26 +63,3 @@ def run(ctx) -> dict:
         anomaly_auroc_corrupted=round(m.get("anomaly_auroc_corrupted", float("nan")), 3),
     )
     return result
-
-
-def render(result: dict) -> None:
-    from rich.panel import Panel
-
-    from genloom.cli.output import err_console
-
-    lines = [
-        f"dedup {result['dedup_input']} ({result['dedup_methods']}, dry run): {result['duplicates_found']} duplicates "
-        f"{result['by_method']}; {result['leaked_val_test_items']} val/test items leak from train",
-    ]
-    if "fid" in result:
-        lines += [
-            f"demo-vae vs digits (features {result['features']}): FID {result['fid']} (real-vs-real floor "
-            f"{result['fid_floor']}), KID {result['kid']}",
-            f"precision {result['precision']}  recall {result['recall']}  density {result['density']}  "
-            f"coverage {result['coverage']}  mode coverage {result['mode_coverage']}",
-            f"VAE anomaly AUROC (corrupted vs clean test digits): {result['anomaly_auroc_corrupted']}",
-            f"SQL: SELECT name, value FROM metrics WHERE run_id = {result['eval_run']};",
-        ]
-    else:
-        lines.append(result.get("eval", ""))
-    err_console.print(Panel.fit("\n".join(lines)))

@@ -54,22 +54,3 @@ def run(ctx) -> dict:
         "timings_ms": result.timings_ms,
         "tokens": result.tokens,
     }
-
-
-def render(result: dict) -> None:
-    from rich.markup import escape
-    from rich.panel import Panel
-
-    from genloom.cli.output import err_console
-
-    lines = [f"[bold]Q:[/bold] {escape(result['question'])}", f"[bold]A:[/bold] {escape(result['answer'])}", ""]
-    for c in result["citations"]:
-        lines.append(escape(f"  [{c['n']}] {c['title'] or ''} · {c['doc_id']} · chunk {c['chunk_id']}"))
-    t = result["timings_ms"]
-    lines += [
-        "",
-        f"generation {result['generation_id']} · session {result['session_id']} · feedback {result['feedback_id']} · "
-        f"{t['total']:.0f} ms (retrieval {t['retrieval']:.0f} ms)",
-        f"next: genloom generations show {result['generation_id']}",
-    ]
-    err_console.print(Panel.fit("\n".join(lines)))

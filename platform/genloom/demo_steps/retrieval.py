@@ -38,20 +38,3 @@ def run(ctx) -> dict:
             for rank, h in enumerate(hits, 1)
         ],
     }
-
-
-def render(result: dict) -> None:
-    from rich.markup import escape
-
-    from genloom.cli.output import err_console
-
-    err_console.print(
-        f"collection [bold]demo[/bold]: {result['ingested']} documents ingested, {result['unchanged']} unchanged"
-    )
-    err_console.print(f"query: [italic]{escape(result['query'])}[/italic]")
-    for row in result["rows"]:
-        err_console.print(
-            f"  {row['rank']}. {row['score']:.4f}  [cyan]{escape(row['doc'])}[/cyan]  {escape(row['title'] or '')}"
-            f"  [dim](bm25 #{row['bm25_rank'] or '-'}, vector #{row['vector_rank'] or '-'})[/dim]",
-            highlight=False,
-        )

@@ -21,7 +21,7 @@ def run(ctx) -> dict:
             "vae",
             TrainOptions(dataset="digits", steps=40 if ctx.quick else 300, batch_size=64, lr=2e-3, name="demo-vae",
                          hparams={"channels": "16", "latent_dim": "8"}),
-            progress=True,
+            progress=ctx.progress,
         )
         grid = ctx.out_dir / "demo-vae-samples.png"
         sampled = sample_job(result.model, SampleOptions(n=64, seed=0), out=grid)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from genloom.db.models import Model
 from genloom.errors import BadInput, NotFound
+from genloom.progress import ProgressFn, report
 from genloom.refs import format_ref
 
 ARCHITECTURE = "classifier"
@@ -54,15 +55,6 @@ def plan_steps(n_train: int, cfg: ClassifierTraining) -> int:
     return max(1, math.ceil(epochs * n_train / cfg.batch_size))
 
 
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from genloom.cli.output import err_console
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err_console, transient=True)
-
-
 def accuracy(net, x, y, *, batch_size: int = 1024) -> float:
     import torch
 
@@ -78,12 +70,11 @@ def accuracy(net, x, y, *, batch_size: int = 1024) -> float:
 
 
 def fit_classifier(x, y, *, num_classes: int, cfg: ClassifierTraining, device: str, title: str = "classifier",
-                   progress: bool = True):
+                   progress: ProgressFn | None = None):
     """Train a FeatureNet on in-memory tensors (N×C×H×W in [0, 1], class indices); returns (net, last loss, steps)."""
     import torch
     import torch.nn.functional as F
 
-    from genloom.cli.output import err_console
     from genloom.evaluation.feature_net import FeatureNet, FeatureNetConfig
 
     if len(x) == 0:
@@ -99,34 +90,27 @@ def fit_classifier(x, y, *, num_classes: int, cfg: ClassifierTraining, device: s
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(cfg.seed)
     order, pos = torch.randperm(len(x), generator=gen), 0
-    bar = _progress() if progress and err_console.is_terminal else None
-    task = bar.add_task(title, total=steps, status="") if bar else None
-    if bar:
-        bar.start()
-    try:
-        for step in range(steps):
-            if pos + cfg.batch_size > len(x):
-                order, pos = torch.randperm(len(x), generator=gen), 0
-            idx = order[pos : pos + cfg.batch_size].to(device)
-            pos += cfg.batch_size
-            net.train()
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if bar and (step % 10 == 0 or step == steps - 1):
-                bar.update(task, completed=step + 1, status=f"loss {loss.item():.3f}")
-    finally:
-        if bar:
-            bar.stop()
+    report(progress, title, 0, steps)
+    for step in range(steps):
+        if pos + cfg.batch_size > len(x):
+            order, pos = torch.randperm(len(x), generator=gen), 0
+        idx = order[pos : pos + cfg.batch_size].to(device)
+        pos += cfg.batch_size
+        net.train()
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress and (step % 10 == 0 or step == steps - 1):
+            progress(title, step + 1, steps, f"loss {loss.item():.3f}")
     net.eval()
     return net, float(loss.item()), steps
 
 
 def labelled_split(version_id: int, split: str, index: dict[str, int], *, origin: str | None = None):
     """(x, y) of a split's labelled images (optionally only items of one origin: TSTR trains on synthetic only)."""
-    from genloom.datasets.store import load_split
+    from genloom.datasets.loading import load_split
 
     part = load_split(version_id, split, label_index=index)
     if not part.item_ids:
@@ -151,7 +135,7 @@ def train_classifier(
     name: str | None = None,
     cfg: ClassifierTraining | None = None,
     role: str = "features",
-    progress: bool = True,
+    progress: ProgressFn | None = None,
 ) -> TrainedClassifier:
     """Train the CNN on `train_ref`'s train split (a `train` run), report accuracy on
     `eval_ref`'s val and test splits (default: the same version), and register it as
@@ -160,7 +144,7 @@ def train_classifier(
 
     import torch
 
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
     from genloom.registry import register_model
@@ -215,7 +199,7 @@ def train_classifier(
 
 
 def _label_key(label: str):
-    from genloom.datasets.store import label_sort_key
+    from genloom.datasets.versions import label_sort_key
 
     return label_sort_key(label)
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from genloom.errors import BadInput, NotFound
+from genloom.progress import NoteFn, ProgressFn, note
 
 PR_K, DC_K = 3, 5  # Kynkäänniemi et al. (precision/recall) and Naeem et al. (density/coverage)
 MIN_SAMPLES = max(PR_K, DC_K) + 1
@@ -32,13 +33,8 @@ class EvalModelOptions:
     anomaly_class: str | None = None  # VAE: AUROC of held-out class L vs the others
     text_samples: int = 20  # transformer: generations for distinct-n and memorisation
     max_new_tokens: int = 200
-    progress: bool = True
-
-
-def _info(message: str) -> None:
-    from genloom.cli.output import err_console
-
-    err_console.print(message, markup=False, highlight=False)
+    progress: ProgressFn | None = None  # the caller draws it (the CLI: a bar on stderr)
+    notes: NoteFn | None = None  # one-line notes, e.g. that a feature network is being trained first
 
 
 def model_modality(config: dict[str, Any], architecture: str) -> str:
@@ -56,7 +52,7 @@ def conditioning(config: dict[str, Any]) -> str:
 
 
 def eval_model_job(model_ref: str, against_ref: str, opts: EvalModelOptions | None = None) -> dict[str, Any]:
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
     from genloom.refs import format_ref
@@ -88,20 +84,24 @@ def eval_model_job(model_ref: str, against_ref: str, opts: EvalModelOptions | No
 
 def _feature_network(info, opts: EvalModelOptions, device: str):
     from genloom.db.engine import session_scope
-    from genloom.evaluation.features import (find_feature_network, load_feature_network, resolve_feature_network,
-                                             train_classifier)
+    from genloom.evaluation.features import (
+        find_feature_network,
+        load_feature_network,
+        resolve_feature_network,
+        train_classifier,
+    )
 
     name = info.ref.split("@")[0]
     with session_scope() as s:
         row = resolve_feature_network(s, opts.features) if opts.features else find_feature_network(s, name, info.shape)
         if row is None:
-            _info(f"no feature network for {name} yet: training features-{name} on {info.ref} (once; reused afterwards)")
+            note(opts.notes, f"no feature network for {name} yet: training features-{name} on {info.ref} (once; reused afterwards)")
         else:
             return load_feature_network(s, row, device)
     from genloom.evaluation.features import ClassifierTraining
 
     trained = train_classifier(info.ref, cfg=ClassifierTraining(device=device), progress=opts.progress)
-    _info(f"feature network {trained.model}: test accuracy {trained.test_accuracy:.4f}" if trained.test_accuracy
+    note(opts.notes, f"feature network {trained.model}: test accuracy {trained.test_accuracy:.4f}" if trained.test_accuracy
           is not None else f"feature network {trained.model} trained")
     with session_scope() as s:
         return load_feature_network(s, resolve_feature_network(s, trained.model), device)
@@ -143,10 +143,10 @@ def _draw_samples(runner, config: dict[str, Any], n: int, seed: int, labels: lis
 def _eval_image_model(row, ref: str, config: dict[str, Any], info, opts: EvalModelOptions, device: str) -> dict[str, Any]:
     import torch
 
-    from genloom.datasets.store import load_split
+    from genloom.datasets.loading import load_split
     from genloom.db.engine import session_scope
     from genloom.evaluation import image_metrics as im
-    from genloom.runs import log_metrics, tracked_run
+    from genloom.runs import tracked_run
     from genloom.training.models import load_model
 
     if config.get("shape") and list(config["shape"]) != list(info.shape):
@@ -209,7 +209,7 @@ def _anomaly_aurocs(runner, real, config: dict[str, Any], opts: EvalModelOptions
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from genloom.datasets.store import Batch
+    from genloom.datasets.loading import Batch
 
     label_index = {name: i for i, name in enumerate(config.get("label_names") or [])}
     y = torch.tensor([label_index.get(l, 0) if l is not None else 0 for l in real.labels], dtype=torch.long)
@@ -244,7 +244,7 @@ def _anomaly_aurocs(runner, real, config: dict[str, Any], opts: EvalModelOptions
 def _eval_text_model(row, ref: str, config: dict[str, Any], info, opts: EvalModelOptions, device: str) -> dict[str, Any]:
     import torch
 
-    from genloom.datasets.store import load_split
+    from genloom.datasets.loading import load_split
     from genloom.db.engine import session_scope
     from genloom.evaluation import text_metrics as tm
     from genloom.runs import tracked_run
@@ -310,11 +310,11 @@ def causal_lm_nll(net, tokenizer, text: str, device: str) -> tuple[float, int]:
 
 
 def eval_utility_job(synthetic_ref: str, real_ref: str, *, epochs: float | None = None, seed: int = 0,
-                     device: str = "auto", progress: bool = True, compare_real: bool = True) -> dict[str, Any]:
+                     device: str = "auto", progress: ProgressFn | None = None, compare_real: bool = True) -> dict[str, Any]:
     """Train on synthetic (origin = synthetic items of the version's train split), test on
     real (the real version's test split); next to train-on-real with the same classifier
     and budget (Esteban et al. 2017's TSTR/TRTR)."""
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
     from genloom.evaluation.features import ClassifierTraining, _label_key, accuracy, fit_classifier, labelled_split

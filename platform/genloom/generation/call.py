@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session
 
 from genloom.db.models import ChatSession, Generation, GenerationSource, Prompt
 from genloom.errors import BadInput, NotFound
-from genloom.generation.backend import Backend, GenOutput, GenParams, OnText, Source, load_backend
+from genloom.generation.backend import Backend, GenOutput, GenParams, OnText, Source
 from genloom.generation.context import AssembledPrompt, Turn, assemble
+from genloom.generation.resolve import load_backend
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 MAX_K = 100

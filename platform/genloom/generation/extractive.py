@@ -31,7 +31,7 @@ class ExtractiveBackend:
     context_window = 8192
 
     def __init__(self, *, max_sentences: int = 2, min_relative_score: float = 0.8):
-        from ingest.embedding import DEFAULT_MODEL
+        from genloom.embeddings import DEFAULT_MODEL
 
         self.revision = DEFAULT_MODEL
         self.max_sentences = max_sentences
@@ -39,12 +39,12 @@ class ExtractiveBackend:
         self.min_relative_score = min_relative_score
 
     def _embedder(self):
-        from ingest.embedding import get_embedder
+        from genloom.embeddings import get_embedder
 
         return get_embedder()
 
     def count_tokens(self, text: str) -> int:
-        from ingest.embedding import EMBEDDER_LOCK
+        from genloom.embeddings import EMBEDDER_LOCK
 
         tokenizer = self._embedder().tokenizer
         # verbose=False: prompts are longer than MiniLM's 256 positions, and that is fine for counting.
@@ -64,7 +64,7 @@ class ExtractiveBackend:
         # The title gives a sentence its subject back ("It was completed in 1889" is about
         # the Eiffel Tower); the answer still quotes the sentence alone.
         texts = [f"{title}: {sentence}" if title else sentence for _, sentence, title in candidates]
-        from ingest.embedding import embed
+        from genloom.embeddings import embed
 
         vectors = embed([question] + texts)
         scores = vectors[1:] @ vectors[0]
@@ -112,7 +112,7 @@ class ExtractiveBackend:
 
 
 def _truncate_tokens(backend: ExtractiveBackend, text: str, limit: int) -> str:
-    from ingest.embedding import EMBEDDER_LOCK
+    from genloom.embeddings import EMBEDDER_LOCK
 
     tokenizer = backend._embedder().tokenizer
     with EMBEDDER_LOCK:

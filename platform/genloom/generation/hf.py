@@ -7,7 +7,7 @@ On CUDA, models that support it decode with a static KV cache, which lets
 `generate` compile the forward pass once (the issue measured 14 → 355 new tokens/s on
 an H100 for a 0.5B model); `GENLOOM_HF_STATIC_CACHE=0` turns that off.
 
-A loaded model stays in the process (see backend.load_backend). One thread per model
+A loaded model stays in the process (see resolve.load_backend). One thread per model
 runs its generations: a lone request takes the batch-1 path above; requests that arrive
 while it is busy are batched together (see `_Batcher`), so a server under concurrent load
 does one batched forward pass per token instead of one per request.

@@ -102,7 +102,7 @@ def search(
     embedding_text = None
     if use_vector:
         if query_embedding is None:
-            from ingest.embedding import embed
+            from genloom.embeddings import embed
 
             query_embedding = embed([query], name=model.name)[0]
         if len(query_embedding) != model.dim:
@@ -179,7 +179,7 @@ def search_many(
     model = model_for_collection(session, coll.embedding_model_id)
     embeddings = [None] * len(queries)
     if mode in ("hybrid", "vector") and model is not None and queries:
-        from ingest.embedding import embed
+        from genloom.embeddings import embed
 
         embeddings = list(embed([text for _, text in queries], name=model.name, batch_size=embed_batch_size))
     for i, ((query_id, text), vector) in enumerate(zip(queries, embeddings)):

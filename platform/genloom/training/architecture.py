@@ -65,15 +65,15 @@ import importlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from genloom.errors import BadInput, NotFound
+from genloom.errors import BadInput
 from genloom.training.options import SampleOptions, TrainOptions
 
 # name → module defining ARCHITECTURE. Imported lazily: `genloom --help` never loads torch.
 REGISTRY: dict[str, str] = {
     "vae": "genloom.architectures.vae",
     "gan": "genloom.architectures.gan",
-    "diffusion": "genloom.architectures.diffusion",  # issue 6
-    "transformer": "genloom.architectures.gpt",  # issue 6
+    "diffusion": "genloom.architectures.diffusion",
+    "transformer": "genloom.architectures.transformer",
 }
 
 
@@ -81,13 +81,7 @@ def get_architecture(name: str) -> type[Architecture]:
     module_name = REGISTRY.get(name)
     if module_name is None:
         raise BadInput(f"unknown architecture {name!r}: choose one of {', '.join(REGISTRY)}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise NotFound(f"architecture {name!r} is not available in this build") from None
-        raise
-    return module.ARCHITECTURE
+    return importlib.import_module(module_name).ARCHITECTURE
 
 
 @dataclasses.dataclass
@@ -113,7 +107,7 @@ class DataSource:
 
     def __init__(self, info, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
                  start_epoch: int = 0, label_index: dict[str, int] | None = None):
-        self.info = info  # genloom.datasets.store.DataInfo
+        self.info = info  # genloom.datasets.versions.DataInfo
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
@@ -124,7 +118,7 @@ class DataSource:
     def stream(self, split: str, *, batch_size: int | None = None, shuffle: bool = False, epoch: int = 0,
                shard: bool = False, drop_last: bool = False) -> Iterator:
         """One pass over a split in batches (streamed from Postgres)."""
-        from genloom.datasets.store import stream_batches
+        from genloom.datasets.loading import stream_batches
 
         return stream_batches(
             self.info.version_id, split, batch_size or self.batch_size, shuffle=shuffle, seed=self.seed,
@@ -137,7 +131,7 @@ class DataSource:
 
         A background thread reads `prefetch` batches ahead (psycopg releases the GIL while it
         waits on the server), so fetching from Postgres overlaps the training step."""
-        from genloom.datasets.store import prefetched
+        from genloom.datasets.prefetch import prefetched
 
         return prefetched(self._epochs(), prefetch) if prefetch else self._epochs()
 
@@ -154,7 +148,7 @@ class DataSource:
 
     def load(self, split: str, *, limit: int | None = None):
         """A whole split as one Batch (small splits: validation, sampling references)."""
-        from genloom.datasets.store import load_split
+        from genloom.datasets.loading import load_split
 
         return load_split(self.info.version_id, split, label_index=self.label_index, limit=limit)
 

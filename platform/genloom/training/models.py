@@ -25,7 +25,7 @@ def load_model(session: Session, ref: str, device: str):
 def _dataset_ref(session: Session, version_id: int | None) -> str | None:
     if version_id is None:
         return None
-    from genloom.datasets.store import version_ref
+    from genloom.datasets.versions import version_ref
 
     return version_ref(session, version_id)
 

@@ -12,6 +12,8 @@ import typing
 from typing import Any
 
 from genloom.errors import BadInput
+from genloom.pairs import parse_pairs
+from genloom.progress import ProgressFn
 
 
 @dataclasses.dataclass
@@ -65,12 +67,19 @@ class SampleOptions:
     temperature: float | None = None
     top_k: int | None = None
     device: str = "auto"
+    # Long samplers (DDPM's 1,000 steps) report here; the caller draws it. Not a run parameter.
+    progress: ProgressFn | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def params(self) -> dict[str, Any]:
+        """The options as a run's parameters (JSON): the ones set, without the progress callback."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "progress" and getattr(self, f.name) is not None}
 
     def given(self) -> set[str]:
         """Names of the optional options the user actually set (n, seed, device always apply)."""
         return {
             f.name for f in dataclasses.fields(self)
-            if f.name not in ("n", "seed", "device") and getattr(self, f.name) is not None
+            if f.name not in ("n", "seed", "device", "progress") and getattr(self, f.name) is not None
         }
 
 
@@ -84,14 +93,7 @@ SAMPLE_FLAGS = {
 
 def parse_set(pairs: list[str]) -> dict[str, str]:
     """['loss=wgan-gp', 'n_layer=4'] → {'loss': 'wgan-gp', 'n_layer': '4'} (values still strings)."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise BadInput(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key] = value.strip()
-    return out
+    return {key.replace("-", "_"): value.strip() for key, value in parse_pairs(pairs, "--set").items()}
 
 
 def convert(value: str, annotation: Any, key: str) -> Any:

@@ -53,8 +53,8 @@ def _item_images(session, ids: tuple[int, int]):
 
 
 def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, into: str | None = None) -> SampleResult:
-    from genloom.datasets.store import (add_members, create_version, image_item, label_overrides, put_items, seal_version,
-                                        text_item, version_ref)
+    from genloom.datasets.items import image_item, label_overrides, put_items, text_item
+    from genloom.datasets.versions import add_members, create_version, seal_version, version_ref
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
     from genloom.refs import format_ref, parse_ref
@@ -77,7 +77,7 @@ def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, 
     if pair is not None and not hasattr(runner, "interpolate"):
         raise BadInput(f"{arch_cls.name} models do not support --interpolate")
     ref = format_ref(row.name, row.version)
-    params = {k: v for k, v in dataclasses.asdict(opts).items() if v is not None}
+    params = opts.params()
     params.update(model=ref, out=str(out) if out else None, into=into)
     with tracked_run("sample", params=params, model_id=row.id, device=device) as run:
         if pair is not None:

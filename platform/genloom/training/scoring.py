@@ -15,7 +15,8 @@ from genloom.errors import BadInput
 
 def score_job(model_ref: str, dataset_ref: str, *, top: int = 20, split: str | None = None,
               batch_size: int = 512, device: str = "auto") -> dict[str, Any]:
-    from genloom.datasets.store import describe_version, resolve_version, stream_batches
+    from genloom.datasets.loading import stream_batches
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.db.models import Metric
     from genloom.devices import resolve_device

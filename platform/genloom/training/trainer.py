@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from genloom.errors import BadInput, GenloomError
+from genloom.progress import ProgressFn
 from genloom.training.options import TrainOptions
 
 
@@ -314,7 +315,7 @@ def _plan(arch_cls, opts: TrainOptions, info, world_size: int, hp) -> None:
 
 def prepare(arch_name: str, opts: TrainOptions):
     """Resolve the data and check every option; returns (arch class, DataInfo, Hyperparams). Writes nothing."""
-    from genloom.datasets.store import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.training.architecture import get_architecture
     from genloom.training.options import fill_dataclass, split_set
@@ -335,7 +336,7 @@ def train(
     arch_name: str,
     opts: TrainOptions,
     *,
-    progress: bool = True,
+    progress: ProgressFn | None = None,
     callbacks: Iterable[Callable[[int, dict[str, float]], None]] = (),
 ) -> TrainResult:
     import torch
@@ -432,68 +433,67 @@ def train(
         count = 0
         last_metrics: dict[str, float] = {}
         eval_metrics: dict[str, float] = {}
-        bar = _progress(arch_name, opts.steps, step) if (progress and rank == 0) else None
+        bar = _TrainProgress(progress, arch_name, opts.steps, step) if (progress and rank == 0) else None
         tick = time.perf_counter()
         tick_step = step
-        with bar.live if bar else contextlib.nullcontext():
-            while step < opts.steps:
-                batch = next(batches)
-                for module in arch.modules().values():
-                    module.train()
-                try:
-                    metrics = arch.train_step(batch, step)
-                except torch.OutOfMemoryError:
-                    raise _oom(opts.batch_size, device) from None
-                for sched in schedulers.values():
-                    sched.step()
-                step += 1
-                for key, value in metrics.items():
-                    # tensors stay on the device until the next log: no per-step host sync
-                    sums[key] = sums.get(key, 0.0) + (value.detach() if torch.is_tensor(value) else float(value))
-                count += 1
-                for cb in callbacks:
-                    cb(step, metrics)
-                if step % opts.log_every == 0 or step == opts.steps:
-                    now = time.perf_counter()
-                    rate = (step - tick_step) / max(now - tick, 1e-9)
-                    last_metrics = {k: float(v) / count for k, v in sums.items()}
-                    last_metrics["lr"] = next(iter(schedulers.values())).get_last_lr()[0] if schedulers else opts.lr
-                    last_metrics["steps_per_s"] = rate
-                    if rank == 0:
-                        with session_scope() as s:
-                            log_metrics(s, run_id, last_metrics, step=step)
-                    sums, count = {}, 0
-                    tick, tick_step = now, step
-                    if opts.time_budget and _broadcast(now - started > opts.time_budget, world_size):
-                        stopped_early = True  # the budget is spent: register what we have
-                if bar:
-                    bar.update(step, last_metrics)  # the loss shown is the last logged mean
-                if step % opts.eval_every == 0 and step < opts.steps:
-                    eval_metrics = _evaluate(arch, source, rank, world_size)
-                    if rank == 0:
-                        with session_scope() as s:
-                            log_metrics(s, run_id, eval_metrics, step=step)
-                        value = eval_metrics.get(arch.monitor)
-                        if value is not None and value < best - 1e-6:
-                            best, bad_evals, best_step = value, 0, step
-                            if opts.keep_best:
-                                best_state = _snapshot(arch)
-                        elif value is not None:
-                            bad_evals += 1
-                    stop = bool(opts.patience) and bad_evals >= opts.patience
-                    if _broadcast(stop, world_size):
-                        stopped_early = True
-                if rank == 0 and (step % opts.checkpoint_every == 0 or stopped_early) and step < opts.steps:
-                    writer.save(step, {
-                        "step": step, "epoch": source.epoch, "best": best, "bad_evals": bad_evals,
-                        "best_step": best_step, "best_state": best_state,
-                        "modules": {k: m.state_dict() for k, m in arch.modules().items()},
-                        "optimizers": {k: o.state_dict() for k, o in arch.optimizers().items()},
-                        "schedulers": {k: s_.state_dict() for k, s_ in schedulers.items()},
-                        "extra": arch.extra_state(), "rng": torch.get_rng_state(),
-                    })
-                if stopped_early:
-                    break
+        while step < opts.steps:
+            batch = next(batches)
+            for module in arch.modules().values():
+                module.train()
+            try:
+                metrics = arch.train_step(batch, step)
+            except torch.OutOfMemoryError:
+                raise _oom(opts.batch_size, device) from None
+            for sched in schedulers.values():
+                sched.step()
+            step += 1
+            for key, value in metrics.items():
+                # tensors stay on the device until the next log: no per-step host sync
+                sums[key] = sums.get(key, 0.0) + (value.detach() if torch.is_tensor(value) else float(value))
+            count += 1
+            for cb in callbacks:
+                cb(step, metrics)
+            if step % opts.log_every == 0 or step == opts.steps:
+                now = time.perf_counter()
+                rate = (step - tick_step) / max(now - tick, 1e-9)
+                last_metrics = {k: float(v) / count for k, v in sums.items()}
+                last_metrics["lr"] = next(iter(schedulers.values())).get_last_lr()[0] if schedulers else opts.lr
+                last_metrics["steps_per_s"] = rate
+                if rank == 0:
+                    with session_scope() as s:
+                        log_metrics(s, run_id, last_metrics, step=step)
+                sums, count = {}, 0
+                tick, tick_step = now, step
+                if opts.time_budget and _broadcast(now - started > opts.time_budget, world_size):
+                    stopped_early = True  # the budget is spent: register what we have
+            if bar:
+                bar.update(step, last_metrics)  # the loss shown is the last logged mean
+            if step % opts.eval_every == 0 and step < opts.steps:
+                eval_metrics = _evaluate(arch, source, rank, world_size)
+                if rank == 0:
+                    with session_scope() as s:
+                        log_metrics(s, run_id, eval_metrics, step=step)
+                    value = eval_metrics.get(arch.monitor)
+                    if value is not None and value < best - 1e-6:
+                        best, bad_evals, best_step = value, 0, step
+                        if opts.keep_best:
+                            best_state = _snapshot(arch)
+                    elif value is not None:
+                        bad_evals += 1
+                stop = bool(opts.patience) and bad_evals >= opts.patience
+                if _broadcast(stop, world_size):
+                    stopped_early = True
+            if rank == 0 and (step % opts.checkpoint_every == 0 or stopped_early) and step < opts.steps:
+                writer.save(step, {
+                    "step": step, "epoch": source.epoch, "best": best, "bad_evals": bad_evals,
+                    "best_step": best_step, "best_state": best_state,
+                    "modules": {k: m.state_dict() for k, m in arch.modules().items()},
+                    "optimizers": {k: o.state_dict() for k, o in arch.optimizers().items()},
+                    "schedulers": {k: s_.state_dict() for k, s_ in schedulers.items()},
+                    "extra": arch.extra_state(), "rng": torch.get_rng_state(),
+                })
+            if stopped_early:
+                break
 
         if writer is not None:
             writer.wait()  # the last checkpoint lands before the model is registered
@@ -604,26 +604,17 @@ def _evaluate(arch, source, rank: int, world_size: int) -> dict[str, float]:
     return _broadcast(metrics, world_size)
 
 
-class _progress:
-    """A Rich progress bar on stderr: step, loss, steps/s, ETA."""
+class _TrainProgress:
+    """Reports step, loss and steps/s to a progress callback (the CLI draws the bar)."""
 
-    def __init__(self, arch: str, total: int, start: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        from genloom.cli.output import err_console
-
-        self.progress = Progress(
-            TextColumn(f"[bold]train {arch}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} steps/s"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=err_console, transient=False,
-        )
-        self.task = self.progress.add_task("train", total=total, completed=start, loss="-", rate="-")
-        self.live = self.progress
+    def __init__(self, progress: ProgressFn, arch: str, total: int, start: int):
+        self.progress, self.task, self.total = progress, f"train {arch}", total
         self.start_step = start
         self.t0 = time.perf_counter()
+        progress(self.task, start, total, "loss -")
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
         loss = metrics.get("loss")
         rate = (step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.task, completed=step, loss=f"{loss:.4g}" if loss is not None else "-", rate=f"{rate:.1f}")
+        self.progress(self.task, step, self.total, f"loss {loss:.4g} · {rate:.1f} steps/s" if loss is not None
+                      else f"loss - · {rate:.1f} steps/s")

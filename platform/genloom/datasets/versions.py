@@ -1,0 +1,301 @@
+"""Datasets and their numbered versions: create, add members, seal, resolve, describe, compare.
+
+Callers own sessions; nothing here commits. Sealed versions and their membership are
+immutable in the database itself (triggers in migration 0001).
+
+    v = create_version(session, "digits", modality="image", created_by_run_id=run_id)  # unsealed, parent = latest
+    add_members(session, v, zip(ids, splits))
+    seal_version(session, v)                                  # item_count + manifest; immutable afterwards
+    v = resolve_version(session, "digits@2")                  # NotFound with a helpful message
+    info = describe_version(session, v)                       # modality, image shape, labels, split sizes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from genloom.datasets.items import EFFECTIVE_LABEL
+from genloom.db.models import SPLITS, Dataset, DatasetMember, DatasetVersion
+from genloom.errors import BadInput, NotFound
+from genloom.refs import format_ref, parse_ref
+
+
+def get_dataset(session: Session, name: str) -> Dataset:
+    ds = session.scalar(sa.select(Dataset).where(Dataset.name == name))
+    if ds is None:
+        known = session.scalars(sa.select(Dataset.name).order_by(Dataset.name).limit(20)).all()
+        hint = f" (datasets: {', '.join(known)})" if known else " (none yet: try `genloom datasets import digits --name digits`)"
+        raise NotFound(f"no dataset {name!r}{hint}")
+    return ds
+
+
+def resolve_version(session: Session, ref: str, *, sealed_only: bool = True) -> DatasetVersion:
+    """'NAME' → its latest sealed version; 'NAME@V' → that version. NotFound says what exists."""
+    name, number = parse_ref(ref)
+    ds = get_dataset(session, name)
+    query = sa.select(DatasetVersion).where(DatasetVersion.dataset_id == ds.id)
+    if number is None:
+        if sealed_only:
+            query = query.where(DatasetVersion.sealed)
+        query = query.order_by(DatasetVersion.version.desc()).limit(1)
+    else:
+        query = query.where(DatasetVersion.version == number)
+    version = session.scalars(query).first()
+    if version is None:
+        existing = session.scalars(
+            sa.select(DatasetVersion.version).where(DatasetVersion.dataset_id == ds.id).order_by(DatasetVersion.version)
+        ).all()
+        have = ", ".join(format_ref(name, v) for v in existing) or "none"
+        what = f"version {number}" if number is not None else "sealed version"
+        raise NotFound(f"dataset {name!r} has no {what} (versions: {have})")
+    return version
+
+
+def version_ref(session: Session, version: DatasetVersion | int) -> str:
+    vid = version if isinstance(version, int) else version.id
+    row = session.execute(
+        sa.select(Dataset.name, DatasetVersion.version).join(Dataset).where(DatasetVersion.id == vid)
+    ).one()
+    return format_ref(row[0], row[1])
+
+
+def create_version(
+    session: Session,
+    name: str,
+    *,
+    modality: str | None = None,
+    parent: DatasetVersion | None | str = "latest",
+    created_by_run_id: int | None = None,
+    description: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    copy_parent: bool = False,
+) -> DatasetVersion:
+    """A new unsealed version NAME@(latest+1), creating the dataset when absent.
+
+    parent="latest" links it to the newest existing version (None for none); copy_parent
+    starts the membership as a copy of the parent's (e.g. adding synthetic items to it).
+    """
+    # Numbering serialises per dataset name, as the model registry does.
+    session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("genloom.datasets." + name))))
+    ds = session.scalar(sa.select(Dataset).where(Dataset.name == name))
+    if ds is None:
+        ds = Dataset(name=name, modality=modality)
+        session.add(ds)
+        session.flush()
+    elif modality and ds.modality and ds.modality != modality:
+        raise BadInput(f"dataset {name!r} holds {ds.modality} items, not {modality}: choose another --name/--into")
+    latest = session.scalars(
+        sa.select(DatasetVersion).where(DatasetVersion.dataset_id == ds.id).order_by(DatasetVersion.version.desc()).limit(1)
+    ).first()
+    parent_version = latest if parent == "latest" else parent
+    version = DatasetVersion(
+        dataset_id=ds.id,
+        version=(latest.version if latest else 0) + 1,
+        parent_id=parent_version.id if parent_version is not None else None,
+        created_by_run_id=created_by_run_id,
+        description=description,
+        metadata_=dict(metadata or {}),
+    )
+    session.add(version)
+    session.flush()
+    if copy_parent and parent_version is not None:
+        session.execute(
+            sa.text(
+                "INSERT INTO dataset_members (version_id, item_id, split, label) "
+                "SELECT :new, item_id, split, label FROM dataset_members WHERE version_id = :old"
+            ),
+            {"new": version.id, "old": parent_version.id},
+        )
+    return version
+
+
+def add_members(session: Session, version: DatasetVersion, members: Iterable[tuple], *, chunk: int = 5000) -> int:
+    """Add (item_id, split) or (item_id, split, label_override) tuples; an item already in the version keeps its first.
+
+    label_override (see label_override()) is None when the item keeps its own label."""
+    if version.sealed:
+        raise BadInput(f"dataset version {version.id} is sealed: create a new version instead")
+    rows = []
+    for item_id, split, *override in members:
+        if split not in SPLITS:
+            raise BadInput(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+        rows.append({"version_id": version.id, "item_id": int(item_id), "split": split,
+                     "label": override[0] if override else None})
+    stmt = pg_insert(DatasetMember).on_conflict_do_nothing(index_elements=["version_id", "item_id"])
+    for start in range(0, len(rows), chunk):
+        session.execute(stmt, rows[start : start + chunk])
+    return len(rows)
+
+
+def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
+    """Record item_count and manifest_sha256 and seal; the database refuses changes afterwards."""
+    count = session.scalar(sa.select(sa.func.count()).where(DatasetMember.version_id == version.id))
+    if not count:
+        raise BadInput(f"dataset version {version_ref(session, version)} has no items: nothing to seal")
+    # sha256 over the sorted (item sha256, split[, label override]) lines: equal manifests mean equal
+    # versions. A member without an override hashes as it did before overrides existed.
+    manifest = session.scalar(
+        sa.text(
+            "SELECT encode(sha256(convert_to(string_agg(i.sha256 || ':' || m.split || COALESCE(':' || m.label, ''), E'\\n' "
+            "ORDER BY i.sha256, m.split), 'UTF8')), 'hex') "
+            "FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :v"
+        ),
+        {"v": version.id},
+    )
+    session.execute(
+        sa.update(DatasetVersion)
+        .where(DatasetVersion.id == version.id)
+        .values(item_count=count, manifest_sha256=manifest, sealed=True, sealed_at=sa.func.now())
+    )
+    session.refresh(version)
+    return version
+
+
+# --------------------------------------------------------------------------- counting (datasets show / list / diff)
+
+
+def _counts(session: Session, version_id: int, column: str) -> dict[str, int]:
+    rows = session.execute(
+        sa.text(
+            f"SELECT {column} AS k, count(*) FROM dataset_members m JOIN items i ON i.id = m.item_id "
+            "WHERE m.version_id = :v GROUP BY 1"
+        ),
+        {"v": version_id},
+    ).all()
+    return {("" if k is None else str(k)): int(n) for k, n in rows}
+
+
+def label_sort_key(label: str) -> tuple[int, Any]:
+    """Numbers in numeric order, then words: '2' < '10' < 'cat'."""
+    return (0, int(label)) if label.lstrip("-").isdigit() else (1, label)
+
+
+def version_summary(session: Session, version: DatasetVersion) -> dict[str, Any]:
+    """What `genloom datasets show --json` prints."""
+    by_split = _counts(session, version.id, "m.split")
+    by_origin = _counts(session, version.id, "i.origin")
+    by_label = _counts(session, version.id, EFFECTIVE_LABEL)
+    parent = version_ref(session, version.parent_id) if version.parent_id else None
+    name = session.scalar(sa.select(Dataset.name).where(Dataset.id == version.dataset_id))
+    return {
+        "name": name,
+        "version": version.version,
+        "parent": parent,
+        "items": sum(by_split.values()),
+        "by_split": {s: by_split.get(s, 0) for s in SPLITS},
+        "by_origin": {"real": by_origin.get("real", 0), "synthetic": by_origin.get("synthetic", 0)},
+        "by_label": {k: by_label[k] for k in sorted(by_label, key=label_sort_key)},
+        "created_by_run": version.created_by_run_id,
+    }
+
+
+def list_versions(session: Session) -> list[dict[str, Any]]:
+    rows = session.execute(
+        sa.select(Dataset.name, Dataset.modality, DatasetVersion.version, DatasetVersion.item_count,
+                  DatasetVersion.sealed, DatasetVersion.parent_id, DatasetVersion.created_by_run_id,
+                  DatasetVersion.created_at)
+        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+        .order_by(Dataset.name, DatasetVersion.version)
+    ).all()
+    return [
+        {"name": r.name, "version": r.version, "ref": format_ref(r.name, r.version), "modality": r.modality,
+         "items": r.item_count, "sealed": r.sealed, "created_by_run": r.created_by_run_id, "created_at": r.created_at}
+        for r in rows
+    ]
+
+
+def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dict[str, Any]:
+    """Items only in A, only in B, in both but in another split or with another label; added items by origin."""
+    row = session.execute(
+        sa.text(
+            f"""
+            WITH a AS (SELECT m.item_id, m.split, {EFFECTIVE_LABEL} AS label
+                       FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :a),
+                 b AS (SELECT m.item_id, m.split, {EFFECTIVE_LABEL} AS label
+                       FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :b)
+            SELECT
+              (SELECT count(*) FROM a WHERE item_id NOT IN (SELECT item_id FROM b)) AS removed,
+              (SELECT count(*) FROM b WHERE item_id NOT IN (SELECT item_id FROM a)) AS added,
+              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split <> b.split) AS moved,
+              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.label IS DISTINCT FROM b.label) AS relabelled,
+              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split = b.split
+                                                              AND a.label IS NOT DISTINCT FROM b.label) AS same
+            """
+        ),
+        {"a": a.id, "b": b.id},
+    ).one()
+    added_by_origin = dict(
+        session.execute(
+            sa.text(
+                "SELECT i.origin, count(*) FROM dataset_members m JOIN items i ON i.id = m.item_id "
+                "WHERE m.version_id = :b AND m.item_id NOT IN (SELECT item_id FROM dataset_members WHERE version_id = :a) "
+                "GROUP BY 1"
+            ),
+            {"a": a.id, "b": b.id},
+        ).all()
+    )
+    return {
+        "a": version_ref(session, a), "b": version_ref(session, b),
+        "added": int(row.added), "removed": int(row.removed), "moved_split": int(row.moved),
+        "relabelled": int(row.relabelled), "unchanged": int(row.same),
+        "added_by_origin": {k: int(v) for k, v in added_by_origin.items()},
+    }
+
+
+# --------------------------------------------------------------------------- describing a version for training
+
+
+@dataclasses.dataclass
+class DataInfo:
+    """What an architecture needs to know about its input version before building a network."""
+
+    version_id: int
+    ref: str  # NAME@V
+    modality: str  # 'image' or 'text'
+    shape: tuple[int, ...] | None  # (C, H, W) for images
+    label_names: list[str]  # sorted; the class index of label L is label_names.index(L)
+    split_counts: dict[str, int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def label_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.label_names)}
+
+
+def describe_version(session: Session, version: DatasetVersion) -> DataInfo:
+    """Modality, the single image shape, labels and split sizes; BadInput when mixed."""
+    ref = version_ref(session, version)
+    kinds = session.execute(
+        sa.text(
+            "SELECT i.modality, i.shape, count(*) FROM dataset_members m JOIN items i ON i.id = m.item_id "
+            "WHERE m.version_id = :v GROUP BY 1, 2"
+        ),
+        {"v": version.id},
+    ).all()
+    if not kinds:
+        raise BadInput(f"dataset {ref} has no items")
+    modalities = {k[0] for k in kinds}
+    if len(modalities) > 1:
+        raise BadInput(f"dataset {ref} mixes modalities ({', '.join(sorted(modalities))}): train on one at a time")
+    modality = modalities.pop()
+    shape = None
+    if modality == "image":
+        shapes = sorted({tuple(k[1]) for k in kinds})
+        if len(shapes) > 1:
+            listed = ", ".join("×".join(map(str, s)) for s in shapes[:4])
+            raise BadInput(f"dataset {ref} has images of mismatched sizes ({listed}): re-import with --resize H W")
+        shape = shapes[0]
+    labels = [l for l in _counts(session, version.id, EFFECTIVE_LABEL) if l != ""]
+    splits = _counts(session, version.id, "m.split")
+    return DataInfo(
+        version_id=version.id, ref=ref, modality=modality, shape=shape,
+        label_names=sorted(labels, key=label_sort_key), split_counts={s: splits.get(s, 0) for s in SPLITS},
+    )

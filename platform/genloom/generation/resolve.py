@@ -1,0 +1,128 @@
+"""How `--model` picks a generation backend, and the per-process cache of loaded ones.
+
+Resolution, in order: `extractive` → a local directory (a Hugging Face causal LM) →
+`NAME[@V]` in genloom's model registry. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from genloom.errors import BadInput, NotFound
+from genloom.generation.backend import EXTRACTIVE, Backend
+
+_cache: dict[tuple[str, str], Backend] = {}
+_cache_lock = threading.Lock()
+
+
+def default_model() -> str:
+    """The model used when none is named: $GENLOOM_MODEL, else the extractive backend."""
+    return os.environ.get("GENLOOM_MODEL", "").strip() or EXTRACTIVE
+
+
+def load_backend(session, ref: str | None) -> Backend:
+    """`extractive`, a local HF directory, or a registry `NAME[@V]`; cached per process,
+    because loading weights costs seconds and a server answers many calls."""
+    ref = (ref or default_model()).strip()
+    if ref == EXTRACTIVE:
+        key = ("extractive", "")
+    else:
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            key = ("dir", str(path.resolve()))
+        elif path.exists():
+            raise BadInput(f"model {ref!r} is a file; give the Hugging Face model directory that holds config.json")
+        else:
+            key = ("registry", ref)
+    with _cache_lock:
+        backend = _cache.get(key)
+        if backend is not None and key[0] != "registry":
+            return backend
+        if key[0] == "extractive":
+            from genloom.generation.extractive import ExtractiveBackend
+
+            backend = ExtractiveBackend()
+        elif key[0] == "dir":
+            from genloom.generation.hf import load_hf_backend
+
+            backend = load_hf_backend(Path(key[1]))
+        else:
+            backend = _registry_backend(session, ref)
+        _cache[key] = backend
+        return backend
+
+
+def _registry_backend(session, ref: str) -> Backend:
+    """A registry model: extract its hf-tar once into $GENLOOM_HOME/models, load it as a directory."""
+    from genloom.generation.hf import load_hf_backend
+    from genloom.registry import resolve_model
+
+    if session is None:
+        raise NotFound(f"model {ref!r} is not a local directory, and there is no database session to look it up")
+    try:
+        model = resolve_model(session, ref)
+    except NotFound as exc:
+        raise NotFound(
+            f"model {ref!r} is neither 'extractive', a local directory, nor a registry model: {exc}"
+        ) from None
+    # Ids are only unique within one database (tests, or DATABASE_URL changing in a long process),
+    # so the key also carries the model's identity and checkpoint hash.
+    key = ("registry-model", f"{model.id}:{model.name}@{model.version}:{model.sha256}")
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    if model.format != "hf-tar":
+        raise BadInput(
+            f"registry model {model.name}@{model.version} is a {model.format!r} checkpoint of a "
+            f"{model.architecture}; only Hugging Face models (format 'hf-tar') can generate text"
+        )
+    directory = extract_registry_model(session, model)
+    backend = load_hf_backend(directory, name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id)
+    _cache[key] = backend
+    return backend
+
+
+def extract_registry_model(session, model) -> Path:
+    """Unpack a registry model's tar once; the folder name carries the hash, so a cache hit is safe."""
+    import io
+    import shutil
+    import tarfile
+    import tempfile
+
+    from genloom.config import genloom_home
+    from genloom.registry import load_checkpoint
+
+    root = genloom_home() / "models"
+    target = root / f"{model.name}@{model.version}-{model.sha256[:12]}"
+    if (target / "config.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    data = load_checkpoint(session, model)
+    # Extract beside the target and rename: a concurrent process never sees half a model.
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(tmp, filter="data")
+        entries = [p for p in tmp.iterdir()]
+        # Accept both a tar of the directory's files and a tar of the directory itself.
+        source = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+        if not (source / "config.json").exists():
+            raise BadInput(f"registry model {model.name}@{model.version} has no config.json in its hf-tar checkpoint")
+        try:
+            source.rename(target)
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+    except tarfile.TarError as exc:
+        raise BadInput(f"registry model {model.name}@{model.version}: unreadable hf-tar checkpoint ({exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def clear_cache() -> None:
+    """Forget loaded models (tests; a server reloading weights)."""
+    with _cache_lock:
+        _cache.clear()

@@ -1,0 +1,28 @@
+"""How library jobs report progress: they call a function; whoever called them draws it.
+
+The library never draws and never imports the CLI package (an import contract in
+.importlinter checks this). A job takes `progress: ProgressFn | None` and calls it as
+it goes; the CLI passes its `RichProgress` (cli/progress.py), tests and benchmarks
+pass nothing. This is the style `ingest.pipeline.ProgressFn` set first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+# (task, done, total or None while unknown, short status such as "loss 0.31")
+ProgressFn = Callable[[str, int, "int | None", str], None]
+
+# One human line about what a job decided (e.g. "training a feature network first").
+NoteFn = Callable[[str], None]
+
+
+def report(progress: ProgressFn | None, task: str, done: int, total: int | None = None, status: str = "") -> None:
+    """Call `progress` if there is one: jobs write `report(progress, ...)` instead of an `if`."""
+    if progress is not None:
+        progress(task, done, total, status)
+
+
+def note(notes: NoteFn | None, message: str) -> None:
+    if notes is not None:
+        notes(message)
