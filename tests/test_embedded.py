@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT, run_subprocess
 
 IS_ROOT = os.name != "nt" and os.geteuid() == 0
@@ -30,7 +29,11 @@ def _cli(home: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProc
     env.pop("DATABASE_URL", None)
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "cli.py"), *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO_ROOT,
     )
 
 
@@ -93,8 +96,9 @@ def test_shipped_vector_library_has_avx512_only_in_dispatched_functions():
         if IN_CI:
             pytest.fail("objdump is missing: .ci/run installs binutils")
         pytest.skip("objdump is not installed (apt-get install binutils)")
-    listing = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(vector_library())],
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", str(vector_library())], capture_output=True, text=True, check=True
+    ).stdout
     function = None
     with_zmm: set[str] = set()
     for line in listing.splitlines():
@@ -130,8 +134,11 @@ def test_status_leaves_a_stopped_server_stopped_and_start_runs_the_vector_check(
 
 def test_no_trust_authentication_and_a_private_socket(pg_server, genloom_home):
     pgdata = genloom_home / "pg"
-    hba = [line.split() for line in (pgdata / "pg_hba.conf").read_text().splitlines()
-           if line.strip() and not line.startswith("#")]
+    hba = [
+        line.split()
+        for line in (pgdata / "pg_hba.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert hba == [["local", "all", "all", "peer", "map=genloom"]]
     assert (pgdata.stat().st_mode & 0o077) == 0
     with __import__("psycopg").connect(pg_server) as conn:
@@ -217,7 +224,10 @@ def test_sigill_in_a_backend_is_named_with_the_log_then_the_next_command_succeed
 
     victim = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "cli.py"), "sql", "SELECT pg_sleep(60) AS crash_me_please"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
         env={**env_no_url, **env},
     )
     backend = None
@@ -241,7 +251,11 @@ def test_sigill_in_a_backend_is_named_with_the_log_then_the_next_command_succeed
 
     after = subprocess.run(
         [sys.executable, str(REPO_ROOT / "cli.py"), "sql", "SELECT 41 + 1 AS answer", "--json"],
-        capture_output=True, text=True, cwd=REPO_ROOT, env={**env_no_url, **env}, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**env_no_url, **env},
+        timeout=120,
     )
     assert after.returncode == 0, after.stderr
     assert "42" in after.stdout
@@ -261,7 +275,10 @@ def test_kill_9_of_an_ingest_leaves_no_running_run(db_url, tmp_path):
         (docs / f"d{i}.txt").write_text(f"Document {i}. " + "Some words to embed and index. " * 200)
     proc = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "cli.py"), "ingest", str(docs), "--collection", "killed"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT, env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
     )
     engine = get_engine()
     deadline = time.monotonic() + 120
@@ -288,7 +305,8 @@ def test_reconcile_leaves_live_runs_and_other_hosts_alone(session):
     import datetime as dt
 
     from genloom.db.models import Run
-    from genloom.runs import reconcile_stale_runs, start_run
+    from genloom.db.stale_runs import reconcile_stale_runs
+    from genloom.runs import start_run
 
     mine = start_run(session, "ingest")  # this process: alive
     elsewhere = start_run(session, "ingest")
@@ -342,13 +360,21 @@ def test_previous_wheel_data_dir_is_adopted_and_its_extension_updated(tmp_path):
     as_old = {"user": old.pw_uid, "group": old.pw_gid, "extra_groups": [], "cwd": "/"}
     for parent in home.parents:  # let `pgserver` reach its data dir, as the old wheel did
         parent.chmod(parent.stat().st_mode | 0o001)
-    subprocess.run([_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True, **as_old)
+    subprocess.run(
+        [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust"],
+        check=True,
+        capture_output=True,
+        **as_old,
+    )
     sock = tmp_path / "oldsock"
     sock.mkdir()
     os.chown(sock, old.pw_uid, old.pw_gid)
-    subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-w", "-l", str(pgdata / "log"),
-                    "-o", f"-h '' -k {sock}", "start"], check=True, capture_output=True, **as_old)
+    subprocess.run(
+        [_pg_bin("pg_ctl"), "-D", str(pgdata), "-w", "-l", str(pgdata / "log"), "-o", f"-h '' -k {sock}", "start"],
+        check=True,
+        capture_output=True,
+        **as_old,
+    )
     import psycopg
 
     try:
@@ -361,8 +387,12 @@ def test_previous_wheel_data_dir_is_adopted_and_its_extension_updated(tmp_path):
             conn.execute("INSERT INTO keepsake VALUES (1, '[1,2,3]')")
             conn.execute("UPDATE pg_extension SET extversion = '0.8.5' WHERE extname = 'vector'")
     finally:
-        subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-w", "stop", "-m", "fast"],
-                       check=True, capture_output=True, **as_old)
+        subprocess.run(
+            [_pg_bin("pg_ctl"), "-D", str(pgdata), "-w", "stop", "-m", "fast"],
+            check=True,
+            capture_output=True,
+            **as_old,
+        )
     assert "trust" in (pgdata / "pg_hba.conf").read_text()
 
     try:
@@ -392,7 +422,9 @@ def test_another_major_version_gets_one_line_and_nothing_is_deleted(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"error: {pgdata} was created by PostgreSQL 17 but genloom ships 18; nothing was changed.")
+    assert lines[0].startswith(
+        f"error: {pgdata} was created by PostgreSQL 17 but genloom ships 18; nothing was changed."
+    )
     assert "pg_dumpall" in lines[0]
     assert (pgdata / "base" / "precious").read_text() == "do not delete"
 

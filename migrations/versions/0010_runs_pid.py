@@ -9,6 +9,7 @@ Runs started before this revision have no pid and are left as they are.
 Revision ID: 0010
 Revises: 0009
 """
+
 from alembic import op
 import sqlalchemy as sa
 

@@ -16,7 +16,7 @@ def reconcile(json_out: JsonOption = False) -> None:
     Every genloom command does this once on start-up; this command does it on demand.
     """
     from genloom.db.engine import session_scope
-    from genloom.runs import reconcile_stale_runs
+    from genloom.db.stale_runs import reconcile_stale_runs
 
     with session_scope() as session:
         failed = reconcile_stale_runs(session)
@@ -47,8 +47,13 @@ def list_runs(
         runs = session.scalars(query).all()
     rows = [
         {
-            "id": r.id, "kind": r.kind, "status": r.status, "host": r.host, "pid": r.pid,
-            "started_at": r.started_at.isoformat() if r.started_at else None, "error": r.error,
+            "id": r.id,
+            "kind": r.kind,
+            "status": r.status,
+            "host": r.host,
+            "pid": r.pid,
+            "started_at": r.started_at.isoformat() if r.started_at else None,
+            "error": r.error,
         }
         for r in runs
     ]

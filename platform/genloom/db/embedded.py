@@ -142,10 +142,7 @@ def _client_user() -> str:
 def _pg_ident() -> str:
     # `all` in the role column (PostgreSQL ≥ 16): the owner may log in as any role, e.g. the
     # read-only genloom_reader that `genloom sql` uses. Nobody else maps to anything.
-    return (
-        "# Written by genloom: MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n"
-        f"genloom  {_client_user()}  all\n"
-    )
+    return f"# Written by genloom: MAPNAME  SYSTEM-USERNAME  PG-USERNAME\ngenloom  {_client_user()}  all\n"
 
 
 # -- the socket directory --------------------------------------------------------------------
@@ -294,7 +291,9 @@ def stop() -> bool:
     if info is None or not info.alive():
         return False
     with _start_lock():
-        result = _run([str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "stop", "-m", "fast"], timeout=90)
+        result = _run(
+            [str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "stop", "-m", "fast"], timeout=90
+        )
     if result.returncode != 0:
         raise DatabaseError(f"could not stop the embedded server: {_first_line(result.stderr or result.stdout)}")
     return True
@@ -385,8 +384,15 @@ def _initdb(pgdata: Path, server_uid: int) -> None:
         os.chown(pgdata, server_uid, -1)
     result = _run(
         [
-            str(bin_dir() / "initdb"), "-D", str(pgdata), "-U", "postgres", "--encoding=UTF8",
-            "--auth-local=peer", "--auth-host=reject", "--no-instructions",
+            str(bin_dir() / "initdb"),
+            "-D",
+            str(pgdata),
+            "-U",
+            "postgres",
+            "--encoding=UTF8",
+            "--auth-local=peer",
+            "--auth-host=reject",
+            "--no-instructions",
         ],
         timeout=120,
     )
@@ -401,7 +407,7 @@ def _check_major_version(pgdata: Path) -> None:
         raise ConfigError(
             f"{pgdata} was created by PostgreSQL {found} but genloom ships {shipped}; nothing was changed. "
             f"Dump it with PostgreSQL {found}'s pg_dumpall, move the folder aside, then restore into the new server "
-            f"with `psql \"$(genloom db url)\" -f dump.sql`"
+            f'with `psql "$(genloom db url)" -f dump.sql`'
         )
 
 
@@ -446,8 +452,17 @@ def _pg_ctl_start(pgdata: Path, server_uid: int) -> str:
     )
     result = _run(
         [
-            str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", str(START_TIMEOUT_S),
-            "-l", str(pgdata / "log"), "-o", options, "start",
+            str(bin_dir() / "pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            "-l",
+            str(pgdata / "log"),
+            "-o",
+            options,
+            "start",
         ],
         timeout=START_TIMEOUT_S + 30,
     )

@@ -99,9 +99,7 @@ def _ensure_embedded_database(server_uri: str) -> None:
     import psycopg
 
     with retry_while_recovering(lambda: psycopg.connect(server_uri, autocommit=True)) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (embedded.DATABASE_NAME,)
-        ).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (embedded.DATABASE_NAME,)).fetchone()
         if not exists:
             try:
                 conn.execute(f'CREATE DATABASE "{embedded.DATABASE_NAME}"')
@@ -160,7 +158,7 @@ def get_engine(*, migrate: bool = True) -> Engine:
 
 def _reconcile_stale_runs(engine: Engine) -> None:
     """Once per process and database: runs whose process died are marked failed, not left running."""
-    from genloom.runs import reconcile_stale_runs
+    from genloom.db.stale_runs import reconcile_stale_runs
 
     with session_scope(engine) as session:
         reconcile_stale_runs(session)

@@ -27,7 +27,9 @@ MIGRATION_LOCK_KEY = 0x67656E6C  # "genl"
 
 def alembic_config(engine: Engine | None = None) -> Config:
     if not (MIGRATIONS_DIR / "env.py").exists():
-        raise DatabaseError(f"migration scripts not found in {MIGRATIONS_DIR}; install genloom from its source checkout (pip install -e .)")
+        raise DatabaseError(
+            f"migration scripts not found in {MIGRATIONS_DIR}; install genloom from its source checkout (pip install -e .)"
+        )
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     if engine is not None:
@@ -46,9 +48,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def check_vector_available(engine: Engine) -> None:
     with engine.connect() as conn:
-        available = conn.execute(
-            sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
-        ).scalar()
+        available = conn.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")).scalar()
     if not available:
         raise DatabaseError(
             "the database server has no `vector` extension: install pgvector on it "

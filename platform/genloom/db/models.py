@@ -376,7 +376,7 @@ class Run(Base):
     device: Mapped[Optional[str]] = mapped_column(sa.Text)
     code_version: Mapped[Optional[str]] = mapped_column(sa.Text)
     host: Mapped[Optional[str]] = mapped_column(sa.Text)
-    pid: Mapped[Optional[int]]  # the process running the job on `host` (see runs.reconcile_stale_runs)
+    pid: Mapped[Optional[int]]  # the process running the job on `host` (see db/stale_runs.py)
     error: Mapped[Optional[str]] = mapped_column(sa.Text)
     started_at: Mapped[created_at]
     finished_at: Mapped[Optional[dt.datetime]]
@@ -439,7 +439,9 @@ class DedupDecision(Base):
 
     __tablename__ = "dedup_decisions"
     __table_args__ = (
-        sa.CheckConstraint("method IN ('exact', 'normalized', 'minhash', 'semantic')", name="ck_dedup_decisions_method"),
+        sa.CheckConstraint(
+            "method IN ('exact', 'normalized', 'minhash', 'semantic')", name="ck_dedup_decisions_method"
+        ),
         sa.CheckConstraint("dropped_item_id <> kept_item_id", name="ck_dedup_decisions_distinct"),
         sa.Index("ix_dedup_decisions_run", "run_id"),
         sa.Index("ix_dedup_decisions_output", "output_version_id"),
@@ -488,7 +490,9 @@ class ChunkDuplicate(Base):
 
     __tablename__ = "chunk_duplicates"
     __table_args__ = (
-        sa.CheckConstraint("method IN ('exact', 'normalized', 'minhash', 'semantic')", name="ck_chunk_duplicates_method"),
+        sa.CheckConstraint(
+            "method IN ('exact', 'normalized', 'minhash', 'semantic')", name="ck_chunk_duplicates_method"
+        ),
         sa.CheckConstraint("chunk_id <> duplicate_of_chunk_id", name="ck_chunk_duplicates_distinct"),
         sa.Index("ix_chunk_duplicates_collection", "collection_id"),
         sa.Index("ix_chunk_duplicates_of", "duplicate_of_chunk_id"),

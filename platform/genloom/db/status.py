@@ -74,12 +74,16 @@ def vector_check(engine: Engine) -> str:
             try:
                 for statement in statements:
                     conn.execute(sa.text(statement))
-                nearest = conn.execute(
-                    sa.text(
-                        "SELECT id FROM genloom_vector_check "
-                        "ORDER BY e <=> (SELECT e FROM genloom_vector_check WHERE id = 7) LIMIT 3"
+                nearest = (
+                    conn.execute(
+                        sa.text(
+                            "SELECT id FROM genloom_vector_check "
+                            "ORDER BY e <=> (SELECT e FROM genloom_vector_check WHERE id = 7) LIMIT 3"
+                        )
                     )
-                ).scalars().all()
+                    .scalars()
+                    .all()
+                )
                 l2 = conn.execute(
                     sa.text("SELECT l2_distance(e, e) + inner_product(e, e) * 0 FROM genloom_vector_check WHERE id = 1")
                 ).scalar()
