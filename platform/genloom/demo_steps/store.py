@@ -12,7 +12,7 @@ TITLE = "store: PostgreSQL + pgvector, schema at head"
 
 
 def run(ctx) -> dict:
-    status = database_status()
+    status = database_status(start=True)
     engine = get_engine()
     with engine.connect() as conn:
         counts = {
@@ -24,6 +24,7 @@ def run(ctx) -> dict:
         "pgvector_version": status["pgvector_version"],
         "schema_revision": status["schema_revision"],
         "embedded": status["embedded"],
+        "vector_check": status["vector_check"],
         "tables": len(counts),
         "rows": counts,
     }
