@@ -82,8 +82,6 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors become one line on stderr."""
-    import sqlalchemy.exc
-
     from genloom.errors import GenloomError
 
     command = typer.main.get_command(app)
@@ -104,14 +102,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(_one_line(exc))
         return exc.exit_code
-    except sqlalchemy.exc.DBAPIError as exc:
+    except Exception as exc:
         if _state["debug"]:
             raise
-        _error(f"database: {_one_line(getattr(exc, 'orig', exc))}")
-        return 1
-    except Exception as exc:  # a bug: still one line unless --debug
-        if _state["debug"]:
-            raise
+        # Only a process that imported SQLAlchemy can raise its errors: `--help` never pays for importing it.
+        sa_exc = sys.modules.get("sqlalchemy.exc")
+        if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+            _error(f"database: {_one_line(getattr(exc, 'orig', exc))}")
+            return 1
+        # a bug: still one line unless --debug
         _error(f"{type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)")
         return 1
 
