@@ -170,7 +170,8 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False, default=str)}\n\n"
 
 
-def create_app() -> FastAPI:
+def create_app(local_token: str | None = None) -> FastAPI:
+    """The API; with local_token, also the routes a local `genloom search|ask` reuses (api/local_routes.py)."""
     app = FastAPI(
         title="genloom",
         version=__version__,
@@ -188,6 +189,11 @@ def create_app() -> FastAPI:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         return _error(422, "invalid request: " + "; ".join(parts), "invalid_request_error")
+
+    if local_token:
+        from genloom.api.local_routes import local_router
+
+        app.include_router(local_router(local_token, db))
 
     @app.get("/healthz")
     def healthz(session: DB) -> dict[str, Any]:

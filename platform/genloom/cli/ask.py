@@ -47,6 +47,33 @@ def parse_where(pairs: list[str] | None) -> dict[str, str] | None:
     return where
 
 
+def _via_server(request):
+    """The call run by `genloom serve` on the same store, if one is up (it holds the models); else None."""
+    import dataclasses
+    import types
+
+    from genloom.api.local import ServerGone, find_server
+
+    server = find_server()
+    if server is None:
+        return None
+    from genloom.generation.resolve import default_model
+
+    request.params.validate()  # bad options fail with the same message as without a server
+    body = {k: v for k, v in dataclasses.asdict(request).items() if k not in ("params", "history", "mode")}
+    body.update(dataclasses.asdict(request.params))
+    body["model"] = request.model or default_model()  # this process's default, not the server's
+    try:
+        out = server.ask(body)
+    except ServerGone:
+        return None
+    payload = {k: out[k] for k in ("generation_id", "session_id", "prompt_id", "answer", "citations", "model",
+                                   "timings_ms", "tokens")}
+    return types.SimpleNamespace(**payload, status=out["status"], error=out["error"],
+                                 sources=[types.SimpleNamespace(**s) for s in out["sources"]],
+                                 as_json=lambda: payload)
+
+
 def _run_call(request, *, stream: bool, json_out: bool) -> None:
     from genloom.db.engine import session_scope
     from genloom.errors import GenloomError
@@ -59,9 +86,11 @@ def _run_call(request, *, stream: bool, json_out: bool) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    live = stream and not json_out
-    with session_scope() as session:
-        result = ask_call(session, request, on_text=on_text if live else None)
+    result = _via_server(request)
+    live = stream and not json_out and result is None  # a server's answer arrives whole
+    if result is None:
+        with session_scope() as session:
+            result = ask_call(session, request, on_text=on_text if live else None)
     # Committed: a failed generation is in the log as status 'error', and still an error here.
     if result.status == "error":
         if streamed["any"]:

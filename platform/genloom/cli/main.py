@@ -77,6 +77,8 @@ def _one_line(exc: BaseException) -> str:
 
 def _crash_or(exc: BaseException, message: str) -> str:
     """A connection cut by a crashing embedded server is explained from its log."""
+    if "connection" not in message and "recovery" not in message:
+        return message  # not a cut connection: no need to import the database layer
     from genloom.db.engine import crash_message
 
     return crash_message(exc) or message
@@ -90,8 +92,6 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors become one line on stderr."""
-    import sqlalchemy.exc
-
     from genloom.errors import GenloomError
 
     command = typer.main.get_command(app)
@@ -112,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(_crash_or(exc, _one_line(exc)))
         return exc.exit_code
-    except sqlalchemy.exc.DBAPIError as exc:
+    except Exception as exc:
         if _state["debug"]:
             raise
-        _error(_crash_or(exc, f"database: {_one_line(getattr(exc, 'orig', exc))}"))
-        return 1
-    except Exception as exc:  # a bug: still one line unless --debug
-        if _state["debug"]:
-            raise
+        # Only a process that imported SQLAlchemy can raise its errors: `--help` never pays for importing it.
+        sa_exc = sys.modules.get("sqlalchemy.exc")
+        if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+            _error(_crash_or(exc, f"database: {_one_line(getattr(exc, 'orig', exc))}"))
+            return 1
+        # a bug: still one line unless --debug
         _error(_crash_or(exc, f"{type(exc).__name__}: {_one_line(exc)} (run with --debug for the traceback)"))
         return 1
 

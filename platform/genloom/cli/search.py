@@ -32,7 +32,11 @@ def search(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Batch mode: write the JSONL here instead of stdout.")] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Search a collection: BM25 and vectors fused in SQL (or one branch with --mode)."""
+    """Search a collection: BM25 and vectors fused in SQL (or one branch with --mode).
+
+    With `genloom serve` running on the same store, its already-loaded model embeds the query.
+    """
+    from genloom.api.local import ServerGone, find_server
     from genloom.db.engine import session_scope
     from genloom.pairs import parse_pairs
     from genloom.retrieval.search import search as run_search
@@ -50,8 +54,13 @@ def search(
         return
     if query is None:
         raise BadInput('missing query: genloom search "QUERY" --collection NAME (or --queries FILE)')
-    with session_scope() as session:
-        hits = run_search(session, query, **options)
+    server = find_server()
+    try:
+        with session_scope() as session:
+            hits = run_search(session, query, embedder=server.embed if server else None, **options)
+    except ServerGone:  # it stopped since it advertised itself: embed here instead
+        with session_scope() as session:
+            hits = run_search(session, query, **options)
     if json_out:
         print_json([_hit_json(h) for h in hits])
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated, Optional
 
 import typer
@@ -24,6 +25,7 @@ def serve(
     import uvicorn
 
     from genloom.api.app import create_app
+    from genloom.api.local import advertise, withdraw
     from genloom.db.engine import get_engine, session_scope
     from genloom.errors import BadInput
 
@@ -37,10 +39,22 @@ def serve(
         with session_scope() as session:
             load_backend(session, model)  # warm: the first request does not pay for loading
     info(f"genloom API on http://{host}:{port}  (OpenAPI: /docs, /openapi.json; OpenAI base_url: http://{host}:{port}/v1)")
+    # `genloom search|ask` on this store reuse this process's loaded models (api/local.py).
+    token, advertised = advertise(host, port)
+    # uvicorn shuts down on SIGTERM, then raises the signal again under the previous handler:
+    # make that an exit, so the `finally` below removes the discovery file.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(local_token=token), host=host, port=port, log_level=log_level)
     except OSError as exc:
         raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        withdraw(advertised)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signal.SIGTERM)
 
 
 def register(app: typer.Typer) -> None:

@@ -34,6 +34,10 @@ RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 ITEM_MODALITIES = ("text", "image", "tensor")
 ITEM_ORIGINS = ("real", "synthetic", "augmented")
 SPLITS = ("train", "val", "test")
+# What a dedup decision records: the methods a user picks (genloom.dedup.METHODS), with
+# `exact` split into byte-identical (`exact`) and normalised-content (`normalized`) matches.
+# The CHECK constraints below are built from this list (migration 0011 pins the same values).
+DEDUP_DECISION_METHODS = ("exact", "normalized", "minhash", "semantic")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -439,9 +443,7 @@ class DedupDecision(Base):
 
     __tablename__ = "dedup_decisions"
     __table_args__ = (
-        sa.CheckConstraint(
-            "method IN ('exact', 'normalized', 'minhash', 'semantic')", name="ck_dedup_decisions_method"
-        ),
+        sa.CheckConstraint(_in("method", DEDUP_DECISION_METHODS), name="ck_dedup_decisions_method"),
         sa.CheckConstraint("dropped_item_id <> kept_item_id", name="ck_dedup_decisions_distinct"),
         sa.Index("ix_dedup_decisions_run", "run_id"),
         sa.Index("ix_dedup_decisions_output", "output_version_id"),
@@ -490,9 +492,7 @@ class ChunkDuplicate(Base):
 
     __tablename__ = "chunk_duplicates"
     __table_args__ = (
-        sa.CheckConstraint(
-            "method IN ('exact', 'normalized', 'minhash', 'semantic')", name="ck_chunk_duplicates_method"
-        ),
+        sa.CheckConstraint(_in("method", DEDUP_DECISION_METHODS), name="ck_chunk_duplicates_method"),
         sa.CheckConstraint("chunk_id <> duplicate_of_chunk_id", name="ck_chunk_duplicates_distinct"),
         sa.Index("ix_chunk_duplicates_collection", "collection_id"),
         sa.Index("ix_chunk_duplicates_of", "duplicate_of_chunk_id"),

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 
-METHODS = ("exact", "minhash", "semantic")
+from genloom.db.models import DEDUP_DECISION_METHODS
+
+METHODS = ("exact", "minhash", "semantic")  # what `--method` chooses from (besides `all`)
+assert set(METHODS) <= set(DEDUP_DECISION_METHODS), "every method must be allowed by the schema's CHECK"
 
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
     dropped: int  # item (or chunk) id removed
     kept: int  # the item it duplicates, which stays
-    method: str  # exact | normalized | minhash | semantic
+    method: str  # one of DEDUP_DECISION_METHODS
     similarity: float  # 1.0 for exact; Jaccard for minhash; cosine for semantic

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +48,16 @@ class SearchHit:
         return dataclasses.asdict(self)
 
 
+# (texts, model name) -> L2-normalised vectors: genloom.embeddings.embed, or a running server's.
+Embedder = Callable[[list[str], str], Any]
+
+
+def _embed(texts: list[str], name: str) -> Any:
+    from genloom.embeddings import embed
+
+    return embed(texts, name=name)
+
+
 def search(
     session: Session,
     query: str,
@@ -65,6 +76,7 @@ def search(
     k1: float = DEFAULT_K1,
     b: float = DEFAULT_B,
     ef_search: int | None = None,
+    embedder: Embedder | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks (or documents, with by_document) of `collection` for `query`.
 
@@ -72,6 +84,8 @@ def search(
     where: document metadata that must match (JSONB containment), e.g. {"lang": "en"}.
     include_superseded: also search old document versions (default: current ones only).
     query_embedding: a precomputed query vector (batch mode embeds many queries at once).
+    embedder: how to embed the query (default genloom.embeddings.embed; the CLI passes a
+    running server's, api/local.py).
     fusion: 'rrf' (reciprocal rank fusion, constant rrf_k) or 'weighted' (min-max normalised
     scores, bm25_weight for BM25). depth: candidates per branch (default max(100, k), tripled
     with by_document so that k distinct documents survive the collapse).
@@ -102,9 +116,7 @@ def search(
     embedding_text = None
     if use_vector:
         if query_embedding is None:
-            from genloom.embeddings import embed
-
-            query_embedding = embed([query], name=model.name)[0]
+            query_embedding = (embedder or _embed)([query], model.name)[0]
         if len(query_embedding) != model.dim:
             raise BadInput(f"query embedding has dimension {len(query_embedding)}, the collection's model {model.dim}")
         embedding_text = vector_literal(query_embedding)
@@ -172,6 +184,7 @@ def search_many(
     mode: str = "hybrid",
     embed_batch_size: int = 64,
     progress=None,
+    embedder: Embedder | None = None,
     **kwargs,
 ):
     """Yield (query_id, hits) for many (id, text) queries, embedding them in batches first."""
@@ -179,9 +192,13 @@ def search_many(
     model = model_for_collection(session, coll.embedding_model_id)
     embeddings = [None] * len(queries)
     if mode in ("hybrid", "vector") and model is not None and queries:
-        from genloom.embeddings import embed
+        texts = [text for _, text in queries]
+        if embedder is None:
+            from genloom.embeddings import embed
 
-        embeddings = list(embed([text for _, text in queries], name=model.name, batch_size=embed_batch_size))
+            embeddings = list(embed(texts, name=model.name, batch_size=embed_batch_size))
+        else:
+            embeddings = list(embedder(texts, model.name))
     for i, ((query_id, text), vector) in enumerate(zip(queries, embeddings)):
         yield query_id, search(session, text, collection=collection, mode=mode, query_embedding=vector, **kwargs)
         if progress:
