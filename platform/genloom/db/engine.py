@@ -112,7 +112,13 @@ def crash_message(exc: BaseException) -> str | None:
     text = str(getattr(exc, "orig", exc))
     if not is_embedded() or not any(marker in text for marker in _CRASHED):
         return None
-    return embedded.crash_cause(since=_process_started)
+    # The client can see the connection drop before the postmaster has logged why: look twice.
+    deadline = time.monotonic() + 3.0
+    while True:
+        cause = embedded.crash_cause(since=_process_started)
+        if cause or time.monotonic() > deadline:
+            return cause
+        time.sleep(0.2)
 
 
 def connection_error(exc: BaseException, url: str) -> DatabaseError:
