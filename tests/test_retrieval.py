@@ -276,8 +276,34 @@ def test_beir_metrics_match_hand_computed_values():
     assert ndcg_at(["x", "a", "y", "b"], rel) == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3)))
     assert recall_at(["x", "a"], rel) == 0.5
     assert mrr_at(["x", "y", "b"], rel) == pytest.approx(1 / 3)
-    assert mrr_at(["x"] * 10 + ["a"], rel) == 0.0
+    assert mrr_at([f"x{i}" for i in range(10)] + ["a"], rel) == 0.0
     assert score_run({"q": ["a", "b"]}, {"q": rel, "empty": {"z": 0}}) == {"ndcg@10": 1.0, "recall@100": 1.0, "mrr@10": 1.0}
+
+
+def test_graded_ndcg_matches_hand_computed_values():
+    from genloom.retrieval.beir import ndcg_at
+
+    rel = {"a": 3, "b": 2, "c": 1, "z": 0}
+    # DCG = 2/log2(2) + 0/log2(3) + 3/log2(4) + 1/log2(5) = 2 + 1.5 + 0.4306765581 = 3.9306765581
+    # IDCG (3, 2, 1) = 3 + 2/log2(3) + 1/2 = 3 + 1.2618595071 + 0.5 = 4.7618595071
+    assert ndcg_at(["b", "x", "a", "c"], rel) == pytest.approx(3.9306765581 / 4.7618595071, abs=1e-9)
+    assert ndcg_at(["a", "b", "c"], rel) == pytest.approx(1.0)
+    assert ndcg_at(["c", "b", "a"], rel) == pytest.approx((1 + 2 / math.log2(3) + 3 / 2) / 4.7618595071)
+    # k cuts the run *and* the ideal list: at k = 1 only the top document counts.
+    assert ndcg_at(["b", "a"], rel, k=1) == pytest.approx(2 / 3)
+    assert ndcg_at(["z", "x"], rel) == 0.0
+
+
+def test_a_document_listed_twice_counts_once():
+    from genloom.retrieval.beir import mrr_at, ndcg_at, recall_at
+
+    rel = {"a": 2, "b": 1}
+    # A run repeating its best document must not beat the ideal ranking (was 1.63).
+    assert ndcg_at(["a", "a", "a", "b"], rel) == pytest.approx(1.0)
+    assert ndcg_at(["b", "b", "a"], rel) == pytest.approx((1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3)))
+    # The repeat does not take a rank: "a" is second, not third.
+    assert mrr_at(["x", "x", "a"], rel) == pytest.approx(1 / 2)
+    assert recall_at(["x", "x", "a"], rel, k=2) == 0.5
 
 
 def test_eval_retrieval_on_a_scifact_subset_end_to_end(db_url, cli, tmp_path, embedder):
