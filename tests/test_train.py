@@ -253,7 +253,7 @@ def test_empty_split_and_mismatched_sizes_are_refused(cli, digits, session):
 def test_ddp_two_processes_with_gloo(digits, db_url, engine):
     env = {**os.environ, "DATABASE_URL": db_url, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",  # a free port, chosen by torchrun
          str(REPO_ROOT / "cli.py"), "train", "gan", "--dataset", "digits", "--steps", "3", "--name", "ddp", "--json", *TINY_GAN],
         env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
