@@ -266,11 +266,17 @@ def _load_checkpoint(run_id: int, step: int) -> dict[str, Any]:
 
 
 def find_resumable(session, arch: str, name: str) -> tuple[int, int]:
-    """(run id, checkpoint step) of the newest unfinished train run of NAME with a checkpoint."""
+    """(run id, checkpoint step) of the newest unfinished train run of NAME with a checkpoint.
+
+    A run still `running` is refused while its process lives (on this host: its pid; on another
+    host nothing can be checked from here): two processes must never train one run."""
+    import socket
+
     from genloom.db.models import Run, RunCheckpoint
+    from genloom.runs import process_alive
 
     row = session.execute(
-        sa.select(Run.id, sa.func.max(RunCheckpoint.step))
+        sa.select(Run.id, Run.status, Run.host, Run.pid, Run.started_at, sa.func.max(RunCheckpoint.step))
         .join(RunCheckpoint, RunCheckpoint.run_id == Run.id)
         .where(Run.kind == "train", Run.status != "succeeded",
                Run.params["name"].astext == name, Run.params["arch"].astext == arch)
@@ -280,7 +286,29 @@ def find_resumable(session, arch: str, name: str) -> tuple[int, int]:
         raise BadInput(
             f"nothing to resume for {name!r}: no interrupted {arch} run with a checkpoint (drop --resume to start afresh)"
         )
-    return int(row[0]), int(row[1])
+    run_id, status, host, pid, started_at, step = row
+    if status == "running":
+        if host != socket.gethostname():
+            raise BadInput(f"run {run_id} of {name!r} is marked running on host {host}: resume it there, "
+                           "or stop that process first")
+        if pid is not None and process_alive(pid, started_at):
+            raise BadInput(f"run {run_id} of {name!r} is still running (process {pid}): stop it before --resume")
+    return int(run_id), int(step)
+
+
+def reopen_for_resume(session, run_id: int, step: int) -> None:
+    """Make RUN_ID this process's running run again, from checkpoint STEP.
+
+    Metrics logged after the checkpoint (and any final ones) belong to the steps that are about
+    to be redone: delete them, or the run would hold two values for each of those steps."""
+    import os
+
+    from genloom.db.models import Metric, Run
+
+    session.execute(sa.delete(Metric).where(Metric.run_id == run_id,
+                                            sa.or_(Metric.step > step, Metric.step.is_(None))))
+    session.execute(sa.update(Run).where(Run.id == run_id).values(
+        status="running", error=None, finished_at=None, pid=os.getpid(), started_at=sa.func.now()))
 
 
 # --------------------------------------------------------------------------- the job
@@ -374,9 +402,7 @@ def train(
         with session_scope() as s:
             if opts.resume:
                 run_id, resume_from = find_resumable(s, arch_name, opts.name)
-                from genloom.db.models import Run
-
-                s.execute(sa.update(Run).where(Run.id == run_id).values(status="running", error=None, finished_at=None))
+                reopen_for_resume(s, run_id, resume_from)
             else:
                 run = start_run(s, "train", params=params, name=opts.name, input_version_id=info.version_id,
                                 device=device if world_size == 1 else f"{device}×{world_size}")
