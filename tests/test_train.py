@@ -9,6 +9,8 @@ import sys
 import pytest
 import sqlalchemy as sa
 
+from genloom.errors import JobInterrupted
+
 from conftest import REPO_ROOT
 
 TINY_VAE = ["--set", "channels=8", "--set", "latent_dim=4", "--batch-size", "32"]
@@ -150,7 +152,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(digits, engine, arch, tiny)
         return TrainOptions(dataset="digits", steps=8, checkpoint_every=2, log_every=1, batch_size=32, name="r",
                             resume=resume, hparams=dict(sets))
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
         train(arch, opts(), callbacks=[_interrupt_at(5)])
     with engine.connect() as conn:
         run = conn.execute(sa.text("SELECT id, status, error FROM runs WHERE kind = 'train'")).one()
@@ -183,8 +185,8 @@ def test_resume_refuses_a_run_whose_process_is_alive(digits, engine):
         return TrainOptions(dataset="digits", steps=4, checkpoint_every=2, batch_size=32, name="live", resume=resume,
                             hparams={"channels": "8", "latent_dim": "4"})
 
-    with pytest.raises(KeyboardInterrupt):
-        train("vae", opts(), progress=False, callbacks=[_interrupt_at(3)])
+    with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
+        train("vae", opts(), callbacks=[_interrupt_at(3)])
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     cases = [  # (host, pid, what --resume says)
         (socket.gethostname(), os.getpid(), f"is still running (process {os.getpid()})"),  # this very process: alive
@@ -197,9 +199,9 @@ def test_resume_refuses_a_run_whose_process_is_alive(digits, engine):
                                  "WHERE kind = 'train'"), {"h": host, "p": pid})
         if message:
             with pytest.raises(BadInput, match=message):
-                train("vae", opts(resume=True), progress=False)
+                train("vae", opts(resume=True))
         else:
-            assert train("vae", opts(resume=True), progress=False).resumed_from_step == 2
+            assert train("vae", opts(resume=True)).resumed_from_step == 2
 
 
 def test_killed_process_leaves_a_resumable_run(digits, db_url, engine, tmp_path):
@@ -391,7 +393,7 @@ def test_checkpoints_are_written_in_the_background_yet_never_lost_or_silently_fa
     monkeypatch.setattr(trainer, "_save_checkpoint", slow_save)
     opts = TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="bg",
                         hparams={"channels": "8", "latent_dim": "4"})
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
         trainer.train("vae", opts, callbacks=[_interrupt_at(5)])
     with engine.connect() as conn:
         steps = conn.execute(sa.text("SELECT step FROM run_checkpoints ORDER BY step")).scalars().all()

@@ -33,8 +33,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from genloom.errors import BadInput, GenloomError
+from genloom.errors import BadInput, GenloomError, JobInterrupted
 from genloom.progress import ProgressFn
+from genloom.runs import interruption_message, raise_interrupt
 from genloom.training.options import TrainOptions
 
 
@@ -204,6 +205,7 @@ class _CheckpointWriter:
         self.run_id = run_id
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.saved_step: int | None = None  # the newest checkpoint known to have committed
 
     def save(self, step: int, state: dict[str, Any]) -> None:
         import torch
@@ -217,6 +219,7 @@ class _CheckpointWriter:
     def _write(self, step: int, payload: bytes) -> None:
         try:
             _save_checkpoint(self.run_id, step, payload)
+            self.saved_step = step
         except BaseException as exc:  # re-raised in the training loop by wait()
             self.error = exc
 
@@ -415,9 +418,11 @@ def train(
     previous_sigterm = None
     cleanup: list = []  # closes the data stream (and its prefetch thread) however the run ends
     writer = _CheckpointWriter(run_id) if rank == 0 else None
+    if writer is not None:
+        writer.saved_step = resume_from
     try:
         if threading_main():
-            previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+            previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM stops like Ctrl-C
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         ctx = TrainContext(device=device, rank=rank, world_size=world_size, batch_size=opts.batch_size,
                            lr=opts.lr, total_steps=opts.steps, grad_clip=opts.grad_clip, seed=opts.seed,
@@ -557,10 +562,15 @@ def train(
                                      metrics=summary_metrics, steps=step, seconds=seconds,
                                      resumed_from_step=resume_from, stopped_early=stopped_early, kept_step=kept_step)
         return _broadcast(result, world_size)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if rank == 0:
             _finish_writing(writer)  # the checkpoint in flight is what --resume continues from
-            _mark(run_id, "interrupted", f"interrupted at step {step}; continue with --resume")
+            saved = writer.saved_step if writer is not None else None
+            committed = {"checkpoint at step": saved} if saved else {}
+            message = interruption_message(exc, f"train run {run_id}", committed)
+            message += f"; continue with --resume (stopped at step {step})" if saved else "; no checkpoint to resume from"
+            _mark(run_id, "interrupted", message)
+            raise JobInterrupted(message) from None
         raise
     except BaseException as exc:
         if rank == 0:
@@ -590,10 +600,6 @@ def _finish_writing(writer: _CheckpointWriter | None) -> None:
 
 def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-def _sigterm_to_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _oom(batch_size: int, device: str) -> BadInput:
