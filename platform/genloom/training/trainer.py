@@ -276,7 +276,7 @@ def find_resumable(session, arch: str, name: str) -> tuple[int, int]:
     import socket
 
     from genloom.db.models import Run, RunCheckpoint
-    from genloom.runs import process_alive
+    from genloom.db.stale_runs import process_alive
 
     row = session.execute(
         sa.select(Run.id, Run.status, Run.host, Run.pid, Run.started_at, sa.func.max(RunCheckpoint.step))
