@@ -154,7 +154,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(digits, engine, arch, tiny)
                             resume=resume, hparams=dict(sets))
 
     with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
-        train(arch, opts(), callbacks=[_interrupt_at(5)])
+        # Stopped during step 6: step 5's metrics are logged, the newest checkpoint is step 4's.
+        train(arch, opts(), callbacks=[_interrupt_at(6)])
     with engine.connect() as conn:
         run = conn.execute(sa.text("SELECT id, status, error FROM runs WHERE kind = 'train'")).one()
         checkpoints = conn.execute(sa.text("SELECT step FROM run_checkpoints WHERE run_id = :r ORDER BY step"),
