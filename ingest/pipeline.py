@@ -150,6 +150,7 @@ def ingest_documents(
     }
     with tracked_run("ingest", params=params, collection_id=collection_id) as run:
         result.run_id = run.id
+        run.committed = lambda: {"documents": result.documents, "chunks": result.chunks}  # each batch commits whole
         known = 0  # documents announced by the loaders so far
         passed = 0  # documents dealt with: written, unchanged, or rejected (empty, duplicate)
         seen: set[str] = set()

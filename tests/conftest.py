@@ -27,11 +27,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def under_ci() -> bool:
+    """CI=true (what .ci/run and CI services set): a missing requirement fails, it never skips."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip on a developer's machine; fail under CI, where a skipped test would hide a gap."""
+    if under_ci():
+        pytest.fail(f"{reason} (CI=true: required here, not skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
 def shared_data(name: str) -> Path:
-    """A folder of ../shared/data, or skip the test with a reason when it is absent."""
+    """A folder of ../shared/data; skip (fail under CI=true) with the reason when it is absent."""
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"{path} is absent (real public data lives beside the repo in ../shared/data)")
+        skip_or_fail(f"{path} is absent (real public data lives beside the repo in ../shared/data)")
     return path
 
 
@@ -173,9 +185,9 @@ def run_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> s
 
 @pytest.fixture(scope="session")
 def browser() -> str:
-    """Path of a headless Chromium, or skip with the reason."""
+    """Path of a headless Chromium; skip (fail under CI=true) with the reason when there is none."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium when it can)")
+    skip_or_fail("no Chromium on this machine (.ci/run installs Debian's chromium)")

@@ -108,7 +108,8 @@ def test_text_import_units_and_export(cli, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("first line\nsecond line\n\nthird para\n", encoding="utf-8")
     r = cli("datasets", "import", "text", corpus, "--name", "lines", "--unit", "line", "--val", "0", "--test", "0", "--json")
-    assert r.exit_code == 0, r.stderr and r.json()["items"] == 3
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["items"] == 3
     r = cli("datasets", "import", "text", corpus, "--name", "paras", "--unit", "paragraph", "--json")
     assert r.json()["items"] == 2
     r = cli("datasets", "import", "text", corpus, "--name", "bad", "--unit", "word")

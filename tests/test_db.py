@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import run_subprocess
+from conftest import REPO_ROOT, run_subprocess
 
 EXPECTED_TABLES = {
     "collections", "documents", "chunks", "embeddings", "embedding_models",
@@ -93,19 +94,35 @@ def test_items_are_never_updated_in_place(engine, session):
 
 
 def test_unsealed_version_accepts_changes(engine, session):
-    from genloom.db.models import Dataset, DatasetMember, DatasetVersion, Item
+    from genloom.db.models import Dataset, DatasetVersion, Item
 
     ds = Dataset(name="open")
-    item = Item(sha256="a" * 64, modality="text", payload=b"x", text="x")
-    session.add_all([ds, item])
+    items = [Item(sha256=c * 64, modality="text", payload=c.encode(), text=c) for c in "ab"]
+    session.add_all([ds, *items])
     session.flush()
     v = DatasetVersion(dataset_id=ds.id, version=1)
     session.add(v)
-    session.flush()
-    session.add(DatasetMember(version_id=v.id, item_id=item.id, split="train"))
-    session.flush()
-    session.execute(sa.delete(DatasetMember).where(DatasetMember.version_id == v.id))
     session.commit()
+    a, b = (item.id for item in items)
+    # The same plain SQL the sealed version rejects, each statement committed on its own.
+    steps = [
+        ("INSERT INTO dataset_members (version_id, item_id, split) VALUES (:v, :a, 'train'), (:v, :b, 'train')",
+         [("train", a), ("train", b)]),
+        ("UPDATE dataset_members SET split = 'test' WHERE version_id = :v AND item_id = :b",
+         [("train", a), ("test", b)]),
+        ("DELETE FROM dataset_members WHERE version_id = :v AND item_id = :a", [("test", b)]),
+        ("UPDATE dataset_versions SET item_count = 1 WHERE id = :v", [("test", b)]),
+    ]
+    for statement, expected in steps:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement), {"v": v.id, "a": a, "b": b})
+        with engine.connect() as conn:
+            members = conn.execute(
+                sa.text("SELECT split, item_id FROM dataset_members WHERE version_id = :v ORDER BY item_id"), {"v": v.id}
+            ).all()
+        assert [tuple(m) for m in members] == expected, statement
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT item_count FROM dataset_versions WHERE id = :v"), {"v": v.id}).scalar() == 1
 
 
 def test_database_url_to_the_same_server_works(cli, db_url):
@@ -201,13 +218,26 @@ def test_two_processes_starting_at_once_share_one_server(tmp_path):
 
 
 def test_python_cli_py_is_the_genloom_command(pg_server):
+    import os
     import shutil
+    import subprocess
+    import tomllib
 
+    # The console script is genloom.cli.main:run ...
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"genloom": "genloom.cli.main:run"}
+    # ... and `python cli.py` prints exactly what that function prints, installed or not.
     a = run_subprocess("--help")
     assert a.returncode == 0 and "db" in a.stdout
+    entry = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.argv[0] = 'genloom'; from genloom.cli.main import run; run()", "--help"],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)])},
+    )
+    assert entry.returncode == 0 and entry.stdout == a.stdout
     exe = shutil.which("genloom")
+    if os.environ.get("CI") == "true":
+        assert exe, "CI installs the package: `genloom` must be on PATH"
     if exe:
-        import subprocess
-
         b = subprocess.run([exe, "--help"], capture_output=True, text=True)
         assert b.stdout == a.stdout

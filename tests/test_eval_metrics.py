@@ -40,6 +40,13 @@ def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
     assert im.frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-9)
 
 
+def test_negative_fid_is_an_error_not_zero():
+    # Covariances that are not positive semi-definite give a negative "distance": a numerical
+    # failure that must be reported, never clamped to a perfect score of 0.
+    with pytest.raises(BadInput, match="FID came out negative"):
+        im.frechet_distance(np.zeros(3), -np.eye(3), np.zeros(3), -np.eye(3))
+
+
 def test_fid_with_fewer_samples_than_dimensions_still_finite():
     x, y = _gauss(10, d=32, seed=3), _gauss(10, d=32, seed=4)
     assert np.isfinite(im.fid(x, y))
@@ -140,6 +147,53 @@ def test_bleu_needs_one_reference_per_hypothesis():
 def test_perplexity_and_bits_per_character():
     assert tm.perplexity(10 * np.log(4), 10) == pytest.approx(4.0)
     assert tm.bits_per_character(100 * np.log(2), 50) == pytest.approx(2.0)
+
+
+def _tiny_gpt(text: str, block_size: int = 16):
+    import torch
+
+    from genloom.architectures import text_tokenizer
+    from genloom.architectures.gpt import GPT, GPTConfig
+
+    tok = text_tokenizer.train_tokenizer(text, "char")
+    torch.manual_seed(0)
+    net = GPT(GPTConfig(block_size=block_size, vocab_size=tok.get_vocab_size(), n_layer=1, n_head=2, n_embd=16))
+    return net, tok
+
+
+def test_causal_lm_nll_of_a_uniform_model_is_log_vocab_per_token():
+    import torch
+
+    from genloom.evaluation.jobs import causal_lm_nll
+
+    text = "abcab cab bca " * 5  # 70 characters: four full windows of 16 and a partial one
+    net, tok = _tiny_gpt(text)
+    with torch.no_grad():
+        net.lm_head.weight.zero_()  # every logit 0: each of the V tokens has probability 1/V
+    nll, tokens = causal_lm_nll(net, tok, text, "cpu")
+    vocab = tok.get_vocab_size()  # 4 characters + eos + unk
+    assert vocab == 6 and tokens == len(text) - 1
+    assert nll == pytest.approx(tokens * np.log(vocab), rel=1e-6)
+    assert tm.perplexity(nll, tokens) == pytest.approx(6.0, rel=1e-6)
+
+
+def test_causal_lm_nll_matches_a_hand_computed_sum_of_log_probabilities():
+    import torch
+
+    from genloom.evaluation.jobs import causal_lm_nll
+
+    text = "to be or not to be"  # 18 characters, within one window of 32
+    net, tok = _tiny_gpt(text, block_size=32)
+    ids = torch.tensor(tok.encode(text, add_special_tokens=False).ids)
+    net.eval()
+    with torch.no_grad():
+        logits, _ = net(ids[None, :-1], ids[None, 1:])
+        log_probs = torch.log_softmax(logits[0].double(), dim=-1)
+    by_hand = -sum(float(log_probs[i, ids[i + 1]]) for i in range(len(ids) - 1))
+    nll, tokens = causal_lm_nll(net, tok, text, "cpu")
+    assert tokens == 17
+    assert nll == pytest.approx(by_hand, rel=1e-5)
+    assert tm.perplexity(nll, tokens) == pytest.approx(np.exp(by_hand / 17), rel=1e-5)
 
 
 def test_distinct_n():

@@ -141,44 +141,84 @@ def test_extractive_sentence_split_and_citations():
 
 
 def test_concurrent_requests_are_batched_and_each_streams_its_own_text(words_lm, monkeypatch):
+    import torch
+
+    lm = words_lm
+    monkeypatch.setattr(lm.model.generation_config, "eos_token_id", None)  # exactly max_new_tokens each
+    # Larger random weights: at the default init scale greedy decoding of a random model repeats one
+    # token whatever the prompt, and batched == single would compare nothing.
+    saved = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in lm.model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    try:
+        _batched_equals_single_greedy(lm, monkeypatch)
+    finally:
+        lm.model.load_state_dict(saved)
+
+
+def _batched_equals_single_greedy(lm, monkeypatch):
     import threading
     import time
 
     from genloom.generation.hf import HFBackend
 
-    lm = words_lm
-    monkeypatch.setattr(lm.model.generation_config, "eos_token_id", None)  # exactly max_new_tokens each
+    prompts = [lm.render([{"role": "user", "content": "fox " * (i + 1)}]) for i in range(6)]
+    stop_word = lm.generate(prompts[2], params=_params(max_new_tokens=9)).text.split()[2]
+
+    def params(i):
+        return _params(max_new_tokens=9, stop=[stop_word] if i == 2 else [])  # greedy
+
+    # The reference: each prompt alone, one after another (the batch-1 path).
+    alone = [lm.generate(prompts[i], params=params(i)) for i in range(6)]
+    assert len({out.text for out in alone}) == 6  # different prompts, different continuations
+
     batches: list[int] = []
+    busy, release = threading.Event(), threading.Event()
     one, many = HFBackend._generate_one, HFBackend._generate_batch
 
-    def slow_one(self, request):  # keeps the model busy so the other requests queue up
-        time.sleep(0.3)
+    def held_one(self, request):  # the first request holds the model until the others are queued
+        if not busy.is_set():
+            busy.set()
+            assert release.wait(60)
         return one(self, request)
 
     def spy(self, requests):
         batches.append(len(requests))
         return many(self, requests)
 
-    monkeypatch.setattr(HFBackend, "_generate_one", slow_one)
+    monkeypatch.setattr(HFBackend, "_generate_one", held_one)
     monkeypatch.setattr(HFBackend, "_generate_batch", spy)
-    prompts = [lm.render([{"role": "user", "content": "fox " * (i + 1)}]) for i in range(6)]
-    outs: list = [None] * 6
-    pieces: list[list[str]] = [[] for _ in range(6)]
+    outs: list = [None] * 7
+    pieces: list[list[str]] = [[] for _ in range(7)]
 
-    def go(i):
-        outs[i] = lm.generate(prompts[i], params=_params(max_new_tokens=9, temperature=1.0, stop=["the"] if i == 2 else []),
-                              on_text=pieces[i].append)
+    def go(slot, i):
+        outs[slot] = lm.generate(prompts[i], params=params(i), on_text=pieces[slot].append)
 
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+    first = threading.Thread(target=go, args=(6, 0))  # slot 6: the request that holds the model
+    first.start()
+    assert busy.wait(60)
+    threads = [threading.Thread(target=go, args=(i, i)) for i in range(6)]
     for t in threads:
         t.start()
-        time.sleep(0.02)
-    for t in threads:
-        t.join()
-    assert batches and max(batches) >= 2  # the waiting requests shared one generate
-    for i, (out, streamed) in enumerate(zip(outs, pieces)):
-        assert "".join(streamed) == out.text
-        assert out.input_tokens == lm.count_tokens(prompts[i])
+    deadline = time.monotonic() + 60
+    while lm._batcher.queue.qsize() < 6:  # a condition, not a guess: all six are waiting
+        assert time.monotonic() < deadline, "requests never reached the queue"
+        time.sleep(0.005)
+    release.set()
+    for t in [first, *threads]:
+        t.join(60)
+    # The six waiting requests were taken together: five with equal parameters shared one
+    # generate, the one with a stop string (another batch key) ran alone.
+    assert batches == [5]
+    for slot in range(7):
+        i = slot if slot < 6 else 0
+        assert outs[slot].text == alone[i].text, (slot, outs[slot].text, alone[i].text)  # batched == single greedy
+        assert "".join(pieces[slot]) == outs[slot].text
+        assert outs[slot].input_tokens == lm.count_tokens(prompts[i])
+        assert (outs[slot].output_tokens, outs[slot].finish_reason) == (alone[i].output_tokens, alone[i].finish_reason)
         if i != 2:
-            assert out.output_tokens == 9 and out.finish_reason == "length"
-    assert "the" not in outs[2].text.split()
+            assert outs[slot].output_tokens == 9 and outs[slot].finish_reason == "length"
+    assert stop_word not in outs[2].text.split() and outs[2].finish_reason == "stop"

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from genloom.errors import JobInterrupted
+
 
 @pytest.fixture(scope="module")
 def embedder():
@@ -232,10 +234,12 @@ def test_interrupted_ingest_leaves_whole_documents_and_rerun_continues(db_url, t
         if done >= 3:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
         ingest([folder], IngestOptions(collection="c", batch_documents=3), progress=stop_after_first_batch)
-    status = session.scalar(sa.text("SELECT status FROM runs ORDER BY id DESC LIMIT 1"))
+    status, summary = session.execute(sa.text("SELECT status, summary FROM runs ORDER BY id DESC LIMIT 1")).one()
     assert status == "interrupted"
+    chunks = session.scalar(sa.text("SELECT count(*) FROM chunks"))
+    assert summary == {"committed": {"documents": 3, "chunks": chunks}}  # what the run says it kept is what is there
     committed = session.execute(
         sa.text(
             "SELECT d.id, count(c.id) AS chunks, count(e.chunk_id) AS vectors FROM documents d "

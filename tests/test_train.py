@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import sqlalchemy as sa
+
+from genloom.errors import JobInterrupted
 
 from conftest import REPO_ROOT
 
@@ -147,11 +150,12 @@ def test_interrupted_run_resumes_from_its_checkpoint(digits, engine, arch, tiny)
     sets = parse_set([v for i, v in enumerate(tiny) if i % 2 and tiny[i - 1] == "--set"])
 
     def opts(resume=False):
-        return TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="r", resume=resume,
-                            hparams=dict(sets))
+        return TrainOptions(dataset="digits", steps=8, checkpoint_every=2, log_every=1, batch_size=32, name="r",
+                            resume=resume, hparams=dict(sets))
 
-    with pytest.raises(KeyboardInterrupt):
-        train(arch, opts(), callbacks=[_interrupt_at(5)])
+    with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
+        # Stopped during step 6: step 5's metrics are logged, the newest checkpoint is step 4's.
+        train(arch, opts(), callbacks=[_interrupt_at(6)])
     with engine.connect() as conn:
         run = conn.execute(sa.text("SELECT id, status, error FROM runs WHERE kind = 'train'")).one()
         checkpoints = conn.execute(sa.text("SELECT step FROM run_checkpoints WHERE run_id = :r ORDER BY step"),
@@ -164,9 +168,42 @@ def test_interrupted_run_resumes_from_its_checkpoint(digits, engine, arch, tiny)
     assert result.run_id == run.id and result.resumed_from_step == 4 and result.steps == 8
     with engine.connect() as conn:
         status = conn.execute(sa.text("SELECT status FROM runs WHERE id = :r"), {"r": run.id}).scalar()
-        steps = conn.execute(sa.text("SELECT array_agg(DISTINCT step ORDER BY step) FROM metrics WHERE run_id = :r AND name = 'loss'"),
-                             {"r": run.id}).scalar()
-    assert status == "succeeded" and steps[-1] == 8 and 5 in steps and 6 in steps
+        loss_steps = conn.execute(sa.text("SELECT step FROM metrics WHERE run_id = :r AND name = 'loss' ORDER BY step"),
+                                  {"r": run.id}).scalars().all()
+        finals = conn.execute(sa.text("SELECT count(*) FROM metrics WHERE run_id = :r AND step IS NULL AND name = 'loss'"),
+                              {"r": run.id}).scalar()
+    # Step 5 was logged before the interrupt and again after resuming from step 4: one row, the redone one.
+    assert status == "succeeded" and loss_steps == [1, 2, 3, 4, 5, 6, 7, 8] and finals <= 1
+
+
+def test_resume_refuses_a_run_whose_process_is_alive(digits, engine):
+    import socket
+
+    from genloom.errors import BadInput
+    from genloom.training.options import TrainOptions
+    from genloom.training.trainer import train
+
+    def opts(resume=False):
+        return TrainOptions(dataset="digits", steps=4, checkpoint_every=2, batch_size=32, name="live", resume=resume,
+                            hparams={"channels": "8", "latent_dim": "4"})
+
+    with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
+        train("vae", opts(), callbacks=[_interrupt_at(3)])
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    cases = [  # (host, pid, what --resume says)
+        (socket.gethostname(), os.getpid(), f"is still running (process {os.getpid()})"),  # this very process: alive
+        ("elsewhere", 1, "is marked running on host elsewhere"),
+        (socket.gethostname(), int(dead.stdout), None),  # that process has exited: a stale run, resumable
+    ]
+    for host, pid, message in cases:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE runs SET status = 'running', host = :h, pid = :p, started_at = now() "
+                                 "WHERE kind = 'train'"), {"h": host, "p": pid})
+        if message:
+            with pytest.raises(BadInput, match=re.escape(message)):
+                train("vae", opts(resume=True))
+        else:
+            assert train("vae", opts(resume=True)).resumed_from_step == 2
 
 
 def test_killed_process_leaves_a_resumable_run(digits, db_url, engine, tmp_path):
@@ -253,7 +290,7 @@ def test_empty_split_and_mismatched_sizes_are_refused(cli, digits, session):
 def test_ddp_two_processes_with_gloo(digits, db_url, engine):
     env = {**os.environ, "DATABASE_URL": db_url, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",  # a free port, chosen by torchrun
          str(REPO_ROOT / "cli.py"), "train", "gan", "--dataset", "digits", "--steps", "3", "--name", "ddp", "--json", *TINY_GAN],
         env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
@@ -358,7 +395,7 @@ def test_checkpoints_are_written_in_the_background_yet_never_lost_or_silently_fa
     monkeypatch.setattr(trainer, "_save_checkpoint", slow_save)
     opts = TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="bg",
                         hparams={"channels": "8", "latent_dim": "4"})
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
         trainer.train("vae", opts, callbacks=[_interrupt_at(5)])
     with engine.connect() as conn:
         steps = conn.execute(sa.text("SELECT step FROM run_checkpoints ORDER BY step")).scalars().all()

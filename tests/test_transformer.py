@@ -9,6 +9,8 @@ import pytest
 import sqlalchemy as sa
 import torch
 
+from genloom.errors import JobInterrupted
+
 from conftest import own_database
 
 LINE = "To be, or not to be, that is the question.\n"
@@ -144,7 +146,7 @@ def test_resume_continues_the_step_count_and_lr_schedule(lm_db, cli_db):
         if step == 25:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
         train("transformer", opts("resumed"), callbacks=[interrupt])
     with session_scope() as s:
         assert s.scalar(sa.select(Run.status).where(Run.params["name"].astext == "resumed")) == "interrupted"

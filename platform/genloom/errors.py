@@ -25,3 +25,12 @@ class NotFound(GenloomError):
 
 class BadInput(GenloomError):
     """The user's input is malformed or out of range."""
+
+
+class JobInterrupted(GenloomError):
+    """A job stopped by Ctrl-C or SIGTERM at a safe point; the message says what it had committed.
+
+    Raised (from the KeyboardInterrupt) once the job has cleaned up and recorded its run as
+    interrupted; the CLI prints it as `interrupted: …` and exits 130, as a shell does for SIGINT."""
+
+    exit_code = 130

@@ -8,7 +8,8 @@ in its own transactions and the run is finished in a last, separate one.
         ...                                      # work, in its own session_scope()s
         finish(run_id, summary={...})            # optional: mark success with a summary
 
-If the block raises, the run is marked failed (or interrupted on Ctrl-C) with the error.
+If the block raises, the run is marked failed (or interrupted on Ctrl-C or SIGTERM, with what it
+had committed) with the error.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import contextlib
 import datetime as dt
 import functools
 import os
+import signal
 import socket
 import subprocess
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from sqlalchemy.orm import Session
 from genloom import __version__
 from genloom.db.engine import session_scope
 from genloom.db.models import Metric, Run
+from genloom.errors import JobInterrupted
 
 
 @functools.cache
@@ -89,12 +93,64 @@ def log_metrics(session: Session, run_id: int, metrics: Mapping[str, float], *, 
         session.execute(sa.insert(Metric), rows)
 
 
-class RunHandle:
-    """What `tracked_run` yields: the run's id, and a way to finish it with a summary."""
+class _Signalled(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signal_name = signal.Signals(signum).name
 
-    def __init__(self, run_id: int):
+
+def raise_interrupt(signum, frame):
+    """A signal handler: SIGTERM (or any) interrupts like Ctrl-C, naming the signal."""
+    raise _Signalled(signum)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM (what kill, systemd, Kubernetes and torchrun send) interrupts like
+    Ctrl-C: a KeyboardInterrupt at the next bytecode, so the transaction in flight rolls back whole
+    and the job's own clean-up runs. Only the main thread can receive signals; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interruption_message(exc: BaseException, what: str, committed: Mapping[str, Any] | None) -> str:
+    """One line for the run's error and the user's stderr: who stopped the job, what is kept."""
+    by = getattr(exc, "signal_name", None) or "SIGINT (Ctrl-C)"
+    if committed is None:
+        kept = "nothing (this job commits all or nothing)"
+    elif committed:
+        kept = ", ".join(f"{key} {value}" for key, value in committed.items())
+    else:
+        kept = "nothing yet"
+    return f"{what} interrupted by {by}; committed: {kept}"
+
+
+class RunHandle:
+    """What `tracked_run` yields: the run's id, and a way to finish it with a summary.
+
+    A job that commits as it goes sets `committed` to a callable returning what has landed so
+    far (e.g. documents and chunks); an interrupted run records it and says it on stderr."""
+
+    def __init__(self, run_id: int, kind: str = "job"):
         self.id = run_id
+        self.kind = kind
         self.finished = False
+        self.committed: Callable[[], Mapping[str, Any]] | None = None
+
+    def committed_so_far(self) -> dict[str, Any] | None:
+        """What has landed so far; None for an all-or-nothing job (nothing, until it succeeds)."""
+        if self.committed is None:
+            return None
+        try:
+            return dict(self.committed())
+        except Exception:  # an interrupted job's bookkeeping must not hide the interruption
+            return {}
 
     def finish(self, *, summary: Mapping[str, Any] | None = None, session: Session | None = None, **columns: Any) -> None:
         """Mark success. Pass `session` to finish inside the caller's last transaction
@@ -111,13 +167,16 @@ class RunHandle:
 def tracked_run(kind: str, *, params: Mapping[str, Any] | None = None, **columns: Any) -> Iterator[RunHandle]:
     with session_scope() as session:
         run_id = start_run(session, kind, params=params, **columns).id
-    handle = RunHandle(run_id)
+    handle = RunHandle(run_id, kind)
     try:
-        yield handle
-    except KeyboardInterrupt:
+        with stop_on_sigterm():
+            yield handle
+    except (KeyboardInterrupt, JobInterrupted) as exc:  # JobInterrupted: a nested job's
+        committed = handle.committed_so_far()
+        message = interruption_message(exc, f"{kind} run {run_id}", committed)
         with session_scope() as session:
-            finish_run(session, run_id, status="interrupted", error="interrupted (Ctrl-C)")
-        raise
+            finish_run(session, run_id, status="interrupted", error=message, summary={"committed": committed or {}})
+        raise JobInterrupted(message) from None
     except BaseException as exc:
         with session_scope() as session:
             finish_run(session, run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])

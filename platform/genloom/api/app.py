@@ -48,7 +48,6 @@ def _one_line(exc: BaseException) -> str:
 
 _engines: dict[str, Any] = {}
 _engines_lock = threading.Lock()
-POOL_SIZE = 48  # above FastAPI's 40 worker threads: a request never waits for a connection
 
 
 def api_engine():
@@ -67,8 +66,11 @@ def api_engine():
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = sa.create_engine(
-                base.url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=16, pool_timeout=600,
+            from genloom.api import limits
+
+            engine = sa.create_engine(  # sized by the serve limits: see genloom.api.limits
+                base.url, pool_pre_ping=True, pool_size=limits.pool_size(limits.Limits.from_env()),
+                max_overflow=limits.POOL_OVERFLOW, pool_timeout=600,
                 connect_args={"connect_timeout": 10, "application_name": "genloom-api"},
             )
             _engines[url] = engine
@@ -272,6 +274,9 @@ def create_app(local_token: str | None = None) -> FastAPI:
             return _error(500, f"generation failed: {result.error}", "generation_error", generation_id=result.generation_id)
         return _completion_json(result, created)
 
+    from genloom.api import limits
+
+    limits.install(app)  # bounded generation queue: 429/503 with Retry-After past it
     return app
 
 

@@ -92,7 +92,7 @@ def _error(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors become one line on stderr."""
-    from genloom.errors import GenloomError
+    from genloom.errors import GenloomError, JobInterrupted
 
     command = typer.main.get_command(app)
     _state["debug"] = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         err_console.print("interrupted")
         return 130
+    except JobInterrupted as exc:  # a job that stopped at a safe point says what it kept
+        err_console.print(f"interrupted: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
     except GenloomError as exc:
         if _state["debug"]:
             raise

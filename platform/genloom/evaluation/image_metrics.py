@@ -75,8 +75,14 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise BadInput(f"FID: imaginary component {np.max(np.abs(covmean.imag)):.3g} in sqrtm; too few samples?")
         covmean = covmean.real
-    value = diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
-    return float(max(value, 0.0))  # rounding can push a true 0 slightly negative
+    value = float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    # Rounding can push a true 0 a hair below zero; that is reported as it is (no clamp). Anything
+    # further below zero is a numerical failure (or covariances that are not covariances): say so.
+    scale = float(diff.dot(diff) + abs(np.trace(sigma1)) + abs(np.trace(sigma2)))
+    if value < -1e-6 * max(scale, 1.0):
+        raise BadInput(f"FID came out negative ({value:.4g}): the covariance square root failed numerically; "
+                       "use more samples than feature dimensions")
+    return value
 
 
 def fid(features_a, features_b) -> float:

@@ -68,7 +68,15 @@ def read_qrels(path: Path) -> Qrels:
     return qrels
 
 
+def _first_occurrences(ranked: Sequence[str]) -> list[str]:
+    """The run with repeats removed: a document counts once, at its best rank (trec_eval and
+    pytrec_eval read a run as a document → score map, so a repeat cannot earn gain twice)."""
+    return list(dict.fromkeys(ranked))
+
+
 def ndcg_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
+    """nDCG@k with linear gain (rel / log2(rank + 1)), as BEIR's pytrec_eval computes it."""
+    ranked = _first_occurrences(ranked)
     dcg = sum(relevant.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:k]))
     ideal = sorted((r for r in relevant.values() if r > 0), reverse=True)[:k]
     idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
@@ -77,11 +85,11 @@ def ndcg_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> 
 
 def recall_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 100) -> float:
     positives = {d for d, r in relevant.items() if r > 0}
-    return len(positives & set(ranked[:k])) / len(positives) if positives else 0.0
+    return len(positives & set(_first_occurrences(ranked)[:k])) / len(positives) if positives else 0.0
 
 
 def mrr_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int = 10) -> float:
-    for i, doc in enumerate(ranked[:k]):
+    for i, doc in enumerate(_first_occurrences(ranked)[:k]):
         if relevant.get(doc, 0) > 0:
             return 1.0 / (i + 1)
     return 0.0

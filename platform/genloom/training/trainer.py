@@ -33,8 +33,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from genloom.errors import BadInput, GenloomError
+from genloom.errors import BadInput, GenloomError, JobInterrupted
 from genloom.progress import ProgressFn
+from genloom.runs import interruption_message, raise_interrupt
 from genloom.training.options import TrainOptions
 
 
@@ -204,6 +205,7 @@ class _CheckpointWriter:
         self.run_id = run_id
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.saved_step: int | None = None  # the newest checkpoint known to have committed
 
     def save(self, step: int, state: dict[str, Any]) -> None:
         import torch
@@ -217,6 +219,7 @@ class _CheckpointWriter:
     def _write(self, step: int, payload: bytes) -> None:
         try:
             _save_checkpoint(self.run_id, step, payload)
+            self.saved_step = step
         except BaseException as exc:  # re-raised in the training loop by wait()
             self.error = exc
 
@@ -266,11 +269,17 @@ def _load_checkpoint(run_id: int, step: int) -> dict[str, Any]:
 
 
 def find_resumable(session, arch: str, name: str) -> tuple[int, int]:
-    """(run id, checkpoint step) of the newest unfinished train run of NAME with a checkpoint."""
+    """(run id, checkpoint step) of the newest unfinished train run of NAME with a checkpoint.
+
+    A run still `running` is refused while its process lives (on this host: its pid; on another
+    host nothing can be checked from here): two processes must never train one run."""
+    import socket
+
     from genloom.db.models import Run, RunCheckpoint
+    from genloom.db.stale_runs import process_alive
 
     row = session.execute(
-        sa.select(Run.id, sa.func.max(RunCheckpoint.step))
+        sa.select(Run.id, Run.status, Run.host, Run.pid, Run.started_at, sa.func.max(RunCheckpoint.step))
         .join(RunCheckpoint, RunCheckpoint.run_id == Run.id)
         .where(Run.kind == "train", Run.status != "succeeded",
                Run.params["name"].astext == name, Run.params["arch"].astext == arch)
@@ -280,7 +289,29 @@ def find_resumable(session, arch: str, name: str) -> tuple[int, int]:
         raise BadInput(
             f"nothing to resume for {name!r}: no interrupted {arch} run with a checkpoint (drop --resume to start afresh)"
         )
-    return int(row[0]), int(row[1])
+    run_id, status, host, pid, started_at, step = row
+    if status == "running":
+        if host != socket.gethostname():
+            raise BadInput(f"run {run_id} of {name!r} is marked running on host {host}: resume it there, "
+                           "or stop that process first")
+        if pid is not None and process_alive(pid, started_at):
+            raise BadInput(f"run {run_id} of {name!r} is still running (process {pid}): stop it before --resume")
+    return int(run_id), int(step)
+
+
+def reopen_for_resume(session, run_id: int, step: int) -> None:
+    """Make RUN_ID this process's running run again, from checkpoint STEP.
+
+    Metrics logged after the checkpoint (and any final ones) belong to the steps that are about
+    to be redone: delete them, or the run would hold two values for each of those steps."""
+    import os
+
+    from genloom.db.models import Metric, Run
+
+    session.execute(sa.delete(Metric).where(Metric.run_id == run_id,
+                                            sa.or_(Metric.step > step, Metric.step.is_(None))))
+    session.execute(sa.update(Run).where(Run.id == run_id).values(
+        status="running", error=None, finished_at=None, pid=os.getpid(), started_at=sa.func.now()))
 
 
 # --------------------------------------------------------------------------- the job
@@ -374,9 +405,7 @@ def train(
         with session_scope() as s:
             if opts.resume:
                 run_id, resume_from = find_resumable(s, arch_name, opts.name)
-                from genloom.db.models import Run
-
-                s.execute(sa.update(Run).where(Run.id == run_id).values(status="running", error=None, finished_at=None))
+                reopen_for_resume(s, run_id, resume_from)
             else:
                 run = start_run(s, "train", params=params, name=opts.name, input_version_id=info.version_id,
                                 device=device if world_size == 1 else f"{device}×{world_size}")
@@ -389,9 +418,11 @@ def train(
     previous_sigterm = None
     cleanup: list = []  # closes the data stream (and its prefetch thread) however the run ends
     writer = _CheckpointWriter(run_id) if rank == 0 else None
+    if writer is not None:
+        writer.saved_step = resume_from
     try:
         if threading_main():
-            previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+            previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM stops like Ctrl-C
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
         ctx = TrainContext(device=device, rank=rank, world_size=world_size, batch_size=opts.batch_size,
                            lr=opts.lr, total_steps=opts.steps, grad_clip=opts.grad_clip, seed=opts.seed,
@@ -531,10 +562,15 @@ def train(
                                      metrics=summary_metrics, steps=step, seconds=seconds,
                                      resumed_from_step=resume_from, stopped_early=stopped_early, kept_step=kept_step)
         return _broadcast(result, world_size)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if rank == 0:
             _finish_writing(writer)  # the checkpoint in flight is what --resume continues from
-            _mark(run_id, "interrupted", f"interrupted at step {step}; continue with --resume")
+            saved = writer.saved_step if writer is not None else None
+            committed = {"checkpoint at step": saved} if saved else {}
+            message = interruption_message(exc, f"train run {run_id}", committed)
+            message += f"; continue with --resume (stopped at step {step})" if saved else "; no checkpoint to resume from"
+            _mark(run_id, "interrupted", message)
+            raise JobInterrupted(message) from None
         raise
     except BaseException as exc:
         if rank == 0:
@@ -564,10 +600,6 @@ def _finish_writing(writer: _CheckpointWriter | None) -> None:
 
 def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-def _sigterm_to_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _oom(batch_size: int, device: str) -> BadInput:
