@@ -25,3 +25,11 @@ class NotFound(GenloomError):
 
 class BadInput(GenloomError):
     """The user's input is malformed or out of range."""
+
+
+class Unauthorized(GenloomError):
+    """No credentials, or credentials that do not check out (HTTP 401)."""
+
+
+class Forbidden(GenloomError):
+    """Valid credentials whose role does not allow the action (HTTP 403)."""

@@ -10,6 +10,7 @@ input, 404 for unknown ids and names, 500 for a generation that failed (still lo
 
 from __future__ import annotations
 
+import contextvars
 import json
 import queue
 import threading
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from genloom import __version__
+from genloom.api import auth, limits
 from genloom.api.schemas import AskBody, ChatCompletionBody, FeedbackBody
 from genloom.errors import BadInput, ConfigError, DatabaseError, GenloomError, NotFound
 
@@ -93,6 +95,7 @@ def _call_request(body, *, question: str, collection: str | None, history=None, 
     from genloom.generation.backend import GenParams
     from genloom.generation.call import CallRequest
 
+    limits.check_http_model(body.model)  # registered names and the server's model folders only
     return CallRequest(
         question=question,
         collection=collection,
@@ -170,12 +173,14 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False, default=str)}\n\n"
 
 
-def create_app() -> FastAPI:
+def create_app(security: auth.SecuritySettings | None = None) -> FastAPI:
+    """The app; `security` defaults to what `genloom serve` put in the environment (keys required)."""
     app = FastAPI(
         title="genloom",
         version=__version__,
         description="Retrieval-grounded generation over one PostgreSQL + pgvector store; every call is logged.",
     )
+    auth.install(app, security or auth.settings_from_env())  # before any route: keys, roles, host, body size
 
     @app.exception_handler(GenloomError)
     def _genloom_error(request: Request, exc: GenloomError) -> JSONResponse:
@@ -247,6 +252,7 @@ def create_app() -> FastAPI:
         from genloom.cli.ask import parse_where
         from genloom.retrieval.search import search as run_search
 
+        limits.check_query(q)
         with session.begin():
             hits = run_search(session, q, collection=collection, k=k, mode=mode, where=parse_where(where),
                               by_document=by_document)
@@ -288,7 +294,8 @@ def _stream(request, created: int):
         except BaseException as exc:  # before "ready": becomes the HTTP error; after: an error event
             events.put(("error", exc))
 
-    threading.Thread(target=work, name="genloom-chat-stream", daemon=True).start()
+    # The caller's context (tenant, audit actor) goes with the work.
+    threading.Thread(target=contextvars.copy_context().run, args=(work,), name="genloom-chat-stream", daemon=True).start()
     kind, value = events.get()
     if kind == "error":
         raise value  # GenloomError → its JSON status via the app's handler

@@ -1,12 +1,30 @@
-"""`genloom serve`: the HTTP API (FastAPI + uvicorn), OpenAI-compatible chat included."""
+"""`genloom serve`: the HTTP API (FastAPI + uvicorn), OpenAI-compatible chat included.
+
+Keys are required on every route but /healthz (create them with `genloom keys create`);
+`--no-auth` is accepted only on a loopback address. The limits and the model folders are
+passed to the app through the environment (genloom.api.limits), which uvicorn's workers read.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from genloom.cli.output import info
+
+LOOPBACK_NAMES = {"localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(
@@ -16,6 +34,20 @@ def serve(
         Optional[str],
         typer.Option("--model", "-m", help="Default model for requests that name none (sets GENLOOM_MODEL); loaded at start."),
     ] = None,
+    model_dir: Annotated[
+        Optional[list[Path]],
+        typer.Option("--model-dir", help="A folder whose model directories requests may name (repeatable); "
+                                         "otherwise only registered model names."),
+    ] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys (loopback addresses only).")] = False,
+    allowed_host: Annotated[
+        Optional[list[str]],
+        typer.Option("--allowed-host", help="A Host header to accept besides localhost/127.0.0.1/::1 (repeatable; '*' for any)."),
+    ] = None,
+    max_body_bytes: Annotated[Optional[int], typer.Option("--max-body-bytes", help="Largest request body (default 4 MiB).")] = None,
+    max_question_chars: Annotated[
+        Optional[int], typer.Option("--max-question-chars", help="Longest question or message (default 16000).")
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve /v1/ask, /v1/chat/completions (OpenAI-compatible), /v1/feedback, /v1/search, /v1/generations/ID."""
@@ -24,11 +56,36 @@ def serve(
     import uvicorn
 
     from genloom.api.app import create_app
+    from genloom.api.auth import LOOPBACK_HOSTS, settings_from_env
     from genloom.db.engine import get_engine, session_scope
     from genloom.errors import BadInput
 
     if not 0 < port < 65536:
         raise BadInput(f"--port must be between 1 and 65535 (got {port})")
+    if no_auth and not is_loopback(host):
+        raise BadInput(f"refusing to serve {host} without API keys: --no-auth is for loopback addresses only "
+                       "(create a key with: genloom keys create --role writer)")
+    hosts = [h.strip().lower() for h in (allowed_host or []) if h.strip()]
+    if not is_loopback(host) and not hosts:
+        raise BadInput(f"serving on {host} needs --allowed-host NAME: the host names clients reach it by "
+                       "(a Host allow-list stops DNS rebinding; '*' accepts any)")
+    for name, value in (("--max-body-bytes", max_body_bytes), ("--max-question-chars", max_question_chars)):
+        if value is not None and value < 1:
+            raise BadInput(f"{name} must be at least 1 (got {value})")
+    dirs = []
+    for folder in model_dir or []:
+        if not folder.expanduser().is_dir():
+            raise BadInput(f"--model-dir {str(folder)!r} is not a folder")
+        dirs.append(str(folder.expanduser().resolve()))
+    os.environ["GENLOOM_API_AUTH"] = "off" if no_auth else "on"
+    bind = host.strip("[]").lower()
+    os.environ["GENLOOM_ALLOWED_HOSTS"] = ",".join(dict.fromkeys([*LOOPBACK_HOSTS, *([bind] if bind not in ("0.0.0.0", "::") else []), *hosts]))
+    if max_body_bytes:
+        os.environ["GENLOOM_MAX_BODY_BYTES"] = str(max_body_bytes)
+    if max_question_chars:
+        os.environ["GENLOOM_MAX_QUESTION_CHARS"] = str(max_question_chars)
+    if dirs:
+        os.environ["GENLOOM_MODEL_DIRS"] = os.pathsep.join(dirs)
     get_engine()  # connect and migrate now: a bad DATABASE_URL fails here, not on the first request
     if model:
         from genloom.generation.backend import load_backend
@@ -36,9 +93,17 @@ def serve(
         os.environ["GENLOOM_MODEL"] = model
         with session_scope() as session:
             load_backend(session, model)  # warm: the first request does not pay for loading
-    info(f"genloom API on http://{host}:{port}  (OpenAPI: /docs, /openapi.json; OpenAI base_url: http://{host}:{port}/v1)")
+    if not no_auth:
+        from genloom.keys import list_keys
+
+        with session_scope() as session:
+            if not list_keys(session):
+                info("no API key exists yet: every request but /healthz will get 401 until you run "
+                     "`genloom keys create --role writer`")
+    info(f"genloom API on http://{host}:{port}  (OpenAPI: /docs, /openapi.json; OpenAI base_url: http://{host}:{port}/v1)"
+         + ("  [no auth: loopback only]" if no_auth else "  [API keys required]"))
     try:
-        uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(settings_from_env()), host=host, port=port, log_level=log_level)
     except OSError as exc:
         raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
