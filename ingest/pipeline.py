@@ -91,7 +91,8 @@ def ingest(
 
     def documents() -> Iterator[SourceDocument | int]:
         try:
-            sources = list(discover(paths, options.load.format))
+            sources = list(discover(paths, options.load.format, follow_symlinks=options.load.follow_symlinks,
+                                    skipped=result.errors))
         except LoadError as exc:
             raise BadInput(str(exc)) from None
         for path, fmt in sources:

@@ -33,3 +33,9 @@ class Unauthorized(GenloomError):
 
 class Forbidden(GenloomError):
     """Valid credentials whose role does not allow the action (HTTP 403)."""
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters shown as escapes (\\n, \\x1b, …): a file name holding a
+    newline or a terminal escape cannot forge another line of output (e.g. a fake `error:`)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

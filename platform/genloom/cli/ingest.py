@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genloom.cli.output import JsonOption, err_console, info, print_json
-from genloom.errors import BadInput
+from genloom.errors import BadInput, one_line
 
 
 def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:
@@ -47,6 +47,9 @@ def ingest(
     batch_documents: Annotated[int, typer.Option("--batch", help="Documents per transaction.")] = 256,
     hnsw_m: Annotated[int, typer.Option("--hnsw-m", help="HNSW m for a new embedding model's index.")] = 16,
     hnsw_ef_construction: Annotated[int, typer.Option("--hnsw-ef-construction", help="HNSW ef_construction (new index).")] = 64,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Follow symbolic links that lead outside the folders given.")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Ingest files into a collection: idempotent by content hash; a changed file becomes a new version."""
@@ -69,6 +72,7 @@ def ingest(
         load=LoadOptions(
             format=format, text_field=text_field, id_field=id_field, title_field=title_field,
             metadata=parse_pairs(meta, "--meta"), max_bytes=max_bytes, skip_bad=skip_bad,
+            follow_symlinks=follow_symlinks,
         ),
         chunking=ChunkConfig(max_tokens=chunk_tokens, overlap=chunk_overlap),
         embedding_model=model,
@@ -97,7 +101,8 @@ def ingest(
         print_json(summary)
     else:
         for error in result.errors[:20]:
-            err_console.print(f"[yellow]skipped:[/yellow] {error}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print("[yellow]skipped:[/yellow] ", end="")
+            err_console.print(one_line(error), markup=False, highlight=False, soft_wrap=True)
         if len(result.errors) > 20:
             info(f"… and {len(result.errors) - 20} more problems (see --json)")
         info(

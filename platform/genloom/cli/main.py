@@ -91,7 +91,9 @@ def _one_line(exc: BaseException) -> str:
 def _error(message: str) -> None:
     # soft_wrap: one line whatever the terminal width; markup off: messages may hold [brackets].
     err_console.print("[red]error:[/red] ", end="")
-    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+    from genloom.errors import one_line
+
+    err_console.print(one_line(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
