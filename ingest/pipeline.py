@@ -11,6 +11,7 @@ re-run continues where the last one stopped: the committed documents hash as unc
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -180,7 +181,9 @@ def ingest_documents(
             batch.clear()
             wait_for_writer()
             if prepared.todo:
-                pending = writer.submit(_write_batch, prepared, collection_id, ts_config, model_id, result, engine)
+                # copy_context: the writer thread works for the caller's tenant (genloom.db.tenancy)
+                pending = writer.submit(contextvars.copy_context().run, _write_batch, prepared, collection_id, ts_config,
+                                        model_id, result, engine)
             else:
                 passed += prepared.size
                 report()

@@ -34,11 +34,12 @@ branch_labels = None
 depends_on = None
 
 APP_ROLE = "genloom_app"
+SHARED_TENANT = "genloom"  # reserved: shipped rows every tenant reads (genloom.db.tenancy refuses it as a tenant)
 READER = "genloom_reader"
 
 # Everything a tenant owns. Config shared by all tenants (embedding_models, item_embedders),
-# derived caches read only by id (dataset_shards, retrieval_*_stats) and the global tables
-# below (api_keys) are not scoped.
+# derived tables read only by an id found under a policy (dataset_shards, retrieval_chunks,
+# retrieval_postings, retrieval_*_stats; hidden from the reader instead) and api_keys are not scoped.
 TENANT_TABLES = [
     "collections", "documents", "chunks", "embeddings", "chunk_duplicates",
     "prompt_templates", "sessions", "prompts", "generations", "generation_sources", "feedback",
@@ -166,7 +167,10 @@ BEGIN
         RETURN;
     END IF;
     REVOKE SELECT ON api_keys FROM {READER};
-    REVOKE SELECT ON dataset_shards FROM {READER};  -- packed item bytes, not tenant-scoped
+    -- Derived tables genloom reaches only through an id it read under a policy; they are not
+    -- scoped (a policy would cost BM25 its index-only scans), so the reader does not see them.
+    REVOKE SELECT ON dataset_shards, retrieval_chunks, retrieval_postings, retrieval_term_stats,
+                     retrieval_collection_stats FROM {READER};
     BEGIN
         ALTER ROLE {READER} CONNECTION LIMIT 4;
     EXCEPTION WHEN insufficient_privilege THEN
@@ -225,12 +229,18 @@ def upgrade() -> None:
         op.execute(f"CREATE UNIQUE INDEX {name} ON {table} (tenant, {', '.join(columns)})")
     op.execute(APP_ROLE_SQL)
     op.execute(APP_GRANTS)
+    # Templates genloom ships (the 'default' template) belong to the reserved tenant 'genloom',
+    # which every tenant reads and none writes.
+    op.execute("ALTER TABLE prompt_templates DISABLE TRIGGER prompt_templates_immutable")  # a one-off relabel
+    op.execute(f"UPDATE prompt_templates SET tenant = '{SHARED_TENANT}' WHERE metadata @> '{{\"shipped\": true}}'")
+    op.execute("ALTER TABLE prompt_templates ENABLE TRIGGER prompt_templates_immutable")
     for table in TENANT_TABLES + ["audit_log", "pii_findings"]:
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+        shared = f" OR tenant = '{SHARED_TENANT}'" if table == "prompt_templates" else ""
         op.execute(
             f"CREATE POLICY tenant_isolation ON {table} "
-            "USING (tenant = genloom_tenant()) WITH CHECK (tenant = genloom_tenant())"
+            f"USING (tenant = genloom_tenant(){shared}) WITH CHECK (tenant = genloom_tenant())"
         )
     op.execute(f"""
         DO $$
@@ -271,7 +281,8 @@ def downgrade() -> None:
             IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER}') THEN
                 ALTER ROLE {READER} CONNECTION LIMIT -1;
                 ALTER ROLE {READER} RESET temp_file_limit;
-                GRANT SELECT ON dataset_shards TO {READER};
+                GRANT SELECT ON dataset_shards, retrieval_chunks, retrieval_postings, retrieval_term_stats,
+                                retrieval_collection_stats TO {READER};
             END IF;
         EXCEPTION WHEN insufficient_privilege THEN
             RAISE NOTICE 'genloom: reader limits left in place';

@@ -87,7 +87,7 @@ def _set_reader_password(password: str) -> None:
     try:
         with get_engine().begin() as conn:
             literal = conn.execute(sa.text("SELECT quote_literal(:p)"), {"p": scram_verifier(conn, password)}).scalar()
-            conn.execute(sa.text(f"ALTER ROLE {READER_ROLE} PASSWORD {literal}"))
+            conn.exec_driver_sql(f"ALTER ROLE {READER_ROLE} PASSWORD {literal}")  # no binds: ':' is data here
     except sa.exc.DBAPIError as exc:
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise DatabaseError(

@@ -22,6 +22,7 @@ database itself (triggers in migration 0001).
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from genloom.datasets.shards import packable, shard_batches
 from genloom.db.models import Dataset, DatasetMember, DatasetVersion, Item, SPLITS
+from genloom.db.tenancy import apply_raw
 from genloom.errors import BadInput, NotFound
 from genloom.refs import format_ref, parse_ref
 
@@ -473,6 +475,7 @@ def stream_batches(
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
+        apply_raw(conn)  # rows this stream writes (packed shards) carry the caller's tenant
         if shuffle and packed and packable(conn, version_id, split):
             yield from shard_batches(conn, version_id, split, batch_size, seed=seed, epoch=epoch, rank=rank,
                                      world_size=world_size, drop_last=drop_last, label_index=label_index)
@@ -550,7 +553,8 @@ def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
                 except Exception:
                     pass  # the connection is already gone (server stopped, database dropped)
 
-    thread = threading.Thread(target=worker, name="genloom-prefetch", daemon=True)
+    # copy_context: the reads run for the caller's tenant (genloom.db.tenancy)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(worker,), name="genloom-prefetch", daemon=True)
     thread.start()
     try:
         while True:

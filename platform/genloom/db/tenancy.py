@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from genloom.errors import BadInput
 
 DEFAULT_TENANT = "default"
+SHARED_TENANT = "genloom"  # reserved: shipped rows (the default template) every tenant reads
 TENANT_ENV = "GENLOOM_TENANT"
 APP_ROLE = "genloom_app"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -42,6 +43,8 @@ _enforced: "weakref.WeakKeyDictionary[sa.Engine, bool]" = weakref.WeakKeyDiction
 
 def validate_tenant(name: str) -> str:
     name = (name or "").strip()
+    if name == SHARED_TENANT:
+        raise BadInput(f"tenant {name!r} is reserved for what genloom ships; choose another name")
     if not _NAME.match(name):
         raise BadInput(
             f"tenant {name!r} is not a valid name: use 1-63 lower-case letters, digits, '_', '-' or '.', "

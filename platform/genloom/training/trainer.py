@@ -20,6 +20,7 @@ writes to the database, gradients are averaged across ranks, each rank reads its
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import io
@@ -211,7 +212,9 @@ class _CheckpointWriter:
         self.wait()
         buf = io.BytesIO()
         torch.save(state, buf)
-        self.thread = threading.Thread(target=self._write, args=(step, buf.getvalue()), name="genloom-checkpoint", daemon=True)
+        # copy_context: the write lands in the caller's tenant (genloom.db.tenancy)
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._write, step, buf.getvalue()),
+                                       name="genloom-checkpoint", daemon=True)
         self.thread.start()
 
     def _write(self, step: int, payload: bytes) -> None:
