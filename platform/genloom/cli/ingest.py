@@ -50,6 +50,11 @@ def ingest(
     follow_symlinks: Annotated[
         bool, typer.Option("--follow-symlinks", help="Follow symbolic links that lead outside the folders given.")
     ] = False,
+    pii: Annotated[
+        str | None,
+        typer.Option("--pii", help="off|mask|hash|encrypt personal data (emails, phones, cards, IBANs, IPs, national ids) "
+                                   "before storing; remembered as the collection's default."),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Ingest files into a collection: idempotent by content hash; a changed file becomes a new version."""
@@ -65,6 +70,10 @@ def ingest(
         raise BadInput(f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if batch_documents < 1:
         raise BadInput("--batch must be at least 1")
+    if pii is not None:
+        from genloom.pii import check_mode
+
+        check_mode(pii)  # before the progress bar starts
     if chunk_overlap < 0:
         raise BadInput("--chunk-overlap must be 0 or more")
     options = IngestOptions(
@@ -79,6 +88,7 @@ def ingest(
         text_search_config=text_search_config,
         hnsw=HnswConfig(m=hnsw_m, ef_construction=hnsw_ef_construction),
         batch_documents=batch_documents,
+        pii=pii,
     )
     rates = TextColumn("{task.fields[rates]}")
     with Progress(

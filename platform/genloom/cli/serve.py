@@ -48,6 +48,10 @@ def serve(
     max_question_chars: Annotated[
         Optional[int], typer.Option("--max-question-chars", help="Longest question or message (default 16000).")
     ] = None,
+    pii: Annotated[
+        Optional[str],
+        typer.Option("--pii", help="off|mask|hash|encrypt PII in the prompt/answer log (a collection's own default wins)."),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve /v1/ask, /v1/chat/completions (OpenAI-compatible), /v1/feedback, /v1/search, /v1/generations/ID."""
@@ -86,6 +90,10 @@ def serve(
         os.environ["GENLOOM_MAX_QUESTION_CHARS"] = str(max_question_chars)
     if dirs:
         os.environ["GENLOOM_MODEL_DIRS"] = os.pathsep.join(dirs)
+    if pii is not None:
+        from genloom.pii import PII_ENV, check_mode
+
+        os.environ[PII_ENV] = check_mode(pii)
     get_engine()  # connect and migrate now: a bad DATABASE_URL fails here, not on the first request
     if model:
         from genloom.generation.backend import load_backend

@@ -1,0 +1,85 @@
+"""Field encryption (opt-in): AES-256-GCM with a key from GENLOOM_ENCRYPTION_KEY.
+
+A value is stored as `gle1:<key id>:<base64(nonce ‖ ciphertext ‖ tag)>`. The key id is the
+first 8 hex digits of sha256(key), so a row names the key that sealed it and
+`genloom keys rotate-data-key` can find what an old key sealed (GENLOOM_ENCRYPTION_KEY_OLD).
+GCM authenticates: a changed byte fails to decrypt instead of decrypting to garbage.
+
+The key is 32 random bytes, given as base64 (make one with
+`python -c "import os, base64; print(base64.b64encode(os.urandom(32)).decode())"`).
+Encrypted text cannot be searched or aggregated by SQL: that is the trade-off.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+
+from genloom.errors import BadInput, ConfigError
+
+KEY_ENV = "GENLOOM_ENCRYPTION_KEY"
+OLD_KEY_ENV = "GENLOOM_ENCRYPTION_KEY_OLD"
+PREFIX = "gle1:"
+
+
+def _parse_key(text: str, env: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{env} must be 32 random bytes in base64 (44 characters); see docs/security.md")
+    return key
+
+
+def key_id(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:8]
+
+
+def current_key() -> bytes | None:
+    text = os.environ.get(KEY_ENV, "").strip()
+    return _parse_key(text, KEY_ENV) if text else None
+
+
+def _keys() -> dict[str, bytes]:
+    keys = {}
+    for env in (KEY_ENV, OLD_KEY_ENV):
+        text = os.environ.get(env, "").strip()
+        if text:
+            key = _parse_key(text, env)
+            keys[key_id(key)] = key
+    return keys
+
+
+def is_encrypted(value: str | None) -> bool:
+    return bool(value) and value.startswith(PREFIX)
+
+
+def encrypt(plaintext: str, key: bytes | None = None, *, context: bytes = b"") -> str:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = key or current_key()
+    if key is None:
+        raise BadInput(f"encryption needs {KEY_ENV} (32 random bytes in base64)")
+    nonce = os.urandom(12)  # 96-bit random nonce: safe for far more than 2^32 values per key
+    sealed = AESGCM(key).encrypt(nonce, plaintext.encode("utf-8"), context or None)
+    return f"{PREFIX}{key_id(key)}:{base64.b64encode(nonce + sealed).decode()}"
+
+
+def decrypt(value: str, *, context: bytes = b"") -> str:
+    """Plain text back; a value that is not encrypted is returned as is."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if not is_encrypted(value):
+        return value
+    _, kid, blob = value.split(":", 2)
+    key = _keys().get(kid)
+    if key is None:
+        raise ConfigError(f"a value is sealed with key {kid}, which is neither {KEY_ENV} nor {OLD_KEY_ENV}")
+    raw = base64.b64decode(blob)
+    try:
+        return AESGCM(key).decrypt(raw[:12], raw[12:], context or None).decode("utf-8")
+    except InvalidTag:
+        raise ConfigError(f"a value sealed with key {kid} failed authentication (altered, or the wrong context)") from None
