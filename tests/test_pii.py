@@ -118,3 +118,36 @@ def test_pii_option_errors_are_one_line(cli, tmp_path, monkeypatch):
                           (["ingest", doc, "-c", "kb", "--pii", "encrypt"], "--pii encrypt needs GENLOOM_ENCRYPTION_KEY")]:
         r = cli(*args)
         assert r.exit_code == 1 and message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_field_encryption_seals_the_log_reads_back_and_rotates(cli, engine, monkeypatch):
+    from genloom.crypto import KEY_ENV, OLD_KEY_ENV, key_id
+
+    first, second = os.urandom(32), os.urandom(32)
+    monkeypatch.setenv(KEY_ENV, base64.b64encode(first).decode())
+    ingest_corpus("kb")
+    out = cli("ask", "What is BM25, for my secret project Nightjar?", "-c", "kb", "--json")
+    assert out.exit_code == 0, out.stderr
+    gen_id = out.json()["generation_id"]
+    assert cli("feedback", gen_id, "--score", "4", "--comment", "Nightjar liked it").exit_code == 0
+    assert _tables_containing(engine, ["Nightjar"]) == {}  # nothing in clear, not even the session title
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT text FROM prompts")).scalar()
+    assert stored.startswith(f"gle1:{key_id(first)}:")
+    shown = cli("generations", "show", gen_id, "--json").json()
+    assert "Nightjar" in shown["prompt"] and shown["feedback"][0]["comment"] == "Nightjar liked it"
+
+    monkeypatch.setenv(KEY_ENV, base64.b64encode(second).decode())
+    monkeypatch.setenv(OLD_KEY_ENV, base64.b64encode(first).decode())
+    r = cli("keys", "rotate-data-key", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.json()["resealed"]["prompts.text"] == 1 and r.json()["resealed"]["feedback.comment"] == 1
+    monkeypatch.delenv(OLD_KEY_ENV)
+    assert "Nightjar" in cli("generations", "show", gen_id, "--json").json()["prompt"]  # the new key alone reads it
+    with engine.connect() as conn:
+        kids = conn.execute(sa.text("SELECT DISTINCT split_part(output, ':', 2) FROM generations")).scalars().all()
+    assert kids == [key_id(second)]
+    with engine.begin() as conn:  # a ciphertext moved to another column does not decrypt there
+        conn.execute(sa.text("UPDATE feedback SET comment = (SELECT text FROM prompts LIMIT 1)"))
+    r = cli("generations", "show", gen_id, "--json")
+    assert r.exit_code == 1 and "failed authentication" in r.stderr

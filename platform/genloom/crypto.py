@@ -83,3 +83,58 @@ def decrypt(value: str, *, context: bytes = b"") -> str:
         return AESGCM(key).decrypt(raw[:12], raw[12:], context or None).decode("utf-8")
     except InvalidTag:
         raise ConfigError(f"a value sealed with key {kid} failed authentication (altered, or the wrong context)") from None
+
+
+# Columns genloom seals when a key is configured, with the context (AAD) each is sealed under:
+# a ciphertext copied into another column fails authentication instead of decrypting there.
+SEALED_COLUMNS = [
+    ("prompts", "text"),
+    ("sessions", "title"),
+    ("generations", "rendered_prompt"),
+    ("generations", "output"),
+    ("feedback", "comment"),
+]
+
+
+def seal(value: str | None, column: str) -> str | None:
+    """Encrypt `value` for `column` ('table.column') when GENLOOM_ENCRYPTION_KEY is set; else as is."""
+    if value is None or current_key() is None:
+        return value
+    return encrypt(value, context=column.encode())
+
+
+def unseal(value: str | None, column: str) -> str | None:
+    """The readable value of a stored one (plain values pass through)."""
+    if value is None or not is_encrypted(value):
+        return value
+    return decrypt(value, context=column.encode())
+
+
+def rotate(session, *, batch: int = 1000) -> dict[str, int]:
+    """Re-seal every value not sealed with the current key (old-key ciphertexts and plain text alike).
+
+    Old ciphertexts need GENLOOM_ENCRYPTION_KEY_OLD. Runs in the caller's transaction, so a
+    failure leaves every row as it was.
+    """
+    import sqlalchemy as sa
+
+    key = current_key()
+    if key is None:
+        raise BadInput(f"rotate-data-key needs the new key in {KEY_ENV} (and the old one in {OLD_KEY_ENV})")
+    kid = key_id(key)
+    counts: dict[str, int] = {}
+    for table, column in SEALED_COLUMNS:
+        name = f"{table}.{column}"
+        done = 0
+        rows = session.execute(sa.text(
+            f"SELECT id, {column} AS v FROM {table} WHERE {column} IS NOT NULL AND {column} NOT LIKE :current"),
+            {"current": f"{PREFIX}{kid}:%"}).all()
+        for start in range(0, len(rows), batch):
+            part = rows[start:start + batch]
+            session.execute(
+                sa.text(f"UPDATE {table} SET {column} = :v WHERE id = :id"),
+                [{"id": r.id, "v": encrypt(unseal(r.v, name), key, context=name.encode())} for r in part],
+            )
+            done += len(part)
+        counts[name] = done
+    return counts

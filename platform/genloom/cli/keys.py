@@ -78,6 +78,27 @@ def revoke_cmd(
         info(f"revoked key {row['id']} ({row['prefix']})")
 
 
+@keys_app.command("rotate-data-key")
+def rotate_data_key_cmd(json_out: JsonOption = False) -> None:
+    """Re-encrypt stored prompts, answers and feedback comments under GENLOOM_ENCRYPTION_KEY.
+
+    Values sealed with the previous key need it in GENLOOM_ENCRYPTION_KEY_OLD; plain values
+    (stored before encryption was turned on) are sealed too. One transaction: all or nothing.
+    """
+    from genloom import audit
+    from genloom.crypto import current_key, key_id, rotate
+    from genloom.db.engine import session_scope
+
+    with session_scope() as s:
+        counts = rotate(s)
+        audit.record(s, "data_key.rotate", key_id(current_key()), detail=counts)
+    if json_out:
+        print_json({"key_id": key_id(current_key()), "resealed": counts})
+    else:
+        info(f"re-encrypted {sum(counts.values())} values under key {key_id(current_key())}: "
+             + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
 @audit_app.command("list")
 def audit_list_cmd(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many entries, newest first.")] = 50,

@@ -31,6 +31,7 @@ from genloom.db.models import ChatSession, Generation, GenerationSource, Prompt
 from genloom.errors import BadInput, NotFound
 from genloom.generation.backend import Backend, GenOutput, GenParams, OnText, Source, load_backend
 from genloom.generation.context import AssembledPrompt, Turn, assemble
+from genloom.crypto import seal, unseal
 from genloom.pii import log_mode, record_findings, redact
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
@@ -108,7 +109,8 @@ def session_history(session: Session, session_id: int) -> tuple[list[Turn], int 
         .where(Prompt.session_id == session_id)
         .order_by(Prompt.created_at, Prompt.id, Generation.id)
     ).all()
-    turns = [Turn(question=r.text, answer=r.output) for r in rows if r.status == "ok" and r.output is not None]
+    turns = [Turn(question=unseal(r.text, "prompts.text"), answer=unseal(r.output, "generations.output"))
+             for r in rows if r.status == "ok" and r.output is not None]
     return turns, (rows[-1].id if rows else None)
 
 
@@ -191,14 +193,14 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
     logged_question, question_pii = redact(question, pii_mode)
     logged_prompt, prompt_pii = redact(assembled.prompt, pii_mode)
     if chat is None:
-        chat = ChatSession(user_id=request.user, collection_id=collection_id, title=logged_question[:120])
+        chat = ChatSession(user_id=request.user, collection_id=collection_id, title=seal(logged_question[:120], "sessions.title"))
         session.add(chat)
         session.flush()
     prompt = Prompt(
         session_id=chat.id,
         parent_id=parent_id,
         user_id=request.user,
-        text=logged_question,
+        text=seal(logged_question, "prompts.text"),
         template_name=template.name if template else None,
         template_version=template.version if template else None,
         metadata_={"history_turns": assembled.history_turns, "dropped_sources": assembled.dropped_sources},
@@ -216,7 +218,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         model_revision=backend.revision,
         model_id=backend.model_id,
         params={**params.as_dict(), **retrieval},
-        rendered_prompt=logged_prompt,
+        rendered_prompt=seal(logged_prompt, "generations.rendered_prompt"),
         status="ok",  # completed by execute(); invisible to others until commit
         retrieval_ms=retrieval_ms,
         input_tokens=assembled.input_tokens,
@@ -294,7 +296,7 @@ def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None 
         sa.update(Generation)
         .where(Generation.id == prepared.generation_id)
         .values(
-            output=logged_output,
+            output=seal(logged_output, "generations.output"),
             status=status,
             error=error,
             generation_ms=generation_ms,
