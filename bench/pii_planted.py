@@ -120,6 +120,9 @@ def negative(r: random.Random) -> str:
     ])
 
 
+NEGATIVES = [0]
+
+
 def make_doc(r: random.Random) -> tuple[str, list[tuple[str, int, int]]]:
     text, gold = "", []
     for _ in range(r.randrange(3, 7)):
@@ -134,6 +137,7 @@ def make_doc(r: random.Random) -> tuple[str, list[tuple[str, int, int]]]:
             sentence = lead + value
         elif roll < 0.85:
             sentence = f"{sentence} {negative(r)}"
+            NEGATIVES[0] += 1
         text += sentence + r.choice([". ", ".\n", "; ", ". "])
     return text, gold
 
@@ -180,6 +184,8 @@ def main() -> None:
         "seed": args.seed,
         "documents": args.docs,
         "characters": total_chars,
+        "planted": sum(v["planted"] for v in per_type.values()),
+        "look_alikes": NEGATIVES[0],
         "types": per_type,
         "detect_seconds": round(seconds, 3),
         "throughput_mb_per_s": round(total_chars / 1e6 / seconds, 2),
