@@ -37,8 +37,9 @@ APP_ROLE = "genloom_app"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 _tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("genloom_tenant", default=None)
-# Per engine: does this database enforce tenants (migration 0013 applied, genloom_app usable)?
-_enforced: "weakref.WeakKeyDictionary[sa.Engine, bool]" = weakref.WeakKeyDictionary()
+# Per engine: (migration 0013 applied, genloom_app usable by the login role). Forgotten after a
+# migration (genloom.db.migrate), so an engine first used before upgrading is not stuck on "no".
+_state: "weakref.WeakKeyDictionary[sa.Engine, tuple[bool, bool]]" = weakref.WeakKeyDictionary()
 
 
 def validate_tenant(name: str) -> str:
@@ -77,27 +78,36 @@ def set_tenant(name: str) -> None:
     _tenant.set(validate_tenant(name))
 
 
-def _is_enforced(connection: sa.Connection) -> bool:
+def _state_of(connection: sa.Connection) -> tuple[bool, bool]:
     engine = connection.engine
-    known = _enforced.get(engine)
+    known = _state.get(engine)
     if known is None:
-        known = bool(connection.exec_driver_sql(
-            "SELECT to_regprocedure('genloom_tenant()') IS NOT NULL "
-            f"AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') "
+        row = connection.exec_driver_sql(
+            "SELECT to_regprocedure('genloom_tenant()') IS NOT NULL, "
+            f"EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') "
             f"AND pg_has_role(current_user, '{APP_ROLE}', 'MEMBER')"
-        ).scalar())
-        _enforced[engine] = known
+        ).one()
+        known = (bool(row[0]), bool(row[0] and row[1]))
+        _state[engine] = known
     return known
 
 
 def apply(connection: sa.Connection) -> None:
-    """Set this transaction's tenant and role (both end with the transaction)."""
-    if not _is_enforced(connection):
+    """Set this transaction's tenant, and its role when the login may switch (both end with the transaction).
+
+    Without genloom_app (a managed server whose migrating user could not create it) the tenant is
+    still set, and the policies hold as long as the login role is not a superuser.
+    """
+    has_tenancy, switch_role = _state_of(connection)
+    if not has_tenancy:
         return
-    connection.exec_driver_sql(
-        "SELECT set_config('genloom.tenant', %(t)s, true), set_config('role', %(r)s, true)",
-        {"t": current_tenant(), "r": APP_ROLE},
-    )
+    if switch_role:
+        connection.exec_driver_sql(
+            "SELECT set_config('genloom.tenant', %(t)s, true), set_config('role', %(r)s, true)",
+            {"t": current_tenant(), "r": APP_ROLE},
+        )
+    else:
+        connection.exec_driver_sql("SELECT set_config('genloom.tenant', %(t)s, true)", {"t": current_tenant()})
 
 
 def apply_raw(dbapi_connection) -> None:
@@ -109,8 +119,8 @@ def apply_raw(dbapi_connection) -> None:
 
 
 def forget_engine(engine: sa.Engine) -> None:
-    """Re-check enforcement on the next transaction (after a migration)."""
-    _enforced.pop(engine, None)
+    """Re-check on the next transaction (after a migration)."""
+    _state.pop(engine, None)
 
 
 @event.listens_for(Session, "after_begin")
