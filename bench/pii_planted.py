@@ -26,13 +26,61 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
 
-from genloom.pii import TYPES, detect  # noqa: E402
+from genloom.pii import TYPES, detect
 
-WORDS = ("the account was opened after review and the customer asked about fees for the transfer we noted "
-         "that service resumed on schedule while the team checked records before closing the ticket").split()
+WORDS = [
+    "the",
+    "account",
+    "was",
+    "opened",
+    "after",
+    "review",
+    "and",
+    "the",
+    "customer",
+    "asked",
+    "about",
+    "fees",
+    "for",
+    "the",
+    "transfer",
+    "we",
+    "noted",
+    "that",
+    "service",
+    "resumed",
+    "on",
+    "schedule",
+    "while",
+    "the",
+    "team",
+    "checked",
+    "records",
+    "before",
+    "closing",
+    "the",
+    "ticket",
+]
 FIRST = ["jane", "li", "omar", "ana", "kofi", "marta", "ravi", "eva", "tom", "yuki"]
-LAST = ["roe", "wang", "haddad", "silva", "mensah", "kowalska", "iyer", "berg", "hughes", "sato"]
-DOMAINS = ["example.org", "mail.example.com", "corp.example.net", "uni.example.ac.uk", "example.de"]
+LAST = [
+    "roe",
+    "wang",
+    "haddad",
+    "silva",
+    "mensah",
+    "kowalska",
+    "iyer",
+    "berg",
+    "hughes",
+    "sato",
+]
+DOMAINS = [
+    "example.org",
+    "mail.example.com",
+    "corp.example.net",
+    "uni.example.ac.uk",
+    "example.de",
+]
 
 
 def luhn_digit(body: str) -> str:
@@ -46,46 +94,82 @@ def luhn_digit(body: str) -> str:
 
 
 def card(r: random.Random, valid: bool = True) -> str:
-    prefix, length = r.choice([("4", 16), ("51", 16), ("55", 16), ("37", 15), ("6011", 16)])
-    body = prefix + "".join(str(r.randrange(10)) for _ in range(length - len(prefix) - 1))
+    prefix, length = r.choice(
+        [("4", 16), ("51", 16), ("55", 16), ("37", 15), ("6011", 16)]
+    )
+    body = prefix + "".join(
+        str(r.randrange(10)) for _ in range(length - len(prefix) - 1)
+    )
     check = luhn_digit(body)
     if not valid:
         check = str((int(check) + r.randrange(1, 10)) % 10)
     digits = body + check
     style = r.choice(["space", "dash", "none"])
-    groups = [digits[:4], digits[4:10], digits[10:]] if length == 15 else [digits[i:i + 4] for i in range(0, 16, 4)]
+    groups = (
+        [digits[:4], digits[4:10], digits[10:]]
+        if length == 15
+        else [digits[i : i + 4] for i in range(0, 16, 4)]
+    )
     return {"space": " ".join(groups), "dash": "-".join(groups), "none": digits}[style]
 
 
 def iban(r: random.Random, valid: bool = True) -> str:
-    country, bban = r.choice([
-        ("DE", "".join(str(r.randrange(10)) for _ in range(18))),
-        ("GB", "".join(r.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(4)) + "".join(str(r.randrange(10)) for _ in range(14))),
-        ("FR", "".join(str(r.randrange(10)) for _ in range(23))),
-        ("NL", "".join(r.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(4)) + "".join(str(r.randrange(10)) for _ in range(10))),
-    ])
+    country, bban = r.choice(
+        [
+            ("DE", "".join(str(r.randrange(10)) for _ in range(18))),
+            (
+                "GB",
+                "".join(r.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(4))
+                + "".join(str(r.randrange(10)) for _ in range(14)),
+            ),
+            ("FR", "".join(str(r.randrange(10)) for _ in range(23))),
+            (
+                "NL",
+                "".join(r.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(4))
+                + "".join(str(r.randrange(10)) for _ in range(10)),
+            ),
+        ]
+    )
     numeric = int("".join(str(int(c, 36)) for c in bban + country + "00"))
     check = 98 - numeric % 97
     if not valid:
         check = (check + r.randrange(1, 96)) % 97 or 1
         check = check if check != 98 - numeric % 97 else (check + 1) % 97
     code = f"{country}{check:02d}{bban}"
-    return " ".join(code[i:i + 4] for i in range(0, len(code), 4)) if r.random() < 0.6 else code
+    return (
+        " ".join(code[i : i + 4] for i in range(0, len(code), 4))
+        if r.random() < 0.6
+        else code
+    )
 
 
 def phone(r: random.Random) -> str:
-    d = lambda n: "".join(str(r.randrange(10)) for _ in range(n))  # noqa: E731
-    return r.choice([
-        f"+44 20 {d(4)} {d(4)}", f"+1 ({r.randrange(201, 990)}) {d(3)}-{d(4)}", f"({r.randrange(201, 990)}) {d(3)}-{d(4)}",
-        f"{r.randrange(201, 990)}-{d(3)}-{d(4)}", f"{r.randrange(201, 990)}.{d(3)}.{d(4)}", f"020 {d(4)} {d(4)}",
-        f"+33 1 {d(2)} {d(2)} {d(2)} {d(2)}", f"+49 30 {d(4)} {d(4)}", f"+91 {d(5)} {d(5)}",
-    ])
+    d = lambda n: "".join(str(r.randrange(10)) for _ in range(n))
+    return r.choice(
+        [
+            f"+44 20 {d(4)} {d(4)}",
+            f"+1 ({r.randrange(201, 990)}) {d(3)}-{d(4)}",
+            f"({r.randrange(201, 990)}) {d(3)}-{d(4)}",
+            f"{r.randrange(201, 990)}-{d(3)}-{d(4)}",
+            f"{r.randrange(201, 990)}.{d(3)}.{d(4)}",
+            f"020 {d(4)} {d(4)}",
+            f"+33 1 {d(2)} {d(2)} {d(2)} {d(2)}",
+            f"+49 30 {d(4)} {d(4)}",
+            f"+91 {d(5)} {d(5)}",
+        ]
+    )
 
 
 def ip(r: random.Random) -> str:
     if r.random() < 0.7:
         return ".".join(str(r.randrange(256)) for _ in range(4))
-    return str(ipaddress.IPv6Address(r.getrandbits(128) & ~((1 << 64) - 1) if r.random() < 0.5 else r.getrandbits(128)))
+    return str(
+        ipaddress.IPv6Address(
+            r.getrandbits(128) & ~((1 << 64) - 1)
+            if r.random() < 0.5
+            else r.getrandbits(128)
+        )
+    )
 
 
 def national_id(r: random.Random) -> str:
@@ -102,22 +186,40 @@ def national_id(r: random.Random) -> str:
 
 def email(r: random.Random) -> str:
     f, l_ = r.choice(FIRST), r.choice(LAST)
-    local = r.choice([f"{f}.{l_}", f"{f}_{l_}{r.randrange(100)}", f"{f[0]}{l_}+news", f"{l_}.{f}"])
+    local = r.choice(
+        [f"{f}.{l_}", f"{f}_{l_}{r.randrange(100)}", f"{f[0]}{l_}+news", f"{l_}.{f}"]
+    )
     return f"{local}@{r.choice(DOMAINS)}"
 
 
-POSITIVE = {"email": email, "phone": phone, "card": card, "iban": iban, "ip": ip, "national_id": national_id}
+POSITIVE = {
+    "email": email,
+    "phone": phone,
+    "card": card,
+    "iban": iban,
+    "ip": ip,
+    "national_id": national_id,
+}
 
 
 def negative(r: random.Random) -> str:
-    d = lambda n: "".join(str(r.randrange(10)) for _ in range(n))  # noqa: E731
-    return r.choice([
-        card(r, valid=False), iban(r, valid=False), f"2026-{r.randrange(1, 13):02d}-{r.randrange(1, 29):02d}",
-        f"{r.randrange(24):02d}:{r.randrange(60):02d}:{r.randrange(60):02d}", f"v{r.randrange(10)}.{r.randrange(20)}.{r.randrange(50)}",
-        f"978-{d(1)}-{d(2)}-{d(6)}-{d(1)}", f"${r.randrange(1, 99)},{d(3)}.{d(2)}", f"order #{d(8)}",
-        f"{r.randrange(300, 999)}.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(256)}", f"666-{d(2)}-{d(4)}",
-        f"{d(5)}", f"room {d(3)}-{d(2)}",
-    ])
+    d = lambda n: "".join(str(r.randrange(10)) for _ in range(n))
+    return r.choice(
+        [
+            card(r, valid=False),
+            iban(r, valid=False),
+            f"2026-{r.randrange(1, 13):02d}-{r.randrange(1, 29):02d}",
+            f"{r.randrange(24):02d}:{r.randrange(60):02d}:{r.randrange(60):02d}",
+            f"v{r.randrange(10)}.{r.randrange(20)}.{r.randrange(50)}",
+            f"978-{d(1)}-{d(2)}-{d(6)}-{d(1)}",
+            f"${r.randrange(1, 99)},{d(3)}.{d(2)}",
+            f"order #{d(8)}",
+            f"{r.randrange(300, 999)}.{r.randrange(256)}.{r.randrange(256)}.{r.randrange(256)}",
+            f"666-{d(2)}-{d(4)}",
+            f"{d(5)}",
+            f"room {d(3)}-{d(2)}",
+        ]
+    )
 
 
 NEGATIVES = [0]
@@ -133,7 +235,9 @@ def make_doc(r: random.Random) -> tuple[str, list[tuple[str, int, int]]]:
             kind = r.choice(list(POSITIVE))
             value = POSITIVE[kind](r)
             lead = f"{sentence} {r.choice(['see', 'contact', 'ref', 'noted:'])} "
-            gold.append((kind, len(text) + len(lead), len(text) + len(lead) + len(value)))
+            gold.append(
+                (kind, len(text) + len(lead), len(text) + len(lead) + len(value))
+            )
             sentence = lead + value
         elif roll < 0.85:
             sentence = f"{sentence} {negative(r)}"
@@ -146,7 +250,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=14)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/pii/pii_planted.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench/results/pii/pii_planted.json"
+    )
     args = parser.parse_args()
     r = random.Random(args.seed)
     docs = [make_doc(r) for _ in range(args.docs)]
@@ -157,7 +263,14 @@ def main() -> None:
     for (text, gold), found in zip(docs, predictions):
         matched = set()
         for f in found:
-            hit = next((i for i, (k, s, e) in enumerate(gold) if k == f.type and f.start < e and s < f.end and i not in matched), None)
+            hit = next(
+                (
+                    i
+                    for i, (k, s, e) in enumerate(gold)
+                    if k == f.type and f.start < e and s < f.end and i not in matched
+                ),
+                None,
+            )
             if hit is None:
                 counts[f.type]["fp"] += 1
             else:
@@ -168,18 +281,29 @@ def main() -> None:
                 counts[k]["fn"] += 1
     per_type = {}
     for t, c in counts.items():
-        per_type[t] = {**c, "planted": c["tp"] + c["fn"],
-                       "recall": round(c["tp"] / max(1, c["tp"] + c["fn"]), 4),
-                       "precision": round(c["tp"] / max(1, c["tp"] + c["fp"]), 4)}
+        per_type[t] = {
+            **c,
+            "planted": c["tp"] + c["fn"],
+            "recall": round(c["tp"] / max(1, c["tp"] + c["fn"]), 4),
+            "precision": round(c["tp"] / max(1, c["tp"] + c["fp"]), 4),
+        }
     total_chars = sum(len(t) for t, _ in docs)
     try:
-        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     except OSError:
         sha = None
     out = {
         "benchmark": "pii_planted",
-        "machine": {"cpus": os.cpu_count(), "python": host_platform.python_version(),
-                    "load_average_1min": round(os.getloadavg()[0], 2)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": host_platform.python_version(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
         "git_sha": sha,
         "seed": args.seed,
         "documents": args.docs,

@@ -8,7 +8,6 @@ import os
 
 import pytest
 import sqlalchemy as sa
-
 from generation_support import ingest_corpus
 
 PLANTED = {

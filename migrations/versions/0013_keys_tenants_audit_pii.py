@@ -25,8 +25,8 @@ an append-only audit log, PII findings, and resource limits on the read-only SQL
 Revision ID: 0013
 Revises: 0009
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0013"
 down_revision = "0009"

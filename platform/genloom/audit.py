@@ -49,7 +49,7 @@ def acting_as(actor: Actor) -> Iterator[Actor]:
 def _os_user() -> str | None:
     try:
         return getpass.getuser()
-    except Exception:  # no passwd entry (containers): the audit row still lands
+    except (KeyError, OSError):  # no passwd entry (containers): the audit row still lands
         return None
 
 

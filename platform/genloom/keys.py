@@ -73,7 +73,7 @@ def parse_expires(text: str | None, *, now: dt.datetime | None = None) -> dt.dat
     """'30d', '12h', '1y' (from now) or an ISO date/time; None for never."""
     if text is None or not text.strip() or text.strip() == "never":
         return None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     m = re.match(r"^\s*(\d+)\s*([hdwy])\s*$", text, re.IGNORECASE)
     if m:
         hours = int(m.group(1)) * {"h": 1, "d": 24, "w": 168, "y": 8760}[m.group(2).lower()]
@@ -84,7 +84,7 @@ def parse_expires(text: str | None, *, now: dt.datetime | None = None) -> dt.dat
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise BadInput(f"--expires must look like 30d, 12h, 1y or 2027-01-31 (got {text!r})") from None
-    value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if value <= now:
         raise BadInput(f"--expires {text!r} is in the past")
     return value

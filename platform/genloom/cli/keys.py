@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,8 +16,8 @@ audit_app = typer.Typer(help="The append-only audit trail.", no_args_is_help=Tru
 def create_cmd(
     role: Annotated[str, typer.Option("--role", help="reader (search, read), writer (+ ask, feedback, ingest), admin (+ keys, retention, deletes).")],
     tenant: Annotated[str, typer.Option("--tenant", help="The tenant whose rows the key sees.")] = "default",
-    expires: Annotated[Optional[str], typer.Option("--expires", help="30d, 12h, 1y or a date (2027-01-31); default never.")] = None,
-    note: Annotated[Optional[str], typer.Option("--note", help="What the key is for.")] = None,
+    expires: Annotated[str | None, typer.Option("--expires", help="30d, 12h, 1y or a date (2027-01-31); default never.")] = None,
+    note: Annotated[str | None, typer.Option("--note", help="What the key is for.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Create a key and print it once (only a salted hash is stored)."""
@@ -54,7 +54,7 @@ def list_cmd(
     table = Table()
     for col in ("id", "prefix", "role", "tenant", "created", "expires", "revoked", "note"):
         table.add_column(col)
-    stamp = lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "-"  # noqa: E731
+    stamp = lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "-"
     for r in rows:
         table.add_row(str(r["id"]), r["prefix"], r["role"], r["tenant"], stamp(r["created_at"]), stamp(r["expires_at"]),
                       stamp(r["revoked_at"]), r["note"] or "")
@@ -102,7 +102,7 @@ def rotate_data_key_cmd(json_out: JsonOption = False) -> None:
 @audit_app.command("list")
 def audit_list_cmd(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many entries, newest first.")] = 50,
-    action: Annotated[Optional[str], typer.Option("--action", help="Only this action or family (e.g. key, auth.failure).")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="Only this action or family (e.g. key, auth.failure).")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """The audit trail of this tenant (also the view v_audit_log)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,25 +31,25 @@ def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     model: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--model", "-m", help="Default model for requests that name none (sets GENLOOM_MODEL); loaded at start."),
     ] = None,
     model_dir: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option("--model-dir", help="A folder whose model directories requests may name (repeatable); "
                                          "otherwise only registered model names."),
     ] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys (loopback addresses only).")] = False,
     allowed_host: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--allowed-host", help="A Host header to accept besides localhost/127.0.0.1/::1 (repeatable; '*' for any)."),
     ] = None,
-    max_body_bytes: Annotated[Optional[int], typer.Option("--max-body-bytes", help="Largest request body (default 4 MiB).")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option("--max-body-bytes", help="Largest request body (default 4 MiB).")] = None,
     max_question_chars: Annotated[
-        Optional[int], typer.Option("--max-question-chars", help="Longest question or message (default 16000).")
+        int | None, typer.Option("--max-question-chars", help="Longest question or message (default 16000).")
     ] = None,
     pii: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--pii", help="off|mask|hash|encrypt PII in the prompt/answer log (a collection's own default wins)."),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",

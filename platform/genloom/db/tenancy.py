@@ -39,7 +39,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("genloom_tenant", default=None)
 # Per engine: (migration 0013 applied, genloom_app usable by the login role). Forgotten after a
 # migration (genloom.db.migrate), so an engine first used before upgrading is not stuck on "no".
-_state: "weakref.WeakKeyDictionary[sa.Engine, tuple[bool, bool]]" = weakref.WeakKeyDictionary()
+_state: weakref.WeakKeyDictionary[sa.Engine, tuple[bool, bool]] = weakref.WeakKeyDictionary()
 
 
 def validate_tenant(name: str) -> str:
