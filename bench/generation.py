@@ -66,7 +66,7 @@ def plain_generate(backend, input_ids, new_tokens: int, batch: int) -> float:
 
 def genloom_calls(model_dir: str, collection: str, new_tokens: int, concurrency: int) -> tuple[float, list]:
     """Wall seconds for `concurrency` simultaneous logged calls, and their results."""
-    from genloom.api.app import api_engine
+    from genloom.api.engine import api_engine
     from genloom.db.engine import session_scope
     from genloom.generation.backend import GenParams
     from genloom.generation.call import CallRequest, ask

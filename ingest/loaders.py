@@ -63,6 +63,7 @@ class LoadOptions:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)  # added to every document
     max_bytes: int = DEFAULT_MAX_BYTES
     skip_bad: bool = False  # skip malformed JSONL/CSV records instead of failing the file
+    follow_symlinks: bool = False  # follow links that lead outside the folder being walked
 
 
 @dataclasses.dataclass
@@ -83,13 +84,31 @@ def is_beir_dir(path: Path) -> bool:
     return path.is_dir() and any((path / n).is_file() for n in ("corpus.jsonl", "corpus.jsonl.gz"))
 
 
-def discover(paths: list[Path], fmt: str) -> Iterator[tuple[Path, str]]:
+def _walk(root: Path, follow_symlinks: bool, skipped: list[str]) -> Iterator[Path]:
+    """Files under root, sorted; a symbolic link leading outside root is skipped (and said so)
+    unless follow_symlinks: a link planted in a shared folder must not pull in ~/.ssh/id_rsa."""
+    base = root.resolve()
+    for child in sorted(root.rglob("*")):
+        if any(p.startswith(".") for p in child.relative_to(root).parts):
+            continue
+        if not follow_symlinks and (child.is_symlink() or child.resolve() != base / child.relative_to(root)):
+            target = child.resolve()
+            if target != base and base not in target.parents:
+                skipped.append(f"{child}: a symbolic link out of {root}, skipped (ingest with --follow-symlinks to read it)")
+                continue
+        if child.is_file():
+            yield child
+
+
+def discover(paths: list[Path], fmt: str, *, follow_symlinks: bool = False,
+             skipped: list[str] | None = None) -> Iterator[tuple[Path, str]]:
     """(file, format) pairs: directories walked recursively in sorted order, hidden files skipped.
 
     A BEIR folder (with corpus.jsonl) counts as one source: its corpus only, never its
     queries or qrels. Files of unknown type inside directories are left out silently;
-    named explicitly, they are read as text.
+    named explicitly, they are read as text. Links out of a walked folder go to `skipped`.
     """
+    skipped = skipped if skipped is not None else []
     for path in paths:
         if fmt == "beir" or (fmt == "auto" and is_beir_dir(path)):
             if path.is_dir():
@@ -100,9 +119,7 @@ def discover(paths: list[Path], fmt: str) -> Iterator[tuple[Path, str]]:
             else:
                 yield path, "beir"
         elif path.is_dir():
-            for child in sorted(path.rglob("*")):
-                if not child.is_file() or any(p.startswith(".") for p in child.relative_to(path).parts):
-                    continue
+            for child in _walk(path, follow_symlinks, skipped):
                 child_fmt = fmt if fmt != "auto" else detect_format(child)
                 if child_fmt:
                     yield child, child_fmt

@@ -11,6 +11,7 @@ re-run continues where the last one stopped: the committed documents hash as unc
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from genloom.db.engine import session_scope
 from genloom.errors import BadInput
+from genloom.pii import check_mode, record_findings, redact
 from genloom.retrieval import bm25
 from genloom.retrieval.collections import ensure_collection, validate_name
 from genloom.retrieval.vector import HnswConfig, ensure_embedding_model
@@ -43,6 +45,7 @@ class IngestOptions:
     hnsw: HnswConfig = dataclasses.field(default_factory=HnswConfig)
     batch_documents: int = 256  # documents per transaction (and per embedding call)
     embed_batch_size: int = 64  # sentence-transformers' encode batch
+    pii: str | None = None  # off|mask|hash|encrypt (genloom.pii); None: the collection's default, else off
 
 
 @dataclasses.dataclass
@@ -91,7 +94,8 @@ def ingest(
 
     def documents() -> Iterator[SourceDocument | int]:
         try:
-            sources = list(discover(paths, options.load.format))
+            sources = list(discover(paths, options.load.format, follow_symlinks=options.load.follow_symlinks,
+                                    skipped=result.errors))
         except LoadError as exc:
             raise BadInput(str(exc)) from None
         for path, fmt in sources:
@@ -138,6 +142,8 @@ def ingest_documents(
             s, options.collection, text_search_config=options.text_search_config, embedding_model_id=emb_model.id
         )
         collection_id, ts_config, model_id = collection.id, collection.text_search_config, emb_model.id
+        pii_mode = _pii_mode(s, collection_id, options.pii)
+    pii_found: dict[str, dict[str, list]] = {}  # external id → field → findings (for pii_findings)
 
     params = {
         "collection": options.collection,
@@ -180,7 +186,12 @@ def ingest_documents(
             batch.clear()
             wait_for_writer()
             if prepared.todo:
-                pending = writer.submit(_write_batch, prepared, collection_id, ts_config, model_id, result, engine)
+                # copy_context: the writer thread works for the caller's tenant (genloom.db.tenancy)
+                prepared.pii = {d.external_id: pii_found.pop(d.external_id) for d in prepared.todo
+                                if d.external_id in pii_found}
+                prepared.pii_mode = pii_mode
+                pending = writer.submit(contextvars.copy_context().run, _write_batch, prepared, collection_id, ts_config,
+                                        model_id, result, engine)
             else:
                 passed += prepared.size
                 report()
@@ -191,6 +202,8 @@ def ingest_documents(
                     known += doc
                     report()
                     continue
+                if pii_mode != "off":  # before hashing and chunking: the clear value never reaches a table
+                    doc, pii_found[doc.external_id] = _redact(doc, pii_mode)
                 if not doc.text.strip():
                     result.errors.append(f"{doc.external_id}: empty document, skipped")
                     passed += 1
@@ -219,6 +232,23 @@ def ingest_documents(
     return result
 
 
+def _pii_mode(session, collection_id: int, explicit: str | None) -> str:
+    """--pii, remembered as the collection's default when it has none; else that default; else off."""
+    if explicit is not None:
+        mode = check_mode(explicit)
+        session.execute(sa.text("UPDATE collections SET pii_mode = :m WHERE id = :c AND pii_mode IS NULL"),
+                        {"m": mode, "c": collection_id})
+        return mode
+    return check_mode(session.scalar(sa.text("SELECT pii_mode FROM collections WHERE id = :c"), {"c": collection_id}))
+
+
+def _redact(doc: SourceDocument, mode: str) -> tuple[SourceDocument, dict[str, list]]:
+    text, in_text = redact(doc.text, mode)
+    title, in_title = redact(doc.title, mode)
+    found = {k: v for k, v in (("text", in_text), ("title", in_title)) if v}
+    return dataclasses.replace(doc, text=text, title=title), found
+
+
 _CURRENT_SQL = """
 SELECT external_id,
        max(version) AS last_version,
@@ -241,6 +271,8 @@ class _PreparedBatch:
     todo: list[SourceDocument]  # the ones to write
     chunked: list[list[Chunk]]
     vectors: Any  # (total chunks, dim) float32
+    pii: dict[str, dict[str, list]] = dataclasses.field(default_factory=dict)  # external id → field → findings
+    pii_mode: str = "off"
 
 
 def _prepare_batch(
@@ -315,7 +347,10 @@ def _write_batch(
                 sa.text("UPDATE documents SET superseded_at = now() WHERE id = ANY(:ids)"), {"ids": superseded}
             )
             bm25.retire_documents(s, collection_id, superseded)
-        _, chunk_ids = write_documents(s, collection_id, model_id, rows_out)
+        doc_ids, chunk_ids = write_documents(s, collection_id, model_id, rows_out)
+        for row, doc_id in zip(rows_out, doc_ids):
+            for field, findings in prepared.pii.get(row.external_id, {}).items():
+                record_findings(s, "document", doc_id, field, findings, prepared.pii_mode)
         bm25.index_chunks(s, collection_id, ts_config, chunk_ids)
     result.write_seconds += time.perf_counter() - t0
     result.documents += len(rows_out)

@@ -21,11 +21,12 @@ def base_url(pg_server):
     import uvicorn
 
     from genloom.api.app import create_app
+    from genloom.api.auth import SecuritySettings
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(SecuritySettings(auth=False)), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -131,8 +132,9 @@ def test_openai_chat_completion_streams_sse(client, kb):
     assert client.get(f"/v1/generations/{gen_id}").json()["answer"] == text
 
 
-def test_openai_chat_with_a_local_model_keeps_the_transcript(client, engine, tmp_path_factory):
+def test_openai_chat_with_a_local_model_keeps_the_transcript(client, engine, tmp_path_factory, monkeypatch):
     lm = tiny_lm(tmp_path_factory.mktemp("lm"))
+    monkeypatch.setenv("GENLOOM_MODEL_DIRS", str(lm.parent))  # as `serve --model-dir` does
     body = {
         "model": str(lm),
         "messages": [

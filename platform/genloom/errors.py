@@ -34,3 +34,15 @@ class JobInterrupted(GenloomError):
     interrupted; the CLI prints it as `interrupted: …` and exits 130, as a shell does for SIGINT."""
 
     exit_code = 130
+class Unauthorized(GenloomError):
+    """No credentials, or credentials that do not check out (HTTP 401)."""
+
+
+class Forbidden(GenloomError):
+    """Valid credentials whose role does not allow the action (HTTP 403)."""
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters shown as escapes (\\n, \\x1b, …): a file name holding a
+    newline or a terminal escape cannot forge another line of output (e.g. a fake `error:`)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

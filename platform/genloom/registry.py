@@ -48,6 +48,10 @@ def register_model(
     )
     session.add(model)
     session.flush()
+    from genloom import audit
+
+    audit.record(session, "model.register", f"{name}@{model.version}",
+                 detail={"architecture": architecture, "format": format, "sha256": model.sha256, "run_id": run_id})
     return model
 
 

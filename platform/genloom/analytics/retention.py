@@ -87,10 +87,16 @@ def apply_retention(
     )
     prompt_batch = sa.text(f"DELETE FROM prompts WHERE id IN (SELECT p.id {_EXPIRED_PROMPTS} LIMIT :n)")
     session_batch = sa.text(f"DELETE FROM sessions WHERE id IN (SELECT s.id {_EXPIRED_SESSIONS} LIMIT :n)")
+    from genloom import audit
+    from genloom.db import tenancy
+
     for key, statement in (("generations", generation_batch), ("prompts", prompt_batch), ("sessions", session_batch)):
         while True:
             with engine.begin() as conn:
+                tenancy.apply(conn)  # this tenant's rows only
                 n = conn.execute(statement, params).rowcount
+                if n:
+                    audit.record(conn, "retention.delete", key, detail={"rows": n, "cutoff": cutoff.isoformat()})
             deleted[key] += n
             if key == "generations" and on_batch is not None and n:
                 on_batch(n)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import secrets
 import threading
@@ -85,16 +86,22 @@ def _set_reader_password(password: str) -> None:
 
     try:
         with get_engine().begin() as conn:
-            # ALTER ROLE takes no bind parameters; the password is our own token_urlsafe
-            # text (no quotes), quoted as a literal by Postgres' quote_literal rules.
-            literal = conn.execute(sa.text("SELECT quote_literal(:p)"), {"p": password}).scalar()
-            conn.execute(sa.text(f"ALTER ROLE {READER_ROLE} PASSWORD {literal}"))
+            literal = conn.execute(sa.text("SELECT quote_literal(:p)"), {"p": scram_verifier(conn, password)}).scalar()
+            conn.exec_driver_sql(f"ALTER ROLE {READER_ROLE} PASSWORD {literal}")  # no binds: ':' is data here
     except sa.exc.DBAPIError as exc:
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise DatabaseError(
             f"cannot set a password on role {READER_ROLE} ({first}); "
             f"create a read-only login yourself and set {READONLY_URL_ENV} (see docs/analytics.md)"
         ) from None
+
+
+def scram_verifier(conn, password: str) -> str:
+    """The SCRAM-SHA-256 verifier of `password`, computed by libpq on the client (as psql's
+    \\password does): ALTER ROLE then carries only the verifier, so the password never
+    reaches the server's statement log (log_statement=ddl) or pg_stat_activity."""
+    pgconn = conn.connection.driver_connection.pgconn
+    return pgconn.encrypt_password(password.encode(), READER_ROLE.encode(), b"scram-sha-256").decode()
 
 
 def _stored_password(params: dict[str, Any], *, renew: bool) -> str:
@@ -134,7 +141,11 @@ def reader_conninfo(*, renew_password: bool = False) -> str:
 def _connect(timeout_s: float):
     import psycopg
 
-    options = f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on"
+    from genloom.db.tenancy import current_tenant
+
+    # genloom.tenant: the reader is held by the same row-level policies as genloom itself.
+    options = (f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on "
+               f"-c genloom.tenant={current_tenant()}")
     extra = {"options": options, "application_name": "genloom sql", "connect_timeout": 10}
     from genloom.db.engine import retry_while_recovering
 
@@ -251,12 +262,37 @@ def _describe(conn, query: str) -> list[str]:
     return [res.fname(i).decode(encoding) for i in range(res.nfields)]
 
 
+MAX_TIMEOUT_S = 24 * 3600.0
+
+
+def check_timeout(timeout_s: float) -> None:
+    """A finite, positive timeout of at most a day (statement_timeout is an int of milliseconds)."""
+    if not math.isfinite(timeout_s) or not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise BadInput(f"--timeout must be a number of seconds between 0 and {MAX_TIMEOUT_S:g} (got {timeout_s!r})")
+
+
 def run_sql(query: str, *, limit: int = DEFAULT_LIMIT, timeout_s: float = DEFAULT_TIMEOUT_S) -> SqlResult:
     """Run one statement as the read-only role; keep at most `limit` rows.
 
     Fetches limit + 1 rows and stops the server there, so `truncated` is exact and a
-    huge result costs no more than the rows kept.
+    huge result costs no more than the rows kept. The audit trail gets the statement's
+    sha256 (not its text, which may hold values) and the outcome.
     """
+    from genloom import audit
+    from genloom.db.engine import session_scope
+
+    outcome = "error"
+    try:
+        result = _run_sql(query, limit=limit, timeout_s=timeout_s)
+        outcome = "ok"
+        return result
+    finally:
+        if query.strip():
+            with session_scope() as s:
+                audit.record(s, "sql.run", audit.statement_hash(query.strip()), outcome=outcome)
+
+
+def _run_sql(query: str, *, limit: int, timeout_s: float) -> SqlResult:
     query = query.strip()
     while query.endswith(";"):
         query = query[:-1].rstrip()
@@ -264,8 +300,7 @@ def run_sql(query: str, *, limit: int = DEFAULT_LIMIT, timeout_s: float = DEFAUL
         raise BadInput("empty query: pass a SELECT statement, or --file query.sql")
     if limit < 1:
         raise BadInput(f"--limit must be at least 1 (got {limit})")
-    if timeout_s <= 0:
-        raise BadInput(f"--timeout must be positive (got {timeout_s:g})")
+    check_timeout(timeout_s)
 
     conn = _connect(timeout_s)
     watchdog = threading.Timer(timeout_s + 2.0, _cancel_quietly, args=(conn,))

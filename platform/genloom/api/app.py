@@ -10,6 +10,7 @@ input, 404 for unknown ids and names, 500 for a generation that failed (still lo
 
 from __future__ import annotations
 
+import contextvars
 import json
 import queue
 import threading
@@ -24,6 +25,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from genloom import __version__
+from genloom.api import auth, request_limits
+from genloom.api.engine import api_engine
 from genloom.api.schemas import AskBody, ChatCompletionBody, FeedbackBody
 from genloom.errors import BadInput, ConfigError, DatabaseError, GenloomError, NotFound
 
@@ -46,35 +49,6 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-_engines: dict[str, Any] = {}
-_engines_lock = threading.Lock()
-
-
-def api_engine():
-    """An engine for the configured database with a pool sized for concurrent requests.
-
-    A logged call holds its connection from retrieval to commit (one transaction), so
-    while a model generates for 32 requests, 32 connections are in use; the default
-    pool (5 + 10 overflow) would make the rest wait and time out.
-    """
-    import sqlalchemy as sa
-
-    from genloom.db.engine import get_engine
-
-    base = get_engine()  # connects and migrates once, follows DATABASE_URL
-    url = base.url.render_as_string(hide_password=False)
-    with _engines_lock:
-        engine = _engines.get(url)
-        if engine is None:
-            from genloom.api import limits
-
-            engine = sa.create_engine(  # sized by the serve limits: see genloom.api.limits
-                base.url, pool_pre_ping=True, pool_size=limits.pool_size(limits.Limits.from_env()),
-                max_overflow=limits.POOL_OVERFLOW, pool_timeout=600,
-                connect_args={"connect_timeout": 10, "application_name": "genloom-api"},
-            )
-            _engines[url] = engine
-        return engine
 
 
 def db() -> Iterator[Session]:
@@ -95,6 +69,7 @@ def _call_request(body, *, question: str, collection: str | None, history=None, 
     from genloom.generation.backend import GenParams
     from genloom.generation.call import CallRequest
 
+    request_limits.check_http_model(body.model)  # registered names and the server's model folders only
     return CallRequest(
         question=question,
         collection=collection,
@@ -172,13 +147,17 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False, default=str)}\n\n"
 
 
-def create_app(local_token: str | None = None) -> FastAPI:
-    """The API; with local_token, also the routes a local `genloom search|ask` reuses (api/local_routes.py)."""
+def create_app(security: auth.SecuritySettings | None = None, local_token: str | None = None) -> FastAPI:
+    """The app; `security` defaults to what `genloom serve` put in the environment (keys required).
+
+    With local_token, also the routes a local `genloom search|ask` reuses (api/local_routes.py).
+    """
     app = FastAPI(
         title="genloom",
         version=__version__,
         description="Retrieval-grounded generation over one PostgreSQL + pgvector store; every call is logged.",
     )
+    auth.install(app, security or auth.settings_from_env())  # before any route: keys, roles, host, body size
 
     @app.exception_handler(GenloomError)
     def _genloom_error(request: Request, exc: GenloomError) -> JSONResponse:
@@ -255,6 +234,7 @@ def create_app(local_token: str | None = None) -> FastAPI:
         from genloom.cli.ask import parse_where
         from genloom.retrieval.search import search as run_search
 
+        request_limits.check_query(q)
         with session.begin():
             hits = run_search(session, q, collection=collection, k=k, mode=mode, where=parse_where(where),
                               by_document=by_document)
@@ -299,7 +279,8 @@ def _stream(request, created: int):
         except BaseException as exc:  # before "ready": becomes the HTTP error; after: an error event
             events.put(("error", exc))
 
-    threading.Thread(target=work, name="genloom-chat-stream", daemon=True).start()
+    # The caller's context (tenant, audit actor) goes with the work.
+    threading.Thread(target=contextvars.copy_context().run, args=(work,), name="genloom-chat-stream", daemon=True).start()
     kind, value = events.get()
     if kind == "error":
         raise value  # GenloomError → its JSON status via the app's handler

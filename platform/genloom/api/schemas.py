@@ -6,6 +6,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from genloom.api.request_limits import check_chat_length, check_text_length
+
 
 class GenerationFields(BaseModel):
     max_new_tokens: int = Field(256, ge=1, le=32768)
@@ -31,6 +33,11 @@ class AskBody(GenerationFields):
     where: Optional[dict[str, str]] = None
     template: Optional[str] = None
     user: Optional[str] = None
+
+    @field_validator("question")
+    @classmethod
+    def _question_limit(cls, question: str) -> str:
+        return check_text_length(question)  # before the endpoint runs: no retrieval for an oversized question
 
 
 class FeedbackBody(BaseModel):
@@ -92,6 +99,9 @@ class ChatCompletionBody(BaseModel):
     def _last_is_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
         if messages[-1].role != "user":
             raise ValueError("the last message must have role 'user' (it is the question)")
+        for m in messages:
+            check_text_length(m.text(), f"a {m.role} message")
+        check_chat_length(sum(len(m.text()) for m in messages))
         return messages
 
     def extras(self) -> dict[str, Any]:

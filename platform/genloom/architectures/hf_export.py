@@ -154,7 +154,7 @@ def gpt_from_hf_dir(directory: Path, *, dropout: float | None = None, what: str 
     what = what or str(directory)
     cfg = _check_causal_lm(directory, what)
     _quiet_transformers()
-    hf = GPT2LMHeadModel.from_pretrained(directory, dtype=torch.float32)
+    hf = GPT2LMHeadModel.from_pretrained(directory, dtype=torch.float32, use_safetensors=True)  # never a pickled .bin
     c = hf.config
     if c.n_inner not in (None, 4 * c.n_embd):
         raise BadInput(f"{what}: n_inner {c.n_inner} is not 4·n_embd, which genloom's GPT assumes")

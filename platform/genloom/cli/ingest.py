@@ -10,7 +10,7 @@ import typer
 
 from genloom.cli.output import JsonOption, err_console, info, print_json
 from genloom.cli.progress import RichProgress
-from genloom.errors import BadInput
+from genloom.errors import BadInput, one_line
 from genloom.pairs import parse_pairs
 
 
@@ -39,6 +39,14 @@ def ingest(
     batch_documents: Annotated[int, typer.Option("--batch", help="Documents per transaction.")] = 256,
     hnsw_m: Annotated[int, typer.Option("--hnsw-m", help="HNSW m for a new embedding model's index.")] = 16,
     hnsw_ef_construction: Annotated[int, typer.Option("--hnsw-ef-construction", help="HNSW ef_construction (new index).")] = 64,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Follow symbolic links that lead outside the folders given.")
+    ] = False,
+    pii: Annotated[
+        str | None,
+        typer.Option("--pii", help="off|mask|hash|encrypt personal data (emails, phones, cards, IBANs, IPs, national ids) "
+                                   "before storing; remembered as the collection's default."),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Ingest files into a collection: idempotent by content hash; a changed file becomes a new version."""
@@ -52,6 +60,10 @@ def ingest(
         raise BadInput(f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if batch_documents < 1:
         raise BadInput("--batch must be at least 1")
+    if pii is not None:
+        from genloom.pii import check_mode
+
+        check_mode(pii)  # before the progress bar starts
     if chunk_overlap < 0:
         raise BadInput("--chunk-overlap must be 0 or more")
     options = IngestOptions(
@@ -59,12 +71,14 @@ def ingest(
         load=LoadOptions(
             format=format, text_field=text_field, id_field=id_field, title_field=title_field,
             metadata=parse_pairs(meta, "--meta"), max_bytes=max_bytes, skip_bad=skip_bad,
+            follow_symlinks=follow_symlinks,
         ),
         chunking=ChunkConfig(max_tokens=chunk_tokens, overlap=chunk_overlap),
         embedding_model=model,
         text_search_config=text_search_config,
         hnsw=HnswConfig(m=hnsw_m, ef_construction=hnsw_ef_construction),
         batch_documents=batch_documents,
+        pii=pii,
     )
     # Not transient unless --json: the final bar (docs, chunks, rates) stays as a summary line.
     with RichProgress(transient=json_out) as bar:
@@ -81,7 +95,8 @@ def ingest(
         print_json(summary)
     else:
         for error in result.errors[:20]:
-            err_console.print(f"[yellow]skipped:[/yellow] {error}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print("[yellow]skipped:[/yellow] ", end="")
+            err_console.print(one_line(error), markup=False, highlight=False, soft_wrap=True)
         if len(result.errors) > 20:
             info(f"… and {len(result.errors) - 20} more problems (see --json)")
         info(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import click
 import typer
@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "genloom.cli.dedup",  # dedup
     "genloom.cli.analytics",  # sql, report
     "genloom.cli.runs",  # runs list|reconcile
+    "genloom.cli.keys",  # keys create|list|revoke, audit list
 ]
 
 _state = {"debug": False}
@@ -56,8 +57,17 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    tenant: Annotated[
+        Optional[str], typer.Option("--tenant", help="Work as this tenant (default: $GENLOOM_TENANT, else 'default').")
+    ] = None,
 ) -> None:
     _state["debug"] = debug
+    if tenant is not None:
+        import os
+
+        from genloom.db.tenancy import TENANT_ENV, validate_tenant
+
+        os.environ[TENANT_ENV] = validate_tenant(tenant)  # subprocesses (torchrun ranks) inherit it
 
 
 def _register_all() -> None:
@@ -87,11 +97,26 @@ def _crash_or(exc: BaseException, message: str) -> str:
 def _error(message: str) -> None:
     # soft_wrap: one line whatever the terminal width; markup off: messages may hold [brackets].
     err_console.print("[red]error:[/red] ", end="")
-    err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+    from genloom.errors import one_line
+
+    err_console.print(one_line(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors become one line on stderr."""
+    import os
+
+    tenant_before = os.environ.get("GENLOOM_TENANT")
+    try:
+        return _main(argv)
+    finally:  # --tenant holds for this command only (tests run many in one process)
+        if tenant_before is None:
+            os.environ.pop("GENLOOM_TENANT", None)
+        else:
+            os.environ["GENLOOM_TENANT"] = tenant_before
+
+
+def _main(argv: list[str] | None) -> int:
     from genloom.errors import GenloomError, JobInterrupted
 
     command = typer.main.get_command(app)

@@ -1,22 +1,58 @@
-"""`genloom serve`: the HTTP API (FastAPI + uvicorn), OpenAI-compatible chat included."""
+"""`genloom serve`: the HTTP API (FastAPI + uvicorn), OpenAI-compatible chat included.
+
+Keys are required on every route but /healthz (create them with `genloom keys create`);
+`--no-auth` is accepted only on a loopback address. The limits and the model folders are
+passed to the app through the environment (genloom.api.limits), which uvicorn's workers read.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import signal
-from typing import Annotated, Optional
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from genloom.api.limits import Limits
 from genloom.cli.output import info
 
+LOOPBACK_NAMES = {"localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     model: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--model", "-m", help="Default model for requests that name none (sets GENLOOM_MODEL); loaded at start."),
+    ] = None,
+    model_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--model-dir", help="A folder whose model directories requests may name (repeatable); "
+                                         "otherwise only registered model names."),
+    ] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys (loopback addresses only).")] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="A Host header to accept besides localhost/127.0.0.1/::1 (repeatable; '*' for any)."),
+    ] = None,
+    max_body_bytes: Annotated[int | None, typer.Option("--max-body-bytes", help="Largest request body (default 4 MiB).")] = None,
+    max_question_chars: Annotated[
+        int | None, typer.Option("--max-question-chars", help="Longest question or message (default 16000).")
+    ] = None,
+    pii: Annotated[
+        str | None,
+        typer.Option("--pii", help="off|mask|hash|encrypt PII in the prompt/answer log (a collection's own default wins)."),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     workers: Annotated[
@@ -39,6 +75,7 @@ def serve(
     import uvicorn
 
     from genloom.api.app import create_app
+    from genloom.api.auth import LOOPBACK_HOSTS, settings_from_env
     from genloom.api.limits import check_connections
     from genloom.api.local import advertise, withdraw
     from genloom.db.engine import get_engine, session_scope
@@ -48,12 +85,43 @@ def serve(
         raise BadInput(f"--port must be between 1 and 65535 (got {port})")
     if workers < 1:
         raise BadInput(f"--workers must be at least 1 (got {workers})")
+    if no_auth and not is_loopback(host):
+        raise BadInput(f"refusing to serve {host} without API keys: --no-auth is for loopback addresses only "
+                       "(create a key with: genloom keys create --role writer)")
+    hosts = [h.strip().lower() for h in (allowed_host or []) if h.strip()]
+    if not is_loopback(host) and not hosts:
+        raise BadInput(f"serving on {host} needs --allowed-host NAME: the host names clients reach it by "
+                       "(a Host allow-list stops DNS rebinding; '*' accepts any)")
+    for name, value in (("--max-body-bytes", max_body_bytes), ("--max-question-chars", max_question_chars)):
+        if value is not None and value < 1:
+            raise BadInput(f"{name} must be at least 1 (got {value})")
+    dirs = []
+    for folder in model_dir or []:
+        if not folder.expanduser().is_dir():
+            raise BadInput(f"--model-dir {str(folder)!r} is not a folder")
+        dirs.append(str(folder.expanduser().resolve()))
     limits = Limits(max_concurrent=max_concurrent, max_queue=max_queue, queue_timeout=queue_timeout).validate()
-    os.environ.update(limits.to_env())  # the app (in every worker process) reads its limits from here
+    # The app (in every worker process) reads its settings from the environment.
+    os.environ.update(limits.to_env())
+    os.environ["GENLOOM_API_AUTH"] = "off" if no_auth else "on"
+    bind = host.strip("[]").lower()
+    os.environ["GENLOOM_ALLOWED_HOSTS"] = ",".join(
+        dict.fromkeys([*LOOPBACK_HOSTS, *([bind] if bind not in ("0.0.0.0", "::") else []), *hosts])
+    )
+    if max_body_bytes:
+        os.environ["GENLOOM_MAX_BODY_BYTES"] = str(max_body_bytes)
+    if max_question_chars:
+        os.environ["GENLOOM_MAX_QUESTION_CHARS"] = str(max_question_chars)
+    if dirs:
+        os.environ["GENLOOM_MODEL_DIRS"] = os.pathsep.join(dirs)
+    if pii is not None:
+        from genloom.pii import PII_ENV, check_mode
+
+        os.environ[PII_ENV] = check_mode(pii)
     get_engine()  # connect and migrate now: a bad DATABASE_URL fails here, not on the first request
     with session_scope() as session:
-        max_connections = int(session.execute(sa.text("SHOW max_connections")).scalar())
-        in_use = int(session.execute(sa.text("SELECT count(*) FROM pg_stat_activity")).scalar())
+        max_connections = int(session.execute(sa.text("SHOW max_connections")).scalar_one())
+        in_use = int(session.execute(sa.text("SELECT count(*) FROM pg_stat_activity")).scalar_one())
     check_connections(limits, workers, max_connections, in_use)
     if model:
         from genloom.generation.resolve import load_backend
@@ -61,7 +129,15 @@ def serve(
         os.environ["GENLOOM_MODEL"] = model
         with session_scope() as session:
             load_backend(session, model)  # warm: the first request does not pay for loading
-    info(f"genloom API on http://{host}:{port}  (OpenAPI: /docs, /openapi.json; OpenAI base_url: http://{host}:{port}/v1)")
+    if not no_auth:
+        from genloom.keys import list_keys
+
+        with session_scope() as session:
+            if not list_keys(session):
+                info("no API key exists yet: every request but /healthz will get 401 until you run "
+                     "`genloom keys create --role writer`")
+    info(f"genloom API on http://{host}:{port}  (OpenAPI: /docs, /openapi.json; OpenAI base_url: http://{host}:{port}/v1)"
+         + ("  [no auth: loopback only]" if no_auth else "  [API keys required]"))
     # `genloom search|ask` on this store reuse this process's loaded models (api/local.py);
     # with several workers no single process holds them, so nothing is advertised.
     token, advertised = advertise(host, port) if workers == 1 else (None, None)
@@ -70,7 +146,7 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if workers == 1:
-            uvicorn.run(create_app(local_token=token), host=host, port=port, log_level=log_level)
+            uvicorn.run(create_app(settings_from_env(), local_token=token), host=host, port=port, log_level=log_level)
         else:  # uvicorn starts each worker from the import string (no local-reuse token then)
             uvicorn.run(
                 "genloom.api.app:create_app", factory=True, host=host, port=port, log_level=log_level, workers=workers

@@ -110,7 +110,8 @@ def put_items(session: Session, items: Sequence[ItemSpec], *, chunk: int = 2000)
                 "shape": it.shape, "dtype": it.dtype, "label": it.label, "origin": it.origin,
                 "run_id": it.run_id, "model_id": it.model_id, "metadata": it.metadata,
             })
-        stmt = pg_insert(Item).on_conflict_do_nothing(index_elements=["sha256"])
+        # per tenant (0013): the same content in two tenants is two items
+        stmt = pg_insert(Item).on_conflict_do_nothing(index_elements=["tenant", "sha256"])
         session.execute(stmt, [
             {**{k: v for k, v in r.items() if k != "metadata"}, "metadata_": r["metadata"]} for r in rows.values()
         ])

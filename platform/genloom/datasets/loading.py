@@ -19,6 +19,7 @@ from genloom.datasets.items import EFFECTIVE_LABEL
 from genloom.datasets.prefetch import prefetched
 from genloom.datasets.shards import packable, shard_batches
 from genloom.db.models import SPLITS
+from genloom.db.tenancy import apply_raw
 from genloom.errors import BadInput
 
 __all__ = ["Batch", "load_split", "prefetched", "stream_batches"]
@@ -79,6 +80,7 @@ def stream_batches(
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
+        apply_raw(conn)  # rows this stream writes (packed shards) carry the caller's tenant
         if shuffle and packed and packable(conn, version_id, split):
             for x, ids, labels, y in shard_batches(conn, version_id, split, batch_size, seed=seed, epoch=epoch,
                                                    rank=rank, world_size=world_size, drop_last=drop_last,

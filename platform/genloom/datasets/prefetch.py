@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
     """Run `iterator` in a daemon thread, `depth` items ahead; errors re-raise in the consumer."""
+    import contextvars
     import queue
     import threading
 
@@ -37,7 +38,8 @@ def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
                 except Exception:
                     pass  # the connection is already gone (server stopped, database dropped)
 
-    thread = threading.Thread(target=worker, name="genloom-prefetch", daemon=True)
+    # copy_context: the reads run for the caller's tenant (genloom.db.tenancy)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(worker,), name="genloom-prefetch", daemon=True)
     thread.start()
     try:
         while True:

@@ -154,6 +154,9 @@ def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
         .values(item_count=count, manifest_sha256=manifest, sealed=True, sealed_at=sa.func.now())
     )
     session.refresh(version)
+    from genloom import audit
+
+    audit.record(session, "dataset.seal", version_ref(session, version), detail={"items": count, "manifest": manifest})
     return version
 
 

@@ -148,7 +148,7 @@ def get_engine(*, migrate: bool = True) -> Engine:
             pool_pre_ping=True,
             connect_args={"connect_timeout": 10, "application_name": "genloom"},
         )
-        sa.event.listen(engine, "do_connect", _connect_waiting_for_recovery)
+        wait_out_crash_recovery(engine)
         _engines[url] = engine
     if migrate and url not in _migrated:
         from genloom.db.migrate import ensure_schema
@@ -186,6 +186,11 @@ def retry_while_recovering(connect: Callable[[], T]) -> T:
 
 def _connect_waiting_for_recovery(dialect, conn_rec, cargs, cparams):
     return retry_while_recovering(lambda: dialect.connect(*cargs, **cparams))
+
+
+def wait_out_crash_recovery(engine: Engine) -> None:
+    """New connections of `engine` wait (bounded) while the server recovers from a crash."""
+    sa.event.listen(engine, "do_connect", _connect_waiting_for_recovery)
 
 
 def sessionmaker_for(engine: Engine | None = None) -> sessionmaker[Session]:

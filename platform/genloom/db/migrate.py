@@ -81,13 +81,19 @@ def update_vector_extension(engine: Engine) -> tuple[str | None, str | None]:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from genloom.db.tenancy import forget_engine
+
     check_vector_available(engine)
     command.upgrade(alembic_config(engine), revision)
     update_vector_extension(engine)
+    forget_engine(engine)  # tenancy may have just appeared (0013)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
+    from genloom.db.tenancy import forget_engine
+
     command.downgrade(alembic_config(engine), revision)
+    forget_engine(engine)
 
 
 def ensure_schema(engine: Engine) -> None:

@@ -141,6 +141,8 @@ def store_embeddings(session: Session, embedder_id: int, item_ids: Sequence[int]
     """Binary COPY into item_embeddings (pgvector's psycopg adapter), in the caller's transaction."""
     from pgvector.psycopg import register_vector
 
+    from genloom.db.tenancy import copy_in
+
     if len(item_ids) != len(vectors):
         raise ValueError("one vector per item")
     if not len(item_ids):
@@ -148,7 +150,7 @@ def store_embeddings(session: Session, embedder_id: int, item_ids: Sequence[int]
     conn = session.connection().connection.driver_connection
     register_vector(conn)
     with conn.cursor() as cur:
-        with cur.copy("COPY item_embeddings (item_id, embedder_id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        with copy_in(cur, "item_embeddings", ["item_id", "embedder_id", "embedding"]) as copy:
             copy.set_types(["int8", "int8", "vector"])
             for item_id, vec in zip(item_ids, vectors):
                 copy.write_row((int(item_id), int(embedder_id), np.asarray(vec, dtype=np.float32)))

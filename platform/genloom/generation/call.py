@@ -27,11 +27,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from genloom.crypto import seal, unseal
 from genloom.db.models import ChatSession, Generation, GenerationSource, Prompt
 from genloom.errors import BadInput, NotFound
 from genloom.generation.backend import Backend, GenOutput, GenParams, OnText, Source
 from genloom.generation.context import AssembledPrompt, Turn, assemble
 from genloom.generation.resolve import load_backend
+from genloom.pii import log_mode, record_findings, redact
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 MAX_K = 100
@@ -64,6 +66,7 @@ class PreparedCall:
     generation_id: int
     retrieval_ms: float
     started: float  # perf_counter at the start of the call
+    pii_mode: str = "off"  # how PII is kept in the log (genloom.pii): the model sees the clear text, tables do not
 
 
 @dataclasses.dataclass
@@ -107,7 +110,8 @@ def session_history(session: Session, session_id: int) -> tuple[list[Turn], int 
         .where(Prompt.session_id == session_id)
         .order_by(Prompt.created_at, Prompt.id, Generation.id)
     ).all()
-    turns = [Turn(question=r.text, answer=r.output) for r in rows if r.status == "ok" and r.output is not None]
+    turns = [Turn(question=unseal(r.text, "prompts.text") or "", answer=unseal(r.output, "generations.output") or "")
+             for r in rows if r.status == "ok" and r.output is not None]
     return turns, (rows[-1].id if rows else None)
 
 
@@ -151,11 +155,13 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
 
     template = None
     collection_id = None
+    collection_pii = None
     if request.collection is not None:
         from genloom.generation.templates import get_template
         from genloom.retrieval.collections import get_collection
 
         collection_id = get_collection(session, request.collection).id
+        collection_pii = session.scalar(sa.text("SELECT pii_mode FROM collections WHERE id = :c"), {"c": collection_id})
         template = get_template(session, request.template)
     elif request.template is not None:
         raise BadInput("a template needs retrieval: give a collection (templates render {sources})")
@@ -184,15 +190,18 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         system=request.system,
     )
 
+    pii_mode = log_mode(collection_pii)
+    logged_question, question_pii = redact(question, pii_mode)
+    logged_prompt, prompt_pii = redact(assembled.prompt, pii_mode)
     if chat is None:
-        chat = ChatSession(user_id=request.user, collection_id=collection_id, title=question[:120])
+        chat = ChatSession(user_id=request.user, collection_id=collection_id, title=seal((logged_question or "")[:120], "sessions.title"))
         session.add(chat)
         session.flush()
     prompt = Prompt(
         session_id=chat.id,
         parent_id=parent_id,
         user_id=request.user,
-        text=question,
+        text=seal(logged_question, "prompts.text"),
         template_name=template.name if template else None,
         template_version=template.version if template else None,
         metadata_={"history_turns": assembled.history_turns, "dropped_sources": assembled.dropped_sources},
@@ -210,13 +219,15 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         model_revision=backend.revision,
         model_id=backend.model_id,
         params={**params.as_dict(), **retrieval},
-        rendered_prompt=assembled.prompt,
+        rendered_prompt=seal(logged_prompt, "generations.rendered_prompt"),
         status="ok",  # completed by execute(); invisible to others until commit
         retrieval_ms=retrieval_ms,
         input_tokens=assembled.input_tokens,
     )
     session.add(generation)
     session.flush()
+    record_findings(session, "prompt", prompt.id, "text", question_pii, pii_mode)
+    record_findings(session, "generation", generation.id, "rendered_prompt", prompt_pii, pii_mode)
     if assembled.sources:
         session.execute(
             sa.insert(GenerationSource),
@@ -243,6 +254,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         generation_id=generation.id,
         retrieval_ms=retrieval_ms,
         started=started,
+        pii_mode=pii_mode,
     )
 
 
@@ -279,11 +291,13 @@ def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None 
     generation_ms = _ms(generation_started)
     total_ms = _ms(prepared.started)
     status = "error" if error else "ok"
+    logged_output, output_pii = redact(output.text if not error else None, prepared.pii_mode)
+    record_findings(session, "generation", prepared.generation_id, "output", output_pii, prepared.pii_mode)
     session.execute(
         sa.update(Generation)
         .where(Generation.id == prepared.generation_id)
         .values(
-            output=output.text if not error else None,
+            output=seal(logged_output, "generations.output"),
             status=status,
             error=error,
             generation_ms=generation_ms,

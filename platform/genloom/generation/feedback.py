@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from genloom.crypto import seal, unseal
 from genloom.db.models import Feedback, Generation
 from genloom.errors import BadInput, NotFound
 
@@ -27,7 +28,7 @@ def add_feedback(
     if session.get(Generation, generation_id) is None:
         raise NotFound(f"no generation {generation_id}")
     row = Feedback(
-        generation_id=generation_id, user_id=user, score=score, thumbs=thumbs, label=label, comment=comment
+        generation_id=generation_id, user_id=user, score=score, thumbs=thumbs, label=label, comment=seal(comment, "feedback.comment")
     )
     session.add(row)
     session.flush()
@@ -41,7 +42,7 @@ def feedback_json(row: Feedback) -> dict:
         "score": row.score,
         "thumbs": row.thumbs,
         "label": row.label,
-        "comment": row.comment,
+        "comment": unseal(row.comment, "feedback.comment"),
         "user": row.user_id,
         "created_at": row.created_at,
     }

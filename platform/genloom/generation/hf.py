@@ -116,7 +116,8 @@ class HFBackend:
         except Exception as exc:  # missing or broken tokenizer files
             raise BadInput(f"{path}: cannot load its tokenizer ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, local_files_only=True)
+            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, local_files_only=True,
+                                                              use_safetensors=True)  # never a pickled .bin
         except (OSError, ValueError) as exc:
             raise BadInput(f"{path}: cannot load it as a causal LM ({str(exc).splitlines()[0]})") from None
         self.model.to(self.device).eval()

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from genloom.crypto import unseal
 from genloom.db.models import (
     ChatSession,
     Chunk,
@@ -42,10 +43,10 @@ def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
         "session_id": prompt.session_id,
         "prompt_id": prompt.id,
         "parent_prompt_id": prompt.parent_id,
-        "prompt": prompt.text,
+        "prompt": unseal(prompt.text, "prompts.text"),
         "template": f"{prompt.template_name}@{prompt.template_version}" if prompt.template_name else None,
-        "rendered_prompt": gen.rendered_prompt,
-        "answer": gen.output,
+        "rendered_prompt": unseal(gen.rendered_prompt, "generations.rendered_prompt"),
+        "answer": unseal(gen.output, "generations.output"),
         "status": gen.status,
         "error": gen.error,
         "model": gen.model_name,
@@ -91,15 +92,15 @@ def session_detail(session: Session, session_id: int) -> dict[str, Any]:
         "session_id": chat.id,
         "user": chat.user_id,
         "collection": collection.name if collection else None,
-        "title": chat.title,
+        "title": unseal(chat.title, "sessions.title"),
         "created_at": chat.created_at,
         "turns": [
             {
                 "prompt_id": p.id,
                 "parent_prompt_id": p.parent_id,
-                "question": p.text,
+                "question": unseal(p.text, "prompts.text"),
                 "generation_id": g.id if g else None,
-                "answer": g.output if g else None,
+                "answer": unseal(g.output, "generations.output") if g else None,
                 "status": g.status if g else None,
                 "error": g.error if g else None,
                 "model": g.model_name if g else None,

@@ -58,7 +58,7 @@ def ensure_collection(
     session.execute(
         sa.text(
             "INSERT INTO collections (name, text_search_config, embedding_model_id) "
-            "VALUES (:n, :c, :m) ON CONFLICT (name) DO NOTHING"
+            "VALUES (:n, :c, :m) ON CONFLICT (tenant, name) DO NOTHING"  # names are unique per tenant (0013)
         ),
         {"n": name, "c": text_search_config, "m": embedding_model_id},
     )

@@ -20,11 +20,13 @@ writes to the database, gradients are averaged across ranks, each rank reads its
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import io
 import math
 import os
+import pickle
 import signal
 import threading
 import time
@@ -213,7 +215,9 @@ class _CheckpointWriter:
         self.wait()
         buf = io.BytesIO()
         torch.save(state, buf)
-        self.thread = threading.Thread(target=self._write, args=(step, buf.getvalue()), name="genloom-checkpoint", daemon=True)
+        # copy_context: the write lands in the caller's tenant (genloom.db.tenancy)
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._write, step, buf.getvalue()),
+                                       name="genloom-checkpoint", daemon=True)
         self.thread.start()
 
     def _write(self, step: int, payload: bytes) -> None:
@@ -265,7 +269,17 @@ def _load_checkpoint(run_id: int, step: int) -> dict[str, Any]:
         ).one()
     if hashlib.sha256(row.payload).hexdigest() != row.sha256:
         raise GenloomError(f"checkpoint of run {run_id} at step {step} is corrupt (sha256 mismatch)")
-    return torch.load(io.BytesIO(row.payload), map_location="cpu", weights_only=False)
+    try:
+        # weights_only: tensors, numbers, strings and containers only. A pickle that names any
+        # other global (os.system, …) is refused before anything in it runs: whoever can write
+        # run_checkpoints must not be able to run code in every trainer that resumes from it.
+        return torch.load(io.BytesIO(row.payload), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GenloomError(
+            f"refusing to resume run {run_id} from step {step}: its checkpoint holds more than tensors and plain "
+            f"data ({first[:160]}); start afresh without --resume"
+        ) from None
 
 
 def find_resumable(session, arch: str, name: str) -> tuple[int, int]:

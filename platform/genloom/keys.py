@@ -1,0 +1,167 @@
+"""API keys: created once, shown once, stored as a salted hash.
+
+A key reads `glk_<prefix>_<secret>`: the prefix (public, 8 hex) finds the row; the secret
+(32 random bytes, url-safe) is checked against `scrypt(secret, salt)` with a constant-time
+compare. Nothing that could answer a request is stored. scrypt is deliberately slow
+(~40 ms), so a verified (prefix, secret digest) pair is remembered per process; the row is
+still read on every request, so revocation and expiry take effect at once.
+
+Roles nest: reader < writer < admin (see genloom.api.auth for what each may call).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from genloom import audit
+from genloom.db.tenancy import validate_tenant
+from genloom.errors import BadInput, NotFound, Unauthorized
+
+ROLES = ("reader", "writer", "admin")
+RANK = {role: i for i, role in enumerate(ROLES)}
+_KEY = re.compile(r"^glk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
+# scrypt cost: 16 MiB of memory and ~40 ms per check (RFC 7914's interactive-login figure).
+_N, _R, _P = 2**14, 8, 1
+_verified: dict[tuple[str, bytes], bytes] = {}  # (prefix, sha256(secret)) → stored hash it matched
+_verified_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who a request acts as."""
+
+    key_id: int | None
+    role: str
+    tenant: str
+
+
+@dataclasses.dataclass
+class NewKey:
+    id: int
+    prefix: str
+    key: str  # shown once; not recoverable afterwards
+    role: str
+    tenant: str
+    expires_at: dt.datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "key": self.key, "prefix": self.prefix, "role": self.role, "tenant": self.tenant,
+                "expires_at": self.expires_at.isoformat() if self.expires_at else None}
+
+
+def _hash(secret: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(secret.encode("ascii"), salt=salt, n=_N, r=_R, p=_P, maxmem=64 * 1024 * 1024, dklen=32)
+
+
+def check_role(role: str) -> str:
+    if role not in RANK:
+        raise BadInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    return role
+
+
+def parse_expires(text: str | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
+    """'30d', '12h', '1y' (from now) or an ISO date/time; None for never."""
+    if text is None or not text.strip() or text.strip() == "never":
+        return None
+    now = now or dt.datetime.now(dt.UTC)
+    m = re.match(r"^\s*(\d+)\s*([hdwy])\s*$", text, re.IGNORECASE)
+    if m:
+        hours = int(m.group(1)) * {"h": 1, "d": 24, "w": 168, "y": 8760}[m.group(2).lower()]
+        if hours <= 0:
+            raise BadInput(f"--expires must be a positive duration (got {text!r})")
+        return now + dt.timedelta(hours=hours)
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadInput(f"--expires must look like 30d, 12h, 1y or 2027-01-31 (got {text!r})") from None
+    value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if value <= now:
+        raise BadInput(f"--expires {text!r} is in the past")
+    return value
+
+
+def create_key(session: Session, *, role: str, tenant: str = "default", expires: str | None = None,
+               note: str | None = None) -> NewKey:
+    check_role(role)
+    tenant = validate_tenant(tenant)
+    expires_at = parse_expires(expires)
+    prefix = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    salt = secrets.token_bytes(16)
+    key_id = session.execute(
+        sa.text(
+            "INSERT INTO api_keys (prefix, salt, hash, role, tenant, note, expires_at, created_by) "
+            "VALUES (:p, :s, :h, :r, :t, :n, :e, :by) RETURNING id"
+        ),
+        {"p": prefix, "s": salt, "h": _hash(secret, salt), "r": role, "t": tenant, "n": note, "e": expires_at,
+         "by": audit._os_user()},
+    ).scalar_one()
+    audit.record(session, "key.create", f"key {key_id} ({prefix})", detail={"role": role, "tenant": tenant})
+    return NewKey(id=key_id, prefix=prefix, key=f"glk_{prefix}_{secret}", role=role, tenant=tenant,
+                  expires_at=expires_at)
+
+
+def list_keys(session: Session, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+    rows = session.execute(sa.text(
+        "SELECT id, prefix, role, tenant, note, created_at, created_by, expires_at, revoked_at FROM api_keys"
+        + ("" if include_revoked else " WHERE revoked_at IS NULL") + " ORDER BY id"
+    )).mappings()
+    return [dict(r) for r in rows]
+
+
+def revoke_key(session: Session, ref: str) -> dict[str, Any]:
+    """Revoke by id or prefix; revoking twice is not an error."""
+    ref = ref.strip()
+    column = "id" if ref.isdigit() else "prefix"
+    row = session.execute(
+        sa.text(f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE {column} = :v "
+                "RETURNING id, prefix, role, tenant, revoked_at"),
+        {"v": int(ref) if ref.isdigit() else ref},
+    ).mappings().first()
+    if row is None:
+        raise NotFound(f"no API key {ref!r} (list them with: genloom keys list)")
+    audit.record(session, "key.revoke", f"key {row['id']} ({row['prefix']})")
+    return dict(row)
+
+
+def authenticate(session: Session, presented: str | None) -> Principal:
+    """The principal a presented key stands for, or Unauthorized (one line, never echoing the key)."""
+    if not presented:
+        raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' (create one with: genloom keys create)")
+    m = _KEY.match(presented.strip())
+    if not m:
+        raise Unauthorized("invalid API key")
+    prefix, secret = m.groups()
+    row = session.execute(
+        sa.text("SELECT id, salt, hash, role, tenant, expires_at, revoked_at, now() AS now FROM api_keys WHERE prefix = :p"),
+        {"p": prefix},
+    ).first()
+    if row is None:
+        raise Unauthorized("invalid API key")
+    digest = hashlib.sha256(secret.encode()).digest()
+    with _verified_lock:
+        known = _verified.get((prefix, digest))
+    if known is None or not hmac.compare_digest(known, row.hash):
+        if not hmac.compare_digest(_hash(secret, row.salt), row.hash):
+            raise Unauthorized("invalid API key")
+        with _verified_lock:
+            _verified[(prefix, digest)] = bytes(row.hash)
+    if row.revoked_at is not None:
+        raise Unauthorized(f"API key {prefix} was revoked")
+    if row.expires_at is not None and row.expires_at <= row.now:
+        raise Unauthorized(f"API key {prefix} expired at {row.expires_at.isoformat(timespec='seconds')}")
+    return Principal(key_id=row.id, role=row.role, tenant=row.tenant)
+
+
+def allows(role: str, needed: str) -> bool:
+    return RANK[role] >= RANK[needed]
