@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from genloom.cli.output import JsonOption, console, err_console, info, print_json
+from genloom.cli.output import WHERE_HELP, WHERE_JSON_HELP, JsonOption, console, err_console, info, print_json
 
 generations_app = typer.Typer(help="The generation log: one generation with its sources and feedback.", no_args_is_help=True)
 sessions_app = typer.Typer(help="Conversations: the turns of a session.", no_args_is_help=True)
@@ -31,20 +31,6 @@ SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed f
 StopOption = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop at this string (repeatable).")]
 NoStreamOption = Annotated[bool, typer.Option("--no-stream", help="Print the answer when complete instead of as it is generated.")]
 UserOption = Annotated[Optional[str], typer.Option("--user", help="Who is asking (recorded with the prompt).")]
-
-
-def parse_where(pairs: list[str] | None) -> dict[str, str] | None:
-    from genloom.errors import BadInput
-
-    if not pairs:
-        return None
-    where: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise BadInput(f"--where expects key=value (got {pair!r})")
-        where[key.strip()] = value
-    return where
 
 
 def _run_call(request, *, stream: bool, json_out: bool) -> None:
@@ -97,7 +83,8 @@ def ask(
     model: ModelOption = None,
     session_id: SessionOption = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks to retrieve.")] = 5,
-    where: Annotated[Optional[list[str]], typer.Option("--where", help="Metadata filter key=value (repeatable).")] = None,
+    where: Annotated[Optional[list[str]], typer.Option("--where", help=WHERE_HELP)] = None,
+    where_json: Annotated[Optional[str], typer.Option("--where-json", help=WHERE_JSON_HELP)] = None,
     max_new_tokens: MaxNewOption = 256,
     temperature: TemperatureOption = 0.0,
     top_p: TopPOption = 1.0,
@@ -111,6 +98,7 @@ def ask(
     """Answer QUESTION from a collection, with numbered citations; the call is logged."""
     from genloom.generation.backend import GenParams
     from genloom.generation.call import CallRequest
+    from genloom.retrieval.filters import combine, parse_where, parse_where_json
 
     request = CallRequest(
         question=question,
@@ -118,7 +106,7 @@ def ask(
         model=model,
         session_id=session_id,
         k=k,
-        where=parse_where(where),
+        where=combine(parse_where(where), parse_where_json(where_json)),
         template=template,
         params=GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop or []),
         user=user,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from genloom.cli.output import JsonOption, console, dumps, err_console, print_json
+from genloom.cli.output import WHERE_HELP, WHERE_JSON_HELP, JsonOption, console, dumps, err_console, print_json
 from genloom.errors import BadInput
 
 
@@ -17,7 +17,8 @@ def search(
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to search.")] = ...,
     mode: Annotated[str, typer.Option("--mode", "-m", help="hybrid | bm25 | vector.")] = "hybrid",
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
-    where: Annotated[list[str] | None, typer.Option("--where", help="key=value on document metadata (repeatable).")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help=WHERE_HELP)] = None,
+    where_json: Annotated[str | None, typer.Option("--where-json", help=WHERE_JSON_HELP)] = None,
     by_document: Annotated[bool, typer.Option("--by-document", help="One result per document (its best chunk).")] = False,
     include_superseded: Annotated[bool, typer.Option("--include-superseded", help="Also search old document versions.")] = False,
     fusion: Annotated[str, typer.Option("--fusion", help="rrf (reciprocal rank fusion) | weighted (normalised scores).")] = "rrf",
@@ -32,11 +33,11 @@ def search(
     json_out: JsonOption = False,
 ) -> None:
     """Search a collection: BM25 and vectors fused in SQL (or one branch with --mode)."""
-    from genloom.cli.ingest import parse_pairs
     from genloom.db.engine import session_scope
+    from genloom.retrieval.filters import combine, parse_where, parse_where_json
     from genloom.retrieval.search import search as run_search, search_many
 
-    filters = parse_pairs(where, "--where")
+    filters = combine(parse_where(where), parse_where_json(where_json))
     options = dict(
         collection=collection, mode=mode, k=k, where=filters or None, by_document=by_document,
         include_superseded=include_superseded, fusion=fusion, rrf_k=rrf_k, bm25_weight=bm25_weight,

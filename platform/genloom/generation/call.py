@@ -43,7 +43,7 @@ class CallRequest:
     model: str | None = None  # extractive | PATH | NAME[@V]; None: the configured default
     session_id: int | None = None  # continue this conversation
     k: int = 5
-    where: dict[str, str] | None = None
+    where: dict[str, Any] | None = None  # a filter document (genloom.retrieval.filters)
     template: str | None = None  # NAME[@V]; None: 'default' (retrieval calls only)
     params: GenParams = dataclasses.field(default_factory=GenParams)
     user: str | None = None

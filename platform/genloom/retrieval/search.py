@@ -11,7 +11,6 @@ embeds the query and turns rows into `SearchHit`s.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from genloom.errors import BadInput
 from genloom.retrieval.collections import get_collection
+from genloom.retrieval.filters import to_jsonpath
 from genloom.retrieval.hybrid import render_sql
 from genloom.retrieval.vector import HnswConfig, model_for_collection, vector_literal
 
@@ -54,7 +54,7 @@ def search(
     collection: str,
     k: int = 10,
     mode: str = "hybrid",
-    where: dict[str, str] | None = None,
+    where: dict[str, Any] | None = None,
     by_document: bool = False,
     include_superseded: bool = False,
     query_embedding=None,
@@ -69,7 +69,8 @@ def search(
     """Top-k chunks (or documents, with by_document) of `collection` for `query`.
 
     mode: 'hybrid' (BM25 + vector fused in SQL), 'bm25' or 'vector'.
-    where: document metadata that must match (JSONB containment), e.g. {"lang": "en"}.
+    where: a metadata filter document (`genloom.retrieval.filters`), e.g. {"lang": "en"} or
+    {"$or": [{"year": {"$gte": 2020}}, {"lang": {"$in": ["en", "fr"]}}]}.
     include_superseded: also search old document versions (default: current ones only).
     query_embedding: a precomputed query vector (batch mode embeds many queries at once).
     fusion: 'rrf' (reciprocal rank fusion, constant rrf_k) or 'weighted' (min-max normalised
@@ -86,6 +87,7 @@ def search(
         raise BadInput(f"k must be at least 1 (got {k})")
     if not 0.0 <= bm25_weight <= 1.0:
         raise BadInput(f"bm25_weight must be within [0, 1] (got {bm25_weight})")
+    where_path = to_jsonpath(where)  # validates before any work
     coll = get_collection(session, collection)
 
     if depth is None:
@@ -122,14 +124,14 @@ def search(
         dim=model.dim if model else None,
         model_id=model.id if model else None,
         current_only=not include_superseded,
-        filtered=bool(where),
+        filtered=where_path is not None,
     )
     params = {
         "query": query,
         "ts_config": coll.text_search_config,
         "query_embedding": embedding_text,
         "collection_id": coll.id,
-        "where": json.dumps({str(key): str(v) for key, v in (where or {}).items()}),
+        "where": where_path,
         "k1": float(k1),
         "b": float(b),
         "bm25_depth": depth if mode in ("hybrid", "bm25") else 0,
