@@ -52,7 +52,11 @@ class Chunker:
     def count(self, texts: list[str]) -> list[int]:
         if not texts:
             return []
-        ids = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
+        # verbose=False: counting a long sentence is not "indexing" it, so transformers' warning
+        # "Token indices sequence length is longer than the specified maximum" does not apply.
+        ids = self.tokenizer(
+            texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
+        )
         return [len(x) for x in ids["input_ids"]]
 
     def budget(self, title: str | None) -> int:
@@ -69,7 +73,8 @@ class Chunker:
             if not paragraph:
                 continue
             for i, sentence in enumerate(s for s in _SENTENCE_END.split(paragraph) if s.strip()):
-                sentences.append((sentence.strip(), i == 0))
+                for j, window in enumerate(_windows(sentence.strip())):
+                    sentences.append((window, i == 0 and j == 0))
         counts = self.count([s for s, _ in sentences])
         pieces: list[_Piece] = []
         for (sentence, starts), tokens in zip(sentences, counts):
@@ -81,7 +86,7 @@ class Chunker:
 
     def _split_long(self, sentence: str, budget: int, starts: bool) -> list[_Piece]:
         """Cut an over-long sentence at token boundaries (character offsets from the tokenizer)."""
-        enc = self.tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
+        enc = self.tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         out = []
         for i in range(0, len(offsets), budget):
@@ -128,6 +133,29 @@ class Chunker:
                 parts.append("\n\n" if piece.paragraph_start else " ")
             parts.append(piece.text)
         return Chunk("".join(parts), sum(p.tokens for p in pieces))
+
+
+# A "sentence" longer than this (a minified file, a 50 MB single line) is cut at spaces into
+# windows before tokenising, so the tokenizer never holds offsets for megabytes at once.
+# 20,000 characters is far more than any chunk (a 256-token chunk is ~1,500 characters).
+_WINDOW_CHARS = 20_000
+
+
+def _windows(sentence: str) -> list[str]:
+    if len(sentence) <= _WINDOW_CHARS:
+        return [sentence]
+    out = []
+    start = 0
+    while start < len(sentence):
+        end = min(start + _WINDOW_CHARS, len(sentence))
+        if end < len(sentence):
+            space = sentence.rfind(" ", start + _WINDOW_CHARS // 2, end)
+            end = space + 1 if space > 0 else end
+        piece = sentence[start:end].strip()
+        if piece:
+            out.append(piece)
+        start = end
+    return out
 
 
 def embedding_text(title: str | None, chunk_text: str) -> str:

@@ -104,6 +104,46 @@ def write_documents(
     return doc_ids, chunk_ids
 
 
+def append_chunks(
+    session: Session,
+    document_id: int,
+    embedding_model_id: int,
+    first_ordinal: int,
+    texts: list[str],
+    token_counts: list[int],
+    vectors: np.ndarray,
+) -> list[int]:
+    """COPY one slice of a (large) document's chunks and embeddings; return the chunk ids.
+
+    The caller indexes them for BM25 once the whole document is in (see pipeline._write_streamed).
+    """
+    from psycopg.types.json import Jsonb
+
+    if not texts:
+        return []
+    chunk_ids = list(
+        session.execute(
+            sa.text("SELECT nextval(pg_get_serial_sequence('chunks', 'id')) FROM generate_series(1, :n)"),
+            {"n": len(texts)},
+        ).scalars()
+    )
+    conn = _psycopg(session)
+    with conn.cursor() as cur:
+        with cur.copy(
+            "COPY chunks (id, document_id, ordinal, text, token_count, metadata) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "int8", "int4", "text", "int4", "jsonb"])
+            for i, (chunk_id, text, tokens) in enumerate(zip(chunk_ids, texts, token_counts)):
+                copy.write_row((chunk_id, document_id, first_ordinal + i, text, tokens, Jsonb({})))
+        with cur.copy(
+            "COPY embeddings (chunk_id, embedding_model_id, embedding) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "int8", "vector"])
+            for chunk_id, vector in zip(chunk_ids, vectors):
+                copy.write_row((chunk_id, embedding_model_id, vector))
+    return chunk_ids
+
+
 def _json(value: dict) -> str:
     import json
 

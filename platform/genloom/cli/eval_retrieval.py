@@ -40,8 +40,9 @@ def retrieval(
         ingest_task = bar.add_task("ingest corpus", total=None)
         search_task = bar.add_task("queries", total=None, visible=False)
 
-        def on_ingest(done: int, known: int | None, chunks: int) -> None:
-            bar.update(ingest_task, completed=done, total=known or None)
+        def on_ingest(p) -> None:  # an ingest.pipeline.IngestProgress
+            if not p.discovering:
+                bar.update(ingest_task, completed=p.bytes_done, total=max(p.bytes_total, 1))
 
         def on_search(done: int, total: int) -> None:
             bar.update(search_task, completed=done, total=total, visible=True)

@@ -26,7 +26,7 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders (walked recursively).", show_default=False)],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to ingest into (created if new).")],
     format: Annotated[
-        str, typer.Option("--format", "-f", help="auto|text|markdown|html|pdf|jsonl|csv|beir (auto: by extension).")
+        str, typer.Option("--format", "-f", help="auto|text|markdown|html|pdf|docx|epub|jsonl|csv|beir (auto: by extension, else by content).")
     ] = "auto",
     text_field: Annotated[str | None, typer.Option("--text-field", help="JSONL/CSV field with the text (default: text, contents, body or content).")] = None,
     id_field: Annotated[str | None, typer.Option("--id-field", help="JSONL/CSV field with the document id (default: _id or id; else file:line).")] = None,
@@ -42,22 +42,30 @@ def ingest(
     text_search_config: Annotated[
         str, typer.Option("--text-search-config", help="Postgres text-search config for BM25 (new collections).")
     ] = "english",
-    max_bytes: Annotated[int, typer.Option("--max-bytes", help="Skip files larger than this.")] = 100 * 1024 * 1024,
+    max_bytes: Annotated[int, typer.Option("--max-bytes", help="Refuse files larger than this, on disk or inflated (.gz, .docx, .epub).")] = 100 * 1024 * 1024,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed JSONL/CSV records instead of failing the file.")] = False,
     batch_documents: Annotated[int, typer.Option("--batch", help="Documents per transaction.")] = 256,
     hnsw_m: Annotated[int, typer.Option("--hnsw-m", help="HNSW m for a new embedding model's index.")] = 16,
     hnsw_ef_construction: Annotated[int, typer.Option("--hnsw-ef-construction", help="HNSW ef_construction (new index).")] = 64,
+    sync: Annotated[
+        bool, typer.Option("--sync", help="Mirror the folders: retire documents whose files are gone (kept for past citations, no longer searchable).")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Ingest files into a collection: idempotent by content hash; a changed file becomes a new version."""
+    """Ingest files into a collection: idempotent by content hash; a changed file becomes a new version.
+
+    Every file is accounted for: the report counts documents written, unchanged, skipped and
+    failed (by reason); --json lists each skipped or failed path with its reason.
+    """
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from genloom.retrieval.vector import HnswConfig
     from ingest.chunking import ChunkConfig
     from ingest.loaders import LoadOptions
-    from ingest.pipeline import IngestOptions, ingest as run_ingest
+    from ingest.pipeline import IngestOptions, IngestProgress, ingest as run_ingest
 
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:  # before the progress bar starts
         raise BadInput(f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if batch_documents < 1:
@@ -75,40 +83,51 @@ def ingest(
         text_search_config=text_search_config,
         hnsw=HnswConfig(m=hnsw_m, ef_construction=hnsw_ef_construction),
         batch_documents=batch_documents,
+        sync=sync,
     )
-    rates = TextColumn("{task.fields[rates]}")
     with Progress(
         TextColumn("[bold]ingest[/bold] {task.fields[collection]}"), BarColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[count]}"), rates, TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
         console=err_console, transient=json_out,
     ) as bar:
-        task = bar.add_task("ingest", total=None, collection=collection, rates="", count="")
+        task = bar.add_task("ingest", total=None, collection=collection, status="discovering files…")
 
-        def progress(done: int, known: int | None, chunks: int) -> None:
-            elapsed = bar.tasks[task].elapsed or 1e-9
+        def progress(p: IngestProgress) -> None:
+            if p.discovering:
+                bar.update(task, status=f"discovering: {p.files_total} files")
+                return
+            eta = p.eta_seconds()
             bar.update(
-                task, completed=done, total=known or None, count=f"{done}/{known or '?'} docs",
-                rates=f"{done / elapsed:.1f} docs/s · {chunks / elapsed:.1f} chunks/s",
+                task, completed=p.bytes_done, total=max(p.bytes_total, 1),
+                status=f"{p.chunks:,} chunks embedded · {p.rate():.1f} chunks/s · {p.files_done}/{p.files_total} files"
+                + (f" · ETA {_duration(eta)}" if eta is not None else ""),
             )
 
         result = run_ingest(paths, options, progress=progress)
-    summary = result.to_json()
     if json_out:
-        print_json(summary)
+        print_json(result.to_json())
     else:
-        for error in result.errors[:20]:
-            err_console.print(f"[yellow]skipped:[/yellow] {error}", markup=True, highlight=False, soft_wrap=True)
-        if len(result.errors) > 20:
-            info(f"… and {len(result.errors) - 20} more problems (see --json)")
-        info(
-            f"{collection}: {result.documents} documents written ({result.new_versions} new versions), "
-            f"{result.chunks} chunks, {result.skipped} unchanged, {len(result.errors)} problems "
-            f"in {result.seconds:.1f}s (run {result.run_id})"
-        )
-    if result.errors and result.documents == 0 and result.skipped == 0:
+        problems = [p for p in result.problems if p.reason != "hidden"]
+        for problem in problems[:20]:
+            err_console.print(f"[yellow]{problem.status} ({problem.reason}):[/yellow] {escape(problem.detail)}",
+                              markup=True, highlight=False, soft_wrap=True)
+        if len(problems) > 20:
+            info(f"… and {len(problems) - 20} more (each with its path and reason in --json)")
+        info(escape(result.summary_line()))
+    if result.documents == 0 and result.unchanged == 0 and result.retired == 0 and result.problems:
+        first = next((p for p in result.problems if p.reason != "hidden"), result.problems[0])
         if not json_out:
-            raise BadInput(f"nothing ingested: {result.errors[0]}")
+            raise BadInput(f"nothing ingested: {first.detail}")
         raise typer.Exit(code=1)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
 def register(app: typer.Typer) -> None:
