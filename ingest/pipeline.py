@@ -185,8 +185,9 @@ def ingest(
         raise BadInput(str(exc)) from None
     state.discovering = False
     state.started = time.perf_counter()
-    seen_paths = {str(s.path.resolve()) for s in sources} | {
-        str(Path(p.path).resolve()) for p in result.problems if p.reason != "hidden"
+    # Files that exist, loadable or not: --sync retires only documents whose file is not among them.
+    seen_paths = {os.path.realpath(s.path) for s in sources} | {
+        os.path.realpath(p.path) for p in result.problems if p.reason != "hidden"
     }
 
     def documents() -> Iterator[SourceDocument]:

@@ -68,6 +68,8 @@ def ingest(
     missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:  # before the progress bar starts
         raise BadInput(f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if sync and not any(p.is_dir() for p in paths):
+        raise BadInput("--sync mirrors folders: give at least one folder")
     if batch_documents < 1:
         raise BadInput("--batch must be at least 1")
     if chunk_overlap < 0:
@@ -113,7 +115,7 @@ def ingest(
                               markup=True, highlight=False, soft_wrap=True)
         if len(problems) > 20:
             info(f"… and {len(problems) - 20} more (each with its path and reason in --json)")
-        info(escape(result.summary_line()))
+        err_console.print(escape(result.summary_line()), soft_wrap=True, highlight=False)
     if result.documents == 0 and result.unchanged == 0 and result.retired == 0 and result.problems:
         first = next((p for p in result.problems if p.reason != "hidden"), result.problems[0])
         if not json_out:
