@@ -67,17 +67,30 @@ class Chunker:
         return max(self.limit - min(title_tokens, int(self.limit * self.config.title_share)), 8)
 
     def _pieces(self, text: str, budget: int) -> list[_Piece]:
+        pieces: list[_Piece] = []
         sentences: list[tuple[str, bool]] = []
+        # Order matters: pieces from windows (cut straight away, one tokenizer pass instead of
+        # counting first) and from counted sentences are merged back by position.
+        slots: list[tuple[str, bool] | list[_Piece]] = []
         for paragraph in _PARAGRAPH.split(text):
             paragraph = paragraph.strip()
             if not paragraph:
                 continue
             for i, sentence in enumerate(s for s in _SENTENCE_END.split(paragraph) if s.strip()):
-                for j, window in enumerate(_windows(sentence.strip())):
-                    sentences.append((window, i == 0 and j == 0))
-        counts = self.count([s for s, _ in sentences])
-        pieces: list[_Piece] = []
-        for (sentence, starts), tokens in zip(sentences, counts):
+                windows = _windows(sentence.strip())
+                if len(windows) == 1:
+                    slots.append((windows[0], i == 0))
+                    sentences.append((windows[0], i == 0))
+                else:
+                    for j, window in enumerate(windows):
+                        slots.append(self._split_long(window, budget, i == 0 and j == 0))
+        counts = iter(self.count([s for s, _ in sentences]))
+        for slot in slots:
+            if isinstance(slot, list):
+                pieces.extend(slot)
+                continue
+            sentence, starts = slot
+            tokens = next(counts)
             if tokens <= budget:
                 pieces.append(_Piece(sentence, tokens, starts))
             else:
