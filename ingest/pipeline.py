@@ -381,7 +381,9 @@ _CURRENT_SQL = """
 SELECT external_id,
        max(version) AS last_version,
        max(id) FILTER (WHERE superseded_at IS NULL) AS current_id,
-       max(sha256) FILTER (WHERE superseded_at IS NULL) AS current_sha256
+       max(sha256) FILTER (WHERE superseded_at IS NULL) AS current_sha256,
+       -- set-meta keys of the latest version (current, or retired): a new version inherits them
+       (array_agg(user_metadata ORDER BY version DESC))[1] AS user_metadata
 FROM documents
 WHERE collection_id = :c AND external_id = ANY(:ids)
 GROUP BY external_id
@@ -463,6 +465,7 @@ def _write_batch(
                     uri=doc.uri,
                     mime_type=doc.mime_type,
                     metadata=doc.metadata,
+                    user_metadata=(row.user_metadata or {}) if row is not None else {},
                     chunk_texts=[c.text for c in chunks],
                     token_counts=[c.token_count for c in chunks],
                     vectors=rows,
@@ -510,14 +513,17 @@ def _write_streamed(
             result.unchanged += 1
             state.bytes_done += doc.size
             return
+        inherited = (row.user_metadata or {}) if row is not None else {}
         document_id = s.execute(
             sa.text(
                 "INSERT INTO documents (collection_id, external_id, version, uri, title, mime_type, sha256, metadata, "
-                "superseded_at) VALUES (:c, :e, :v, :u, :t, :m, :h, CAST(:meta AS jsonb), now()) RETURNING id"
+                "user_metadata, superseded_at) "
+                "VALUES (:c, :e, :v, :u, :t, :m, :h, CAST(:meta AS jsonb), CAST(:user AS jsonb), now()) RETURNING id"
             ),
             {"c": collection_id, "e": doc.external_id, "v": (row.last_version + 1) if row is not None else 1,
              "u": doc.uri, "t": doc.title, "m": doc.mime_type, "h": doc.sha256,
-             "meta": json.dumps(doc.metadata, ensure_ascii=False)},
+             "meta": json.dumps({**doc.metadata, **inherited}, ensure_ascii=False),
+             "user": json.dumps(inherited, ensure_ascii=False)},
         ).scalar_one()
         chunk_ids: list[int] = []
         pending: list[Chunk] = []

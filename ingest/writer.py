@@ -29,6 +29,7 @@ class PreparedDocument:
     chunk_texts: list[str]
     token_counts: list[int]
     vectors: np.ndarray  # (len(chunk_texts), dim) float32, L2-normalised
+    user_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # inherited set-meta keys (in metadata too)
 
 
 def _psycopg(session: Session):
@@ -54,10 +55,12 @@ def write_documents(
         session.execute(
             sa.text(
                 """
-                INSERT INTO documents (collection_id, external_id, version, uri, title, mime_type, sha256, metadata)
+                INSERT INTO documents (collection_id, external_id, version, uri, title, mime_type, sha256, metadata,
+                                       user_metadata)
                 SELECT :c, * FROM unnest(
                     CAST(:external_ids AS text[]), CAST(:versions AS int[]), CAST(:uris AS text[]),
-                    CAST(:titles AS text[]), CAST(:mimes AS text[]), CAST(:shas AS text[]), CAST(:metas AS jsonb[]))
+                    CAST(:titles AS text[]), CAST(:mimes AS text[]), CAST(:shas AS text[]), CAST(:metas AS jsonb[]),
+                    CAST(:user_metas AS jsonb[]))
                 RETURNING external_id, id
                 """
             ),
@@ -69,7 +72,8 @@ def write_documents(
                 "titles": [d.title for d in docs],
                 "mimes": [d.mime_type for d in docs],
                 "shas": [d.sha256 for d in docs],
-                "metas": [_json(d.metadata) for d in docs],
+                "metas": [_json({**d.metadata, **d.user_metadata}) for d in docs],
+                "user_metas": [_json(d.user_metadata) for d in docs],
             },
         ).all()
     )

@@ -3,6 +3,9 @@
 - documents.retired_at / retired_by_run_id: a document whose file is gone (`ingest --sync`) or
   that was deleted (`documents delete`) is retired: superseded_at is set as well, so it leaves
   search and the BM25 statistics, but its rows stay for the generations that cited it.
+- documents.user_metadata: keys set with `documents set-meta`; documents.metadata holds the
+  effective metadata (the file's, updated with these), and a new version of the file inherits
+  them, so a re-ingest never loses what a user set. sha256 stays the hash of the file's content.
 - generation_sources.chunk_id becomes nullable with ON DELETE SET NULL, and `tombstone` says
   what was there: `documents delete --purge` removes rows for good, and a generation that cited
   them keeps its answer text and a tombstone {"external_id", "title", "version", "purged_at"}.
@@ -34,6 +37,11 @@ def upgrade() -> None:
     op.add_column(
         "documents",
         sa.Column("retired_by_run_id", sa.BigInteger(), sa.ForeignKey("runs.id", ondelete="SET NULL"), nullable=True),
+    )
+
+    op.add_column(
+        "documents",
+        sa.Column("user_metadata", JSONB(), server_default=sa.text("'{}'::jsonb"), nullable=False),
     )
 
     op.alter_column("generation_sources", "chunk_id", nullable=True)
@@ -80,5 +88,6 @@ def downgrade() -> None:
     op.drop_constraint("fk_generation_sources_chunk_id", "generation_sources", type_="foreignkey")
     op.create_foreign_key("fk_generation_sources_chunk_id", "generation_sources", "chunks", ["chunk_id"], ["id"])
     op.alter_column("generation_sources", "chunk_id", nullable=False)
+    op.drop_column("documents", "user_metadata")
     op.drop_column("documents", "retired_by_run_id")
     op.drop_column("documents", "retired_at")

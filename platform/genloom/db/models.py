@@ -107,6 +107,8 @@ class Document(Base):
     # out of search and BM25, but its rows stay for the generations that cited it.
     retired_at: Mapped[Optional[dt.datetime]]
     retired_by_run_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("runs.id", ondelete="SET NULL"))
+    # Keys set by `documents set-meta` (already merged into metadata); new versions inherit them.
+    user_metadata: Mapped[jsonb]
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="document", order_by="Chunk.ordinal")
 

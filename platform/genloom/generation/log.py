@@ -29,8 +29,8 @@ def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
     prompt = session.get(Prompt, gen.prompt_id)
     sources = session.execute(
         sa.select(GenerationSource, Chunk.text, Document.external_id, Document.title, Document.version)
-        .join(Chunk, Chunk.id == GenerationSource.chunk_id)
-        .join(Document, Document.id == Chunk.document_id)
+        .outerjoin(Chunk, Chunk.id == GenerationSource.chunk_id)  # NULL once purged: the tombstone remains
+        .outerjoin(Document, Document.id == Chunk.document_id)
         .where(GenerationSource.generation_id == gen.id)
         .order_by(GenerationSource.rank)
     ).all()
@@ -57,16 +57,17 @@ def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
         "sources": [
             {
                 "n": src.rank,
-                "doc_id": external_id,
-                "document_version": version,
+                "doc_id": external_id if src.chunk_id is not None else (src.tombstone or {}).get("external_id"),
+                "document_version": version if src.chunk_id is not None else (src.tombstone or {}).get("version"),
                 "chunk_id": src.chunk_id,
-                "title": title,
+                "title": title if src.chunk_id is not None else (src.tombstone or {}).get("title"),
                 "score": src.score,
                 "bm25_rank": src.bm25_rank,
                 "bm25_score": src.bm25_score,
                 "vector_rank": src.vector_rank,
                 "vector_score": src.vector_score,
                 "text": text,
+                **({"tombstone": src.tombstone} if src.tombstone else {}),
             }
             for src, text, external_id, title, version in sources
         ],
