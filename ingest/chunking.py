@@ -29,6 +29,8 @@ class ChunkConfig:
 class Chunk:
     text: str
     token_count: int  # tokens of the chunk text alone (without title or special tokens)
+    start: int = 0  # character offsets of the chunk in the document text: text[start:end]
+    end: int = 0  # (whitespace between its pieces is normalised in `text`)
 
 
 @dataclasses.dataclass
@@ -36,6 +38,7 @@ class _Piece:
     text: str
     tokens: int
     paragraph_start: bool
+    start: int = 0  # offset in the document text (every piece is a substring of it)
 
 
 class Chunker:
@@ -113,6 +116,11 @@ class Chunker:
     def chunk(self, text: str, title: str | None = None) -> list[Chunk]:
         budget = self.budget(title)
         pieces = self._pieces(text, budget)
+        cursor = 0
+        for piece in pieces:  # in order, so each search starts where the last piece ended
+            found = text.find(piece.text, cursor)
+            piece.start = found if found >= 0 else cursor
+            cursor = piece.start + len(piece.text)
         chunks: list[Chunk] = []
         current: list[_Piece] = []
         used = 0
@@ -145,7 +153,7 @@ class Chunker:
             if i:
                 parts.append("\n\n" if piece.paragraph_start else " ")
             parts.append(piece.text)
-        return Chunk("".join(parts), sum(p.tokens for p in pieces))
+        return Chunk("".join(parts), sum(p.tokens for p in pieces), pieces[0].start, pieces[-1].start + len(pieces[-1].text))
 
 
 # A "sentence" longer than this (a minified file, a 50 MB single line) is cut at spaces into

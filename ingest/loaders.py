@@ -83,6 +83,10 @@ class SourceDocument:
     stream: Callable[[], Iterator[str]] | None = None
     content_sha256: str | None = None
     size: int = 0  # bytes of source it came from (progress and batch sizing)
+    # Where things are in `text`, for citations: (offset, page number) where each PDF page
+    # starts, and (offset, heading path) where each markdown/HTML/docx section starts.
+    pages: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    headings: list[tuple[int, list[str]]] = dataclasses.field(default_factory=list)
 
     @property
     def sha256(self) -> str:
@@ -458,6 +462,29 @@ def _normalise_space(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+def locate_headings(text: str, found: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    """(level, heading text) in document order → (offset in `text`, heading path) for each found."""
+    out: list[tuple[int, list[str]]] = []
+    stack: list[tuple[int, str]] = []
+    cursor = 0
+    for level, heading in found:
+        heading = _normalise_space(heading)
+        if not heading:
+            continue
+        at = text.find(heading, cursor)
+        if at < 0:
+            continue
+        cursor = at + len(heading)
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, heading))
+        out.append((text.rfind("\n", 0, at) + 1, [h for _, h in stack]))  # from its line's start ('## ' included)
+    return out
+
+
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
+
+
 def _streamed_text(path: Path, fmt: str, size: int) -> SourceDocument:
     """A large text file as a stream of segments: hashed once, decoded incrementally."""
     digest = hashlib.sha256()
@@ -541,7 +568,10 @@ def load_markdown(path: Path, raw: bytes, options: LoadOptions, skipped: list[Sk
         title, text = heading.group(1).strip(), text[heading.end():]  # indexed and embedded once, as the title
     else:
         title = path.stem
-    return [_file_doc(path, _normalise_space(text), title, **meta)]
+    text = _normalise_space(text)
+    doc = _file_doc(path, text, title, **meta)
+    doc.headings = locate_headings(text, [(len(m.group(1)), m.group(2)) for m in _MD_HEADING.finditer(text)])
+    return [doc]
 
 
 _BOILERPLATE = ("script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "iframe", "template", "button")
@@ -560,13 +590,21 @@ def declared_charset(raw: bytes) -> str | None:
 
 def html_to_text(path: Path, raw: bytes) -> tuple[str, str | None, dict[str, str]]:
     """(text, title, metadata) of an HTML/XHTML page, decoded from bytes by its declared charset."""
+    text, title, meta, _ = _html(path, raw)
+    return text, title, meta
+
+
+_HEADING_TAGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
+
+
+def _html(path: Path, raw: bytes) -> tuple[str, str | None, dict[str, str], list[tuple[int, list[str]]]]:
     import lxml.html
 
     text, meta = _text_of(path, raw, declared_charset(raw))
     # lxml refuses a str that still carries an encoding declaration; the text is decoded already.
     text = _XML_DECLARATION.sub("", text)
     if not text.strip():
-        return "", None, meta
+        return "", None, meta, []
     try:
         root = lxml.html.document_fromstring(text)
     except Exception as exc:  # lxml raises several types for hopeless markup
@@ -588,20 +626,26 @@ def html_to_text(path: Path, raw: bytes) -> tuple[str, str | None, dict[str, str
     if body is None:
         body = root
     parts: list[str] = []
+    found: list[tuple[int, str]] = []
     for el in body.iter():
-        tag = el.tag if isinstance(el.tag, str) else ""
-        if tag in _BLOCKS:
+        tag = el.tag.split("}")[-1].lower() if isinstance(el.tag, str) else ""
+        if tag in _BLOCKS or tag in _HEADING_TAGS:
             parts.append("\n\n")
+        if tag in _HEADING_TAGS:
+            found.append((_HEADING_TAGS[tag], el.text_content()))
         if el.text and tag not in ("html",):
             parts.append(el.text)
         if el is not body and el.tail:
             parts.append(el.tail)
-    return _normalise_space("".join(parts)), title, meta
+    text = _normalise_space("".join(parts))
+    return text, title, meta, locate_headings(text, found)
 
 
 def load_html(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skipped]) -> list[SourceDocument]:
-    text, title, meta = html_to_text(path, raw)
-    return [_file_doc(path, text, title or path.stem, **meta)]
+    text, title, meta, headings = _html(path, raw)
+    doc = _file_doc(path, text, title or path.stem, **meta)
+    doc.headings = headings
+    return [doc]
 
 
 def load_pdf(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skipped]) -> list[SourceDocument]:
@@ -615,8 +659,21 @@ def load_pdf(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skipped
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         raise LoadError(f"{show(path)}: not a readable PDF ({exc})") from None
     title = (info.title if info and info.title else None) or path.stem
-    text = "\n\n".join(_normalise_space(p) for p in pages if p.strip())
-    return [_file_doc(path, text, str(title), pages=len(pages))]
+    parts: list[str] = []
+    starts: list[tuple[int, int]] = []
+    offset = 0
+    for number, page in enumerate(pages, start=1):
+        page = _normalise_space(page)
+        if not page:
+            continue
+        if parts:
+            offset += 2  # the "\n\n" between pages
+        starts.append((offset, number))
+        parts.append(page)
+        offset += len(page)
+    doc = _file_doc(path, "\n\n".join(parts), str(title), pages=len(pages))
+    doc.pages = starts
+    return [doc]
 
 
 def load_docx(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skipped]) -> list[SourceDocument]:
@@ -627,6 +684,7 @@ def load_docx(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skippe
     try:
         document = docx.Document(io.BytesIO(raw))
         blocks: list[str] = []
+        found: list[tuple[int, str]] = []
         first_heading = None
         for paragraph in document.paragraphs:
             text = paragraph.text.strip()
@@ -635,6 +693,9 @@ def load_docx(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skippe
             style = (paragraph.style.name if paragraph.style is not None else "") or ""
             if first_heading is None and (style == "Title" or style.startswith("Heading")):
                 first_heading = text
+            level = style.removeprefix("Heading ").strip()
+            if level.isdigit():
+                found.append((int(level), text))
             blocks.append(text)
         for table in document.tables:
             for row in table.rows:
@@ -644,7 +705,10 @@ def load_docx(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skippe
         title = document.core_properties.title or first_heading or path.stem
     except (PackageNotFoundError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise LoadError(f"{show(path)}: not a readable .docx ({exc})") from None
-    return [_file_doc(path, _normalise_space("\n\n".join(blocks)), title)]
+    text = _normalise_space("\n\n".join(blocks))
+    doc = _file_doc(path, text, title)
+    doc.headings = locate_headings(text, found)
+    return [doc]
 
 
 def load_epub(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skipped]) -> list[SourceDocument]:
@@ -662,7 +726,7 @@ def load_epub(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skippe
             item = book.get_item_with_id(idref)
             if item is None:
                 continue
-            text, _title, _meta = html_to_text(path, item.get_content())
+            text, _title, _meta = html_to_text(path, item.get_content())  # chapters: headings not located
             if text:
                 chapters.append(text)
         titles = book.get_metadata("DC", "title")

@@ -11,6 +11,7 @@ re-run continues where the last one stopped: the committed documents hash as unc
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import os
@@ -377,6 +378,27 @@ def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], resul
     result.retired_ids = sorted({external for _, external in gone})
 
 
+def chunk_locations(doc: SourceDocument, chunks: list[Chunk]) -> list[dict[str, Any]]:
+    """Per chunk, where it came from: character offsets, the PDF page(s), the heading path."""
+    page_starts = [offset for offset, _ in doc.pages]
+    heading_starts = [offset for offset, _ in doc.headings]
+    out = []
+    for c in chunks:
+        meta: dict[str, Any] = {"start": c.start, "end": c.end}
+        if page_starts:
+            first = doc.pages[max(bisect.bisect_right(page_starts, c.start) - 1, 0)][1]
+            last = doc.pages[max(bisect.bisect_right(page_starts, max(c.end - 1, c.start)) - 1, 0)][1]
+            meta["page"] = first
+            if last != first:
+                meta["page_range"] = [first, last]
+        if heading_starts:
+            at = bisect.bisect_right(heading_starts, c.start) - 1
+            if at >= 0:
+                meta["heading"] = doc.headings[at][1]
+        out.append(meta)
+    return out
+
+
 _CURRENT_SQL = """
 SELECT external_id,
        max(version) AS last_version,
@@ -468,6 +490,7 @@ def _write_batch(
                     user_metadata=(row.user_metadata or {}) if row is not None else {},
                     chunk_texts=[c.text for c in chunks],
                     token_counts=[c.token_count for c in chunks],
+                    chunk_metadata=chunk_locations(doc, chunks),
                     vectors=rows,
                 )
             )
@@ -528,6 +551,7 @@ def _write_streamed(
         chunk_ids: list[int] = []
         pending: list[Chunk] = []
         size_left = doc.size
+        base = 0  # offset of the current segment in the document's text
 
         def write_slice() -> None:
             t0 = time.perf_counter()
@@ -535,7 +559,8 @@ def _write_streamed(
                             batch_size=options.embed_batch_size)
             t1 = time.perf_counter()
             chunk_ids.extend(append_chunks(s, document_id, model_id, len(chunk_ids),
-                                           [c.text for c in pending], [c.token_count for c in pending], vectors))
+                                           [c.text for c in pending], [c.token_count for c in pending], vectors,
+                                           [{"start": c.start, "end": c.end} for c in pending]))
             result.embed_seconds += t1 - t0
             result.write_seconds += time.perf_counter() - t1
             pending.clear()
@@ -543,9 +568,11 @@ def _write_streamed(
 
         for segment in doc.stream():
             for chunk in chunker.chunk(segment, doc.title):
+                chunk.start, chunk.end = chunk.start + base, chunk.end + base
                 pending.append(chunk)
                 if len(pending) >= options.stream_batch_chunks:
                     write_slice()
+            base += len(segment) + 2  # segments read as if joined by a blank line
             step = min(len(segment.encode("utf-8", "ignore")), size_left)
             size_left -= step
             state.bytes_done += step

@@ -30,6 +30,7 @@ class PreparedDocument:
     token_counts: list[int]
     vectors: np.ndarray  # (len(chunk_texts), dim) float32, L2-normalised
     user_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # inherited set-meta keys (in metadata too)
+    chunk_metadata: list[dict[str, Any]] | None = None  # per chunk: start/end offsets, page, heading
 
 
 def _psycopg(session: Session):
@@ -93,8 +94,9 @@ def write_documents(
             copy.set_types(["int8", "int8", "int4", "text", "int4", "jsonb"])
             i = 0
             for doc_id, doc in zip(doc_ids, docs):
-                for ordinal, (text, tokens) in enumerate(zip(doc.chunk_texts, doc.token_counts)):
-                    copy.write_row((chunk_ids[i], doc_id, ordinal, text, tokens, Jsonb({})))
+                metas = doc.chunk_metadata or [{}] * len(doc.chunk_texts)
+                for ordinal, (text, tokens, meta) in enumerate(zip(doc.chunk_texts, doc.token_counts, metas)):
+                    copy.write_row((chunk_ids[i], doc_id, ordinal, text, tokens, Jsonb(meta)))
                     i += 1
         with cur.copy(
             "COPY embeddings (chunk_id, embedding_model_id, embedding) FROM STDIN (FORMAT BINARY)"
@@ -116,6 +118,7 @@ def append_chunks(
     texts: list[str],
     token_counts: list[int],
     vectors: np.ndarray,
+    metadata: list[dict[str, Any]],
 ) -> list[int]:
     """COPY one slice of a (large) document's chunks and embeddings; return the chunk ids.
 
@@ -137,8 +140,8 @@ def append_chunks(
             "COPY chunks (id, document_id, ordinal, text, token_count, metadata) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             copy.set_types(["int8", "int8", "int4", "text", "int4", "jsonb"])
-            for i, (chunk_id, text, tokens) in enumerate(zip(chunk_ids, texts, token_counts)):
-                copy.write_row((chunk_id, document_id, first_ordinal + i, text, tokens, Jsonb({})))
+            for i, (chunk_id, text, tokens, meta) in enumerate(zip(chunk_ids, texts, token_counts, metadata)):
+                copy.write_row((chunk_id, document_id, first_ordinal + i, text, tokens, Jsonb(meta)))
         with cur.copy(
             "COPY embeddings (chunk_id, embedding_model_id, embedding) FROM STDIN (FORMAT BINARY)"
         ) as copy:

@@ -65,8 +65,7 @@ def _run_call(request, *, stream: bool, json_out: bool) -> None:
         lines = ["", "Sources:"]
         for s in result.sources:
             mark = "*" if s.n in cited else " "
-            title = f"{s.title} · " if s.title else ""
-            lines.append(f"{mark}[{s.n}] {title}{s.doc_id} · chunk {s.chunk_id}")
+            lines.append(f"{mark}[{s.n}] {s.location}")
         sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
     t = result.timings_ms
@@ -192,10 +191,11 @@ def generations_show(
     console.print(f"[bold]Q:[/bold] {detail['prompt']}", highlight=False, markup=False)
     console.print(f"A: {detail['answer'] if detail['status'] == 'ok' else detail['error']}", highlight=False, markup=False)
     if detail["sources"]:
-        table = Table("n", "doc", "chunk", "fused", "bm25 rank", "vector rank", "title")
+        table = Table("n", "source", "fused", "bm25 rank", "vector rank")
         for s in detail["sources"]:
-            table.add_row(str(s["n"]), s["doc_id"], str(s["chunk_id"]), f"{s['score']:.4f}" if s["score"] is not None else "",
-                          str(s["bm25_rank"] or ""), str(s["vector_rank"] or ""), s["title"] or "")
+            where = s["location"] + (" (purged)" if s.get("tombstone") else "")
+            table.add_row(str(s["n"]), where, f"{s['score']:.4f}" if s["score"] is not None else "",
+                          str(s["bm25_rank"] or ""), str(s["vector_rank"] or ""))
         console.print(table)
     for f in detail["feedback"]:
         thumbs = {1: "👍", -1: "👎"}.get(f["thumbs"], "")

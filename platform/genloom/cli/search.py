@@ -67,7 +67,7 @@ def search(
         version = f" v{hit.document_version}" if hit.document_version > 1 else ""
         console.print(
             f"[bold]{rank:>2}[/bold]  {hit.score:.4f}  [cyan]{escape(doc)}{version}[/cyan]  "
-            f"{escape(hit.title or '')}  [dim]({branches})[/dim]",
+            f"{escape(hit.location)}  [dim]({branches})[/dim]",
             soft_wrap=True, highlight=False,
         )
         snippet = " ".join(hit.text.split())
@@ -75,6 +75,8 @@ def search(
 
 
 def _hit_json(hit) -> dict:
+    from genloom.retrieval.locations import location_fields
+
     return {
         "doc_id": hit.doc_id,
         "chunk_id": hit.chunk_id,
@@ -88,6 +90,8 @@ def _hit_json(hit) -> dict:
         "vector_rank": hit.vector_rank,
         "vector_score": hit.vector_score,
         "metadata": hit.metadata,
+        **location_fields(hit.metadata),
+        "location": hit.location,
     }
 
 

@@ -123,6 +123,7 @@ def _to_source(hit, n: int) -> Source:
         bm25_score=hit.bm25_score,
         vector_rank=hit.vector_rank,
         vector_score=hit.vector_score,
+        metadata=hit.metadata,
     )
 
 
@@ -253,8 +254,12 @@ def citations_of(answer: str, sources: list[Source]) -> list[dict[str, Any]]:
         n = int(match.group(1))
         if n in by_n and n not in seen:
             seen.append(n)
+    from genloom.retrieval.locations import location_fields
+
     return [
-        {"n": n, "doc_id": by_n[n].doc_id, "chunk_id": by_n[n].chunk_id, "title": by_n[n].title} for n in seen
+        {"n": n, "doc_id": by_n[n].doc_id, "chunk_id": by_n[n].chunk_id, "title": by_n[n].title,
+         **location_fields(by_n[n].metadata), "location": by_n[n].location}
+        for n in seen
     ]
 
 

@@ -43,8 +43,17 @@ class SearchHit:
     document_version: int
     metadata: dict[str, Any]  # the document's metadata, updated with the chunk's
 
+    @property
+    def location(self) -> str:
+        """'title · page 4 · §Installation › Verify' (see genloom.retrieval.locations)."""
+        from genloom.retrieval.locations import format_location
+
+        return format_location(self.title, self.doc_id, self.metadata)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        from genloom.retrieval.locations import location_fields
+
+        return {**dataclasses.asdict(self), **location_fields(self.metadata), "location": self.location}
 
 
 def search(
