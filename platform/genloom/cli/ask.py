@@ -89,7 +89,7 @@ def ask(
     top_p: TopPOption = 1.0,
     seed: SeedOption = None,
     stop: StopOption = None,
-    template: Annotated[Optional[str], typer.Option("--template", help="Prompt template NAME\\[@V] (default: default).")] = None,
+    template: Annotated[Optional[str], typer.Option("--template", help="Prompt template NAME, NAME@V or NAME@LABEL (default: default).")] = None,
     user: UserOption = None,
     no_stream: NoStreamOption = False,
     json_out: JsonOption = False,
@@ -264,6 +264,49 @@ def templates_list(json_out: JsonOption = False) -> None:
     table = Table("name", "version", "created", "first line")
     for r in rows:
         table.add_row(r["name"], str(r["version"]), r["created_at"].strftime("%Y-%m-%d %H:%M"), r["text"].splitlines()[0][:70])
+    console.print(table)
+
+
+@templates_app.command("label")
+def templates_label(
+    ref: Annotated[str, typer.Argument(help="NAME@V: the version the label should point at.")],
+    label: Annotated[str, typer.Argument(help="The label, e.g. production; use it as --template NAME@production.")],
+    user: UserOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Point a label at a template version (moves are recorded; roll back by moving it back)."""
+    from genloom.db.engine import session_scope
+    from genloom.generation.templates import label_template
+
+    with session_scope() as session:
+        row = label_template(session, ref, label, user=user)
+    if json_out:
+        print_json(row)
+    elif not row["moved"]:
+        info(f"{row['name']}@{row['label']} already points at version {row['version']}")
+    else:
+        was = f" (was {row['from_version']})" if row["from_version"] else ""
+        info(f"{row['name']}@{row['label']} → version {row['version']}{was}")
+
+
+@templates_app.command("history")
+def templates_history(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Every label move of a template: who moved which label, when, from and to which version."""
+    from genloom.db.engine import session_scope
+    from genloom.generation.templates import label_history
+
+    with session_scope() as session:
+        rows = label_history(session, name)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("label", "from", "to", "by", "when")
+    for r in rows:
+        table.add_row(r["label"], str(r["from_version"] or "-"), str(r["to_version"]), r["moved_by"] or "",
+                      r["moved_at"].strftime("%Y-%m-%d %H:%M:%S"))
     console.print(table)
 
 
