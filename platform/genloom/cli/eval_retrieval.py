@@ -22,6 +22,7 @@ def retrieval(
     rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
     bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of BM25.")] = 0.5,
     depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch (default: 300; evaluation searches by document).")] = None,
+    embedding_model: Annotated[str | None, typer.Option("--embedding-model", help="Vector branch with another model (genloom embed), to compare models.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Evaluate retrieval on a BEIR dataset (ingesting its corpus first if the collection lacks it)."""
@@ -50,6 +51,7 @@ def retrieval(
         report = evaluate(
             beir, split=split, collection=collection, modes=mode_list, ingest_progress=on_ingest,
             search_progress=on_search, fusion=fusion, rrf_k=rrf_k, bm25_weight=bm25_weight, depth=depth,
+            embedding_model=embedding_model,
         )
     if json_out:
         print_json(report)

@@ -132,5 +132,31 @@ def _duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def embed(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection whose current chunks to embed.")],
+    model: Annotated[str, typer.Option("--model", help="A local sentence-transformers folder.")],
+    batch: Annotated[int, typer.Option("--batch", help="Chunks per transaction (a re-run resumes after the last one).")] = 256,
+    json_out: JsonOption = False,
+) -> None:
+    """Add vectors from another embedding model to a collection (resumable; its own HNSW index)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from genloom.retrieval.embed_models import embed_collection
+
+    with Progress(TextColumn("[bold]embed[/bold] " + collection), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=json_out) as bar:
+        task = bar.add_task("embed", total=None)
+        result = embed_collection(collection, model, batch=batch,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if json_out:
+        print_json(result.to_json())
+        return
+    if result.truncation_warning:
+        info(f"[yellow]note:[/yellow] {result.truncation_warning}")
+    info(f"{collection}: {result.embedded} chunks embedded with {result.model} ({result.already} had vectors already) "
+         f"in {result.seconds:.1f}s (run {result.run_id}); search with --embedding-model {model}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(ingest)
+    app.command()(embed)

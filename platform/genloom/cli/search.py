@@ -19,6 +19,7 @@ def search(
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     where: Annotated[list[str] | None, typer.Option("--where", help=WHERE_HELP)] = None,
     where_json: Annotated[str | None, typer.Option("--where-json", help=WHERE_JSON_HELP)] = None,
+    embedding_model: Annotated[str | None, typer.Option("--embedding-model", help="Search with another model that has vectors here (see genloom embed).")] = None,
     by_document: Annotated[bool, typer.Option("--by-document", help="One result per document (its best chunk).")] = False,
     include_superseded: Annotated[bool, typer.Option("--include-superseded", help="Also search old document versions.")] = False,
     fusion: Annotated[str, typer.Option("--fusion", help="rrf (reciprocal rank fusion) | weighted (normalised scores).")] = "rrf",
@@ -41,7 +42,7 @@ def search(
     options = dict(
         collection=collection, mode=mode, k=k, where=filters or None, by_document=by_document,
         include_superseded=include_superseded, fusion=fusion, rrf_k=rrf_k, bm25_weight=bm25_weight,
-        depth=depth, ef_search=ef_search,
+        depth=depth, ef_search=ef_search, embedding_model=embedding_model,
     )
     if queries is not None:
         if query is not None:

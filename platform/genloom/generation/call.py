@@ -51,6 +51,7 @@ class CallRequest:
     # Earlier turns given by the caller (an OpenAI messages list); None: read from the session.
     history: list[Turn] | None = None
     mode: str = "hybrid"
+    embedding_model: str | None = None  # another model with vectors in the collection (`genloom embed`)
 
 
 @dataclasses.dataclass
@@ -168,7 +169,8 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         from genloom.retrieval.search import search
 
         retrieval_started = time.perf_counter()
-        hits = search(session, question, collection=request.collection, k=request.k, mode=request.mode, where=request.where)
+        hits = search(session, question, collection=request.collection, k=request.k, mode=request.mode, where=request.where,
+                      embedding_model=request.embedding_model)
         retrieval_ms = _ms(retrieval_started)
         candidates = [_to_source(hit, i + 1) for i, hit in enumerate(hits)]
     elif backend.name == "extractive":

@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from genloom.errors import BadInput
 from genloom.retrieval.collections import get_collection
+from genloom.retrieval.embed_models import resolve_search_model
 from genloom.retrieval.filters import to_jsonpath
 from genloom.retrieval.hybrid import render_sql
-from genloom.retrieval.vector import HnswConfig, model_for_collection, vector_literal
+from genloom.retrieval.vector import HnswConfig, vector_literal
 
 MODES = ("hybrid", "bm25", "vector")
 FUSIONS = ("rrf", "weighted")
@@ -74,6 +75,7 @@ def search(
     k1: float = DEFAULT_K1,
     b: float = DEFAULT_B,
     ef_search: int | None = None,
+    embedding_model: str | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks (or documents, with by_document) of `collection` for `query`.
 
@@ -84,7 +86,8 @@ def search(
     query_embedding: a precomputed query vector (batch mode embeds many queries at once).
     fusion: 'rrf' (reciprocal rank fusion, constant rrf_k) or 'weighted' (min-max normalised
     scores, bm25_weight for BM25). depth: candidates per branch (default max(100, k), tripled
-    with by_document so that k distinct documents survive the collapse).
+    with by_document so that k distinct documents survive the collapse). embedding_model: another
+    model with vectors in this collection (`genloom embed`); default the collection's own.
     """
     if query is None or not str(query).strip():
         raise BadInput("empty query: give the text to search for")
@@ -103,7 +106,7 @@ def search(
         depth = max(100, k) * (3 if by_document else 1)
     if depth < 1:
         raise BadInput(f"depth must be at least 1 (got {depth})")
-    model = model_for_collection(session, coll.embedding_model_id)
+    model = resolve_search_model(session, coll.id, coll.embedding_model_id, embedding_model)
     use_vector = mode in ("hybrid", "vector")
     if use_vector and model is None:
         if mode == "vector":
@@ -187,7 +190,7 @@ def search_many(
 ):
     """Yield (query_id, hits) for many (id, text) queries, embedding them in batches first."""
     coll = get_collection(session, collection)
-    model = model_for_collection(session, coll.embedding_model_id)
+    model = resolve_search_model(session, coll.id, coll.embedding_model_id, kwargs.get("embedding_model"))
     embeddings = [None] * len(queries)
     if mode in ("hybrid", "vector") and model is not None and queries:
         from ingest.embedding import embed
