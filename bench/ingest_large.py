@@ -106,7 +106,8 @@ def child(path: str, model: str | None, collection: str) -> None:
 
 
 def run_child(path: Path, model: str | None, collection: str) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "child", str(path), "--model-path", model or "", "--collection", collection],
@@ -115,9 +116,14 @@ def run_child(path: Path, model: str | None, collection: str) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"child failed: {proc.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux: max over children so far
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = usage.ru_maxrss  # KiB on Linux: max over children so far
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {**out, "wall_seconds": round(wall, 2), "peak_rss_mb": round(peak / 1024, 1), "peak_before_mb": round(before / 1024, 1)}
+    # CPU seconds of the child (user + system): what the work costs, whatever the machine's load;
+    # the database server's own CPU (BM25 postings, COPY) is not in it, wall_seconds is.
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
+    return {**out, "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mb": round(peak / 1024, 1),
+            "peak_before_mb": round(before / 1024, 1)}
 
 
 def bench_large(args) -> dict:
