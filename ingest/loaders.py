@@ -231,7 +231,7 @@ def discover(paths: list[Path], fmt: str) -> Iterator[Source]:
         elif path.is_dir():
             yield from _walk(path, path, fmt, {os.path.realpath(path)})
         else:
-            yield _source(path, fmt, explicit=True)
+            yield _source(path, fmt)
 
 
 def _walk(root: Path, folder: Path, fmt: str, seen: set[str]) -> Iterator[Source]:
@@ -260,7 +260,7 @@ def _walk(root: Path, folder: Path, fmt: str, seen: set[str]) -> Iterator[Source
         yield _source(child, fmt)
 
 
-def _source(path: Path, fmt: str, *, explicit: bool = False) -> Source:
+def _source(path: Path, fmt: str) -> Source:
     def problem(reason: str, detail: str, status: str = "failed") -> Source:
         return Source(path, None, problem=Skipped(str(path), reason, f"{show(path)}: {detail}", status))
 

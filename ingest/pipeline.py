@@ -7,6 +7,11 @@ Per batch of whole documents: skip the ones whose content hash is already curren
 them in ONE transaction (binary COPY) that also supersedes older versions and updates
 the BM25 statistics. So Ctrl-C or a crash leaves only whole documents behind, and a
 re-run continues where the last one stopped: the committed documents hash as unchanged.
+
+A large document (streamed by its loader) is written alone, in bounded slices inside its own
+one transaction (`_write_streamed`). Discovery runs to the end first, so progress has final
+totals; every file ends up written, unchanged, skipped or failed with a reason (`IngestResult`).
+With `sync`, documents whose files are gone from the given folders are retired at the end.
 """
 
 from __future__ import annotations
@@ -355,7 +360,7 @@ def ingest_documents(
 _GONE_SQL = """
 SELECT id, external_id FROM documents
 WHERE collection_id = :c AND superseded_at IS NULL
-  AND uri LIKE 'file:%%'
+  AND starts_with(uri, 'file:')
   AND starts_with(external_id, :prefix)
   AND NOT (external_id = ANY(:seen))
 """
@@ -370,7 +375,7 @@ def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], resul
         gone: list[tuple[int, str]] = []
         for root in roots:
             prefix = str(root.resolve()).rstrip(os.sep) + os.sep
-            gone += [tuple(r) for r in s.execute(sa.text(_GONE_SQL.replace("%%", "%")),
+            gone += [tuple(r) for r in s.execute(sa.text(_GONE_SQL),
                                                   {"c": collection_id, "prefix": prefix, "seen": sorted(seen)})]
         ids = sorted({doc_id for doc_id, _ in gone})
         retire_documents(s, collection_id, ids, run_id=result.run_id)
