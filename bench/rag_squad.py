@@ -158,7 +158,7 @@ def main() -> None:
         IngestOptions(collection=args.collection),
     )
     ingest_seconds = time.perf_counter() - started
-    print(f"ingested {result.documents} documents ({result.skipped} unchanged), {result.chunks} chunks "
+    print(f"ingested {result.documents} documents ({result.unchanged} unchanged), {result.chunks} chunks "
           f"in {ingest_seconds:.1f} s", file=sys.stderr)
 
     sample = random.Random(args.seed).sample(questions, args.n)

@@ -29,6 +29,8 @@ class ChunkConfig:
 class Chunk:
     text: str
     token_count: int  # tokens of the chunk text alone (without title or special tokens)
+    start: int = 0  # character offsets of the chunk in the document text: text[start:end]
+    end: int = 0  # (whitespace between its pieces is normalised in `text`)
 
 
 @dataclasses.dataclass
@@ -36,6 +38,7 @@ class _Piece:
     text: str
     tokens: int
     paragraph_start: bool
+    start: int = 0  # offset in the document text (every piece is a substring of it)
 
 
 class Chunker:
@@ -52,7 +55,11 @@ class Chunker:
     def count(self, texts: list[str]) -> list[int]:
         if not texts:
             return []
-        ids = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False)
+        # verbose=False: counting a long sentence is not "indexing" it, so transformers' warning
+        # "Token indices sequence length is longer than the specified maximum" does not apply.
+        ids = self.tokenizer(
+            texts, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
+        )
         return [len(x) for x in ids["input_ids"]]
 
     def budget(self, title: str | None) -> int:
@@ -63,16 +70,30 @@ class Chunker:
         return max(self.limit - min(title_tokens, int(self.limit * self.config.title_share)), 8)
 
     def _pieces(self, text: str, budget: int) -> list[_Piece]:
+        pieces: list[_Piece] = []
         sentences: list[tuple[str, bool]] = []
+        # Order matters: pieces from windows (cut straight away, one tokenizer pass instead of
+        # counting first) and from counted sentences are merged back by position.
+        slots: list[tuple[str, bool] | list[_Piece]] = []
         for paragraph in _PARAGRAPH.split(text):
             paragraph = paragraph.strip()
             if not paragraph:
                 continue
             for i, sentence in enumerate(s for s in _SENTENCE_END.split(paragraph) if s.strip()):
-                sentences.append((sentence.strip(), i == 0))
-        counts = self.count([s for s, _ in sentences])
-        pieces: list[_Piece] = []
-        for (sentence, starts), tokens in zip(sentences, counts):
+                windows = _windows(sentence.strip())
+                if len(windows) == 1:
+                    slots.append((windows[0], i == 0))
+                    sentences.append((windows[0], i == 0))
+                else:
+                    for j, window in enumerate(windows):
+                        slots.append(self._split_long(window, budget, i == 0 and j == 0))
+        counts = iter(self.count([s for s, _ in sentences]))
+        for slot in slots:
+            if isinstance(slot, list):
+                pieces.extend(slot)
+                continue
+            sentence, starts = slot
+            tokens = next(counts)
             if tokens <= budget:
                 pieces.append(_Piece(sentence, tokens, starts))
             else:
@@ -81,7 +102,7 @@ class Chunker:
 
     def _split_long(self, sentence: str, budget: int, starts: bool) -> list[_Piece]:
         """Cut an over-long sentence at token boundaries (character offsets from the tokenizer)."""
-        enc = self.tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
+        enc = self.tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         out = []
         for i in range(0, len(offsets), budget):
@@ -95,6 +116,11 @@ class Chunker:
     def chunk(self, text: str, title: str | None = None) -> list[Chunk]:
         budget = self.budget(title)
         pieces = self._pieces(text, budget)
+        cursor = 0
+        for piece in pieces:  # in order, so each search starts where the last piece ended
+            found = text.find(piece.text, cursor)
+            piece.start = found if found >= 0 else cursor
+            cursor = piece.start + len(piece.text)
         chunks: list[Chunk] = []
         current: list[_Piece] = []
         used = 0
@@ -127,7 +153,30 @@ class Chunker:
             if i:
                 parts.append("\n\n" if piece.paragraph_start else " ")
             parts.append(piece.text)
-        return Chunk("".join(parts), sum(p.tokens for p in pieces))
+        return Chunk("".join(parts), sum(p.tokens for p in pieces), pieces[0].start, pieces[-1].start + len(pieces[-1].text))
+
+
+# A "sentence" longer than this (a minified file, a 50 MB single line) is cut at spaces into
+# windows before tokenising, so the tokenizer never holds offsets for megabytes at once.
+# 20,000 characters is far more than any chunk (a 256-token chunk is ~1,500 characters).
+_WINDOW_CHARS = 20_000
+
+
+def _windows(sentence: str) -> list[str]:
+    if len(sentence) <= _WINDOW_CHARS:
+        return [sentence]
+    out = []
+    start = 0
+    while start < len(sentence):
+        end = min(start + _WINDOW_CHARS, len(sentence))
+        if end < len(sentence):
+            space = sentence.rfind(" ", start + _WINDOW_CHARS // 2, end)
+            end = space + 1 if space > 0 else end
+        piece = sentence[start:end].strip()
+        if piece:
+            out.append(piece)
+        start = end
+    return out
 
 
 def embedding_text(title: str | None, chunk_text: str) -> str:

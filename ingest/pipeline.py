@@ -7,13 +7,22 @@ Per batch of whole documents: skip the ones whose content hash is already curren
 them in ONE transaction (binary COPY) that also supersedes older versions and updates
 the BM25 statistics. So Ctrl-C or a crash leaves only whole documents behind, and a
 re-run continues where the last one stopped: the committed documents hash as unchanged.
+
+A large document (streamed by its loader) is written alone, in bounded slices inside its own
+one transaction (`_write_streamed`). Discovery runs to the end first, so progress has final
+totals; every file ends up written, unchanged, skipped or failed with a reason (`IngestResult`).
+With `sync`, documents whose files are gone from the given folders are retired at the end.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import dataclasses
+import json
+import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -29,10 +38,37 @@ from genloom.retrieval import bm25
 from genloom.retrieval.collections import ensure_collection, validate_name
 from genloom.retrieval.vector import HnswConfig, ensure_embedding_model
 from ingest.chunking import Chunk, ChunkConfig, Chunker, embedding_text
-from ingest.loaders import FORMATS, LoadError, LoadOptions, SourceDocument, discover, load_file
-from ingest.writer import PreparedDocument, write_documents
+from ingest.loaders import FORMATS, LoadError, LoadOptions, Skipped, SourceDocument, discover, load_file, show
+from ingest.writer import PreparedDocument, append_chunks, write_documents
 
-ProgressFn = Callable[[int, int | None, int], None]  # (documents done, documents known, chunks written)
+
+@dataclasses.dataclass
+class IngestProgress:
+    """What a progress bar needs. Totals are final once `discovering` is False."""
+
+    discovering: bool = True
+    files_total: int = 0  # files found (to load, or skipped/failed at discovery)
+    files_done: int = 0
+    bytes_total: int = 0  # bytes of the files to load: the ETA's denominator
+    bytes_done: int = 0
+    documents_done: int = 0  # written, unchanged or rejected
+    chunks: int = 0  # chunks embedded and written (the real work)
+    started: float = dataclasses.field(default_factory=time.perf_counter)  # when discovery ended
+
+    def rate(self) -> float:
+        """Chunks per second since discovery ended."""
+        elapsed = time.perf_counter() - self.started
+        return self.chunks / elapsed if elapsed > 0 else 0.0
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left, from the share of bytes done (None while discovering or before any)."""
+        if self.discovering or self.bytes_done <= 0 or self.bytes_total <= 0:
+            return None
+        elapsed = time.perf_counter() - self.started
+        return max(elapsed * (self.bytes_total - self.bytes_done) / self.bytes_done, 0.0)
+
+
+ProgressFn = Callable[[IngestProgress], None]
 
 
 @dataclasses.dataclass
@@ -44,34 +80,80 @@ class IngestOptions:
     text_search_config: str = "english"  # only used when the collection is created
     hnsw: HnswConfig = dataclasses.field(default_factory=HnswConfig)
     batch_documents: int = 256  # documents per transaction (and per embedding call)
+    batch_bytes: int = 16 * 1024 * 1024  # ... or fewer, so a batch never holds more text than this
+    stream_batch_chunks: int = 512  # a streamed (large) document is embedded and written this many chunks at a time
     embed_batch_size: int = 64  # sentence-transformers' encode batch
     pii: str | None = None  # off|mask|hash|encrypt (genloom.pii); None: the collection's default, else off
+    sync: bool = False  # retire documents whose files are gone from the given folders
 
 
 @dataclasses.dataclass
 class IngestResult:
+    """The report: every file and record is written, unchanged, skipped or failed, with a reason."""
+
     collection: str
     documents: int = 0  # documents written (new, or a new version of a changed one)
     new_versions: int = 0  # of those, how many superseded an older version
     chunks: int = 0
-    skipped: int = 0  # unchanged documents: nothing written
-    errors: list[str] = dataclasses.field(default_factory=list)
+    unchanged: int = 0  # documents whose content hash is current: nothing written
+    retired: int = 0  # --sync: documents whose files are gone, no longer searchable
+    skipped: Counter = dataclasses.field(default_factory=Counter)  # reason -> count (deliberately not ingested)
+    failed: Counter = dataclasses.field(default_factory=Counter)  # reason -> count (could not be ingested)
+    problems: list[Skipped] = dataclasses.field(default_factory=list)
+    retired_ids: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     embed_seconds: float = 0.0
     write_seconds: float = 0.0
     run_id: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    @property
+    def written(self) -> int:
+        return self.documents
+
+    @property
+    def errors(self) -> list[str]:
+        """One line per problem worth reading (hidden files are counted, not listed)."""
+        return [p.detail for p in self.problems if p.reason != "hidden"]
+
+    def note(self, problem: Skipped) -> None:
+        (self.failed if problem.status == "failed" else self.skipped)[problem.reason] += 1
+        self.problems.append(problem)
+
+    def to_json(self, *, limit: int | None = None) -> dict[str, Any]:
+        problems = self.problems if limit is None else self.problems[:limit]
         return {
-            "documents": self.documents,
-            "chunks": self.chunks,
-            "skipped": self.skipped,
-            "errors": self.errors,
-            "seconds": round(self.seconds, 3),
-            "new_versions": self.new_versions,
             "collection": self.collection,
+            "written": self.documents,
+            "new_versions": self.new_versions,
+            "unchanged": self.unchanged,
+            "retired": self.retired,
+            "skipped": {"total": sum(self.skipped.values()), "by_reason": dict(sorted(self.skipped.items()))},
+            "failed": {"total": sum(self.failed.values()), "by_reason": dict(sorted(self.failed.items()))},
+            "chunks": self.chunks,
+            "seconds": round(self.seconds, 3),
             "run_id": self.run_id,
+            "problems": [
+                {"path": p.path, "status": p.status, "reason": p.reason, "detail": p.detail} for p in problems
+            ],
+            "retired_documents": self.retired_ids if limit is None else self.retired_ids[:limit],
         }
+
+    def summary_line(self) -> str:
+        """The same words as --json: written, unchanged, retired, skipped (by reason), failed (by reason)."""
+
+        def by_reason(counts: Counter) -> str:
+            total = sum(counts.values())
+            if not total:
+                return "0"
+            return f"{total} (" + ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) + ")"
+
+        versions = f" ({self.new_versions} new versions)" if self.new_versions else ""
+        retired = f", {self.retired} retired" if self.retired else ""
+        return (
+            f"{self.collection}: {self.documents} written{versions}, {self.unchanged} unchanged{retired}, "
+            f"skipped {by_reason(self.skipped)}, failed {by_reason(self.failed)}; "
+            f"{self.chunks} chunks in {self.seconds:.1f}s (run {self.run_id})"
+        )
 
 
 def ingest(
@@ -85,47 +167,84 @@ def ingest(
     paths = [Path(p) for p in paths]
     if not paths:
         raise BadInput("nothing to ingest: give at least one file or folder")
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [show(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:
         raise BadInput(f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if options.load.format not in FORMATS:
         raise BadInput(f"unknown format {options.load.format!r}; use one of: {', '.join(FORMATS)}")
+    if options.sync and not any(p.is_dir() for p in paths):
+        raise BadInput("--sync mirrors folders: give at least one folder")
     result = IngestResult(collection=options.collection)
+    state = IngestProgress()
 
-    def documents() -> Iterator[SourceDocument | int]:
-        try:
-            sources = list(discover(paths, options.load.format, follow_symlinks=options.load.follow_symlinks,
-                                    skipped=result.errors))
-        except LoadError as exc:
-            raise BadInput(str(exc)) from None
-        for path, fmt in sources:
+    # 1. Discovery, to the end, before any work: the totals of the progress bar never grow.
+    sources = []
+    try:
+        for source in discover(paths, options.load.format, follow_symlinks=options.load.follow_symlinks):
+            state.files_total += 1
+            if source.problem is not None:
+                result.note(source.problem)
+                state.files_done += 1
+            else:
+                sources.append(source)
+                state.bytes_total += source.size
+            if progress and state.files_total % 200 == 0:
+                progress(state)
+    except LoadError as exc:
+        raise BadInput(str(exc)) from None
+    state.discovering = False
+    state.started = time.perf_counter()
+    # Files that exist, loadable or not: --sync retires only documents whose file is not among them.
+    seen_paths = {os.path.realpath(s.path) for s in sources} | {
+        os.path.realpath(p.path) for p in result.problems if p.reason != "hidden"
+    }
+
+    def documents() -> Iterator[SourceDocument]:
+        for source in sources:
             try:
-                loaded = load_file(path, fmt, options.load)
+                loaded = load_file(source.path, source.format, options.load)
             except LoadError as exc:
-                result.errors.append(str(exc))
+                result.note(Skipped(str(source.path), exc.reason, str(exc), exc.status))
+                state.bytes_done += source.size
+                state.files_done += 1
                 continue
-            result.errors.extend(loaded.skipped_lines)
-            yield len(loaded.documents)  # tells the progress bar how many are coming
+            for problem in loaded.skipped_lines:
+                result.note(problem)
+            state.files_done += 1
+            if not loaded.documents:
+                state.bytes_done += source.size
+            else:
+                share = source.size // len(loaded.documents)
+                for doc in loaded.documents:
+                    doc.size = share
             yield from loaded.documents
 
-    return ingest_documents(documents(), options, progress=progress, engine=engine, result=result)
+    roots = [p for p in paths if p.is_dir()] if options.sync else []
+    return ingest_documents(
+        documents(), options, progress=progress, engine=engine, result=result, state=state,
+        sync_roots=roots, sync_seen=seen_paths,
+    )
 
 
 def ingest_documents(
-    docs: Iterable[SourceDocument | int],
+    docs: Iterable[SourceDocument],
     options: IngestOptions,
     *,
     progress: ProgressFn | None = None,
     engine: Engine | None = None,
     result: IngestResult | None = None,
+    state: IngestProgress | None = None,
+    sync_roots: list[Path] | None = None,
+    sync_seen: set[str] | None = None,
 ) -> IngestResult:
-    """Ingest SourceDocuments (ints in the stream announce how many documents follow)."""
+    """Ingest SourceDocuments (written, unchanged, or reported); optionally retire what --sync says is gone."""
     from genloom import embeddings
     from genloom.runs import tracked_run
 
     started = time.perf_counter()
     validate_name(options.collection)
     result = result or IngestResult(collection=options.collection)
+    state = state or IngestProgress(discovering=False)
     try:
         model = embeddings.get_embedder(options.embedding_model)
     except embeddings.EmbeddingModelError as exc:
@@ -153,37 +272,44 @@ def ingest_documents(
         "chunk_overlap": options.chunking.overlap,
         "text_search_config": ts_config,
         "metadata": options.load.metadata,
+        "sync": options.sync,
     }
     with tracked_run("ingest", params=params, collection_id=collection_id) as run:
         result.run_id = run.id
         run.committed = lambda: {"documents": result.documents, "chunks": result.chunks}  # each batch commits whole
-        known = 0  # documents announced by the loaders so far
-        passed = 0  # documents dealt with: written, unchanged, or rejected (empty, duplicate)
         seen: set[str] = set()
         batch: list[SourceDocument] = []
+        batch_bytes = 0
         # One writer thread: batch i is written while batch i+1 is embedded, so the
         # database work hides behind the model (torch and psycopg both release the GIL).
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genloom-ingest-writer")
         pending: Future | None = None
 
-        def report() -> None:
+        def report(in_flight: int = 0) -> None:
+            state.chunks = result.chunks + in_flight  # in_flight: chunks of a streamed document so far
             if progress:
-                progress(passed, max(known, passed), result.chunks)
+                progress(state)
+
+        def passed(docs: list[SourceDocument]) -> None:
+            state.documents_done += len(docs)
+            state.bytes_done += sum(d.size for d in docs)
+            report()
 
         def wait_for_writer() -> None:
-            nonlocal pending, passed
+            nonlocal pending
             if pending is not None:
                 written = pending.result()  # re-raises the writer's error here
                 pending = None
-                passed += written
-                report()
+                passed(written)
 
         def flush() -> None:
-            nonlocal pending, passed
+            nonlocal pending, batch_bytes
             if not batch:
                 return
-            prepared = _prepare_batch(list(batch), collection_id, chunker, options, result, engine)
+            docs = list(batch)
+            prepared = _prepare_batch(docs, collection_id, chunker, options, result, engine)
             batch.clear()
+            batch_bytes = 0
             wait_for_writer()
             if prepared.todo:
                 # copy_context: the writer thread works for the caller's tenant (genloom.db.tenancy)
@@ -193,40 +319,57 @@ def ingest_documents(
                 pending = writer.submit(contextvars.copy_context().run, _write_batch, prepared, collection_id, ts_config,
                                         model_id, result, engine)
             else:
-                passed += prepared.size
-                report()
+                passed(docs)
 
         try:
             for doc in docs:
-                if isinstance(doc, int):
-                    known += doc
-                    report()
-                    continue
                 if pii_mode != "off":  # before hashing and chunking: the clear value never reaches a table
+                    if doc.stream is not None:
+                        result.note(Skipped(
+                            doc.external_id, "pii on a large file",
+                            f"{show(doc.external_id)}: too large to redact in memory; split it, or ingest it without --pii",
+                            "failed"))
+                        passed([doc])
+                        continue
                     doc, pii_found[doc.external_id] = _redact(doc, pii_mode)
-                if not doc.text.strip():
-                    result.errors.append(f"{doc.external_id}: empty document, skipped")
-                    passed += 1
+                if doc.stream is None and not doc.text.strip():
+                    result.note(Skipped(doc.external_id, "empty", f"{show(doc.external_id)}: empty document, skipped"))
+                    passed([doc])
                     continue
                 if doc.external_id in seen:
-                    result.errors.append(f"{doc.external_id}: duplicate id in this input, first occurrence kept")
-                    passed += 1
+                    result.note(Skipped(
+                        doc.external_id, "duplicate id", f"{show(doc.external_id)}: duplicate id in this input, first occurrence kept"))
+                    passed([doc])
                     continue
                 seen.add(doc.external_id)
+                if doc.stream is not None:
+                    # A large document: alone, in bounded slices (see _write_streamed).
+                    flush()
+                    wait_for_writer()
+                    try:
+                        _write_streamed(doc, collection_id, ts_config, model_id, chunker, options, result, state,
+                                        report, engine)
+                    except LoadError as exc:  # its transaction rolled back: nothing of it was written
+                        result.note(Skipped(doc.external_id, exc.reason, str(exc), exc.status))
+                    state.documents_done += 1
+                    report()
+                    continue
                 batch.append(doc)
-                if len(batch) >= options.batch_documents:
+                batch_bytes += len(doc.text)
+                if len(batch) >= options.batch_documents or batch_bytes >= options.batch_bytes:
                     flush()
             flush()
             wait_for_writer()
         finally:
             # On Ctrl-C or an error the batch being written still commits or rolls back whole.
             writer.shutdown(wait=True)
+        if sync_roots:
+            _retire_missing(collection_id, sync_roots, sync_seen or set(), result, engine)
         result.seconds = time.perf_counter() - started
-        summary = result.to_json() | {
+        summary = result.to_json(limit=100) | {
             "embed_seconds": round(result.embed_seconds, 3),
             "write_seconds": round(result.write_seconds, 3),
             "chunks_per_second": round(result.chunks / result.seconds, 2) if result.seconds else None,
-            "errors": result.errors[:100],
         }
         run.finish(summary=summary)
     return result
@@ -247,13 +390,62 @@ def _redact(doc: SourceDocument, mode: str) -> tuple[SourceDocument, dict[str, l
     title, in_title = redact(doc.title, mode)
     found = {k: v for k, v in (("text", in_text), ("title", in_title)) if v}
     return dataclasses.replace(doc, text=text, title=title), found
+# Documents of this collection that were files under a synced folder, are current, and whose
+# file was not found this time. (external_id is the file's resolved path for file documents.)
+_GONE_SQL = """
+SELECT id, external_id FROM documents
+WHERE collection_id = :c AND superseded_at IS NULL
+  AND starts_with(uri, 'file:')
+  AND starts_with(external_id, :prefix)
+  AND NOT (external_id = ANY(:seen))
+"""
+
+
+def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], result: IngestResult, engine) -> None:
+    """--sync: one transaction retires every current document whose file is gone."""
+    from genloom.retrieval.documents import retire_documents
+
+    with session_scope(engine) as s:
+        bm25.lock_collection_stats(s, collection_id)
+        gone: list[tuple[int, str]] = []
+        for root in roots:
+            prefix = str(root.resolve()).rstrip(os.sep) + os.sep
+            gone += [tuple(r) for r in s.execute(sa.text(_GONE_SQL),
+                                                  {"c": collection_id, "prefix": prefix, "seen": sorted(seen)})]
+        ids = sorted({doc_id for doc_id, _ in gone})
+        retire_documents(s, collection_id, ids, run_id=result.run_id)
+    result.retired = len(ids)
+    result.retired_ids = sorted({external for _, external in gone})
+
+
+def chunk_locations(doc: SourceDocument, chunks: list[Chunk]) -> list[dict[str, Any]]:
+    """Per chunk, where it came from: character offsets, the PDF page(s), the heading path."""
+    page_starts = [offset for offset, _ in doc.pages]
+    heading_starts = [offset for offset, _ in doc.headings]
+    out = []
+    for c in chunks:
+        meta: dict[str, Any] = {"start": c.start, "end": c.end}
+        if page_starts:
+            first = doc.pages[max(bisect.bisect_right(page_starts, c.start) - 1, 0)][1]
+            last = doc.pages[max(bisect.bisect_right(page_starts, max(c.end - 1, c.start)) - 1, 0)][1]
+            meta["page"] = first
+            if last != first:
+                meta["page_range"] = [first, last]
+        if heading_starts:
+            at = bisect.bisect_right(heading_starts, c.start) - 1
+            if at >= 0:
+                meta["heading"] = doc.headings[at][1]
+        out.append(meta)
+    return out
 
 
 _CURRENT_SQL = """
 SELECT external_id,
        max(version) AS last_version,
        max(id) FILTER (WHERE superseded_at IS NULL) AS current_id,
-       max(sha256) FILTER (WHERE superseded_at IS NULL) AS current_sha256
+       max(sha256) FILTER (WHERE superseded_at IS NULL) AS current_sha256,
+       -- set-meta keys of the latest version (current, or retired): a new version inherits them
+       (array_agg(user_metadata ORDER BY version DESC))[1] AS user_metadata
 FROM documents
 WHERE collection_id = :c AND external_id = ANY(:ids)
 GROUP BY external_id
@@ -267,7 +459,7 @@ def _current(session, collection_id: int, docs: list[SourceDocument]) -> dict[st
 
 @dataclasses.dataclass
 class _PreparedBatch:
-    size: int  # documents in the batch, unchanged ones included
+    docs: list[SourceDocument]  # the whole batch, unchanged ones included
     todo: list[SourceDocument]  # the ones to write
     chunked: list[list[Chunk]]
     vectors: Any  # (total chunks, dim) float32
@@ -289,9 +481,9 @@ def _prepare_batch(
     with session_scope(engine) as s:
         current = _current(s, collection_id, batch)
     todo = [d for d in batch if not (d.external_id in current and current[d.external_id].current_sha256 == d.sha256)]
-    result.skipped += len(batch) - len(todo)
+    result.unchanged += len(batch) - len(todo)
     if not todo:
-        return _PreparedBatch(len(batch), [], [], None)
+        return _PreparedBatch(batch, [], [], None)
 
     # 2. Chunk and embed outside any transaction (the slow part holds no locks).
     t0 = time.perf_counter()
@@ -299,7 +491,7 @@ def _prepare_batch(
     texts = [embedding_text(d.title, c.text) for d, chunks in zip(todo, chunked) for c in chunks]
     vectors = embed(texts, name=options.embedding_model, batch_size=options.embed_batch_size)
     result.embed_seconds += time.perf_counter() - t0
-    return _PreparedBatch(len(batch), todo, chunked, vectors)
+    return _PreparedBatch(batch, todo, chunked, vectors)
 
 
 def _write_batch(
@@ -309,7 +501,7 @@ def _write_batch(
     model_id: int,
     result: IngestResult,
     engine: Engine | None,
-) -> int:
+) -> list[SourceDocument]:
     """3. One transaction: supersede old versions, write the new ones, update BM25 statistics."""
     todo, chunked, vectors = prepared.todo, prepared.chunked, prepared.vectors
     t0 = time.perf_counter()
@@ -324,7 +516,7 @@ def _write_batch(
             offset += len(chunks)
             row = current.get(doc.external_id)
             if row is not None and row.current_sha256 == doc.sha256:
-                result.skipped += 1
+                result.unchanged += 1
                 continue
             if row is not None and row.current_id is not None:
                 superseded.append(row.current_id)
@@ -337,8 +529,10 @@ def _write_batch(
                     uri=doc.uri,
                     mime_type=doc.mime_type,
                     metadata=doc.metadata,
+                    user_metadata=(row.user_metadata or {}) if row is not None else {},
                     chunk_texts=[c.text for c in chunks],
                     token_counts=[c.token_count for c in chunks],
+                    chunk_metadata=chunk_locations(doc, chunks),
                     vectors=rows,
                 )
             )
@@ -356,4 +550,89 @@ def _write_batch(
     result.documents += len(rows_out)
     result.new_versions += len(superseded)
     result.chunks += len(chunk_ids)
-    return prepared.size
+    return prepared.docs
+
+
+def _write_streamed(
+    doc: SourceDocument,
+    collection_id: int,
+    ts_config: str,
+    model_id: int,
+    chunker: Chunker,
+    options: IngestOptions,
+    result: IngestResult,
+    state: IngestProgress,
+    report: Callable[[int], None],
+    engine: Engine | None,
+) -> None:
+    """A large document in ONE transaction, but never whole in memory.
+
+    Its segments are chunked, embedded and COPYed `stream_batch_chunks` at a time, under a
+    document row that is not current yet (superseded_at set), so memory stays bounded by one
+    slice while the transaction grows. Only at the end, under the statistics lock, does the
+    new version become current (the old one superseded) and enter BM25. A failure or Ctrl-C
+    rolls the whole document back; the lock is held only for that last step.
+    """
+    from ingest.embedding import embed
+
+    with session_scope(engine) as s:
+        row = _current(s, collection_id, [doc]).get(doc.external_id)
+        if row is not None and row.current_sha256 == doc.sha256:
+            result.unchanged += 1
+            state.bytes_done += doc.size
+            return
+        inherited = (row.user_metadata or {}) if row is not None else {}
+        document_id = s.execute(
+            sa.text(
+                "INSERT INTO documents (collection_id, external_id, version, uri, title, mime_type, sha256, metadata, "
+                "user_metadata, superseded_at) "
+                "VALUES (:c, :e, :v, :u, :t, :m, :h, CAST(:meta AS jsonb), CAST(:user AS jsonb), now()) RETURNING id"
+            ),
+            {"c": collection_id, "e": doc.external_id, "v": (row.last_version + 1) if row is not None else 1,
+             "u": doc.uri, "t": doc.title, "m": doc.mime_type, "h": doc.sha256,
+             "meta": json.dumps({**doc.metadata, **inherited}, ensure_ascii=False),
+             "user": json.dumps(inherited, ensure_ascii=False)},
+        ).scalar_one()
+        chunk_ids: list[int] = []
+        pending: list[Chunk] = []
+        size_left = doc.size
+        base = 0  # offset of the current segment in the document's text
+
+        def write_slice() -> None:
+            t0 = time.perf_counter()
+            vectors = embed([embedding_text(doc.title, c.text) for c in pending], name=options.embedding_model,
+                            batch_size=options.embed_batch_size)
+            t1 = time.perf_counter()
+            chunk_ids.extend(append_chunks(s, document_id, model_id, len(chunk_ids),
+                                           [c.text for c in pending], [c.token_count for c in pending], vectors,
+                                           [{"start": c.start, "end": c.end} for c in pending]))
+            result.embed_seconds += t1 - t0
+            result.write_seconds += time.perf_counter() - t1
+            pending.clear()
+            report(len(chunk_ids))
+
+        for segment in doc.stream():
+            for chunk in chunker.chunk(segment, doc.title):
+                chunk.start, chunk.end = chunk.start + base, chunk.end + base
+                pending.append(chunk)
+                if len(pending) >= options.stream_batch_chunks:
+                    write_slice()
+            base += len(segment) + 2  # segments read as if joined by a blank line
+            step = min(len(segment.encode("utf-8", "ignore")), size_left)
+            size_left -= step
+            state.bytes_done += step
+        if pending:
+            write_slice()
+        state.bytes_done += size_left
+        t0 = time.perf_counter()
+        bm25.lock_collection_stats(s, collection_id)
+        row = _current(s, collection_id, [doc]).get(doc.external_id)  # again, under the lock
+        if row is not None and row.current_id is not None:
+            s.execute(sa.text("UPDATE documents SET superseded_at = now() WHERE id = :i"), {"i": row.current_id})
+            bm25.retire_documents(s, collection_id, [row.current_id])
+            result.new_versions += 1
+        s.execute(sa.text("UPDATE documents SET superseded_at = NULL WHERE id = :i"), {"i": document_id})
+        bm25.index_chunks(s, collection_id, ts_config, chunk_ids)
+        result.write_seconds += time.perf_counter() - t0
+    result.documents += 1
+    result.chunks += len(chunk_ids)

@@ -29,6 +29,8 @@ class PreparedDocument:
     chunk_texts: list[str]
     token_counts: list[int]
     vectors: np.ndarray  # (len(chunk_texts), dim) float32, L2-normalised
+    user_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # inherited set-meta keys (in metadata too)
+    chunk_metadata: list[dict[str, Any]] | None = None  # per chunk: start/end offsets, page, heading
 
 
 def _psycopg(session: Session):
@@ -56,10 +58,12 @@ def write_documents(
         session.execute(
             sa.text(
                 """
-                INSERT INTO documents (collection_id, external_id, version, uri, title, mime_type, sha256, metadata)
+                INSERT INTO documents (collection_id, external_id, version, uri, title, mime_type, sha256, metadata,
+                                       user_metadata)
                 SELECT :c, * FROM unnest(
                     CAST(:external_ids AS text[]), CAST(:versions AS int[]), CAST(:uris AS text[]),
-                    CAST(:titles AS text[]), CAST(:mimes AS text[]), CAST(:shas AS text[]), CAST(:metas AS jsonb[]))
+                    CAST(:titles AS text[]), CAST(:mimes AS text[]), CAST(:shas AS text[]), CAST(:metas AS jsonb[]),
+                    CAST(:user_metas AS jsonb[]))
                 RETURNING external_id, id
                 """
             ),
@@ -71,7 +75,8 @@ def write_documents(
                 "titles": [d.title for d in docs],
                 "mimes": [d.mime_type for d in docs],
                 "shas": [d.sha256 for d in docs],
-                "metas": [_json(d.metadata) for d in docs],
+                "metas": [_json({**d.metadata, **d.user_metadata}) for d in docs],
+                "user_metas": [_json(d.user_metadata) for d in docs],
             },
         ).all()
     )
@@ -89,8 +94,9 @@ def write_documents(
             copy.set_types(["int8", "int8", "int4", "text", "int4", "jsonb"])
             i = 0
             for doc_id, doc in zip(doc_ids, docs):
-                for ordinal, (text, tokens) in enumerate(zip(doc.chunk_texts, doc.token_counts)):
-                    copy.write_row((chunk_ids[i], doc_id, ordinal, text, tokens, Jsonb({})))
+                metas = doc.chunk_metadata or [{}] * len(doc.chunk_texts)
+                for ordinal, (text, tokens, meta) in enumerate(zip(doc.chunk_texts, doc.token_counts, metas)):
+                    copy.write_row((chunk_ids[i], doc_id, ordinal, text, tokens, Jsonb(meta)))
                     i += 1
         with copy_in(cur, "embeddings", ["chunk_id", "embedding_model_id", "embedding"]) as copy:
             copy.set_types(["int8", "int8", "vector"])
@@ -100,6 +106,47 @@ def write_documents(
                     copy.write_row((chunk_ids[i], embedding_model_id, vector))
                     i += 1
     return doc_ids, chunk_ids
+
+
+def append_chunks(
+    session: Session,
+    document_id: int,
+    embedding_model_id: int,
+    first_ordinal: int,
+    texts: list[str],
+    token_counts: list[int],
+    vectors: np.ndarray,
+    metadata: list[dict[str, Any]],
+) -> list[int]:
+    """COPY one slice of a (large) document's chunks and embeddings; return the chunk ids.
+
+    The caller indexes them for BM25 once the whole document is in (see pipeline._write_streamed).
+    """
+    from psycopg.types.json import Jsonb
+
+    if not texts:
+        return []
+    chunk_ids = list(
+        session.execute(
+            sa.text("SELECT nextval(pg_get_serial_sequence('chunks', 'id')) FROM generate_series(1, :n)"),
+            {"n": len(texts)},
+        ).scalars()
+    )
+    conn = _psycopg(session)
+    with conn.cursor() as cur:
+        with cur.copy(
+            "COPY chunks (id, document_id, ordinal, text, token_count, metadata) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "int8", "int4", "text", "int4", "jsonb"])
+            for i, (chunk_id, text, tokens, meta) in enumerate(zip(chunk_ids, texts, token_counts, metadata)):
+                copy.write_row((chunk_id, document_id, first_ordinal + i, text, tokens, Jsonb(meta)))
+        with cur.copy(
+            "COPY embeddings (chunk_id, embedding_model_id, embedding) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "int8", "vector"])
+            for chunk_id, vector in zip(chunk_ids, vectors):
+                copy.write_row((chunk_id, embedding_model_id, vector))
+    return chunk_ids
 
 
 def _json(value: dict) -> str:

@@ -46,7 +46,7 @@ def test_extractive_ask_cites_the_right_document_and_logs_one_call(cli, kb):
     assert "1889" in out["answer"]
     assert out["citations"][0]["doc_id"] == "eiffel"
     assert out["citations"][0]["title"] == "The Eiffel Tower"
-    assert set(out["citations"][0]) == {"n", "doc_id", "chunk_id", "title"}
+    assert set(out["citations"][0]) == {"n", "doc_id", "chunk_id", "title", "location"}  # no page or heading in a JSONL record
     assert f"[{out['citations'][0]['n']}]" in out["answer"]
     assert set(out["timings_ms"]) == {"retrieval", "generation", "total"}
     assert out["timings_ms"]["total"] >= out["timings_ms"]["retrieval"] + out["timings_ms"]["generation"] * 0.99
@@ -76,7 +76,7 @@ def test_ask_streams_text_then_sources(cli, kb):
     assert result.exit_code == 0, result.stderr
     answer, _, sources = result.stdout.partition("\nSources:\n")
     assert "blue and red light" in answer
-    assert "Photosynthesis · photosynthesis" in sources
+    assert sources.splitlines()[0] == "*[1] Photosynthesis"  # cited: title, then page and heading where known
     assert len(sources.strip().splitlines()) == 2  # -k 2
     assert "generation 1 · session 1" in result.stderr
 

@@ -364,6 +364,6 @@ def test_eval_retrieval_on_a_scifact_subset_end_to_end(db_url, cli, tmp_path, em
     assert tuple(run) == ("evaluate", "succeeded")
     assert {"bm25/ndcg@10", "vector/recall@100", "hybrid/mrr@10"} <= names
     again = cli("eval", "retrieval", "--beir", beir, "--modes", "bm25", "--json").json()
-    assert again["ingest"]["documents"] == 0 and again["ingest"]["skipped"] == len(subset)
+    assert again["ingest"]["written"] == 0 and again["ingest"]["unchanged"] == len(subset)
     bad = cli("eval", "retrieval", "--beir", tmp_path / "missing")
     assert bad.exit_code == 1 and bad.stderr.startswith("error: BEIR folder not found")

@@ -23,13 +23,13 @@ an append-only audit log, PII findings, and resource limits on the read-only SQL
    skipped with a NOTICE on a managed server whose migrating user lacks them (docs/security.md).
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

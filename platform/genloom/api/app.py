@@ -229,14 +229,16 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         k: Annotated[int, Query(ge=1, le=100)] = 10,
         mode: Annotated[str, Query(pattern="^(hybrid|bm25|vector)$")] = "hybrid",
         by_document: bool = False,
-        where: Annotated[Optional[list[str]], Query(description="key=value metadata filters.")] = None,
+        where: Annotated[Optional[list[str]], Query(description="Metadata filters: key=value, key!=v, 'key in a,b', key>=x, 'key exists'.")] = None,
+        where_json: Annotated[Optional[str], Query(description='A JSON filter: {"year": {"$gte": 2020}}, $and/$or/$not.')] = None,
     ):
-        from genloom.cli.ask import parse_where
+        from genloom.retrieval.filters import combine, parse_where, parse_where_json
         from genloom.retrieval.search import search as run_search
 
         request_limits.check_query(q)
+        filters = combine(parse_where(where), parse_where_json(where_json))
         with session.begin():
-            hits = run_search(session, q, collection=collection, k=k, mode=mode, where=parse_where(where),
+            hits = run_search(session, q, collection=collection, k=k, mode=mode, where=filters,
                               by_document=by_document)
         return {"query": q, "collection": collection, "hits": [h.to_dict() for h in hits]}
 

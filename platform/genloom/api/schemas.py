@@ -30,7 +30,7 @@ class AskBody(GenerationFields):
     model: Optional[str] = None
     session_id: Optional[int] = None
     k: int = Field(5, ge=1, le=100)
-    where: Optional[dict[str, str]] = None
+    where: Optional[dict[str, Any]] = None
     template: Optional[str] = None
     user: Optional[str] = None
 
@@ -90,7 +90,7 @@ class ChatCompletionBody(BaseModel):
     user: Optional[str] = None
     collection: Optional[str] = None
     k: int = Field(5, ge=1, le=100)
-    where: Optional[dict[str, str]] = None
+    where: Optional[dict[str, Any]] = None
     template: Optional[str] = None
     session_id: Optional[int] = None
 

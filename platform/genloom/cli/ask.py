@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from genloom.cli.output import JsonOption, console, info, print_json
+from genloom.cli.output import WHERE_HELP, WHERE_JSON_HELP, JsonOption, console, info, print_json
 
 generations_app = typer.Typer(help="The generation log: one generation with its sources and feedback.", no_args_is_help=True)
 sessions_app = typer.Typer(help="Conversations: the turns of a session.", no_args_is_help=True)
@@ -31,20 +31,6 @@ SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed f
 StopOption = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop at this string (repeatable).")]
 NoStreamOption = Annotated[bool, typer.Option("--no-stream", help="Print the answer when complete instead of as it is generated.")]
 UserOption = Annotated[Optional[str], typer.Option("--user", help="Who is asking (recorded with the prompt).")]
-
-
-def parse_where(pairs: list[str] | None) -> dict[str, str] | None:
-    from genloom.errors import BadInput
-
-    if not pairs:
-        return None
-    where: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise BadInput(f"--where expects key=value (got {pair!r})")
-        where[key.strip()] = value
-    return where
 
 
 def _via_server(request):
@@ -108,8 +94,7 @@ def _run_call(request, *, stream: bool, json_out: bool) -> None:
         lines = ["", "Sources:"]
         for s in result.sources:
             mark = "*" if s.n in cited else " "
-            title = f"{s.title} · " if s.title else ""
-            lines.append(f"{mark}[{s.n}] {title}{s.doc_id} · chunk {s.chunk_id}")
+            lines.append(f"{mark}[{s.n}] {s.location}")
         sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
     t = result.timings_ms
@@ -126,13 +111,15 @@ def ask(
     model: ModelOption = None,
     session_id: SessionOption = None,
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks to retrieve.")] = 5,
-    where: Annotated[Optional[list[str]], typer.Option("--where", help="Metadata filter key=value (repeatable).")] = None,
+    where: Annotated[Optional[list[str]], typer.Option("--where", help=WHERE_HELP)] = None,
+    where_json: Annotated[Optional[str], typer.Option("--where-json", help=WHERE_JSON_HELP)] = None,
+    embedding_model: Annotated[Optional[str], typer.Option("--embedding-model", help="Retrieve with another model that has vectors here (see genloom embed).")] = None,
     max_new_tokens: MaxNewOption = 256,
     temperature: TemperatureOption = 0.0,
     top_p: TopPOption = 1.0,
     seed: SeedOption = None,
     stop: StopOption = None,
-    template: Annotated[Optional[str], typer.Option("--template", help="Prompt template NAME\\[@V] (default: default).")] = None,
+    template: Annotated[Optional[str], typer.Option("--template", help="Prompt template NAME, NAME@V or NAME@LABEL (default: default).")] = None,
     user: UserOption = None,
     no_stream: NoStreamOption = False,
     json_out: JsonOption = False,
@@ -140,6 +127,7 @@ def ask(
     """Answer QUESTION from a collection, with numbered citations; the call is logged."""
     from genloom.generation.backend import GenParams
     from genloom.generation.call import CallRequest
+    from genloom.retrieval.filters import combine, parse_where, parse_where_json
 
     request = CallRequest(
         question=question,
@@ -147,7 +135,8 @@ def ask(
         model=model,
         session_id=session_id,
         k=k,
-        where=parse_where(where),
+        where=combine(parse_where(where), parse_where_json(where_json)),
+        embedding_model=embedding_model,
         template=template,
         params=GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop or []),
         user=user,
@@ -233,10 +222,11 @@ def generations_show(
     console.print(f"[bold]Q:[/bold] {detail['prompt']}", highlight=False, markup=False)
     console.print(f"A: {detail['answer'] if detail['status'] == 'ok' else detail['error']}", highlight=False, markup=False)
     if detail["sources"]:
-        table = Table("n", "doc", "chunk", "fused", "bm25 rank", "vector rank", "title")
+        table = Table("n", "source", "fused", "bm25 rank", "vector rank")
         for s in detail["sources"]:
-            table.add_row(str(s["n"]), s["doc_id"], str(s["chunk_id"]), f"{s['score']:.4f}" if s["score"] is not None else "",
-                          str(s["bm25_rank"] or ""), str(s["vector_rank"] or ""), s["title"] or "")
+            where = s["location"] + (" (purged)" if s.get("tombstone") else "")
+            table.add_row(str(s["n"]), where, f"{s['score']:.4f}" if s["score"] is not None else "",
+                          str(s["bm25_rank"] or ""), str(s["vector_rank"] or ""))
         console.print(table)
     for f in detail["feedback"]:
         thumbs = {1: "👍", -1: "👎"}.get(f["thumbs"], "")
@@ -305,6 +295,49 @@ def templates_list(json_out: JsonOption = False) -> None:
     table = Table("name", "version", "created", "first line")
     for r in rows:
         table.add_row(r["name"], str(r["version"]), r["created_at"].strftime("%Y-%m-%d %H:%M"), r["text"].splitlines()[0][:70])
+    console.print(table)
+
+
+@templates_app.command("label")
+def templates_label(
+    ref: Annotated[str, typer.Argument(help="NAME@V: the version the label should point at.")],
+    label: Annotated[str, typer.Argument(help="The label, e.g. production; use it as --template NAME@production.")],
+    user: UserOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Point a label at a template version (moves are recorded; roll back by moving it back)."""
+    from genloom.db.engine import session_scope
+    from genloom.generation.templates import label_template
+
+    with session_scope() as session:
+        row = label_template(session, ref, label, user=user)
+    if json_out:
+        print_json(row)
+    elif not row["moved"]:
+        info(f"{row['name']}@{row['label']} already points at version {row['version']}")
+    else:
+        was = f" (was {row['from_version']})" if row["from_version"] else ""
+        info(f"{row['name']}@{row['label']} → version {row['version']}{was}")
+
+
+@templates_app.command("history")
+def templates_history(
+    name: Annotated[str, typer.Argument(help="Template name.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Every label move of a template: who moved which label, when, from and to which version."""
+    from genloom.db.engine import session_scope
+    from genloom.generation.templates import label_history
+
+    with session_scope() as session:
+        rows = label_history(session, name)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("label", "from", "to", "by", "when")
+    for r in rows:
+        table.add_row(r["label"], str(r["from_version"] or "-"), str(r["to_version"]), r["moved_by"] or "",
+                      r["moved_at"].strftime("%Y-%m-%d %H:%M:%S"))
     console.print(table)
 
 

@@ -99,6 +99,18 @@ def import_collection_cmd(
     _report(import_collection(collection, name, fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
 
 
+@import_app.command("feedback")
+def import_feedback_cmd(
+    name: Annotated[str, typer.Option("--name", help="Dataset name, e.g. good-answers.")],
+    min_score: Annotated[int, typer.Option("--min-score", help="Keep generations rated at least this (1-5; thumbs up = 5).")] = 4,
+    val: ValOption = 0.0, test: TestOption = 0.0, seed: SeedOption = 0, json_out: JsonOption = False,
+) -> None:
+    """Rated generations as (question, sources, answer) JSON records, with lineage to each generation."""
+    from genloom.datasets.importers import SplitFractions, import_feedback
+
+    _report(import_feedback(name, min_score=min_score, fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
+
+
 @datasets_app.command("list")
 def list_cmd(json_out: JsonOption = False) -> None:
     """Every dataset version."""

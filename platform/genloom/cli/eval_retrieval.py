@@ -23,6 +23,7 @@ def retrieval(
     rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
     bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of BM25.")] = 0.5,
     depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch (default: 300; evaluation searches by document).")] = None,
+    embedding_model: Annotated[str | None, typer.Option("--embedding-model", help="Vector branch with another model (genloom embed), to compare models.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Evaluate retrieval on a BEIR dataset (ingesting its corpus first if the collection lacks it)."""
@@ -35,8 +36,9 @@ def retrieval(
         raise BadInput("--modes is empty; use e.g. bm25,vector,hybrid")
     with RichProgress() as bar:
 
-        def on_ingest(done: int, known: int | None, chunks: int) -> None:
-            bar("ingest corpus", done, known or None)
+        def on_ingest(p) -> None:  # an ingest.pipeline.IngestProgress
+            if not p.discovering:
+                bar("ingest corpus", p.bytes_done, max(p.bytes_total, 1))
 
         def on_search(done: int, total: int) -> None:
             bar("queries", done, total)
@@ -44,6 +46,7 @@ def retrieval(
         report = evaluate(
             beir, split=split, collection=collection, modes=mode_list, ingest_progress=on_ingest,
             search_progress=on_search, fusion=fusion, rrf_k=rrf_k, bm25_weight=bm25_weight, depth=depth,
+            embedding_model=embedding_model,
         )
     if json_out:
         print_json(report)

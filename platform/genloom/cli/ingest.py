@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +17,7 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders (walked recursively).", show_default=False)],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to ingest into (created if new).")],
     format: Annotated[
-        str, typer.Option("--format", "-f", help="auto|text|markdown|html|pdf|jsonl|csv|beir (auto: by extension).")
+        str, typer.Option("--format", "-f", help="auto|text|markdown|html|pdf|docx|epub|jsonl|csv|beir (auto: by extension, else by content).")
     ] = "auto",
     text_field: Annotated[str | None, typer.Option("--text-field", help="JSONL/CSV field with the text (default: text, contents, body or content).")] = None,
     id_field: Annotated[str | None, typer.Option("--id-field", help="JSONL/CSV field with the document id (default: _id or id; else file:line).")] = None,
@@ -34,7 +33,7 @@ def ingest(
     text_search_config: Annotated[
         str, typer.Option("--text-search-config", help="Postgres text-search config for BM25 (new collections).")
     ] = "english",
-    max_bytes: Annotated[int, typer.Option("--max-bytes", help="Skip files larger than this.")] = 100 * 1024 * 1024,
+    max_bytes: Annotated[int, typer.Option("--max-bytes", help="Refuse files larger than this, on disk or inflated (.gz, .docx, .epub).")] = 100 * 1024 * 1024,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed JSONL/CSV records instead of failing the file.")] = False,
     batch_documents: Annotated[int, typer.Option("--batch", help="Documents per transaction.")] = 256,
     hnsw_m: Annotated[int, typer.Option("--hnsw-m", help="HNSW m for a new embedding model's index.")] = 16,
@@ -47,17 +46,26 @@ def ingest(
         typer.Option("--pii", help="off|mask|hash|encrypt personal data (emails, phones, cards, IBANs, IPs, national ids) "
                                    "before storing; remembered as the collection's default."),
     ] = None,
+    sync: Annotated[
+        bool, typer.Option("--sync", help="Mirror the folders: retire documents whose files are gone (kept for past citations, no longer searchable).")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Ingest files into a collection: idempotent by content hash; a changed file becomes a new version."""
+    """Ingest files into a collection: idempotent by content hash; a changed file becomes a new version.
+
+    Every file is accounted for: the report counts documents written, unchanged, skipped and
+    failed (by reason); --json lists each skipped or failed path with its reason.
+    """
     from genloom.retrieval.vector import HnswConfig
     from ingest.chunking import ChunkConfig
     from ingest.loaders import LoadOptions
-    from ingest.pipeline import IngestOptions, ingest as run_ingest
+    from ingest.pipeline import IngestOptions, IngestProgress, ingest as run_ingest
 
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:  # before the progress bar starts
         raise BadInput(f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if sync and not any(p.is_dir() for p in paths):
+        raise BadInput("--sync mirrors folders: give at least one folder")
     if batch_documents < 1:
         raise BadInput("--batch must be at least 1")
     if pii is not None:
@@ -79,36 +87,75 @@ def ingest(
         hnsw=HnswConfig(m=hnsw_m, ef_construction=hnsw_ef_construction),
         batch_documents=batch_documents,
         pii=pii,
+        sync=sync,
     )
-    # Not transient unless --json: the final bar (docs, chunks, rates) stays as a summary line.
+    # Not transient unless --json: the final bar stays as a summary line.
     with RichProgress(transient=json_out) as bar:
-        started = time.perf_counter()
+        task = f"ingest {collection}"
 
-        def progress(done: int, known: int | None, chunks: int) -> None:
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            bar(f"ingest {collection}", done, known or None,
-                f"{done / elapsed:.1f} docs/s · {chunks / elapsed:.1f} chunks/s")
+        def progress(p: IngestProgress) -> None:
+            if p.discovering:
+                bar(task, 0, None, f"discovering: {p.files_total} files")
+                return
+            eta = p.eta_seconds()
+            bar(
+                task, p.bytes_done, max(p.bytes_total, 1),
+                f"{p.chunks:,} chunks embedded · {p.rate():.1f} chunks/s · {p.files_done}/{p.files_total} files"
+                + (f" · ETA {_duration(eta)}" if eta is not None else ""),
+            )
 
         result = run_ingest(paths, options, progress=progress)
-    summary = result.to_json()
     if json_out:
-        print_json(summary)
+        print_json(result.to_json())
     else:
-        for error in result.errors[:20]:
-            err_console.print("[yellow]skipped:[/yellow] ", end="")
-            err_console.print(one_line(error), markup=False, highlight=False, soft_wrap=True)
-        if len(result.errors) > 20:
-            info(f"… and {len(result.errors) - 20} more problems (see --json)")
-        info(
-            f"{collection}: {result.documents} documents written ({result.new_versions} new versions), "
-            f"{result.chunks} chunks, {result.skipped} unchanged, {len(result.errors)} problems "
-            f"in {result.seconds:.1f}s (run {result.run_id})"
-        )
-    if result.errors and result.documents == 0 and result.skipped == 0:
+        problems = [p for p in result.problems if p.reason != "hidden"]
+        for problem in problems[:20]:
+            err_console.print(f"[yellow]{problem.status} ({problem.reason}):[/yellow] ", end="")
+            err_console.print(one_line(problem.detail), markup=False, highlight=False, soft_wrap=True)
+        if len(problems) > 20:
+            info(f"… and {len(problems) - 20} more (each with its path and reason in --json)")
+        err_console.print(one_line(result.summary_line()), markup=False, soft_wrap=True, highlight=False)
+    if result.documents == 0 and result.unchanged == 0 and result.retired == 0 and result.problems:
+        first = next((p for p in result.problems if p.reason != "hidden"), result.problems[0])
         if not json_out:
-            raise BadInput(f"nothing ingested: {result.errors[0]}")
+            raise BadInput(f"nothing ingested: {first.detail}")
         raise typer.Exit(code=1)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def embed(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection whose current chunks to embed.")],
+    model: Annotated[str, typer.Option("--model", help="A local sentence-transformers folder.")],
+    batch: Annotated[int, typer.Option("--batch", help="Chunks per transaction (a re-run resumes after the last one).")] = 256,
+    json_out: JsonOption = False,
+) -> None:
+    """Add vectors from another embedding model to a collection (resumable; its own HNSW index)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ingest.embed_models import embed_collection
+
+    with Progress(TextColumn("[bold]embed[/bold] " + collection), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=json_out) as bar:
+        task = bar.add_task("embed", total=None)
+        result = embed_collection(collection, model, batch=batch,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if json_out:
+        print_json(result.to_json())
+        return
+    if result.truncation_warning:
+        info(f"[yellow]note:[/yellow] {result.truncation_warning}")
+    info(f"{collection}: {result.embedded} chunks embedded with {result.model} ({result.already} had vectors already) "
+         f"in {result.seconds:.1f}s (run {result.run_id}); search with --embedding-model {model}")
 
 
 def register(app: typer.Typer) -> None:
     app.command()(ingest)
+    app.command()(embed)

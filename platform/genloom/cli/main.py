@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "genloom.cli.demo",  # demo
     "genloom.cli.ingest",  # ingest
     "genloom.cli.search",  # search
+    "genloom.cli.store",  # collections list|show|rename|delete, documents list|show|delete|set-meta
     "genloom.cli.ask",  # ask, generate, feedback, generations, sessions, templates
     "genloom.cli.serve",  # serve
     "genloom.cli.datasets",  # datasets import|list|show|diff|export

@@ -17,6 +17,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+WHERE_HELP = "Metadata filter (repeatable, all must hold): key=value, key!=value, 'key in a,b', key>=x (> < <=; numbers or ISO dates), 'key exists'."
+WHERE_JSON_HELP = 'Metadata filter as JSON: {"year": {"$gte": 2020}, "$or": [{"lang": "en"}, {"lang": "fr"}]} ($and $or $not $in $nin $ne $gt $gte $lt $lte $exists).'
 
 
 def _default(value: Any) -> Any:

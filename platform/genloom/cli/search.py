@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from genloom.cli.output import JsonOption, console, dumps, err_console, print_json
+from genloom.cli.output import WHERE_HELP, WHERE_JSON_HELP, JsonOption, console, dumps, err_console, print_json
 from genloom.cli.progress import RichProgress
 from genloom.errors import BadInput
 
@@ -18,7 +18,9 @@ def search(
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to search.")] = ...,
     mode: Annotated[str, typer.Option("--mode", "-m", help="hybrid | bm25 | vector.")] = "hybrid",
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
-    where: Annotated[list[str] | None, typer.Option("--where", help="key=value on document metadata (repeatable).")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help=WHERE_HELP)] = None,
+    where_json: Annotated[str | None, typer.Option("--where-json", help=WHERE_JSON_HELP)] = None,
+    embedding_model: Annotated[str | None, typer.Option("--embedding-model", help="Search with another model that has vectors here (see genloom embed).")] = None,
     by_document: Annotated[bool, typer.Option("--by-document", help="One result per document (its best chunk).")] = False,
     include_superseded: Annotated[bool, typer.Option("--include-superseded", help="Also search old document versions.")] = False,
     fusion: Annotated[str, typer.Option("--fusion", help="rrf (reciprocal rank fusion) | weighted (normalised scores).")] = "rrf",
@@ -38,14 +40,14 @@ def search(
     """
     from genloom.api.local import ServerGone, find_server
     from genloom.db.engine import session_scope
-    from genloom.pairs import parse_pairs
+    from genloom.retrieval.filters import combine, parse_where, parse_where_json
     from genloom.retrieval.search import search as run_search
 
-    filters = parse_pairs(where, "--where")
+    filters = combine(parse_where(where), parse_where_json(where_json))
     options = dict(
         collection=collection, mode=mode, k=k, where=filters or None, by_document=by_document,
         include_superseded=include_superseded, fusion=fusion, rrf_k=rrf_k, bm25_weight=bm25_weight,
-        depth=depth, ef_search=ef_search,
+        depth=depth, ef_search=ef_search, embedding_model=embedding_model,
     )
     if queries is not None:
         if query is not None:
@@ -76,7 +78,7 @@ def search(
         version = f" v{hit.document_version}" if hit.document_version > 1 else ""
         console.print(
             f"[bold]{rank:>2}[/bold]  {hit.score:.4f}  [cyan]{escape(doc)}{version}[/cyan]  "
-            f"{escape(hit.title or '')}  [dim]({branches})[/dim]",
+            f"{escape(hit.location)}  [dim]({branches})[/dim]",
             soft_wrap=True, highlight=False,
         )
         snippet = " ".join(hit.text.split())
@@ -84,6 +86,8 @@ def search(
 
 
 def _hit_json(hit) -> dict:
+    from genloom.retrieval.locations import location_fields
+
     return {
         "doc_id": hit.doc_id,
         "chunk_id": hit.chunk_id,
@@ -97,6 +101,8 @@ def _hit_json(hit) -> dict:
         "vector_rank": hit.vector_rank,
         "vector_score": hit.vector_score,
         "metadata": hit.metadata,
+        **location_fields(hit.metadata),
+        "location": hit.location,
     }
 
 

@@ -333,3 +333,79 @@ def import_collection(collection: str, name: str | None = None, *, fractions: Sp
     return store_import(name or collection, "text", specs, seeded_splits(len(specs), fractions),
                         params={"source": "collection", "collection": collection, **dataclasses.asdict(fractions)},
                         description=f"current documents of collection {collection}")
+
+
+def import_feedback(name: str, *, min_score: int = 4, fractions: SplitFractions | None = None) -> ImportResult:
+    """Rated generations → a sealed text dataset of (question, sources, answer) records.
+
+    A generation qualifies when it succeeded and its best feedback score is >= min_score
+    (a thumbs-up counts as 5, a thumbs-down as 1). Each item's text is one JSON record
+    {"question", "sources": [{"n", "title", "location", "text"}], "answer"}, the shape
+    fine-tuning scripts read; its metadata is the lineage: generation, prompt, session,
+    model and score. Purged sources appear by their tombstone's title, without text.
+    """
+    import json
+
+    import sqlalchemy as sa
+
+    from genloom.datasets.store import text_item
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.locations import format_location
+
+    if not 1 <= min_score <= 5:
+        raise BadInput(f"--min-score must be within 1..5 (got {min_score})")
+    with session_scope() as s:
+        rows = s.execute(
+            sa.text(
+                """
+                SELECT g.id AS generation_id, g.prompt_id, p.session_id, p.text AS question, g.output AS answer,
+                       g.model_name, max(coalesce(f.score, CASE f.thumbs WHEN 1 THEN 5 WHEN -1 THEN 1 END)) AS score
+                FROM generations g
+                JOIN prompts p ON p.id = g.prompt_id
+                JOIN feedback f ON f.generation_id = g.id
+                WHERE g.status = 'ok' AND g.output IS NOT NULL
+                GROUP BY g.id, p.id
+                HAVING max(coalesce(f.score, CASE f.thumbs WHEN 1 THEN 5 WHEN -1 THEN 1 END)) >= :min
+                ORDER BY g.id
+                """
+            ),
+            {"min": min_score},
+        ).mappings().all()
+        sources = s.execute(
+            sa.text(
+                """
+                SELECT gs.generation_id, gs.rank, c.text, c.metadata, d.title, d.external_id, gs.tombstone
+                FROM generation_sources gs
+                LEFT JOIN chunks c ON c.id = gs.chunk_id
+                LEFT JOIN documents d ON d.id = c.document_id
+                WHERE gs.generation_id = ANY(:ids)
+                ORDER BY gs.generation_id, gs.rank
+                """
+            ),
+            {"ids": [r["generation_id"] for r in rows]},
+        ).mappings().all()
+    by_generation: dict[int, list[dict]] = {}
+    for src in sources:
+        tomb = src["tombstone"] or {}
+        title = src["title"] if src["text"] is not None else tomb.get("title")
+        external = src["external_id"] if src["text"] is not None else tomb.get("external_id")
+        by_generation.setdefault(src["generation_id"], []).append(
+            {"n": src["rank"], "title": title, "location": format_location(title, external, src["metadata"]),
+             "text": src["text"]}
+        )
+    specs = [
+        text_item(
+            json.dumps({"question": r["question"], "sources": by_generation.get(r["generation_id"], []),
+                        "answer": r["answer"]}, ensure_ascii=False),
+            metadata={"generation_id": r["generation_id"], "prompt_id": r["prompt_id"], "session_id": r["session_id"],
+                      "model": r["model_name"], "score": r["score"], "format": "qa-record"},
+        )
+        for r in rows
+    ]
+    if not specs:
+        raise BadInput(f"no generation has feedback with score >= {min_score} (rate some with: genloom feedback ID --score 5)")
+    fractions = fractions or SplitFractions(val=0.0, test=0.0)
+    return store_import(name, "text", specs, seeded_splits(len(specs), fractions),
+                        params={"source": "feedback", "min_score": min_score,
+                                "generation_ids": [r["generation_id"] for r in rows], **dataclasses.asdict(fractions)},
+                        description=f"rated generations (score >= {min_score}) as question/sources/answer records")

@@ -29,7 +29,7 @@ created_at = Annotated[
 ]
 jsonb = Annotated[dict[str, Any], mapped_column(JSONB, server_default=sa.text("'{}'::jsonb"), nullable=False)]
 
-RUN_KINDS = ("ingest", "train", "sample", "evaluate", "dedup", "generate", "import", "score")
+RUN_KINDS = ("ingest", "train", "sample", "evaluate", "dedup", "generate", "import", "score", "manage")
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 ITEM_MODALITIES = ("text", "image", "tensor")
 ITEM_ORIGINS = ("real", "synthetic", "augmented")
@@ -107,6 +107,12 @@ class Document(Base):
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
     superseded_at: Mapped[Optional[dt.datetime]]
+    # Retired (file gone under --sync, or `documents delete`): superseded_at is set too, so it is
+    # out of search and BM25, but its rows stay for the generations that cited it.
+    retired_at: Mapped[Optional[dt.datetime]]
+    retired_by_run_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("runs.id", ondelete="SET NULL"))
+    # Keys set by `documents set-meta` (already merged into metadata); new versions inherit them.
+    user_metadata: Mapped[jsonb]
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="document", order_by="Chunk.ordinal")
 
@@ -154,6 +160,36 @@ class PromptTemplate(Base):
     text: Mapped[str] = mapped_column(sa.Text)
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+
+
+class PromptTemplateLabel(Base):
+    """A movable label ('production', 'staging') on one version of a template."""
+
+    __tablename__ = "prompt_template_labels"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["name", "version"], ["prompt_templates.name", "prompt_templates.version"]),
+    )
+
+    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    label: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    moved_at: Mapped[created_at]
+    moved_by: Mapped[Optional[str]] = mapped_column(sa.Text)
+
+
+class PromptTemplateLabelMove(Base):
+    """Every label move, in order: the audit trail (and how to roll back)."""
+
+    __tablename__ = "prompt_template_label_moves"
+    __table_args__ = (sa.Index("ix_prompt_template_label_moves_name", "name", "label", "moved_at"),)
+
+    id: Mapped[intpk]
+    name: Mapped[str] = mapped_column(sa.Text)
+    label: Mapped[str] = mapped_column(sa.Text)
+    from_version: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    to_version: Mapped[int] = mapped_column(sa.Integer)
+    moved_by: Mapped[Optional[str]] = mapped_column(sa.Text)
+    moved_at: Mapped[created_at]
 
 
 class ChatSession(Base):
@@ -225,7 +261,9 @@ class GenerationSource(Base):
 
     generation_id: Mapped[int] = mapped_column(sa.ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True)
     rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True)  # 1 = [1] in the answer
-    chunk_id: Mapped[int] = mapped_column(sa.ForeignKey("chunks.id"))
+    # NULL once the chunk was purged (`documents delete --purge`); `tombstone` then says what it was.
+    chunk_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("chunks.id", ondelete="SET NULL"))
+    tombstone: Mapped[Optional[dict[str, Any]]] = mapped_column(JSONB)
     score: Mapped[Optional[float]] = mapped_column(sa.Float)  # the fused score
     bm25_rank: Mapped[Optional[int]] = mapped_column(sa.Integer)
     bm25_score: Mapped[Optional[float]] = mapped_column(sa.Float)

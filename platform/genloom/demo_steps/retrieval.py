@@ -22,7 +22,7 @@ def run(ctx) -> dict:
     return {
         "collection": "demo",
         "ingested": result.documents,
-        "unchanged": result.skipped,
+        "unchanged": result.unchanged,
         "chunks": result.chunks,
         "query": QUESTION,
         "rows": [

@@ -73,6 +73,6 @@ def evaluate(
             with session_scope() as s:
                 log_metrics(s, run.id, {f"{mode}/{name}": value for name, value in metrics.items()})
         report["run_id"] = run.id
-        report["ingest"] = {"documents": ingested.documents, "skipped": ingested.skipped, "chunks": ingested.chunks}
+        report["ingest"] = {"written": ingested.documents, "unchanged": ingested.unchanged, "chunks": ingested.chunks}
         run.finish(summary=report)
     return report

@@ -59,6 +59,13 @@ class Source:
     bm25_score: float | None = None
     vector_rank: int | None = None
     vector_score: float | None = None
+    metadata: dict | None = None  # the chunk's location (page, heading, offsets) and document metadata
+
+    @property
+    def location(self) -> str:
+        from genloom.retrieval.locations import format_location
+
+        return format_location(self.title, self.doc_id, self.metadata)
 
 
 @dataclasses.dataclass

@@ -46,7 +46,7 @@ class CallRequest:
     model: str | None = None  # extractive | PATH | NAME[@V]; None: the configured default
     session_id: int | None = None  # continue this conversation
     k: int = 5
-    where: dict[str, str] | None = None
+    where: dict[str, Any] | None = None  # a filter document (genloom.retrieval.filters)
     template: str | None = None  # NAME[@V]; None: 'default' (retrieval calls only)
     params: GenParams = dataclasses.field(default_factory=GenParams)
     user: str | None = None
@@ -54,6 +54,7 @@ class CallRequest:
     # Earlier turns given by the caller (an OpenAI messages list); None: read from the session.
     history: list[Turn] | None = None
     mode: str = "hybrid"
+    embedding_model: str | None = None  # another model with vectors in the collection (`genloom embed`)
 
 
 @dataclasses.dataclass
@@ -128,6 +129,7 @@ def _to_source(hit, n: int) -> Source:
         bm25_score=hit.bm25_score,
         vector_rank=hit.vector_rank,
         vector_score=hit.vector_score,
+        metadata=hit.metadata,
     )
 
 
@@ -174,7 +176,8 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         from genloom.retrieval.search import search
 
         retrieval_started = time.perf_counter()
-        hits = search(session, question, collection=request.collection, k=request.k, mode=request.mode, where=request.where)
+        hits = search(session, question, collection=request.collection, k=request.k, mode=request.mode, where=request.where,
+                      embedding_model=request.embedding_model)
         retrieval_ms = _ms(retrieval_started)
         candidates = [_to_source(hit, i + 1) for i, hit in enumerate(hits)]
     elif backend.name == "extractive":
@@ -266,8 +269,12 @@ def citations_of(answer: str, sources: list[Source]) -> list[dict[str, Any]]:
         n = int(match.group(1))
         if n in by_n and n not in seen:
             seen.append(n)
+    from genloom.retrieval.locations import location_fields
+
     return [
-        {"n": n, "doc_id": by_n[n].doc_id, "chunk_id": by_n[n].chunk_id, "title": by_n[n].title} for n in seen
+        {"n": n, "doc_id": by_n[n].doc_id, "chunk_id": by_n[n].chunk_id, "title": by_n[n].title,
+         **location_fields(by_n[n].metadata), "location": by_n[n].location}
+        for n in seen
     ]
 
 

@@ -20,6 +20,7 @@ from genloom.db.models import (
 )
 from genloom.errors import NotFound
 from genloom.generation.feedback import feedback_json
+from genloom.retrieval.locations import format_location, location_fields
 
 
 def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
@@ -29,9 +30,10 @@ def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
         raise NotFound(f"no generation {generation_id}")
     prompt = session.get(Prompt, gen.prompt_id)
     sources = session.execute(
-        sa.select(GenerationSource, Chunk.text, Document.external_id, Document.title, Document.version)
-        .join(Chunk, Chunk.id == GenerationSource.chunk_id)
-        .join(Document, Document.id == Chunk.document_id)
+        sa.select(GenerationSource, Chunk.text, Document.external_id, Document.title, Document.version,
+                  Chunk.metadata_)
+        .outerjoin(Chunk, Chunk.id == GenerationSource.chunk_id)  # NULL once purged: the tombstone remains
+        .outerjoin(Document, Document.id == Chunk.document_id)
         .where(GenerationSource.generation_id == gen.id)
         .order_by(GenerationSource.rank)
     ).all()
@@ -58,18 +60,23 @@ def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
         "sources": [
             {
                 "n": src.rank,
-                "doc_id": external_id,
-                "document_version": version,
+                "doc_id": external_id if src.chunk_id is not None else (src.tombstone or {}).get("external_id"),
+                "document_version": version if src.chunk_id is not None else (src.tombstone or {}).get("version"),
                 "chunk_id": src.chunk_id,
-                "title": title,
+                "title": title if src.chunk_id is not None else (src.tombstone or {}).get("title"),
                 "score": src.score,
                 "bm25_rank": src.bm25_rank,
                 "bm25_score": src.bm25_score,
                 "vector_rank": src.vector_rank,
                 "vector_score": src.vector_score,
                 "text": text,
+                **location_fields(chunk_meta),
+                "location": format_location(
+                    title if src.chunk_id is not None else (src.tombstone or {}).get("title"),
+                    external_id if src.chunk_id is not None else (src.tombstone or {}).get("external_id"), chunk_meta),
+                **({"tombstone": src.tombstone} if src.tombstone else {}),
             }
-            for src, text, external_id, title, version in sources
+            for src, text, external_id, title, version, chunk_meta in sources
         ],
         "feedback": [feedback_json(f) for f in feedback],
         "created_at": gen.created_at,

@@ -100,3 +100,53 @@ def collection_summary(session: Session, collection: Collection) -> dict:
         {"c": collection.id},
     ).mappings().first()
     return {"collection": collection.name, "text_search_config": collection.text_search_config, **(dict(row) if row else {})}
+
+
+def list_collections(session: Session) -> list[dict]:
+    """Every collection with its current/retired document counts, chunks and embedding model."""
+    rows = session.execute(
+        sa.text(
+            """
+            SELECT c.id, c.name, c.text_search_config, m.name AS embedding_model, c.created_at,
+                   count(d.id) FILTER (WHERE d.superseded_at IS NULL) AS documents,
+                   count(d.id) FILTER (WHERE d.retired_at IS NOT NULL) AS retired,
+                   coalesce(s.n_chunks, 0) AS chunks
+            FROM collections c
+            LEFT JOIN embedding_models m ON m.id = c.embedding_model_id
+            LEFT JOIN documents d ON d.collection_id = c.id
+            LEFT JOIN retrieval_collection_stats s ON s.collection_id = c.id
+            GROUP BY c.id, m.name, s.n_chunks
+            ORDER BY c.name
+            """
+        )
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def rename_collection(session: Session, name: str, new_name: str) -> Collection:
+    validate_name(new_name)
+    collection = get_collection(session, name)
+    if session.scalar(sa.select(Collection.id).where(Collection.name == new_name)) is not None:
+        raise BadInput(f"collection {new_name!r} already exists; choose another name")
+    collection.name = new_name
+    session.flush()
+    return collection
+
+
+def datasets_from_collection(session: Session, name: str) -> list[str]:
+    """'dataset@version' for every dataset version imported from the collection called `name`."""
+    return list(
+        session.scalars(
+            sa.text(
+                """
+                SELECT ds.name || '@' || v.version
+                FROM dataset_versions v
+                JOIN datasets ds ON ds.id = v.dataset_id
+                JOIN runs r ON r.id = v.created_by_run_id
+                WHERE r.kind = 'import' AND r.params->>'source' = 'collection' AND r.params->>'collection' = :n
+                ORDER BY 1
+                """
+            ),
+            {"n": name},
+        )
+    )

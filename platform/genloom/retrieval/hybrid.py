@@ -6,7 +6,8 @@ and the database returns only the k rows the caller sees.
 Named parameters (bound by psycopg):
   :query, :ts_config            the query text and the collection's text-search config
   :query_embedding              the query vector in pgvector text form (NULL when unused)
-  :collection_id, :where        collection, and JSONB containment on document metadata
+  :collection_id, :where        collection, and a SQL/JSON path predicate on document metadata
+                                (`genloom.retrieval.filters.to_jsonpath`)
   :k1, :b                       BM25 parameters
   :bm25_depth, :vector_depth    how many candidates each branch passes to the fusion (0 = branch off)
   :mode                         'hybrid' | 'bm25' | 'vector'  (single modes score by their own branch)
@@ -113,11 +114,11 @@ ORDER BY score DESC, chunk_id
 LIMIT :k
 """
 
-# JSONB containment on the document's metadata; only joined in when there is a filter,
+# The metadata filter (a jsonpath predicate, see retrieval/filters.py); only joined in when there is one,
 # so an unfiltered BM25 branch stays an index-only scan over the postings.
 BM25_FILTER_JOIN = """JOIN retrieval_chunks frc ON frc.chunk_id = p.chunk_id
-        JOIN documents fd ON fd.id = frc.document_id AND fd.metadata @> CAST(:where AS jsonb)"""
-VECTOR_FILTER_JOIN = """JOIN documents fd ON fd.id = rc.document_id AND fd.metadata @> CAST(:where AS jsonb)"""
+        JOIN documents fd ON fd.id = frc.document_id AND fd.metadata @@ CAST(:where AS jsonpath)"""
+VECTOR_FILTER_JOIN = """JOIN documents fd ON fd.id = rc.document_id AND fd.metadata @@ CAST(:where AS jsonpath)"""
 
 
 def render_sql(*, dim: int | None, model_id: int | None, current_only: bool, filtered: bool) -> str:

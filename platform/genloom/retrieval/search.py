@@ -11,7 +11,6 @@ embeds the query and turns rows into `SearchHit`s.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,8 +19,10 @@ from sqlalchemy.orm import Session
 
 from genloom.errors import BadInput
 from genloom.retrieval.collections import get_collection
+from genloom.retrieval.embed_models import resolve_search_model
+from genloom.retrieval.filters import to_jsonpath
 from genloom.retrieval.hybrid import render_sql
-from genloom.retrieval.vector import HnswConfig, model_for_collection, vector_literal
+from genloom.retrieval.vector import HnswConfig, vector_literal
 
 MODES = ("hybrid", "bm25", "vector")
 FUSIONS = ("rrf", "weighted")
@@ -44,8 +45,17 @@ class SearchHit:
     document_version: int
     metadata: dict[str, Any]  # the document's metadata, updated with the chunk's
 
+    @property
+    def location(self) -> str:
+        """'title · page 4 · §Installation › Verify' (see genloom.retrieval.locations)."""
+        from genloom.retrieval.locations import format_location
+
+        return format_location(self.title, self.doc_id, self.metadata)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        from genloom.retrieval.locations import location_fields
+
+        return {**dataclasses.asdict(self), **location_fields(self.metadata), "location": self.location}
 
 
 # (texts, model name) -> L2-normalised vectors: genloom.embeddings.embed, or a running server's.
@@ -65,7 +75,7 @@ def search(
     collection: str,
     k: int = 10,
     mode: str = "hybrid",
-    where: dict[str, str] | None = None,
+    where: dict[str, Any] | None = None,
     by_document: bool = False,
     include_superseded: bool = False,
     query_embedding=None,
@@ -77,18 +87,21 @@ def search(
     b: float = DEFAULT_B,
     ef_search: int | None = None,
     embedder: Embedder | None = None,
+    embedding_model: str | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks (or documents, with by_document) of `collection` for `query`.
 
     mode: 'hybrid' (BM25 + vector fused in SQL), 'bm25' or 'vector'.
-    where: document metadata that must match (JSONB containment), e.g. {"lang": "en"}.
+    where: a metadata filter document (`genloom.retrieval.filters`), e.g. {"lang": "en"} or
+    {"$or": [{"year": {"$gte": 2020}}, {"lang": {"$in": ["en", "fr"]}}]}.
     include_superseded: also search old document versions (default: current ones only).
     query_embedding: a precomputed query vector (batch mode embeds many queries at once).
     embedder: how to embed the query (default genloom.embeddings.embed; the CLI passes a
     running server's, api/local.py).
     fusion: 'rrf' (reciprocal rank fusion, constant rrf_k) or 'weighted' (min-max normalised
     scores, bm25_weight for BM25). depth: candidates per branch (default max(100, k), tripled
-    with by_document so that k distinct documents survive the collapse).
+    with by_document so that k distinct documents survive the collapse). embedding_model: another
+    model with vectors in this collection (`genloom embed`); default the collection's own.
     """
     if query is None or not str(query).strip():
         raise BadInput("empty query: give the text to search for")
@@ -100,13 +113,14 @@ def search(
         raise BadInput(f"k must be at least 1 (got {k})")
     if not 0.0 <= bm25_weight <= 1.0:
         raise BadInput(f"bm25_weight must be within [0, 1] (got {bm25_weight})")
+    where_path = to_jsonpath(where)  # validates before any work
     coll = get_collection(session, collection)
 
     if depth is None:
         depth = max(100, k) * (3 if by_document else 1)
     if depth < 1:
         raise BadInput(f"depth must be at least 1 (got {depth})")
-    model = model_for_collection(session, coll.embedding_model_id)
+    model = resolve_search_model(session, coll.id, coll.embedding_model_id, embedding_model)
     use_vector = mode in ("hybrid", "vector")
     if use_vector and model is None:
         if mode == "vector":
@@ -134,14 +148,14 @@ def search(
         dim=model.dim if model else None,
         model_id=model.id if model else None,
         current_only=not include_superseded,
-        filtered=bool(where),
+        filtered=where_path is not None,
     )
     params = {
         "query": query,
         "ts_config": coll.text_search_config,
         "query_embedding": embedding_text,
         "collection_id": coll.id,
-        "where": json.dumps({str(key): str(v) for key, v in (where or {}).items()}),
+        "where": where_path,
         "k1": float(k1),
         "b": float(b),
         "bm25_depth": depth if mode in ("hybrid", "bm25") else 0,
@@ -189,7 +203,7 @@ def search_many(
 ):
     """Yield (query_id, hits) for many (id, text) queries, embedding them in batches first."""
     coll = get_collection(session, collection)
-    model = model_for_collection(session, coll.embedding_model_id)
+    model = resolve_search_model(session, coll.id, coll.embedding_model_id, kwargs.get("embedding_model"))
     embeddings = [None] * len(queries)
     if mode in ("hybrid", "vector") and model is not None and queries:
         texts = [text for _, text in queries]

@@ -1,0 +1,278 @@
+"""Documents users manage: retire (sync, delete), purge, update metadata, list and show.
+
+Every function works inside the caller's transaction and keeps the BM25 statistics exact:
+a document leaves them when it stops being current (`bm25.retire_documents`). Writers to a
+collection serialise on its statistics row (`bm25.lock_collection_stats`), as ingest does.
+
+Retiring keeps the rows (a generation that cited a chunk can still show it); purging deletes
+them, and each generation source that pointed at a purged chunk keeps a tombstone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from genloom.errors import BadInput, NotFound
+from genloom.retrieval import bm25
+
+
+def retire_documents(session: Session, collection_id: int, document_ids: Sequence[int], *, run_id: int | None) -> list[int]:
+    """Take current documents out of search and BM25, keeping their rows; return the ids retired."""
+    if not document_ids:
+        return []
+    retired = list(
+        session.scalars(
+            sa.text(
+                """
+                UPDATE documents SET superseded_at = now(), retired_at = now(), retired_by_run_id = :run
+                WHERE collection_id = :c AND id = ANY(:ids) AND superseded_at IS NULL
+                RETURNING id
+                """
+            ),
+            {"c": collection_id, "ids": list(document_ids), "run": run_id},
+        )
+    )
+    bm25.retire_documents(session, collection_id, retired)
+    return retired
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _document_versions(session: Session, collection_id: int, ref: str) -> list[Any]:
+    """All versions of the document `ref` names: a document id (any version) or an external id."""
+    by_external = session.execute(
+        sa.text("SELECT * FROM documents WHERE collection_id = :c AND external_id = :e ORDER BY version"),
+        {"c": collection_id, "e": ref},
+    ).mappings().all()
+    if by_external:
+        return list(by_external)
+    if ref.isdigit():
+        external = session.scalar(
+            sa.text("SELECT external_id FROM documents WHERE collection_id = :c AND id = :i"), {"c": collection_id, "i": int(ref)}
+        )
+        if external is not None:
+            return _document_versions(session, collection_id, external)
+    # A file path as the user typed it: documents of files are keyed by their resolved path.
+    import os
+
+    resolved = os.path.realpath(ref)
+    if resolved != ref:
+        found = session.execute(
+            sa.text("SELECT * FROM documents WHERE collection_id = :c AND external_id = :e ORDER BY version"),
+            {"c": collection_id, "e": resolved},
+        ).mappings().all()
+        if found:
+            return list(found)
+    raise NotFound(f"no document {ref!r} in this collection (give its id or external id; see: genloom documents list)")
+
+
+def list_documents(
+    session: Session, collection_id: int, *, include_retired: bool = False, where: dict | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Current documents (and retired ones with include_retired), newest first, with chunk counts."""
+    from genloom.retrieval.filters import to_jsonpath
+
+    path = to_jsonpath(where)
+    rows = session.execute(
+        sa.text(
+            """
+            SELECT d.id, d.external_id, d.version, d.title, d.mime_type, d.metadata, d.created_at, d.retired_at,
+                   (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks
+            FROM documents d
+            WHERE d.collection_id = :c
+              AND (d.superseded_at IS NULL OR (:retired AND d.retired_at IS NOT NULL))
+              AND (CAST(:where AS jsonpath) IS NULL OR d.metadata @@ CAST(:where AS jsonpath))
+            ORDER BY d.external_id, d.version
+            LIMIT :limit
+            """
+        ),
+        {"c": collection_id, "retired": include_retired, "where": path, "limit": limit},
+    ).mappings()
+    return [{**row, "status": "retired" if row["retired_at"] else "current"} for row in rows]
+
+
+def document_detail(session: Session, collection_id: int, ref: str) -> dict[str, Any]:
+    """Every version of a document, its chunks, and the generations that cited it."""
+    versions = _document_versions(session, collection_id, ref)
+    ids = [v["id"] for v in versions]
+    cited = session.execute(
+        sa.text(
+            """
+            SELECT gs.generation_id, count(*) AS sources
+            FROM generation_sources gs JOIN chunks c ON c.id = gs.chunk_id
+            WHERE c.document_id = ANY(:ids) GROUP BY gs.generation_id ORDER BY gs.generation_id
+            """
+        ),
+        {"ids": ids},
+    ).all()
+    chunks: dict[int, int] = dict(
+        session.execute(
+            sa.text("SELECT document_id, count(*) FROM chunks WHERE document_id = ANY(:ids) GROUP BY document_id"),
+            {"ids": ids},
+        ).all()
+    )
+    latest = versions[-1]
+    return {
+        "external_id": latest["external_id"],
+        "title": latest["title"],
+        "status": "current" if latest["superseded_at"] is None else ("retired" if latest["retired_at"] else "superseded"),
+        "metadata": latest["metadata"],
+        "user_metadata": latest["user_metadata"],
+        "versions": [
+            {"id": v["id"], "version": v["version"], "sha256": v["sha256"], "created_at": v["created_at"],
+             "superseded_at": v["superseded_at"], "retired_at": v["retired_at"], "chunks": chunks.get(v["id"], 0)}
+            for v in versions
+        ],
+        "cited_by_generations": [row.generation_id for row in cited],
+    }
+
+
+# --------------------------------------------------------------------------- changing
+
+
+def purge_impact(session: Session, document_ids: Sequence[int]) -> dict[str, Any]:
+    """What purging these document rows breaks: the generations whose sources point at their chunks."""
+    row = session.execute(
+        sa.text(
+            """
+            SELECT count(DISTINCT c.id) AS chunks, count(DISTINCT gs.generation_id) AS generations,
+                   coalesce(array_agg(DISTINCT gs.generation_id) FILTER (WHERE gs.generation_id IS NOT NULL), '{}') AS ids
+            FROM chunks c LEFT JOIN generation_sources gs ON gs.chunk_id = c.id
+            WHERE c.document_id = ANY(:ids)
+            """
+        ),
+        {"ids": list(document_ids)},
+    ).one()
+    return {"documents": len(document_ids), "chunks": row.chunks, "generations_citing": row.generations,
+            "generation_ids": sorted(row.ids)[:100]}
+
+
+_TOMBSTONE_SQL = """
+UPDATE generation_sources gs
+SET tombstone = jsonb_build_object(
+        'external_id', d.external_id, 'title', d.title, 'version', d.version,
+        'collection', col.name, 'chunk_id', c.id, 'purged_at', now(), 'purged_by_run_id', CAST(:run AS bigint))
+FROM chunks c
+JOIN documents d ON d.id = c.document_id
+JOIN collections col ON col.id = d.collection_id
+WHERE gs.chunk_id = c.id AND c.document_id = ANY(:ids)
+"""
+
+
+def purge_documents(session: Session, collection_id: int, document_ids: Sequence[int], *, run_id: int | None) -> dict:
+    """Delete document rows for good: current ones leave BM25 first; cited sources keep a tombstone."""
+    ids = list(document_ids)
+    impact = purge_impact(session, ids)
+    bm25.lock_collection_stats(session, collection_id)
+    current = list(session.scalars(
+        sa.text("SELECT id FROM documents WHERE id = ANY(:ids) AND superseded_at IS NULL"), {"ids": ids}))
+    bm25.retire_documents(session, collection_id, current)
+    session.execute(sa.text(_TOMBSTONE_SQL), {"ids": ids, "run": run_id})
+    # chunks, embeddings, postings, duplicates go by ON DELETE CASCADE; sources by SET NULL.
+    session.execute(sa.text("DELETE FROM documents WHERE id = ANY(:ids)"), {"ids": ids})
+    return impact
+
+
+def delete_document(
+    session: Session, collection_id: int, ref: str, *, purge: bool = False, run_id: int | None = None
+) -> dict[str, Any]:
+    """Retire a document (default: rows kept for past citations) or purge every version of it."""
+    versions = _document_versions(session, collection_id, ref)
+    ids = [v["id"] for v in versions]
+    external_id = versions[-1]["external_id"]
+    if purge:
+        impact = purge_documents(session, collection_id, ids, run_id=run_id)
+        return {"action": "purge", "external_id": external_id, "versions": len(ids), **impact}
+    bm25.lock_collection_stats(session, collection_id)
+    retired = retire_documents(session, collection_id, ids, run_id=run_id)
+    if not retired:
+        raise BadInput(f"document {external_id!r} is not current (already retired or superseded); "
+                       "remove its rows with --purge")
+    return {"action": "retire", "external_id": external_id, "versions": len(ids), "retired_document_ids": retired}
+
+
+def set_metadata(
+    session: Session, collection_id: int, ref: str, changes: dict[str, str | None], *, run_id: int | None = None
+) -> dict[str, Any]:
+    """Set (or, with None, remove) metadata keys on the current version; later versions inherit them."""
+    if not changes:
+        raise BadInput("give at least one key=value (key= removes a key)")
+    versions = _document_versions(session, collection_id, ref)
+    current = next((v for v in versions if v["superseded_at"] is None), None)
+    if current is None:
+        raise BadInput(f"document {versions[-1]['external_id']!r} is not current; only a current document takes metadata")
+    user = dict(current["user_metadata"] or {})
+    metadata = dict(current["metadata"] or {})
+    for key, value in changes.items():
+        if value is None:
+            user.pop(key, None)
+            metadata.pop(key, None)
+        else:
+            user[key] = value
+            metadata[key] = value
+    import json
+
+    session.execute(
+        sa.text("UPDATE documents SET metadata = CAST(:m AS jsonb), user_metadata = CAST(:u AS jsonb) WHERE id = :i"),
+        {"m": json.dumps(metadata, ensure_ascii=False), "u": json.dumps(user, ensure_ascii=False), "i": current["id"]},
+    )
+    return {"document_id": current["id"], "external_id": current["external_id"], "metadata": metadata,
+            "changed": changes}
+
+
+def record_change(action: str, collection: str, change, *, engine=None, **params: Any) -> dict[str, Any]:
+    """Run `change(session, collection_id, run_id)` in ONE transaction, recorded as a 'manage' run
+    whose summary is what it changed (the run is marked succeeded in that same transaction)."""
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.collections import get_collection
+    from genloom.runs import tracked_run
+
+    with session_scope(engine) as s:
+        collection_id = get_collection(s, collection).id
+    with tracked_run("manage", params={"action": action, "collection": collection, **params},
+                     collection_id=collection_id) as run:
+        with session_scope(engine) as s:
+            summary = change(s, collection_id, run.id)
+            run.finish(summary=_jsonable(summary), session=s)
+    return {**summary, "run_id": run.id}
+
+
+def _jsonable(value: Any) -> Any:
+    import datetime as dt
+
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return value
+
+
+def delete_collection(session: Session, name: str, *, force: bool = False, run_id: int | None = None) -> dict:
+    """Delete a collection and everything in it, in the caller's transaction.
+
+    Refused (one line, naming them) when datasets were imported from it, unless force: their
+    items are copies and stay valid, but their lineage then points at a collection that is gone.
+    Generations that cited its chunks keep their answers, and their sources a tombstone.
+    """
+    from genloom.retrieval.collections import datasets_from_collection, get_collection
+
+    collection = get_collection(session, name)
+    datasets = datasets_from_collection(session, name)
+    if datasets and not force:
+        shown = ", ".join(datasets[:5]) + (f" and {len(datasets) - 5} more" if len(datasets) > 5 else "")
+        raise BadInput(
+            f"collection {name!r} is the source of dataset {shown}; their items are copies and stay valid, "
+            f"but their lineage would point at a deleted collection: delete anyway with --force"
+        )
+    ids = list(session.scalars(sa.text("SELECT id FROM documents WHERE collection_id = :c"), {"c": collection.id}))
+    impact = purge_impact(session, ids)
+    session.execute(sa.text(_TOMBSTONE_SQL), {"ids": ids, "run": run_id})
+    session.execute(sa.text("DELETE FROM collections WHERE id = :c"), {"c": collection.id})  # cascades
+    return {"collection": name, "datasets_imported_from_it": datasets, **impact}
