@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     except GenloomError as exc:
         if _state["debug"]:
             raise
-        _error(_one_line(exc))
+        hint = getattr(exc, "cli_hint", None)
+        _error(_one_line(exc) + (f" ({hint})" if hint else ""))
         return exc.exit_code
     except sqlalchemy.exc.DBAPIError as exc:
         if _state["debug"]:

@@ -5,7 +5,8 @@ sources) into text. It also counts tokens in its own tokenizer and renders chat
 messages in its own format, so context assembly can budget in the model's tokens.
 
 `--model` resolution, in order: `extractive` → a local directory (a Hugging Face
-causal LM) → `NAME[@V]` in genloom's model registry. Nothing is ever downloaded.
+causal LM) → `NAME[@V]` in genloom's model registry (a Hugging Face checkpoint, or an
+endpoint: a remote OpenAI-compatible server, see endpoint.py). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -154,10 +155,17 @@ def _registry_backend(session, ref: str) -> Backend:
     cached = _cache.get(key)
     if cached is not None:
         return cached
+    if model.format == "endpoint":  # a remote OpenAI-compatible server (generation/endpoint.py)
+        from genloom.generation.endpoint import EndpointBackend, spec_of
+
+        backend = EndpointBackend(spec_of(model), name=f"{model.name}@{model.version}", revision=model.sha256,
+                                  model_id=model.id)
+        _cache[key] = backend
+        return backend
     if model.format != "hf-tar":
         raise BadInput(
             f"registry model {model.name}@{model.version} is a {model.format!r} checkpoint of a "
-            f"{model.architecture}; only Hugging Face models (format 'hf-tar') can generate text"
+            f"{model.architecture}; only Hugging Face models (format 'hf-tar') and endpoints can generate text"
         )
     directory = extract_registry_model(session, model)
     backend = load_hf_backend(directory, name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id)
