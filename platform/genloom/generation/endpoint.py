@@ -237,9 +237,7 @@ class EndpointBackend:
         must not fail a call that the generation request would report better."""
         try:
             response = self._client.request(method, url, json=body, headers=self._headers(), timeout=CONNECT_TIMEOUT_S)
-        except EndpointError:
-            raise
-        except Exception:
+        except Exception:  # unreachable, or no API key: the generation request reports it, logged
             return None
         if response.status_code != 200:
             return {}
@@ -250,7 +248,13 @@ class EndpointBackend:
 
     @property
     def context_window(self) -> int:
-        """--context-window, else the server's `max_model_len` in /v1/models (vLLM, genloom), else 4096."""
+        """--context-window, else the server's `max_model_len` (vLLM's /tokenize or /v1/models; genloom
+        serves both), else 4096."""
+        if self._window is not None:
+            return self._window
+        with self._lock:
+            if self._tokenize is None:
+                self._tokenize = self._probe_tokenize([{"role": "user", "content": "probe"}])
         if self._window is not None:
             return self._window
         listing = self._peek("GET", f"{self.base_url}/models")
@@ -300,6 +304,8 @@ class EndpointBackend:
         if out is None:
             return None
         if isinstance(out, dict) and isinstance(out.get("count"), int):
+            if isinstance(out.get("max_model_len"), int) and out["max_model_len"] > 0 and self._window is None:
+                self._window = out["max_model_len"]
             return "vllm"
         out = self._peek("POST", f"{self.root_url}/tokenize", {"content": "probe"})
         if isinstance(out, dict) and isinstance(out.get("tokens"), list):
