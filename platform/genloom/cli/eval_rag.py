@@ -35,10 +35,22 @@ def rag(
 
     opts = EvalRagOptions(collection=collection, model=model, limit=limit, seed=seed, repeats=repeats, k=k,
                           max_new_tokens=max_new_tokens, ingest_contexts=ingest_contexts)
-    with Progress(TextColumn("[bold]questions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task("questions", total=None)
-        report = eval_rag_job(qa_file, opts, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    # The bar starts with the first answered question: a bad input fails as one line, with no bar drawn.
+    state: dict = {}
+
+    def on_progress(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = Progress(TextColumn("[bold]questions"), BarColumn(), MofNCompleteColumn(),
+                                    TimeElapsedColumn(), console=err_console, transient=True)
+            state["bar"].start()
+            state["task"] = state["bar"].add_task("questions", total=total)
+        state["bar"].update(state["task"], completed=done, total=total)
+
+    try:
+        report = eval_rag_job(qa_file, opts, progress=on_progress)
+    finally:
+        if "bar" in state:
+            state["bar"].stop()
     if json_out:
         print_json(report)
         return
