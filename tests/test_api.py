@@ -216,3 +216,22 @@ def test_a_failed_generation_is_500_and_logged(client, kb, monkeypatch):
     body = _error_body(client.post("/v1/ask", json={"question": "What is BM25?", "collection": "kb"}), 500, "out of memory")
     gen = client.get(f"/v1/generations/{body['error']['generation_id']}").json()
     assert gen["status"] == "error" and "RuntimeError: out of memory" in gen["error"]
+
+
+def test_an_unreachable_endpoint_is_a_502_and_logged(client, kb):
+    from genloom.db.engine import session_scope
+    from genloom.generation.endpoint import EndpointSpec, add_endpoint
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket closes
+    with session_scope() as s:
+        add_endpoint(s, "dead", EndpointSpec(base_url=f"http://127.0.0.1:{port}/v1", model="m", context_window=4096))
+    r = client.post("/v1/chat/completions", json={"model": "dead", "collection": "kb",
+                                                  "messages": [{"role": "user", "content": "What is BM25?"}]})
+    body = _error_body(r, 502, f"cannot reach endpoint dead@1 at http://127.0.0.1:{port}/v1")
+    assert body["error"]["type"] == "server_error" and body["error"]["param"] is None
+    with kb.connect() as conn:
+        row = conn.execute(sa.text("SELECT id, status, error FROM generations")).mappings().one()
+    assert row["id"] == body["error"]["generation_id"] and row["status"] == "error"
+    assert "cannot reach endpoint dead@1" in row["error"]

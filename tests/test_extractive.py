@@ -59,8 +59,11 @@ def test_answers_with_one_cited_sentence_and_never_repeats(backend):
     assert out.text == "It was completed in 1889 for the World's Fair. [1]" and out.finish_reason == "stop"
 
 
-def test_a_neighbour_joins_only_when_it_adds_question_terms(backend):
+def test_a_neighbour_joins_only_when_it_adds_question_terms():
+    backend = ExtractiveBackend(max_sentences=2)
     text = "Marie Curie was born in Warsaw in 1867. She won the Nobel Prize in Chemistry in 1911."
+    assert _answer(backend, "Where was Marie Curie born?", [_source(3, text, "Marie Curie")]).text == (
+        "Marie Curie was born in Warsaw in 1867. [3]")
     out = _answer(backend, "Where was Marie Curie born and when did she win the Nobel Prize in Chemistry?",
                   [_source(3, text, "Marie Curie")])
     assert out.text == ("Marie Curie was born in Warsaw in 1867. [3] "

@@ -137,7 +137,9 @@ def _usage(result) -> dict[str, int]:
 
 
 def _generation_failed(result) -> JSONResponse:
-    return openai_error(502 if "endpoint" in (result.error or "") else 500, f"generation failed: {result.error}",
+    # A remote engine that failed is a bad gateway; anything else failed here.
+    status = 502 if (result.error or "").startswith("EndpointError:") else 500
+    return openai_error(status, f"generation failed: {result.error}",
                         kind="server_error", code="generation_error", generation_id=result.generation_id)
 
 
