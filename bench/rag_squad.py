@@ -9,7 +9,11 @@ machine, load average, versions and git sha:
         --label extractive --out bench/results/rag_squad.json
 
 Each --label is one entry of the file's "runs" (an existing file keeps its other labels),
-so several backends, or before/after a change, sit side by side.
+so several backends, or before/after a change, sit side by side. Unanswerable questions:
+the same sample asked against a collection that cannot answer them (genloom's sample docs)
+
+    genloom ingest platform/genloom/data/sample_docs -c sample-docs
+    python bench/rag_squad.py --collection sample-docs --no-ingest --limit 100 --label "... unanswerable"
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--no-ingest", action="store_true",
+                        help="ask against --collection as it is (e.g. documents that cannot answer SQuAD: "
+                             "then the abstention rate is the share of unanswerable questions refused)")
     parser.add_argument("--label", default=None, help="name of this entry (default: the model)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rag_squad.json")
     args = parser.parse_args()
@@ -67,7 +74,7 @@ def main() -> None:
     started = time.perf_counter()
     report = eval_rag_job(args.data, EvalRagOptions(
         collection=args.collection, model=args.model, limit=args.limit, seed=args.seed, repeats=args.repeats,
-        k=args.k, max_new_tokens=args.max_new_tokens, ingest_contexts=True,
+        k=args.k, max_new_tokens=args.max_new_tokens, ingest_contexts=not args.no_ingest,
     ), progress=lambda done, total: print(f"\r{done}/{total}", end="", file=sys.stderr))
     print(file=sys.stderr)
     entry = {**report, "wall_seconds": round(time.perf_counter() - started, 1), **before,
