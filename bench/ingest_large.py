@@ -162,7 +162,7 @@ def bench_sync(args) -> dict:
             sub.mkdir(exist_ok=True)
             text = ". ".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(6)) + "."
             (sub / f"note{i:04d}.txt").write_text(f"Note {i}. {text}\n")
-        from ingest.embedding import get_embedder
+        from genloom.embeddings import get_embedder
 
         get_embedder()  # loaded once, outside both timings
         first = ingest([tmp], IngestOptions(collection=collection))

@@ -573,7 +573,7 @@ def _write_streamed(
     new version become current (the old one superseded) and enter BM25. A failure or Ctrl-C
     rolls the whole document back; the lock is held only for that last step.
     """
-    from ingest.embedding import embed
+    from genloom.embeddings import embed
 
     with session_scope(engine) as s:
         row = _current(s, collection_id, [doc]).get(doc.external_id)

@@ -112,7 +112,8 @@ def _sse_events(response) -> list:
 
 
 def test_openai_chat_completion_streams_sse(client, kb):
-    body = {"model": "extractive", "messages": [{"role": "user", "content": "What is BM25?"}], "collection": "kb", "stream": True}
+    body = {"model": "extractive", "messages": [{"role": "user", "content": "What is BM25?"}], "collection": "kb",
+            "stream": True, "stream_options": {"include_usage": True}}
     with client.stream("POST", "/v1/chat/completions", json=body) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = _sse_events(r)
@@ -122,11 +123,14 @@ def test_openai_chat_completion_streams_sse(client, kb):
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     gen_id = chunks[0]["generation_id"]
     assert all(c["id"] == f"chatcmpl-{gen_id}" for c in chunks)
-    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
-    assert len([c for c in chunks if c["choices"][0]["delta"].get("content")]) >= 3  # streamed in pieces
-    last = chunks[-1]
-    assert last["choices"][0]["finish_reason"] == "stop" and last["usage"]["completion_tokens"] > 0
-    assert last["citations"][0]["doc_id"] == "bm25"
+    *answer, finishing, usage = chunks
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in answer)
+    assert len([c for c in answer if c["choices"][0]["delta"].get("content")]) >= 3  # streamed in pieces
+    assert finishing["choices"][0]["finish_reason"] == "stop" and "usage" not in finishing
+    assert finishing["citations"][0]["doc_id"] == "bm25"
+    # stream_options.include_usage: OpenAI's extra last chunk, no choices, the usage.
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0
+    assert usage["usage"]["total_tokens"] == usage["usage"]["prompt_tokens"] + usage["usage"]["completion_tokens"]
     # Committed before [DONE]: feedback can follow at once.
     assert client.post("/v1/feedback", json={"generation_id": gen_id, "score": 4}).status_code == 201
     assert client.get(f"/v1/generations/{gen_id}").json()["answer"] == text
@@ -178,7 +182,8 @@ def test_invalid_bodies_are_422_and_write_nothing(client, kb):
     _error_body(client.post("/v1/chat/completions", json={"model": "x"}), 422, "messages: Field required")
     _error_body(client.post("/v1/chat/completions", json={"messages": [{"role": "assistant", "content": "hi"}]}),
                 422, "last message must have role 'user'")
-    _error_body(client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "n": 2}), 422, "n:")
+    _error_body(client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "n": 3}),
+                400, "n must be 1 (got 3)")
     _error_body(client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}),
                 422, "extractive backend answers from retrieved sources")
     _error_body(client.post("/v1/ask", json={"question": "", "collection": "kb"}), 422, "question")
@@ -213,3 +218,22 @@ def test_a_failed_generation_is_500_and_logged(client, kb, monkeypatch):
     body = _error_body(client.post("/v1/ask", json={"question": "What is BM25?", "collection": "kb"}), 500, "out of memory")
     gen = client.get(f"/v1/generations/{body['error']['generation_id']}").json()
     assert gen["status"] == "error" and "RuntimeError: out of memory" in gen["error"]
+
+
+def test_an_unreachable_endpoint_is_a_502_and_logged(client, kb):
+    from genloom.db.engine import session_scope
+    from genloom.generation.endpoint import EndpointSpec, add_endpoint
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket closes
+    with session_scope() as s:
+        add_endpoint(s, "dead", EndpointSpec(base_url=f"http://127.0.0.1:{port}/v1", model="m", context_window=4096))
+    r = client.post("/v1/chat/completions", json={"model": "dead", "collection": "kb",
+                                                  "messages": [{"role": "user", "content": "What is BM25?"}]})
+    body = _error_body(r, 502, f"cannot reach endpoint dead@1 at http://127.0.0.1:{port}/v1")
+    assert body["error"]["type"] == "server_error" and body["error"]["param"] is None
+    with kb.connect() as conn:
+        row = conn.execute(sa.text("SELECT id, status, error FROM generations")).mappings().one()
+    assert row["id"] == body["error"]["generation_id"] and row["status"] == "error"
+    assert "cannot reach endpoint dead@1" in row["error"]

@@ -83,8 +83,14 @@ def test_ask_streams_text_then_sources(cli, kb):
 
 def test_where_filter_restricts_sources(cli, kb):
     out = cli("ask", "When was the Eiffel Tower completed?", "-c", "kb", "--where", "topic=rust", "--json").json()
-    assert [c["doc_id"] for c in out["citations"]] == ["rust"]
-    assert "1889" not in out["answer"]
+    # Only the Rust document is searched, and it does not answer: the extractive backend abstains.
+    assert out["answer"] == "The sources do not answer this." and out["citations"] == []
+    with kb.connect() as conn:
+        source_docs = conn.execute(sa.text(
+            "SELECT d.external_id FROM generation_sources gs JOIN chunks c ON c.id = gs.chunk_id "
+            "JOIN documents d ON d.id = c.document_id")).scalars().all()
+        finish = conn.execute(sa.text("SELECT params->>'finish_reason' FROM generations")).scalar()
+    assert set(source_docs) == {"rust"} and finish == "abstain"
 
 
 def test_sessions_chain_and_earlier_turns_reach_the_prompt(cli, kb):

@@ -16,7 +16,7 @@ FRENCH = "Le café est très chaud. Où est la bibliothèque? Déjà vu, naïve 
 
 @pytest.fixture(scope="module")
 def embedder():
-    from ingest.embedding import get_embedder
+    from genloom.embeddings import get_embedder
 
     return get_embedder()
 

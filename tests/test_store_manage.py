@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 @pytest.fixture(scope="module")
 def embedder():
-    from ingest.embedding import get_embedder
+    from genloom.embeddings import get_embedder
 
     return get_embedder()
 

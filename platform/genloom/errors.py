@@ -6,9 +6,17 @@ prints it as one line and exits non-zero; the HTTP API turns it into a JSON body
 
 
 class GenloomError(Exception):
-    """Base class: a problem the user can act on, described in one line."""
+    """Base class: a problem the user can act on, described in one line.
+
+    `cli_hint` is advice that names a command or flag ("create it with: genloom ingest …"):
+    the CLI appends it; the HTTP API, whose callers have no flags, leaves it out.
+    """
 
     exit_code = 1
+
+    def __init__(self, *args, cli_hint: str | None = None):
+        super().__init__(*args)
+        self.cli_hint = cli_hint
 
 
 class ConfigError(GenloomError):

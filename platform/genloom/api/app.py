@@ -10,31 +10,26 @@ input, 404 for unknown ids and names, 500 for a generation that failed (still lo
 
 from __future__ import annotations
 
-import contextvars
-import json
-import queue
-import threading
-import time
-from collections.abc import Iterator
+import os
 from typing import Annotated, Any, Optional
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from sqlalchemy.orm import Session
+from fastapi.responses import JSONResponse
 
 from genloom import __version__
 from genloom.api import auth, request_limits
-from genloom.api.engine import api_engine
-from genloom.api.schemas import AskBody, ChatCompletionBody, FeedbackBody
+from genloom.api.engine import DB, db
+from genloom.api.schemas import AskBody, FeedbackBody
 from genloom.errors import BadInput, ConfigError, DatabaseError, GenloomError, NotFound
 
 _STATUS = {NotFound: 404, BadInput: 422, ConfigError: 503, DatabaseError: 503}
 
 
 def _error(status: int, message: str, kind: str, **extra: Any) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status, **extra}})
+    return JSONResponse(status_code=status,
+                        content={"error": {"message": message, "type": kind, "param": None, "code": status, **extra}})
 
 
 def _status_for(exc: GenloomError) -> int:
@@ -47,22 +42,6 @@ def _status_for(exc: GenloomError) -> int:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-
-
-def db() -> Iterator[Session]:
-    """One session per request; the endpoint opens the transaction (`with s.begin():`)."""
-    from genloom.db.engine import sessionmaker_for
-
-    session = sessionmaker_for(api_engine())()
-    try:
-        yield session
-    finally:
-        session.close()
-
-
-DB = Annotated[Session, Depends(db)]
 
 
 def _call_request(body, *, question: str, collection: str | None, history=None, system=None, max_new_tokens=None):
@@ -89,62 +68,6 @@ def _call_request(body, *, question: str, collection: str | None, history=None, 
         system=system,
         history=history,
     )
-
-
-def _chat_request(body: ChatCompletionBody):
-    """OpenAI messages → question (the last user message), system text and earlier turns."""
-    from genloom.generation.context import Turn
-
-    *earlier, last = body.messages
-    system = "\n\n".join(m.text() for m in earlier if m.role in ("system", "developer")) or None
-    history: list[Turn] = []
-    pending: str | None = None
-    for m in earlier:
-        if m.role == "user":
-            pending = m.text() if pending is None else pending + "\n\n" + m.text()
-        elif m.role == "assistant":
-            history.append(Turn(question=pending or "", answer=m.text()))
-            pending = None
-    question = last.text() if pending is None else pending + "\n\n" + last.text()
-    # A client that sends its own transcript owns the history; with only a session id, genloom reads it.
-    use_history = history if (earlier or body.session_id is None) else None
-    return _call_request(
-        body,
-        question=question,
-        collection=body.collection,
-        history=use_history,
-        system=system,
-        max_new_tokens=body.max_completion_tokens or body.max_tokens,
-    )
-
-
-def _completion_json(result, created: int) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-{result.generation_id}",
-        "object": "chat.completion",
-        "created": created,
-        "model": result.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.answer},
-                "finish_reason": result.finish_reason if result.finish_reason in ("stop", "length") else "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": result.tokens["input"],
-            "completion_tokens": result.tokens["output"],
-            "total_tokens": result.tokens["input"] + result.tokens["output"],
-        },
-        "generation_id": result.generation_id,
-        "session_id": result.session_id,
-        "citations": result.citations,
-        "timings_ms": result.timings_ms,
-    }
-
-
-def _sse(obj: Any) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False, default=str)}\n\n"
 
 
 def create_app(security: auth.SecuritySettings | None = None, local_token: str | None = None) -> FastAPI:
@@ -242,84 +165,14 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
                               by_document=by_document)
         return {"query": q, "collection": collection, "hits": [h.to_dict() for h in hits]}
 
-    @app.post("/v1/chat/completions")
-    def chat_completions(body: ChatCompletionBody, session: DB):
-        from genloom.generation.call import ask as ask_call
+    from genloom.api import openai_routes
 
-        request = _chat_request(body)
-        created = int(time.time())
-        if body.stream:
-            return _stream(request, created)
-        with session.begin():
-            result = ask_call(session, request)
-        if result.status == "error":
-            return _error(500, f"generation failed: {result.error}", "generation_error", generation_id=result.generation_id)
-        return _completion_json(result, created)
+    openai_routes.install(app)  # /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /tokenize
+    # `genloom serve --collection NAME` (set in every worker process through the environment)
+    app.state.default_collection = os.environ.get("GENLOOM_DEFAULT_COLLECTION") or None
 
     from genloom.api import limits
 
     limits.install(app)  # bounded generation queue: 429/503 with Retry-After past it
     return app
 
-
-def _stream(request, created: int):
-    """Server-sent events in OpenAI's chunk format. A worker thread owns the call's session:
-    validation errors surface before the stream starts (as 4xx JSON); the last chunk carries
-    usage, citations and the generation id, and is sent after the commit."""
-    from genloom.db.engine import session_scope
-    from genloom.generation.call import execute, prepare
-
-    events: queue.Queue = queue.Queue()
-
-    def work() -> None:
-        try:
-            with session_scope(api_engine()) as s:
-                prepared = prepare(s, request)
-                events.put(("ready", prepared))
-                result = execute(s, prepared, on_text=lambda text: events.put(("text", text)))
-            events.put(("done", result))
-        except BaseException as exc:  # before "ready": becomes the HTTP error; after: an error event
-            events.put(("error", exc))
-
-    # The caller's context (tenant, audit actor) goes with the work.
-    threading.Thread(target=contextvars.copy_context().run, args=(work,), name="genloom-chat-stream", daemon=True).start()
-    kind, value = events.get()
-    if kind == "error":
-        raise value  # GenloomError → its JSON status via the app's handler
-    prepared = value
-    chunk_id = f"chatcmpl-{prepared.generation_id}"
-    base = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
-            "model": prepared.backend.name, "generation_id": prepared.generation_id}
-
-    def stream() -> Iterator[str]:
-        yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-        while True:
-            kind, value = events.get()
-            if kind == "text":
-                yield _sse({**base, "choices": [{"index": 0, "delta": {"content": value}, "finish_reason": None}]})
-            elif kind == "done":
-                result = value
-                if result.status == "error":
-                    yield _sse({"error": {"message": f"generation failed: {result.error}", "type": "generation_error",
-                                          "code": 500, "generation_id": result.generation_id}})
-                else:
-                    finish = result.finish_reason if result.finish_reason in ("stop", "length") else "stop"
-                    yield _sse({
-                        **base,
-                        "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-                        "usage": {
-                            "prompt_tokens": result.tokens["input"],
-                            "completion_tokens": result.tokens["output"],
-                            "total_tokens": result.tokens["input"] + result.tokens["output"],
-                        },
-                        "session_id": result.session_id,
-                        "citations": result.citations,
-                    })
-                yield "data: [DONE]\n\n"
-                return
-            else:  # the transaction rolled back: nothing of this call was kept
-                yield _sse({"error": {"message": _one_line(value), "type": type(value).__name__, "code": 500}})
-                yield "data: [DONE]\n\n"
-                return
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends
+from sqlalchemy.orm import Session
 
 _engines: dict[str, Any] = {}
 _engines_lock = threading.Lock()
@@ -35,3 +39,17 @@ def api_engine():
             wait_out_crash_recovery(engine)
             _engines[url] = engine
         return engine
+
+
+def db() -> Iterator[Session]:
+    """One session per request; the endpoint opens the transaction (`with s.begin():`)."""
+    from genloom.db.engine import sessionmaker_for
+
+    session = sessionmaker_for(api_engine())()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+DB = Annotated[Session, Depends(db)]

@@ -36,7 +36,7 @@ from typing import Any
 
 from genloom.errors import BadInput
 
-LIMITED_PATHS = ("/v1/ask", "/v1/chat/completions")
+LIMITED_PATHS = ("/v1/ask", "/v1/chat/completions", "/v1/completions")
 THREADPOOL_THREADS = 40  # anyio's default for FastAPI's sync endpoints
 POOL_OVERFLOW = 8
 

@@ -68,6 +68,10 @@ class ChatMessage(BaseModel):
         return "".join(p.text or "" for p in self.content if p.type == "text")
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class ChatCompletionBody(BaseModel):
     """OpenAI's chat-completions request; unknown OpenAI fields are accepted and ignored.
 
@@ -86,8 +90,10 @@ class ChatCompletionBody(BaseModel):
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
     seed: Optional[int] = None
     stop: Optional[Union[str, list[str]]] = None
-    n: int = Field(1, ge=1, le=1)
+    n: int = 1  # only 1 is served; the route answers anything else with a 400 that says so
+    stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
+    # Absent: the server's default collection (serve --collection); null: no retrieval.
     collection: Optional[str] = None
     k: int = Field(5, ge=1, le=100)
     where: Optional[dict[str, Any]] = None
@@ -106,3 +112,52 @@ class ChatCompletionBody(BaseModel):
 
     def extras(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class CompletionBody(BaseModel):
+    """OpenAI's (legacy) completions request: the prompt is the question; genloom extras as for chat."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = "default"
+    prompt: Union[str, list[str]]
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    max_tokens: Optional[int] = Field(None, ge=1, le=32768)
+    temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    seed: Optional[int] = None
+    stop: Optional[Union[str, list[str]]] = None
+    n: int = 1
+    user: Optional[str] = None
+    collection: Optional[str] = None
+    k: int = Field(5, ge=1, le=100)
+    where: Optional[dict[str, str]] = None
+    template: Optional[str] = None
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class EmbeddingBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input: Union[str, list[Any]]
+    model: Optional[str] = None
+    encoding_format: str = "float"
+    dimensions: Optional[int] = None
+    user: Optional[str] = None
+    collection: Optional[str] = None  # whose embedding model; absent: the server's default collection
+
+
+class TokenizeBody(BaseModel):
+    """vLLM's /tokenize request (prompt or messages)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: Optional[str] = None
+    prompt: Optional[str] = Field(None, max_length=1_000_000)
+    messages: Optional[list[ChatMessage]] = None

@@ -1,4 +1,4 @@
-"""`genloom eval …`: one group, commands from two modules (retrieval; models, utility, text)."""
+"""`genloom eval …`: one group, commands from three modules (retrieval; models, utility, text; rag)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import importlib
 
 import typer
 
-eval_app = typer.Typer(help="Evaluate retrieval, models, synthetic-data utility and text.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate retrieval, RAG answers, models, synthetic-data utility and text.", no_args_is_help=True)
 
 # Each module adds its commands to eval_app when imported.
-EVAL_MODULES = ["genloom.cli.eval_retrieval", "genloom.cli.eval_models"]
+EVAL_MODULES = ["genloom.cli.eval_retrieval", "genloom.cli.eval_models", "genloom.cli.eval_rag"]
 
 
 def register(app: typer.Typer) -> None:

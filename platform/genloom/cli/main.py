@@ -139,7 +139,8 @@ def _main(argv: list[str] | None) -> int:
     except GenloomError as exc:
         if _state["debug"]:
             raise
-        _error(_crash_or(exc, _one_line(exc)))
+        hint = getattr(exc, "cli_hint", None)
+        _error(_crash_or(exc, _one_line(exc) + (f" ({hint})" if hint else "")))
         return exc.exit_code
     except Exception as exc:
         if _state["debug"]:

@@ -54,6 +54,11 @@ def serve(
         str | None,
         typer.Option("--pii", help="off|mask|hash|encrypt PII in the prompt/answer log (a collection's own default wins)."),
     ] = None,
+    collection: Annotated[
+        str | None,
+        typer.Option("--collection", "-c", help="Default collection: OpenAI requests that name none retrieve from it "
+                     "(send \"collection\": null or the header X-Genloom-Retrieval: off to skip retrieval)."),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     workers: Annotated[
         int, typer.Option("--workers", help="Processes sharing the store (each with its own model copy, pool and limits).")
@@ -68,7 +73,8 @@ def serve(
         float, typer.Option("--queue-timeout", help="Seconds a generation may wait for a slot; beyond: 503 + Retry-After.")
     ] = Limits.queue_timeout,
 ) -> None:
-    """Serve /v1/ask, /v1/chat/completions (OpenAI-compatible), /v1/feedback, /v1/search, /v1/generations/ID."""
+    """Serve /v1/ask, the OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models,
+    /v1/feedback, /v1/search, /v1/generations/ID."""
     import os
 
     import sqlalchemy as sa
@@ -123,6 +129,12 @@ def serve(
         max_connections = int(session.execute(sa.text("SHOW max_connections")).scalar_one())
         in_use = int(session.execute(sa.text("SELECT count(*) FROM pg_stat_activity")).scalar_one())
     check_connections(limits, workers, max_connections, in_use)
+    if collection:
+        from genloom.retrieval.collections import get_collection
+
+        with session_scope() as session:
+            get_collection(session, collection)  # an unknown name fails now, with the names that exist
+        os.environ["GENLOOM_DEFAULT_COLLECTION"] = collection  # read by create_app in every worker
     if model:
         from genloom.generation.resolve import load_backend
 

@@ -1,4 +1,4 @@
-"""`genloom train`, `genloom sample`, `genloom score`, `genloom models list|show`: parsing and rendering only."""
+"""`genloom train`, `genloom sample`, `genloom score`, `genloom models list|show|add-endpoint`: parsing and rendering only."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from genloom.cli.output import JsonOption, console, info, print_json
 from genloom.cli.progress import RichProgress
 
-models_app = typer.Typer(help="The model registry: trained checkpoints with their runs.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: trained checkpoints with their runs, and remote endpoints.", no_args_is_help=True)
 
 
 def train(
@@ -184,6 +184,38 @@ def models_show(
         return
     for key, value in row.items():
         console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+
+
+@models_app.command("add-endpoint")
+def models_add_endpoint(
+    name: Annotated[str, typer.Argument(help="Name for the endpoint in the registry (adding again makes the next version).")],
+    base_url: Annotated[str, typer.Option("--base-url", help="The server's OpenAI base URL, e.g. http://localhost:8000/v1.")],
+    model_id: Annotated[str, typer.Option("--model", help="The model id the server serves (its /v1/models).")],
+    api_key_env: Annotated[
+        Optional[str], typer.Option("--api-key-env", help="Environment variable holding the API key (the key is never stored).")
+    ] = None,
+    tokenizer: Annotated[
+        Optional[str], typer.Option("--tokenizer", help="Local Hugging Face tokenizer directory, for servers without /tokenize.")
+    ] = None,
+    context_window: Annotated[
+        Optional[int], typer.Option("--context-window", help="Prompt + answer tokens (default: the server's, else 4096).")
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Register an OpenAI-compatible server (vLLM, llama.cpp, Ollama, ...) for ask/generate --model NAME."""
+    from genloom.db.engine import session_scope
+    from genloom.generation.endpoint import EndpointSpec, add_endpoint
+
+    spec = EndpointSpec(base_url=base_url, model=model_id, api_key_env=api_key_env, tokenizer=tokenizer,
+                        context_window=context_window)
+    with session_scope() as s:
+        row = add_endpoint(s, name, spec)
+        out = {"model": f"{row.name}@{row.version}", "id": row.id, "format": row.format, "endpoint": row.config}
+    if json_out:
+        print_json(out)
+    else:
+        info(f"endpoint {out['model']} → {out['endpoint']['base_url']} (server model {model_id}); "
+             f"use it with: genloom ask QUESTION -c COLLECTION --model {name}")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,10 @@
 A backend turns a prompt (or, for the extractive one, the question and its numbered
 sources) into text. It also counts tokens in its own tokenizer and renders chat
 messages in its own format, so context assembly can budget in the model's tokens.
+
+`--model` resolution (resolve.py), in order: `extractive` → a local directory (a Hugging
+Face causal LM) → `NAME[@V]` in genloom's model registry (a Hugging Face checkpoint, or an
+endpoint: a remote OpenAI-compatible server, see endpoint.py). Nothing is ever downloaded.
 """
 
 from __future__ import annotations

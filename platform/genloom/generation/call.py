@@ -20,11 +20,13 @@ can announce its generation id in the first chunk.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from genloom.crypto import seal, unseal
@@ -150,7 +152,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
     if request.session_id is not None:
         chat = session.scalar(sa.select(ChatSession).where(ChatSession.id == request.session_id).with_for_update())
         if chat is None:
-            raise NotFound(f"no session {request.session_id} (a new one starts when you leave out --session)")
+            raise NotFound(f"no session {request.session_id}", cli_hint="a new one starts when you leave out --session")
         stored, parent_id = session_history(session, chat.id)
         if request.history is None:
             history = stored
@@ -181,7 +183,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         retrieval_ms = _ms(retrieval_started)
         candidates = [_to_source(hit, i + 1) for i, hit in enumerate(hits)]
     elif backend.name == "extractive":
-        raise BadInput("the extractive backend answers from retrieved sources: give a collection, or a model (--model PATH|NAME[@V])")
+        raise BadInput("the extractive backend answers from retrieved sources: give a collection, or a model that generates")
 
     assembled = assemble(
         backend,
@@ -311,6 +313,8 @@ def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None 
             total_ms=total_ms,
             input_tokens=output.input_tokens,
             output_tokens=output.output_tokens,
+            # How the generation ended ('stop', 'length', 'abstain', 'error'), beside its parameters.
+            params=Generation.params.op("||")(sa.cast(sa.literal(json.dumps({"finish_reason": output.finish_reason})), JSONB)),
         )
     )
     return CallResult(

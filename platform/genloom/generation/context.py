@@ -99,7 +99,7 @@ def assemble(
     if candidates and not chosen:
         raise BadInput(
             f"the context window of {backend.context_window} tokens cannot fit even one source "
-            f"(max_new_tokens {max_new_tokens}); lower --max-new-tokens or use a model with a longer context"
+            f"(max_new_tokens {max_new_tokens}); lower max_new_tokens or use a model with a longer context"
         )
 
     # 2. Earlier turns, newest first, while they fit.

@@ -1,25 +1,171 @@
 """The extractive backend: a grounded answer with no language model.
 
-It answers with the sentences of the retrieved sources that are closest to the
-question in embedding space (the same bundled all-MiniLM-L6-v2 that indexes the
-chunks), each followed by its source's `[n]`. Every word of the answer is a quote,
-so it cannot hallucinate; it is the default when no model is configured.
+It answers with the one source sentence that best supports the question (with
+`max_sentences=2`, its neighbour joins when it carries question terms the first lacks),
+followed by its source's `[n]`. Every word of the answer is a quote, so it cannot hallucinate; it is the
+default when no model is configured.
+
+1. Candidates: each source's text with markup stripped (HTML tags and entities, Markdown
+   headings, emphasis, links, code fences, list bullets, table pipes), split into
+   sentences; boilerplate (copyright and licence lines) dropped; a sentence that occurs
+   twice (overlapping chunks, repeated footers) is kept once.
+2. Support: cosine similarity between the question and "title: sentence" in the bundled
+   all-MiniLM-L6-v2 (the same model that indexes the chunks), plus `lexical_weight` × the
+   IDF-weighted share of the question's content words the sentence contains (IDF over
+   the candidate sentences, so a word every source repeats counts little).
+3. Abstention: when the best sentence's cosine is below `min_similarity` *and* it
+   carries less than `min_coverage` of the question's terms, the answer is "The sources do
+   not answer this." with finish reason 'abstain': a quote that does not address the
+   question is worse than none.
+4. The smallest span: one sentence. With `max_sentences=2` a neighbouring sentence is
+   added only when it raises the coverage of the question's terms (on SQuAD, one sentence
+   scores 1 F1 point higher, so one is the default).
+
+The thresholds were set on a SQuAD v1.1 dev sample disjoint from the benchmark's
+(bench/results/rag_squad_extractive.json records both; docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import math
 import re
 
 from genloom.generation.backend import GenOutput, GenParams, OnText, Source
+
+ABSTAIN = "The sources do not answer this."
 
 # A sentence ends at . ! or ? followed by space and something that can start a sentence.
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _MIN_CHARS = 12  # shorter fragments ("Fig. 2.") are noise, not answers
 
+# ---- markup: one pattern per construct, applied line by line (Markdown is line-oriented)
+_HTML_BLOCK = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
+_HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<!--.*?-->", re.S)
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
+_SETEXT = re.compile(r"^\s*(=+|-+)\s*$")
+_BULLET = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)")
+_EMPHASIS = re.compile(r"(\*\*|__|\*|_)(?=\S)(.+?)(?<=\S)\1")
+_CODE = re.compile(r"`+([^`]*)`+")
+_BOILERPLATE = re.compile(
+    r"^(copyright\b|©|\(c\)\s*\d)|all rights reserved|permission is granted to|licensed under the|"
+    r"spdx-license-identifier|this (program|library|file) is free software|without any warranty",
+    re.I,
+)
+
+_WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?")
+_STOPWORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have having
+    he her here hers herself him himself his how i if in into is it its itself just me more most my myself no
+    nor not now of off on once only or other our ours ourselves out over own same she should so some such than
+    that the their theirs them themselves then there these they this those through to too under until up very
+    was we were what when where which while who whom whose why will with would you your yours yourself
+    yourselves name named called used use many much one two type kind""".split()
+)
+
+
+def strip_markup(text: str) -> str:
+    """Plain prose from HTML/Markdown: each heading, list item or table row becomes its own
+    sentence (a period is added where none ends it), so it never fuses with the next."""
+    text = _HTML_BLOCK.sub(" ", text)
+    text = re.sub(r"<br\s*/?>|</(p|div|li|h[1-6]|tr)>", "\n", text, flags=re.I)
+    text = html.unescape(_HTML_TAG.sub(" ", text))
+    lines: list[str] = []
+    in_fence = False
+    for raw in text.splitlines():
+        if _FENCE.match(raw):
+            in_fence = not in_fence
+            lines.append("")
+            continue
+        if in_fence or _TABLE_RULE.match(raw) or _SETEXT.match(raw):
+            lines.append("")  # code is not prose; table rules and setext underlines are layout
+            continue
+        line = raw
+        heading = _HEADING.match(line)
+        standalone = bool(heading) or bool(_BULLET.match(line)) or line.count("|") >= 2
+        if heading:
+            line = heading.group(1)
+        line = _BULLET.sub("", line)
+        if line.count("|") >= 2:
+            line = "; ".join(cell.strip() for cell in line.strip().strip("|").split("|") if cell.strip())
+        line = _IMAGE.sub(r"\1", line)
+        line = _LINK.sub(r"\1", line)
+        line = _CODE.sub(r"\1", line)
+        line = _EMPHASIS.sub(r"\2", line)
+        line = line.strip()
+        if standalone and line:
+            lines.append("")
+            lines.append(line if line[-1] in ".!?:;" else line + ".")
+            lines.append("")
+        else:
+            lines.append(line)
+    paragraphs = re.split(r"\n\s*\n", "\n".join(lines))
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
 
 def split_sentences(text: str) -> list[str]:
-    parts = [p.strip() for p in _SENTENCE_END.split(" ".join(text.split()))]
-    return [p for p in parts if len(p) >= _MIN_CHARS]
+    sentences: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        parts = [p.strip() for p in _SENTENCE_END.split(" ".join(paragraph.split()))]
+        sentences.extend(p for p in parts if len(p) >= _MIN_CHARS)
+    return sentences
+
+
+def terms(text: str) -> list[str]:
+    """Content words, lower-cased, a plural 's' dropped: what "the question's terms" means."""
+    out = []
+    for word in _WORD.findall(text.lower()):
+        word = word.replace("’", "'").removesuffix("'s")
+        if word in _STOPWORDS or len(word) < 2:
+            continue
+        out.append(word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word)
+    return out
+
+
+def _dedup_key(sentence: str) -> str:
+    return " ".join(_WORD.findall(sentence.lower()))
+
+
+@dataclasses.dataclass
+class Candidate:
+    n: int  # the source's [n]
+    title: str | None
+    sentence: str
+    position: int  # index within its source, for adjacency
+    terms: frozenset[str]  # the sentence's and its source title's
+
+
+def candidates(sources: list[Source]) -> list[Candidate]:
+    """Every quotable sentence of the sources, markup stripped, boilerplate dropped, each once."""
+    seen: set[str] = set()
+    out: list[Candidate] = []
+    for source in sources:
+        # A sentence is about its document: "It was completed in 1889" carries the title's terms too.
+        title_terms = terms(source.title or "")
+        for i, sentence in enumerate(split_sentences(strip_markup(source.text))):
+            key = _dedup_key(sentence)
+            if not key or key in seen or _BOILERPLATE.search(sentence):
+                continue
+            seen.add(key)
+            out.append(Candidate(source.n, source.title, sentence, i, frozenset(terms(sentence) + title_terms)))
+    return out
+
+
+def coverage(question_terms: list[str], have: frozenset[str], idf: dict[str, float]) -> float:
+    """IDF-weighted share of the question's terms present in `have` (0 when the question has none)."""
+    total = sum(idf.get(t, 0.0) for t in question_terms)
+    return sum(idf.get(t, 0.0) for t in question_terms if t in have) / total if total else 0.0
+
+
+def idf_of(question_terms: list[str], cands: list[Candidate]) -> dict[str, float]:
+    n = len(cands)
+    return {t: math.log(1.0 + n / (1.0 + sum(t in c.terms for c in cands))) for t in set(question_terms)}
 
 
 class ExtractiveBackend:
@@ -30,13 +176,15 @@ class ExtractiveBackend:
     # only how much text the sentence ranking looks at.
     context_window = 8192
 
-    def __init__(self, *, max_sentences: int = 2, min_relative_score: float = 0.8):
+    def __init__(self, *, lexical_weight: float = 0.5, min_similarity: float = 0.3, min_coverage: float = 0.34,
+                 max_sentences: int = 1):
         from genloom.embeddings import DEFAULT_MODEL
 
         self.revision = DEFAULT_MODEL
+        self.lexical_weight = lexical_weight
+        self.min_similarity = min_similarity
+        self.min_coverage = min_coverage
         self.max_sentences = max_sentences
-        # Keep a second sentence only when it is nearly as relevant as the best one.
-        self.min_relative_score = min_relative_score
 
     def _embedder(self):
         from genloom.embeddings import get_embedder
@@ -54,47 +202,58 @@ class ExtractiveBackend:
     def render(self, messages: list[dict[str, str]]) -> str:
         return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
-    def rank_sentences(self, question: str, sources: list[Source]) -> list[tuple[float, int, str]]:
-        """(cosine similarity, source n, sentence), best first."""
-        import numpy as np
-
-        candidates = [(s.n, sentence, s.title) for s in sources for sentence in split_sentences(s.text)]
-        if not candidates:
-            return []
-        # The title gives a sentence its subject back ("It was completed in 1889" is about
-        # the Eiffel Tower); the answer still quotes the sentence alone.
-        texts = [f"{title}: {sentence}" if title else sentence for _, sentence, title in candidates]
+    def similarities(self, question: str, cands: list[Candidate]):
+        """Cosine of the question with each "title: sentence" (the title gives "It was completed
+        in 1889" its subject back; the answer still quotes the sentence alone)."""
         from genloom.embeddings import embed
 
+        texts = [f"{c.title}: {c.sentence}" if c.title else c.sentence for c in cands]
         vectors = embed([question] + texts)
-        scores = vectors[1:] @ vectors[0]
-        order = np.argsort(-scores, kind="stable")
-        return [(float(scores[i]), candidates[i][0], candidates[i][1]) for i in order]
+        return vectors[1:] @ vectors[0]
+
+    def choose(self, question: str, cands: list[Candidate], cosines) -> list[Candidate]:
+        """The answer's sentences in source order, or [] to abstain."""
+        if not cands:
+            return []
+        q_terms = terms(question)
+        idf = idf_of(q_terms, cands)
+        cover = [coverage(q_terms, c.terms, idf) for c in cands]
+        scores = [float(cos) + self.lexical_weight * cov for cos, cov in zip(cosines, cover)]
+        best = max(range(len(cands)), key=lambda i: (scores[i], -len(cands[i].sentence)))
+        if float(cosines[best]) < self.min_similarity and cover[best] < self.min_coverage:
+            return []
+        chosen = [cands[best]]
+        if self.max_sentences > 1 and cover[best] < 1.0:
+            # The smallest span: a neighbour joins only if it carries question terms the best lacks.
+            neighbours = [i for i, c in enumerate(cands) if c.n == cands[best].n
+                          and abs(c.position - cands[best].position) == 1]
+            gains = [(coverage(q_terms, cands[best].terms | cands[i].terms, idf) - cover[best], i) for i in neighbours]
+            gain, i = max(gains, default=(0.0, -1))
+            if gain > 0.0 and scores[i] >= 0.5 * scores[best]:
+                chosen = sorted([cands[best], cands[i]], key=lambda c: c.position)
+        return chosen
 
     def generate(
         self, prompt: str, *, params: GenParams, question: str, sources: list[Source], on_text: OnText | None = None
     ) -> GenOutput:
-        ranked = self.rank_sentences(question, sources)
-        pieces: list[str] = []
-        used = 0
+        cands = candidates(sources)
+        chosen = self.choose(question, cands, self.similarities(question, cands) if cands else [])
         finish = "stop"
-        best = ranked[0][0] if ranked else 0.0
-        for score, n, sentence in ranked[: self.max_sentences]:
-            if pieces and score < best * self.min_relative_score:
-                break
-            piece = f"{sentence} [{n}]"
-            cost = self.count_tokens(piece)
-            if used + cost > params.max_new_tokens:
-                finish = "length"
-                break
-            pieces.append(piece)
-            used += cost
-        if not pieces:
-            text = "The sources do not contain an answer to this question." if not ranked else ""
-            if ranked:  # even the best sentence is longer than max_new_tokens: cut it
-                text = _truncate_tokens(self, f"{ranked[0][2]} [{ranked[0][1]}]", params.max_new_tokens)
-                finish = "length"
+        if not chosen:
+            text, finish = ABSTAIN, "abstain"
         else:
+            pieces: list[str] = []
+            used = 0
+            for c in chosen:
+                piece = f"{c.sentence} [{c.n}]"  # every sentence carries its citation
+                cost = self.count_tokens(piece)
+                if used + cost > params.max_new_tokens:
+                    finish = "length"
+                    break
+                pieces.append(piece)
+                used += cost
+            if not pieces:  # even the best sentence is longer than max_new_tokens: cut it
+                pieces = [_truncate_tokens(self, f"{chosen[0].sentence} [{chosen[0].n}]", params.max_new_tokens)]
             text = " ".join(pieces)
         for stop in params.stop:
             cut = text.find(stop)

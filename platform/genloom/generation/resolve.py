@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import cast
 
 from genloom.errors import BadInput, NotFound
 from genloom.generation.backend import EXTRACTIVE, Backend
@@ -55,7 +56,7 @@ def load_backend(session, ref: str | None) -> Backend:
 
 
 def _registry_backend(session, ref: str) -> Backend:
-    """A registry model: extract its hf-tar once into $GENLOOM_HOME/models, load it as a directory."""
+    """A registry model: an endpoint, or an hf-tar extracted once into $GENLOOM_HOME/models and loaded as a directory."""
     from genloom.generation.hf import load_hf_backend
     from genloom.registry import resolve_model
 
@@ -73,10 +74,18 @@ def _registry_backend(session, ref: str) -> Backend:
     cached = _cache.get(key)
     if cached is not None:
         return cached
+    if model.format == "endpoint":  # a remote OpenAI-compatible server (generation/endpoint.py)
+        from genloom.generation.endpoint import EndpointBackend, spec_of
+
+        backend = cast(Backend, EndpointBackend(
+            spec_of(model), name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id
+        ))
+        _cache[key] = backend
+        return backend
     if model.format != "hf-tar":
         raise BadInput(
             f"registry model {model.name}@{model.version} is a {model.format!r} checkpoint of a "
-            f"{model.architecture}; only Hugging Face models (format 'hf-tar') can generate text"
+            f"{model.architecture}; only Hugging Face models (format 'hf-tar') and endpoints can generate text"
         )
     directory = extract_registry_model(session, model)
     backend = load_hf_backend(directory, name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id)

@@ -20,7 +20,7 @@ def get_collection(session: Session, name: str) -> Collection:
         names = session.scalars(sa.select(Collection.name).order_by(Collection.name).limit(10)).all()
         known = f"; existing: {', '.join(names)}" if names else "; there are no collections yet"
         raise NotFound(
-            f"collection {name!r} not found (create it with: genloom ingest PATH --collection {name}){known}"
+            f"collection {name!r} not found{known}", cli_hint=f"create it with: genloom ingest PATH --collection {name}"
         )
     return found
 
