@@ -19,7 +19,6 @@ GPT-2-shaped causal LM (one of ours from the registry, or a local directory).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from typing import Any
 
@@ -29,6 +28,7 @@ from torch import nn
 
 from genloom.errors import BadInput
 from genloom.training.architecture import Architecture, Samples
+from genloom.training.optim import adamw
 
 
 @dataclasses.dataclass
@@ -150,8 +150,7 @@ class GPT(nn.Module):
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        fused = device.startswith("cuda") and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+        return adamw(groups, lr=lr, betas=betas, device=device)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
