@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from genloom.training.optim import adamw, fused_kwargs
 
 
