@@ -9,7 +9,7 @@
 #          mnist/*.gz             MNIST's first 10,000 train and 1,000 test images (images check)
 #          minilm/                all-MiniLM-L6-v2 in fp16, gzipped, word-embedding rows of tokens the
 #                                 suite never embeds zeroed (checked equal on the suite's texts)
-#          manifest.json          git sha, date, sizes (the GPU copy of the tree has no .git)
+#          manifest.json          git sha, date, sizes (the tree sent to the GPU machine carries no .git)
 #
 # Both folders are git-ignored; together they stay under 60 MiB (checked here), so with the tree
 # they fit the device tool's 64 MiB. Needs the network (pip download) and ../shared/data.

@@ -64,7 +64,7 @@ CONFIG = {
         "training": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "batch_size": 64, "lr": 1e-3,
                      "dropout": 0.2, "warmup": 100, "iters": 5000, "eval_interval": 250, "eval_iters": 200,
                      "log_every": 50, "compile": True, "budget_s": 70.0},
-        "generation": {"config": "qwen2-0.5b", "new_tokens": 64, "repeats": 3, "concurrency": [8, 32]},
+        "generation": {"config": "qwen2-0.5b", "new_tokens": 64, "repeats": 3, "concurrency": [32, 8]},  # 32 (the target) first
     },
     "cpu-smoke": {
         "embedding": {"batch_size": 16, "large_batch": 32, "repeats": 1, "max_docs": 40},
@@ -700,6 +700,8 @@ def setup(out: Path, smoke: bool, data: Path | None) -> None:
 
     from genloom.db.engine import get_engine
 
+    if not smoke and not (data and (data / "manifest.json").is_file()):
+        raise SystemExit(f"no pack at {data}: run `bash bench/gpu_pack.sh` on the CPU machine and carry .whl and .gpu")
     get_engine()  # starts the embedded server (or connects to DATABASE_URL) and migrates
     packed = data / "minilm" if data else None
     if packed and packed.is_dir() and not (MINILM_DIR / "config.json").is_file():
