@@ -742,8 +742,9 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def summary(out: Path) -> str:
-    docs = [json.loads((out / f"{c}.json").read_text()) for c in CHECKS if (out / f"{c}.json").is_file()]
+def summary(out: Path, checks: tuple[str, ...] = CHECKS) -> str:
+    """summary.md of this run's checks (their JSON files in `out`)."""
+    docs = [json.loads((out / f"{c}.json").read_text()) for c in checks if (out / f"{c}.json").is_file()]
     env = next((d["env"] for d in docs if d.get("env")), {})
     lines = [
         "# genloom GPU speed suite" + (" (CPU smoke run: tiny configs, figures mean nothing)" if any(
@@ -762,7 +763,7 @@ def summary(out: Path) -> str:
             lines.append(f"| {d['check']} | {row['measure']} | {row['unit']} | {_fmt(row['bare'])} | {_fmt(row['genloom'])} "
                          f"| {_fmt(row['ratio'])} | {row['better']} | {row['target'] or ''} | {_fmt(row['met'])} |")
     lines.append("")
-    for c in CHECKS:
+    for c in checks:
         d = next((d for d in docs if d["check"] == c), None)
         status = d["status"] if d else "missing (never started: the suite's time ran out?)"
         extra = f": {d.get('error')}" if d and d.get("error") else ""
@@ -860,6 +861,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/results/gpu")))
     p.add_argument("--smoke", action="store_true", help="tiny configs on the CPU")
     p.add_argument("--data", type=Path, help="the pack's data folder (default: .gpu/ on a GPU run, built-ins for --smoke)")
+    p.add_argument("--checks", default=",".join(CHECKS), help="with summary: the checks of this run")
     p.add_argument("--rc", type=int, default=1)
     p.add_argument("--log", type=Path)
     p.add_argument("--dest", type=Path, default=REPO / ".gpu")
@@ -869,7 +871,7 @@ def main() -> None:
     data = a.data if a.data else (None if a.smoke else REPO / ".gpu")
     a.out.mkdir(parents=True, exist_ok=True)
     if a.command == "summary":
-        print(summary(a.out))
+        print(summary(a.out, tuple(c for c in a.checks.split(",") if c)))
         return
     if a.command == "mark":
         mark(a.check, a.out, a.rc, a.log, mode)

@@ -60,15 +60,19 @@ else
 fi
 export PYTHONPATH=$PWD/platform:$PWD${PYTHONPATH:+:$PYTHONPATH}
 
-log "mode $MODE, out $DEST, budget ${TOTAL}s"
+RUN=()
+for CHECK in embedding images training generation; do
+  if [ -z "$ONLY" ] || [[ ",$ONLY," == *",$CHECK,"* ]]; then RUN+=("$CHECK"); rm -f "$DEST/$CHECK.json"; fi
+done
+[ ${#RUN[@]} -gt 0 ] || { echo "gpu_suite.sh: --only $ONLY names no check (embedding, images, training, generation)" >&2; exit 2; }
+log "mode $MODE, out $DEST, budget ${TOTAL}s, checks ${RUN[*]}"
 if ! timeout 120 $PY bench/gpu_suite.py setup --out "$DEST" $FLAG "${DATA[@]}" >>"$DEST/suite.log" 2>&1; then
   log "set-up failed (database or MiniLM): no check can run"; tail -5 "$DEST/suite.log"; exit 1
 fi
 log "set-up done"
 
 FAILED=0
-for CHECK in embedding images training generation; do
-  if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$CHECK,"* ]]; then continue; fi
+for CHECK in "${RUN[@]}"; do
   LEFT=$(( TOTAL - ($(date +%s) - T0) - 5 ))
   LIM=${LIMIT[$CHECK]}
   [ "$LEFT" -lt "$LIM" ] && LIM=$LEFT
@@ -85,7 +89,7 @@ for CHECK in embedding images training generation; do
   fi
   { echo "===== $CHECK (exit $RC)"; tail -40 "$LOGS/$CHECK.log"; } >>"$DEST/suite.log"
 done
-$PY bench/gpu_suite.py summary --out "$DEST" $FLAG | tee -a "$DEST/suite.log"
+$PY bench/gpu_suite.py summary --out "$DEST" --checks "$(IFS=,; echo "${RUN[*]}")" $FLAG | tee -a "$DEST/suite.log"
 log "end"
 rm -rf "$LOGS"
 exit $FAILED
