@@ -67,7 +67,7 @@ CONFIG = {
         "generation": {"config": "qwen2-0.5b", "new_tokens": 64, "repeats": 3, "concurrency": [32, 8]},  # 32 (the target) first
     },
     "cpu-smoke": {
-        "embedding": {"batch_size": 16, "large_batch": 32, "repeats": 1, "max_docs": 40},
+        "embedding": {"batch_size": 16, "large_batch": 32, "repeats": 1, "max_docs": 12},
         "images": {"batch_size": 32, "steps": 12, "log_every": 4, "eval_every": 8, "checkpoint_every": 6,
                    "budget_s": 20.0, "vae": {"channels": 8, "latent_dim": 4},
                    "diffusion": {"base_channels": 8, "channel_mults": "1,2"}},
@@ -227,7 +227,7 @@ def logged_values(run_id: int, name: str) -> list[tuple[int | None, float]]:
 # --------------------------------------------------------------------------- data: the pack, or built-ins for the smoke run
 
 
-def builtin_docs(n: int = 24):
+def builtin_docs(n: int = 12):
     """Documents for the smoke run: genloom's sample docs plus seeded generated paragraphs."""
     import random
 
