@@ -746,14 +746,17 @@ def summary(out: Path, checks: tuple[str, ...] = CHECKS) -> str:
     """summary.md of this run's checks (their JSON files in `out`)."""
     docs = [json.loads((out / f"{c}.json").read_text()) for c in checks if (out / f"{c}.json").is_file()]
     env = next((d["env"] for d in docs if d.get("env")), {})
-    lines = [
-        "# genloom GPU speed suite" + (" (CPU smoke run: tiny configs, figures mean nothing)" if any(
-            d.get("mode") == "cpu-smoke" for d in docs) else ""),
-        "",
+    smoke = any(d.get("mode") == "cpu-smoke" for d in docs)
+    device_line = (
         f"Device: {env.get('device_name')} · torch {env.get('torch')} (CUDA {env.get('cuda')}) · transformers "
         f"{env.get('transformers')} · sentence-transformers {env.get('sentence_transformers')} · Python "
         f"{env.get('python')} · git {env.get('git_sha')}{' (dirty)' if env.get('git_dirty') else ''} "
-        f"({env.get('source')}) · started {env.get('started_utc')}",
+        f"({env.get('source')}) · started {env.get('started_utc')}"
+    )
+    lines = [
+        "# genloom GPU speed suite" + (" (CPU smoke run: tiny configs, figures mean nothing)" if smoke else ""),
+        "",
+        device_line,
         "",
         "| check | measure | unit | bare | genloom | genloom/bare | better | target | met |",
         "|---|---|---|---:|---:|---:|---|---|---|",
