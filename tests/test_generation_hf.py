@@ -222,3 +222,39 @@ def _batched_equals_single_greedy(lm, monkeypatch):
         if i != 2:
             assert outs[slot].output_tokens == 9 and outs[slot].finish_reason == "length"
     assert stop_word not in outs[2].text.split() and outs[2].finish_reason == "stop"
+
+
+def test_lone_requests_generate_on_the_models_one_long_lived_thread(words_lm, monkeypatch):
+    # torch.compile's CUDA graphs (the static cache on GPU) are kept per thread: generating on a
+    # fresh thread per request would capture them again each time.
+    import threading
+
+    lm = words_lm
+    generate = lm.model.generate
+    threads: list[str] = []
+
+    def spy(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "generate", spy)
+    prompt = lm.render([{"role": "user", "content": "quick brown fox"}])
+    pieces: list[str] = []
+    outs = [lm.generate(prompt, params=_params(max_new_tokens=6, temperature=1.0, seed=s), on_text=pieces.append)
+            for s in (1, 2, 3)]
+    assert threads == ["genloom-hf-batcher"] * 3
+    assert "".join(pieces) == "".join(o.text for o in outs)
+
+
+def test_a_failing_generate_reaches_its_caller_and_the_model_serves_the_next_request(words_lm, monkeypatch):
+    lm = words_lm
+    prompt = lm.render([{"role": "user", "content": "quick brown fox"}])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    with monkeypatch.context() as m:
+        m.setattr(lm.model, "generate", broken)
+        with pytest.raises(RuntimeError, match="device lost"):
+            lm.generate(prompt, params=_params(max_new_tokens=4, seed=1), on_text=lambda t: None)
+    assert lm.generate(prompt, params=_params(max_new_tokens=4, temperature=1.0, seed=1)).output_tokens >= 1

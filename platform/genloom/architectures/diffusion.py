@@ -26,6 +26,7 @@ from genloom.architectures.noise_schedules import DEFAULT_TIMESTEPS, beta_schedu
 from genloom.architectures.unet import UNet, UNetConfig
 from genloom.errors import BadInput
 from genloom.training.architecture import Architecture, Samples
+from genloom.training.optim import adamw
 
 CONDITIONINGS = ("none", "class", "text")
 SAMPLERS = ("ddpm", "ddim")
@@ -306,7 +307,7 @@ class DiffusionArchitecture(Architecture):
                 self.net.unet.text_center.copy_(self.captions.mean(dim=(0, 1)))
         self.model = ctx.ddp(ctx.maybe_compile(self.net))
         self.ema = EMA(self.net, hp.ema_decay)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay)
+        self.opt = adamw(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay, device=ctx.device)
 
     def modules(self):
         return {"net": self.net, "ema": self.ema.shadow}

@@ -11,12 +11,13 @@ so a trained model is saved as a Hugging Face `GPT2LMHeadModel` (hf_export.py) t
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from genloom.training.optim import adamw
 
 
 @dataclasses.dataclass
@@ -138,8 +139,7 @@ class GPT(nn.Module):
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        fused = device.startswith("cuda") and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+        return adamw(groups, lr=lr, betas=betas, device=device)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

@@ -149,13 +149,15 @@ class Transformer(Architecture):
         """Mean loss over `eval_iters` seeded batches of the val split (train split if it has none)."""
         ids = self.val_ids if self.val_ids is not None else self.train_ids
         gen = torch.Generator().manual_seed(1234)  # the same windows at every evaluation: comparable numbers
-        losses = []
+        # Summed on the device and read once: a read per batch would make the CPU wait for each
+        # forward pass before launching the next (on a GPU, small models' evaluations are launch-bound).
+        total = torch.zeros((), device=ids.device)
         for _ in range(self.hp.eval_iters):
             x, y = self._windows(ids, self.ctx.batch_size, gen)
             with self.ctx.autocast():
                 _, loss = self.net(x, y)
-            losses.append(float(loss))
-        val = sum(losses) / len(losses)
+            total += loss.float()
+        val = float(total) / self.hp.eval_iters
         key = "val_loss" if self.val_ids is not None else "train_eval_loss"
         out = {key: val, "val_bpc": val * self.tokens_per_char / math.log(2)}
         if key != "val_loss":

@@ -23,6 +23,7 @@ from torch import nn
 
 from genloom.errors import BadInput
 from genloom.training.architecture import Architecture, Samples
+from genloom.training.optim import adamw
 
 
 @dataclasses.dataclass
@@ -136,7 +137,7 @@ class VAE(Architecture):
         self.num_classes = data.num_classes if opts.conditional else 0
         self.net = ConvVAE(tuple(data.shape), hp, self.num_classes).to(ctx.device)
         self.model = ctx.ddp(ctx.maybe_compile(self.net))
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay)
+        self.opt = adamw(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay, device=ctx.device)
 
     def modules(self):
         return {"net": self.net}

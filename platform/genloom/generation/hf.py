@@ -200,7 +200,13 @@ class HFBackend:
         return self._batcher.submit(_Request(ids=ids, params=params, on_text=on_text))
 
     def _generate_one(self, request: _Request) -> GenOutput:
-        """Batch 1: TextIteratorStreamer, static cache + compile on CUDA."""
+        """Batch 1: TextIteratorStreamer, static cache + compile on CUDA.
+
+        `generate` runs in the calling thread (the batcher's, which lives as long as the model)
+        and a short-lived thread reads the streamer. The other way round, each request would
+        compile-and-capture afresh: torch.compile's CUDA graphs (the static cache's
+        "reduce-overhead" mode) are kept per thread, so a new generating thread per request
+        would record them again every time."""
         import torch
         from transformers import TextIteratorStreamer
 
@@ -208,34 +214,38 @@ class HFBackend:
         input_ids = torch.tensor([ids], device=self.device)
         kwargs = self.generation_kwargs(params, prompt_width=len(ids))
         trimmer = StopTrimmer(params.stop)
-        result: dict = {}
+        shown: dict = {}
         if params.seed is not None:
             torch.manual_seed(params.seed)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
 
-        def work() -> None:
+        def read() -> None:
             try:
-                with torch.inference_mode():
-                    result["ids"] = self.model.generate(
-                        input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
-                    )
-            except BaseException as exc:  # surfaced below, in the calling thread
-                result["error"] = exc
-                streamer.end()
+                for piece in streamer:
+                    text = trimmer.feed(piece)
+                    if text and on_text is not None:
+                        on_text(text)
+            except BaseException as exc:  # a failing on_text: surfaced below, in this request
+                shown["error"] = exc
 
-        worker = threading.Thread(target=work, name="genloom-hf-generate", daemon=True)
-        worker.start()
-        for piece in streamer:
-            shown = trimmer.feed(piece)
-            if shown and on_text is not None:
-                on_text(shown)
-        worker.join()
-        if "error" in result:
-            raise result["error"]
+        reader = threading.Thread(target=read, name="genloom-hf-stream", daemon=True)
+        reader.start()
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
+                )
+        except BaseException:
+            streamer.end()  # the reader stops waiting for text that will never come
+            reader.join()
+            raise
+        reader.join()
+        if "error" in shown:
+            raise shown["error"]
         tail = trimmer.flush()
         if tail and on_text is not None:
             on_text(tail)
-        new_ids = result["ids"][0, len(ids) :].tolist()
+        new_ids = out[0, len(ids) :].tolist()
         return self._output(len(ids), new_ids, trimmer, params)
 
     def _output(self, n_input: int, new_ids: list[int], trimmer: StopTrimmer, params: GenParams) -> GenOutput:
