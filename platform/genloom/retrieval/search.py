@@ -64,6 +64,7 @@ def search(
     depth: int | None = None,
     k1: float = DEFAULT_K1,
     b: float = DEFAULT_B,
+    query_tf: bool = True,
     ef_search: int | None = None,
 ) -> list[SearchHit]:
     """Top-k chunks (or documents, with by_document) of `collection` for `query`.
@@ -73,7 +74,8 @@ def search(
     include_superseded: also search old document versions (default: current ones only).
     query_embedding: a precomputed query vector (batch mode embeds many queries at once).
     fusion: 'rrf' (reciprocal rank fusion, constant rrf_k) or 'weighted' (min-max normalised
-    scores, bm25_weight for BM25). depth: candidates per branch (default max(100, k), tripled
+    scores, bm25_weight for BM25). query_tf: weight a query lexeme by how often the query
+    repeats it (as Lucene and bm25s do); False counts it once. depth: candidates per branch (default max(100, k), tripled
     with by_document so that k distinct documents survive the collapse).
     """
     if query is None or not str(query).strip():
@@ -132,6 +134,7 @@ def search(
         "where": json.dumps({str(key): str(v) for key, v in (where or {}).items()}),
         "k1": float(k1),
         "b": float(b),
+        "query_tf": bool(query_tf),
         "bm25_depth": depth if mode in ("hybrid", "bm25") else 0,
         "vector_depth": depth if use_vector else 0,
         "mode": mode,
