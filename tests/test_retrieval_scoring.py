@@ -69,3 +69,22 @@ def test_query_lexemes_lists_each_lexeme_with_its_count(session):
     from genloom.retrieval.bm25 import query_lexemes
 
     assert query_lexemes(session, "english", "the apple, the apples and a banana") == [("appl", 2), ("banana", 1)]
+
+
+def test_default_fusion_mixes_min_max_normalised_scores_half_and_half(session):
+    from genloom.retrieval.search import search
+
+    # Query "zebra" with query vector (1, 0). BM25 finds z3 (tf 3) above z1h (tf 1); cosine ranks
+    # z1h 1.0, h 0.8, z3 0.6, c 0.0.
+    _tiny_collection(session, "fuse", {"z3": ["zebra zebra zebra"], "z1h": ["zebra horse"], "h": ["horse"],
+                                       "c": ["cat"]},
+                     {"z3": [[0.6, 0.8]], "z1h": [[1.0, 0.0]], "h": [[0.8, 0.6]], "c": [[0.0, 1.0]]})
+    hits = search(session, "zebra", collection="fuse", k=10, query_embedding=[1.0, 0.0], by_document=True)
+    # 0.5 * minmax(BM25) + 0.5 * minmax(cosine); a document BM25 did not find gets 0 from it.
+    assert [(h.doc_id, round(h.score, 6)) for h in hits] == [
+        ("z3", 0.5 * 1 + 0.5 * 0.6), ("z1h", 0.5 * 0 + 0.5 * 1.0), ("h", 0.5 * 0.8), ("c", 0.0)]
+    # RRF k = 60, the default before issue 19, puts the document both branches rank high first instead.
+    rrf = search(session, "zebra", collection="fuse", k=10, query_embedding=[1.0, 0.0], by_document=True,
+                 fusion="rrf")
+    assert [h.doc_id for h in rrf][:2] == ["z1h", "z3"]
+    assert rrf[0].score == pytest.approx(1 / 62 + 1 / 61, abs=1e-12)

@@ -10,6 +10,7 @@ import typer
 from genloom.cli.evaluate import eval_app
 from genloom.cli.output import JsonOption, console, err_console, print_json
 from genloom.errors import BadInput
+from genloom.retrieval.hybrid import DEFAULT_BM25_WEIGHT, DEFAULT_FUSION, DEFAULT_RRF_K
 
 
 @eval_app.command("retrieval")
@@ -18,9 +19,9 @@ def retrieval(
     split: Annotated[str, typer.Option("--split", help="Which qrels to score (test, train, dev).")] = "test",
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="Collection (default: beir-FOLDERNAME).")] = None,
     modes: Annotated[str, typer.Option("--modes", help="Comma-separated: bm25,vector,hybrid.")] = "bm25,vector,hybrid",
-    fusion: Annotated[str, typer.Option("--fusion", help="rrf | weighted.")] = "rrf",
-    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
-    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of BM25.")] = 0.5,
+    fusion: Annotated[str, typer.Option("--fusion", help="weighted | rrf.")] = DEFAULT_FUSION,
+    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = DEFAULT_RRF_K,
+    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of BM25.")] = DEFAULT_BM25_WEIGHT,
     depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch (default: 300; evaluation searches by document).")] = None,
     json_out: JsonOption = False,
 ) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from genloom.cli.output import JsonOption, console, dumps, err_console, print_json
 from genloom.errors import BadInput
+from genloom.retrieval.hybrid import DEFAULT_BM25_WEIGHT, DEFAULT_FUSION, DEFAULT_RRF_K
 
 
 def search(
@@ -20,9 +21,9 @@ def search(
     where: Annotated[list[str] | None, typer.Option("--where", help="key=value on document metadata (repeatable).")] = None,
     by_document: Annotated[bool, typer.Option("--by-document", help="One result per document (its best chunk).")] = False,
     include_superseded: Annotated[bool, typer.Option("--include-superseded", help="Also search old document versions.")] = False,
-    fusion: Annotated[str, typer.Option("--fusion", help="rrf (reciprocal rank fusion) | weighted (normalised scores).")] = "rrf",
-    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
-    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of the BM25 score.")] = 0.5,
+    fusion: Annotated[str, typer.Option("--fusion", help="weighted (min-max normalised scores) | rrf (reciprocal rank fusion).")] = DEFAULT_FUSION,
+    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = DEFAULT_RRF_K,
+    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of the BM25 score.")] = DEFAULT_BM25_WEIGHT,
     depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch (default: max(100, k), tripled with --by-document).")] = None,
     ef_search: Annotated[int | None, typer.Option("--ef-search", help="HNSW ef_search for this query (default: 100).")] = None,
     queries: Annotated[

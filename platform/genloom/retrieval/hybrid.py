@@ -23,6 +23,14 @@ Five slots are filled in Python before binding, each from a fixed set of strings
 
 from __future__ import annotations
 
+# The fusion defaults, chosen on four development collections (SciFact, SQuAD-as-retrieval and
+# their verbose variants; bench/retrieval_quality.py, docs/retrieval.md): min-max normalised
+# scores mixed half and half beat both branches on every one, where RRF k = 60 fell below BM25
+# on SQuAD. Here (not in search.py) so the CLI can show them without importing the database layer.
+DEFAULT_FUSION = "weighted"
+DEFAULT_BM25_WEIGHT = 0.5
+DEFAULT_RRF_K = 60
+
 HYBRID_SQL = """
 WITH
 -- BM25 (Okapi): idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)),

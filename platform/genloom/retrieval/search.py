@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from genloom.errors import BadInput
 from genloom.retrieval.collections import get_collection
-from genloom.retrieval.hybrid import render_sql
+from genloom.retrieval.hybrid import DEFAULT_BM25_WEIGHT, DEFAULT_FUSION, DEFAULT_RRF_K, render_sql
 from genloom.retrieval.vector import HnswConfig, model_for_collection, vector_literal
 
 MODES = ("hybrid", "bm25", "vector")
@@ -58,9 +58,9 @@ def search(
     by_document: bool = False,
     include_superseded: bool = False,
     query_embedding=None,
-    fusion: str = "rrf",
-    rrf_k: int = 60,
-    bm25_weight: float = 0.5,
+    fusion: str = DEFAULT_FUSION,
+    rrf_k: int = DEFAULT_RRF_K,
+    bm25_weight: float = DEFAULT_BM25_WEIGHT,
     depth: int | None = None,
     k1: float = DEFAULT_K1,
     b: float = DEFAULT_B,
@@ -73,8 +73,8 @@ def search(
     where: document metadata that must match (JSONB containment), e.g. {"lang": "en"}.
     include_superseded: also search old document versions (default: current ones only).
     query_embedding: a precomputed query vector (batch mode embeds many queries at once).
-    fusion: 'rrf' (reciprocal rank fusion, constant rrf_k) or 'weighted' (min-max normalised
-    scores, bm25_weight for BM25). query_tf: weight a query lexeme by how often the query
+    fusion: 'weighted' (default: each branch's scores min-max normalised over its candidates,
+    bm25_weight for BM25) or 'rrf' (reciprocal rank fusion, constant rrf_k). query_tf: weight a query lexeme by how often the query
     repeats it (as Lucene and bm25s do); False counts it once. depth: candidates per branch (default max(100, k), tripled
     with by_document so that k distinct documents survive the collapse).
     """
