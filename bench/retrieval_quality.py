@@ -225,12 +225,15 @@ def _per_document(ranked, agg: str):
 
 
 def fuse(bm, vec, *, fusion: str, rrf_k: float = 60, w: float = 0.5, depth: int = 100,
-         level: str = "chunk") -> list[str]:
+         level: str = "chunk", norm: str = "minmax") -> list[str]:
     """Fuse two branches [(chunk_id, doc_id, score)] best first; return the top 100 documents.
 
     level 'chunk': fuse chunks, then keep each document's best (HYBRID_SQL before issue 19);
     'doc' / 'doc-sum2': collapse each branch to documents first (max, or sum of the top two
-    chunk scores), rank documents, then fuse.
+    chunk scores), rank documents, then fuse. norm (weighted fusion): 'minmax' (HYBRID_SQL),
+    'max' (score / the branch's best) or 'z' ((score - mean) / sd); under 'max' and 'z' a
+    candidate the other branch did not return counts as that branch's weakest candidate, as
+    it does (0) under 'minmax'.
     """
     bm, vec = bm[:depth], vec[:depth]
     if level != "chunk":
@@ -244,14 +247,23 @@ def fuse(bm, vec, *, fusion: str, rrf_k: float = 60, w: float = 0.5, depth: int 
                 scores[key] = scores.get(key, 0.0) + 1.0 / (rrf_k + rank)
                 docs[key] = doc
     else:
+        parts = []
         for weight, one in ((w, bm), (1 - w, vec)):
             if not one:
                 continue
-            values = [s for _, _, s in one]
-            lo, hi = min(values), max(values)
-            for key, doc, s in one:
-                scores[key] = scores.get(key, 0.0) + weight * ((s - lo) / (hi - lo) if hi > lo else 1.0)
-                docs[key] = doc
+            values = np.asarray([s for _, _, s in one], dtype=float)
+            if norm == "max":
+                normed = values / values.max() if values.max() > 0 else np.ones_like(values)
+            elif norm == "z":
+                normed = (values - values.mean()) / values.std() if values.std() > 0 else np.zeros_like(values)
+            else:
+                lo, hi = values.min(), values.max()
+                normed = (values - lo) / (hi - lo) if hi > lo else np.ones_like(values)
+            floor = 0.0 if norm == "minmax" else float(normed.min())
+            parts.append((weight, floor, {key: float(v) for (key, _, _), v in zip(one, normed)}))
+            docs.update({key: doc for key, doc, _ in one})
+        for key in docs:
+            scores[key] = sum(weight * part.get(key, floor) for weight, floor, part in parts)
     best: dict[str, float] = {}
     for key, s in sorted(scores.items(), key=lambda x: (-x[1], x[0])):
         best.setdefault(docs[key], s)
@@ -263,13 +275,14 @@ def fusion_grid() -> list[dict]:
     for level in ("chunk", "doc", "doc-sum2"):
         for depth in (100, 300):
             grid += [{"fusion": "rrf", "rrf_k": k, "depth": depth, "level": level} for k in (10, 20, 30, 60, 100)]
-            grid += [{"fusion": "weighted", "w": w, "depth": depth, "level": level}
-                     for w in (0.3, 0.4, 0.5, 0.6, 0.7)]
+            grid += [{"fusion": "weighted", "w": w, "depth": depth, "level": level, "norm": norm}
+                     for w in (0.3, 0.4, 0.5, 0.6, 0.7) for norm in (("minmax", "max", "z") if level == "chunk"
+                                                                        else ("minmax",))]
     return grid
 
 
 def label(cfg: dict) -> str:
-    knob = f"k={cfg['rrf_k']}" if cfg["fusion"] == "rrf" else f"w={cfg['w']}"
+    knob = f"k={cfg['rrf_k']}" if cfg["fusion"] == "rrf" else f"w={cfg['w']} {cfg['norm']}"
     return f"{cfg['fusion']} {knob} depth={cfg['depth']} {cfg['level']}"
 
 
