@@ -11,6 +11,7 @@ from genloom.cli.evaluate import eval_app
 from genloom.cli.output import JsonOption, console, print_json
 from genloom.cli.progress import RichProgress
 from genloom.errors import BadInput
+from genloom.retrieval.hybrid import DEFAULT_BM25_WEIGHT, DEFAULT_FUSION, DEFAULT_RRF_K
 
 
 @eval_app.command("retrieval")
@@ -19,9 +20,9 @@ def retrieval(
     split: Annotated[str, typer.Option("--split", help="Which qrels to score (test, train, dev).")] = "test",
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="Collection (default: beir-FOLDERNAME).")] = None,
     modes: Annotated[str, typer.Option("--modes", help="Comma-separated: bm25,vector,hybrid.")] = "bm25,vector,hybrid",
-    fusion: Annotated[str, typer.Option("--fusion", help="rrf | weighted.")] = "rrf",
-    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
-    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of BM25.")] = 0.5,
+    fusion: Annotated[str, typer.Option("--fusion", help="weighted | rrf.")] = DEFAULT_FUSION,
+    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = DEFAULT_RRF_K,
+    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of BM25.")] = DEFAULT_BM25_WEIGHT,
     depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch (default: 300; evaluation searches by document).")] = None,
     embedding_model: Annotated[str | None, typer.Option("--embedding-model", help="Vector branch with another model (genloom embed), to compare models.")] = None,
     json_out: JsonOption = False,

@@ -11,6 +11,7 @@ import typer
 from genloom.cli.output import WHERE_HELP, WHERE_JSON_HELP, JsonOption, console, dumps, err_console, print_json
 from genloom.cli.progress import RichProgress
 from genloom.errors import BadInput
+from genloom.retrieval.hybrid import DEFAULT_BM25_WEIGHT, DEFAULT_FUSION, DEFAULT_RRF_K
 
 
 def search(
@@ -23,9 +24,9 @@ def search(
     embedding_model: Annotated[str | None, typer.Option("--embedding-model", help="Search with another model that has vectors here (see genloom embed).")] = None,
     by_document: Annotated[bool, typer.Option("--by-document", help="One result per document (its best chunk).")] = False,
     include_superseded: Annotated[bool, typer.Option("--include-superseded", help="Also search old document versions.")] = False,
-    fusion: Annotated[str, typer.Option("--fusion", help="rrf (reciprocal rank fusion) | weighted (normalised scores).")] = "rrf",
-    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = 60,
-    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of the BM25 score.")] = 0.5,
+    fusion: Annotated[str, typer.Option("--fusion", help="weighted (min-max normalised scores) | rrf (reciprocal rank fusion).")] = DEFAULT_FUSION,
+    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = DEFAULT_RRF_K,
+    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of the BM25 score.")] = DEFAULT_BM25_WEIGHT,
     depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch (default: max(100, k), tripled with --by-document).")] = None,
     ef_search: Annotated[int | None, typer.Option("--ef-search", help="HNSW ef_search for this query (default: 100).")] = None,
     queries: Annotated[

@@ -102,12 +102,15 @@ def retire_documents(session: Session, collection_id: int, document_ids: Sequenc
         )
 
 
-def query_lexemes(session: Session, ts_config: str, query: str) -> list[str]:
-    """The distinct lexemes BM25 scores a query by (what the search SQL computes)."""
-    return list(
-        session.scalars(
-            sa.text("SELECT DISTINCT lexeme FROM unnest(to_tsvector(CAST(:c AS regconfig), :q)) ORDER BY 1"),
+def query_lexemes(session: Session, ts_config: str, query: str) -> list[tuple[str, int]]:
+    """The lexemes BM25 scores a query by, each with its count in the query (what the search SQL computes)."""
+    return [
+        (lexeme, count)
+        for lexeme, count in session.execute(
+            sa.text(
+                "SELECT lexeme, coalesce(array_length(positions, 1), 1) "
+                "FROM unnest(to_tsvector(CAST(:c AS regconfig), :q)) ORDER BY 1"
+            ),
             {"c": ts_config, "q": query},
         )
-    )
-
+    ]

@@ -8,7 +8,7 @@ Named parameters (bound by psycopg):
   :query_embedding              the query vector in pgvector text form (NULL when unused)
   :collection_id, :where        collection, and a SQL/JSON path predicate on document metadata
                                 (`genloom.retrieval.filters.to_jsonpath`)
-  :k1, :b                       BM25 parameters
+  :k1, :b, :query_tf            BM25 parameters; query_tf weights a lexeme by its count in the query
   :bm25_depth, :vector_depth    how many candidates each branch passes to the fusion (0 = branch off)
   :mode                         'hybrid' | 'bm25' | 'vector'  (single modes score by their own branch)
   :fusion, :rrf_k, :bm25_weight 'rrf' (1/(rrf_k + rank) summed) or 'weighted' (min-max normalised
@@ -24,13 +24,25 @@ Five slots are filled in Python before binding, each from a fixed set of strings
 
 from __future__ import annotations
 
+# The fusion defaults, chosen on four development collections (SciFact, SQuAD-as-retrieval and
+# their verbose variants; bench/retrieval_quality.py, docs/retrieval.md): min-max normalised
+# scores mixed half and half beat both branches on every one, where RRF k = 60 fell below BM25
+# on SQuAD. Here (not in search.py) so the CLI can show them without importing the database layer.
+DEFAULT_FUSION = "weighted"
+DEFAULT_BM25_WEIGHT = 0.5
+DEFAULT_RRF_K = 60
+
 HYBRID_SQL = """
 WITH
 -- BM25 (Okapi): idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5)),
 --   tf part = tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen)),
--- summed over the query's distinct lexemes (OR semantics); N, avglen, df over current chunks.
+-- summed over the query's lexemes weighted by their count in the query, qtf (OR semantics).
+-- Lucene/Anserini (one clause per query token) and bm25s (one addend per token) do the same;
+-- on verbose queries the words a person repeats are the ones that matter. N, avglen, df are
+-- over current chunks. :query_tf = false counts each lexeme once (genloom before issue 19).
 query_terms AS (
-    SELECT DISTINCT lexeme AS term
+    SELECT lexeme AS term,
+           CASE WHEN :query_tf THEN coalesce(array_length(positions, 1), 1) ELSE 1 END AS qtf
     FROM unnest(to_tsvector(CAST(:ts_config AS regconfig), :query))
 ),
 stats AS (
@@ -38,8 +50,8 @@ stats AS (
     FROM retrieval_collection_stats
     WHERE collection_id = :collection_id
 ),
-term_idf AS (
-    SELECT ts.term, ln(1 + (s.n - ts.df + 0.5) / (ts.df::float8 + 0.5)) AS idf
+term_weight AS (
+    SELECT ts.term, q.qtf * ln(1 + (s.n - ts.df + 0.5) / (ts.df::float8 + 0.5)) AS weight
     FROM query_terms q
     JOIN retrieval_term_stats ts ON ts.collection_id = :collection_id AND ts.term = q.term AND ts.df > 0
     CROSS JOIN stats s
@@ -48,9 +60,9 @@ bm25 AS (
     SELECT chunk_id, score, row_number() OVER (ORDER BY score DESC, chunk_id) AS rank
     FROM (
         SELECT p.chunk_id,
-               sum(i.idf * p.tf * (:k1 + 1)
+               sum(i.weight * p.tf * (:k1 + 1)
                    / (p.tf + :k1 * (1 - :b + :b * p.chunk_length / s.avglen))) AS score
-        FROM term_idf i
+        FROM term_weight i
         JOIN retrieval_postings p
           ON p.collection_id = :collection_id AND p.term = i.term AND p.{current}
         CROSS JOIN stats s

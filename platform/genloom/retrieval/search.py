@@ -21,7 +21,7 @@ from genloom.errors import BadInput
 from genloom.retrieval.collections import get_collection
 from genloom.retrieval.embed_models import resolve_search_model
 from genloom.retrieval.filters import to_jsonpath
-from genloom.retrieval.hybrid import render_sql
+from genloom.retrieval.hybrid import DEFAULT_BM25_WEIGHT, DEFAULT_FUSION, DEFAULT_RRF_K, render_sql
 from genloom.retrieval.vector import HnswConfig, vector_literal
 
 MODES = ("hybrid", "bm25", "vector")
@@ -79,12 +79,13 @@ def search(
     by_document: bool = False,
     include_superseded: bool = False,
     query_embedding=None,
-    fusion: str = "rrf",
-    rrf_k: int = 60,
-    bm25_weight: float = 0.5,
+    fusion: str = DEFAULT_FUSION,
+    rrf_k: int = DEFAULT_RRF_K,
+    bm25_weight: float = DEFAULT_BM25_WEIGHT,
     depth: int | None = None,
     k1: float = DEFAULT_K1,
     b: float = DEFAULT_B,
+    query_tf: bool = True,
     ef_search: int | None = None,
     embedder: Embedder | None = None,
     embedding_model: str | None = None,
@@ -98,10 +99,12 @@ def search(
     query_embedding: a precomputed query vector (batch mode embeds many queries at once).
     embedder: how to embed the query (default genloom.embeddings.embed; the CLI passes a
     running server's, api/local.py).
-    fusion: 'rrf' (reciprocal rank fusion, constant rrf_k) or 'weighted' (min-max normalised
-    scores, bm25_weight for BM25). depth: candidates per branch (default max(100, k), tripled
-    with by_document so that k distinct documents survive the collapse). embedding_model: another
-    model with vectors in this collection (`genloom embed`); default the collection's own.
+    fusion: 'weighted' (default: each branch's scores min-max normalised over its candidates,
+    bm25_weight for BM25) or 'rrf' (reciprocal rank fusion, constant rrf_k). query_tf: weight a
+    query lexeme by how often the query repeats it (as Lucene and bm25s do); False counts it once.
+    depth: candidates per branch (default max(100, k), tripled with by_document so that k distinct
+    documents survive the collapse). embedding_model: another model with vectors in this
+    collection (`genloom embed`); default the collection's own.
     """
     if query is None or not str(query).strip():
         raise BadInput("empty query: give the text to search for")
@@ -158,6 +161,7 @@ def search(
         "where": where_path,
         "k1": float(k1),
         "b": float(b),
+        "query_tf": bool(query_tf),
         "bm25_depth": depth if mode in ("hybrid", "bm25") else 0,
         "vector_depth": depth if use_vector else 0,
         "mode": mode,
