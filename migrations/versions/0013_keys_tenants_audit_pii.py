@@ -45,6 +45,7 @@ TENANT_TABLES = [
     "prompt_templates", "sessions", "prompts", "generations", "generation_sources", "feedback",
     "items", "datasets", "dataset_versions", "dataset_members",
     "runs", "metrics", "models", "run_checkpoints", "dedup_decisions", "item_embeddings",
+    "prompt_template_labels", "prompt_template_label_moves",  # 0012
 ]
 # Tables genloom runs CREATE INDEX on at run time (per-embedder HNSW indexes).
 APP_OWNED = ["embeddings", "item_embeddings"]
@@ -220,6 +221,12 @@ def upgrade() -> None:
         # A constant default fills existing rows without rewriting the table; then the per-transaction one.
         op.execute(f"ALTER TABLE {table} ADD COLUMN tenant text NOT NULL DEFAULT 'default'")
         op.execute(f"ALTER TABLE {table} ALTER COLUMN tenant SET DEFAULT genloom_tenant()")
+    # 0012's template labels: one label per (tenant, template name), and no foreign key to
+    # (name, version), which is no longer unique; label_template() checks the version exists
+    # under the caller's policy (a label may point at a shared, shipped template).
+    op.execute("ALTER TABLE prompt_template_labels DROP CONSTRAINT IF EXISTS prompt_template_labels_name_version_fkey")
+    op.execute("ALTER TABLE prompt_template_labels DROP CONSTRAINT prompt_template_labels_pkey")
+    op.execute("ALTER TABLE prompt_template_labels ADD PRIMARY KEY (tenant, name, label)")
     for table, columns, name in PER_TENANT_UNIQUE:
         constraints, indexes = _unique_on(bind, table, columns)
         for c in constraints:
@@ -298,6 +305,12 @@ def downgrade() -> None:
     for table, columns, name in PER_TENANT_UNIQUE:
         op.execute(f"DROP INDEX {name}")
         op.execute(f"ALTER TABLE {table} ADD UNIQUE ({', '.join(columns)})")
+    op.execute("ALTER TABLE prompt_template_labels DROP CONSTRAINT prompt_template_labels_pkey")
+    op.execute("ALTER TABLE prompt_template_labels ADD PRIMARY KEY (name, label)")
+    op.execute(
+        "ALTER TABLE prompt_template_labels ADD CONSTRAINT prompt_template_labels_name_version_fkey "
+        "FOREIGN KEY (name, version) REFERENCES prompt_templates (name, version)"
+    )
     for table in TENANT_TABLES:
         op.execute(f"ALTER TABLE {table} DROP COLUMN tenant")
     op.execute("ALTER TABLE collections DROP COLUMN pii_mode")
