@@ -265,7 +265,7 @@ def embedding_model_dir(smoke: bool) -> str:
         return str(MINILM_DIR)
     if not smoke:
         raise RuntimeError(f"no MiniLM at {MINILM_DIR}: run `gpu_suite.py setup` with the pack in .gpu/ first")
-    from ingest.embedding import model_path
+    from genloom.embeddings import model_path
 
     return str(model_path(None))
 
@@ -277,7 +277,7 @@ def check_embedding(r: Report, cfg: dict, device: str, data: Path | None, smoke:
     import sqlalchemy as sa
     from genloom.db.engine import session_scope
 
-    from ingest import embedding
+    from genloom import embeddings as embedding
     from ingest.chunking import Chunker, embedding_text
     from ingest.pipeline import IngestOptions, ingest_documents
 
@@ -814,7 +814,7 @@ def pack_minilm(dest: Path, data: Path) -> None:
     from safetensors.numpy import load_file, save_file
 
     from ingest.chunking import Chunker, embedding_text
-    from ingest.embedding import model_path
+    from genloom.embeddings import model_path
 
     source = model_path(None)
     tmp = dest.with_name(dest.name + ".tmp")

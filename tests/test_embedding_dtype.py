@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ingest import embedding
+from genloom import embeddings as embedding
 
 
 def test_half_precision_only_on_cuda():
