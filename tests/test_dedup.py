@@ -193,7 +193,7 @@ def test_collection_chunks_flagged_for_search(session, cli):
         (["dedup", "digits", "--method", "minhash"], "minhash compares text shingles"),
         (["dedup", "digits", "--method", "fuzzy"], "unknown method 'fuzzy'"),
         (["dedup"], "give a dataset NAME[@V] or --collection NAME"),
-        (["dedup", "--collection", "missing"], "no collection 'missing'"),
+        (["dedup", "--collection", "missing"], "collection 'missing' not found"),
         (["dedup", "digits", "--embedder", "features", "--features", "ghost"], "unknown feature network 'ghost'"),
     ],
 )
