@@ -9,6 +9,8 @@ in its own transactions and the run is finished in a last, separate one.
         finish(run_id, summary={...})            # optional: mark success with a summary
 
 If the block raises, the run is marked failed (or interrupted on Ctrl-C) with the error.
+`tracked_run(kind, reopen=RUN_ID)` continues an earlier run instead (training's --resume):
+the same row is marked running again, and finished the same way.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ def start_run(session: Session, kind: str, *, params: Mapping[str, Any] | None =
     return run
 
 
+def reopen_run(session: Session, run_id: int) -> None:
+    """Mark an unfinished (interrupted or failed) run running again: a resumed job continues it."""
+    session.execute(sa.update(Run).where(Run.id == run_id).values(status="running", error=None, finished_at=None))
+
+
 def finish_run(
     session: Session,
     run_id: int,
@@ -93,6 +100,8 @@ class RunHandle:
     def __init__(self, run_id: int):
         self.id = run_id
         self.finished = False
+        # What an interrupted run's error says (e.g. how to resume it); the job may set it.
+        self.interrupted_error = "interrupted (Ctrl-C)"
 
     def finish(self, *, summary: Mapping[str, Any] | None = None, session: Session | None = None, **columns: Any) -> None:
         """Mark success. Pass `session` to finish inside the caller's last transaction
@@ -106,15 +115,22 @@ class RunHandle:
 
 
 @contextlib.contextmanager
-def tracked_run(kind: str, *, params: Mapping[str, Any] | None = None, **columns: Any) -> Iterator[RunHandle]:
+def tracked_run(
+    kind: str, *, params: Mapping[str, Any] | None = None, reopen: int | None = None, **columns: Any
+) -> Iterator[RunHandle]:
+    """A run for the block: started (committed on its own), or with `reopen` an earlier run continued."""
     with session_scope() as session:
-        run_id = start_run(session, kind, params=params, **columns).id
+        if reopen is None:
+            run_id = start_run(session, kind, params=params, **columns).id
+        else:
+            reopen_run(session, reopen)
+            run_id = reopen
     handle = RunHandle(run_id)
     try:
         yield handle
     except KeyboardInterrupt:
         with session_scope() as session:
-            finish_run(session, run_id, status="interrupted", error="interrupted (Ctrl-C)")
+            finish_run(session, run_id, status="interrupted", error=handle.interrupted_error)
         raise
     except BaseException as exc:
         with session_scope() as session:
