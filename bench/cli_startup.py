@@ -55,7 +55,9 @@ def imports_torch(cmd: list[str], env: dict) -> bool:
     if cmd[1] == "-c":
         return False
     proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, cwd=REPO, capture_output=True, text=True)
-    return any(line.rstrip().endswith("| torch") for line in proc.stderr.splitlines())
+    # `import time: self | cumulative | <indent>module`: torch at any depth (sentence-transformers imports it).
+    return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in proc.stderr.splitlines()
+               if line.startswith("import time:"))
 
 
 def free_port() -> int:
