@@ -9,6 +9,11 @@ command the JSON also says whether the process imported torch (a second run unde
 `python -X importtime`). `search` is timed twice: loading the sentence model in the CLI
 process, and with `genloom serve` running on the same store (its model embeds the query).
 Uses its own GENLOOM_HOME (embedded server) with three small documents ingested.
+
+    python bench/cli_startup.py --against /path/to/older/checkout --out bench/results/cli_startup/ab.json
+
+times the quick commands (not search) alternately in this checkout and the other one (each
+with its own GENLOOM_HOME), so both are measured under the same load in the same run.
 """
 
 from __future__ import annotations
@@ -55,13 +60,19 @@ def imports_torch(cmd: list[str], env: dict) -> bool:
     if cmd[1] == "-c":
         return False
     proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, cwd=REPO, capture_output=True, text=True)
-    return any(line.rstrip().endswith("| torch") for line in proc.stderr.splitlines())
+    # `import time: self | cumulative | <indent>module`: torch at any depth (sentence-transformers imports it).
+    return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in proc.stderr.splitlines()
+               if line.startswith("import time:"))
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _Skip(Exception):
+    pass
 
 
 def listening(port: int) -> bool:
@@ -73,7 +84,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cli_startup" / "cpu.json")
+    parser.add_argument("--no-serve", action="store_true", help="skip the search through a running server "
+                        "(for a checkout older than the reuse of `genloom serve`)")
+    parser.add_argument("--against", type=Path, help="another checkout to time alternately with this one")
     args = parser.parse_args()
+    if args.against:
+        return compare(args)
 
     home = Path(tempfile.mkdtemp(prefix="genloom-bench-cli-"))
     env = {**os.environ, "GENLOOM_HOME": str(home), "GENLOOM_REUSE_SERVER": "1",
@@ -95,6 +111,8 @@ def main() -> None:
             print(f"{name:<34} {results[name]['median_s']:7.3f} s  torch: {results[name]['imports_torch']}",
                   file=sys.stderr, flush=True)
 
+        if args.no_serve:
+            raise _Skip
         port = free_port()
         server = subprocess.Popen(CLI + ["serve", "--port", str(port), "--log-level", "warning"], env=env, cwd=REPO,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -110,6 +128,8 @@ def main() -> None:
             "imports_torch": imports_torch(COMMANDS["genloom search"], env)}
         print(f"{'genloom search (serve running)':<34} {results['genloom search (serve running)']['median_s']:7.3f} s",
               file=sys.stderr)
+    except _Skip:
+        pass
     finally:
         if server is not None:
             server.terminate()
@@ -134,6 +154,48 @@ def main() -> None:
         "baseline": "python -c pass",
         "commands": results,
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
+def compare(args) -> None:
+    quick = [name for name in COMMANDS if name != "genloom search"]
+    trees = {"this": REPO, "against": args.against.resolve()}
+    envs, homes = {}, {}
+    for key, tree in trees.items():
+        homes[key] = Path(tempfile.mkdtemp(prefix=f"genloom-bench-cli-{key}-"))
+        envs[key] = {**os.environ, "GENLOOM_HOME": str(homes[key]),
+                     "PYTHONPATH": os.pathsep.join([str(tree / "platform"), str(tree)])}
+        envs[key].pop("DATABASE_URL", None)
+        subprocess.run([sys.executable, str(tree / "cli.py"), "db", "migrate"], env=envs[key], cwd=tree, check=True,
+                       capture_output=True)
+    runs: dict[str, dict[str, list[float]]] = {key: {name: [] for name in quick} for key in trees}
+    try:
+        for _ in range(args.repeats):
+            for name in quick:
+                for key, tree in trees.items():  # alternate: both trees see the same load
+                    cmd = [c.replace(str(REPO / "cli.py"), str(tree / "cli.py")) for c in COMMANDS[name]]
+                    runs[key][name] += timed(cmd, envs[key], 1)
+    finally:
+        for key, tree in trees.items():
+            subprocess.run([sys.executable, str(tree / "cli.py"), "db", "stop"], env=envs[key], cwd=tree,
+                           capture_output=True)
+            shutil.rmtree(homes[key], ignore_errors=True)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    out = {
+        "benchmark": "cli_startup_ab",
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": sha, "against": str(trees["against"]),
+        "machine": {"cpus": os.cpu_count(), "platform": py_platform.platform(), "python": py_platform.python_version(),
+                    "loadavg_1_5_15": [round(x, 1) for x in os.getloadavg()]},
+        "repeats": args.repeats,
+        "commands": {name: {key: round(statistics.median(runs[key][name]), 3) for key in trees} for name in quick},
+    }
+    for name, r in out["commands"].items():
+        r["this_over_against"] = round(r["this"] / r["against"], 2)
+        print(f"{name:<24} this {r['this']:6.3f} s   against {r['against']:6.3f} s   ratio {r['this_over_against']}",
+              file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))

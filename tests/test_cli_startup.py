@@ -162,3 +162,15 @@ def test_a_server_of_another_store_is_not_used(server, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("GENLOOM_REUSE_SERVER", "0")
     assert find_server() is None
+
+
+def test_one_key_value_parser_for_every_option():
+    from genloom.errors import BadInput
+    from genloom.pairs import parse_pairs
+    from genloom.training.options import parse_set
+
+    assert parse_pairs([" lang =en", "q=a=b"], "--where") == {"lang": "en", "q": "a=b"}
+    assert parse_set(["n-layer= 4"]) == {"n_layer": "4"}  # --set: dashes become underscores, values stripped
+    for bad in ("novalue", "=x"):
+        with pytest.raises(BadInput, match=r"^--meta expects key=value \(got '"):
+            parse_pairs([bad], "--meta")

@@ -140,7 +140,7 @@ def test_collection_import_makes_text_items(cli, engine):
     with engine.connect() as conn:
         texts = sorted(conn.execute(sa.text("SELECT text FROM items WHERE modality = 'text'")).scalars())
     assert texts == ["alpha one\nalpha two", "beta"]
-    assert "no collection 'nope'" in cli("datasets", "import", "collection", "nope").stderr
+    assert "collection 'nope' not found" in cli("datasets", "import", "collection", "nope").stderr
 
 
 def test_diff_and_export_images(cli, tmp_path):

@@ -75,6 +75,18 @@ def test_planted_image_duplicates_found_and_written_as_a_new_version(planted_dig
     assert session.scalar(sa.select(sa.func.count()).select_from(DatasetVersion)) == 2
 
 
+def test_the_job_reports_progress_through_a_callback(planted_digits):
+    """The library draws nothing: it reports (task, done, total, status) and the caller renders it."""
+    from genloom.dedup.job import DedupOptions, dedup_job
+
+    calls = []
+    dedup_job("digits", DedupOptions(dry_run=True), progress=lambda *report: calls.append(report))
+    assert {task for task, *_ in calls} == {"dedup digits@1"}
+    stages = [status for *_, status in calls]
+    assert stages[0] == "exact" and "semantic" in stages
+    assert all(done <= (total or done) for _, done, total, _ in calls)
+
+
 def test_dry_run_writes_no_version(planted_digits, session):
     from genloom.db.models import DatasetVersion, DedupDecision
     from genloom.dedup.job import DedupOptions, dedup_job
@@ -193,7 +205,7 @@ def test_collection_chunks_flagged_for_search(session, cli):
         (["dedup", "digits", "--method", "minhash"], "minhash compares text shingles"),
         (["dedup", "digits", "--method", "fuzzy"], "unknown method 'fuzzy'"),
         (["dedup"], "give a dataset NAME[@V] or --collection NAME"),
-        (["dedup", "--collection", "missing"], "no collection 'missing'"),
+        (["dedup", "--collection", "missing"], "collection 'missing' not found"),
         (["dedup", "digits", "--embedder", "features", "--features", "ghost"], "unknown feature network 'ghost'"),
     ],
 )

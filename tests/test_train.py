@@ -331,7 +331,7 @@ def test_demo_step_trains_demo_vae_and_writes_a_grid(db_url, tmp_path):
 
 def test_cuda_device_gets_the_index_set_device_needs():
     # A bare 'cuda' made torch.cuda.set_device raise on the first GPU run; it must become cuda:LOCAL_RANK.
-    from genloom.training.trainer import _indexed_device
+    from genloom.training.context import indexed_device as _indexed_device
 
     assert _indexed_device("cuda", 0) == "cuda:0"
     assert _indexed_device("cuda", 3) == "cuda:3"  # torchrun rank 3 on a multi-GPU machine
@@ -383,16 +383,16 @@ def test_keep_best_registers_the_weights_of_the_best_validation_pass(digits, eng
 def test_checkpoints_are_written_in_the_background_yet_never_lost_or_silently_failed(digits, engine, monkeypatch):
     import time
 
-    from genloom.training import trainer
+    from genloom.training import checkpoints, trainer
     from genloom.training.options import TrainOptions
 
-    real_save = trainer._save_checkpoint
+    real_save = checkpoints.save_checkpoint
 
     def slow_save(*args, **kwargs):  # a database slower than the training steps
         time.sleep(0.5)
         real_save(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", slow_save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", slow_save)
     opts = TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="bg",
                         hparams={"channels": "8", "latent_dim": "4"})
     with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
@@ -404,7 +404,7 @@ def test_checkpoints_are_written_in_the_background_yet_never_lost_or_silently_fa
     def failing_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(trainer, "_save_checkpoint", failing_save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", failing_save)
     with pytest.raises(OSError, match="disk full"):
         trainer.train("vae", TrainOptions(dataset="digits", steps=8, checkpoint_every=2, batch_size=32, name="bg2",
                                           hparams={"channels": "8", "latent_dim": "4"}))

@@ -9,7 +9,8 @@ in its own transactions and the run is finished in a last, separate one.
         finish(run_id, summary={...})            # optional: mark success with a summary
 
 If the block raises, the run is marked failed (or interrupted on Ctrl-C or SIGTERM, with what it
-had committed) with the error.
+had committed) with the error. `tracked_run(kind, reopen=RUN_ID)` continues an earlier run
+instead (training's --resume): the same row is marked running again, and finished the same way.
 """
 
 from __future__ import annotations
@@ -63,6 +64,24 @@ def start_run(session: Session, kind: str, *, params: Mapping[str, Any] | None =
     session.add(run)
     session.flush()
     return run
+
+
+def reopen_run(session: Session, run_id: int, *, from_step: int | None = None) -> None:
+    """Make an unfinished (interrupted or failed) run this process's running run again.
+
+    Resuming from checkpoint `from_step` redoes the steps after it: the metrics logged for them
+    (and any final ones) are deleted, or the run would hold two values for each of those steps.
+    """
+    if from_step is not None:
+        session.execute(
+            sa.delete(Metric).where(Metric.run_id == run_id, sa.or_(Metric.step > from_step, Metric.step.is_(None)))
+        )
+    session.execute(
+        sa.update(Run)
+        .where(Run.id == run_id)
+        .values(status="running", error=None, finished_at=None, host=socket.gethostname(), pid=os.getpid(),
+                started_at=sa.func.now())
+    )
 
 
 def finish_run(
@@ -142,6 +161,8 @@ class RunHandle:
         self.kind = kind
         self.finished = False
         self.committed: Callable[[], Mapping[str, Any]] | None = None
+        # Said after what was committed when the run is interrupted (e.g. how to resume it).
+        self.resume_hint: str | None = None
 
     def committed_so_far(self) -> dict[str, Any] | None:
         """What has landed so far; None for an all-or-nothing job (nothing, until it succeeds)."""
@@ -164,9 +185,22 @@ class RunHandle:
 
 
 @contextlib.contextmanager
-def tracked_run(kind: str, *, params: Mapping[str, Any] | None = None, **columns: Any) -> Iterator[RunHandle]:
+def tracked_run(
+    kind: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    reopen: int | None = None,
+    reopen_from_step: int | None = None,
+    **columns: Any,
+) -> Iterator[RunHandle]:
+    """A run for the block: started (committed on its own), or with `reopen` an earlier run continued
+    (from checkpoint step `reopen_from_step`: the metrics it logged after that step are dropped)."""
     with session_scope() as session:
-        run_id = start_run(session, kind, params=params, **columns).id
+        if reopen is None:
+            run_id = start_run(session, kind, params=params, **columns).id
+        else:
+            reopen_run(session, reopen, from_step=reopen_from_step)
+            run_id = reopen
     handle = RunHandle(run_id, kind)
     try:
         with stop_on_sigterm():
@@ -174,6 +208,8 @@ def tracked_run(kind: str, *, params: Mapping[str, Any] | None = None, **columns
     except (KeyboardInterrupt, JobInterrupted) as exc:  # JobInterrupted: a nested job's
         committed = handle.committed_so_far()
         message = interruption_message(exc, f"{kind} run {run_id}", committed)
+        if handle.resume_hint:
+            message += f"; {handle.resume_hint}"
         with session_scope() as session:
             finish_run(session, run_id, status="interrupted", error=message, summary={"committed": committed or {}})
         raise JobInterrupted(message) from None

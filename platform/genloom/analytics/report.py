@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom import __version__
+from genloom.datasets.items import image_array
+from genloom.errors import BadInput
 
 # Colour-blind-safe palette (Okabe–Ito), cycled per model/run.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -329,8 +331,8 @@ def decode_image(payload: bytes, shape: list[int] | None, dtype: str | None) -> 
         if not shape:
             return None
         try:
-            arr = np.frombuffer(data, dtype=np.dtype(dtype or "uint8")).reshape(shape)
-        except (TypeError, ValueError):
+            arr = image_array(data, shape, dtype)
+        except BadInput:
             return None
     arr = arr.astype(np.float32)
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):

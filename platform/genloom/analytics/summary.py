@@ -2,7 +2,8 @@
 
 Every figure comes from the analytics views, so the summary doubles as a smoke test
 of them, and it times each view (server-side execution, EXPLAIN ANALYZE) so the
-numbers a person sees say how the views cope with the data at hand.
+numbers a person sees say how the views cope with the data at hand. The CLI draws it
+(cli/summary_render.py).
 """
 
 from __future__ import annotations
@@ -97,77 +98,3 @@ def collect_summary(session: Session, *, time_views: bool = True) -> dict[str, A
         "leaders": leaders,
         "view_ms": view_ms,
     }
-
-
-def _fmt(value: Any, spec: str = ".3g", none: str = "–") -> str:
-    if value is None:
-        return none
-    if isinstance(value, float):
-        return format(value, spec)
-    return str(value)
-
-
-def render_summary(data: dict[str, Any], console) -> None:
-    """Rich rendering that fits one screen (about 40 lines at 100 columns)."""
-    from rich.columns import Columns
-    from rich.panel import Panel
-    from rich.table import Table
-
-    t = data["totals"]
-    error_rate = t["errors"] / t["generations"] if t["generations"] else None
-    headline = (
-        f"[bold]{t['generations']}[/bold] generations in [bold]{t['sessions']}[/bold] sessions · "
-        f"errors {_fmt(error_rate, '.1%')} · [bold]{t['feedback']}[/bold] feedback, mean score {_fmt(t['mean_score'], '.2f')} · "
-        f"{t['documents']} documents ({t['documents_never_cited']} never cited) · "
-        f"{t['datasets']} datasets · {t['models']} models · {t['runs']} runs"
-    )
-    console.print(Panel(headline, title="genloom analytics", expand=False))
-
-    if data["models"]:
-        table = Table(title="per model (v_model_stats)", header_style="bold cyan", title_justify="left")
-        for name in ("model", "gens", "err", "rated", "score", "up", "p50 ms", "p95 ms", "tok/s"):
-            if name == "model":
-                table.add_column(name, min_width=12, overflow="fold")
-            else:
-                table.add_column(name, justify="right")
-        for m in data["models"]:
-            table.add_row(
-                m["model"], str(m["generations"]), _fmt(m["error_rate"], ".1%"), _fmt(m["feedback_rate"], ".0%"),
-                _fmt(m["mean_score"], ".2f"), _fmt(m["thumbs_up_share"], ".0%"), _fmt(m["total_ms_p50"], ".0f"),
-                _fmt(m["total_ms_p95"], ".0f"), _fmt(m["tokens_per_s"], ".0f"),
-            )
-        console.print(table)
-    else:
-        console.print("[dim]no generations yet: `genloom ask \"…\" --collection demo` logs one[/dim]")
-
-    side = []
-    if data["top_documents"]:
-        docs = Table(title="most cited documents", header_style="bold cyan", title_justify="left")
-        for name in ("document", "cited", "score"):
-            docs.add_column(name, justify="left" if name == "document" else "right")
-        for d in data["top_documents"]:
-            docs.add_row(f"{d['collection']}/{(d['title'] or d['external_id'])[:28]}", str(d["citations"]),
-                         _fmt(d["mean_feedback_score"], ".2f"))
-        side.append(docs)
-    if data["datasets"]:
-        ds = Table(title="datasets (latest version)", header_style="bold cyan", title_justify="left")
-        for name in ("dataset", "real", "synthetic"):
-            ds.add_column(name, justify="left" if name == "dataset" else "right")
-        for d in data["datasets"][:6]:
-            ds.add_row(d["ref"], str(d["real"]), str(d["synthetic"]))
-        side.append(ds)
-    if data["leaders"]:
-        lb = Table(title="leaders (v_leaderboard)", header_style="bold cyan", title_justify="left")
-        for name in ("dataset · metric", "model", "value"):
-            lb.add_column(name, justify="right" if name == "value" else "left")
-        for r in data["leaders"]:
-            arrow = "↑" if r["higher_is_better"] else "↓"
-            lb.add_row(f"{r['dataset_ref']} · {r['metric']} {arrow}", r["model_ref"], _fmt(r["value"], ".4g"))
-        side.append(lb)
-    if side:
-        console.print(Columns(side, padding=(0, 3)))
-    if data["runs"]:
-        console.print("runs: " + ", ".join(f"{r['kind']} {r['status']} ×{r['runs']}" for r in data["runs"]))
-    if data["view_ms"]:
-        parts = [f"{name.removeprefix('v_')} {_fmt(ms, '.1f', 'timeout')}" for name, ms in data["view_ms"].items()]
-        console.print("[dim]view latency (ms, server-side): " + " · ".join(parts) + "[/dim]")

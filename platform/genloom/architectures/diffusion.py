@@ -12,7 +12,6 @@ probability `cond_drop_prob` during training, so one network learns both ε(x, c
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from genloom.architectures.noise_schedules import DEFAULT_TIMESTEPS, beta_schedu
 from genloom.architectures.unet import UNet, UNetConfig
 from genloom.errors import BadInput
 from genloom.training.architecture import Architecture, Samples
+from genloom.training.ema import EMA
 from genloom.training.optim import adamw
 
 CONDITIONINGS = ("none", "class", "text")
@@ -203,37 +203,6 @@ class Diffusion(nn.Module):
             if on_step is not None:
                 on_step(i + 1, total)
         return x.clamp(-1.0, 1.0)
-
-
-class EMA:
-    """Exponential moving average of a model's weights; sampling uses the average.
-
-    The decay warms up as min(decay, (1 + n)/(10 + n)) after n updates (as in diffusers'
-    EMAModel), so a short run's average is not dominated by its random initialisation."""
-
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        self.decay = decay
-        self.updates = 0
-        self.shadow = copy.deepcopy(model).eval()
-        for p in self.shadow.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for ema_p, p in zip(self.shadow.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1.0 - decay)
-        for ema_b, b in zip(self.shadow.buffers(), model.buffers()):
-            ema_b.copy_(b)
-
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.decay = state["decay"]
-        self.updates = state["updates"]
-        self.shadow.load_state_dict(state["shadow"])
 
 
 # --------------------------------------------------------------------------- the architecture (training job)

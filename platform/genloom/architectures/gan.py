@@ -17,7 +17,6 @@ Samples come from an EMA of the generator's weights.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import math
@@ -29,6 +28,7 @@ from torch import nn
 
 from genloom.errors import BadInput
 from genloom.training.architecture import Architecture, Samples
+from genloom.training.ema import EMA
 
 LOSSES = ("bce", "wgan-gp")
 
@@ -107,25 +107,6 @@ def diversity(images: torch.Tensor) -> torch.Tensor:
     if n < 2:
         return torch.tensor(0.0)
     return torch.cdist(flat, flat).sum() / (n * (n - 1))
-
-
-class EMA:
-    """Exponential moving average of a module (weights and BN buffers), with a warm-up of the decay
-    so that short runs are not dominated by the random initial weights."""
-
-    def __init__(self, module: nn.Module, decay: float):
-        self.module = copy.deepcopy(module).eval().requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, source: nn.Module) -> None:
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for ema_p, p in zip(self.module.parameters(), source.parameters()):
-            ema_p.lerp_(p.detach(), 1 - decay)
-        for ema_b, b in zip(self.module.buffers(), source.buffers()):
-            ema_b.copy_(b)
 
 
 class GAN(Architecture):
@@ -229,7 +210,7 @@ class GAN(Architecture):
         return metrics
 
     def _sampler_net(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.G
+        return self.ema.shadow if self.ema is not None else self.G
 
     def evaluate(self, source):
         """Pixel-space MMD (Gaussian kernel) between generated and val images, and the diversity ratio."""
@@ -246,11 +227,11 @@ class GAN(Architecture):
         return {"val_mmd": mmd(fake, x), "val_diversity": float(diversity(fake) / diversity(x).clamp_min(1e-8))}
 
     def extra_state(self):
-        return {"ema": self.ema.module.state_dict(), "ema_updates": self.ema.updates} if self.ema is not None else {}
+        return {"ema": self.ema.shadow.state_dict(), "ema_updates": self.ema.updates} if self.ema is not None else {}
 
     def load_extra_state(self, state):
         if self.ema is not None and "ema" in state:
-            self.ema.module.load_state_dict(state["ema"])
+            self.ema.shadow.load_state_dict(state["ema"])
             self.ema.updates = state.get("ema_updates", 0)
 
     def export(self):

@@ -157,7 +157,8 @@ def report(
 @analytics_app.command("summary")
 def summary_cmd(json_out: JsonOption = False) -> None:
     """One screen: volume, quality, latency per model, datasets, runs, and how long each view takes."""
-    from genloom.analytics.summary import collect_summary, render_summary
+    from genloom.analytics.summary import collect_summary
+    from genloom.cli.summary_render import render_summary
     from genloom.db.engine import session_scope
 
     with session_scope() as session:

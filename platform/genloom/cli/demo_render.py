@@ -59,7 +59,7 @@ def render_evaluation(result: dict) -> None:
 
 
 def render_analytics(result: dict) -> None:
-    from genloom.analytics.summary import render_summary
+    from genloom.cli.summary_render import render_summary
 
     render_summary(result["summary"], err_console)
     missing = f" · no data yet for: {', '.join(result['sections_without_data'])}" if result["sections_without_data"] else ""

@@ -11,16 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from genloom.cli.output import err_console
 
 
@@ -30,12 +20,21 @@ class RichProgress:
     def __init__(self, *, enabled: bool = True, transient: bool = True, terminal_only: bool | None = None):
         only_tty = transient if terminal_only is None else terminal_only
         self.enabled = enabled and (err_console.is_terminal or not only_tty)
-        self._bar: Progress | None = None
-        self._tasks: dict[str, TaskID] = {}
+        self._bar: Any = None  # rich.progress.Progress, imported when a bar is drawn (CLI start-up stays lean)
+        self._tasks: dict[str, Any] = {}
         self._transient = transient
 
     def __enter__(self) -> RichProgress:
         if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),

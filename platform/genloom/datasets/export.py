@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from genloom.db.models import DatasetMember, DatasetVersion, Item
+from genloom.datasets.items import dataset_items, image_array, item_text
+from genloom.db.models import DatasetVersion
 
 
 def _safe(label: str | None) -> str:
@@ -27,26 +27,21 @@ def export_version(session: Session, version: DatasetVersion, directory: Path) -
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
     rows = session.execute(
-        sa.select(Item.id, Item.sha256, Item.modality, Item.payload, Item.shape, Item.text,
-                  sa.func.nullif(sa.func.coalesce(DatasetMember.label, Item.label), "").label("label"),  # the label in this version
-                  Item.origin, DatasetMember.split)
-        .join(DatasetMember, DatasetMember.item_id == Item.id)
-        .where(DatasetMember.version_id == version.id)
-        .order_by(Item.id)
-        .execution_options(yield_per=1000)  # stream: a version may not fit in memory
+        sa.text(f"SELECT * FROM ({dataset_items(':v')}) AS di ORDER BY item_id"), {"v": version.id},
+        execution_options={"yield_per": 1000},  # stream: a version may not fit in memory
     )
     for r in rows:
         folder = directory / r.split / _safe(r.label)
         folder.mkdir(parents=True, exist_ok=True)
         if r.modality == "image":
-            arr = np.frombuffer(bytes(r.payload), dtype=np.uint8).reshape(r.shape)
+            arr = image_array(r.payload, r.shape)
             img = Image.fromarray(arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0))
-            path = folder / f"{r.id}.png"
+            path = folder / f"{r.item_id}.png"
             img.save(path)
         else:
-            path = folder / f"{r.id}.txt"
-            path.write_text(r.text if r.text is not None else bytes(r.payload).decode("utf-8"), encoding="utf-8")
-        entries.append({"item_id": r.id, "sha256": r.sha256, "split": r.split, "label": r.label, "origin": r.origin,
+            path = folder / f"{r.item_id}.txt"
+            path.write_text(item_text(r.text, r.payload), encoding="utf-8")
+        entries.append({"item_id": r.item_id, "sha256": r.sha256, "split": r.split, "label": r.label, "origin": r.origin,
                         "path": str(path.relative_to(directory))})
     manifest = {**version_summary(session, version), "manifest_sha256": version.manifest_sha256, "files": entries}
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -310,14 +310,11 @@ def import_collection(collection: str, name: str | None = None, *, fractions: Sp
 
     from genloom.datasets.items import text_item
     from genloom.db.engine import session_scope
-    from genloom.db.models import Chunk, Collection, Document
+    from genloom.db.models import Chunk, Document
+    from genloom.retrieval.collections import get_collection
 
     with session_scope() as s:
-        coll = s.scalar(sa.select(Collection).where(Collection.name == collection))
-        if coll is None:
-            known = s.scalars(sa.select(Collection.name).order_by(Collection.name).limit(20)).all()
-            raise NotFound(f"no collection {collection!r}" + (f" (collections: {', '.join(known)})" if known else
-                                                             " (ingest one first with `genloom ingest`)"))
+        coll = get_collection(s, collection)
         rows = s.execute(
             sa.select(Document.external_id, Document.title, Document.version,
                       sa.func.string_agg(Chunk.text, aggregate_order_by(sa.literal_column("E'\\n'"), Chunk.ordinal)))

@@ -82,7 +82,57 @@ def text_item(text: str, *, label: Any = None, origin: str = "real", run_id: int
 
 
 # An item's label within a version (m = dataset_members, i = items); '' on a member means "no label".
+# The view v_dataset_items (analytics/views/v_dataset_items.sql) spells out the same expression.
 EFFECTIVE_LABEL = "NULLIF(COALESCE(m.label, i.label), '')"
+
+
+def dataset_items(version: str, *, split: str | None = None) -> str:
+    """The one query for a dataset version's members: every reader (training streams, shards,
+    export, dedup, counts) selects from it instead of joining members and items itself.
+
+    `version` and `split` are placeholders in the caller's parameter style (":v", "%(v)s",
+    "%s"). Columns: item_id, split, label (the effective label in this version),
+    label_override (dataset_members.label as stored), modality, origin, sha256, dtype, shape,
+    payload, text, run_id, model_id. Postgres inlines it as a subquery, so unused columns cost nothing.
+    """
+    where = f"m.version_id = {version}" + (f" AND m.split = {split}" if split else "")
+    return (
+        f"SELECT i.id AS item_id, m.split, {EFFECTIVE_LABEL} AS label, m.label AS label_override, "
+        "i.modality, i.origin, i.sha256, i.dtype, i.shape, i.payload, i.text, i.run_id, i.model_id "
+        f"FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE {where}"
+    )
+
+
+# --------------------------------------------------------------------------- the item codec
+# Images are stored as raw C×H×W bytes (uint8 unless `dtype` says otherwise), texts as UTF-8
+# (and in items.text). These are the only functions that turn payloads back into data.
+
+
+def image_array(payload: bytes | memoryview, shape: Sequence[int], dtype: str | None = "uint8") -> np.ndarray:
+    """An image item's payload as the array image_item stored: C×H×W, uint8 by default (read-only view)."""
+    try:
+        return np.frombuffer(payload, dtype=np.dtype(dtype or "uint8")).reshape(tuple(shape))
+    except (TypeError, ValueError):
+        raise BadInput(f"an image payload of {len(payload)} bytes does not hold shape {list(shape)} ({dtype})") from None
+
+
+def image_floats(payload: bytes | memoryview, shape: Sequence[int]) -> np.ndarray:
+    """An image item as float32 C×H×W in [0, 1] (what networks and metrics take)."""
+    return image_array(payload, shape).astype(np.float32) / 255.0
+
+
+def image_batch(payloads: bytes | Sequence[bytes], shape: Sequence[int], n: int) -> np.ndarray:
+    """n images of one shape, stored back to back (a packed shard) or as a list, as uint8 N×C×H×W."""
+    data = payloads if isinstance(payloads, (bytes, memoryview)) else b"".join(bytes(p) for p in payloads)
+    try:
+        return np.frombuffer(data, dtype=np.uint8).reshape((n, *shape))
+    except ValueError:
+        raise BadInput("images of mismatched sizes in one dataset version: re-import with --resize H W") from None
+
+
+def item_text(text: str | None, payload: bytes | memoryview) -> str:
+    """A text item's text (items.text, else its UTF-8 payload)."""
+    return text if text is not None else bytes(payload).decode("utf-8")
 
 
 def label_override(stored: str | None, wanted: str | None) -> str | None:

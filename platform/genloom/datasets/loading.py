@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from genloom.datasets.items import EFFECTIVE_LABEL
+from genloom.datasets.items import dataset_items, image_batch, item_text
 from genloom.datasets.prefetch import prefetched
 from genloom.datasets.shards import packable, shard_batches
 from genloom.db.models import SPLITS
@@ -38,9 +38,8 @@ class Batch:
 
 
 _STREAM_SQL = (
-    f"SELECT i.id, i.modality, i.payload, i.shape, {EFFECTIVE_LABEL}, i.text "
-    "FROM dataset_members m JOIN items i ON i.id = m.item_id "
-    "WHERE m.version_id = %s AND m.split = %s ORDER BY {order}"
+    "SELECT item_id, modality, payload, shape, label, text "
+    f"FROM ({dataset_items('%s', split='%s')}) AS di ORDER BY {{order}}"
 )
 
 
@@ -74,7 +73,7 @@ def stream_batches(
 
     if split not in SPLITS:
         raise BadInput(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    order = "md5(i.sha256 || %s)" if shuffle else "i.id"
+    order = "md5(sha256 || %s)" if shuffle else "item_id"
     params: tuple[Any, ...] = (version_id, split) + ((f"{seed}:{epoch}",) if shuffle else ())
     engine = engine or get_engine()
     raw = engine.raw_connection()
@@ -119,14 +118,10 @@ def _to_batch(rows: list[tuple], label_index: dict[str, int] | None, torch) -> B
     labels = [r[4] for r in rows]
     batch = Batch(item_ids=ids, labels=labels)
     if rows[0][1] == "image":
-        shape = tuple(rows[0][3])
-        try:
-            flat = np.frombuffer(b"".join(bytes(r[2]) for r in rows), dtype=np.uint8).reshape((len(rows), *shape))
-        except ValueError:
-            raise BadInput("images of mismatched sizes in one dataset version: re-import with --resize H W") from None
+        flat = image_batch([r[2] for r in rows], tuple(rows[0][3]), len(rows))
         batch.x = torch.from_numpy(flat.astype(np.float32) / 255.0)
     else:
-        batch.texts = [r[5] if r[5] is not None else bytes(r[2]).decode("utf-8") for r in rows]
+        batch.texts = [item_text(r[5], r[2]) for r in rows]
     if label_index is not None:
         batch.y = torch.tensor([label_index.get(l, -1) if l is not None else -1 for l in labels], dtype=torch.long)
     return batch

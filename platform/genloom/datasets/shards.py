@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from genloom.datasets.items import dataset_items, image_batch
 from genloom.datasets.prefetch import prefetched
 from genloom.errors import BadInput
 
@@ -34,13 +35,11 @@ INSERT INTO dataset_shards (version_id, split, shard_no, item_count, shape, item
 SELECT %(v)s, %(split)s, rn / %(per)s, count(*), %(shape)s,
        array_agg(id ORDER BY rn), array_agg(label ORDER BY rn), string_agg(payload, ''::bytea ORDER BY rn)
 FROM (
-    SELECT i.id, NULLIF(COALESCE(m.label, i.label), '') AS label, i.payload,  -- store.EFFECTIVE_LABEL
-           row_number() OVER (ORDER BY md5(i.sha256 || 'genloom-shard')) - 1 AS rn
-    FROM dataset_members m JOIN items i ON i.id = m.item_id
-    WHERE m.version_id = %(v)s AND m.split = %(split)s
+    SELECT item_id AS id, label, payload, row_number() OVER (ORDER BY md5(sha256 || 'genloom-shard')) - 1 AS rn
+    FROM ({members}) AS di
 ) AS packed
 GROUP BY rn / %(per)s
-"""
+""".format(members=dataset_items("%(v)s", split="%(split)s"))
 
 
 def packable(conn, version_id: int, split: str) -> bool:
@@ -66,8 +65,7 @@ def ensure_shards(conn, version_id: int, split: str) -> list[tuple[int, int]]:
         shards = _list(cur, version_id, split)
         if not shards:
             cur.execute(
-                "SELECT DISTINCT i.shape FROM dataset_members m JOIN items i ON i.id = m.item_id "
-                "WHERE m.version_id = %s AND m.split = %s LIMIT 2",
+                f"SELECT DISTINCT shape FROM ({dataset_items('%s', split='%s')}) AS di LIMIT 2",
                 (version_id, split),
             )
             shapes = [tuple(r[0] or ()) for r in cur.fetchall()]
@@ -109,7 +107,7 @@ def shard_batches(conn, version_id: int, split: str, batch_size: int, *, seed: i
         if world_size > 1:
             order = order[(np.arange(seen, seen + len(order)) % world_size) == rank]
         seen += len(ids)
-        x = np.frombuffer(payload, dtype=np.uint8).reshape(len(ids), *shape)[order]
+        x = image_batch(payload, shape, len(ids))[order]
         ids = np.asarray(ids, dtype=np.int64)[order]
         if label_index is not None:
             code = {l: label_index.get(l, -1) for l in set(labels) if l is not None}

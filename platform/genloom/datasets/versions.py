@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from genloom.datasets.items import EFFECTIVE_LABEL
+from genloom.datasets.items import dataset_items
 from genloom.db.models import SPLITS, Dataset, DatasetMember, DatasetVersion
 from genloom.errors import BadInput, NotFound
 from genloom.refs import format_ref, parse_ref
@@ -142,9 +142,9 @@ def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
     # versions. A member without an override hashes as it did before overrides existed.
     manifest = session.scalar(
         sa.text(
-            "SELECT encode(sha256(convert_to(string_agg(i.sha256 || ':' || m.split || COALESCE(':' || m.label, ''), E'\\n' "
-            "ORDER BY i.sha256, m.split), 'UTF8')), 'hex') "
-            "FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :v"
+            "SELECT encode(sha256(convert_to(string_agg(sha256 || ':' || split || COALESCE(':' || label_override, ''), "
+            "E'\\n' ORDER BY sha256, split), 'UTF8')), 'hex') "
+            f"FROM ({dataset_items(':v')}) AS di"
         ),
         {"v": version.id},
     )
@@ -166,8 +166,7 @@ def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
 def _counts(session: Session, version_id: int, column: str) -> dict[str, int]:
     rows = session.execute(
         sa.text(
-            f"SELECT {column} AS k, count(*) FROM dataset_members m JOIN items i ON i.id = m.item_id "
-            "WHERE m.version_id = :v GROUP BY 1"
+            f"SELECT {column} AS k, count(*) FROM ({dataset_items(':v')}) AS di GROUP BY 1"
         ),
         {"v": version_id},
     ).all()
@@ -181,9 +180,9 @@ def label_sort_key(label: str) -> tuple[int, Any]:
 
 def version_summary(session: Session, version: DatasetVersion) -> dict[str, Any]:
     """What `genloom datasets show --json` prints."""
-    by_split = _counts(session, version.id, "m.split")
-    by_origin = _counts(session, version.id, "i.origin")
-    by_label = _counts(session, version.id, EFFECTIVE_LABEL)
+    by_split = _counts(session, version.id, "split")
+    by_origin = _counts(session, version.id, "origin")
+    by_label = _counts(session, version.id, "label")
     parent = version_ref(session, version.parent_id) if version.parent_id else None
     name = session.scalar(sa.select(Dataset.name).where(Dataset.id == version.dataset_id))
     return {
@@ -218,10 +217,8 @@ def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dic
     row = session.execute(
         sa.text(
             f"""
-            WITH a AS (SELECT m.item_id, m.split, {EFFECTIVE_LABEL} AS label
-                       FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :a),
-                 b AS (SELECT m.item_id, m.split, {EFFECTIVE_LABEL} AS label
-                       FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :b)
+            WITH a AS (SELECT item_id, split, label FROM ({dataset_items(':a')}) AS di),
+                 b AS (SELECT item_id, split, label FROM ({dataset_items(':b')}) AS di)
             SELECT
               (SELECT count(*) FROM a WHERE item_id NOT IN (SELECT item_id FROM b)) AS removed,
               (SELECT count(*) FROM b WHERE item_id NOT IN (SELECT item_id FROM a)) AS added,
@@ -236,9 +233,8 @@ def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dic
     added_by_origin = dict(
         session.execute(
             sa.text(
-                "SELECT i.origin, count(*) FROM dataset_members m JOIN items i ON i.id = m.item_id "
-                "WHERE m.version_id = :b AND m.item_id NOT IN (SELECT item_id FROM dataset_members WHERE version_id = :a) "
-                "GROUP BY 1"
+                f"SELECT origin, count(*) FROM ({dataset_items(':b')}) AS di "
+                "WHERE item_id NOT IN (SELECT item_id FROM dataset_members WHERE version_id = :a) GROUP BY 1"
             ),
             {"a": a.id, "b": b.id},
         ).all()
@@ -278,8 +274,7 @@ def describe_version(session: Session, version: DatasetVersion) -> DataInfo:
     ref = version_ref(session, version)
     kinds = session.execute(
         sa.text(
-            "SELECT i.modality, i.shape, count(*) FROM dataset_members m JOIN items i ON i.id = m.item_id "
-            "WHERE m.version_id = :v GROUP BY 1, 2"
+            f"SELECT modality, shape, count(*) FROM ({dataset_items(':v')}) AS di GROUP BY 1, 2"
         ),
         {"v": version.id},
     ).all()
@@ -296,8 +291,8 @@ def describe_version(session: Session, version: DatasetVersion) -> DataInfo:
             listed = ", ".join("×".join(map(str, s)) for s in shapes[:4])
             raise BadInput(f"dataset {ref} has images of mismatched sizes ({listed}): re-import with --resize H W")
         shape = shapes[0]
-    labels = [l for l in _counts(session, version.id, EFFECTIVE_LABEL) if l != ""]
-    splits = _counts(session, version.id, "m.split")
+    labels = [l for l in _counts(session, version.id, "label") if l != ""]
+    splits = _counts(session, version.id, "split")
     return DataInfo(
         version_id=version.id, ref=ref, modality=modality, shape=shape,
         label_names=sorted(labels, key=label_sort_key), split_counts={s: splits.get(s, 0) for s in SPLITS},

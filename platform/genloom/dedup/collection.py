@@ -22,19 +22,9 @@ import sqlalchemy as sa
 
 from genloom.dedup import Decision
 from genloom.dedup.job import DedupOptions, stages
-from genloom.errors import BadInput, NotFound
+from genloom.errors import BadInput
 from genloom.progress import ProgressFn
-
-
-def _collection(session, name: str):
-    from genloom.db.models import Collection
-
-    coll = session.scalar(sa.select(Collection).where(Collection.name == name))
-    if coll is None:
-        known = session.scalars(sa.select(Collection.name).order_by(Collection.name).limit(20)).all()
-        hint = f" (collections: {', '.join(known)})" if known else " (none yet: `genloom ingest PATH --collection NAME`)"
-        raise NotFound(f"no collection {name!r}{hint}")
-    return coll
+from genloom.retrieval.collections import get_collection
 
 
 def collection_job(name: str, opts: DedupOptions | None = None, *, progress: ProgressFn | None = None) -> dict[str, Any]:
@@ -50,7 +40,7 @@ def collection_job(name: str, opts: DedupOptions | None = None, *, progress: Pro
     methods = opts.methods("text")
     started = time.perf_counter()
     with session_scope() as s:
-        coll = _collection(s, name)
+        coll = get_collection(s, name)
         coll_id, model_id = coll.id, coll.embedding_model_id
     with tracked_run("dedup", params={"collection": name, "methods": methods, "threshold": opts.threshold,
                                       "dry_run": opts.dry_run}, collection_id=coll_id) as run:

@@ -20,6 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from genloom.datasets.items import dataset_items, image_floats
 from genloom.dedup import METHODS, Decision
 from genloom.errors import BadInput
 from genloom.progress import ProgressFn
@@ -72,16 +73,13 @@ class Member:
 
 def load_members(session: Session, version_id: int, modality: str) -> list[Member]:
     """Members in keep-priority order: real before synthetic, train before val before test, then oldest."""
-    cols = "i.id, m.split, i.origin, i.sha256, i.text, " + ("i.payload, i.shape" if modality == "image" else "NULL, NULL") + ", m.label"
+    cols = "item_id, split, origin, sha256, text, " + ("payload, shape" if modality == "image" else "NULL, NULL")
     rows = session.execute(
-        sa.text(f"SELECT {cols} FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE m.version_id = :v"),
-        {"v": version_id},
+        sa.text(f"SELECT {cols}, label_override FROM ({dataset_items(':v')}) AS di"), {"v": version_id},
     ).all()
     members = []
     for item_id, split, origin, sha, text, payload, shape, label_override in rows:
-        image = None
-        if payload is not None:
-            image = np.frombuffer(bytes(payload), dtype=np.uint8).reshape(shape).astype(np.float32) / 255.0
+        image = image_floats(payload, shape) if payload is not None else None
         members.append(Member(item_id, split, origin, sha, text, image, label_override))
     members.sort(key=lambda m: (ORIGIN_RANK.get(m.origin, 3), SPLIT_RANK.get(m.split, 3), m.item_id))
     return members

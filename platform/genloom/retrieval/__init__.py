@@ -5,5 +5,5 @@
 - `vector`: embedding models and their per-model HNSW indexes
 - `hybrid`: the one SQL statement that scores, fuses and filters
 - `search`: the public API, `search(session, query, collection=...) -> list[SearchHit]`
-- `beir`: nDCG@10, Recall@100, MRR@10 and the BEIR evaluation loop
+- `beir`: BEIR files and nDCG@10, Recall@100, MRR@10 (the evaluation job is genloom.evaluation.beir)
 """

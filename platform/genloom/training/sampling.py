@@ -30,10 +30,10 @@ class SampleResult:
 
 
 def _item_images(session, ids: tuple[int, int]):
-    import numpy as np
     import sqlalchemy as sa
     import torch
 
+    from genloom.datasets.items import image_floats
     from genloom.db.models import Item
 
     rows = {r.id: r for r in session.execute(
@@ -46,7 +46,7 @@ def _item_images(session, ids: tuple[int, int]):
             raise BadInput(f"--interpolate: no item {i} (item ids come from `genloom score` or SQL on items)")
         if r.modality != "image":
             raise BadInput(f"--interpolate: item {i} is {r.modality}, not an image")
-        out.append(torch.from_numpy(np.frombuffer(bytes(r.payload), dtype=np.uint8).reshape(r.shape).astype("float32") / 255.0))
+        out.append(torch.from_numpy(image_floats(r.payload, r.shape)))
     if out[0].shape != out[1].shape:
         raise BadInput(f"--interpolate: items {ids[0]} and {ids[1]} have different sizes")
     return out[0], out[1], (rows[ids[0]].label, rows[ids[1]].label)
