@@ -341,6 +341,9 @@ def test_sql_timeout_is_validated_and_the_reader_is_limited(cli, engine):
     r = cli("sql", "SELECT pg_try_advisory_xact_lock(1, 2)")
     assert r.exit_code == 1 and "permission denied" in r.stderr
     assert cli("sql", "SHOW temp_file_limit", "--json").json()["rows"] == [{"temp_file_limit": "1GB"}]
+    r = cli("--tenant", "zeta", "sql", "WITH s AS MATERIALIZED (SELECT set_config('genloom.tenant', 'default', false)) "
+                                       "SELECT (SELECT count(*) FROM documents) FROM s")
+    assert r.exit_code == 1 and "permission denied for function set_config" in r.stderr  # no switching tenant mid-query
     r = cli("sql", "SELECT * FROM api_keys")
     assert r.exit_code == 1 and "permission denied for table api_keys" in r.stderr
     with engine.connect() as conn:

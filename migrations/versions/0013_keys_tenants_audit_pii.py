@@ -17,9 +17,9 @@ an append-only audit log, PII findings, and resource limits on the read-only SQL
 5. `audit_log`: append-only (a trigger refuses UPDATE, DELETE and TRUNCATE); `v_audit_log`.
 6. `pii_findings`: what the PII detector found (type, count, where; never the value);
    `collections.pii_mode` is a collection's default.
-7. `genloom_reader` (genloom sql): at most 4 connections, temp_file_limit 1 GB, and no
-   advisory locks (execute on the pg_advisory* functions revoked from PUBLIC; granted back to
-   genloom_app and the migrating user). Steps that need a superuser or CREATEROLE are
+7. `genloom_reader` (genloom sql): at most 4 connections, temp_file_limit 1 GB, no
+   advisory locks and no set_config (execute revoked from PUBLIC; granted back to genloom_app
+   and the migrating user), so a query cannot switch its own tenant. Steps that need a superuser or CREATEROLE are
    skipped with a NOTICE on a managed server whose migrating user lacks them (docs/security.md).
 
 Revision ID: 0013
@@ -195,6 +195,17 @@ BEGIN
     EXCEPTION WHEN insufficient_privilege THEN
         RAISE NOTICE 'genloom: advisory lock functions left executable by PUBLIC (needs a superuser)';
     END;
+    -- set_config inside a query (a MATERIALIZED CTE) would let one `genloom sql` statement switch
+    -- genloom.tenant before its scans; SET is a statement of its own, which genloom sql never combines.
+    BEGIN
+        REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC;
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO %I', current_user);
+        IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+            GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO {APP_ROLE};
+        END IF;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE NOTICE 'genloom: set_config left executable by PUBLIC (needs a superuser)';
+    END;
 END $$;
 """
 
@@ -285,6 +296,7 @@ def downgrade() -> None:
             LOOP
                 EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
             END LOOP;
+            GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO PUBLIC;
             IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER}') THEN
                 ALTER ROLE {READER} CONNECTION LIMIT -1;
                 ALTER ROLE {READER} RESET temp_file_limit;
