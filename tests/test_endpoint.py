@@ -367,3 +367,8 @@ def test_openai_client_errors_are_openai_shaped(openai_client):
         assert "--" not in off.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         openai_client.embeddings.create(model="text-embedding-3-small", input="x")
+    with pytest.raises(openai.NotFoundError) as no_model:
+        openai_client.chat.completions.create(model="no-such-model", messages=question)
+    assert no_model.value.body["message"] == (
+        "model 'no-such-model' is neither 'extractive', a local directory, nor a registry model: "
+        "no model 'no-such-model' in the registry (the registry is empty)")
