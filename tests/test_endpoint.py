@@ -246,6 +246,13 @@ class _BrokenEngine(BaseHTTPRequestHandler):
             self.end_headers()
             return
         _BrokenEngine.calls[mode] = _BrokenEngine.calls.get(mode, 0) + 1
+        if mode == "auth" and self.headers.get("authorization") != "Bearer sk-test-key":
+            body = b'{"error": {"message": "Incorrect API key provided"}}'
+            self.send_response(401)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if mode == "flaky" and _BrokenEngine.calls[mode] <= 2:
             body = b'{"error": {"message": "overloaded"}}'
             self.send_response(503)
@@ -260,7 +267,7 @@ class _BrokenEngine(BaseHTTPRequestHandler):
         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
         if mode == "malformed":
             self.wfile.write(b"data: {not json\n\n")
-        elif mode == "flaky":
+        elif mode in ("flaky", "auth"):
             done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 11, "completion_tokens": 1}}
             self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
@@ -293,6 +300,19 @@ def test_503_is_retried_then_answers(cli, kb, broken_engine):
     assert out.exit_code == 0, out.stderr
     assert out.json()["answer"] == "Paris" and out.json()["tokens"] == {"input": 11, "output": 1}
     assert _BrokenEngine.calls["flaky"] == 3
+
+
+def test_the_api_key_is_sent_from_its_variable_and_never_logged(cli, kb, broken_engine, monkeypatch):
+    cli("models", "add-endpoint", "auth", "--base-url", f"{broken_engine}/auth/v1", "--model", "m",
+        "--api-key-env", "ENGINE_KEY", "--context-window", "4096")
+    monkeypatch.setenv("ENGINE_KEY", "sk-wrong")
+    _ask_fails(cli, kb, "auth", "answered HTTP 401: Incorrect API key provided")
+    monkeypatch.setenv("ENGINE_KEY", "sk-test-key")
+    out = cli("ask", "What is the capital of France?", "-c", "kb", "--model", "auth", "--json")
+    assert out.exit_code == 0 and out.json()["answer"] == "Paris", out.stderr
+    with kb.connect() as conn:
+        logged = conn.execute(sa.text("SELECT string_agg(g::text, ' ') FROM generations g")).scalar()
+    assert "sk-test-key" not in logged and "sk-wrong" not in logged
 
 
 def test_token_estimate_is_conservative():
@@ -367,3 +387,8 @@ def test_openai_client_errors_are_openai_shaped(openai_client):
         assert "--" not in off.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         openai_client.embeddings.create(model="text-embedding-3-small", input="x")
+    with pytest.raises(openai.NotFoundError) as no_model:
+        openai_client.chat.completions.create(model="no-such-model", messages=question)
+    assert no_model.value.body["message"] == (
+        "model 'no-such-model' is neither 'extractive', a local directory, nor a registry model: "
+        "no model 'no-such-model' in the registry (the registry is empty)")

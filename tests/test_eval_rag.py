@@ -111,3 +111,37 @@ def test_squad_metrics_match_the_official_script():
     ]
     assert supported("It was completed in 1889.", "The tower was completed in 1889 for the fair.")
     assert not supported("It was demolished in 1920.", "The tower was completed in 1889 for the fair.")
+
+
+def test_a_question_that_cannot_be_asked_is_an_error_record(cli, engine, tmp_path, monkeypatch):
+    from generation_support import ingest_corpus
+
+    import genloom.generation.call as call  # the job imports ask from here when it runs
+    from genloom.errors import BadInput
+
+    ingest_corpus("kb")
+
+    original = call.ask
+
+    def ask(session, request, **kw):
+        if "BM25" in request.question:
+            raise BadInput("the context window of 64 tokens cannot fit even one source")
+        return original(session, request, **kw)
+
+    monkeypatch.setattr(call, "ask", ask)
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "question": "What is BM25?", "answers": ["a ranking function"]},
+        {"id": "c", "question": "When was the Eiffel Tower completed?", "answers": ["1889"]},
+    ]) + "\n")
+    report = cli("eval", "rag", path, "-c", "kb", "--json").json()
+    assert report["questions"] == 2 and report["errors"] == 1 and report["answer_recall"] == 1.0
+    with engine.connect() as conn:
+        records = conn.execute(sa.text("SELECT summary->'records' FROM runs WHERE kind = 'evaluate'")).scalar()
+    assert records[0] == {"id": "a", "generation_id": None, "status": "error", "repeat": 0,
+                          "error": "the context window of 64 tokens cannot fit even one source"}
+    assert counts(engine)["generations"] == 1
+    # When no question can be asked, the run fails with the reason.
+    path.write_text(json.dumps({"question": "What is BM25?", "answers": ["x"]}) + "\n")
+    out = cli("eval", "rag", path, "-c", "kb")
+    assert out.exit_code == 1 and "no question could be asked: the context window of 64" in out.stderr

@@ -32,6 +32,22 @@ def test_strip_markup_keeps_prose_only():
         "-v; verbose.",
         "Bugs go to the list & tracker.",
     ]
+    # Headings and table cells are sentences of their own, but too short to be answers.
+    assert [c.sentence for c in candidates([_source(1, markdown)])] == [
+        "libtasn1 is a library for ASN.1 and DER encoding.",
+        "It is used by GnuTLS, among others.",
+        "Bugs go to the list & tracker.",
+    ]
+
+
+def test_sentences_may_start_lower_case_but_not_after_an_abbreviation():
+    text = ("Dense search finds related concepts. genloom runs both branches in one statement. "
+            "It fuses BM25, vectors, etc. with reciprocal rank fusion.")
+    assert split_sentences(text) == [
+        "Dense search finds related concepts.",
+        "genloom runs both branches in one statement.",
+        "It fuses BM25, vectors, etc. with reciprocal rank fusion.",
+    ]
 
 
 def test_candidates_drop_boilerplate_and_repeats():

@@ -66,8 +66,9 @@ def resolve_model(session: Session, ref: str) -> Model:
     model = session.scalars(query).first()
     if model is None:
         known = session.scalars(sa.select(Model.name).distinct().order_by(Model.name).limit(20)).all()
-        hint = f" (registered: {', '.join(known)})" if known else " (the registry is empty: train one with `genloom train`)"
-        raise NotFound(f"no model {ref!r} in the registry{hint}")
+        hint = f" (registered: {', '.join(known)})" if known else " (the registry is empty)"
+        raise NotFound(f"no model {ref!r} in the registry{hint}",
+                       cli_hint=None if known else "train one with `genloom train`, or add a server: genloom models add-endpoint")
     return model
 
 

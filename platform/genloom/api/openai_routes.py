@@ -107,7 +107,7 @@ def chat_request(body: ChatCompletionBody, collection: str | None):
     use_history = history if (earlier or body.session_id is None) else None
     return CallRequest(
         question=question, collection=collection, model=_model(body), session_id=body.session_id, k=body.k,
-        where=body.where, template=body.template if collection is not None else None,
+        where=body.where, template=body.template,
         params=_params(body, body.max_completion_tokens or body.max_tokens),
         user=body.user, system=system, history=use_history,
     )
@@ -121,7 +121,7 @@ def completion_request(body: CompletionBody, collection: str | None):
         raise BadInput("prompt must be one string (a list of prompts would need n answers; send one request each)")
     return CallRequest(
         question=prompt, collection=collection, model=_model(body), k=body.k, where=body.where,
-        template=body.template if collection is not None else None,
+        template=body.template,
         params=_params(body, body.max_tokens), user=body.user, history=[],
     )
 

@@ -24,7 +24,10 @@ Metrics (all in [0, 1]; JSON keys as named):
   one cited source's normalised tokens; a sentence citing nothing is unsupported (mean
   over answers that are not abstentions);
 - `abstention_rate`: the share of answers that abstain (finish reason 'abstain');
-- `latency_p50_ms`, `latency_p95_ms`: the call's total time (retrieval + generation + log).
+- `latency_p50_ms`, `latency_p95_ms`: the call's total time (retrieval + generation + log);
+- `errors`: questions whose generation failed (logged as status 'error') or that could not be
+  asked at all (e.g. no source fits the model's window: a record with the message and no
+  generation); the metrics are over the others. If no question can be asked the run fails.
 With `--repeats N` the whole sample runs N times (generation seed + repeat) and each metric
 is reported as its mean with `_std` beside it.
 """
@@ -310,22 +313,29 @@ def eval_rag_job(qa_file: Path, opts: EvalRagOptions, *, progress: ProgressFn | 
         started = time.perf_counter()
         per_repeat: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
+        failures: list[str] = []
         done = 0
         for repeat in range(opts.repeats):
             batch = []
             for item in chosen:
-                with session_scope() as s:
-                    result = ask(s, CallRequest(
-                        question=item.question, collection=opts.collection, model=opts.model, k=opts.k, mode=opts.mode,
-                        params=GenParams(max_new_tokens=opts.max_new_tokens, seed=opts.seed + repeat),
-                        user=f"eval-rag-run-{run.id}",
-                    ))
-                record = score_answer(item, result)
+                try:
+                    with session_scope() as s:
+                        result = ask(s, CallRequest(
+                            question=item.question, collection=opts.collection, model=opts.model, k=opts.k,
+                            mode=opts.mode, params=GenParams(max_new_tokens=opts.max_new_tokens, seed=opts.seed + repeat),
+                            user=f"eval-rag-run-{run.id}",
+                        ))
+                    record = score_answer(item, result)
+                except BadInput as exc:  # this question cannot be asked (e.g. no source fits the window)
+                    record = {"id": item.id, "generation_id": None, "status": "error", "error": str(exc)}
+                    failures.append(str(exc))
                 record["repeat"] = repeat
                 batch.append(record)
                 done += 1
                 if progress is not None:
                     progress(done, total)
+            if len(failures) == len(batch):  # not one question could be asked: a setup problem, not a score
+                raise BadInput(f"no question could be asked: {failures[0]}")
             per_repeat.append(summarise(batch, opts.k))
             records.extend(batch)
         metrics: dict[str, Any] = dict(per_repeat[0])

@@ -7,8 +7,9 @@ default when no model is configured.
 
 1. Candidates: each source's text with markup stripped (HTML tags and entities, Markdown
    headings, emphasis, links, code fences, list bullets, table pipes), split into
-   sentences; boilerplate (copyright and licence lines) dropped; a sentence that occurs
-   twice (overlapping chunks, repeated footers) is kept once.
+   sentences (also where one starts lower-case: "… concepts. genloom runs …"); boilerplate
+   (copyright and licence lines) and headings (fewer than 4 words) dropped; a sentence that
+   occurs twice (overlapping chunks, repeated footers) is kept once.
 2. Support: cosine similarity between the question and "title: sentence" in the bundled
    all-MiniLM-L6-v2 (the same model that indexes the chunks), plus `lexical_weight` × the
    IDF-weighted share of the question's content words the sentence contains (IDF over
@@ -39,6 +40,7 @@ ABSTAIN = "The sources do not answer this."
 # A sentence ends at . ! or ? followed by space and something that can start a sentence.
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 _MIN_CHARS = 12  # shorter fragments ("Fig. 2.") are noise, not answers
+_MIN_WORDS = 4
 
 # ---- markup: one pattern per construct, applied line by line (Markdown is line-oriented)
 _HTML_BLOCK = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
@@ -112,9 +114,25 @@ def strip_markup(text: str) -> str:
 def split_sentences(text: str) -> list[str]:
     sentences: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
-        parts = [p.strip() for p in _SENTENCE_END.split(" ".join(paragraph.split()))]
-        sentences.extend(p for p in parts if len(p) >= _MIN_CHARS)
+        for part in _SENTENCE_END.split(" ".join(paragraph.split())):
+            sentences.extend(p for p in _split_lowercase_starts(part.strip()) if len(p) >= _MIN_CHARS)
     return sentences
+
+
+# Sentences may start lower-case ("… related concepts. genloom runs both …"): split there too,
+# unless the period ends an abbreviation.
+_LOWER_START = re.compile(r"(?<=[A-Za-z0-9]{3}[.!?])\s+(?=[a-z])")
+_ABBREVIATIONS = ("etc.", "approx.", "incl.", "resp.", "vs.", "al.", "cf.", "fig.", "ca.", "no.", "vol.", "pp.")
+
+
+def _split_lowercase_starts(sentence: str) -> list[str]:
+    pieces: list[str] = []
+    for piece in _LOWER_START.split(sentence):
+        if pieces and pieces[-1].lower().endswith(_ABBREVIATIONS):
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        else:
+            pieces.append(piece)
+    return pieces
 
 
 def terms(text: str) -> list[str]:
@@ -150,7 +168,8 @@ def candidates(sources: list[Source]) -> list[Candidate]:
         title_terms = terms(source.title or "")
         for i, sentence in enumerate(split_sentences(strip_markup(source.text))):
             key = _dedup_key(sentence)
-            if not key or key in seen or _BOILERPLATE.search(sentence):
+            # Fewer than 4 words is a heading or a label ("Installation."), not an answer.
+            if len(key.split()) < _MIN_WORDS or key in seen or _BOILERPLATE.search(sentence):
                 continue
             seen.add(key)
             out.append(Candidate(source.n, source.title, sentence, i, frozenset(terms(sentence) + title_terms)))

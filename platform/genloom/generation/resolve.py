@@ -66,7 +66,8 @@ def _registry_backend(session, ref: str) -> Backend:
         model = resolve_model(session, ref)
     except NotFound as exc:
         raise NotFound(
-            f"model {ref!r} is neither 'extractive', a local directory, nor a registry model: {exc}"
+            f"model {ref!r} is neither 'extractive', a local directory, nor a registry model: {exc}",
+            cli_hint=exc.cli_hint,
         ) from None
     # Ids are only unique within one database (tests, or DATABASE_URL changing in a long process),
     # so the key also carries the model's identity and checkpoint hash.
