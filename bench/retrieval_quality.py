@@ -49,7 +49,7 @@ for path in (ROOT / "platform", ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
 DEPTH = 300  # chunk candidates fetched per branch; the fusion grid replays shallower depths from these
 COLLECTIONS = ("scifact", "scifact-verbose", "squad", "squad-verbose")
@@ -157,6 +157,7 @@ def ingest_corpus(name: str, corpus: dict[str, tuple[str, str]], data: Path) -> 
 
 def query_embeddings(model_name: str, texts: list[str]) -> np.ndarray:
     from genloom.config import genloom_home
+
     from ingest.embedding import embed
 
     key = hashlib.sha256("\x00".join([model_name, *texts]).encode()).hexdigest()[:20]
@@ -457,9 +458,9 @@ def environment() -> dict:
     with session_scope() as s:
         server = s.scalar(sa.text("SHOW server_version"))
         vector = s.scalar(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip())
+                                capture_output=True, text=True, check=False).stdout.strip())
     return {
         "machine": f"{host_platform.machine()}, {os.cpu_count()} cores, no GPU",
         "load_average_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],
