@@ -17,8 +17,8 @@ to depth 300 chunks) and the references:
 - reference BM25: bm25s (Lucene BM25, k1 0.9, b 0.4, Snowball English stemmer via
   PyStemmer, bm25s' English stopwords) over each document's `title text`;
 - exact MiniLM: brute-force cosine between the query and each document's first chunk
-  embedding as stored by genloom (title + the text's first 256 model tokens, which is
-  what MTEB's all-MiniLM-L6-v2 SciFact figure embeds: the model's window, truncated);
+  embedding as stored by genloom (the title + the whole sentences that fit the model's
+  256-token window; MTEB's all-MiniLM-L6-v2 figure embeds title + text cut at that window);
 - naive RRF of the two references (k = 60, top 100 of each).
 Then it replays the fusion grid in Python exactly as HYBRID_SQL computes it, and checks
 the product's default hybrid through the real SQL (`search(..., by_document=True)`).
