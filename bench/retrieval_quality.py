@@ -17,8 +17,8 @@ to depth 300 chunks) and the references:
 - reference BM25: bm25s (Lucene BM25, k1 0.9, b 0.4, Snowball English stemmer via
   PyStemmer, bm25s' English stopwords) over each document's `title text`;
 - exact MiniLM: brute-force cosine between the query and each document's first chunk
-  embedding as stored by genloom (title + the text's first 256 model tokens, which is
-  what MTEB's all-MiniLM-L6-v2 SciFact figure embeds: the model's window, truncated);
+  embedding as stored by genloom (the title + the whole sentences that fit the model's
+  256-token window; MTEB's all-MiniLM-L6-v2 figure embeds title + text cut at that window);
 - naive RRF of the two references (k = 60, top 100 of each).
 Then it replays the fusion grid in Python exactly as HYBRID_SQL computes it, and checks
 the product's default hybrid through the real SQL (`search(..., by_document=True)`).
@@ -49,7 +49,7 @@ for path in (ROOT / "platform", ROOT, ROOT / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
 DEPTH = 300  # chunk candidates fetched per branch; the fusion grid replays shallower depths from these
 COLLECTIONS = ("scifact", "scifact-verbose", "squad", "squad-verbose")
@@ -196,6 +196,88 @@ def branch(collection: str, queries, *, mode: str, embeddings=None, **options) -
             hits = search(s, text, collection=collection, mode=mode, k=DEPTH, depth=DEPTH,
                           query_embedding=vector, **options)
             out[qid] = [(h.chunk_id, h.doc_id, h.bm25_score if mode == "bm25" else h.vector_score) for h in hits]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
+# RM3 (Lavrenko & Croft's relevance model, interpolated with the query as in Anserini), computed in
+# SQL from the top BM25 chunks' postings. Bench only: measured, not adopted (docs/retrieval.md).
+RM3_SQL = """
+WITH fb AS (
+    SELECT unnest(CAST(:ids AS bigint[])) AS chunk_id, unnest(CAST(:scores AS float8[])) AS score
+),
+-- P(t|R) = sum over feedback chunks of P(d) * tf / len, P(d) their BM25 score share; top :fb_terms terms
+rel AS (
+    SELECT p.term, sum(fb.score / t.total * p.tf::float8 / p.chunk_length) AS p
+    FROM fb CROSS JOIN (SELECT sum(score) AS total FROM fb) t
+    JOIN retrieval_postings p ON p.chunk_id = fb.chunk_id AND p.current
+    GROUP BY p.term
+    ORDER BY p DESC, p.term
+    LIMIT :fb_terms
+),
+orig AS (
+    SELECT lexeme AS term, coalesce(array_length(positions, 1), 1)::float8 AS qtf
+    FROM unnest(to_tsvector(CAST(:ts_config AS regconfig), :query))
+),
+-- q'(t) = lambda * qtf / |q| + (1 - lambda) * P(t|R) / sum P
+query_terms AS (
+    SELECT term, sum(weight) AS weight FROM (
+        SELECT term, :lambda * qtf / sum(qtf) OVER () AS weight FROM orig
+        UNION ALL
+        SELECT term, (1 - :lambda) * p / sum(p) OVER () FROM rel
+    ) parts
+    GROUP BY term
+),
+stats AS (
+    SELECT n_chunks::float8 AS n, total_length::float8 / greatest(n_chunks, 1) AS avglen
+    FROM retrieval_collection_stats WHERE collection_id = :collection_id
+),
+term_weight AS (
+    SELECT ts.term, q.weight * ln(1 + (s.n - ts.df + 0.5) / (ts.df::float8 + 0.5)) AS weight
+    FROM query_terms q
+    JOIN retrieval_term_stats ts ON ts.collection_id = :collection_id AND ts.term = q.term AND ts.df > 0
+    CROSS JOIN stats s
+)
+SELECT p.chunk_id, d.external_id,
+       sum(i.weight * p.tf * (:k1 + 1) / (p.tf + :k1 * (1 - :b + :b * p.chunk_length / s.avglen))) AS score
+FROM term_weight i
+JOIN retrieval_postings p ON p.collection_id = :collection_id AND p.term = i.term AND p.current
+CROSS JOIN stats s
+JOIN chunks c ON c.id = p.chunk_id
+JOIN documents d ON d.id = c.document_id
+GROUP BY p.chunk_id, d.external_id
+ORDER BY score DESC, p.chunk_id
+LIMIT :depth
+"""
+
+
+def rm3_branch(collection: str, queries, bm25_run, *, fb_docs: int = 10, fb_terms: int = 10,
+               lam: float = 0.5) -> dict[str, list]:
+    """BM25 with RM3 expansion from the top fb_docs chunks of `bm25_run`; cached like `branch`."""
+    from genloom.config import genloom_home
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.collections import get_collection
+    from genloom.retrieval.search import DEFAULT_B, DEFAULT_K1
+
+    key = hashlib.sha256(json.dumps([RM3_SQL, collection, fb_docs, fb_terms, lam, DEPTH, queries,
+                                     [bm25_run[q][:fb_docs] for q, _ in queries]]).encode()).hexdigest()[:20]
+    cache = genloom_home() / "bench-cache" / f"rm3-{key}.json"
+    if cache.is_file():
+        return {q: [tuple(hit) for hit in hits] for q, hits in json.loads(cache.read_text()).items()}
+    out = {}
+    with session_scope() as s:
+        coll = get_collection(s, collection)
+        for qid, text in queries:
+            top = bm25_run[qid][:fb_docs]
+            if not top:
+                out[qid] = []
+                continue
+            rows = s.execute(sa.text(RM3_SQL), {
+                "ids": [c for c, _, _ in top], "scores": [float(x) for _, _, x in top], "fb_terms": fb_terms,
+                "ts_config": coll.text_search_config, "query": text, "lambda": lam, "collection_id": coll.id,
+                "k1": DEFAULT_K1, "b": DEFAULT_B, "depth": DEPTH}).all()
+            out[qid] = [(r[0], r[1], float(r[2])) for r in rows]
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out))
     return out
@@ -387,6 +469,9 @@ def evaluate_collection(name: str, spec: dict, log) -> dict:
     timings["references_s"] = round(time.perf_counter() - started, 1)
 
     bm = bm25_runs["query tf (default)"]
+    started = time.perf_counter()
+    rm3 = rm3_branch(collection, queries, bm)
+    timings["rm3_s"] = round(time.perf_counter() - started, 1)
     report = {
         "collection": collection,
         "queries": len(queries),
@@ -395,6 +480,10 @@ def evaluate_collection(name: str, spec: dict, log) -> dict:
         "genloom": {
             **{f"bm25 {k}": metrics({q: documents(r[q]) for q in r}, qrels) for k, r in bm25_runs.items()},
             "vector (HNSW)": metrics({q: documents(vec[q]) for q in vec}, qrels),
+            "bm25 query tf + RM3 (10 chunks, 10 terms, 0.5; bench only)": metrics(
+                {q: documents(rm3[q]) for q in rm3}, qrels),
+            "default fusion over BM25 + RM3 and vector (replay)": metrics(
+                {q: fuse(rm3[q], vec[q], fusion="weighted", w=0.5, depth=DEPTH) for q, _ in queries}, qrels),
             "naive RRF of genloom's branches (k 60, by document)": metrics(
                 {q: naive_rrf(documents(bm[q]), documents(vec[q])) for q, _ in queries}, qrels),
         },
@@ -457,9 +546,9 @@ def environment() -> dict:
     with session_scope() as s:
         server = s.scalar(sa.text("SHOW server_version"))
         vector = s.scalar(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip())
+                                capture_output=True, text=True, check=False).stdout.strip())
     return {
         "machine": f"{host_platform.machine()}, {os.cpu_count()} cores, no GPU",
         "load_average_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],

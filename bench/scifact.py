@@ -3,7 +3,7 @@
     python bench/scifact.py [--tune]           # needs ../shared/data/scifact
 
 Without --tune this is `genloom eval retrieval --beir ../shared/data/scifact --json`
-(RRF k=60). With --tune it grid-searches the
+(the default fusion). With --tune it grid-searches the
 fusion (RRF constant, weighted BM25 share, branch depth) on the 809 *train* queries —
 each branch's ranked chunks fetched once per query through `search()`, the fusion
 replayed in Python exactly as HYBRID_SQL computes it — and then evaluates the best
@@ -85,7 +85,7 @@ def main() -> None:
 
     out: dict = {}
     if not args.tune:
-        out["test_rrf"] = evaluate(SCIFACT, split="test", collection=args.collection)
+        out["test_default"] = evaluate(SCIFACT, split="test", collection=args.collection)
     else:
         from ingest.loaders import LoadOptions
         from ingest.pipeline import IngestOptions, ingest

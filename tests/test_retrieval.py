@@ -119,7 +119,12 @@ def test_hybrid_ranks_a_document_that_only_one_branch_found(corpus, session, emb
     assert set(by_name) == {"zyx.txt", "pasta.txt"}
     assert by_name["zyx.txt"].bm25_rank == 1 and by_name["zyx.txt"].vector_rank is None
     assert by_name["pasta.txt"].vector_rank == 1 and by_name["pasta.txt"].bm25_rank is None
-    for hit in hits:  # RRF with k = 60: one branch at rank 1 each
+    for hit in hits:  # default fusion: 0.5 * (1, the only candidate of its branch) + 0.5 * 0 (absent)
+        assert hit.score == pytest.approx(0.5)
+    rrf = search(session, "zyxquartz", collection="c", mode="hybrid", k=5, depth=1, query_embedding=vector,
+                 fusion="rrf")
+    assert sorted(_name(h) for h in rrf) == ["pasta.txt", "zyx.txt"]
+    for hit in rrf:  # RRF with k = 60: one branch at rank 1 each
         assert hit.score == pytest.approx(1 / 61)
 
 
@@ -129,7 +134,7 @@ def test_hybrid_puts_the_document_both_branches_agree_on_first(corpus, session):
     hits = search(session, "how long to boil spaghetti", collection="c", k=3)
     assert _name(hits[0]) == "pasta.txt"
     assert hits[0].bm25_rank == 1 and hits[0].vector_rank == 1
-    assert hits[0].score == pytest.approx(2 / 61)
+    assert hits[0].score == pytest.approx(1.0)  # the best of both branches: 0.5 * 1 + 0.5 * 1
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 

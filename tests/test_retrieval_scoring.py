@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 
 def _tiny_collection(session, name: str, docs: dict[str, list[str]], vectors: dict[str, list[list[float]]]):
@@ -14,6 +13,7 @@ def _tiny_collection(session, name: str, docs: dict[str, list[str]], vectors: di
     from genloom.retrieval import bm25
     from genloom.retrieval.collections import ensure_collection
     from genloom.retrieval.vector import ensure_embedding_model
+
     from ingest.writer import PreparedDocument, write_documents
 
     dim = len(next(iter(vectors.values()))[0])
