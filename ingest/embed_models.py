@@ -68,6 +68,7 @@ def embed_collection(
     from genloom.retrieval.vector import ensure_embedding_model
     from genloom.runs import tracked_run
     from ingest.chunking import embedding_text
+    from genloom.db.tenancy import copy_in
     from ingest.writer import _psycopg
 
     if batch < 1:
@@ -108,7 +109,8 @@ def embed_collection(
                     break
                 vectors = embedding.embed([embedding_text(r.title, r.text) for r in rows], name=model)
                 with _psycopg(s).cursor() as cur:
-                    with cur.copy("COPY embeddings (chunk_id, embedding_model_id, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+                    # through a staging table: COPY cannot target a table under row-level security
+                    with copy_in(cur, "embeddings", ["chunk_id", "embedding_model_id", "embedding"]) as copy:
                         copy.set_types(["int8", "int8", "vector"])
                         for row, vector in zip(rows, vectors):
                             copy.write_row((row.id, model_id, vector))

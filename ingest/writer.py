@@ -132,17 +132,15 @@ def append_chunks(
             {"n": len(texts)},
         ).scalars()
     )
+    from genloom.db.tenancy import copy_in  # COPY cannot target a table under row-level security
+
     conn = _psycopg(session)
     with conn.cursor() as cur:
-        with cur.copy(
-            "COPY chunks (id, document_id, ordinal, text, token_count, metadata) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with copy_in(cur, "chunks", ["id", "document_id", "ordinal", "text", "token_count", "metadata"]) as copy:
             copy.set_types(["int8", "int8", "int4", "text", "int4", "jsonb"])
             for i, (chunk_id, text, tokens, meta) in enumerate(zip(chunk_ids, texts, token_counts, metadata)):
                 copy.write_row((chunk_id, document_id, first_ordinal + i, text, tokens, Jsonb(meta)))
-        with cur.copy(
-            "COPY embeddings (chunk_id, embedding_model_id, embedding) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with copy_in(cur, "embeddings", ["chunk_id", "embedding_model_id", "embedding"]) as copy:
             copy.set_types(["int8", "int8", "vector"])
             for chunk_id, vector in zip(chunk_ids, vectors):
                 copy.write_row((chunk_id, embedding_model_id, vector))

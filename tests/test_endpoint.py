@@ -74,8 +74,9 @@ def lm_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine_server(pg_server, lm_dir):
-    """(base URL, database URL) of a genloom serve that plays the LLM server."""
-    with own_database(pg_server) as url, _serve("--model", str(lm_dir), database_url=url) as base:
+    """(base URL, database URL) of a genloom serve that plays the LLM server (keyless on loopback,
+    as local vLLM or llama.cpp servers often run; the demo server below requires a key)."""
+    with own_database(pg_server) as url, _serve("--model", str(lm_dir), "--no-auth", database_url=url) as base:
         yield base, url
 
 
@@ -84,8 +85,13 @@ def demo_server(pg_server):
     """A genloom serve with --collection kb (retrieval by default), for the openai client."""
     with own_database(pg_server) as url:
         ingest_corpus("kb")
-        with _serve("--collection", "kb", database_url=url) as base:
-            yield base
+        created = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "cli.py"), "keys", "create", "--role", "writer", "--json"],
+            cwd=REPO_ROOT, env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True, timeout=120,
+        )
+        assert created.returncode == 0, created.stderr
+        with _serve("--collection", "kb", database_url=url) as base:  # API keys required: the default
+            yield base, json.loads(created.stdout)["key"]
 
 
 @pytest.fixture
@@ -332,8 +338,9 @@ def test_token_estimate_is_conservative():
 
 @pytest.fixture
 def openai_client(demo_server):
+    base, key = demo_server
     openai = pytest.importorskip("openai")  # a dev dependency (pyproject [dev])
-    return openai.OpenAI(base_url=f"{demo_server}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
 
 
 def test_openai_client_lists_models_and_embeds(openai_client):

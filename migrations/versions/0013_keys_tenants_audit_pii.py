@@ -25,6 +25,8 @@ an append-only audit log, PII findings, and resource limits on the read-only SQL
 Revision ID: 0013
 Revises: 0012
 """
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -120,12 +122,10 @@ CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
-
-CREATE VIEW v_audit_log AS
-SELECT a.id, a.at, a.tenant, a.key_id, k.prefix AS key_prefix, a.os_user, a.role, a.action, a.object,
-       a.outcome, a.detail
-FROM audit_log a LEFT JOIN api_keys k ON k.id = a.key_id;
 """
+# The view's source is platform/genloom/analytics/views/v_audit_log.sql; this revision runs the
+# copy pinned with it (migrations/views/0013/), so replaying it later runs the same SQL.
+PINNED_VIEWS = Path(__file__).resolve().parents[1] / "views" / "0013"
 
 KEYS_SQL = """
 CREATE TABLE api_keys (
@@ -227,6 +227,7 @@ def upgrade() -> None:
     op.execute(TENANT_FUNCTION)
     op.execute(KEYS_SQL)
     op.execute(AUDIT_SQL)
+    op.execute("CREATE VIEW v_audit_log AS\n" + (PINNED_VIEWS / "v_audit_log.sql").read_text(encoding="utf-8"))
     op.execute(PII_SQL)
     for table in TENANT_TABLES:
         # A constant default fills existing rows without rewriting the table; then the per-transaction one.

@@ -60,9 +60,14 @@ class SecuritySettings:
     max_body_bytes: int = limits.DEFAULT_MAX_BODY_BYTES
 
 
+# `genloom serve`'s routes for the CLI of the user who started it (api/local_routes.py): they
+# check their own token, a random secret in the 0600 file $GENLOOM_HOME/serve.json, not a key.
+LOCAL_PREFIX = "/v1/local/"
+
+
 def required_role(method: str, path: str) -> str | None:
-    """The role a route needs (None: public)."""
-    if path in PUBLIC:
+    """The role a route needs (None: no API key; public, or guarded by the serve token)."""
+    if path in PUBLIC or path.startswith(LOCAL_PREFIX):
         return None
     return ROUTE_ROLES.get(("GET" if method == "HEAD" else method, path), "admin")
 
@@ -227,7 +232,13 @@ def install(app: FastAPI, settings: SecuritySettings) -> None:
 
 
 def route_is_guarded(app: FastAPI, route: Any) -> bool:
-    """Whether a route runs the key check (tests enumerate app.routes with this)."""
+    """Whether a route runs the key check (tests enumerate app.routes with this).
+
+    A router included into the app (FastAPI keeps it as one entry of app.routes) is guarded when
+    the app's dependencies, `authorize` among them, were carried into its include context."""
+    included = getattr(route, "include_context", None)
+    if included is not None:
+        return any(getattr(d, "dependency", None) is authorize for d in included.dependencies)
     if isinstance(route, APIRoute):
         return any(getattr(d, "dependency", None) is authorize for d in route.dependencies) or any(
             getattr(d.call, "__name__", "") == "authorize" for d in route.dependant.dependencies

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-from typing import Annotated, Optional
+from typing import Any, Annotated, Optional
 
 from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +35,9 @@ class LocalAskBody(BaseModel):
     model: Optional[str] = None
     session_id: Optional[int] = None
     k: int = Field(5, ge=1, le=100)
-    where: Optional[dict[str, str]] = None
+    where: Optional[dict[str, Any]] = None  # a filter document (genloom.retrieval.filters)
+    embedding_model: Optional[str] = None
+    tenant: Optional[str] = None  # the CLI user's tenant (--tenant / GENLOOM_TENANT)
     template: Optional[str] = None
     user: Optional[str] = None
     system: Optional[str] = Field(None, max_length=MAX_TEXT_CHARS)
@@ -67,9 +69,14 @@ def local_router(token: str, db_dependency) -> APIRouter:
         from genloom.generation.backend import GenParams
         from genloom.generation.call import CallRequest, ask as ask_call
 
+        if body.tenant is not None:
+            from genloom.db.tenancy import set_tenant, validate_tenant
+
+            set_tenant(validate_tenant(body.tenant))
         request = CallRequest(
             question=body.question, collection=body.collection, model=body.model, session_id=body.session_id,
             k=body.k, where=body.where, template=body.template, user=body.user, system=body.system,
+            embedding_model=body.embedding_model,
             params=GenParams(max_new_tokens=body.max_new_tokens, temperature=body.temperature, top_p=body.top_p,
                              seed=body.seed, stop=body.stop),
         )

@@ -49,6 +49,9 @@ def _via_server(request):
     body = {k: v for k, v in dataclasses.asdict(request).items() if k not in ("params", "history", "mode")}
     body.update(dataclasses.asdict(request.params))
     body["model"] = request.model or default_model()  # this process's default, not the server's
+    from genloom.db.tenancy import current_tenant
+
+    body["tenant"] = current_tenant()  # the server works for this CLI user's tenant
     try:
         out = server.ask(body)
     except ServerGone:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import threading
 from typing import Any
 
@@ -113,8 +114,17 @@ def load_checkpoint(run_id: int, step: int) -> dict[str, Any]:
         ).one()
     if hashlib.sha256(row.payload).hexdigest() != row.sha256:
         raise GenloomError(f"checkpoint of run {run_id} at step {step} is corrupt (sha256 mismatch)")
-    # weights_only: stored bytes are never unpickled as arbitrary objects (tensors, dicts, numbers, strings only).
-    return torch.load(io.BytesIO(row.payload), map_location="cpu", weights_only=True)
+    try:
+        # weights_only: tensors, numbers, strings and containers only. A pickle that names any
+        # other global (os.system, …) is refused before anything in it runs: whoever can write
+        # run_checkpoints must not be able to run code in every trainer that resumes from it.
+        return torch.load(io.BytesIO(row.payload), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise GenloomError(
+            f"refusing to resume run {run_id} from step {step}: its checkpoint holds more than tensors and plain "
+            f"data ({first[:160]}); start afresh without --resume"
+        ) from None
 
 
 def find_resumable(session, arch: str, name: str) -> tuple[int, int]:

@@ -36,6 +36,7 @@ ORDER = [
     "v_run_final_metrics",
     "v_runs",
     "v_leaderboard",
+    "v_audit_log",
 ]
 
 
