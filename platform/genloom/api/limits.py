@@ -71,8 +71,11 @@ class Limits:
         return self
 
     def to_env(self) -> dict[str, str]:
-        return {"GENLOOM_MAX_CONCURRENT": str(self.max_concurrent), "GENLOOM_MAX_QUEUE": str(self.max_queue),
-                "GENLOOM_QUEUE_TIMEOUT": str(self.queue_timeout)}
+        return {
+            "GENLOOM_MAX_CONCURRENT": str(self.max_concurrent),
+            "GENLOOM_MAX_QUEUE": str(self.max_queue),
+            "GENLOOM_QUEUE_TIMEOUT": str(self.queue_timeout),
+        }
 
 
 def pool_size(limits: Limits) -> int:
@@ -156,9 +159,14 @@ class GenerationLimiter:
         self.running -= 1
 
     def stats(self) -> dict[str, Any]:
-        return {"running": self.running, "queued": len(self.waiters), "admitted": self.admitted,
-                "rejected_429": self.rejected[429], "rejected_503": self.rejected[503],
-                **dataclasses.asdict(self.limits)}
+        return {
+            "running": self.running,
+            "queued": len(self.waiters),
+            "admitted": self.admitted,
+            "rejected_429": self.rejected[429],
+            "rejected_503": self.rejected[503],
+            **dataclasses.asdict(self.limits),
+        }
 
 
 class LimitMiddleware:
@@ -189,10 +197,17 @@ async def _refuse(send, status: int, retry_after: int) -> None:
     else:
         message = "no generation slot became free in time: the server is overloaded, retry later"
     body = json.dumps({"error": {"message": message, "type": "overloaded", "code": status}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after).encode()),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
