@@ -18,10 +18,12 @@ The limiter is pure ASGI middleware: it holds the slot until the response's last
 sent, so a streamed answer counts for as long as it streams. With `--workers N` each process
 has its own limiter: the server as a whole admits N × max_concurrent generations.
 
-Database pool per worker: `pool_size(max_concurrent)` connections plus `POOL_OVERFLOW`, enough
-for every admitted generation, every FastAPI worker thread (40) that serves a short route, and
-the streaming threads. `genloom serve --workers N` checks N × that against the server's
-`max_connections` before starting (see `check_connections`).
+Database pool per worker: `pool_size(limits)` = one connection per admitted generation plus
+`SHORT_ROUTE_CONNECTIONS` for the short routes, and `POOL_OVERFLOW` more in bursts. A short route
+that finds the pool busy waits for a connection (the pool's timeout) rather than opening more:
+the server's `max_connections` (100 by default, the embedded server's too) is shared by every
+worker and every other client. `genloom serve --workers N` checks N × (pool + overflow) against
+it before starting (see `check_connections`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 from genloom.errors import BadInput
 
 LIMITED_PATHS = ("/v1/ask", "/v1/chat/completions", "/v1/completions")
-THREADPOOL_THREADS = 40  # anyio's default for FastAPI's sync endpoints
+SHORT_ROUTE_CONNECTIONS = 8  # search, feedback, reads: milliseconds each, so a few connections serve many
 POOL_OVERFLOW = 8
 
 
@@ -79,9 +81,9 @@ class Limits:
 
 
 def pool_size(limits: Limits) -> int:
-    """Connections one worker may hold: every thread-pool thread, plus the streaming threads
-    (a streamed generation runs on its own thread, outside the pool)."""
-    return THREADPOOL_THREADS + limits.max_concurrent
+    """Connections one worker keeps: one per admitted generation (each holds its connection from
+    retrieval to commit, streamed or not), plus a few for the short routes."""
+    return limits.max_concurrent + SHORT_ROUTE_CONNECTIONS
 
 
 def connections_needed(limits: Limits, workers: int) -> int:
