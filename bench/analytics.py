@@ -120,6 +120,7 @@ def parse_args():
     p.add_argument("--home", type=Path, help="GENLOOM_HOME to use (default: a temporary one, deleted afterwards)")
     p.add_argument("--keep", action="store_true", help="keep the loaded database (reuse it with --home … --no-load)")
     p.add_argument("--no-load", action="store_true", help="time the views on data loaded by an earlier --keep run")
+    p.add_argument("--out", default=None, help="also write the JSON to bench/results/OUT")
     p.add_argument("--work-mem", default=None, help="SET work_mem for the timing session, e.g. 64MB (default: server's)")
     return p.parse_args()
 
@@ -199,6 +200,11 @@ def main() -> None:
             embedded.stop()
             if args.home is None:
                 shutil.rmtree(home, ignore_errors=True)
+    if args.out:
+        sys.path.insert(0, str(REPO / "bench"))
+        from benchlib import write_result
+
+        write_result(args.out, out)
     print(json.dumps(out, indent=2))
 
 

@@ -18,6 +18,10 @@ The convention (explicit, so a reader can follow it by hand):
    milliseconds). Thousands separators are ignored (1,349 is 1349).
 3. Numbers in `code spans` (commands, settings such as `channels=64`) are not figures and are
    not checked; nor are numbers glued to a word (p50, nDCG@10, H200, bf16, MiniLM-L6).
+4. A table that quotes no measurement (a list of checks and their targets, say) says so
+   explicitly, and is then not checked:
+
+       Result file: none (targets and settings, no measured figures)
 
 A table with no citation, a citation of a missing file, or a number found in none of its
 files fails the check. Run by .ci/run.
@@ -147,6 +151,8 @@ def check(doc: Path) -> list[str]:
         if citation is None:
             problems.append(f"{doc.name}:{start}: table cites no result file (add a 'Result file: `bench/results/…`' line)")
             continue
+        if re.match(r"^Result files?:\s*none\b", citation[1]):
+            continue  # declared to hold no measured figures (rule 4)
         files, missing = cited_files(citation[1])
         for pattern in missing:
             problems.append(f"{doc.name}:{citation[0]}: cited result file {pattern} does not exist")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
@@ -30,7 +31,7 @@ import sqlalchemy as sa  # noqa: E402
 def documents(n: int):
     from ingest.loaders import SourceDocument
 
-    corpus = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+    corpus = Path(os.environ.get("GENLOOM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "scifact" / "corpus.jsonl"
     if corpus.is_file():
         with corpus.open() as f:
             records = [json.loads(next(f)) for _ in range(n)]

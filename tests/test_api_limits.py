@@ -105,12 +105,12 @@ def test_real_app_has_the_limiter_from_the_environment(monkeypatch):
 
 
 def test_workers_are_refused_when_their_pools_could_exhaust_the_server():
-    limits = Limits(max_concurrent=16)  # 40 + 16 + 8 = 64 connections per worker
-    check_connections(limits, 1, max_connections=100, in_use=5)
-    with pytest.raises(BadInput, match=r"--workers 2 could open 128 database connections \(64 per worker\) but the "
-                                       r"server allows 100 \(5 in use\): use --workers 1"):
-        check_connections(limits, 2, max_connections=100, in_use=5)
-    check_connections(limits, 3, max_connections=300, in_use=5)
+    limits = Limits(max_concurrent=16)  # 16 generations + 8 short routes + 8 overflow = 32 per worker
+    check_connections(limits, 2, max_connections=100, in_use=5)
+    with pytest.raises(BadInput, match=r"--workers 3 could open 96 database connections \(32 per worker\) but the "
+                                       r"server allows 100 \(5 in use\): use --workers 2"):
+        check_connections(limits, 3, max_connections=100, in_use=5)
+    check_connections(limits, 9, max_connections=300, in_use=5)
 
 
 def test_serve_rejects_bad_limits_before_starting(cli):

@@ -18,10 +18,12 @@ The limiter is pure ASGI middleware: it holds the slot until the response's last
 sent, so a streamed answer counts for as long as it streams. With `--workers N` each process
 has its own limiter: the server as a whole admits N × max_concurrent generations.
 
-Database pool per worker: `pool_size(max_concurrent)` connections plus `POOL_OVERFLOW`, enough
-for every admitted generation, every FastAPI worker thread (40) that serves a short route, and
-the streaming threads. `genloom serve --workers N` checks N × that against the server's
-`max_connections` before starting (see `check_connections`).
+Database pool per worker: `pool_size(limits)` = one connection per admitted generation plus
+`SHORT_ROUTE_CONNECTIONS` for the short routes, and `POOL_OVERFLOW` more in bursts. A short route
+that finds the pool busy waits for a connection (the pool's timeout) rather than opening more:
+the server's `max_connections` (100 by default, the embedded server's too) is shared by every
+worker and every other client. `genloom serve --workers N` checks N × (pool + overflow) against
+it before starting (see `check_connections`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 from genloom.errors import BadInput
 
 LIMITED_PATHS = ("/v1/ask", "/v1/chat/completions", "/v1/completions")
-THREADPOOL_THREADS = 40  # anyio's default for FastAPI's sync endpoints
+SHORT_ROUTE_CONNECTIONS = 8  # search, feedback, reads: milliseconds each, so a few connections serve many
 POOL_OVERFLOW = 8
 
 
@@ -71,14 +73,17 @@ class Limits:
         return self
 
     def to_env(self) -> dict[str, str]:
-        return {"GENLOOM_MAX_CONCURRENT": str(self.max_concurrent), "GENLOOM_MAX_QUEUE": str(self.max_queue),
-                "GENLOOM_QUEUE_TIMEOUT": str(self.queue_timeout)}
+        return {
+            "GENLOOM_MAX_CONCURRENT": str(self.max_concurrent),
+            "GENLOOM_MAX_QUEUE": str(self.max_queue),
+            "GENLOOM_QUEUE_TIMEOUT": str(self.queue_timeout),
+        }
 
 
 def pool_size(limits: Limits) -> int:
-    """Connections one worker may hold: every thread-pool thread, plus the streaming threads
-    (a streamed generation runs on its own thread, outside the pool)."""
-    return THREADPOOL_THREADS + limits.max_concurrent
+    """Connections one worker keeps: one per admitted generation (each holds its connection from
+    retrieval to commit, streamed or not), plus a few for the short routes."""
+    return limits.max_concurrent + SHORT_ROUTE_CONNECTIONS
 
 
 def connections_needed(limits: Limits, workers: int) -> int:
@@ -156,9 +161,14 @@ class GenerationLimiter:
         self.running -= 1
 
     def stats(self) -> dict[str, Any]:
-        return {"running": self.running, "queued": len(self.waiters), "admitted": self.admitted,
-                "rejected_429": self.rejected[429], "rejected_503": self.rejected[503],
-                **dataclasses.asdict(self.limits)}
+        return {
+            "running": self.running,
+            "queued": len(self.waiters),
+            "admitted": self.admitted,
+            "rejected_429": self.rejected[429],
+            "rejected_503": self.rejected[503],
+            **dataclasses.asdict(self.limits),
+        }
 
 
 class LimitMiddleware:
@@ -189,10 +199,17 @@ async def _refuse(send, status: int, retry_after: int) -> None:
     else:
         message = "no generation slot became free in time: the server is overloaded, retry later"
     body = json.dumps({"error": {"message": message, "type": "overloaded", "code": status}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after).encode()),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -1,0 +1,191 @@
+"""SIGKILL genloom at a random point of each long job: nothing partial, no run left running, and
+the re-run equals a clean run (see faults_support for the procedure and the seed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from faults_support import (Snapshot, in_process, kill_at_random, query, reconcile_and_check_no_running, rng_for, run,
+                            start, wait_for)
+
+pytestmark = pytest.mark.faults
+
+TINY_VAE = ["--set", "channels=8", "--set", "latent_dim=4", "--batch-size", "32"]
+
+
+@pytest.fixture
+def env(db_url):
+    return {**os.environ, "DATABASE_URL": db_url, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def snapshot(db_url):
+    snaps = []
+
+    def take():
+        snaps.append(Snapshot(db_url))
+        return snaps[-1]
+
+    yield take
+    for s in snaps:
+        s.drop()
+
+
+def _invariants_ingest(url):
+    # Each document whole: chunks, embeddings, postings; BM25 statistics equal to what the chunks say.
+    return query(url, """
+        SELECT
+          (SELECT count(*) FROM documents d WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id)),
+          (SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)),
+          (SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM retrieval_postings p WHERE p.chunk_id = c.id)),
+          (SELECT count(*) FROM retrieval_collection_stats s
+            WHERE s.n_chunks <> (SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id
+                                 WHERE d.collection_id = s.collection_id AND d.superseded_at IS NULL))
+    """)[0]
+
+
+def test_ingest_killed_at_random(db_url, env, engine, snapshot, cli, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(32):
+        (folder / f"d{i:02}.txt").write_text(f"Note {i} about subject {i % 5}. It has a second sentence. " * 4)
+    snap = snapshot()
+    proc = start("ingest", folder, "--collection", "c", "--batch", "4", env=env)
+    wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'ingest'", proc)
+    what = kill_at_random(proc, rng_for("ingest"), (0.5, 8.0))
+    assert _invariants_ingest(db_url) == (0, 0, 0, 0), what
+    reconcile_and_check_no_running(engine)
+    run("ingest", folder, "--collection", "c", "--batch", "4", env=env)
+    in_process(cli, snap.url, "ingest", folder, "--collection", "c", "--batch", "4")
+    sql = ("SELECT d.external_id, d.sha256, c.ordinal, c.text FROM documents d JOIN chunks c ON c.document_id = d.id "
+           "WHERE d.superseded_at IS NULL ORDER BY 1, 3")
+    after, clean = query(db_url, sql), query(snap.url, sql)
+    assert len(after) >= 32 and after == clean, what
+    assert _invariants_ingest(db_url) == (0, 0, 0, 0)
+
+
+def _versions(url):
+    return query(url, "SELECT d.name, v.version, v.sealed, v.item_count, v.manifest_sha256, "
+                      "(SELECT count(*) FROM dataset_members m WHERE m.version_id = v.id) "
+                      "FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id ORDER BY 1, 2")
+
+
+def _no_partial_versions(url):
+    # A version is sealed with all its members, or it does not exist.
+    return [row for row in _versions(url) if not row[2] or row[3] != row[5]]
+
+
+def test_dataset_import_killed_at_random(db_url, env, engine, snapshot, cli, tmp_path):
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("".join(f"line number {i} of the corpus, with some words\n" for i in range(20000)))
+    snap = snapshot()
+    args = ("datasets", "import", "text", corpus, "--name", "lines", "--unit", "line")
+    proc = start(*args, env=env)
+    wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'import'", proc)
+    what = kill_at_random(proc, rng_for("import"), (0.0, 4.0))
+    assert _no_partial_versions(db_url) == [], what
+    reconcile_and_check_no_running(engine)
+    run(*args, env=env)
+    in_process(cli, snap.url, *args)
+    assert [v[:5] for v in _versions(db_url)] == [v[:5] for v in _versions(snap.url)], what  # same sealed manifest
+
+
+def test_training_killed_during_checkpoint_writes(db_url, env, engine, cli):
+    assert cli("datasets", "import", "digits", "--name", "digits").exit_code == 0
+    # A checkpoint every step (written on a background thread): the kill lands in or near a write.
+    args = ("train", "vae", "--dataset", "digits", "--steps", "60", "--checkpoint-every", "1",
+            "--set", "log_every=1", "--name", "k", *TINY_VAE)
+    proc = start(*args, env=env)
+    wait_for(engine, "SELECT count(*) FROM run_checkpoints", proc)
+    what = kill_at_random(proc, rng_for("train"), (0.0, 3.0))
+    checks = query(db_url, """
+        SELECT
+          (SELECT count(*) FROM run_checkpoints WHERE encode(sha256(payload), 'hex') <> sha256
+                                                   OR size_bytes <> length(payload)),
+          (SELECT count(*) FROM models m JOIN runs r ON r.id = m.run_id WHERE r.status <> 'succeeded'),
+          (SELECT count(*) FROM (SELECT 1 FROM metrics GROUP BY run_id, step, name HAVING count(*) > 1) dup)
+    """)[0]
+    assert checks == (0, 0, 0), what  # no torn checkpoint, no model of an unfinished run, no duplicate metric
+    reconcile_and_check_no_running(engine)
+    # The kill may land after the job committed its model (while the process exits): then there is
+    # nothing to re-run. Otherwise resume from the newest checkpoint, or start afresh without one.
+    done, resumable = query(db_url, """
+        SELECT count(*) FILTER (WHERE status = 'succeeded'),
+               count(*) FILTER (WHERE status <> 'succeeded' AND EXISTS (SELECT 1 FROM run_checkpoints c WHERE c.run_id = runs.id))
+        FROM runs WHERE kind = 'train'""")[0]
+    if not done:
+        run(*args, *(["--resume"] if resumable else []), "--json", env=env)
+    # The run finishes where a clean run finishes: 60 steps, one model, one row per (step, metric).
+    with engine.connect() as conn:
+        models = conn.execute(sa.text("SELECT name, version, metadata->>'steps' FROM models")).all()
+        dup = conn.execute(sa.text(
+            "SELECT count(*) FROM (SELECT 1 FROM metrics GROUP BY run_id, step, name HAVING count(*) > 1) d")).scalar()
+        steps = conn.execute(sa.text(
+            "SELECT array_agg(step ORDER BY step) FROM metrics m JOIN runs r ON r.id = m.run_id "
+            "WHERE r.status = 'succeeded' AND m.name = 'loss'")).scalar()
+    assert models == [("k", 1, "60")] and dup == 0, what
+    assert steps == list(range(1, 61)), what
+
+
+def test_sampling_into_a_dataset_killed_at_random(db_url, env, engine, cli, snapshot):
+    assert cli("datasets", "import", "digits", "--name", "digits").exit_code == 0
+    assert cli("train", "vae", "--dataset", "digits", "--steps", "2", "--name", "s", *TINY_VAE).exit_code == 0
+    snap = snapshot()
+    args = ("sample", "s", "--n", "3000", "--store", "--into", "synth", "--seed", "3")
+    proc = start(*args, env=env)
+    wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'sample'", proc)
+    what = kill_at_random(proc, rng_for("sample"), (0.0, 5.0))
+    assert _no_partial_versions(db_url) == [], what
+    reconcile_and_check_no_running(engine)
+    # Sampling --into appends a new version each time it runs, so it is re-run only if the killed
+    # job did not commit (the version and the succeeded run are one transaction).
+    if not query(db_url, "SELECT count(*) FROM runs WHERE kind = 'sample' AND status = 'succeeded'")[0][0]:
+        run(*args, env=env)
+    in_process(cli, snap.url, *args)
+    assert [v[:5] for v in _versions(db_url)] == [v[:5] for v in _versions(snap.url)], what
+
+
+def test_dedup_killed_at_random(db_url, env, engine, cli, snapshot, tmp_path):
+    corpus = tmp_path / "dups.txt"
+    corpus.write_text("".join(f"the {i % 700} sentence about topic {i % 31} and more words\n" for i in range(3000)))
+    assert cli("datasets", "import", "text", corpus, "--name", "dups", "--unit", "line").exit_code == 0
+    snap = snapshot()
+    args = ("dedup", "dups", "--method", "minhash")
+    proc = start(*args, env=env)
+    wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'dedup'", proc)
+    what = kill_at_random(proc, rng_for("dedup"), (0.0, 6.0))
+    assert _no_partial_versions(db_url) == [], what
+    orphans = query(db_url, "SELECT count(*) FROM dedup_decisions d JOIN runs r ON r.id = d.run_id "
+                            "WHERE r.status <> 'succeeded'")[0][0]
+    assert orphans == 0, what  # decisions exist only for a finished dedup
+    reconcile_and_check_no_running(engine)
+    if not query(db_url, "SELECT count(*) FROM runs WHERE kind = 'dedup' AND status = 'succeeded'")[0][0]:
+        run(*args, env=env)  # killed before its commit: run it again
+    in_process(cli, snap.url, *args)
+    assert [v[:5] for v in _versions(db_url)] == [v[:5] for v in _versions(snap.url)], what
+
+
+def test_streaming_ask_killed_at_random(db_url, env, engine, snapshot, cli):
+    from conftest import REPO_ROOT
+
+    assert cli("ingest", REPO_ROOT / "platform" / "genloom" / "data" / "sample_docs", "--collection", "kb").exit_code == 0
+    snap = snapshot()
+    args = ("ask", "How does genloom rank keywords with BM25?", "-c", "kb")
+    proc = start(*args, env=env)
+    what = kill_at_random(proc, rng_for("ask"), (2.0, 12.0))  # from start-up to the last streamed token
+    # One call is one transaction: its session, prompt, generation and sources land together or not at all.
+    counts = query(db_url, """
+        SELECT (SELECT count(*) FROM prompts), (SELECT count(*) FROM generations),
+               (SELECT count(*) FROM prompts p WHERE NOT EXISTS (SELECT 1 FROM generations g WHERE g.prompt_id = p.id)),
+               (SELECT count(*) FROM generations g WHERE NOT EXISTS
+                  (SELECT 1 FROM generation_sources s WHERE s.generation_id = g.id))
+    """)[0]
+    assert counts[0] == counts[1] and counts[1] in (0, 1) and counts[2:] == (0, 0), (what, counts)
+    reconcile_and_check_no_running(engine)
+    run(*args, "--no-stream", env=env)
+    in_process(cli, snap.url, *args, "--no-stream")
+    answer = "SELECT output, status FROM generations ORDER BY id DESC LIMIT 1"
+    assert query(db_url, answer) == query(snap.url, answer), what
