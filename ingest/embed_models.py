@@ -64,11 +64,11 @@ def embed_collection(
     """Embed the collection's current chunks with `model` (a local sentence-transformers folder)."""
     from genloom import embeddings as embedding
     from genloom.db.engine import session_scope
+    from genloom.db.tenancy import copy_in
     from genloom.retrieval.collections import get_collection
     from genloom.retrieval.vector import ensure_embedding_model
     from genloom.runs import tracked_run
     from ingest.chunking import embedding_text
-    from genloom.db.tenancy import copy_in
     from ingest.writer import _psycopg
 
     if batch < 1:
