@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -42,7 +43,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/v1/generations/{generation_id}"): "reader",
     ("GET", "/v1/sessions/{session_id}"): "reader",
     ("GET", "/v1/models"): "reader",
-    ("GET", "/v1/models/{model}"): "reader",
+    ("GET", "/v1/models/{model_id}"): "reader",
+    ("POST", "/tokenize"): "reader",  # vLLM's token counter: reads nothing stored
     ("POST", "/v1/ask"): "writer",
     ("POST", "/v1/chat/completions"): "writer",
     ("POST", "/v1/completions"): "writer",
@@ -69,6 +71,7 @@ def required_role(method: str, path: str) -> str | None:
     """The role a route needs (None: no API key; public, or guarded by the serve token)."""
     if path in PUBLIC or path.startswith(LOCAL_PREFIX):
         return None
+    path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)  # "/v1/models/{model_id:path}" → "{model_id}"
     return ROUTE_ROLES.get(("GET" if method == "HEAD" else method, path), "admin")
 
 
