@@ -138,6 +138,10 @@ def test_database_url_to_the_same_server_works(cli, db_url):
     "url, message",
     [
         ("postgresql://nobody:pw@127.0.0.1:1/nothing", "cannot connect to postgresql://nobody:***@127.0.0.1:1/nothing"),
+        # libpq's query form of the password (issue 14, finding 5): redacted as well
+        ("postgresql://nobody@127.0.0.1:1/nothing?sslmode=disable&password=pw",
+         "cannot connect to postgresql://nobody@127.0.0.1:1/nothing?sslmode=disable&password=***"),
+        ("mysql://root:pw@localhost/db?password=pw", "DATABASE_URL must look like postgresql://"),
         ("mysql://root@localhost/db", "DATABASE_URL must look like postgresql://"),
         ("postgresql://u@host:notaport/db", "DATABASE_URL is malformed"),
     ],
