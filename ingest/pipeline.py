@@ -214,6 +214,7 @@ def ingest(
                 share = source.size // len(loaded.documents)
                 for doc in loaded.documents:
                     doc.size = share
+                loaded.documents[-1].size += source.size - share * len(loaded.documents)  # no byte lost
             yield from loaded.documents
 
     roots = [p for p in paths if p.is_dir()] if options.sync else []

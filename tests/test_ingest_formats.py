@@ -269,3 +269,24 @@ def test_sync_retires_documents_whose_files_are_gone(db_url, cli, tmp_path, sess
     assert session.scalar(sa.text("SELECT max(version) FROM documents WHERE external_id LIKE '%b.txt'")) == 2
     human = cli("ingest", folder / "a.txt", "--collection", "c", "--sync")
     assert human.exit_code == 1 and human.stderr == "error: --sync mirrors folders: give at least one folder\n"
+
+
+def test_progress_has_final_totals_after_discovery_and_counts_chunks(db_url, tmp_path, embedder):
+    from ingest.pipeline import IngestOptions, ingest
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"doc{i}.txt").write_text(" ".join(f"Sentence {j} of document {i}." for j in range(30)))
+    (folder / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    snapshots = []
+
+    def record(p):
+        snapshots.append((p.discovering, p.files_total, p.bytes_total, p.bytes_done, p.chunks, p.eta_seconds(), p.rate()))
+
+    result = ingest([folder], IngestOptions(collection="c", batch_documents=2), progress=record)
+    after = [s for s in snapshots if not s[0]]
+    assert after and {s[1] for s in after} == {7} and len({s[2] for s in after}) == 1  # totals never grow
+    assert [s[4] for s in after] == sorted(s[4] for s in after) and after[-1][4] == result.chunks
+    assert after[-1][3] == after[-1][2]  # every byte accounted for at the end
+    assert any(s[5] is not None for s in after) and after[-1][6] > 0
