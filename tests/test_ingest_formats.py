@@ -290,3 +290,20 @@ def test_progress_has_final_totals_after_discovery_and_counts_chunks(db_url, tmp
     assert [s[4] for s in after] == sorted(s[4] for s in after) and after[-1][4] == result.chunks
     assert after[-1][3] == after[-1][2]  # every byte accounted for at the end
     assert any(s[5] is not None for s in after) and after[-1][6] > 0
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (FRENCH.encode("latin-1"), "cp1252"),  # charset-normalizer alone says cp1257 ('trčs')
+        (b"Version 22.1: translations (thanks to Marc L\xe9ger)\n" + b"- fixed the build on arm64\n" * 200, "cp1252"),
+        (("Привет, как дела? Это тестовый документ о базах данных. " * 3).encode("cp1251"), "cp1251"),
+        (("日本語のテキストです。検索とデータベースについて。" * 3).encode("shift_jis"), "cp932"),
+        (bytes(range(256)) * 8, None),
+    ],
+    ids=["latin1-french", "one-accent-in-english", "cp1251-russian", "shift-jis", "noise"],
+)
+def test_detect_encoding(data, expected):
+    from ingest.loaders import detect_encoding
+
+    assert detect_encoding(data) == expected
