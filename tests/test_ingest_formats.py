@@ -4,8 +4,6 @@ the report, streamed large files, --sync."""
 from __future__ import annotations
 
 import gzip
-import io
-import json
 from pathlib import Path
 
 import pytest
