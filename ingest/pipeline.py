@@ -384,6 +384,9 @@ def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], resul
     result.retired_ids = sorted({external for _, external in gone})
 
 
+BM25_SLICE = 4096  # chunks of a streamed document indexed for BM25 per statement
+
+
 def chunk_locations(doc: SourceDocument, chunks: list[Chunk]) -> list[dict[str, Any]]:
     """Per chunk, where it came from: character offsets, the PDF page(s), the heading path."""
     page_starts = [offset for offset, _ in doc.pages]
@@ -593,7 +596,10 @@ def _write_streamed(
             bm25.retire_documents(s, collection_id, [row.current_id])
             result.new_versions += 1
         s.execute(sa.text("UPDATE documents SET superseded_at = NULL WHERE id = :i"), {"i": document_id})
-        bm25.index_chunks(s, collection_id, ts_config, chunk_ids)
+        # In slices: the same statistics (df and N add up), but no statement materialises the
+        # lexemes of the whole document at once.
+        for i in range(0, len(chunk_ids), BM25_SLICE):
+            bm25.index_chunks(s, collection_id, ts_config, chunk_ids[i : i + BM25_SLICE])
         result.write_seconds += time.perf_counter() - t0
     result.documents += 1
     result.chunks += len(chunk_ids)

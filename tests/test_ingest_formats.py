@@ -193,9 +193,13 @@ def small_streams(monkeypatch):
     monkeypatch.setattr(loaders, "SEGMENT_CHARS", 4_000)
 
 
-def test_large_single_line_file_is_streamed_whole_or_not_at_all(db_url, session, tmp_path, embedder, small_streams):
+def test_large_single_line_file_is_streamed_whole_or_not_at_all(db_url, session, tmp_path, embedder, small_streams,
+                                                                 monkeypatch):
+    import ingest.pipeline as pipeline
     from genloom.retrieval.search import search
     from ingest.pipeline import IngestOptions, ingest
+
+    monkeypatch.setattr(pipeline, "BM25_SLICE", 5)  # several BM25 statements for one document
 
     words = [f"token{i % 997}" for i in range(12_000)]
     words[6000] = "needleword"
@@ -221,6 +225,8 @@ def test_large_single_line_file_is_streamed_whole_or_not_at_all(db_url, session,
     assert ordinals == list(range(result.chunks))
     n = session.scalar(sa.text("SELECT n_chunks FROM retrieval_collection_stats"))
     assert n == result.chunks
+    df = dict(session.execute(sa.text("SELECT term, df FROM retrieval_term_stats WHERE df > 0")).all())
+    assert df == dict(session.execute(sa.text("SELECT term, count(*) FROM retrieval_postings WHERE current GROUP BY term")).all())
     hits = search(session, "needleword", collection="c", mode="bm25", k=1)
     assert hits and "needleword" in hits[0].text
     again = ingest([path], options)
