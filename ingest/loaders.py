@@ -413,7 +413,24 @@ def detect_encoding(raw: bytes) -> str | None:
         return (2, m.chaos)
 
     choice = min(close, key=preference)
+    if choice.encoding in _MULTIBYTE and _high_bytes(raw[:262144]) < 64:
+        # A handful of accented letters in English text (b'L\xe9ger') also "decode" as one CJK
+        # character each; real Chinese or Japanese text has hundreds of high bytes.
+        try:
+            raw.decode("cp1252")
+            return "cp1252"
+        except UnicodeDecodeError:
+            pass
     return "cp1252" if "cp1252" in (choice.encoding, *choice.could_be_from_charset) else choice.encoding
+
+
+_MULTIBYTE = {"big5", "big5hkscs", "cp932", "cp949", "cp950", "gb2312", "gbk", "gb18030", "johab", "shift_jis",
+              "shift_jis_2004", "shift_jisx0213", "euc_jp", "euc_jis_2004", "euc_jisx0213", "euc_kr", "hz",
+              "iso2022_jp", "iso2022_kr"}
+
+
+def _high_bytes(raw: bytes) -> int:
+    return len(raw.translate(None, bytes(range(128))))  # what is left once ASCII is deleted
 
 
 def _decode(path: Path, raw: bytes, declared: str | None = None) -> tuple[str, str]:

@@ -217,6 +217,7 @@ def ingest(
                 share = source.size // len(loaded.documents)
                 for doc in loaded.documents:
                     doc.size = share
+                loaded.documents[-1].size += source.size - share * len(loaded.documents)  # no byte lost
             yield from loaded.documents
 
     roots = [p for p in paths if p.is_dir()] if options.sync else []
@@ -416,6 +417,9 @@ def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], resul
         retire_documents(s, collection_id, ids, run_id=result.run_id)
     result.retired = len(ids)
     result.retired_ids = sorted({external for _, external in gone})
+
+
+BM25_SLICE = 4096  # chunks of a streamed document indexed for BM25 per statement
 
 
 def chunk_locations(doc: SourceDocument, chunks: list[Chunk]) -> list[dict[str, Any]]:
@@ -632,7 +636,10 @@ def _write_streamed(
             bm25.retire_documents(s, collection_id, [row.current_id])
             result.new_versions += 1
         s.execute(sa.text("UPDATE documents SET superseded_at = NULL WHERE id = :i"), {"i": document_id})
-        bm25.index_chunks(s, collection_id, ts_config, chunk_ids)
+        # In slices: the same statistics (df and N add up), but no statement materialises the
+        # lexemes of the whole document at once.
+        for i in range(0, len(chunk_ids), BM25_SLICE):
+            bm25.index_chunks(s, collection_id, ts_config, chunk_ids[i : i + BM25_SLICE])
         result.write_seconds += time.perf_counter() - t0
     result.documents += 1
     result.chunks += len(chunk_ids)

@@ -210,3 +210,20 @@ def test_range_filter_through_search_and_cli(session, cli):
     assert sorted(r["metadata"]["year"] for r in result.json()) == [1000, 1001]
     bad = cli("search", "document", "--collection", "r", "--where", "year>=soon")
     assert bad.exit_code == 1 and bad.stderr.count("\n") == 1 and "compares numbers or ISO dates" in bad.stderr
+
+
+def test_http_search_takes_where_and_where_json(session):
+    from fastapi.testclient import TestClient
+
+    from genloom.api.app import create_app
+
+    _random_corpus(session, n_docs=300, rare_every=10)
+    with TestClient(create_app()) as client:
+        base = {"q": "document", "collection": "r", "mode": "bm25", "k": 50}
+        r = client.get("/v1/search", params={**base, "where": ["year>=1290", "tag!=rare"]})
+        assert r.status_code == 200, r.text
+        assert sorted(h["metadata"]["year"] for h in r.json()["hits"]) == list(range(1291, 1300))
+        r = client.get("/v1/search", params={**base, "where_json": '{"$or": [{"year": 1001}, {"year": {"$lte": 1000}}]}'})
+        assert sorted(h["metadata"]["year"] for h in r.json()["hits"]) == [1000, 1001]
+        bad = client.get("/v1/search", params={**base, "where_json": '{"$xor": []}'})
+        assert bad.status_code == 422 and "unknown operator" in bad.json()["error"]["message"]

@@ -4,8 +4,6 @@ the report, streamed large files, --sync."""
 from __future__ import annotations
 
 import gzip
-import io
-import json
 from pathlib import Path
 
 import pytest
@@ -195,9 +193,13 @@ def small_streams(monkeypatch):
     monkeypatch.setattr(loaders, "SEGMENT_CHARS", 4_000)
 
 
-def test_large_single_line_file_is_streamed_whole_or_not_at_all(db_url, session, tmp_path, embedder, small_streams):
+def test_large_single_line_file_is_streamed_whole_or_not_at_all(db_url, session, tmp_path, embedder, small_streams,
+                                                                 monkeypatch):
+    import ingest.pipeline as pipeline
     from genloom.retrieval.search import search
     from ingest.pipeline import IngestOptions, ingest
+
+    monkeypatch.setattr(pipeline, "BM25_SLICE", 5)  # several BM25 statements for one document
 
     words = [f"token{i % 997}" for i in range(12_000)]
     words[6000] = "needleword"
@@ -225,6 +227,8 @@ def test_large_single_line_file_is_streamed_whole_or_not_at_all(db_url, session,
     assert ordinals == list(range(result.chunks))
     n = session.scalar(sa.text("SELECT n_chunks FROM retrieval_collection_stats"))
     assert n == result.chunks
+    df = dict(session.execute(sa.text("SELECT term, df FROM retrieval_term_stats WHERE df > 0")).all())
+    assert df == dict(session.execute(sa.text("SELECT term, count(*) FROM retrieval_postings WHERE current GROUP BY term")).all())
     hits = search(session, "needleword", collection="c", mode="bm25", k=1)
     assert hits and "needleword" in hits[0].text
     again = ingest([path], options)
@@ -271,3 +275,41 @@ def test_sync_retires_documents_whose_files_are_gone(db_url, cli, tmp_path, sess
     assert session.scalar(sa.text("SELECT max(version) FROM documents WHERE external_id LIKE '%b.txt'")) == 2
     human = cli("ingest", folder / "a.txt", "--collection", "c", "--sync")
     assert human.exit_code == 1 and human.stderr == "error: --sync mirrors folders: give at least one folder\n"
+
+
+def test_progress_has_final_totals_after_discovery_and_counts_chunks(db_url, tmp_path, embedder):
+    from ingest.pipeline import IngestOptions, ingest
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"doc{i}.txt").write_text(" ".join(f"Sentence {j} of document {i}." for j in range(30)))
+    (folder / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    snapshots = []
+
+    def record(p):
+        snapshots.append((p.discovering, p.files_total, p.bytes_total, p.bytes_done, p.chunks, p.eta_seconds(), p.rate()))
+
+    result = ingest([folder], IngestOptions(collection="c", batch_documents=2), progress=record)
+    after = [s for s in snapshots if not s[0]]
+    assert after and {s[1] for s in after} == {7} and len({s[2] for s in after}) == 1  # totals never grow
+    assert [s[4] for s in after] == sorted(s[4] for s in after) and after[-1][4] == result.chunks
+    assert after[-1][3] == after[-1][2]  # every byte accounted for at the end
+    assert any(s[5] is not None for s in after) and after[-1][6] > 0
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (FRENCH.encode("latin-1"), "cp1252"),  # charset-normalizer alone says cp1257 ('trčs')
+        (b"Version 22.1: translations (thanks to Marc L\xe9ger)\n" + b"- fixed the build on arm64\n" * 200, "cp1252"),
+        (("Привет, как дела? Это тестовый документ о базах данных. " * 3).encode("cp1251"), "cp1251"),
+        (("日本語のテキストです。検索とデータベースについて。" * 3).encode("shift_jis"), "cp932"),
+        (bytes(range(256)) * 8, None),
+    ],
+    ids=["latin1-french", "one-accent-in-english", "cp1251-russian", "shift-jis", "noise"],
+)
+def test_detect_encoding(data, expected):
+    from ingest.loaders import detect_encoding
+
+    assert detect_encoding(data) == expected

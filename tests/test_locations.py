@@ -106,3 +106,14 @@ def test_citations_print_title_page_and_heading(db_url, cli, tmp_path, embedder)
     assert shown["sources"][0]["location"] == "guide · page 2" and shown["sources"][0]["page"] == 2
     table = cli("generations", "show", str(answer["generation_id"]))
     assert "guide · page 2" in table.stdout
+
+
+def test_format_location():
+    from genloom.retrieval.locations import format_location
+
+    assert format_location("Manual", "/x/m.md", {"page": 4, "heading": ["Installation", "Verify"]}) == (
+        "Manual · page 4 · §Installation › Verify")
+    assert format_location(None, "/x/guide.pdf", {"page": 2, "page_range": [2, 3]}) == "guide.pdf · pages 2–3"
+    assert format_location("Team notes", "n.docx", {"heading": ["Team notes", "Verify"]}) == "Team notes · §Verify"
+    assert format_location("Team notes", "n.docx", {"heading": ["Team notes"]}) == "Team notes"
+    assert format_location(None, None, None) == "untitled"

@@ -28,7 +28,7 @@ def render_retrieval(result: dict) -> None:
 def render_generation(result: dict) -> None:
     lines = [f"[bold]Q:[/bold] {escape(result['question'])}", f"[bold]A:[/bold] {escape(result['answer'])}", ""]
     for c in result["citations"]:
-        lines.append(escape(f"  [{c['n']}] {c['title'] or ''} · {c['doc_id']} · chunk {c['chunk_id']}"))
+        lines.append(escape(f"  [{c['n']}] {c['location']}"))
     t = result["timings_ms"]
     lines += [
         "",

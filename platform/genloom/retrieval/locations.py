@@ -35,7 +35,9 @@ def format_location(title: str | None, doc_id: str | None, metadata: dict[str, A
         parts.append(f"pages {pages[0]}–{pages[-1]}")
     elif metadata.get("page") is not None:
         parts.append(f"page {metadata['page']}")
-    heading = metadata.get("heading")
+    heading = list(metadata.get("heading") or [])
+    if heading and heading[0] == name:
+        heading = heading[1:]  # a top heading that is the title says nothing new
     if heading:
         parts.append("§" + " › ".join(heading))
     return " · ".join(parts)
