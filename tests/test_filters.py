@@ -216,9 +216,11 @@ def test_http_search_takes_where_and_where_json(session):
     from fastapi.testclient import TestClient
 
     from genloom.api.app import create_app
+    from genloom.api.auth import SecuritySettings
 
     _random_corpus(session, n_docs=300, rare_every=10)
-    with TestClient(create_app()) as client:
+    # keys and the Host allow-list are tests/test_security.py's subject; here only the filters
+    with TestClient(create_app(SecuritySettings(auth=False)), base_url="http://127.0.0.1") as client:
         base = {"q": "document", "collection": "r", "mode": "bm25", "k": 50}
         r = client.get("/v1/search", params={**base, "where": ["year>=1290", "tag!=rare"]})
         assert r.status_code == 200, r.text
