@@ -9,7 +9,6 @@ Upgrading from any earlier revision R is the tail R → head of this walk, run h
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 
 # Rows for the tables a revision creates, in SQL valid at that revision; then what to compare.
@@ -104,16 +103,70 @@ def test_every_migration_upgrades_a_database_holding_data(engine):
         # chunks (0002), and each member's label in a version (0009) as the item's own.
         labels = conn.execute(sa.text("SELECT label FROM v_dataset_items ORDER BY item_id")).scalars().all()
         assert labels == ["l1", "l0", "l1", "l0"]
-        _bm25_of_old_chunks.append(conn.execute(sa.text(
-            "SELECT (SELECT n_chunks FROM retrieval_collection_stats), (SELECT count(DISTINCT chunk_id) FROM retrieval_postings)"
-        )).one())
+        _bm25_of_old_chunks.append(conn.execute(sa.text(BM25_EXACT)).one())
 
 
 _bm25_of_old_chunks: list = []
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 17): 0002 creates the BM25 tables but does not index the chunks "
-                                       "already stored, so keyword search misses them until they are re-ingested")
+BM25_EXACT = """
+    SELECT (SELECT n_chunks FROM retrieval_collection_stats),
+           (SELECT count(DISTINCT chunk_id) FROM retrieval_postings),
+           (SELECT count(*) FROM retrieval_collection_stats s
+             WHERE s.total_length <> (SELECT coalesce(sum(length), 0) FROM retrieval_chunks r
+                                      WHERE r.collection_id = s.collection_id AND r.current)),
+           (SELECT count(*) FROM retrieval_term_stats t
+             WHERE t.df <> (SELECT count(*) FROM retrieval_postings p
+                            WHERE p.collection_id = t.collection_id AND p.term = t.term AND p.current))
+"""
+
+
 def test_chunks_stored_before_0002_get_bm25_postings():
+    # 0014 indexes the chunks stored before 0002 created the BM25 tables.
     assert _bm25_of_old_chunks, "runs after test_every_migration_upgrades_a_database_holding_data"
-    assert tuple(_bm25_of_old_chunks[0]) == (6, 6)  # 3 documents × 2 chunks, each with postings
+    assert tuple(_bm25_of_old_chunks[0]) == (6, 6, 0, 0)  # 3 documents × 2 chunks, each with postings; exact stats
+
+
+def _bm25_rows(conn) -> dict:
+    return {table: sorted(conn.execute(sa.text(f"SELECT {cols} FROM {table}")).all()) for table, cols in BM25_TABLES}
+
+
+BM25_TABLES = [
+    ("retrieval_chunks", "chunk_id, collection_id, document_id, length, current"),
+    ("retrieval_postings", "chunk_id, term, collection_id, tf, chunk_length, current"),
+    ("retrieval_term_stats", "collection_id, term, df"),
+    ("retrieval_collection_stats", "collection_id, n_chunks, total_length"),
+]
+
+
+def test_bm25_backfill_rebuilds_what_ingest_wrote_and_is_a_no_op_when_indexed(engine, cli, tmp_path):
+    from genloom.db import migrate
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"d{i}.txt").write_text(f"Note {i} about retrieval and fusion. " * (i + 2))
+    assert cli("ingest", folder, "--collection", "c").exit_code == 0
+    (folder / "d0.txt").write_text("A new version of note zero, about ranking. " * 3)  # supersedes a version
+    assert cli("ingest", folder, "--collection", "c").exit_code == 0
+    with engine.connect() as conn:
+        written = _bm25_rows(conn)
+        assert conn.execute(sa.text("SELECT count(*) FROM documents WHERE superseded_at IS NOT NULL")).scalar() == 1
+    assert all(written.values())
+
+    # Every chunk indexed: 0014 writes nothing.
+    migrate.downgrade(engine, "0013")
+    migrate.upgrade(engine, "head")
+    with engine.connect() as conn:
+        assert _bm25_rows(conn) == written
+
+    # As a store from before 0002 holds it: no BM25 rows and no statistics row. 0014 rebuilds
+    # exactly what ingest wrote, superseded version included (its chunks indexed, not current).
+    with engine.begin() as conn:
+        for table, _ in BM25_TABLES:
+            conn.execute(sa.text(f"DELETE FROM {table}"))
+    migrate.downgrade(engine, "0013")
+    migrate.upgrade(engine, "head")
+    with engine.connect() as conn:
+        rebuilt = _bm25_rows(conn)
+    assert rebuilt == written

@@ -21,7 +21,6 @@ import time
 import uuid
 
 import sqlalchemy as sa
-
 from conftest import REPO_ROOT
 
 SEED = int(os.environ.get("GENLOOM_FAULT_SEED") or random.SystemRandom().randrange(1 << 30))
@@ -114,6 +113,25 @@ def query(url: str, sql: str, **params):
             return conn.execute(sa.text(sql), params).all()
     finally:
         engine.dispose()
+
+
+def ingest_invariants(url: str) -> tuple:
+    """Each document whole (chunks, embeddings, postings) and BM25 statistics equal to what the
+    chunks say (N, total length, df): (0, 0, 0, 0, 0) when nothing is partial."""
+    return tuple(query(url, """
+        SELECT
+          (SELECT count(*) FROM documents d WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id)),
+          (SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)),
+          (SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM retrieval_postings p WHERE p.chunk_id = c.id)),
+          (SELECT count(*) FROM retrieval_collection_stats s
+            WHERE s.n_chunks <> (SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id
+                                 WHERE d.collection_id = s.collection_id AND d.superseded_at IS NULL)
+               OR s.total_length <> (SELECT coalesce(sum(r.length), 0) FROM retrieval_chunks r
+                                     WHERE r.collection_id = s.collection_id AND r.current)),
+          (SELECT count(*) FROM retrieval_term_stats t
+            WHERE t.df <> (SELECT count(*) FROM retrieval_postings p
+                           WHERE p.collection_id = t.collection_id AND p.term = t.term AND p.current))
+    """)[0])
 
 
 def in_process(cli, url: str, *args: str):

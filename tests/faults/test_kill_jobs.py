@@ -7,9 +7,18 @@ import os
 
 import pytest
 import sqlalchemy as sa
-
-from faults_support import (Snapshot, in_process, kill_at_random, query, reconcile_and_check_no_running, rng_for, run,
-                            start, wait_for)
+from faults_support import (
+    Snapshot,
+    in_process,
+    ingest_invariants,
+    kill_at_random,
+    query,
+    reconcile_and_check_no_running,
+    rng_for,
+    run,
+    start,
+    wait_for,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -34,19 +43,6 @@ def snapshot(db_url):
         s.drop()
 
 
-def _invariants_ingest(url):
-    # Each document whole: chunks, embeddings, postings; BM25 statistics equal to what the chunks say.
-    return query(url, """
-        SELECT
-          (SELECT count(*) FROM documents d WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id)),
-          (SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)),
-          (SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM retrieval_postings p WHERE p.chunk_id = c.id)),
-          (SELECT count(*) FROM retrieval_collection_stats s
-            WHERE s.n_chunks <> (SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id
-                                 WHERE d.collection_id = s.collection_id AND d.superseded_at IS NULL))
-    """)[0]
-
-
 def test_ingest_killed_at_random(db_url, env, engine, snapshot, cli, tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -56,7 +52,7 @@ def test_ingest_killed_at_random(db_url, env, engine, snapshot, cli, tmp_path):
     proc = start("ingest", folder, "--collection", "c", "--batch", "4", env=env)
     wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'ingest'", proc)
     what = kill_at_random(proc, rng_for("ingest"), (0.5, 8.0))
-    assert _invariants_ingest(db_url) == (0, 0, 0, 0), what
+    assert ingest_invariants(db_url) == (0, 0, 0, 0, 0), what
     reconcile_and_check_no_running(engine)
     run("ingest", folder, "--collection", "c", "--batch", "4", env=env)
     in_process(cli, snap.url, "ingest", folder, "--collection", "c", "--batch", "4")
@@ -64,7 +60,7 @@ def test_ingest_killed_at_random(db_url, env, engine, snapshot, cli, tmp_path):
            "WHERE d.superseded_at IS NULL ORDER BY 1, 3")
     after, clean = query(db_url, sql), query(snap.url, sql)
     assert len(after) >= 32 and after == clean, what
-    assert _invariants_ingest(db_url) == (0, 0, 0, 0)
+    assert ingest_invariants(db_url) == (0, 0, 0, 0, 0)
 
 
 def _versions(url):
