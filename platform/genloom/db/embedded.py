@@ -205,7 +205,9 @@ class Postmaster:
         import psutil
 
         try:
-            return psutil.Process(self.pid).is_running()
+            process = psutil.Process(self.pid)
+            # A killed postmaster stays a zombie until reaped: is_running() would still say yes.
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
 
@@ -279,6 +281,7 @@ def start() -> str:
         if _wait_for_recovery(pgdata):
             return Postmaster.read(pgdata).uri()  # type: ignore[union-attr]
         _stop_foreign_server(pgdata)
+        _wait_for_dead_postmaster(pgdata)
         server_uid = _server_uid()
         _prepare_data_dir(pgdata, server_uid)
         return _pg_ctl_start(pgdata, server_uid)
@@ -332,6 +335,30 @@ def _wait_for_recovery(pgdata: Path) -> bool:
         f"the embedded server in {pgdata} did not finish starting or recovering within {RECOVERY_WAIT_S} s; "
         f"log: {pgdata / 'log'}"
     )
+
+
+def _wait_for_dead_postmaster(pgdata: Path, timeout_s: float = 15.0) -> None:
+    """A killed postmaster lingers as a zombie until its parent reaps it; while its pid exists,
+    PostgreSQL refuses to start ("lock file postmaster.pid already exists"). Wait it out."""
+    import psutil
+
+    info = Postmaster.read(pgdata)
+    if info is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while psutil.pid_exists(info.pid):
+        try:
+            if psutil.Process(info.pid).status() != psutil.STATUS_ZOMBIE:
+                return  # a live process that is not our postmaster reused the pid: PostgreSQL handles that
+        except psutil.Error:
+            return
+        if time.monotonic() > deadline:
+            # Nobody reaps it (a container whose PID 1 does not): it holds no memory and no
+            # socket, so its lock file is stale and PostgreSQL may start over it.
+            with contextlib.suppress(FileNotFoundError):
+                (pgdata / "postmaster.pid").unlink()
+            return
+        time.sleep(0.1)
 
 
 def _check_home_writable(home: Path) -> None:

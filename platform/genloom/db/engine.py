@@ -86,6 +86,8 @@ def _redact(url: str) -> str:
 _RECOVERING = ("in recovery mode", "is starting up", "not yet accepting connections", "is shutting down")
 # Messages of a connection cut by a crashing server.
 _CRASHED = (
+    "Connection refused",  # the postmaster is gone (its socket file may remain)
+    "No such file or directory",  # ... or its socket file too
     "server closed the connection unexpectedly",
     "terminating connection because of crash",
     "in recovery mode",
@@ -117,8 +119,15 @@ def crash_message(exc: BaseException) -> str | None:
     while True:
         cause = embedded.crash_cause(since=_process_started)
         if cause or time.monotonic() > deadline:
-            return cause
+            break
         time.sleep(0.2)
+    if cause is None and embedded.server_state() == "stopped":
+        # The postmaster itself died (killed, out of memory): it logs nothing about its own end.
+        return (
+            f"the embedded database server in {embedded.data_dir()} stopped while genloom was using it; "
+            f"the next genloom command starts it again (log: {embedded.log_path()})"
+        )
+    return cause
 
 
 def connection_error(exc: BaseException, url: str) -> DatabaseError:
