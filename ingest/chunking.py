@@ -44,7 +44,9 @@ class _Piece:
 class Chunker:
     def __init__(self, tokenizer, model_max_tokens: int, config: ChunkConfig = ChunkConfig()):
         self.tokenizer = tokenizer
-        specials = tokenizer.num_special_tokens_to_add(pair=False) if hasattr(tokenizer, "num_special_tokens_to_add") else 2
+        specials = (
+            tokenizer.num_special_tokens_to_add(pair=False) if hasattr(tokenizer, "num_special_tokens_to_add") else 2
+        )
         self.limit = model_max_tokens - specials
         if config.max_tokens is not None:
             self.limit = min(self.limit, config.max_tokens)
@@ -153,7 +155,9 @@ class Chunker:
             if i:
                 parts.append("\n\n" if piece.paragraph_start else " ")
             parts.append(piece.text)
-        return Chunk("".join(parts), sum(p.tokens for p in pieces), pieces[0].start, pieces[-1].start + len(pieces[-1].text))
+        return Chunk(
+            "".join(parts), sum(p.tokens for p in pieces), pieces[0].start, pieces[-1].start + len(pieces[-1].text)
+        )
 
 
 # A "sentence" longer than this (a minified file, a 50 MB single line) is cut at spaces into

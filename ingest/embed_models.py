@@ -88,19 +88,33 @@ def embed_collection(
             raise BadInput(f"collection {collection!r} is already embedded with {name!r} (its ingest model)")
         total = s.scalar(sa.text(_COUNT_SQL), {"c": collection_id, "m": model_id})
         current = s.scalar(
-            sa.text("SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id "
-                    "WHERE d.collection_id = :c AND d.superseded_at IS NULL"), {"c": collection_id})
-        longest = s.scalar(
-            sa.text("SELECT max(c.token_count) FROM chunks c JOIN documents d ON d.id = c.document_id "
-                    "WHERE d.collection_id = :c AND d.superseded_at IS NULL"), {"c": collection_id}) or 0
+            sa.text(
+                "SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id "
+                "WHERE d.collection_id = :c AND d.superseded_at IS NULL"
+            ),
+            {"c": collection_id},
+        )
+        longest = (
+            s.scalar(
+                sa.text(
+                    "SELECT max(c.token_count) FROM chunks c JOIN documents d ON d.id = c.document_id "
+                    "WHERE d.collection_id = :c AND d.superseded_at IS NULL"
+                ),
+                {"c": collection_id},
+            )
+            or 0
+        )
     result = EmbedResult(collection=collection, model=name, already=current - total)
     if longest + 2 > max_tokens:
         result.truncation_warning = (
             f"{name} reads at most {max_tokens} tokens; the longest chunk has {longest} (ingest-model tokens): "
             "longer chunks are truncated for this model"
         )
-    with tracked_run("ingest", params={"action": "embed", "collection": collection, "embedding_model": name},
-                     collection_id=collection_id) as run:
+    with tracked_run(
+        "ingest",
+        params={"action": "embed", "collection": collection, "embedding_model": name},
+        collection_id=collection_id,
+    ) as run:
         result.run_id = run.id
         while True:
             with session_scope(engine) as s:

@@ -36,20 +36,34 @@ from typing import Any
 
 FORMATS = ("auto", "text", "markdown", "html", "pdf", "docx", "epub", "jsonl", "csv", "beir")
 EXTENSIONS = {
-    ".txt": "text", ".text": "text", ".rst": "text", ".log": "text",
-    ".md": "markdown", ".markdown": "markdown", ".mdx": "markdown",
-    ".html": "html", ".htm": "html", ".xhtml": "html",
+    ".txt": "text",
+    ".text": "text",
+    ".rst": "text",
+    ".log": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".mdx": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
     ".pdf": "pdf",
     ".docx": "docx",
     ".epub": "epub",
-    ".jsonl": "jsonl", ".ndjson": "jsonl",
-    ".csv": "csv", ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "csv",
 }
 MIME_TYPES = {
-    "text": "text/plain", "markdown": "text/markdown", "html": "text/html", "pdf": "application/pdf",
+    "text": "text/plain",
+    "markdown": "text/markdown",
+    "html": "text/html",
+    "pdf": "application/pdf",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     "epub": "application/epub+zip",
-    "jsonl": "application/jsonl", "csv": "text/csv", "beir": "application/jsonl",
+    "jsonl": "application/jsonl",
+    "csv": "text/csv",
+    "beir": "application/jsonl",
 }
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 STREAM_BYTES = 4 * 1024 * 1024  # plain text above this is streamed in segments, never held whole
@@ -242,7 +256,13 @@ def _walk(root: Path, folder: Path, fmt: str, seen: set[str], follow_symlinks: b
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
-        yield Source(folder, None, problem=Skipped(str(folder), "unreadable", f"{show(folder)}: cannot list ({exc.strerror or exc})", "failed"))
+        yield Source(
+            folder,
+            None,
+            problem=Skipped(
+                str(folder), "unreadable", f"{show(folder)}: cannot list ({exc.strerror or exc})", "failed"
+            ),
+        )
         return
     for entry in entries:
         child = Path(entry.path)
@@ -252,10 +272,15 @@ def _walk(root: Path, folder: Path, fmt: str, seen: set[str], follow_symlinks: b
         if not follow_symlinks and entry.is_symlink():
             target = os.path.realpath(child)
             if target != real_root and not target.startswith(real_root + os.sep):
-                yield Source(child, None, problem=Skipped(
-                    str(child), "symlink outside",
-                    f"{show(child)}: a symbolic link out of {show(root)}, skipped (ingest with --follow-symlinks to read it)",
-                ))
+                yield Source(
+                    child,
+                    None,
+                    problem=Skipped(
+                        str(child),
+                        "symlink outside",
+                        f"{show(child)}: a symbolic link out of {show(root)}, skipped (ingest with --follow-symlinks to read it)",
+                    ),
+                )
                 continue
         try:
             is_dir = entry.is_dir()  # follows links
@@ -264,8 +289,13 @@ def _walk(root: Path, folder: Path, fmt: str, seen: set[str], follow_symlinks: b
         if is_dir:
             real = os.path.realpath(child)
             if real in seen:
-                yield Source(child, None, problem=Skipped(
-                    str(child), "symlink loop", f"{show(child)}: links back to {show(real)}, already walked"))
+                yield Source(
+                    child,
+                    None,
+                    problem=Skipped(
+                        str(child), "symlink loop", f"{show(child)}: links back to {show(real)}, already walked"
+                    ),
+                )
                 continue
             yield from _walk(root, child, fmt, seen | {real}, follow_symlinks)
             continue
@@ -378,8 +408,11 @@ def load_file(path: Path, fmt: str, options: LoadOptions) -> LoadedFile:
 # --------------------------------------------------------------------------- helpers
 
 _BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
 )
 
 
@@ -424,9 +457,27 @@ def detect_encoding(raw: bytes) -> str | None:
     return "cp1252" if "cp1252" in (choice.encoding, *choice.could_be_from_charset) else choice.encoding
 
 
-_MULTIBYTE = {"big5", "big5hkscs", "cp932", "cp949", "cp950", "gb2312", "gbk", "gb18030", "johab", "shift_jis",
-              "shift_jis_2004", "shift_jisx0213", "euc_jp", "euc_jis_2004", "euc_jisx0213", "euc_kr", "hz",
-              "iso2022_jp", "iso2022_kr"}
+_MULTIBYTE = {
+    "big5",
+    "big5hkscs",
+    "cp932",
+    "cp949",
+    "cp950",
+    "gb2312",
+    "gbk",
+    "gb18030",
+    "johab",
+    "shift_jis",
+    "shift_jis_2004",
+    "shift_jisx0213",
+    "euc_jp",
+    "euc_jis_2004",
+    "euc_jisx0213",
+    "euc_kr",
+    "hz",
+    "iso2022_jp",
+    "iso2022_kr",
+}
 
 
 def _high_bytes(raw: bytes) -> int:
@@ -451,7 +502,8 @@ def _decode(path: Path, raw: bytes, declared: str | None = None) -> tuple[str, s
     except UnicodeDecodeError as exc:
         if _looks_binary(raw[:_SNIFF_BYTES]) and b"\x00" in raw[:_SNIFF_BYTES]:
             raise LoadError(
-                f"{show(path)}: binary file, not text (PDFs need --format pdf or a .pdf name)", reason="binary",
+                f"{show(path)}: binary file, not text (PDFs need --format pdf or a .pdf name)",
+                reason="binary",
                 status="skipped",
             ) from None
         encoding = detect_encoding(raw)
@@ -467,7 +519,9 @@ def _text_of(path: Path, raw: bytes, declared: str | None = None) -> tuple[str, 
     """Decoded text and the metadata that records a non-UTF-8 encoding."""
     if b"\x00" in raw[:_SNIFF_BYTES] and _bom_encoding(raw) is None:
         raise LoadError(
-            f"{show(path)}: binary file, not text (PDFs need --format pdf or a .pdf name)", reason="binary", status="skipped"
+            f"{show(path)}: binary file, not text (PDFs need --format pdf or a .pdf name)",
+            reason="binary",
+            status="skipped",
         )
     text, encoding = _decode(path, raw, declared)
     return text, ({} if encoding in ("utf-8", "ascii") else {"encoding": encoding})
@@ -556,11 +610,15 @@ def _streamed_text(path: Path, fmt: str, size: int) -> SourceDocument:
                     if text[:cut].strip():
                         yield _normalise_space(text[:cut])
         except UnicodeDecodeError as exc:
-            raise LoadError(f"{show(path)}: not UTF-8 past its first megabyte ({exc.reason})", reason="undecodable") from None
+            raise LoadError(
+                f"{show(path)}: not UTF-8 past its first megabyte ({exc.reason})", reason="undecodable"
+            ) from None
         except OSError as exc:
             raise LoadError(f"{show(path)}: cannot read ({exc.strerror or exc})", reason="unreadable") from None
 
-    doc = _file_doc(path, "", path.stem, **({} if encoding in ("utf-8", "ascii") else {"encoding": encoding.replace("-sig", "")}))
+    doc = _file_doc(
+        path, "", path.stem, **({} if encoding in ("utf-8", "ascii") else {"encoding": encoding.replace("-sig", "")})
+    )
     doc.stream = segments
     doc.content_sha256 = digest.hexdigest()
     doc.size = size
@@ -594,7 +652,7 @@ def load_markdown(path: Path, raw: bytes, options: LoadOptions, skipped: list[Sk
     text = _FRONT_MATTER.sub("", text.replace("\r\n", "\n"))
     heading = _HEADING.match(text)  # a leading '# Title' line is the title
     if heading:
-        title, text = heading.group(1).strip(), text[heading.end():]  # indexed and embedded once, as the title
+        title, text = heading.group(1).strip(), text[heading.end() :]  # indexed and embedded once, as the title
     else:
         title = path.stem
     text = _normalise_space(text)
@@ -603,12 +661,51 @@ def load_markdown(path: Path, raw: bytes, options: LoadOptions, skipped: list[Sk
     return [doc]
 
 
-_BOILERPLATE = ("script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "iframe", "template", "button")
-_BLOCKS = {"p", "div", "section", "article", "main", "li", "ul", "ol", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
-           "pre", "blockquote", "br", "dd", "dt", "figcaption", "td", "th"}
+_BOILERPLATE = (
+    "script",
+    "style",
+    "noscript",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "form",
+    "svg",
+    "iframe",
+    "template",
+    "button",
+)
+_BLOCKS = {
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "li",
+    "ul",
+    "ol",
+    "table",
+    "tr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "pre",
+    "blockquote",
+    "br",
+    "dd",
+    "dt",
+    "figcaption",
+    "td",
+    "th",
+}
 # A charset the page declares, in its first bytes: <?xml … encoding="…"?>, <meta charset="…">,
 # or <meta http-equiv="Content-Type" content="text/html; charset=…">.
-_DECLARED = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)|<meta[^>]*?charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.I)
+_DECLARED = re.compile(
+    rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)|<meta[^>]*?charset\s*=\s*["']?([A-Za-z0-9._:-]+)""", re.I
+)
 _XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>")
 
 
@@ -640,9 +737,11 @@ def _html(path: Path, raw: bytes) -> tuple[str, str | None, dict[str, str], list
         raise LoadError(f"{show(path)}: cannot parse HTML ({exc})") from None
     title_el = root.find(".//title")
     h1 = root.find(".//h1")
-    title = (title_el.text_content().strip() if title_el is not None else "") or (
-        h1.text_content().strip() if h1 is not None else ""
-    ) or None
+    title = (
+        (title_el.text_content().strip() if title_el is not None else "")
+        or (h1.text_content().strip() if h1 is not None else "")
+        or None
+    )
     for el in root.xpath("//" + " | //".join(_BOILERPLATE)):
         el.drop_tree()
     for el in root.xpath("//*[@role='navigation' or @role='banner' or @role='contentinfo' or @aria-hidden='true']"):
@@ -778,7 +877,9 @@ def _record_doc(path: Path, where: str, record: Any, options: LoadOptions, *, be
     id_field = "_id" if beir else _pick(record, options.id_field, ("_id", "id", "doc_id", "docid"))
     title_field = "title" if beir else _pick(record, options.title_field, ("title",))
     if text_field is None or text_field not in record:
-        raise LoadError(f"{where}: no text field (tried {options.text_field or 'text, contents, body, content'}; set --text-field)")
+        raise LoadError(
+            f"{where}: no text field (tried {options.text_field or 'text, contents, body, content'}; set --text-field)"
+        )
     if id_field is not None and id_field not in record:
         raise LoadError(f"{where}: no id field {id_field!r}")
     text = record[text_field]
@@ -787,7 +888,8 @@ def _record_doc(path: Path, where: str, record: Any, options: LoadOptions, *, be
     title = record.get(title_field) if title_field else None
     used = {text_field, id_field, title_field}
     metadata = {
-        key: value for key, value in record.items()
+        key: value
+        for key, value in record.items()
         if key not in used and isinstance(value, (str, int, float, bool)) and key != "metadata"
     }
     if isinstance(record.get("metadata"), dict):
@@ -801,7 +903,9 @@ def _record_doc(path: Path, where: str, record: Any, options: LoadOptions, *, be
     )
 
 
-def _load_jsonl(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skipped], *, beir: bool) -> list[SourceDocument]:
+def _load_jsonl(
+    path: Path, raw: bytes, options: LoadOptions, skipped: list[Skipped], *, beir: bool
+) -> list[SourceDocument]:
     text, _meta = _text_of(path, raw)
     docs: list[SourceDocument] = []
     for number, line in enumerate(text.splitlines(), start=1):

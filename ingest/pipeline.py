@@ -169,7 +169,9 @@ def ingest(
         raise BadInput("nothing to ingest: give at least one file or folder")
     missing = [show(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:
-        raise BadInput(f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise BadInput(
+            f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     if options.load.format not in FORMATS:
         raise BadInput(f"unknown format {options.load.format!r}; use one of: {', '.join(FORMATS)}")
     if options.sync and not any(p.is_dir() for p in paths):
@@ -222,8 +224,14 @@ def ingest(
 
     roots = [p for p in paths if p.is_dir()] if options.sync else []
     return ingest_documents(
-        documents(), options, progress=progress, engine=engine, result=result, state=state,
-        sync_roots=roots, sync_seen=seen_paths,
+        documents(),
+        options,
+        progress=progress,
+        engine=engine,
+        result=result,
+        state=state,
+        sync_roots=roots,
+        sync_seen=seen_paths,
     )
 
 
@@ -257,7 +265,9 @@ def ingest_documents(
         raise BadInput(str(exc)) from None
 
     with session_scope(engine) as s:
-        emb_model = ensure_embedding_model(s, model_name, embeddings.embedding_dim(options.embedding_model), hnsw=options.hnsw)
+        emb_model = ensure_embedding_model(
+            s, model_name, embeddings.embedding_dim(options.embedding_model), hnsw=options.hnsw
+        )
         collection = ensure_collection(
             s, options.collection, text_search_config=options.text_search_config, embedding_model_id=emb_model.id
         )
@@ -314,11 +324,20 @@ def ingest_documents(
             wait_for_writer()
             if prepared.todo:
                 # copy_context: the writer thread works for the caller's tenant (genloom.db.tenancy)
-                prepared.pii = {d.external_id: pii_found.pop(d.external_id) for d in prepared.todo
-                                if d.external_id in pii_found}
+                prepared.pii = {
+                    d.external_id: pii_found.pop(d.external_id) for d in prepared.todo if d.external_id in pii_found
+                }
                 prepared.pii_mode = pii_mode
-                pending = writer.submit(contextvars.copy_context().run, _write_batch, prepared, collection_id, ts_config,
-                                        model_id, result, engine)
+                pending = writer.submit(
+                    contextvars.copy_context().run,
+                    _write_batch,
+                    prepared,
+                    collection_id,
+                    ts_config,
+                    model_id,
+                    result,
+                    engine,
+                )
             else:
                 passed(docs)
 
@@ -326,10 +345,14 @@ def ingest_documents(
             for doc in docs:
                 if pii_mode != "off":  # before hashing and chunking: the clear value never reaches a table
                     if doc.stream is not None:
-                        result.note(Skipped(
-                            doc.external_id, "pii on a large file",
-                            f"{show(doc.external_id)}: too large to redact in memory; split it, or ingest it without --pii",
-                            "failed"))
+                        result.note(
+                            Skipped(
+                                doc.external_id,
+                                "pii on a large file",
+                                f"{show(doc.external_id)}: too large to redact in memory; split it, or ingest it without --pii",
+                                "failed",
+                            )
+                        )
                         passed([doc])
                         continue
                     doc, pii_found[doc.external_id] = _redact(doc, pii_mode)
@@ -338,8 +361,13 @@ def ingest_documents(
                     passed([doc])
                     continue
                 if doc.external_id in seen:
-                    result.note(Skipped(
-                        doc.external_id, "duplicate id", f"{show(doc.external_id)}: duplicate id in this input, first occurrence kept"))
+                    result.note(
+                        Skipped(
+                            doc.external_id,
+                            "duplicate id",
+                            f"{show(doc.external_id)}: duplicate id in this input, first occurrence kept",
+                        )
+                    )
                     passed([doc])
                     continue
                 seen.add(doc.external_id)
@@ -348,8 +376,9 @@ def ingest_documents(
                     flush()
                     wait_for_writer()
                     try:
-                        _write_streamed(doc, collection_id, ts_config, model_id, chunker, options, result, state,
-                                        report, engine)
+                        _write_streamed(
+                            doc, collection_id, ts_config, model_id, chunker, options, result, state, report, engine
+                        )
                     except LoadError as exc:  # its transaction rolled back: nothing of it was written
                         result.note(Skipped(doc.external_id, exc.reason, str(exc), exc.status))
                     state.documents_done += 1
@@ -380,8 +409,10 @@ def _pii_mode(session, collection_id: int, explicit: str | None) -> str:
     """--pii, remembered as the collection's default when it has none; else that default; else off."""
     if explicit is not None:
         mode = check_mode(explicit)
-        session.execute(sa.text("UPDATE collections SET pii_mode = :m WHERE id = :c AND pii_mode IS NULL"),
-                        {"m": mode, "c": collection_id})
+        session.execute(
+            sa.text("UPDATE collections SET pii_mode = :m WHERE id = :c AND pii_mode IS NULL"),
+            {"m": mode, "c": collection_id},
+        )
         return mode
     return check_mode(session.scalar(sa.text("SELECT pii_mode FROM collections WHERE id = :c"), {"c": collection_id}))
 
@@ -391,6 +422,8 @@ def _redact(doc: SourceDocument, mode: str) -> tuple[SourceDocument, dict[str, l
     title, in_title = redact(doc.title, mode)
     found = {k: v for k, v in (("text", in_text), ("title", in_title)) if v}
     return dataclasses.replace(doc, text=text, title=title), found
+
+
 # Documents of this collection that were files under a synced folder, are current, and whose
 # file was not found this time. (external_id is the file's resolved path for file documents.)
 _GONE_SQL = """
@@ -411,8 +444,10 @@ def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], resul
         gone: list[tuple[int, str]] = []
         for root in roots:
             prefix = str(root.resolve()).rstrip(os.sep) + os.sep
-            gone += [tuple(r) for r in s.execute(sa.text(_GONE_SQL),
-                                                  {"c": collection_id, "prefix": prefix, "seen": sorted(seen)})]
+            gone += [
+                tuple(r)
+                for r in s.execute(sa.text(_GONE_SQL), {"c": collection_id, "prefix": prefix, "seen": sorted(seen)})
+            ]
         ids = sorted({doc_id for doc_id, _ in gone})
         retire_documents(s, collection_id, ids, run_id=result.run_id)
     result.retired = len(ids)
@@ -541,9 +576,7 @@ def _write_batch(
                 )
             )
         if superseded:
-            s.execute(
-                sa.text("UPDATE documents SET superseded_at = now() WHERE id = ANY(:ids)"), {"ids": superseded}
-            )
+            s.execute(sa.text("UPDATE documents SET superseded_at = now() WHERE id = ANY(:ids)"), {"ids": superseded})
             bm25.retire_documents(s, collection_id, superseded)
         doc_ids, chunk_ids = write_documents(s, collection_id, model_id, rows_out)
         for row, doc_id in zip(rows_out, doc_ids):
@@ -592,10 +625,17 @@ def _write_streamed(
                 "user_metadata, superseded_at) "
                 "VALUES (:c, :e, :v, :u, :t, :m, :h, CAST(:meta AS jsonb), CAST(:user AS jsonb), now()) RETURNING id"
             ),
-            {"c": collection_id, "e": doc.external_id, "v": (row.last_version + 1) if row is not None else 1,
-             "u": doc.uri, "t": doc.title, "m": doc.mime_type, "h": doc.sha256,
-             "meta": json.dumps({**doc.metadata, **inherited}, ensure_ascii=False),
-             "user": json.dumps(inherited, ensure_ascii=False)},
+            {
+                "c": collection_id,
+                "e": doc.external_id,
+                "v": (row.last_version + 1) if row is not None else 1,
+                "u": doc.uri,
+                "t": doc.title,
+                "m": doc.mime_type,
+                "h": doc.sha256,
+                "meta": json.dumps({**doc.metadata, **inherited}, ensure_ascii=False),
+                "user": json.dumps(inherited, ensure_ascii=False),
+            },
         ).scalar_one()
         chunk_ids: list[int] = []
         pending: list[Chunk] = []
@@ -604,12 +644,24 @@ def _write_streamed(
 
         def write_slice() -> None:
             t0 = time.perf_counter()
-            vectors = embed([embedding_text(doc.title, c.text) for c in pending], name=options.embedding_model,
-                            batch_size=options.embed_batch_size)
+            vectors = embed(
+                [embedding_text(doc.title, c.text) for c in pending],
+                name=options.embedding_model,
+                batch_size=options.embed_batch_size,
+            )
             t1 = time.perf_counter()
-            chunk_ids.extend(append_chunks(s, document_id, model_id, len(chunk_ids),
-                                           [c.text for c in pending], [c.token_count for c in pending], vectors,
-                                           [{"start": c.start, "end": c.end} for c in pending]))
+            chunk_ids.extend(
+                append_chunks(
+                    s,
+                    document_id,
+                    model_id,
+                    len(chunk_ids),
+                    [c.text for c in pending],
+                    [c.token_count for c in pending],
+                    vectors,
+                    [{"start": c.start, "end": c.end} for c in pending],
+                )
+            )
             result.embed_seconds += t1 - t0
             result.write_seconds += time.perf_counter() - t1
             pending.clear()

@@ -73,8 +73,15 @@ def record(
             "INSERT INTO audit_log (key_id, os_user, role, action, object, outcome, detail) "
             "VALUES (:k, :u, :r, :a, :o, :out, CAST(:d AS jsonb))"
         ),
-        {"k": actor.key_id, "u": _os_user(), "r": actor.role, "a": action, "o": object, "out": outcome,
-         "d": json.dumps(detail or {}, default=str)},
+        {
+            "k": actor.key_id,
+            "u": _os_user(),
+            "r": actor.role,
+            "a": action,
+            "o": object,
+            "out": outcome,
+            "d": json.dumps(detail or {}, default=str),
+        },
     )
 
 

@@ -82,7 +82,9 @@ def decrypt(value: str, *, context: bytes = b"") -> str:
     try:
         return AESGCM(key).decrypt(raw[:12], raw[12:], context or None).decode("utf-8")
     except InvalidTag:
-        raise ConfigError(f"a value sealed with key {kid} failed authentication (altered, or the wrong context)") from None
+        raise ConfigError(
+            f"a value sealed with key {kid} failed authentication (altered, or the wrong context)"
+        ) from None
 
 
 # Columns genloom seals when a key is configured, with the context (AAD) each is sealed under:
@@ -126,11 +128,12 @@ def rotate(session, *, batch: int = 1000) -> dict[str, int]:
     for table, column in SEALED_COLUMNS:
         name = f"{table}.{column}"
         done = 0
-        rows = session.execute(sa.text(
-            f"SELECT id, {column} AS v FROM {table} WHERE {column} IS NOT NULL AND {column} NOT LIKE :current"),
-            {"current": f"{PREFIX}{kid}:%"}).all()
+        rows = session.execute(
+            sa.text(f"SELECT id, {column} AS v FROM {table} WHERE {column} IS NOT NULL AND {column} NOT LIKE :current"),
+            {"current": f"{PREFIX}{kid}:%"},
+        ).all()
         for start in range(0, len(rows), batch):
-            part = rows[start:start + batch]
+            part = rows[start : start + batch]
             session.execute(
                 sa.text(f"UPDATE {table} SET {column} = :v WHERE id = :id"),
                 [{"id": r.id, "v": encrypt(unseal(r.v, name) or "", key, context=name.encode())} for r in part],

@@ -42,6 +42,8 @@ class JobInterrupted(GenloomError):
     interrupted; the CLI prints it as `interrupted: …` and exits 130, as a shell does for SIGINT."""
 
     exit_code = 130
+
+
 class Unauthorized(GenloomError):
     """No credentials, or credentials that do not check out (HTTP 401)."""
 

@@ -55,8 +55,14 @@ class NewKey:
     expires_at: dt.datetime | None
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "key": self.key, "prefix": self.prefix, "role": self.role, "tenant": self.tenant,
-                "expires_at": self.expires_at.isoformat() if self.expires_at else None}
+        return {
+            "id": self.id,
+            "key": self.key,
+            "prefix": self.prefix,
+            "role": self.role,
+            "tenant": self.tenant,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+        }
 
 
 def _hash(secret: str, salt: bytes) -> bytes:
@@ -90,8 +96,9 @@ def parse_expires(text: str | None, *, now: dt.datetime | None = None) -> dt.dat
     return value
 
 
-def create_key(session: Session, *, role: str, tenant: str = "default", expires: str | None = None,
-               note: str | None = None) -> NewKey:
+def create_key(
+    session: Session, *, role: str, tenant: str = "default", expires: str | None = None, note: str | None = None
+) -> NewKey:
     check_role(role)
     tenant = validate_tenant(tenant)
     expires_at = parse_expires(expires)
@@ -103,19 +110,31 @@ def create_key(session: Session, *, role: str, tenant: str = "default", expires:
             "INSERT INTO api_keys (prefix, salt, hash, role, tenant, note, expires_at, created_by) "
             "VALUES (:p, :s, :h, :r, :t, :n, :e, :by) RETURNING id"
         ),
-        {"p": prefix, "s": salt, "h": _hash(secret, salt), "r": role, "t": tenant, "n": note, "e": expires_at,
-         "by": audit._os_user()},
+        {
+            "p": prefix,
+            "s": salt,
+            "h": _hash(secret, salt),
+            "r": role,
+            "t": tenant,
+            "n": note,
+            "e": expires_at,
+            "by": audit._os_user(),
+        },
     ).scalar_one()
     audit.record(session, "key.create", f"key {key_id} ({prefix})", detail={"role": role, "tenant": tenant})
-    return NewKey(id=key_id, prefix=prefix, key=f"glk_{prefix}_{secret}", role=role, tenant=tenant,
-                  expires_at=expires_at)
+    return NewKey(
+        id=key_id, prefix=prefix, key=f"glk_{prefix}_{secret}", role=role, tenant=tenant, expires_at=expires_at
+    )
 
 
 def list_keys(session: Session, *, include_revoked: bool = False) -> list[dict[str, Any]]:
-    rows = session.execute(sa.text(
-        "SELECT id, prefix, role, tenant, note, created_at, created_by, expires_at, revoked_at FROM api_keys"
-        + ("" if include_revoked else " WHERE revoked_at IS NULL") + " ORDER BY id"
-    )).mappings()
+    rows = session.execute(
+        sa.text(
+            "SELECT id, prefix, role, tenant, note, created_at, created_by, expires_at, revoked_at FROM api_keys"
+            + ("" if include_revoked else " WHERE revoked_at IS NULL")
+            + " ORDER BY id"
+        )
+    ).mappings()
     return [dict(r) for r in rows]
 
 
@@ -123,11 +142,17 @@ def revoke_key(session: Session, ref: str) -> dict[str, Any]:
     """Revoke by id or prefix; revoking twice is not an error."""
     ref = ref.strip()
     column = "id" if ref.isdigit() else "prefix"
-    row = session.execute(
-        sa.text(f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE {column} = :v "
-                "RETURNING id, prefix, role, tenant, revoked_at"),
-        {"v": int(ref) if ref.isdigit() else ref},
-    ).mappings().first()
+    row = (
+        session.execute(
+            sa.text(
+                f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE {column} = :v "
+                "RETURNING id, prefix, role, tenant, revoked_at"
+            ),
+            {"v": int(ref) if ref.isdigit() else ref},
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         raise NotFound(f"no API key {ref!r} (list them with: genloom keys list)")
     audit.record(session, "key.revoke", f"key {row['id']} ({row['prefix']})")
@@ -137,13 +162,17 @@ def revoke_key(session: Session, ref: str) -> dict[str, Any]:
 def authenticate(session: Session, presented: str | None) -> Principal:
     """The principal a presented key stands for, or Unauthorized (one line, never echoing the key)."""
     if not presented:
-        raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>' (create one with: genloom keys create)")
+        raise Unauthorized(
+            "an API key is required: send 'Authorization: Bearer <key>' (create one with: genloom keys create)"
+        )
     m = _KEY.match(presented.strip())
     if not m:
         raise Unauthorized("invalid API key")
     prefix, secret = m.groups()
     row = session.execute(
-        sa.text("SELECT id, salt, hash, role, tenant, expires_at, revoked_at, now() AS now FROM api_keys WHERE prefix = :p"),
+        sa.text(
+            "SELECT id, salt, hash, role, tenant, expires_at, revoked_at, now() AS now FROM api_keys WHERE prefix = :p"
+        ),
         {"p": prefix},
     ).first()
     if row is None:

@@ -181,8 +181,8 @@ def redact(text: str | None, mode: str) -> tuple[str | None, list[Finding]]:
         return text, []
     parts, last = [], 0
     for f in findings:
-        parts.append(text[last:f.start])
-        parts.append(_replacement(f.type, text[f.start:f.end], mode))
+        parts.append(text[last : f.start])
+        parts.append(_replacement(f.type, text[f.start : f.end], mode))
         last = f.end
     parts.append(text[last:])
     return "".join(parts), findings
@@ -204,11 +204,18 @@ def record_findings(session, object_kind: str, object_id: int, field: str, findi
             "       ARRAY(SELECT int4range(s, e) FROM unnest(t.starts, t.ends) AS u(s, e)), :m "
             "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(type text, n int, starts int[], ends int[])"
         ),
-        {"k": object_kind, "o": object_id, "f": field, "m": mode,
-         "rows": json.dumps([
-             {"type": t, "n": len(fs), "starts": [f.start for f in fs], "ends": [f.end for f in fs]}
-             for t, fs in by_type.items()
-         ])},
+        {
+            "k": object_kind,
+            "o": object_id,
+            "f": field,
+            "m": mode,
+            "rows": json.dumps(
+                [
+                    {"type": t, "n": len(fs), "starts": [f.start for f in fs], "ends": [f.end for f in fs]}
+                    for t, fs in by_type.items()
+                ]
+            ),
+        },
     )
 
 

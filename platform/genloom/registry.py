@@ -50,8 +50,12 @@ def register_model(
     session.flush()
     from genloom import audit
 
-    audit.record(session, "model.register", f"{name}@{model.version}",
-                 detail={"architecture": architecture, "format": format, "sha256": model.sha256, "run_id": run_id})
+    audit.record(
+        session,
+        "model.register",
+        f"{name}@{model.version}",
+        detail={"architecture": architecture, "format": format, "sha256": model.sha256, "run_id": run_id},
+    )
     return model
 
 
@@ -67,8 +71,10 @@ def resolve_model(session: Session, ref: str) -> Model:
     if model is None:
         known = session.scalars(sa.select(Model.name).distinct().order_by(Model.name).limit(20)).all()
         hint = f" (registered: {', '.join(known)})" if known else " (the registry is empty)"
-        raise NotFound(f"no model {ref!r} in the registry{hint}",
-                       cli_hint=None if known else "train one with `genloom train`, or add a server: genloom models add-endpoint")
+        raise NotFound(
+            f"no model {ref!r} in the registry{hint}",
+            cli_hint=None if known else "train one with `genloom train`, or add a server: genloom models add-endpoint",
+        )
     return model
 
 

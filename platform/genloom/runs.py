@@ -43,7 +43,10 @@ def code_version() -> str:
     try:
         sha = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=2, check=True,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return __version__
@@ -79,8 +82,14 @@ def reopen_run(session: Session, run_id: int, *, from_step: int | None = None) -
     session.execute(
         sa.update(Run)
         .where(Run.id == run_id)
-        .values(status="running", error=None, finished_at=None, host=socket.gethostname(), pid=os.getpid(),
-                started_at=sa.func.now())
+        .values(
+            status="running",
+            error=None,
+            finished_at=None,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=sa.func.now(),
+        )
     )
 
 
@@ -173,7 +182,9 @@ class RunHandle:
         except Exception:  # an interrupted job's bookkeeping must not hide the interruption
             return {}
 
-    def finish(self, *, summary: Mapping[str, Any] | None = None, session: Session | None = None, **columns: Any) -> None:
+    def finish(
+        self, *, summary: Mapping[str, Any] | None = None, session: Session | None = None, **columns: Any
+    ) -> None:
         """Mark success. Pass `session` to finish inside the caller's last transaction
         (so the run is never 'succeeded' without what it wrote, nor the reverse)."""
         if session is not None:

@@ -77,7 +77,9 @@ def _png(fig) -> str:
 
 
 def _img(plot_id: str, b64: str, alt: str) -> str:
-    return f'<figure><img id="{plot_id}" class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"></figure>'
+    return (
+        f'<figure><img id="{plot_id}" class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"></figure>'
+    )
 
 
 def _missing(text: str) -> str:
@@ -100,7 +102,7 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> s
                 text, cls = str(value), ("num" if isinstance(value, (int, float)) else "")
             cells.append(f'<td class="{cls}">{html.escape(text)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 # --------------------------------------------------------------------------- sections
@@ -135,9 +137,11 @@ def _overview(session: Session, since: dt.datetime | None) -> str:
         ("models", f"{t['models']:,}"),
         ("runs", f"{t['runs']:,}"),
     ]
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="value">{v}</div><div class="label">{k}</div></div>' for k, v in cards
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(f'<div class="card"><div class="value">{v}</div><div class="label">{k}</div></div>' for k, v in cards)
+        + "</div>"
+    )
 
 
 def _usage(session, plt, since, plots, missing) -> str:
@@ -154,20 +158,32 @@ def _usage(session, plt, since, plots, missing) -> str:
            FROM v_model_stats ORDER BY generations DESC LIMIT 20""",
     )
     if not rows:
-        missing["usage"] = "no generations yet: run `genloom ask \"QUESTION\" --collection NAME` (or `genloom demo`)"
-        return _missing("No generations yet. Ask something (<code>genloom ask \"…\" --collection demo</code>) and this "
-                        "section shows volume, errors and feedback per model per day.")
+        missing["usage"] = 'no generations yet: run `genloom ask "QUESTION" --collection NAME` (or `genloom demo`)'
+        return _missing(
+            'No generations yet. Ask something (<code>genloom ask "…" --collection demo</code>) and this '
+            "section shows volume, errors and feedback per model per day."
+        )
     models = sorted({r["model_name"] for r in rows})
     days = sorted({r["day"] for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for i, model in enumerate(models[:8]):
         mine = [r for r in rows if r["model_name"] == model]
-        axes[0].plot([r["day"] for r in mine], [r["generations"] for r in mine], marker="o", label=model,
-                     color=PALETTE[i % len(PALETTE)])
+        axes[0].plot(
+            [r["day"] for r in mine],
+            [r["generations"] for r in mine],
+            marker="o",
+            label=model,
+            color=PALETTE[i % len(PALETTE)],
+        )
         scored = [r for r in mine if r["mean_score"] is not None]
         if scored:
-            axes[1].plot([r["day"] for r in scored], [r["mean_score"] for r in scored], marker="o", label=model,
-                         color=PALETTE[i % len(PALETTE)])
+            axes[1].plot(
+                [r["day"] for r in scored],
+                [r["mean_score"] for r in scored],
+                marker="o",
+                label=model,
+                color=PALETTE[i % len(PALETTE)],
+            )
     axes[0].set_title("generations per day")
     axes[1].set_title("mean feedback score per day (1–5)")
     axes[1].set_ylim(0.8, 5.2)
@@ -190,11 +206,18 @@ def _usage(session, plt, since, plots, missing) -> str:
     body += "<h3>Per model, all time (v_model_stats)</h3>" + _table(
         stats,
         [
-            ("model", "model", ""), ("model_revision", "revision", ""), ("generations", "generations", ","),
-            ("error_rate", "errors", ".1%"), ("feedback_rate", "with feedback", ".0%"), ("mean_score", "score", ".2f"),
-            ("thumbs_up_share", "thumbs-up share", ".0%"), ("retrieval_ms_p50", "retrieval p50 ms", ".0f"),
-            ("generation_ms_p50", "generation p50 ms", ".0f"), ("total_ms_p50", "total p50 ms", ".0f"),
-            ("total_ms_p95", "total p95 ms", ".0f"), ("tokens_per_s", "tokens/s", ".0f"),
+            ("model", "model", ""),
+            ("model_revision", "revision", ""),
+            ("generations", "generations", ","),
+            ("error_rate", "errors", ".1%"),
+            ("feedback_rate", "with feedback", ".0%"),
+            ("mean_score", "score", ".2f"),
+            ("thumbs_up_share", "thumbs-up share", ".0%"),
+            ("retrieval_ms_p50", "retrieval p50 ms", ".0f"),
+            ("generation_ms_p50", "generation p50 ms", ".0f"),
+            ("total_ms_p50", "total p50 ms", ".0f"),
+            ("total_ms_p95", "total p95 ms", ".0f"),
+            ("tokens_per_s", "tokens/s", ".0f"),
         ],
     )
     return body
@@ -205,7 +228,8 @@ def _latency(session, plt, since, plots, missing) -> str:
         session,
         """SELECT model_name, retrieval_ms, generation_ms, total_ms FROM generations
            WHERE created_at >= :since AND status = 'ok' ORDER BY created_at DESC LIMIT :n""",
-        since=since or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), n=MAX_LATENCY_ROWS,
+        since=since or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc),
+        n=MAX_LATENCY_ROWS,
     )
     if not rows:
         missing["latency"] = "no successful generations in the period"
@@ -222,7 +246,9 @@ def _latency(session, plt, since, plots, missing) -> str:
             # A narrow range (or a single call) gets linear bins around it, not a degenerate axis.
             bins = np.geomspace(lo, hi * 1.0001, 30) if hi > lo * 1.5 else np.linspace(lo * 0.9, hi * 1.1 + 1e-9, 21)
             for i, model in enumerate(models):
-                values = [r[column] for r in rows if r["model_name"] == model and r[column] is not None and r[column] > 0]
+                values = [
+                    r[column] for r in rows if r["model_name"] == model and r[column] is not None and r[column] > 0
+                ]
                 if values:
                     ax.hist(values, bins=bins, alpha=0.6, label=model, color=PALETTE[i % len(PALETTE)])
             if hi > lo * 1.5:
@@ -232,8 +258,16 @@ def _latency(session, plt, since, plots, missing) -> str:
             p50, p95 = np.percentile(values_all, [50, 95])
             ax.axvline(p50, color="#333", linestyle="--", linewidth=1)
             ax.axvline(p95, color="#D55E00", linestyle=":", linewidth=1.2)
-            ax.text(0.98, 0.95, f"p50 {p50:.0f} ms\np95 {p95:.0f} ms", transform=ax.transAxes, ha="right", va="top",
-                    fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+            ax.text(
+                0.98,
+                0.95,
+                f"p50 {p50:.0f} ms\np95 {p95:.0f} ms",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+            )
         ax.set_title(column.replace("_ms", "") + " latency (ms)")
         ax.set_ylabel("generations")
     axes[0].legend(fontsize=8, loc="upper left")
@@ -262,7 +296,9 @@ def _retrieval(session, plt, plots, missing) -> str:
         import matplotlib.colors as mcolors
 
         fig, ax = plt.subplots(figsize=(10, 0.35 * len(docs) + 1.2))
-        labels = [f"{d['collection']}/{(d['title'] or d['external_id'])[:40]} v{d['document_version']}" for d in docs][::-1]
+        labels = [f"{d['collection']}/{(d['title'] or d['external_id'])[:40]} v{d['document_version']}" for d in docs][
+            ::-1
+        ]
         scores = [d["mean_feedback_score"] for d in docs][::-1]
         norm = mcolors.Normalize(1, 5)
         cmap = matplotlib.colormaps["RdYlGn"]
@@ -275,8 +311,13 @@ def _retrieval(session, plt, plots, missing) -> str:
         body = _img("plot-citations", _png(fig), "most-cited documents coloured by mean feedback")
     if never:
         body += f"<h3>Never cited ({never_count} current documents; first {len(never)})</h3>" + _table(
-            never, [("collection", "collection", ""), ("external_id", "id", ""), ("document_version", "version", ""),
-                    ("title", "title", "")]
+            never,
+            [
+                ("collection", "collection", ""),
+                ("external_id", "id", ""),
+                ("document_version", "version", ""),
+                ("title", "title", ""),
+            ],
         )
     return body
 
@@ -293,7 +334,9 @@ def _training(session, plt, plots, missing) -> str:
     )
     if not runs:
         missing["training"] = "no training run has logged a loss: run `genloom train vae --dataset digits`"
-        return _missing("No training run has logged a loss yet (<code>genloom train vae --dataset digits --steps 200</code>).")
+        return _missing(
+            "No training run has logged a loss yet (<code>genloom train vae --dataset digits --steps 200</code>)."
+        )
     runs = runs[::-1]
     points = _rows(
         session,
@@ -309,12 +352,17 @@ def _training(session, plt, plots, missing) -> str:
         mine = [p for p in points if p["run_id"] == run["id"]]
         for i, name in enumerate(sorted({p["name"] for p in mine})):
             series = [p for p in mine if p["name"] == name]
-            ax.plot([p["step"] for p in series], [p["value"] for p in series], label=name,
-                    color=PALETTE[i % len(PALETTE)], linewidth=1.3)
+            ax.plot(
+                [p["step"] for p in series],
+                [p["value"] for p in series],
+                label=name,
+                color=PALETTE[i % len(PALETTE)],
+                linewidth=1.3,
+            )
         ax.set_title(f"run {run['id']} · {run['label']} ({run['status']})", fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(runs):]:
+    for ax in list(axes.flat)[len(runs) :]:
         ax.set_visible(False)
     plots.append("plot-training")
     return _img("plot-training", _png(fig), "training loss curves per run")
@@ -372,8 +420,10 @@ def _samples(session, plt, plots, missing) -> str:
             entries[g["model_id"]] = {**g, "source": "file"}
     if not entries:
         missing["samples"] = "no image samples: run `genloom sample MODEL --n 64 --store --into NAME`"
-        return _missing("No image model has samples yet "
-                        "(<code>genloom sample demo-vae --n 64 --store --into digits-synthetic</code>).")
+        return _missing(
+            "No image model has samples yet "
+            "(<code>genloom sample demo-vae --n 64 --store --into digits-synthetic</code>)."
+        )
     body = '<div class="grid-row">'
     for k, entry in enumerate(sorted(entries.values(), key=lambda e: e["model_ref"])[:MAX_SAMPLE_MODELS]):
         title = f"{entry['model_ref']} ({entry['architecture']}) · run {entry['run_id']}"
@@ -383,23 +433,28 @@ def _samples(session, plt, plots, missing) -> str:
             if data[:8] != b"\x89PNG\r\n\x1a\n":
                 continue
             plots.append(plot_id)
-            body += (f'<figure><img id="{plot_id}" class="plot sample" alt="latest samples of {html.escape(entry["model_ref"])}" '
-                     f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
-                     f"<figcaption>{html.escape(title)} (grid written by the run)</figcaption></figure>")
+            body += (
+                f'<figure><img id="{plot_id}" class="plot sample" alt="latest samples of {html.escape(entry["model_ref"])}" '
+                f'src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+                f"<figcaption>{html.escape(title)} (grid written by the run)</figcaption></figure>"
+            )
             continue
         items = _rows(
             session,
             """SELECT payload, shape, dtype, label FROM items
                WHERE model_id = :m AND origin = 'synthetic' AND modality = 'image'
                  AND run_id IS NOT DISTINCT FROM :r ORDER BY id LIMIT :n""",
-            m=entry["model_id"], r=entry["run_id"], n=SAMPLES_PER_GRID,
+            m=entry["model_id"],
+            r=entry["run_id"],
+            n=SAMPLES_PER_GRID,
         )
         images = [img for img in (decode_image(i["payload"], i["shape"], i["dtype"]) for i in items) if img is not None]
         if not images:
             continue
         side = int(np.ceil(np.sqrt(len(images))))
-        fig, axes = plt.subplots(side, side, figsize=(3.2, 3.4), squeeze=False, layout="none",
-                                 gridspec_kw={"wspace": 0.04, "hspace": 0.04})
+        fig, axes = plt.subplots(
+            side, side, figsize=(3.2, 3.4), squeeze=False, layout="none", gridspec_kw={"wspace": 0.04, "hspace": 0.04}
+        )
         fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)
         for ax in axes.flat:
             ax.axis("off")
@@ -422,16 +477,21 @@ def _leaderboards(session, plt, plots, missing) -> str:
            FROM v_leaderboard ORDER BY dataset_ref, metric, rank, model_ref""",
     )
     if not rows:
-        missing["leaderboards"] = "no succeeded run has final metrics for a model on a dataset: run `genloom eval model`"
-        return _missing("No model has final metrics on a dataset yet (<code>genloom eval model demo-vae --dataset digits</code>).")
+        missing["leaderboards"] = (
+            "no succeeded run has final metrics for a model on a dataset: run `genloom eval model`"
+        )
+        return _missing(
+            "No model has final metrics on a dataset yet (<code>genloom eval model demo-vae --dataset digits</code>)."
+        )
     boards: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         boards.setdefault((r["dataset_ref"], r["metric"]), []).append(r)
     shown = list(boards.items())[:9]
     cols = min(3, len(shown))
     nrows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, max(2.2, 0.45 * max(len(b) for _, b in shown) + 1.3) * nrows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(4.2 * cols, max(2.2, 0.45 * max(len(b) for _, b in shown) + 1.3) * nrows), squeeze=False
+    )
     for ax, ((dataset, metric), board) in zip(axes.flat, shown):
         board = board[:10]
         labels = [b["model_ref"] for b in board][::-1]
@@ -442,12 +502,21 @@ def _leaderboards(session, plt, plots, missing) -> str:
         ax.set_title(f"{dataset} · {metric} ({arrow})", fontsize=9)
         for y, v in enumerate(values):
             ax.text(v, y, f" {v:.4g}", va="center", fontsize=8)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
     plots.append("plot-leaderboards")
     body = _img("plot-leaderboards", _png(fig), "metric leaderboards per dataset")
-    body += _table(rows[:60], [("dataset_ref", "dataset", ""), ("metric", "metric", ""), ("rank", "rank", ""),
-                               ("model_ref", "model", ""), ("value", "value", ".5g"), ("run_id", "run", "")])
+    body += _table(
+        rows[:60],
+        [
+            ("dataset_ref", "dataset", ""),
+            ("metric", "metric", ""),
+            ("rank", "rank", ""),
+            ("model_ref", "model", ""),
+            ("value", "value", ".5g"),
+            ("run_id", "run", ""),
+        ],
+    )
     return body
 
 
@@ -476,8 +545,17 @@ def _datasets(session, plt, plots, missing) -> str:
     body = _img("plot-datasets", _png(fig), "real vs synthetic items per dataset version")
     for r in rows:
         r["models_sampled_in"] = ", ".join(r["models_sampled_in"] or []) or None
-    body += _table(rows, [("ref", "version", ""), ("parent", "parent", ""), ("items", "items", ","), ("real", "real", ","),
-                          ("synthetic", "synthetic", ","), ("models_sampled_in", "sampled from", "")])
+    body += _table(
+        rows,
+        [
+            ("ref", "version", ""),
+            ("parent", "parent", ""),
+            ("items", "items", ","),
+            ("real", "real", ","),
+            ("synthetic", "synthetic", ","),
+            ("models_sampled_in", "sampled from", ""),
+        ],
+    )
     return body
 
 
@@ -524,7 +602,8 @@ def build_report(session: Session, *, since: dt.datetime | None = None) -> Repor
     period = f"since {since:%Y-%m-%d}" if since else "all time"
     database = session.execute(sa.text("SELECT current_database()")).scalar()
     body = "".join(
-        f'<section id="s{i}"><h2>{html.escape(title)}</h2>{content}</section>' for i, (title, content) in enumerate(sections)
+        f'<section id="s{i}"><h2>{html.escape(title)}</h2>{content}</section>'
+        for i, (title, content) in enumerate(sections)
     )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

@@ -35,7 +35,9 @@ def parse_cutoff(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise BadInput(f"--older-than must be an age like 90d, 12w, 6m, 1y or a date like 2026-01-31 (got {text!r})") from None
+        raise BadInput(
+            f"--older-than must be an age like 90d, 12w, 6m, 1y or a date like 2026-01-31 (got {text!r})"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 

@@ -144,8 +144,10 @@ def _connect(timeout_s: float):
     from genloom.db.tenancy import current_tenant
 
     # genloom.tenant: the reader is held by the same row-level policies as genloom itself.
-    options = (f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on "
-               f"-c genloom.tenant={current_tenant()}")
+    options = (
+        f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on "
+        f"-c genloom.tenant={current_tenant()}"
+    )
     extra = {"options": options, "application_name": "genloom sql", "connect_timeout": 10}
     from genloom.db.engine import retry_while_recovering
 
@@ -187,7 +189,15 @@ def _check_reader(conn) -> str:
     reasons = [
         label
         for label, bad in zip(
-            ["superuser", "CREATEROLE", "CREATEDB", "BYPASSRLS", "REPLICATION", "member of another role", "write grants"],
+            [
+                "superuser",
+                "CREATEROLE",
+                "CREATEDB",
+                "BYPASSRLS",
+                "REPLICATION",
+                "member of another role",
+                "write grants",
+            ],
             flags,
         )
         if bad

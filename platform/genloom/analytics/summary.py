@@ -28,9 +28,7 @@ def time_view(session: Session, view: str, *, timeout_ms: int = 10_000) -> float
     try:
         with session.begin_nested():
             session.execute(sa.text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
-            plan = session.execute(
-                sa.text(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) SELECT * FROM {view}")
-            ).scalar()
+            plan = session.execute(sa.text(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) SELECT * FROM {view}")).scalar()
             session.execute(sa.text("SET LOCAL statement_timeout = 0"))
     except sa.exc.OperationalError:
         return None

@@ -28,8 +28,10 @@ _STATUS = {NotFound: 404, BadInput: 422, ConfigError: 503, DatabaseError: 503}
 
 
 def _error(status: int, message: str, kind: str, **extra: Any) -> JSONResponse:
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": kind, "param": None, "code": status, **extra}})
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"message": message, "type": kind, "param": None, "code": status, **extra}},
+    )
 
 
 def _status_for(exc: GenloomError) -> int:
@@ -110,12 +112,15 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
     def ask(body: AskBody, session: DB):
         from genloom.generation.call import ask as ask_call
 
-        request = _call_request(body, question=body.question, collection=body.collection,
-                                max_new_tokens=body.max_new_tokens)
+        request = _call_request(
+            body, question=body.question, collection=body.collection, max_new_tokens=body.max_new_tokens
+        )
         with session.begin():
             result = ask_call(session, request)
         if result.status == "error":  # committed: the failure is in the log
-            return _error(500, f"generation failed: {result.error}", "generation_error", generation_id=result.generation_id)
+            return _error(
+                500, f"generation failed: {result.error}", "generation_error", generation_id=result.generation_id
+            )
         return result.as_json()
 
     @app.post("/v1/feedback")
@@ -124,8 +129,13 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
 
         with session.begin():
             row = add_feedback(
-                session, body.generation_id, score=body.score, thumbs=body.thumbs,
-                label=body.label, comment=body.comment, user=body.user,
+                session,
+                body.generation_id,
+                score=body.score,
+                thumbs=body.thumbs,
+                label=body.label,
+                comment=body.comment,
+                user=body.user,
             )
             out = feedback_json(row)
         return JSONResponse(status_code=201, content=jsonable_encoder(out))
@@ -152,8 +162,13 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         k: Annotated[int, Query(ge=1, le=100)] = 10,
         mode: Annotated[str, Query(pattern="^(hybrid|bm25|vector)$")] = "hybrid",
         by_document: bool = False,
-        where: Annotated[Optional[list[str]], Query(description="Metadata filters: key=value, key!=v, 'key in a,b', key>=x, 'key exists'.")] = None,
-        where_json: Annotated[Optional[str], Query(description='A JSON filter: {"year": {"$gte": 2020}}, $and/$or/$not.')] = None,
+        where: Annotated[
+            Optional[list[str]],
+            Query(description="Metadata filters: key=value, key!=v, 'key in a,b', key>=x, 'key exists'."),
+        ] = None,
+        where_json: Annotated[
+            Optional[str], Query(description='A JSON filter: {"year": {"$gte": 2020}}, $and/$or/$not.')
+        ] = None,
     ):
         from genloom.retrieval.filters import combine, parse_where, parse_where_json
         from genloom.retrieval.search import search as run_search
@@ -161,8 +176,7 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         request_limits.check_query(q)
         filters = combine(parse_where(where), parse_where_json(where_json))
         with session.begin():
-            hits = run_search(session, q, collection=collection, k=k, mode=mode, where=filters,
-                              by_document=by_document)
+            hits = run_search(session, q, collection=collection, k=k, mode=mode, where=filters, by_document=by_document)
         return {"query": q, "collection": collection, "hits": [h.to_dict() for h in hits]}
 
     from genloom.api import openai_routes
@@ -175,4 +189,3 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
 
     limits.install(app)  # bounded generation queue: 429/503 with Retry-After past it
     return app
-

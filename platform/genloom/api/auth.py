@@ -96,13 +96,20 @@ def _check(token: str | None, method: str, path: str, needed: str):
         try:
             principal = authenticate(s, token)
             if not allows(principal.role, needed):
-                failure = Forbidden(f"this API key's role ({principal.role}) may not call {method} {path} (needs {needed})")
+                failure = Forbidden(
+                    f"this API key's role ({principal.role}) may not call {method} {path} (needs {needed})"
+                )
         except Unauthorized as exc:
             failure = exc
         if failure is not None:
-            actor = audit.Actor(key_id=principal.key_id, role=principal.role) if principal else audit.Actor(None, "anonymous")
-            audit.record(s, "auth.failure", f"{method} {path}", outcome="refused",
-                         detail={"reason": str(failure)}, actor=actor)
+            actor = (
+                audit.Actor(key_id=principal.key_id, role=principal.role)
+                if principal
+                else audit.Actor(None, "anonymous")
+            )
+            audit.record(
+                s, "auth.failure", f"{method} {path}", outcome="refused", detail={"reason": str(failure)}, actor=actor
+            )
     if failure is not None:
         raise failure
     return principal
@@ -134,8 +141,9 @@ async def _authorize(app, method: str, path: str, headers) -> None:
 
 
 def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status}},
-                        headers=headers)
+    return JSONResponse(
+        status_code=status, content={"error": {"message": message, "type": kind, "code": status}}, headers=headers
+    )
 
 
 def _auth_error(exc: GenloomError) -> JSONResponse:
@@ -179,8 +187,11 @@ class Guard:
         host = limits.host_name(headers.get("host", ""))
         if host not in self.settings.allowed_hosts and "*" not in self.settings.allowed_hosts:
             shown = json.dumps(headers.get("host", ""))[1:-1][:100]
-            await _error(400, f"host {shown!r} is not allowed (start serve with --allowed-host to add it)",
-                         "invalid_request_error")(scope, receive, send)
+            await _error(
+                400,
+                f"host {shown!r} is not allowed (start serve with --allowed-host to add it)",
+                "invalid_request_error",
+            )(scope, receive, send)
             return
         limit = self.settings.max_body_bytes
         declared = headers.get("content-length")
@@ -216,8 +227,11 @@ class Guard:
 
     @staticmethod
     async def _too_large(scope, receive, send, limit: int) -> None:
-        await _error(413, f"request body is larger than the server's limit of {limit} bytes "
-                          "(raise it with serve --max-body-bytes)", "invalid_request_error")(scope, receive, send)
+        await _error(
+            413,
+            f"request body is larger than the server's limit of {limit} bytes (raise it with serve --max-body-bytes)",
+            "invalid_request_error",
+        )(scope, receive, send)
 
 
 def install(app: FastAPI, settings: SecuritySettings) -> None:

@@ -32,8 +32,11 @@ def api_engine():
             from genloom.api import limits
 
             engine = sa.create_engine(  # sized by the serve limits: see genloom.api.limits
-                base.url, pool_pre_ping=True, pool_size=limits.pool_size(limits.Limits.from_env()),
-                max_overflow=limits.POOL_OVERFLOW, pool_timeout=600,
+                base.url,
+                pool_pre_ping=True,
+                pool_size=limits.pool_size(limits.Limits.from_env()),
+                max_overflow=limits.POOL_OVERFLOW,
+                pool_timeout=600,
                 connect_args={"connect_timeout": 10, "application_name": "genloom-api"},
             )
             wait_out_crash_recovery(engine)

@@ -90,7 +90,9 @@ class LocalServer:
 
         try:
             response = httpx.post(
-                self.url + path, json=body, headers={"Authorization": f"Bearer {self.token}"},
+                self.url + path,
+                json=body,
+                headers={"Authorization": f"Bearer {self.token}"},
                 timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
             )
         except httpx.TransportError as exc:

@@ -74,16 +74,32 @@ def local_router(token: str, db_dependency) -> APIRouter:
 
             set_tenant(validate_tenant(body.tenant))
         request = CallRequest(
-            question=body.question, collection=body.collection, model=body.model, session_id=body.session_id,
-            k=body.k, where=body.where, template=body.template, user=body.user, system=body.system,
+            question=body.question,
+            collection=body.collection,
+            model=body.model,
+            session_id=body.session_id,
+            k=body.k,
+            where=body.where,
+            template=body.template,
+            user=body.user,
+            system=body.system,
             embedding_model=body.embedding_model,
-            params=GenParams(max_new_tokens=body.max_new_tokens, temperature=body.temperature, top_p=body.top_p,
-                             seed=body.seed, stop=body.stop),
+            params=GenParams(
+                max_new_tokens=body.max_new_tokens,
+                temperature=body.temperature,
+                top_p=body.top_p,
+                seed=body.seed,
+                stop=body.stop,
+            ),
         )
         with session.begin():
             result = ask_call(session, request)
         # status 'error' is committed in the log; the CLI turns it into its one-line error.
-        return {**result.as_json(), "status": result.status, "error": result.error,
-                "sources": [dataclasses.asdict(s) for s in result.sources]}
+        return {
+            **result.as_json(),
+            "status": result.status,
+            "error": result.error,
+            "sources": [dataclasses.asdict(s) for s in result.sources],
+        }
 
     return router

@@ -38,10 +38,18 @@ MAX_EMBED_INPUTS = 256  # per request; checked before any model work
 MAX_EMBED_CHARS = 200_000  # all inputs together
 
 
-def openai_error(status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": kind, "param": param, "code": code, **extra}})
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"error": {"message": message, "type": kind, "param": param, "code": code, **extra}}
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -66,8 +74,13 @@ def request_collection(request: Request, body) -> str | None:
 
 def _only_one_choice(body) -> JSONResponse | None:
     if body.n != 1:
-        return openai_error(400, f"n must be 1 (got {body.n}): genloom returns one logged answer per request; "
-                                 "send the request again for another", param="n", code="unsupported_value")
+        return openai_error(
+            400,
+            f"n must be 1 (got {body.n}): genloom returns one logged answer per request; "
+            "send the request again for another",
+            param="n",
+            code="unsupported_value",
+        )
     return None
 
 
@@ -106,10 +119,17 @@ def chat_request(body: ChatCompletionBody, collection: str | None):
     # A client that sends its own transcript owns the history; with only a session id, genloom reads it.
     use_history = history if (earlier or body.session_id is None) else None
     return CallRequest(
-        question=question, collection=collection, model=_model(body), session_id=body.session_id, k=body.k,
-        where=body.where, template=body.template,
+        question=question,
+        collection=collection,
+        model=_model(body),
+        session_id=body.session_id,
+        k=body.k,
+        where=body.where,
+        template=body.template,
         params=_params(body, body.max_completion_tokens or body.max_tokens),
-        user=body.user, system=system, history=use_history,
+        user=body.user,
+        system=system,
+        history=use_history,
     )
 
 
@@ -120,9 +140,15 @@ def completion_request(body: CompletionBody, collection: str | None):
     if prompt is None:
         raise BadInput("prompt must be one string (a list of prompts would need n answers; send one request each)")
     return CallRequest(
-        question=prompt, collection=collection, model=_model(body), k=body.k, where=body.where,
+        question=prompt,
+        collection=collection,
+        model=_model(body),
+        k=body.k,
+        where=body.where,
         template=body.template,
-        params=_params(body, body.max_tokens), user=body.user, history=[],
+        params=_params(body, body.max_tokens),
+        user=body.user,
+        history=[],
     )
 
 
@@ -132,20 +158,33 @@ def _finish(reason: str) -> str:
 
 
 def _usage(result) -> dict[str, int]:
-    return {"prompt_tokens": result.tokens["input"], "completion_tokens": result.tokens["output"],
-            "total_tokens": result.tokens["input"] + result.tokens["output"]}
+    return {
+        "prompt_tokens": result.tokens["input"],
+        "completion_tokens": result.tokens["output"],
+        "total_tokens": result.tokens["input"] + result.tokens["output"],
+    }
 
 
 def _generation_failed(result) -> JSONResponse:
     # A remote engine that failed is a bad gateway; anything else failed here.
     status = 502 if (result.error or "").startswith("EndpointError:") else 500
-    return openai_error(status, f"generation failed: {result.error}",
-                        kind="server_error", code="generation_error", generation_id=result.generation_id)
+    return openai_error(
+        status,
+        f"generation failed: {result.error}",
+        kind="server_error",
+        code="generation_error",
+        generation_id=result.generation_id,
+    )
 
 
 def _extras(result) -> dict[str, Any]:
-    return {"generation_id": result.generation_id, "session_id": result.session_id, "citations": result.citations,
-            "timings_ms": result.timings_ms, "genloom_finish_reason": result.finish_reason}
+    return {
+        "generation_id": result.generation_id,
+        "session_id": result.session_id,
+        "citations": result.citations,
+        "timings_ms": result.timings_ms,
+        "genloom_finish_reason": result.finish_reason,
+    }
 
 
 def _run(session, call_request):
@@ -168,10 +207,19 @@ def chat_completions(body: ChatCompletionBody, request: Request, session: DB):
     if result.status == "error":
         return _generation_failed(result)
     return {
-        "id": f"chatcmpl-{result.generation_id}", "object": "chat.completion", "created": created, "model": result.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
-                     "finish_reason": _finish(result.finish_reason)}],
-        "usage": _usage(result), **_extras(result),
+        "id": f"chatcmpl-{result.generation_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": result.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.answer},
+                "finish_reason": _finish(result.finish_reason),
+            }
+        ],
+        "usage": _usage(result),
+        **_extras(result),
     }
 
 
@@ -188,9 +236,15 @@ def completions(body: CompletionBody, request: Request, session: DB):
     if result.status == "error":
         return _generation_failed(result)
     return {
-        "id": f"cmpl-{result.generation_id}", "object": "text_completion", "created": created, "model": result.model,
-        "choices": [{"index": 0, "text": result.answer, "logprobs": None, "finish_reason": _finish(result.finish_reason)}],
-        "usage": _usage(result), **_extras(result),
+        "id": f"cmpl-{result.generation_id}",
+        "object": "text_completion",
+        "created": created,
+        "model": result.model,
+        "choices": [
+            {"index": 0, "text": result.answer, "logprobs": None, "finish_reason": _finish(result.finish_reason)}
+        ],
+        "usage": _usage(result),
+        **_extras(result),
     }
 
 
@@ -225,15 +279,25 @@ def stream_call(call_request, created: int, *, kind: str, include_usage: bool):
         raise value  # GenloomError → its JSON status via the app's handler
     prepared = value
     if kind == "chat":
-        base = {"id": f"chatcmpl-{prepared.generation_id}", "object": "chat.completion.chunk", "created": created,
-                "model": prepared.backend.name, "generation_id": prepared.generation_id}
+        base = {
+            "id": f"chatcmpl-{prepared.generation_id}",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": prepared.backend.name,
+            "generation_id": prepared.generation_id,
+        }
 
         def choice(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
             delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text is not None else {})
             return {"index": 0, "delta": delta, "finish_reason": finish}
     else:
-        base = {"id": f"cmpl-{prepared.generation_id}", "object": "text_completion", "created": created,
-                "model": prepared.backend.name, "generation_id": prepared.generation_id}
+        base = {
+            "id": f"cmpl-{prepared.generation_id}",
+            "object": "text_completion",
+            "created": created,
+            "model": prepared.backend.name,
+            "generation_id": prepared.generation_id,
+        }
 
         def choice(text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
             return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
@@ -248,19 +312,35 @@ def stream_call(call_request, created: int, *, kind: str, include_usage: bool):
             elif event == "done":
                 result = value
                 if result.status == "error":
-                    yield _sse({"error": {"message": f"generation failed: {result.error}", "type": "server_error",
-                                          "param": None, "code": "generation_error",
-                                          "generation_id": result.generation_id}})
+                    yield _sse(
+                        {
+                            "error": {
+                                "message": f"generation failed: {result.error}",
+                                "type": "server_error",
+                                "param": None,
+                                "code": "generation_error",
+                                "generation_id": result.generation_id,
+                            }
+                        }
+                    )
                 else:
-                    yield _sse({**base, "choices": [choice(None, _finish(result.finish_reason))],
-                                "session_id": result.session_id, "citations": result.citations,
-                                "genloom_finish_reason": result.finish_reason})
+                    yield _sse(
+                        {
+                            **base,
+                            "choices": [choice(None, _finish(result.finish_reason))],
+                            "session_id": result.session_id,
+                            "citations": result.citations,
+                            "genloom_finish_reason": result.finish_reason,
+                        }
+                    )
                     if include_usage:
                         yield _sse({**base, "choices": [], "usage": _usage(result)})
                 yield "data: [DONE]\n\n"
                 return
             else:  # the transaction rolled back: nothing of this call was kept
-                yield _sse({"error": {"message": _one_line(value), "type": "server_error", "param": None, "code": None}})
+                yield _sse(
+                    {"error": {"message": _one_line(value), "type": "server_error", "param": None, "code": None}}
+                )
                 yield "data: [DONE]\n\n"
                 return
 
@@ -294,15 +374,26 @@ def list_models(session: DB):
                 window = {}
             data.append(_model_entry(configured, now, genloom_kind="default", **window))
         rows = session.execute(
-            sa.select(Model.name, sa.func.max(Model.version).label("version"), sa.func.min(Model.created_at),
-                      sa.func.max(Model.format))
+            sa.select(
+                Model.name,
+                sa.func.max(Model.version).label("version"),
+                sa.func.min(Model.created_at),
+                sa.func.max(Model.format),
+            )
             .where(Model.format.in_(("hf-tar", "endpoint")))
-            .group_by(Model.name).order_by(Model.name)
+            .group_by(Model.name)
+            .order_by(Model.name)
         ).all()
     for name, version, created_at, fmt in rows:
         if name not in (e["id"] for e in data):
-            data.append(_model_entry(name, int(created_at.timestamp()), version=version,
-                                     genloom_kind="endpoint" if fmt == "endpoint" else "registry"))
+            data.append(
+                _model_entry(
+                    name,
+                    int(created_at.timestamp()),
+                    version=version,
+                    genloom_kind="endpoint" if fmt == "endpoint" else "registry",
+                )
+            )
     return {"object": "list", "data": data}
 
 
@@ -311,8 +402,12 @@ def retrieve_model(model_id: str, session: DB):
     for entry in list_models(session)["data"]:
         if entry["id"] == model_id:
             return entry
-    return openai_error(404, f"the model {model_id!r} does not exist; GET /v1/models lists the ones served",
-                        param="model", code="model_not_found")
+    return openai_error(
+        404,
+        f"the model {model_id!r} does not exist; GET /v1/models lists the ones served",
+        param="model",
+        code="model_not_found",
+    )
 
 
 @router.post("/v1/embeddings")
@@ -326,13 +421,15 @@ def embeddings(body: EmbeddingBody, request: Request, session: DB):
 
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     if not texts or any(not isinstance(t, str) for t in texts):
-        return openai_error(400, "input must be a string or a list of strings (token arrays are not accepted)",
-                            param="input")
+        return openai_error(
+            400, "input must be a string or a list of strings (token arrays are not accepted)", param="input"
+        )
     if len(texts) > MAX_EMBED_INPUTS:
         return openai_error(400, f"at most {MAX_EMBED_INPUTS} inputs per request (got {len(texts)})", param="input")
     if sum(len(t) for t in texts) > MAX_EMBED_CHARS:
-        return openai_error(400, f"inputs hold more than {MAX_EMBED_CHARS} characters in all; split the request",
-                            param="input")
+        return openai_error(
+            400, f"inputs hold more than {MAX_EMBED_CHARS} characters in all; split the request", param="input"
+        )
     if any(not t.strip() for t in texts):
         return openai_error(400, "input strings must not be empty", param="input")
     if body.encoding_format not in ("float", "base64"):
@@ -345,9 +442,13 @@ def embeddings(body: EmbeddingBody, request: Request, session: DB):
             if row is not None:
                 name = row.name
     if body.model not in (None, "", "default", "genloom", name, collection):
-        return openai_error(400, f"embedding model {body.model!r} is not served here: this server embeds with {name} "
-                                 f"(the collection's model); send model {name!r} or 'default'", param="model",
-                            code="model_not_found")
+        return openai_error(
+            400,
+            f"embedding model {body.model!r} is not served here: this server embeds with {name} "
+            f"(the collection's model); send model {name!r} or 'default'",
+            param="model",
+            code="model_not_found",
+        )
     if body.dimensions is not None and body.dimensions != embedding.embedding_dim(name):
         return openai_error(400, f"dimensions must be {embedding.embedding_dim(name)} for {name}", param="dimensions")
     vectors = np.asarray(embedding.embed(texts, name=name), dtype=np.float32)
@@ -355,8 +456,11 @@ def embeddings(body: EmbeddingBody, request: Request, session: DB):
         tokens = sum(len(ids) for ids in embedding.tokenizer(name)(texts, add_special_tokens=True)["input_ids"])
     data = []
     for i, vector in enumerate(vectors):
-        value: Any = (base64.b64encode(vector.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
-                      else vector.tolist())
+        value: Any = (
+            base64.b64encode(vector.astype("<f4").tobytes()).decode()
+            if body.encoding_format == "base64"
+            else vector.tolist()
+        )
         data.append({"object": "embedding", "index": i, "embedding": value})
     return {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 

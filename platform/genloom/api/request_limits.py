@@ -49,15 +49,18 @@ def check_text_length(text: str, what: str = "question") -> str:
     """Raise ValueError (pydantic turns it into a 422) when `text` is over the question limit."""
     limit = max_question_chars()
     if len(text) > limit:
-        raise ValueError(f"{what} is {len(text)} characters, over the server's limit of {limit} "
-                         "(GENLOOM_MAX_QUESTION_CHARS)")
+        raise ValueError(
+            f"{what} is {len(text)} characters, over the server's limit of {limit} (GENLOOM_MAX_QUESTION_CHARS)"
+        )
     return text
 
 
 def check_chat_length(total: int) -> None:
     limit = max_chat_chars()
     if total > limit:
-        raise ValueError(f"messages total {total} characters, over the server's limit of {limit} (GENLOOM_MAX_CHAT_CHARS)")
+        raise ValueError(
+            f"messages total {total} characters, over the server's limit of {limit} (GENLOOM_MAX_CHAT_CHARS)"
+        )
 
 
 def host_name(header: str) -> str:

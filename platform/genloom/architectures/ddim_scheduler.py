@@ -92,7 +92,9 @@ class DDIMScheduler:
             eps = (sample - alpha_bar_t**0.5 * x0) / (1.0 - alpha_bar_t) ** 0.5
 
         # 4. σ_t(η) = η · √((1−ᾱ_{t−1})/(1−ᾱ_t)) · √(1 − ᾱ_t/ᾱ_{t−1})   (eq. 16)
-        sigma = eta * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)) ** 0.5 * (1.0 - alpha_bar_t / alpha_bar_prev) ** 0.5
+        sigma = (
+            eta * ((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t)) ** 0.5 * (1.0 - alpha_bar_t / alpha_bar_prev) ** 0.5
+        )
 
         # 5. "direction pointing to x_t": √(1 − ᾱ_{t−1} − σ_t²) · ε_θ   (eq. 12)
         direction = max(1.0 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * eps

@@ -144,7 +144,9 @@ class Diffusion(nn.Module):
             return self.unet(x, t, class_labels=class_labels, text_embeds=text_embeds)
         # One batched call for both terms: the first half conditioned, the second with the null condition.
         b = x.shape[0]
-        keep = torch.cat([torch.ones(b, dtype=torch.bool, device=x.device), torch.zeros(b, dtype=torch.bool, device=x.device)])
+        keep = torch.cat(
+            [torch.ones(b, dtype=torch.bool, device=x.device), torch.zeros(b, dtype=torch.bool, device=x.device)]
+        )
         eps = self.unet(
             torch.cat([x, x]),
             torch.cat([t, t]),
@@ -190,7 +192,9 @@ class Diffusion(nn.Module):
         device = self.betas.device
         scheduler = self.make_scheduler(sampler, steps, eta)
         gen_device = generator.device if generator is not None else "cpu"
-        x = torch.randn((n, c.image_channels, c.image_size, c.image_size), generator=generator, device=gen_device).to(device)
+        x = torch.randn((n, c.image_channels, c.image_size, c.image_size), generator=generator, device=gen_device).to(
+            device
+        )
         if class_labels is not None:
             class_labels = class_labels.to(device)
         if text_embeds is not None:
@@ -206,6 +210,7 @@ class Diffusion(nn.Module):
 
 
 # --------------------------------------------------------------------------- the architecture (training job)
+
 
 @dataclasses.dataclass
 class DiffusionHyperparams:
@@ -249,21 +254,35 @@ class DiffusionArchitecture(Architecture):
         if opts.conditional and opts.text_conditional:
             raise BadInput("give --conditional (class labels) or --text-conditional (captions), not both")
         if opts.text_conditional and not data.label_names:
-            raise BadInput(f"--text-conditional needs labelled items (captions are made from labels), but {data.ref} has none")
+            raise BadInput(
+                f"--text-conditional needs labelled items (captions are made from labels), but {data.ref} has none"
+            )
         if hp.schedule not in ("linear", "cosine"):
             raise BadInput(f"--set schedule={hp.schedule}: use linear or cosine")
         if not 0.0 <= hp.cond_drop_prob < 1.0:
             raise BadInput(f"--set cond_drop_prob={hp.cond_drop_prob}: must be in [0, 1)")
         c, h, w = data.shape
         if h != w:
-            raise BadInput(f"diffusion needs square images, but {data.ref} holds {h}×{w}: re-import with --resize {h} {h}")
+            raise BadInput(
+                f"diffusion needs square images, but {data.ref} holds {h}×{w}: re-import with --resize {h} {h}"
+            )
         conditioning = "text" if opts.text_conditional else "class" if opts.conditional else "none"
         self.config = DiffusionConfig(
-            image_size=h, image_channels=c, schedule=hp.schedule, timesteps=hp.timesteps,
-            base_channels=hp.base_channels, channel_mults=_mults(hp.channel_mults), num_res_blocks=hp.num_res_blocks,
-            attention=hp.attention, dropout=hp.dropout, scale_shift=hp.scale_shift, conditioning=conditioning,
+            image_size=h,
+            image_channels=c,
+            schedule=hp.schedule,
+            timesteps=hp.timesteps,
+            base_channels=hp.base_channels,
+            channel_mults=_mults(hp.channel_mults),
+            num_res_blocks=hp.num_res_blocks,
+            attention=hp.attention,
+            dropout=hp.dropout,
+            scale_shift=hp.scale_shift,
+            conditioning=conditioning,
             num_classes=data.num_classes if conditioning == "class" else 0,
-            class_names=tuple(data.label_names), cond_drop_prob=hp.cond_drop_prob, ema_decay=hp.ema_decay,
+            class_names=tuple(data.label_names),
+            cond_drop_prob=hp.cond_drop_prob,
+            ema_decay=hp.ema_decay,
         )
         self.net = Diffusion(self.config).to(ctx.device)
         self.captions = None
@@ -330,8 +349,11 @@ class DiffusionArchitecture(Architecture):
         buf = io.BytesIO()
         # The registered weights are the EMA weights: those are what sampling uses.
         torch.save({k: v.detach().cpu() for k, v in self.ema.shadow.state_dict().items()}, buf)
-        return buf.getvalue(), {"diffusion": self.config.to_dict(), "conditioning": self.config.conditioning,
-                                "ema": True}
+        return buf.getvalue(), {
+            "diffusion": self.config.to_dict(),
+            "conditioning": self.config.conditioning,
+            "ema": True,
+        }
 
     # ---- inference
     @classmethod
@@ -348,17 +370,23 @@ class DiffusionArchitecture(Architecture):
         if opts.prompt is not None and conditioning != "text":
             kind = "class-conditional" if conditioning == "class" else "unconditional"
             hint = " (use --label)" if conditioning == "class" else ""
-            raise BadInput(f"--prompt needs a text-conditioned model (train with --text-conditional); this one is {kind}{hint}")
+            raise BadInput(
+                f"--prompt needs a text-conditioned model (train with --text-conditional); this one is {kind}{hint}"
+            )
         if opts.prompt is not None and not opts.prompt.strip():
             raise BadInput("--prompt is empty")
         if opts.guidance is not None and conditioning == "none":
-            raise BadInput("--guidance needs a conditional model (train with --conditional or --text-conditional); this one is unconditional")
+            raise BadInput(
+                "--guidance needs a conditional model (train with --conditional or --text-conditional); this one is unconditional"
+            )
         if opts.guidance is not None and opts.guidance < 0:
             raise BadInput(f"--guidance must be ≥ 0 (got {opts.guidance})")
         if opts.label is not None and conditioning == "text":
             # a label of a text model becomes its first caption ("a handwritten seven")
             if opts.label not in config.get("label_names", []):
-                raise BadInput(f"unknown label {opts.label!r}: the model knows {', '.join(config.get('label_names', []))}")
+                raise BadInput(
+                    f"unknown label {opts.label!r}: the model knows {', '.join(config.get('label_names', []))}"
+                )
             opts = dataclasses.replace(opts, label=None)
         if opts.sampler is not None and opts.sampler not in SAMPLERS:
             raise BadInput(f"unknown --sampler {opts.sampler!r}: use ddpm or ddim")
@@ -368,7 +396,9 @@ class DiffusionArchitecture(Architecture):
             raise BadInput(f"--eta must be ≥ 0 (got {opts.eta})")
         timesteps = int(config.get("diffusion", {}).get("timesteps", DEFAULT_TIMESTEPS))
         if opts.steps is not None and not 1 <= opts.steps <= timesteps:
-            raise BadInput(f"--steps must be between 1 and {timesteps} (got {opts.steps}); DDIM's default is {DEFAULT_STEPS}")
+            raise BadInput(
+                f"--steps must be between 1 and {timesteps} (got {opts.steps}); DDIM's default is {DEFAULT_STEPS}"
+            )
         super().check_sample_options(opts, config)
 
 
@@ -387,7 +417,11 @@ class DiffusionSampler:
         n = opts.n
         cond = self.model.conditioning
         if cond == "class":
-            idx = [self.labels.index(opts.label)] * n if opts.label is not None else [i % len(self.labels) for i in range(n)]
+            idx = (
+                [self.labels.index(opts.label)] * n
+                if opts.label is not None
+                else [i % len(self.labels) for i in range(n)]
+            )
             return torch.tensor(idx), None, [self.labels[i] for i in idx], None
         if cond == "text":
             from genloom.architectures.captions import caption, embed_prompts
@@ -396,7 +430,11 @@ class DiffusionSampler:
                 prompts = [opts.prompt] * n
                 labels = [None] * n
             else:  # no prompt: cycle through the labels' first phrasing ("a handwritten seven")
-                labels = [opts.label] * n if opts.label is not None else [self.labels[i % len(self.labels)] for i in range(n)]
+                labels = (
+                    [opts.label] * n
+                    if opts.label is not None
+                    else [self.labels[i % len(self.labels)] for i in range(n)]
+                )
                 prompts = [caption(lab, 0) for lab in labels]
             unique = sorted(set(prompts))
             table = embed_prompts(unique)
@@ -407,15 +445,28 @@ class DiffusionSampler:
     def sample(self, opts) -> Samples:
         class_labels, text, labels, prompts = self._conditions(opts)
         sampler = opts.sampler or "ddim"
-        guidance = opts.guidance if opts.guidance is not None else (DEFAULT_GUIDANCE if self.model.conditioning != "none" else 0.0)
+        guidance = (
+            opts.guidance
+            if opts.guidance is not None
+            else (DEFAULT_GUIDANCE if self.model.conditioning != "none" else 0.0)
+        )
         steps = opts.steps or (50 if sampler == "ddim" else self.model.config.timesteps)
         eta = opts.eta or 0.0
         generator = torch.Generator().manual_seed(opts.seed)
         # Only long samplings (DDPM's 1,000 steps) are worth a bar; the caller draws it.
         progress = opts.progress if steps >= 200 else None
         on_step = (lambda i, total: progress("sampling", i, total, "")) if progress else None
-        images = self.model.sample(opts.n, sampler=sampler, steps=steps, eta=eta, guidance=guidance,
-                                   class_labels=class_labels, text_embeds=text, generator=generator, on_step=on_step)
+        images = self.model.sample(
+            opts.n,
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            guidance=guidance,
+            class_labels=class_labels,
+            text_embeds=text,
+            generator=generator,
+            on_step=on_step,
+        )
         meta = {"sampler": sampler, "steps": steps, "guidance": guidance, "seed": opts.seed}
         if sampler == "ddim":
             meta["eta"] = eta

@@ -59,11 +59,16 @@ class Generator(nn.Module):
         widths = [hp.channels * 2**i for i in range(d + 1)]
         self.low = (widths[-1], math.ceil(h / 2**d), math.ceil(w / 2**d))
         self.embed = nn.Embedding(num_classes, hp.z_dim) if num_classes else None
-        self.fc = nn.Sequential(nn.Linear(hp.z_dim, int(math.prod(self.low))), nn.BatchNorm1d(int(math.prod(self.low))), nn.ReLU())
+        self.fc = nn.Sequential(
+            nn.Linear(hp.z_dim, int(math.prod(self.low))), nn.BatchNorm1d(int(math.prod(self.low))), nn.ReLU()
+        )
         layers: list[nn.Module] = []
         for i in reversed(range(d)):
-            layers += [nn.ConvTranspose2d(widths[i + 1], widths[i], 4, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(widths[i]), nn.ReLU()]
+            layers += [
+                nn.ConvTranspose2d(widths[i + 1], widths[i], 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(widths[i]),
+                nn.ReLU(),
+            ]
         layers += [nn.Conv2d(widths[0], c, 3, padding=1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
@@ -179,7 +184,9 @@ class GAN(Architecture):
                 fake = self.g_fwd(self._z(real.shape[0]), y)
             with ctx.autocast():
                 # One forward over real and fake together (one D graph per step).
-                scores = self.d_fwd(torch.cat([real, fake.to(real.dtype)]), None if y is None else torch.cat([y, y])).float()
+                scores = self.d_fwd(
+                    torch.cat([real, fake.to(real.dtype)]), None if y is None else torch.cat([y, y])
+                ).float()
             s_real, s_fake = scores.chunk(2)
             if wgan:
                 gp = self._gradient_penalty(real, fake.float(), y)
@@ -203,8 +210,14 @@ class GAN(Architecture):
         with torch.no_grad():
             div = diversity(fake.detach()) / diversity(real).clamp_min(1e-8)
         # 0-dim tensors: the trainer reads them when it logs (no host sync per step)
-        metrics = {"loss": loss_g.detach(), "loss_g": loss_g.detach(), "loss_d": torch.stack(d_losses).mean(),
-                   "critic_grad_norm": torch.stack(d_norms).mean(), "g_grad_norm": g_norm, "diversity": div}
+        metrics = {
+            "loss": loss_g.detach(),
+            "loss_g": loss_g.detach(),
+            "loss_d": torch.stack(d_losses).mean(),
+            "critic_grad_norm": torch.stack(d_norms).mean(),
+            "g_grad_norm": g_norm,
+            "diversity": div,
+        }
         if gps:
             metrics["gradient_penalty"] = torch.stack(gps).mean()
         return metrics
@@ -237,8 +250,11 @@ class GAN(Architecture):
     def export(self):
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self._sampler_net().state_dict().items()}, buf)
-        return buf.getvalue(), {"hparams": dataclasses.asdict(self.hp), "num_classes": self.num_classes,
-                                "weights": "ema" if self.ema is not None else "generator"}
+        return buf.getvalue(), {
+            "hparams": dataclasses.asdict(self.hp),
+            "num_classes": self.num_classes,
+            "weights": "ema" if self.ema is not None else "generator",
+        }
 
     @classmethod
     def load(cls, checkpoint: bytes, config: dict[str, Any], device: str) -> GANModel:
@@ -272,7 +288,11 @@ class GANModel:
         z = torch.randn(opts.n, self.G.z_dim, generator=gen).to(self.device)
         y = labels = None
         if self.G.num_classes:
-            idx = [self.labels.index(opts.label)] * opts.n if opts.label is not None else [i % self.G.num_classes for i in range(opts.n)]
+            idx = (
+                [self.labels.index(opts.label)] * opts.n
+                if opts.label is not None
+                else [i % self.G.num_classes for i in range(opts.n)]
+            )
             y = torch.tensor(idx, device=self.device)
             labels = [self.labels[i] for i in idx]
         images = ((self.G(z, y).float() + 1) / 2).clamp(0, 1).cpu()

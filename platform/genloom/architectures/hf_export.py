@@ -37,10 +37,21 @@ def to_gpt2(net):
 
     c = net.config
     config = GPT2Config(
-        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-        n_inner=4 * c.n_embd, activation_function="gelu" if c.gelu_approximate == "none" else "gelu_new",
-        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=1e-5,
-        bos_token_id=0, eos_token_id=0, tie_word_embeddings=True, architectures=["GPT2LMHeadModel"],
+        vocab_size=c.vocab_size,
+        n_positions=c.block_size,
+        n_embd=c.n_embd,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_inner=4 * c.n_embd,
+        activation_function="gelu" if c.gelu_approximate == "none" else "gelu_new",
+        resid_pdrop=c.dropout,
+        embd_pdrop=c.dropout,
+        attn_pdrop=c.dropout,
+        layer_norm_epsilon=1e-5,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=True,
+        architectures=["GPT2LMHeadModel"],
     )
     state = {}
     for key, value in net.state_dict().items():
@@ -50,8 +61,14 @@ def to_gpt2(net):
         state[key] = value.contiguous()
     if not c.bias:  # GPT-2 always has biases: ours are zero
         for i in range(c.n_layer):
-            for name, size in (("ln_1", c.n_embd), ("ln_2", c.n_embd), ("attn.c_attn", 3 * c.n_embd),
-                               ("attn.c_proj", c.n_embd), ("mlp.c_fc", 4 * c.n_embd), ("mlp.c_proj", c.n_embd)):
+            for name, size in (
+                ("ln_1", c.n_embd),
+                ("ln_2", c.n_embd),
+                ("attn.c_attn", 3 * c.n_embd),
+                ("attn.c_proj", c.n_embd),
+                ("mlp.c_fc", 4 * c.n_embd),
+                ("mlp.c_proj", c.n_embd),
+            ):
                 state[f"transformer.h.{i}.{name}.bias"] = torch.zeros(size)
         state["transformer.ln_f.bias"] = torch.zeros(c.n_embd)
     return config, state
@@ -68,7 +85,9 @@ def save_hf(net, tokenizer, directory: Path) -> Path:
     model = GPT2LMHeadModel(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # lm_head.weight is tied to wte; GPT-2's causal-mask buffers (older transformers) are not weights
-    missing = [k for k in missing if k != "lm_head.weight" and not k.endswith(".attn.bias") and not k.endswith("masked_bias")]
+    missing = [
+        k for k in missing if k != "lm_head.weight" and not k.endswith(".attn.bias") and not k.endswith("masked_bias")
+    ]
     if missing or unexpected:
         raise RuntimeError(f"GPT → GPT-2 weight mapping incomplete: missing {missing}, unexpected {unexpected}")
     model.eval()
@@ -134,7 +153,9 @@ def _check_causal_lm(directory: Path, what: str) -> dict:
 
     model_type = config.get("model_type")
     archs = config.get("architectures") or []
-    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs
+    ):
         raise BadInput(f"{what} is not a causal LM (model_type {model_type!r}): --init needs a GPT-2-shaped causal LM")
     if model_type != "gpt2":
         raise BadInput(
@@ -161,9 +182,16 @@ def gpt_from_hf_dir(directory: Path, *, dropout: float | None = None, what: str 
     act = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}.get(c.activation_function)
     if act is None:
         raise BadInput(f"{what}: activation {c.activation_function!r} is not supported (gelu or gelu_new)")
-    config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
-                       n_embd=c.n_embd, dropout=c.resid_pdrop if dropout is None else dropout, bias=True,
-                       gelu_approximate=act)
+    config = GPTConfig(
+        block_size=c.n_positions,
+        vocab_size=c.vocab_size,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_embd=c.n_embd,
+        dropout=c.resid_pdrop if dropout is None else dropout,
+        bias=True,
+        gelu_approximate=act,
+    )
     net = GPT(config)
     state = {}
     for key, value in hf.state_dict().items():

@@ -14,7 +14,9 @@ DEFAULT_TIMESTEPS = 1000  # T in Ho et al. (2020) and Nichol & Dhariwal (2021)
 SCHEDULES = ("linear", "cosine")
 
 
-def linear_beta_schedule(timesteps: int = DEFAULT_TIMESTEPS, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+def linear_beta_schedule(
+    timesteps: int = DEFAULT_TIMESTEPS, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> torch.Tensor:
     """Ho, Jain & Abbeel (2020), "Denoising Diffusion Probabilistic Models", §4:
     β_t increases linearly from 1e-4 to 0.02 over T = 1000 steps.
 

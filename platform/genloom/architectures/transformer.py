@@ -87,8 +87,15 @@ class Transformer(Architecture):
             config, init_state, self.tokenizer = load_for_init(opts.init, dropout=hp.dropout)
         else:
             self.tokenizer = text_tokenizer.train_tokenizer(train_text, hp.tokenizer, hp.vocab_size)
-            config = GPTConfig(block_size=hp.block_size, vocab_size=self.tokenizer.get_vocab_size(), n_layer=hp.n_layer,
-                               n_head=hp.n_head, n_embd=hp.n_embd, dropout=hp.dropout, bias=hp.bias)
+            config = GPTConfig(
+                block_size=hp.block_size,
+                vocab_size=self.tokenizer.get_vocab_size(),
+                n_layer=hp.n_layer,
+                n_head=hp.n_head,
+                n_embd=hp.n_embd,
+                dropout=hp.dropout,
+                bias=hp.bias,
+            )
         if config.n_embd % config.n_head:
             raise BadInput(f"--set n_embd={config.n_embd} must be a multiple of n_head={config.n_head}")
         self.config = config
@@ -98,7 +105,9 @@ class Transformer(Architecture):
                 f"the train split of {data.ref} has {len(self.train_ids)} tokens, too short for the context length "
                 f"{config.block_size}: use a longer text or a smaller --set block_size"
             )
-        self.val_ids = torch.tensor(text_tokenizer.encode(self.tokenizer, val_text), dtype=torch.long) if val_text else None
+        self.val_ids = (
+            torch.tensor(text_tokenizer.encode(self.tokenizer, val_text), dtype=torch.long) if val_text else None
+        )
         if self.val_ids is not None and len(self.val_ids) <= config.block_size:
             self.val_ids = None  # too short to evaluate on: fall back to the train split
         eval_text = val_text if self.val_ids is not None else train_text
@@ -177,8 +186,12 @@ class Transformer(Architecture):
         from genloom.architectures.hf_export import pack_hf
 
         blob = pack_hf(self.net, self.tokenizer)
-        return blob, {"gpt": dataclasses.asdict(self.config), "tokenizer": self.hp.tokenizer if not self.opts.init else "init",
-                      "init": self.opts.init, "tokens_per_char": self.tokens_per_char}
+        return blob, {
+            "gpt": dataclasses.asdict(self.config),
+            "tokenizer": self.hp.tokenizer if not self.opts.init else "init",
+            "init": self.opts.init,
+            "tokens_per_char": self.tokens_per_char,
+        }
 
     # ---- inference
     @classmethod
@@ -223,7 +236,12 @@ class GPTSampler:
         top_k = 200 if opts.top_k is None else (opts.top_k or None)
         out = self.net.generate(idx, opts.max_new_tokens or 200, temperature=temperature, top_k=top_k, generator=gen)
         texts = [self.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in out.cpu()]
-        meta = {"prompt": prompt, "temperature": temperature, "top_k": top_k or 0, "max_new_tokens": opts.max_new_tokens or 200}
+        meta = {
+            "prompt": prompt,
+            "temperature": temperature,
+            "top_k": top_k or 0,
+            "max_new_tokens": opts.max_new_tokens or 200,
+        }
         return Samples(texts=texts, metadata=[dict(meta, seed=opts.seed, index=i) for i in range(opts.n)])
 
 

@@ -97,13 +97,13 @@ class UNet(nn.Module):
         super().__init__()
         self.config = c = config
         temb_dim = c.time_embed_dim
-        self.time_mlp = nn.Sequential(
-            nn.Linear(c.base_channels, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim)
-        )
+        self.time_mlp = nn.Sequential(nn.Linear(c.base_channels, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         if c.num_classes is not None:
             self.class_embed = nn.Embedding(c.num_classes + 1, temb_dim)
         if c.text_embed_dim is not None:
-            self.text_proj = nn.Sequential(nn.Linear(c.text_embed_dim, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
+            self.text_proj = nn.Sequential(
+                nn.Linear(c.text_embed_dim, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim)
+            )
             self.null_text = nn.Parameter(torch.zeros(temb_dim))
             # Captions of different labels share most of their embedding ("a handwritten …"); subtracting
             # their mean (set once from the caption table, saved with the weights) leaves what tells them apart.
@@ -129,7 +129,9 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(c.channel_mults))):
             for _ in range(c.num_res_blocks + 1):
-                self.up.append(ResBlock(ch + channels.pop(), c.base_channels * mult, temb_dim, c.dropout, c.scale_shift))
+                self.up.append(
+                    ResBlock(ch + channels.pop(), c.base_channels * mult, temb_dim, c.dropout, c.scale_shift)
+                )
                 ch = c.base_channels * mult
             if level != 0:
                 self.up.append(nn.Conv2d(ch, ch, 3, padding=1))  # after a nearest-neighbour upsample

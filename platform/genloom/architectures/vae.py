@@ -52,8 +52,12 @@ class ConvVAE(nn.Module):
         widths = [hp.channels * 2**i for i in range(d + 1)]
         enc: list[nn.Module] = [nn.Conv2d(c, widths[0], 3, padding=1), nn.SiLU()]
         for i in range(d):
-            enc += [nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1), nn.SiLU(),
-                    nn.Conv2d(widths[i + 1], widths[i + 1], 3, padding=1), nn.SiLU()]
+            enc += [
+                nn.Conv2d(widths[i], widths[i + 1], 4, stride=2, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(widths[i + 1], widths[i + 1], 3, padding=1),
+                nn.SiLU(),
+            ]
         self.encoder = nn.Sequential(*enc)
         self.low = (widths[-1], math.ceil(h / 2**d), math.ceil(w / 2**d))
         flat = int(math.prod(self.low))
@@ -61,8 +65,12 @@ class ConvVAE(nn.Module):
         self.from_z = nn.Linear(hp.latent_dim + num_classes, flat)
         dec: list[nn.Module] = []
         for i in reversed(range(d)):
-            dec += [nn.SiLU(), nn.ConvTranspose2d(widths[i + 1], widths[i], 4, stride=2, padding=1),
-                    nn.SiLU(), nn.Conv2d(widths[i], widths[i], 3, padding=1)]
+            dec += [
+                nn.SiLU(),
+                nn.ConvTranspose2d(widths[i + 1], widths[i], 4, stride=2, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(widths[i], widths[i], 3, padding=1),
+            ]
         dec += [nn.SiLU(), nn.Conv2d(widths[0], c, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
 
@@ -100,8 +108,14 @@ class ConvVAE(nn.Module):
         nll = 0.5 * ((x - out) / sigma) ** 2 + math.log(sigma) + 0.5 * math.log(2 * math.pi)
         return nll.flatten(1).sum(1)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, *, sample: bool = True,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        sample: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction NLL, KL) per image. sample=False decodes the posterior mean (deterministic scores)."""
         mu, logvar = self.encode(x, y)
         if sample:

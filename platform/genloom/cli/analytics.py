@@ -41,11 +41,15 @@ def _csv_value(value: Any) -> Any:
 
 
 def sql(
-    query: Annotated[Optional[str], typer.Argument(help="One SQL statement, e.g. \"SELECT * FROM v_model_stats\".")] = None,
+    query: Annotated[
+        Optional[str], typer.Argument(help='One SQL statement, e.g. "SELECT * FROM v_model_stats".')
+    ] = None,
     file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read the statement from this file.")] = None,
     json_out: JsonOption = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV (header + rows) on stdout.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Keep at most this many rows; says so when rows were cut.")] = 1000,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="Keep at most this many rows; says so when rows were cut.")
+    ] = 1000,
     timeout: Annotated[float, typer.Option("--timeout", help="Statement timeout in seconds.")] = 30.0,
 ) -> None:
     """Run read-only SQL as the genloom_reader role (a write is refused by Postgres itself).
@@ -59,7 +63,9 @@ def sql(
     if json_out and csv_out:
         raise BadInput("choose one of --json and --csv")
     if (query is None) == (file is None):
-        raise BadInput('give the query either as an argument or with --file (e.g. genloom sql "SELECT * FROM v_model_stats")')
+        raise BadInput(
+            'give the query either as an argument or with --file (e.g. genloom sql "SELECT * FROM v_model_stats")'
+        )
     if file is not None:
         try:
             query = file.read_text()
@@ -123,7 +129,9 @@ def _parse_since(since: str | None) -> dt.datetime | None:
 
 def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the HTML page.")] = Path("report.html"),
-    since: Annotated[Optional[str], typer.Option("--since", help="Only generations and feedback from this date on (YYYY-MM-DD).")] = None,
+    since: Annotated[
+        Optional[str], typer.Option("--since", help="Only generations and feedback from this date on (YYYY-MM-DD).")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Write a self-contained HTML report (plots embedded): usage, feedback, latency, training, samples, datasets."""
@@ -188,7 +196,9 @@ def views_cmd(json_out: JsonOption = False) -> None:
 
 
 def retention(
-    older_than: Annotated[str, typer.Option("--older-than", help="Age cut-off: 90d, 12w, 6m (30-day months), 1y, or a date YYYY-MM-DD.")],
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age cut-off: 90d, 12w, 6m (30-day months), 1y, or a date YYYY-MM-DD.")
+    ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Generations per transaction.")] = 10_000,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -209,8 +219,10 @@ def retention(
             print_json({"cutoff": cutoff.isoformat(), "dry_run": dry_run, key: values})
         else:
             verb = "would delete" if dry_run else "nothing to delete:"
-            info(f"{verb} {counts['generations']} generations, {counts['feedback']} feedback, {counts['prompts']} prompts, "
-                 f"{counts['sessions']} sessions older than {cutoff:%Y-%m-%d %H:%M} UTC")
+            info(
+                f"{verb} {counts['generations']} generations, {counts['feedback']} feedback, {counts['prompts']} prompts, "
+                f"{counts['sessions']} sessions older than {cutoff:%Y-%m-%d %H:%M} UTC"
+            )
         return
     if not yes and not json_out:
         if not sys.stdin.isatty():
@@ -235,8 +247,10 @@ def retention(
     if json_out:
         print_json({"cutoff": cutoff.isoformat(), "dry_run": False, "deleted": deleted})
     else:
-        info(f"deleted {deleted['generations']} generations, {deleted['prompts']} prompts, {deleted['sessions']} sessions "
-             f"older than {cutoff:%Y-%m-%d %H:%M} UTC (sources and feedback went with their generations)")
+        info(
+            f"deleted {deleted['generations']} generations, {deleted['prompts']} prompts, {deleted['sessions']} sessions "
+            f"older than {cutoff:%Y-%m-%d %H:%M} UTC (sources and feedback went with their generations)"
+        )
 
 
 def register(app: typer.Typer) -> None:

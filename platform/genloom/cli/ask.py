@@ -11,14 +11,17 @@ from rich.table import Table
 
 from genloom.cli.output import WHERE_HELP, WHERE_JSON_HELP, JsonOption, console, info, print_json
 
-generations_app = typer.Typer(help="The generation log: one generation with its sources and feedback.", no_args_is_help=True)
+generations_app = typer.Typer(
+    help="The generation log: one generation with its sources and feedback.", no_args_is_help=True
+)
 sessions_app = typer.Typer(help="Conversations: the turns of a session.", no_args_is_help=True)
 templates_app = typer.Typer(help="Named, versioned prompt templates.", no_args_is_help=True)
 
 ModelOption = Annotated[
     Optional[str],
     typer.Option(
-        "--model", "-m",
+        "--model",
+        "-m",
         help="extractive (no LM), a local Hugging Face model directory, or a registry model NAME\\[@V]. "
         "Default: $GENLOOM_MODEL, else extractive.",
     ),
@@ -29,7 +32,9 @@ TemperatureOption = Annotated[float, typer.Option("--temperature", help="Samplin
 TopPOption = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (with temperature > 0).")]
 SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Random seed for sampling.")]
 StopOption = Annotated[Optional[list[str]], typer.Option("--stop", help="Stop at this string (repeatable).")]
-NoStreamOption = Annotated[bool, typer.Option("--no-stream", help="Print the answer when complete instead of as it is generated.")]
+NoStreamOption = Annotated[
+    bool, typer.Option("--no-stream", help="Print the answer when complete instead of as it is generated.")
+]
 UserOption = Annotated[Optional[str], typer.Option("--user", help="Who is asking (recorded with the prompt).")]
 
 
@@ -56,11 +61,17 @@ def _via_server(request):
         out = server.ask(body)
     except ServerGone:
         return None
-    payload = {k: out[k] for k in ("generation_id", "session_id", "prompt_id", "answer", "citations", "model",
-                                   "timings_ms", "tokens")}
-    return types.SimpleNamespace(**payload, status=out["status"], error=out["error"],
-                                 sources=[types.SimpleNamespace(**s) for s in out["sources"]],
-                                 as_json=lambda: payload)
+    payload = {
+        k: out[k]
+        for k in ("generation_id", "session_id", "prompt_id", "answer", "citations", "model", "timings_ms", "tokens")
+    }
+    return types.SimpleNamespace(
+        **payload,
+        status=out["status"],
+        error=out["error"],
+        sources=[types.SimpleNamespace(**s) for s in out["sources"]],
+        as_json=lambda: payload,
+    )
 
 
 def _run_call(request, *, stream: bool, json_out: bool) -> None:
@@ -116,13 +127,20 @@ def ask(
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks to retrieve.")] = 5,
     where: Annotated[Optional[list[str]], typer.Option("--where", help=WHERE_HELP)] = None,
     where_json: Annotated[Optional[str], typer.Option("--where-json", help=WHERE_JSON_HELP)] = None,
-    embedding_model: Annotated[Optional[str], typer.Option("--embedding-model", help="Retrieve with another model that has vectors here (see genloom embed).")] = None,
+    embedding_model: Annotated[
+        Optional[str],
+        typer.Option(
+            "--embedding-model", help="Retrieve with another model that has vectors here (see genloom embed)."
+        ),
+    ] = None,
     max_new_tokens: MaxNewOption = 256,
     temperature: TemperatureOption = 0.0,
     top_p: TopPOption = 1.0,
     seed: SeedOption = None,
     stop: StopOption = None,
-    template: Annotated[Optional[str], typer.Option("--template", help="Prompt template NAME, NAME@V or NAME@LABEL (default: default).")] = None,
+    template: Annotated[
+        Optional[str], typer.Option("--template", help="Prompt template NAME, NAME@V or NAME@LABEL (default: default).")
+    ] = None,
     user: UserOption = None,
     no_stream: NoStreamOption = False,
     json_out: JsonOption = False,
@@ -141,7 +159,9 @@ def ask(
         where=combine(parse_where(where), parse_where_json(where_json)),
         embedding_model=embedding_model,
         template=template,
-        params=GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop or []),
+        params=GenParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop or []
+        ),
         user=user,
     )
     _run_call(request, stream=not no_stream, json_out=json_out)
@@ -170,7 +190,9 @@ def generate(
         model=model,
         session_id=session_id,
         system=system,
-        params=GenParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop or []),
+        params=GenParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop or []
+        ),
         user=user,
     )
     _run_call(request, stream=not no_stream, json_out=json_out)
@@ -220,20 +242,32 @@ def generations_show(
     if json_out:
         print_json(detail)
         return
-    console.print(f"[bold]generation {detail['generation_id']}[/bold] · session {detail['session_id']} · "
-                  f"{detail['model']} · {detail['status']}", highlight=False)
+    console.print(
+        f"[bold]generation {detail['generation_id']}[/bold] · session {detail['session_id']} · "
+        f"{detail['model']} · {detail['status']}",
+        highlight=False,
+    )
     console.print(f"[bold]Q:[/bold] {detail['prompt']}", highlight=False, markup=False)
-    console.print(f"A: {detail['answer'] if detail['status'] == 'ok' else detail['error']}", highlight=False, markup=False)
+    console.print(
+        f"A: {detail['answer'] if detail['status'] == 'ok' else detail['error']}", highlight=False, markup=False
+    )
     if detail["sources"]:
         table = Table("n", "source", "fused", "bm25 rank", "vector rank")
         for s in detail["sources"]:
             where = s["location"] + (" (purged)" if s.get("tombstone") else "")
-            table.add_row(str(s["n"]), where, f"{s['score']:.4f}" if s["score"] is not None else "",
-                          str(s["bm25_rank"] or ""), str(s["vector_rank"] or ""))
+            table.add_row(
+                str(s["n"]),
+                where,
+                f"{s['score']:.4f}" if s["score"] is not None else "",
+                str(s["bm25_rank"] or ""),
+                str(s["vector_rank"] or ""),
+            )
         console.print(table)
     for f in detail["feedback"]:
         thumbs = {1: "👍", -1: "👎"}.get(f["thumbs"], "")
-        console.print(f"feedback: {f['score'] or ''} {thumbs} {f['label'] or ''} {f['comment'] or ''}".rstrip(), markup=False)
+        console.print(
+            f"feedback: {f['score'] or ''} {thumbs} {f['label'] or ''} {f['comment'] or ''}".rstrip(), markup=False
+        )
 
 
 @sessions_app.command("show")
@@ -250,7 +284,9 @@ def sessions_show(
     if json_out:
         print_json(detail)
         return
-    console.print(f"[bold]session {detail['session_id']}[/bold] · collection {detail['collection'] or '-'}", highlight=False)
+    console.print(
+        f"[bold]session {detail['session_id']}[/bold] · collection {detail['collection'] or '-'}", highlight=False
+    )
     for turn in detail["turns"]:
         console.print(f"[bold]Q{turn['prompt_id']}:[/bold] {turn['question']}", highlight=False)
         answer = turn["answer"] if turn["status"] == "ok" else f"[error] {turn['error']}"
@@ -297,7 +333,9 @@ def templates_list(json_out: JsonOption = False) -> None:
         return
     table = Table("name", "version", "created", "first line")
     for r in rows:
-        table.add_row(r["name"], str(r["version"]), r["created_at"].strftime("%Y-%m-%d %H:%M"), r["text"].splitlines()[0][:70])
+        table.add_row(
+            r["name"], str(r["version"]), r["created_at"].strftime("%Y-%m-%d %H:%M"), r["text"].splitlines()[0][:70]
+        )
     console.print(table)
 
 
@@ -339,8 +377,13 @@ def templates_history(
         return
     table = Table("label", "from", "to", "by", "when")
     for r in rows:
-        table.add_row(r["label"], str(r["from_version"] or "-"), str(r["to_version"]), r["moved_by"] or "",
-                      r["moved_at"].strftime("%Y-%m-%d %H:%M:%S"))
+        table.add_row(
+            r["label"],
+            str(r["from_version"] or "-"),
+            str(r["to_version"]),
+            r["moved_by"] or "",
+            r["moved_at"].strftime("%Y-%m-%d %H:%M:%S"),
+        )
     console.print(table)
 
 

@@ -19,21 +19,32 @@ SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the split.")]
 
 
 def _report(result, json_out: bool) -> None:
-    payload = {"run_id": result.run_id, "dataset": result.dataset, "items": result.items,
-               "new_items": result.new_items, "by_split": result.by_split, "unchanged": result.unchanged}
+    payload = {
+        "run_id": result.run_id,
+        "dataset": result.dataset,
+        "items": result.items,
+        "new_items": result.new_items,
+        "by_split": result.by_split,
+        "unchanged": result.unchanged,
+    }
     if json_out:
         print_json(payload)
     elif result.unchanged:
         info(f"{result.dataset} already holds exactly this content ({result.items} items): nothing changed")
     else:
         splits = ", ".join(f"{k} {v}" for k, v in result.by_split.items())
-        info(f"imported {result.dataset}: {result.items} items ({splits}); {result.new_items} new to the store (run {result.run_id})")
+        info(
+            f"imported {result.dataset}: {result.items} items ({splits}); {result.new_items} new to the store (run {result.run_id})"
+        )
 
 
 @import_app.command("digits")
 def import_digits_cmd(
     name: Annotated[str, typer.Option("--name", help="Dataset name.")] = "digits",
-    val: ValOption = 0.1, test: TestOption = 0.1, seed: SeedOption = 0, json_out: JsonOption = False,
+    val: ValOption = 0.1,
+    test: TestOption = 0.1,
+    seed: SeedOption = 0,
+    json_out: JsonOption = False,
 ) -> None:
     """scikit-learn's bundled 8×8 digits (1,797 images): works with no files."""
     from genloom.datasets.importers import SplitFractions, import_digits
@@ -47,7 +58,9 @@ def import_mnist_cmd(
     name: Annotated[str, typer.Option("--name", help="Dataset name.")] = "mnist",
     val: Annotated[float, typer.Option("--val", help="Fraction of MNIST's train set held out as val.")] = 5000 / 60000,
     seed: SeedOption = 0,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N of each file (quick tries).")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", help="Only the first N of each file (quick tries).")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """MNIST from its IDX files (its own train/test split; val carved from train)."""
@@ -61,13 +74,23 @@ def import_images_cmd(
     directory: Annotated[Path, typer.Argument(help="Folder of PNG/JPEG images; label = sub-folder.")],
     name: Annotated[str, typer.Option("--name", help="Dataset name.")],
     resize: Annotated[Optional[tuple[int, int]], typer.Option("--resize", help="Resize every image to H W.")] = None,
-    val: ValOption = 0.1, test: TestOption = 0.1, seed: SeedOption = 0, json_out: JsonOption = False,
+    val: ValOption = 0.1,
+    test: TestOption = 0.1,
+    seed: SeedOption = 0,
+    json_out: JsonOption = False,
 ) -> None:
     """A folder of images (all one size, or --resize H W)."""
     from genloom.datasets.importers import SplitFractions, import_images
 
-    _report(import_images(directory, name, resize=tuple(resize) if resize else None,
-                          fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
+    _report(
+        import_images(
+            directory,
+            name,
+            resize=tuple(resize) if resize else None,
+            fractions=SplitFractions(val=val, test=test, seed=seed),
+        ),
+        json_out,
+    )
 
 
 @import_app.command("text")
@@ -76,22 +99,33 @@ def import_text_cmd(
     name: Annotated[str, typer.Option("--name", help="Dataset name.")],
     unit: Annotated[str, typer.Option("--unit", help="One item per document, paragraph or line.")] = "document",
     contiguous: Annotated[
-        bool, typer.Option("--contiguous", help="Split in order (first units train, then val, test) instead of shuffled.")
+        bool,
+        typer.Option("--contiguous", help="Split in order (first units train, then val, test) instead of shuffled."),
     ] = False,
-    val: ValOption = 0.1, test: TestOption = 0.1, seed: SeedOption = 0, json_out: JsonOption = False,
+    val: ValOption = 0.1,
+    test: TestOption = 0.1,
+    seed: SeedOption = 0,
+    json_out: JsonOption = False,
 ) -> None:
     """Text items from files."""
     from genloom.datasets.importers import SplitFractions, import_text
 
-    _report(import_text(source, name, unit=unit, contiguous=contiguous,
-                        fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
+    _report(
+        import_text(
+            source, name, unit=unit, contiguous=contiguous, fractions=SplitFractions(val=val, test=test, seed=seed)
+        ),
+        json_out,
+    )
 
 
 @import_app.command("collection")
 def import_collection_cmd(
     collection: Annotated[str, typer.Argument(help="An ingested collection.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Dataset name (default: the collection's).")] = None,
-    val: ValOption = 0.1, test: TestOption = 0.1, seed: SeedOption = 0, json_out: JsonOption = False,
+    val: ValOption = 0.1,
+    test: TestOption = 0.1,
+    seed: SeedOption = 0,
+    json_out: JsonOption = False,
 ) -> None:
     """A collection's current documents as text items."""
     from genloom.datasets.importers import SplitFractions, import_collection
@@ -102,13 +136,20 @@ def import_collection_cmd(
 @import_app.command("feedback")
 def import_feedback_cmd(
     name: Annotated[str, typer.Option("--name", help="Dataset name, e.g. good-answers.")],
-    min_score: Annotated[int, typer.Option("--min-score", help="Keep generations rated at least this (1-5; thumbs up = 5).")] = 4,
-    val: ValOption = 0.0, test: TestOption = 0.0, seed: SeedOption = 0, json_out: JsonOption = False,
+    min_score: Annotated[
+        int, typer.Option("--min-score", help="Keep generations rated at least this (1-5; thumbs up = 5).")
+    ] = 4,
+    val: ValOption = 0.0,
+    test: TestOption = 0.0,
+    seed: SeedOption = 0,
+    json_out: JsonOption = False,
 ) -> None:
     """Rated generations as (question, sources, answer) JSON records, with lineage to each generation."""
     from genloom.datasets.importers import SplitFractions, import_feedback
 
-    _report(import_feedback(name, min_score=min_score, fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
+    _report(
+        import_feedback(name, min_score=min_score, fractions=SplitFractions(val=val, test=test, seed=seed)), json_out
+    )
 
 
 @datasets_app.command("list")
@@ -128,8 +169,14 @@ def list_cmd(json_out: JsonOption = False) -> None:
     for col in ("dataset", "modality", "items", "sealed", "run", "created"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["ref"], r["modality"] or "-", str(r["items"]), "yes" if r["sealed"] else "no",
-                      str(r["created_by_run"] or "-"), r["created_at"].strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            r["ref"],
+            r["modality"] or "-",
+            str(r["items"]),
+            "yes" if r["sealed"] else "no",
+            str(r["created_by_run"] or "-"),
+            r["created_at"].strftime("%Y-%m-%d %H:%M"),
+        )
     console.print(table)
 
 
@@ -147,8 +194,10 @@ def show_cmd(
     if json_out:
         print_json(summary)
         return
-    console.print(f"[bold]{summary['name']}@{summary['version']}[/bold]  {summary['items']} items"
-                  f"  parent {summary['parent'] or '-'}  created by run {summary['created_by_run'] or '-'}")
+    console.print(
+        f"[bold]{summary['name']}@{summary['version']}[/bold]  {summary['items']} items"
+        f"  parent {summary['parent'] or '-'}  created by run {summary['created_by_run'] or '-'}"
+    )
     for key in ("by_split", "by_origin", "by_label"):
         console.print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in summary[key].items()), highlight=False)
 
@@ -169,10 +218,12 @@ def diff_cmd(
         print_json(result)
         return
     origin = ", ".join(f"{k} {v}" for k, v in result["added_by_origin"].items()) or "none"
-    console.print(f"{result['a']} → {result['b']}: +{result['added']} −{result['removed']} items, "
-                  f"{result['moved_split']} moved split, {result['relabelled']} relabelled, {result['unchanged']} unchanged "
-                  f"(added by origin: {origin})",
-                  highlight=False)
+    console.print(
+        f"{result['a']} → {result['b']}: +{result['added']} −{result['removed']} items, "
+        f"{result['moved_split']} moved split, {result['relabelled']} relabelled, {result['unchanged']} unchanged "
+        f"(added by origin: {origin})",
+        highlight=False,
+    )
 
 
 @datasets_app.command("export")
@@ -191,7 +242,9 @@ def export_cmd(
     if json_out:
         print_json(result)
     else:
-        info(f"exported {result['files']} files of {result['dataset']} to {result['dir']} (manifest: {result['manifest']})")
+        info(
+            f"exported {result['files']} files of {result['dataset']} to {result['dir']} (manifest: {result['manifest']})"
+        )
 
 
 def register(app: typer.Typer) -> None:

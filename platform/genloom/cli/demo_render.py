@@ -62,10 +62,14 @@ def render_analytics(result: dict) -> None:
     from genloom.cli.summary_render import render_summary
 
     render_summary(result["summary"], err_console)
-    missing = f" · no data yet for: {', '.join(result['sections_without_data'])}" if result["sections_without_data"] else ""
+    missing = (
+        f" · no data yet for: {', '.join(result['sections_without_data'])}" if result["sections_without_data"] else ""
+    )
     err_console.print(f"report: [bold]{result['report']}[/bold] ({result['plots']} plots{missing})")
-    err_console.print('try: [bold]genloom sql "SELECT * FROM v_model_stats"[/bold] · '
-                      "[bold]genloom sql \"SELECT score, question, sources FROM v_feedback_explained WHERE score <= 2\"[/bold]")
+    err_console.print(
+        'try: [bold]genloom sql "SELECT * FROM v_model_stats"[/bold] · '
+        '[bold]genloom sql "SELECT score, question, sources FROM v_feedback_explained WHERE score <= 2"[/bold]'
+    )
 
 
 RENDERERS = {

@@ -26,10 +26,21 @@ def eval_model(
     model: Annotated[str, typer.Argument(help="Model MODEL\\[@V] from the registry.")],
     against: Annotated[str, typer.Option("--against", help="Real dataset NAME\\[@V] to compare with.")],
     split: Annotated[str, typer.Option("--split", help="Split of --against to compare with.")] = "test",
-    n: Annotated[Optional[int], typer.Option("--n", help="Samples to draw (default: the split's size, at most 10,000).")] = None,
-    features: Annotated[Optional[str], typer.Option("--features", help="Feature network MODEL\\[@V] (default: the dataset's own, trained once if absent).")] = None,
-    anomaly_class: Annotated[Optional[str], typer.Option("--anomaly-class", help="VAE: AUROC of this held-out class against the others.")] = None,
-    samples: Annotated[int, typer.Option("--samples", help="Text models: generations for distinct-n and memorisation.")] = 20,
+    n: Annotated[
+        Optional[int], typer.Option("--n", help="Samples to draw (default: the split's size, at most 10,000).")
+    ] = None,
+    features: Annotated[
+        Optional[str],
+        typer.Option(
+            "--features", help="Feature network MODEL\\[@V] (default: the dataset's own, trained once if absent)."
+        ),
+    ] = None,
+    anomaly_class: Annotated[
+        Optional[str], typer.Option("--anomaly-class", help="VAE: AUROC of this held-out class against the others.")
+    ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Text models: generations for distinct-n and memorisation.")
+    ] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")] = "auto",
     json_out: JsonOption = False,
@@ -38,9 +49,21 @@ def eval_model(
     from genloom.evaluation.jobs import EvalModelOptions, eval_model_job
 
     with RichProgress(enabled=not json_out) as progress:
-        result = eval_model_job(model, against, EvalModelOptions(
-            split=split, n=n, features=features, seed=seed, device=device, anomaly_class=anomaly_class,
-            text_samples=samples, progress=progress, notes=progress.note))
+        result = eval_model_job(
+            model,
+            against,
+            EvalModelOptions(
+                split=split,
+                n=n,
+                features=features,
+                seed=seed,
+                device=device,
+                anomaly_class=anomaly_class,
+                text_samples=samples,
+                progress=progress,
+                notes=progress.note,
+            ),
+        )
     if json_out:
         print_json(result)
     else:
@@ -50,9 +73,16 @@ def eval_model(
 
 @eval_app.command("utility")
 def eval_utility(
-    synthetic: Annotated[str, typer.Option("--synthetic", help="Dataset NAME@V whose synthetic items train the classifier.")],
-    real: Annotated[str, typer.Option("--real", help="Real dataset NAME@V: its test split tests, its train split gives train-on-real.")],
-    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Classifier epochs (default: by dataset size).")] = None,
+    synthetic: Annotated[
+        str, typer.Option("--synthetic", help="Dataset NAME@V whose synthetic items train the classifier.")
+    ],
+    real: Annotated[
+        str,
+        typer.Option("--real", help="Real dataset NAME@V: its test split tests, its train split gives train-on-real."),
+    ],
+    epochs: Annotated[
+        Optional[float], typer.Option("--epochs", help="Classifier epochs (default: by dataset size).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
     json_out: JsonOption = False,
@@ -88,7 +118,9 @@ def eval_text(
 def eval_features(
     dataset: Annotated[str, typer.Argument(help="Image dataset NAME\\[@V] to train the feature network on.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Registry name (default features-DATASET).")] = None,
-    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Default: ~2 on MNIST-sized data, 15 on digits.")] = None,
+    epochs: Annotated[
+        Optional[float], typer.Option("--epochs", help="Default: ~2 on MNIST-sized data, 15 on digits.")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device")] = "auto",
@@ -98,11 +130,21 @@ def eval_features(
     from genloom.evaluation.features import ClassifierTraining, train_classifier
 
     with RichProgress(enabled=not json_out) as progress:
-        r = train_classifier(dataset, name=name, cfg=ClassifierTraining(epochs=epochs, batch_size=batch_size,
-                                                                        seed=seed, device=device), progress=progress)
-    out = {"run_id": r.run_id, "model": r.model,
-           "metrics": {k: v for k, v in {"val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy}.items()
-                       if v is not None}, "steps": r.steps, "seconds": round(r.seconds, 2)}
+        r = train_classifier(
+            dataset,
+            name=name,
+            cfg=ClassifierTraining(epochs=epochs, batch_size=batch_size, seed=seed, device=device),
+            progress=progress,
+        )
+    out = {
+        "run_id": r.run_id,
+        "model": r.model,
+        "metrics": {
+            k: v for k, v in {"val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy}.items() if v is not None
+        },
+        "steps": r.steps,
+        "seconds": round(r.seconds, 2),
+    }
     if json_out:
         print_json(out)
     else:

@@ -19,7 +19,8 @@ def rag(
         bool, typer.Option("--ingest-contexts", help="First ingest the SQuAD file's paragraphs (one document each).")
     ] = False,
     model: Annotated[
-        Optional[str], typer.Option("--model", "-m", help="extractive, a model directory, or a registry NAME\\[@V] (endpoints too).")
+        Optional[str],
+        typer.Option("--model", "-m", help="extractive, a model directory, or a registry NAME\\[@V] (endpoints too)."),
     ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Ask a seeded sample of this many questions.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample (and of sampling, + repeat).")] = 0,
@@ -33,15 +34,29 @@ def rag(
 
     from genloom.evaluation.rag import EvalRagOptions, eval_rag_job
 
-    opts = EvalRagOptions(collection=collection, model=model, limit=limit, seed=seed, repeats=repeats, k=k,
-                          max_new_tokens=max_new_tokens, ingest_contexts=ingest_contexts)
+    opts = EvalRagOptions(
+        collection=collection,
+        model=model,
+        limit=limit,
+        seed=seed,
+        repeats=repeats,
+        k=k,
+        max_new_tokens=max_new_tokens,
+        ingest_contexts=ingest_contexts,
+    )
     # The bar starts with the first answered question: a bad input fails as one line, with no bar drawn.
     state: dict = {}
 
     def on_progress(done: int, total: int) -> None:
         if "bar" not in state:
-            state["bar"] = Progress(TextColumn("[bold]questions"), BarColumn(), MofNCompleteColumn(),
-                                    TimeElapsedColumn(), console=err_console, transient=True)
+            state["bar"] = Progress(
+                TextColumn("[bold]questions"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            )
             state["bar"].start()
             state["task"] = state["bar"].add_task("questions", total=total)
         state["bar"].update(state["task"], completed=done, total=total)
@@ -56,8 +71,10 @@ def rag(
         return
     from rich.table import Table
 
-    table = Table(title=f"{report['model']} on {report['collection']} · {report['sampled']} questions × "
-                        f"{report['repeats']} · run {report['run_id']}")
+    table = Table(
+        title=f"{report['model']} on {report['collection']} · {report['sampled']} questions × "
+        f"{report['repeats']} · run {report['run_id']}"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in report.items():

@@ -6,7 +6,9 @@ import importlib
 
 import typer
 
-eval_app = typer.Typer(help="Evaluate retrieval, RAG answers, models, synthetic-data utility and text.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Evaluate retrieval, RAG answers, models, synthetic-data utility and text.", no_args_is_help=True
+)
 
 # Each module adds its commands to eval_app when imported.
 EVAL_MODULES = ["genloom.cli.eval_retrieval", "genloom.cli.eval_models", "genloom.cli.eval_rag"]

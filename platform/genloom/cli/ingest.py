@@ -17,37 +17,72 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files and folders (walked recursively).", show_default=False)],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to ingest into (created if new).")],
     format: Annotated[
-        str, typer.Option("--format", "-f", help="auto|text|markdown|html|pdf|docx|epub|jsonl|csv|beir (auto: by extension, else by content).")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="auto|text|markdown|html|pdf|docx|epub|jsonl|csv|beir (auto: by extension, else by content).",
+        ),
     ] = "auto",
-    text_field: Annotated[str | None, typer.Option("--text-field", help="JSONL/CSV field with the text (default: text, contents, body or content).")] = None,
-    id_field: Annotated[str | None, typer.Option("--id-field", help="JSONL/CSV field with the document id (default: _id or id; else file:line).")] = None,
-    title_field: Annotated[str | None, typer.Option("--title-field", help="JSONL/CSV field with the title (default: title).")] = None,
-    meta: Annotated[list[str] | None, typer.Option("--meta", help="key=value metadata added to every document (repeatable).")] = None,
-    chunk_tokens: Annotated[
-        int | None, typer.Option("--chunk-tokens", help="Max tokens per chunk (default: the model's max sequence length).")
+    text_field: Annotated[
+        str | None,
+        typer.Option("--text-field", help="JSONL/CSV field with the text (default: text, contents, body or content)."),
     ] = None,
-    chunk_overlap: Annotated[int, typer.Option("--chunk-overlap", help="Tokens repeated between consecutive chunks.")] = 32,
+    id_field: Annotated[
+        str | None,
+        typer.Option("--id-field", help="JSONL/CSV field with the document id (default: _id or id; else file:line)."),
+    ] = None,
+    title_field: Annotated[
+        str | None, typer.Option("--title-field", help="JSONL/CSV field with the title (default: title).")
+    ] = None,
+    meta: Annotated[
+        list[str] | None, typer.Option("--meta", help="key=value metadata added to every document (repeatable).")
+    ] = None,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option("--chunk-tokens", help="Max tokens per chunk (default: the model's max sequence length)."),
+    ] = None,
+    chunk_overlap: Annotated[
+        int, typer.Option("--chunk-overlap", help="Tokens repeated between consecutive chunks.")
+    ] = 32,
     model: Annotated[
-        str | None, typer.Option("--model", help="Embedding model: a local sentence-transformers folder (default: the bundled all-MiniLM-L6-v2).")
+        str | None,
+        typer.Option(
+            "--model",
+            help="Embedding model: a local sentence-transformers folder (default: the bundled all-MiniLM-L6-v2).",
+        ),
     ] = None,
     text_search_config: Annotated[
         str, typer.Option("--text-search-config", help="Postgres text-search config for BM25 (new collections).")
     ] = "english",
-    max_bytes: Annotated[int, typer.Option("--max-bytes", help="Refuse files larger than this, on disk or inflated (.gz, .docx, .epub).")] = 100 * 1024 * 1024,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed JSONL/CSV records instead of failing the file.")] = False,
+    max_bytes: Annotated[
+        int, typer.Option("--max-bytes", help="Refuse files larger than this, on disk or inflated (.gz, .docx, .epub).")
+    ] = 100 * 1024 * 1024,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Skip malformed JSONL/CSV records instead of failing the file.")
+    ] = False,
     batch_documents: Annotated[int, typer.Option("--batch", help="Documents per transaction.")] = 256,
     hnsw_m: Annotated[int, typer.Option("--hnsw-m", help="HNSW m for a new embedding model's index.")] = 16,
-    hnsw_ef_construction: Annotated[int, typer.Option("--hnsw-ef-construction", help="HNSW ef_construction (new index).")] = 64,
+    hnsw_ef_construction: Annotated[
+        int, typer.Option("--hnsw-ef-construction", help="HNSW ef_construction (new index).")
+    ] = 64,
     follow_symlinks: Annotated[
         bool, typer.Option("--follow-symlinks", help="Follow symbolic links that lead outside the folders given.")
     ] = False,
     pii: Annotated[
         str | None,
-        typer.Option("--pii", help="off|mask|hash|encrypt personal data (emails, phones, cards, IBANs, IPs, national ids) "
-                                   "before storing; remembered as the collection's default."),
+        typer.Option(
+            "--pii",
+            help="off|mask|hash|encrypt personal data (emails, phones, cards, IBANs, IPs, national ids) "
+            "before storing; remembered as the collection's default.",
+        ),
     ] = None,
     sync: Annotated[
-        bool, typer.Option("--sync", help="Mirror the folders: retire documents whose files are gone (kept for past citations, no longer searchable).")
+        bool,
+        typer.Option(
+            "--sync",
+            help="Mirror the folders: retire documents whose files are gone (kept for past citations, no longer searchable).",
+        ),
     ] = False,
     json_out: JsonOption = False,
 ) -> None:
@@ -63,7 +98,9 @@ def ingest(
 
     missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:  # before the progress bar starts
-        raise BadInput(f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise BadInput(
+            f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     if sync and not any(p.is_dir() for p in paths):
         raise BadInput("--sync mirrors folders: give at least one folder")
     if batch_documents < 1:
@@ -77,8 +114,13 @@ def ingest(
     options = IngestOptions(
         collection=collection,
         load=LoadOptions(
-            format=format, text_field=text_field, id_field=id_field, title_field=title_field,
-            metadata=parse_pairs(meta, "--meta"), max_bytes=max_bytes, skip_bad=skip_bad,
+            format=format,
+            text_field=text_field,
+            id_field=id_field,
+            title_field=title_field,
+            metadata=parse_pairs(meta, "--meta"),
+            max_bytes=max_bytes,
+            skip_bad=skip_bad,
             follow_symlinks=follow_symlinks,
         ),
         chunking=ChunkConfig(max_tokens=chunk_tokens, overlap=chunk_overlap),
@@ -99,7 +141,9 @@ def ingest(
                 return
             eta = p.eta_seconds()
             bar(
-                task, p.bytes_done, max(p.bytes_total, 1),
+                task,
+                p.bytes_done,
+                max(p.bytes_total, 1),
                 f"{p.chunks:,} chunks embedded · {p.rate():.1f} chunks/s · {p.files_done}/{p.files_total} files"
                 + (f" · ETA {_duration(eta)}" if eta is not None else ""),
             )
@@ -134,7 +178,9 @@ def _duration(seconds: float) -> str:
 def embed(
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection whose current chunks to embed.")],
     model: Annotated[str, typer.Option("--model", help="A local sentence-transformers folder.")],
-    batch: Annotated[int, typer.Option("--batch", help="Chunks per transaction (a re-run resumes after the last one).")] = 256,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Chunks per transaction (a re-run resumes after the last one).")
+    ] = 256,
     json_out: JsonOption = False,
 ) -> None:
     """Add vectors from another embedding model to a collection (resumable; its own HNSW index)."""
@@ -142,18 +188,27 @@ def embed(
 
     from ingest.embed_models import embed_collection
 
-    with Progress(TextColumn("[bold]embed[/bold] " + collection), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=json_out) as bar:
+    with Progress(
+        TextColumn("[bold]embed[/bold] " + collection),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=json_out,
+    ) as bar:
         task = bar.add_task("embed", total=None)
-        result = embed_collection(collection, model, batch=batch,
-                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
+        result = embed_collection(
+            collection, model, batch=batch, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     if json_out:
         print_json(result.to_json())
         return
     if result.truncation_warning:
         info(f"[yellow]note:[/yellow] {result.truncation_warning}")
-    info(f"{collection}: {result.embedded} chunks embedded with {result.model} ({result.already} had vectors already) "
-         f"in {result.seconds:.1f}s (run {result.run_id}); search with --embedding-model {model}")
+    info(
+        f"{collection}: {result.embedded} chunks embedded with {result.model} ({result.already} had vectors already) "
+        f"in {result.seconds:.1f}s (run {result.run_id}); search with --embedding-model {model}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -14,9 +14,17 @@ audit_app = typer.Typer(help="The append-only audit trail.", no_args_is_help=Tru
 
 @keys_app.command("create")
 def create_cmd(
-    role: Annotated[str, typer.Option("--role", help="reader (search, read), writer (+ ask, feedback, ingest), admin (+ keys, retention, deletes).")],
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="reader (search, read), writer (+ ask, feedback, ingest), admin (+ keys, retention, deletes).",
+        ),
+    ],
     tenant: Annotated[str, typer.Option("--tenant", help="The tenant whose rows the key sees.")] = "default",
-    expires: Annotated[str | None, typer.Option("--expires", help="30d, 12h, 1y or a date (2027-01-31); default never.")] = None,
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="30d, 12h, 1y or a date (2027-01-31); default never.")
+    ] = None,
     note: Annotated[str | None, typer.Option("--note", help="What the key is for.")] = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -30,9 +38,11 @@ def create_cmd(
         print_json(new.as_json())
         return
     print(new.key)
-    info(f"key {new.id} ({new.prefix}): role {new.role}, tenant {new.tenant}"
-         + (f", expires {new.expires_at:%Y-%m-%d %H:%M} UTC" if new.expires_at else "")
-         + ". Store it now: it cannot be shown again.")
+    info(
+        f"key {new.id} ({new.prefix}): role {new.role}, tenant {new.tenant}"
+        + (f", expires {new.expires_at:%Y-%m-%d %H:%M} UTC" if new.expires_at else "")
+        + ". Store it now: it cannot be shown again."
+    )
 
 
 @keys_app.command("list")
@@ -59,8 +69,16 @@ def list_cmd(
         return t.strftime("%Y-%m-%d %H:%M") if t else "-"
 
     for r in rows:
-        table.add_row(str(r["id"]), r["prefix"], r["role"], r["tenant"], stamp(r["created_at"]), stamp(r["expires_at"]),
-                      stamp(r["revoked_at"]), r["note"] or "")
+        table.add_row(
+            str(r["id"]),
+            r["prefix"],
+            r["role"],
+            r["tenant"],
+            stamp(r["created_at"]),
+            stamp(r["expires_at"]),
+            stamp(r["revoked_at"]),
+            r["note"] or "",
+        )
     console.print(table)
 
 
@@ -100,14 +118,18 @@ def rotate_data_key_cmd(json_out: JsonOption = False) -> None:
     if json_out:
         print_json({"key_id": key_id(key), "resealed": counts})
     else:
-        info(f"re-encrypted {sum(counts.values())} values under key {key_id(key)}: "
-             + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        info(
+            f"re-encrypted {sum(counts.values())} values under key {key_id(key)}: "
+            + ", ".join(f"{k} {v}" for k, v in counts.items())
+        )
 
 
 @audit_app.command("list")
 def audit_list_cmd(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many entries, newest first.")] = 50,
-    action: Annotated[str | None, typer.Option("--action", help="Only this action or family (e.g. key, auth.failure).")] = None,
+    action: Annotated[
+        str | None, typer.Option("--action", help="Only this action or family (e.g. key, auth.failure).")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """The audit trail of this tenant (also the view v_audit_log)."""
@@ -129,8 +151,9 @@ def audit_list_cmd(
         table.add_column(col, overflow="fold")
     for r in rows:
         who = f"key {r['key_prefix']} ({r['role']})" if r["key_id"] else f"{r['os_user'] or '?'} ({r['role']})"
-        table.add_row(str(r["id"]), r["at"].strftime("%Y-%m-%d %H:%M:%S"), who, r["action"], r["object"] or "",
-                      r["outcome"])
+        table.add_row(
+            str(r["id"]), r["at"].strftime("%Y-%m-%d %H:%M:%S"), who, r["action"], r["object"] or "", r["outcome"]
+        )
     console.print(table)
 
 

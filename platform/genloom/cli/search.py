@@ -15,24 +15,45 @@ from genloom.retrieval.hybrid import DEFAULT_BM25_WEIGHT, DEFAULT_FUSION, DEFAUL
 
 
 def search(
-    query: Annotated[str | None, typer.Argument(help="What to search for (or use --queries FILE).", show_default=False)] = None,
+    query: Annotated[
+        str | None, typer.Argument(help="What to search for (or use --queries FILE).", show_default=False)
+    ] = None,
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to search.")] = ...,
     mode: Annotated[str, typer.Option("--mode", "-m", help="hybrid | bm25 | vector.")] = "hybrid",
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     where: Annotated[list[str] | None, typer.Option("--where", help=WHERE_HELP)] = None,
     where_json: Annotated[str | None, typer.Option("--where-json", help=WHERE_JSON_HELP)] = None,
-    embedding_model: Annotated[str | None, typer.Option("--embedding-model", help="Search with another model that has vectors here (see genloom embed).")] = None,
-    by_document: Annotated[bool, typer.Option("--by-document", help="One result per document (its best chunk).")] = False,
-    include_superseded: Annotated[bool, typer.Option("--include-superseded", help="Also search old document versions.")] = False,
-    fusion: Annotated[str, typer.Option("--fusion", help="weighted (min-max normalised scores) | rrf (reciprocal rank fusion).")] = DEFAULT_FUSION,
-    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = DEFAULT_RRF_K,
-    bm25_weight: Annotated[float, typer.Option("--bm25-weight", help="Weighted fusion: share of the BM25 score.")] = DEFAULT_BM25_WEIGHT,
-    depth: Annotated[int | None, typer.Option("--depth", help="Candidates per branch (default: max(100, k), tripled with --by-document).")] = None,
-    ef_search: Annotated[int | None, typer.Option("--ef-search", help="HNSW ef_search for this query (default: 100).")] = None,
-    queries: Annotated[
-        Path | None, typer.Option("--queries", help="Batch mode: BEIR queries.jsonl (_id, text) or JSONL with id/query.")
+    embedding_model: Annotated[
+        str | None,
+        typer.Option("--embedding-model", help="Search with another model that has vectors here (see genloom embed)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Batch mode: write the JSONL here instead of stdout.")] = None,
+    by_document: Annotated[
+        bool, typer.Option("--by-document", help="One result per document (its best chunk).")
+    ] = False,
+    include_superseded: Annotated[
+        bool, typer.Option("--include-superseded", help="Also search old document versions.")
+    ] = False,
+    fusion: Annotated[
+        str, typer.Option("--fusion", help="weighted (min-max normalised scores) | rrf (reciprocal rank fusion).")
+    ] = DEFAULT_FUSION,
+    rrf_k: Annotated[int, typer.Option("--rrf-k", help="RRF constant.")] = DEFAULT_RRF_K,
+    bm25_weight: Annotated[
+        float, typer.Option("--bm25-weight", help="Weighted fusion: share of the BM25 score.")
+    ] = DEFAULT_BM25_WEIGHT,
+    depth: Annotated[
+        int | None,
+        typer.Option("--depth", help="Candidates per branch (default: max(100, k), tripled with --by-document)."),
+    ] = None,
+    ef_search: Annotated[
+        int | None, typer.Option("--ef-search", help="HNSW ef_search for this query (default: 100).")
+    ] = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option("--queries", help="Batch mode: BEIR queries.jsonl (_id, text) or JSONL with id/query."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Batch mode: write the JSONL here instead of stdout.")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Search a collection: BM25 and vectors fused in SQL (or one branch with --mode).
@@ -46,9 +67,18 @@ def search(
 
     filters = combine(parse_where(where), parse_where_json(where_json))
     options = dict(
-        collection=collection, mode=mode, k=k, where=filters or None, by_document=by_document,
-        include_superseded=include_superseded, fusion=fusion, rrf_k=rrf_k, bm25_weight=bm25_weight,
-        depth=depth, ef_search=ef_search, embedding_model=embedding_model,
+        collection=collection,
+        mode=mode,
+        k=k,
+        where=filters or None,
+        by_document=by_document,
+        include_superseded=include_superseded,
+        fusion=fusion,
+        rrf_k=rrf_k,
+        bm25_weight=bm25_weight,
+        depth=depth,
+        ef_search=ef_search,
+        embedding_model=embedding_model,
     )
     if queries is not None:
         if query is not None:
@@ -80,7 +110,8 @@ def search(
         console.print(
             f"[bold]{rank:>2}[/bold]  {hit.score:.4f}  [cyan]{escape(doc)}{version}[/cyan]  "
             f"{escape(hit.location)}  [dim]({branches})[/dim]",
-            soft_wrap=True, highlight=False,
+            soft_wrap=True,
+            highlight=False,
         )
         snippet = " ".join(hit.text.split())
         console.print("    " + escape(snippet[:240] + ("…" if len(snippet) > 240 else "")), highlight=False)

@@ -34,34 +34,52 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Default model for requests that name none (sets GENLOOM_MODEL); loaded at start."),
+        typer.Option(
+            "--model", "-m", help="Default model for requests that name none (sets GENLOOM_MODEL); loaded at start."
+        ),
     ] = None,
     model_dir: Annotated[
         list[Path] | None,
-        typer.Option("--model-dir", help="A folder whose model directories requests may name (repeatable); "
-                                         "otherwise only registered model names."),
+        typer.Option(
+            "--model-dir",
+            help="A folder whose model directories requests may name (repeatable); "
+            "otherwise only registered model names.",
+        ),
     ] = None,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys (loopback addresses only).")] = False,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without API keys (loopback addresses only).")
+    ] = False,
     allowed_host: Annotated[
         list[str] | None,
-        typer.Option("--allowed-host", help="A Host header to accept besides localhost/127.0.0.1/::1 (repeatable; '*' for any)."),
+        typer.Option(
+            "--allowed-host", help="A Host header to accept besides localhost/127.0.0.1/::1 (repeatable; '*' for any)."
+        ),
     ] = None,
-    max_body_bytes: Annotated[int | None, typer.Option("--max-body-bytes", help="Largest request body (default 4 MiB).")] = None,
+    max_body_bytes: Annotated[
+        int | None, typer.Option("--max-body-bytes", help="Largest request body (default 4 MiB).")
+    ] = None,
     max_question_chars: Annotated[
         int | None, typer.Option("--max-question-chars", help="Longest question or message (default 16000).")
     ] = None,
     pii: Annotated[
         str | None,
-        typer.Option("--pii", help="off|mask|hash|encrypt PII in the prompt/answer log (a collection's own default wins)."),
+        typer.Option(
+            "--pii", help="off|mask|hash|encrypt PII in the prompt/answer log (a collection's own default wins)."
+        ),
     ] = None,
     collection: Annotated[
         str | None,
-        typer.Option("--collection", "-c", help="Default collection: OpenAI requests that name none retrieve from it "
-                     "(send \"collection\": null or the header X-Genloom-Retrieval: off to skip retrieval)."),
+        typer.Option(
+            "--collection",
+            "-c",
+            help="Default collection: OpenAI requests that name none retrieve from it "
+            '(send "collection": null or the header X-Genloom-Retrieval: off to skip retrieval).',
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     workers: Annotated[
-        int, typer.Option("--workers", help="Processes sharing the store (each with its own model copy, pool and limits).")
+        int,
+        typer.Option("--workers", help="Processes sharing the store (each with its own model copy, pool and limits)."),
     ] = 1,
     max_concurrent: Annotated[
         int, typer.Option("--max-concurrent", help="Generations running at once, per worker.")
@@ -70,7 +88,8 @@ def serve(
         int, typer.Option("--max-queue", help="Generations waiting for a slot, per worker; beyond: 429 + Retry-After.")
     ] = Limits.max_queue,
     queue_timeout: Annotated[
-        float, typer.Option("--queue-timeout", help="Seconds a generation may wait for a slot; beyond: 503 + Retry-After.")
+        float,
+        typer.Option("--queue-timeout", help="Seconds a generation may wait for a slot; beyond: 503 + Retry-After."),
     ] = Limits.queue_timeout,
 ) -> None:
     """Serve /v1/ask, the OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models,
@@ -92,12 +111,16 @@ def serve(
     if workers < 1:
         raise BadInput(f"--workers must be at least 1 (got {workers})")
     if no_auth and not is_loopback(host):
-        raise BadInput(f"refusing to serve {host} without API keys: --no-auth is for loopback addresses only "
-                       "(create a key with: genloom keys create --role writer)")
+        raise BadInput(
+            f"refusing to serve {host} without API keys: --no-auth is for loopback addresses only "
+            "(create a key with: genloom keys create --role writer)"
+        )
     hosts = [h.strip().lower() for h in (allowed_host or []) if h.strip()]
     if not is_loopback(host) and not hosts:
-        raise BadInput(f"serving on {host} needs --allowed-host NAME: the host names clients reach it by "
-                       "(a Host allow-list stops DNS rebinding; '*' accepts any)")
+        raise BadInput(
+            f"serving on {host} needs --allowed-host NAME: the host names clients reach it by "
+            "(a Host allow-list stops DNS rebinding; '*' accepts any)"
+        )
     for name, value in (("--max-body-bytes", max_body_bytes), ("--max-question-chars", max_question_chars)):
         if value is not None and value < 1:
             raise BadInput(f"{name} must be at least 1 (got {value})")
@@ -146,10 +169,14 @@ def serve(
 
         with session_scope() as session:
             if not list_keys(session):
-                info("no API key exists yet: every request but /healthz will get 401 until you run "
-                     "`genloom keys create --role writer`")
-    info(f"genloom API on http://{host}:{port}  (OpenAPI: /docs, /openapi.json; OpenAI base_url: http://{host}:{port}/v1)"
-         + ("  [no auth: loopback only]" if no_auth else "  [API keys required]"))
+                info(
+                    "no API key exists yet: every request but /healthz will get 401 until you run "
+                    "`genloom keys create --role writer`"
+                )
+    info(
+        f"genloom API on http://{host}:{port}  (OpenAPI: /docs, /openapi.json; OpenAI base_url: http://{host}:{port}/v1)"
+        + ("  [no auth: loopback only]" if no_auth else "  [API keys required]")
+    )
     # `genloom search|ask` on this store reuse this process's loaded models (api/local.py);
     # with several workers no single process holds them, so nothing is advertised.
     token, advertised = advertise(host, port) if workers == 1 else (None, None)

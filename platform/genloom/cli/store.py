@@ -10,8 +10,9 @@ from rich.table import Table
 from genloom.cli.output import WHERE_HELP, JsonOption, console, info, print_json
 
 collections_app = typer.Typer(help="Collections: list, show, rename, delete.", no_args_is_help=True)
-documents_app = typer.Typer(help="Documents of a collection: list, show, delete (retire or purge), set-meta.",
-                            no_args_is_help=True)
+documents_app = typer.Typer(
+    help="Documents of a collection: list, show, delete (retire or purge), set-meta.", no_args_is_help=True
+)
 CollectionOption = Annotated[str, typer.Option("--collection", "-c", help="The collection.")]
 DocArgument = Annotated[str, typer.Argument(help="Document: its id, external id, or file path.")]
 
@@ -29,13 +30,22 @@ def collections_list(json_out: JsonOption = False) -> None:
         return
     table = Table("name", "documents", "retired", "chunks", "embedding model", "text search", "created")
     for r in rows:
-        table.add_row(r["name"], str(r["documents"]), str(r["retired"]), str(r["chunks"]), r["embedding_model"] or "-",
-                      r["text_search_config"], r["created_at"].strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            r["name"],
+            str(r["documents"]),
+            str(r["retired"]),
+            str(r["chunks"]),
+            r["embedding_model"] or "-",
+            r["text_search_config"],
+            r["created_at"].strftime("%Y-%m-%d %H:%M"),
+        )
     console.print(table)
 
 
 @collections_app.command("show")
-def collections_show(name: Annotated[str, typer.Argument(help="Collection name.")], json_out: JsonOption = False) -> None:
+def collections_show(
+    name: Annotated[str, typer.Argument(help="Collection name.")], json_out: JsonOption = False
+) -> None:
     """Counts and BM25 statistics of one collection."""
     from genloom.db.engine import session_scope
     from genloom.retrieval.collections import collection_summary, datasets_from_collection, get_collection
@@ -60,8 +70,9 @@ def collections_rename(
     from genloom.retrieval.collections import rename_collection
     from genloom.retrieval.documents import record_change
 
-    result = record_change("rename", name, lambda s, cid, run: {
-        "from": name, "to": rename_collection(s, name, new_name).name}, to=new_name)
+    result = record_change(
+        "rename", name, lambda s, cid, run: {"from": name, "to": rename_collection(s, name, new_name).name}, to=new_name
+    )
     if json_out:
         print_json(result)
     else:
@@ -77,13 +88,16 @@ def collections_delete(
     """Delete a collection for good; generations that cited it keep their answers and a tombstone per source."""
     from genloom.retrieval.documents import delete_collection, record_change
 
-    result = record_change("delete collection", name,
-                           lambda s, cid, run: delete_collection(s, name, force=force, run_id=run), force=force)
+    result = record_change(
+        "delete collection", name, lambda s, cid, run: delete_collection(s, name, force=force, run_id=run), force=force
+    )
     if json_out:
         print_json(result)
     else:
-        info(f"collection {name!r} deleted: {result['documents']} document versions, {result['chunks']} chunks; "
-             f"{result['generations_citing']} generations keep a tombstone for their sources (run {result['run_id']})")
+        info(
+            f"collection {name!r} deleted: {result['documents']} document versions, {result['chunks']} chunks; "
+            f"{result['generations_citing']} generations keep a tombstone for their sources (run {result['run_id']})"
+        )
 
 
 @documents_app.command("list")
@@ -101,14 +115,17 @@ def documents_list(
     from genloom.retrieval.filters import parse_where
 
     with session_scope() as s:
-        rows = list_documents(s, get_collection(s, collection).id, include_retired=retired, where=parse_where(where),
-                              limit=limit)
+        rows = list_documents(
+            s, get_collection(s, collection).id, include_retired=retired, where=parse_where(where), limit=limit
+        )
     if json_out:
         print_json(rows)
         return
     table = Table("id", "external id", "v", "title", "chunks", "status")
     for r in rows:
-        table.add_row(str(r["id"]), r["external_id"], str(r["version"]), r["title"] or "", str(r["chunks"]), r["status"])
+        table.add_row(
+            str(r["id"]), r["external_id"], str(r["version"]), r["title"] or "", str(r["chunks"]), r["status"]
+        )
     console.print(table)
 
 
@@ -138,7 +155,9 @@ def documents_show(collection: CollectionOption, document: DocArgument, json_out
 def documents_delete(
     collection: CollectionOption,
     document: DocArgument,
-    purge: Annotated[bool, typer.Option("--purge", help="Remove every version's rows for good (cited sources keep a tombstone).")] = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Remove every version's rows for good (cited sources keep a tombstone).")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Purge without asking.")] = False,
     json_out: JsonOption = False,
 ) -> None:
@@ -152,18 +171,25 @@ def documents_delete(
         with session_scope() as s:
             ids = [v["id"] for v in _document_versions(s, get_collection(s, collection).id, document)]
             impact = purge_impact(s, ids)
-        message = (f"purge removes {impact['documents']} versions and {impact['chunks']} chunks for good; "
-                   f"{impact['generations_citing']} generations cite them and will keep only a tombstone")
+        message = (
+            f"purge removes {impact['documents']} versions and {impact['chunks']} chunks for good; "
+            f"{impact['generations_citing']} generations cite them and will keep only a tombstone"
+        )
         if json_out or not typer.confirm(message + ". Purge?", err=True):
             raise BadInput(message + " (confirm with --yes)")
-    result = record_change("purge" if purge else "retire", collection,
-                           lambda s, cid, run: delete_document(s, cid, document, purge=purge, run_id=run),
-                           document=document)
+    result = record_change(
+        "purge" if purge else "retire",
+        collection,
+        lambda s, cid, run: delete_document(s, cid, document, purge=purge, run_id=run),
+        document=document,
+    )
     if json_out:
         print_json(result)
     elif purge:
-        info(f"purged {result['external_id']}: {result['versions']} versions, {result['chunks']} chunks; "
-             f"{result['generations_citing']} generations keep a tombstone (run {result['run_id']})")
+        info(
+            f"purged {result['external_id']}: {result['versions']} versions, {result['chunks']} chunks; "
+            f"{result['generations_citing']} generations keep a tombstone (run {result['run_id']})"
+        )
     else:
         info(f"retired {result['external_id']}: no longer searchable, kept for past citations (run {result['run_id']})")
 
@@ -185,9 +211,13 @@ def documents_set_meta(
         if not sep or not key.strip():
             raise BadInput(f"set-meta expects key=value (got {pair!r})")
         changes[key.strip()] = value if value != "" else None
-    result = record_change("set-meta", collection,
-                           lambda s, cid, run: set_metadata(s, cid, document, changes, run_id=run),
-                           document=document, changes=changes)
+    result = record_change(
+        "set-meta",
+        collection,
+        lambda s, cid, run: set_metadata(s, cid, document, changes, run_id=run),
+        document=document,
+        changes=changes,
+    )
     if json_out:
         print_json(result)
     else:

@@ -41,13 +41,19 @@ def render_summary(data: dict[str, Any], console) -> None:
                 table.add_column(name, justify="right")
         for m in data["models"]:
             table.add_row(
-                m["model"], str(m["generations"]), _fmt(m["error_rate"], ".1%"), _fmt(m["feedback_rate"], ".0%"),
-                _fmt(m["mean_score"], ".2f"), _fmt(m["thumbs_up_share"], ".0%"), _fmt(m["total_ms_p50"], ".0f"),
-                _fmt(m["total_ms_p95"], ".0f"), _fmt(m["tokens_per_s"], ".0f"),
+                m["model"],
+                str(m["generations"]),
+                _fmt(m["error_rate"], ".1%"),
+                _fmt(m["feedback_rate"], ".0%"),
+                _fmt(m["mean_score"], ".2f"),
+                _fmt(m["thumbs_up_share"], ".0%"),
+                _fmt(m["total_ms_p50"], ".0f"),
+                _fmt(m["total_ms_p95"], ".0f"),
+                _fmt(m["tokens_per_s"], ".0f"),
             )
         console.print(table)
     else:
-        console.print("[dim]no generations yet: `genloom ask \"…\" --collection demo` logs one[/dim]")
+        console.print('[dim]no generations yet: `genloom ask "…" --collection demo` logs one[/dim]')
 
     side = []
     if data["top_documents"]:
@@ -55,8 +61,11 @@ def render_summary(data: dict[str, Any], console) -> None:
         for name in ("document", "cited", "score"):
             docs.add_column(name, justify="left" if name == "document" else "right")
         for d in data["top_documents"]:
-            docs.add_row(f"{d['collection']}/{(d['title'] or d['external_id'])[:28]}", str(d["citations"]),
-                         _fmt(d["mean_feedback_score"], ".2f"))
+            docs.add_row(
+                f"{d['collection']}/{(d['title'] or d['external_id'])[:28]}",
+                str(d["citations"]),
+                _fmt(d["mean_feedback_score"], ".2f"),
+            )
         side.append(docs)
     if data["datasets"]:
         ds = Table(title="datasets (latest version)", header_style="bold cyan", title_justify="left")

@@ -10,34 +10,52 @@ import typer
 from genloom.cli.output import JsonOption, console, info, print_json
 from genloom.cli.progress import RichProgress
 
-models_app = typer.Typer(help="The model registry: trained checkpoints with their runs, and remote endpoints.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: trained checkpoints with their runs, and remote endpoints.", no_args_is_help=True
+)
 
 
 def train(
     arch: Annotated[str, typer.Argument(help="Architecture: vae, gan, diffusion or transformer.")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Input dataset NAME\\[@VERSION] (default: latest sealed).")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Input dataset NAME\\[@VERSION] (default: latest sealed).")
+    ],
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps.")] = None,
-    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Passes over the train split (instead of --steps).")] = None,
+    epochs: Annotated[
+        Optional[float], typer.Option("--epochs", help="Passes over the train split (instead of --steps).")
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Batch size per process.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
     conditional: Annotated[bool, typer.Option("--conditional", help="Class-conditional on the item labels.")] = False,
     text_conditional: Annotated[
         bool, typer.Option("--text-conditional", help="Conditioned on a sentence embedding of each item's caption.")
     ] = False,
-    init: Annotated[Optional[str], typer.Option("--init", help="Start from a registered MODEL[@V] or a local HF directory.")] = None,
+    init: Annotated[
+        Optional[str], typer.Option("--init", help="Start from a registered MODEL[@V] or a local HF directory.")
+    ] = None,
     set_: Annotated[
         Optional[list[str]],
         typer.Option("--set", help="KEY=VALUE hyperparameter (repeatable), e.g. loss=wgan-gp, beta=0.5, warmup=100."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Steps between resumable checkpoints (0: ~10 per run).")] = 0,
-    eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validation passes (0: ~5 per run).")] = 0,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Steps between resumable checkpoints (0: ~10 per run).")
+    ] = 0,
+    eval_every: Annotated[
+        int, typer.Option("--eval-every", help="Steps between validation passes (0: ~5 per run).")
+    ] = 0,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the networks.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", help="Registry name (default ARCH-DATASET).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the latest interrupted run of --name from its checkpoint.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the latest interrupted run of --name from its checkpoint.")
+    ] = False,
     keep_best: Annotated[
-        bool, typer.Option("--keep-best", help="Register the weights of the best validation pass, not the last (with overfitting or --set patience=N).")
+        bool,
+        typer.Option(
+            "--keep-best",
+            help="Register the weights of the best validation pass, not the last (with overfitting or --set patience=N).",
+        ),
     ] = False,
     json_out: JsonOption = False,
 ) -> None:
@@ -48,9 +66,22 @@ def train(
     from genloom.training.trainer import train as run_training
 
     opts = TrainOptions(
-        dataset=dataset, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, conditional=conditional,
-        text_conditional=text_conditional, init=init, seed=seed, checkpoint_every=checkpoint_every,
-        eval_every=eval_every, compile=compile_, name=name, device=device, resume=resume, keep_best=keep_best,
+        dataset=dataset,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        conditional=conditional,
+        text_conditional=text_conditional,
+        init=init,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        eval_every=eval_every,
+        compile=compile_,
+        name=name,
+        device=device,
+        resume=resume,
+        keep_best=keep_best,
         hparams=parse_set(set_ or []),
     )
     # Not transient: the last state of the bar (steps, loss, rate) stays as the run's summary line.
@@ -62,7 +93,9 @@ def train(
     if json_out:
         print_json(payload)
         return
-    console.print(f"model [bold]{result.model}[/bold] (run {result.run_id}, {result.steps} steps, {result.seconds:.1f} s)")
+    console.print(
+        f"model [bold]{result.model}[/bold] (run {result.run_id}, {result.steps} steps, {result.seconds:.1f} s)"
+    )
     if result.kept_step is not None and result.kept_step != result.steps:
         console.print(f"  registered the weights of step {result.kept_step}, the best validation pass (--keep-best)")
     for key, value in sorted(result.metrics.items()):
@@ -74,19 +107,30 @@ def sample(
     n: Annotated[int, typer.Option("--n", help="Number of samples.")] = 16,
     label: Annotated[Optional[str], typer.Option("--label", help="Class label (conditional models).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same samples.")] = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write a PNG grid (images) or a text file (texts).")] = None,
-    store: Annotated[bool, typer.Option("--store", help="Store the samples as synthetic items (needs --into).")] = False,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Write a PNG grid (images) or a text file (texts).")
+    ] = None,
+    store: Annotated[
+        bool, typer.Option("--store", help="Store the samples as synthetic items (needs --into).")
+    ] = False,
     into: Annotated[Optional[str], typer.Option("--into", help="Dataset to add a new sealed version to.")] = None,
     interpolate: Annotated[
-        Optional[tuple[int, int]], typer.Option("--interpolate", help="Two item ids: decode the latent path between them.")
+        Optional[tuple[int, int]],
+        typer.Option("--interpolate", help="Two item ids: decode the latent path between them."),
     ] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Interpolation steps (VAE) or sampler steps (diffusion).")] = None,
+    steps: Annotated[
+        Optional[int], typer.Option("--steps", help="Interpolation steps (VAE) or sampler steps (diffusion).")
+    ] = None,
     sampler: Annotated[Optional[str], typer.Option("--sampler", help="Diffusion sampler: ddpm or ddim.")] = None,
     eta: Annotated[Optional[float], typer.Option("--eta", help="DDIM eta.")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance weight w.")] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Text prompt (text-conditioned models).")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens to generate (transformer).")] = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Sampling temperature (transformer).")] = None,
+    max_new_tokens: Annotated[
+        Optional[int], typer.Option("--max-new-tokens", help="Tokens to generate (transformer).")
+    ] = None,
+    temperature: Annotated[
+        Optional[float], typer.Option("--temperature", help="Sampling temperature (transformer).")
+    ] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Top-k sampling (transformer).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     json_out: JsonOption = False,
@@ -101,24 +145,42 @@ def sample(
     if into and not store:
         raise BadInput("--into needs --store")
     opts = SampleOptions(
-        n=n, label=label, seed=seed, interpolate=tuple(interpolate) if interpolate else None, steps=steps,
-        sampler=sampler, eta=eta, guidance=guidance, prompt=prompt, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_k=top_k, device=device,
+        n=n,
+        label=label,
+        seed=seed,
+        interpolate=tuple(interpolate) if interpolate else None,
+        steps=steps,
+        sampler=sampler,
+        eta=eta,
+        guidance=guidance,
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        device=device,
     )
     with RichProgress(enabled=not json_out) as progress:
         opts.progress = progress
         result = sample_job(model, opts, out=out, into=into if store else None)
     if json_out:
-        print_json({"run_id": result.run_id, "items": result.items, "dataset": result.dataset,
-                    "out": str(result.out) if result.out else None})
+        print_json(
+            {
+                "run_id": result.run_id,
+                "items": result.items,
+                "dataset": result.dataset,
+                "out": str(result.out) if result.out else None,
+            }
+        )
         return
     if result.texts is not None and result.out is None:
         for i, text in enumerate(result.texts):
             console.print(f"[dim]--- sample {i}[/dim]")
             console.print(text, markup=False, highlight=False)
-    info(f"run {result.run_id}: {result.count} samples from {result.model}"
-         + (f" → {result.out}" if result.out else "")
-         + (f"; stored {len(result.items)} items in {result.dataset}" if result.dataset else ""))
+    info(
+        f"run {result.run_id}: {result.count} samples from {result.model}"
+        + (f" → {result.out}" if result.out else "")
+        + (f"; stored {len(result.items)} items in {result.dataset}" if result.dataset else "")
+    )
 
 
 def score(
@@ -143,7 +205,9 @@ def score(
     for row in result["top"]:
         table.add_row(str(row["item_id"]), str(row["label"]), row["split"], f"{row['score']:.3f}")
     console.print(table)
-    info(f"scored {result['scored']} items; mean {result['mean']:.3f} (metric '{result['metric']}' of run {result['run_id']})")
+    info(
+        f"scored {result['scored']} items; mean {result['mean']:.3f} (metric '{result['metric']}' of run {result['run_id']})"
+    )
 
 
 @models_app.command("list")
@@ -163,8 +227,15 @@ def models_list(json_out: JsonOption = False) -> None:
     for col in ("model", "architecture", "format", "size", "run", "dataset", "created"):
         table.add_column(col, no_wrap=col in ("model", "dataset", "created"))
     for r in rows:
-        table.add_row(r["model"], r["architecture"], r["format"], f"{r['size_bytes'] / 1e6:.2f} MB", str(r["run_id"]),
-                      r["dataset"] or "-", r["created_at"].strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            r["model"],
+            r["architecture"],
+            r["format"],
+            f"{r['size_bytes'] / 1e6:.2f} MB",
+            str(r["run_id"]),
+            r["dataset"] or "-",
+            r["created_at"].strftime("%Y-%m-%d %H:%M"),
+        )
     console.print(table)
 
 
@@ -188,17 +259,24 @@ def models_show(
 
 @models_app.command("add-endpoint")
 def models_add_endpoint(
-    name: Annotated[str, typer.Argument(help="Name for the endpoint in the registry (adding again makes the next version).")],
-    base_url: Annotated[str, typer.Option("--base-url", help="The server's OpenAI base URL, e.g. http://localhost:8000/v1.")],
+    name: Annotated[
+        str, typer.Argument(help="Name for the endpoint in the registry (adding again makes the next version).")
+    ],
+    base_url: Annotated[
+        str, typer.Option("--base-url", help="The server's OpenAI base URL, e.g. http://localhost:8000/v1.")
+    ],
     model_id: Annotated[str, typer.Option("--model", help="The model id the server serves (its /v1/models).")],
     api_key_env: Annotated[
-        Optional[str], typer.Option("--api-key-env", help="Environment variable holding the API key (the key is never stored).")
+        Optional[str],
+        typer.Option("--api-key-env", help="Environment variable holding the API key (the key is never stored)."),
     ] = None,
     tokenizer: Annotated[
-        Optional[str], typer.Option("--tokenizer", help="Local Hugging Face tokenizer directory, for servers without /tokenize.")
+        Optional[str],
+        typer.Option("--tokenizer", help="Local Hugging Face tokenizer directory, for servers without /tokenize."),
     ] = None,
     context_window: Annotated[
-        Optional[int], typer.Option("--context-window", help="Prompt + answer tokens (default: the server's, else 4096).")
+        Optional[int],
+        typer.Option("--context-window", help="Prompt + answer tokens (default: the server's, else 4096)."),
     ] = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -206,16 +284,19 @@ def models_add_endpoint(
     from genloom.db.engine import session_scope
     from genloom.generation.endpoint import EndpointSpec, add_endpoint
 
-    spec = EndpointSpec(base_url=base_url, model=model_id, api_key_env=api_key_env, tokenizer=tokenizer,
-                        context_window=context_window)
+    spec = EndpointSpec(
+        base_url=base_url, model=model_id, api_key_env=api_key_env, tokenizer=tokenizer, context_window=context_window
+    )
     with session_scope() as s:
         row = add_endpoint(s, name, spec)
         out = {"model": f"{row.name}@{row.version}", "id": row.id, "format": row.format, "endpoint": row.config}
     if json_out:
         print_json(out)
     else:
-        info(f"endpoint {out['model']} → {out['endpoint']['base_url']} (server model {model_id}); "
-             f"use it with: genloom ask QUESTION -c COLLECTION --model {name}")
+        info(
+            f"endpoint {out['model']} → {out['endpoint']['base_url']} (server model {model_id}); "
+            f"use it with: genloom ask QUESTION -c COLLECTION --model {name}"
+        )
 
 
 def register(app: typer.Typer) -> None:

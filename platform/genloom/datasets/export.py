@@ -27,7 +27,8 @@ def export_version(session: Session, version: DatasetVersion, directory: Path) -
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
     rows = session.execute(
-        sa.text(f"SELECT * FROM ({dataset_items(':v')}) AS di ORDER BY item_id"), {"v": version.id},
+        sa.text(f"SELECT * FROM ({dataset_items(':v')}) AS di ORDER BY item_id"),
+        {"v": version.id},
         execution_options={"yield_per": 1000},  # stream: a version may not fit in memory
     )
     for r in rows:
@@ -41,9 +42,21 @@ def export_version(session: Session, version: DatasetVersion, directory: Path) -
         else:
             path = folder / f"{r.item_id}.txt"
             path.write_text(item_text(r.text, r.payload), encoding="utf-8")
-        entries.append({"item_id": r.item_id, "sha256": r.sha256, "split": r.split, "label": r.label, "origin": r.origin,
-                        "path": str(path.relative_to(directory))})
+        entries.append(
+            {
+                "item_id": r.item_id,
+                "sha256": r.sha256,
+                "split": r.split,
+                "label": r.label,
+                "origin": r.origin,
+                "path": str(path.relative_to(directory)),
+            }
+        )
     manifest = {**version_summary(session, version), "manifest_sha256": version.manifest_sha256, "files": entries}
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-    return {"dataset": f"{manifest['name']}@{manifest['version']}", "files": len(entries),
-            "dir": str(directory), "manifest": str(directory / "manifest.json")}
+    return {
+        "dataset": f"{manifest['name']}@{manifest['version']}",
+        "files": len(entries),
+        "dir": str(directory),
+        "manifest": str(directory / "manifest.json"),
+    }

@@ -35,7 +35,9 @@ class SplitFractions:
 
     def check(self) -> None:
         if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
-            raise BadInput(f"split fractions must satisfy 0 ≤ val, test and val + test < 1 (got val={self.val}, test={self.test})")
+            raise BadInput(
+                f"split fractions must satisfy 0 ≤ val, test and val + test < 1 (got val={self.val}, test={self.test})"
+            )
 
 
 @dataclasses.dataclass
@@ -72,8 +74,9 @@ def manifest_of(members: Sequence[tuple]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def store_import(name: str, modality: str, specs: list, splits: list[str], *, params: dict[str, Any],
-                 description: str) -> ImportResult:
+def store_import(
+    name: str, modality: str, specs: list, splits: list[str], *, params: dict[str, Any], description: str
+) -> ImportResult:
     """Write items + version 1 (or the next version when the content changed) and seal; one transaction."""
     import sqlalchemy as sa
 
@@ -103,35 +106,60 @@ def store_import(name: str, modality: str, specs: list, splits: list[str], *, pa
             # Items already stored keep their label; where this import labels one differently
             # (a relabelled dataset), the new version's membership carries the new label.
             # One array parameter (IN (...) would exceed the 65,535-parameter limit at MNIST's size).
-            stored = dict(s.execute(sa.text("SELECT sha256, label FROM items WHERE sha256 = ANY(CAST(:h AS char(64)[]))"),
-                                    {"h": list(seen)}).all())
+            stored = dict(
+                s.execute(
+                    sa.text("SELECT sha256, label FROM items WHERE sha256 = ANY(CAST(:h AS char(64)[]))"),
+                    {"h": list(seen)},
+                ).all()
+            )
             overrides = []
             for sp in specs:
                 stored.setdefault(sp.sha256, sp.label)  # a new item is stored with its first label
                 overrides.append(label_override(stored[sp.sha256], sp.label))
             manifest = manifest_of([(sp.sha256, split, o) for sp, split, o in zip(specs, splits, overrides)])
             latest = s.execute(
-                sa.select(DatasetVersion).join(Dataset).where(Dataset.name == name, DatasetVersion.sealed)
-                .order_by(DatasetVersion.version.desc()).limit(1)
+                sa.select(DatasetVersion)
+                .join(Dataset)
+                .where(Dataset.name == name, DatasetVersion.sealed)
+                .order_by(DatasetVersion.version.desc())
+                .limit(1)
             ).scalar_one_or_none()
             if latest is not None and latest.manifest_sha256 == manifest:
                 ref = version_ref(s, latest)
-                run.finish(session=s, summary={"dataset": ref, "unchanged": True, "items": latest.item_count},
-                           output_version_id=latest.id)
+                run.finish(
+                    session=s,
+                    summary={"dataset": ref, "unchanged": True, "items": latest.item_count},
+                    output_version_id=latest.id,
+                )
                 return ImportResult(run.id, ref, latest.item_count, 0, by_split, True)
-            before = s.scalar(sa.text("SELECT count(*) FROM items WHERE sha256 = ANY(CAST(:h AS char(64)[]))"),
-                              {"h": list(seen)})
+            before = s.scalar(
+                sa.text("SELECT count(*) FROM items WHERE sha256 = ANY(CAST(:h AS char(64)[]))"), {"h": list(seen)}
+            )
             for sp in specs:
                 sp.run_id = run.id
             ids = put_items(s, specs)
-            version = create_version(s, name, modality=modality, created_by_run_id=run.id, description=description,
-                                     metadata={"source": params})
+            version = create_version(
+                s,
+                name,
+                modality=modality,
+                created_by_run_id=run.id,
+                description=description,
+                metadata={"source": params},
+            )
             add_members(s, version, zip(ids, splits, overrides))
             seal_version(s, version)
             ref = version_ref(s, version)
             result = ImportResult(run.id, ref, version.item_count, len(seen) - int(before or 0), by_split, False)
-            run.finish(session=s, summary={"dataset": ref, "items": version.item_count, "new_items": result.new_items,
-                                           "by_split": by_split}, output_version_id=version.id)
+            run.finish(
+                session=s,
+                summary={
+                    "dataset": ref,
+                    "items": version.item_count,
+                    "new_items": result.new_items,
+                    "by_split": by_split,
+                },
+                output_version_id=version.id,
+            )
     return result
 
 
@@ -149,8 +177,14 @@ def import_digits(name: str = "digits", *, fractions: SplitFractions | None = No
     images = np.rint(data.images * (255.0 / 16.0)).astype(np.uint8)
     specs = [image_item(img, label=int(t)) for img, t in zip(images, data.target)]
     splits = seeded_splits(len(specs), fractions)
-    return store_import(name, "image", specs, splits, params={"source": "digits", **dataclasses.asdict(fractions)},
-                        description="scikit-learn digits, 8×8 grey")
+    return store_import(
+        name,
+        "image",
+        specs,
+        splits,
+        params={"source": "digits", **dataclasses.asdict(fractions)},
+        description="scikit-learn digits, 8×8 grey",
+    )
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -177,8 +211,9 @@ def _find(directory: Path, stem: str) -> Path:
     raise NotFound(f"{directory} has no {stem}.gz (MNIST needs train/t10k images and labels IDX files)")
 
 
-def import_mnist(directory: Path, name: str = "mnist", *, val_fraction: float = 5000 / 60000, seed: int = 0,
-                 limit: int | None = None) -> ImportResult:
+def import_mnist(
+    directory: Path, name: str = "mnist", *, val_fraction: float = 5000 / 60000, seed: int = 0, limit: int | None = None
+) -> ImportResult:
     """The four MNIST IDX files; MNIST's own train/test split, val carved from train (seeded)."""
     from genloom.datasets.items import image_item
 
@@ -198,14 +233,19 @@ def import_mnist(directory: Path, name: str = "mnist", *, val_fraction: float = 
             part_splits = seeded_splits(len(images), SplitFractions(val=val_fraction, test=0.0, seed=seed))
         specs.extend(image_item(img, label=int(lab)) for img, lab in zip(images, labels))
         splits.extend(part_splits)
-    return store_import(name, "image", specs, splits,
-                        params={"source": "mnist", "dir": str(directory), "val_fraction": val_fraction, "seed": seed,
-                                "limit": limit},
-                        description="MNIST 28×28 grey (own train/test split)")
+    return store_import(
+        name,
+        "image",
+        specs,
+        splits,
+        params={"source": "mnist", "dir": str(directory), "val_fraction": val_fraction, "seed": seed, "limit": limit},
+        description="MNIST 28×28 grey (own train/test split)",
+    )
 
 
-def import_images(directory: Path, name: str, *, resize: tuple[int, int] | None = None,
-                  fractions: SplitFractions | None = None) -> ImportResult:
+def import_images(
+    directory: Path, name: str, *, resize: tuple[int, int] | None = None, fractions: SplitFractions | None = None
+) -> ImportResult:
     """PNG/JPEG files under DIR; label = the first sub-folder (none for files at the top)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -244,10 +284,19 @@ def import_images(directory: Path, name: str, *, resize: tuple[int, int] | None 
         label = rel.parts[0] if len(rel.parts) > 1 else None
         specs.append(image_item(arr, label=label, metadata={"source": str(rel)}))
     fractions = fractions or SplitFractions()
-    return store_import(name, "image", specs, seeded_splits(len(specs), fractions),
-                        params={"source": "images", "dir": str(directory), "resize": list(resize) if resize else None,
-                                **dataclasses.asdict(fractions)},
-                        description=f"images from {directory}")
+    return store_import(
+        name,
+        "image",
+        specs,
+        seeded_splits(len(specs), fractions),
+        params={
+            "source": "images",
+            "dir": str(directory),
+            "resize": list(resize) if resize else None,
+            **dataclasses.asdict(fractions),
+        },
+        description=f"images from {directory}",
+    )
 
 
 def split_text(text: str, unit: str) -> list[str]:
@@ -262,8 +311,14 @@ def split_text(text: str, unit: str) -> list[str]:
     return [p.strip("\n") for p in parts if p.strip()]
 
 
-def import_text(source: Path, name: str, *, unit: str = "document", fractions: SplitFractions | None = None,
-                contiguous: bool = False) -> ImportResult:
+def import_text(
+    source: Path,
+    name: str,
+    *,
+    unit: str = "document",
+    fractions: SplitFractions | None = None,
+    contiguous: bool = False,
+) -> ImportResult:
     """A text FILE or a DIR of text files; one item per document, paragraph or line; label = none."""
     from genloom.datasets.items import text_item
 
@@ -297,13 +352,25 @@ def import_text(source: Path, name: str, *, unit: str = "document", fractions: S
         splits = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
     else:
         splits = seeded_splits(len(specs), fractions)
-    return store_import(name, "text", specs, splits,
-                        params={"source": "text", "path": str(source), "unit": unit, "contiguous": contiguous,
-                                **dataclasses.asdict(fractions)},
-                        description=f"text from {source} ({unit}s)")
+    return store_import(
+        name,
+        "text",
+        specs,
+        splits,
+        params={
+            "source": "text",
+            "path": str(source),
+            "unit": unit,
+            "contiguous": contiguous,
+            **dataclasses.asdict(fractions),
+        },
+        description=f"text from {source} ({unit}s)",
+    )
 
 
-def import_collection(collection: str, name: str | None = None, *, fractions: SplitFractions | None = None) -> ImportResult:
+def import_collection(
+    collection: str, name: str | None = None, *, fractions: SplitFractions | None = None
+) -> ImportResult:
     """An ingested collection's current documents (their chunks joined in order) become text items."""
     import sqlalchemy as sa
     from sqlalchemy.dialects.postgresql import aggregate_order_by
@@ -316,20 +383,35 @@ def import_collection(collection: str, name: str | None = None, *, fractions: Sp
     with session_scope() as s:
         coll = get_collection(s, collection)
         rows = s.execute(
-            sa.select(Document.external_id, Document.title, Document.version,
-                      sa.func.string_agg(Chunk.text, aggregate_order_by(sa.literal_column("E'\\n'"), Chunk.ordinal)))
+            sa.select(
+                Document.external_id,
+                Document.title,
+                Document.version,
+                sa.func.string_agg(Chunk.text, aggregate_order_by(sa.literal_column("E'\\n'"), Chunk.ordinal)),
+            )
             .join(Chunk, Chunk.document_id == Document.id)
             .where(Document.collection_id == coll.id, Document.superseded_at.is_(None))
-            .group_by(Document.id).order_by(Document.external_id)
+            .group_by(Document.id)
+            .order_by(Document.external_id)
         ).all()
-    specs = [text_item(text, metadata={"collection": collection, "external_id": ext, "title": title, "document_version": ver})
-             for ext, title, ver, text in rows if text and text.strip()]
+    specs = [
+        text_item(
+            text, metadata={"collection": collection, "external_id": ext, "title": title, "document_version": ver}
+        )
+        for ext, title, ver, text in rows
+        if text and text.strip()
+    ]
     if not specs:
         raise BadInput(f"collection {collection!r} has no documents with text")
     fractions = fractions or SplitFractions()
-    return store_import(name or collection, "text", specs, seeded_splits(len(specs), fractions),
-                        params={"source": "collection", "collection": collection, **dataclasses.asdict(fractions)},
-                        description=f"current documents of collection {collection}")
+    return store_import(
+        name or collection,
+        "text",
+        specs,
+        seeded_splits(len(specs), fractions),
+        params={"source": "collection", "collection": collection, **dataclasses.asdict(fractions)},
+        description=f"current documents of collection {collection}",
+    )
 
 
 def import_feedback(name: str, *, min_score: int = 4, fractions: SplitFractions | None = None) -> ImportResult:
@@ -352,9 +434,10 @@ def import_feedback(name: str, *, min_score: int = 4, fractions: SplitFractions 
     if not 1 <= min_score <= 5:
         raise BadInput(f"--min-score must be within 1..5 (got {min_score})")
     with session_scope() as s:
-        rows = s.execute(
-            sa.text(
-                """
+        rows = (
+            s.execute(
+                sa.text(
+                    """
                 SELECT g.id AS generation_id, g.prompt_id, p.session_id, p.text AS question, g.output AS answer,
                        g.model_name, max(coalesce(f.score, CASE f.thumbs WHEN 1 THEN 5 WHEN -1 THEN 1 END)) AS score
                 FROM generations g
@@ -365,12 +448,16 @@ def import_feedback(name: str, *, min_score: int = 4, fractions: SplitFractions 
                 HAVING max(coalesce(f.score, CASE f.thumbs WHEN 1 THEN 5 WHEN -1 THEN 1 END)) >= :min
                 ORDER BY g.id
                 """
-            ),
-            {"min": min_score},
-        ).mappings().all()
-        sources = s.execute(
-            sa.text(
-                """
+                ),
+                {"min": min_score},
+            )
+            .mappings()
+            .all()
+        )
+        sources = (
+            s.execute(
+                sa.text(
+                    """
                 SELECT gs.generation_id, gs.rank, c.text, c.metadata, d.title, d.external_id, gs.tombstone
                 FROM generation_sources gs
                 LEFT JOIN chunks c ON c.id = gs.chunk_id
@@ -378,31 +465,61 @@ def import_feedback(name: str, *, min_score: int = 4, fractions: SplitFractions 
                 WHERE gs.generation_id = ANY(:ids)
                 ORDER BY gs.generation_id, gs.rank
                 """
-            ),
-            {"ids": [r["generation_id"] for r in rows]},
-        ).mappings().all()
+                ),
+                {"ids": [r["generation_id"] for r in rows]},
+            )
+            .mappings()
+            .all()
+        )
     by_generation: dict[int, list[dict]] = {}
     for src in sources:
         tomb = src["tombstone"] or {}
         title = src["title"] if src["text"] is not None else tomb.get("title")
         external = src["external_id"] if src["text"] is not None else tomb.get("external_id")
         by_generation.setdefault(src["generation_id"], []).append(
-            {"n": src["rank"], "title": title, "location": format_location(title, external, src["metadata"]),
-             "text": src["text"]}
+            {
+                "n": src["rank"],
+                "title": title,
+                "location": format_location(title, external, src["metadata"]),
+                "text": src["text"],
+            }
         )
     specs = [
         text_item(
-            json.dumps({"question": r["question"], "sources": by_generation.get(r["generation_id"], []),
-                        "answer": r["answer"]}, ensure_ascii=False),
-            metadata={"generation_id": r["generation_id"], "prompt_id": r["prompt_id"], "session_id": r["session_id"],
-                      "model": r["model_name"], "score": r["score"], "format": "qa-record"},
+            json.dumps(
+                {
+                    "question": r["question"],
+                    "sources": by_generation.get(r["generation_id"], []),
+                    "answer": r["answer"],
+                },
+                ensure_ascii=False,
+            ),
+            metadata={
+                "generation_id": r["generation_id"],
+                "prompt_id": r["prompt_id"],
+                "session_id": r["session_id"],
+                "model": r["model_name"],
+                "score": r["score"],
+                "format": "qa-record",
+            },
         )
         for r in rows
     ]
     if not specs:
-        raise BadInput(f"no generation has feedback with score >= {min_score} (rate some with: genloom feedback ID --score 5)")
+        raise BadInput(
+            f"no generation has feedback with score >= {min_score} (rate some with: genloom feedback ID --score 5)"
+        )
     fractions = fractions or SplitFractions(val=0.0, test=0.0)
-    return store_import(name, "text", specs, seeded_splits(len(specs), fractions),
-                        params={"source": "feedback", "min_score": min_score,
-                                "generation_ids": [r["generation_id"] for r in rows], **dataclasses.asdict(fractions)},
-                        description=f"rated generations (score >= {min_score}) as question/sources/answer records")
+    return store_import(
+        name,
+        "text",
+        specs,
+        seeded_splits(len(specs), fractions),
+        params={
+            "source": "feedback",
+            "min_score": min_score,
+            "generation_ids": [r["generation_id"] for r in rows],
+            **dataclasses.asdict(fractions),
+        },
+        description=f"rated generations (score >= {min_score}) as question/sources/answer records",
+    )

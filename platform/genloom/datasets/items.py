@@ -54,8 +54,15 @@ def item_sha256(modality: str, dtype: str | None, shape: Sequence[int] | None, p
     return hashlib.sha256(header + payload).hexdigest()
 
 
-def image_item(image: Any, *, label: Any = None, origin: str = "real", run_id: int | None = None,
-               model_id: int | None = None, metadata: dict[str, Any] | None = None) -> ItemSpec:
+def image_item(
+    image: Any,
+    *,
+    label: Any = None,
+    origin: str = "real",
+    run_id: int | None = None,
+    model_id: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> ItemSpec:
     """An image item from an array: uint8 H×W / C×H×W, or float in [0, 1] (quantised to uint8)."""
     arr = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image)
     if arr.dtype != np.uint8:
@@ -66,17 +73,36 @@ def image_item(image: Any, *, label: Any = None, origin: str = "real", run_id: i
         raise BadInput(f"an image must be H×W or C×H×W, got shape {tuple(arr.shape)}")
     arr = np.ascontiguousarray(arr)
     return ItemSpec(
-        modality="image", payload=arr.tobytes(), dtype="uint8", shape=[int(d) for d in arr.shape],
-        label=None if label is None else str(label), origin=origin, run_id=run_id, model_id=model_id,
+        modality="image",
+        payload=arr.tobytes(),
+        dtype="uint8",
+        shape=[int(d) for d in arr.shape],
+        label=None if label is None else str(label),
+        origin=origin,
+        run_id=run_id,
+        model_id=model_id,
         metadata=dict(metadata or {}),
     )
 
 
-def text_item(text: str, *, label: Any = None, origin: str = "real", run_id: int | None = None,
-              model_id: int | None = None, metadata: dict[str, Any] | None = None) -> ItemSpec:
+def text_item(
+    text: str,
+    *,
+    label: Any = None,
+    origin: str = "real",
+    run_id: int | None = None,
+    model_id: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> ItemSpec:
     return ItemSpec(
-        modality="text", payload=text.encode("utf-8"), dtype="utf-8", text=text,
-        label=None if label is None else str(label), origin=origin, run_id=run_id, model_id=model_id,
+        modality="text",
+        payload=text.encode("utf-8"),
+        dtype="utf-8",
+        text=text,
+        label=None if label is None else str(label),
+        origin=origin,
+        run_id=run_id,
+        model_id=model_id,
         metadata=dict(metadata or {}),
     )
 
@@ -113,7 +139,9 @@ def image_array(payload: bytes | memoryview, shape: Sequence[int], dtype: str | 
     try:
         return np.frombuffer(payload, dtype=np.dtype(dtype or "uint8")).reshape(tuple(shape))
     except (TypeError, ValueError):
-        raise BadInput(f"an image payload of {len(payload)} bytes does not hold shape {list(shape)} ({dtype})") from None
+        raise BadInput(
+            f"an image payload of {len(payload)} bytes does not hold shape {list(shape)} ({dtype})"
+        ) from None
 
 
 def image_floats(payload: bytes | memoryview, shape: Sequence[int]) -> np.ndarray:
@@ -144,7 +172,9 @@ def label_override(stored: str | None, wanted: str | None) -> str | None:
 
 def label_overrides(session: Session, ids: Sequence[int], labels: Sequence[str | None]) -> list[str | None]:
     """Per-member overrides for items `ids` that should carry `labels` in a version (None: no override)."""
-    stored: dict[int, str | None] = dict(session.execute(sa.text("SELECT id, label FROM items WHERE id = ANY(:ids)"), {"ids": list(set(ids))}).all())
+    stored: dict[int, str | None] = dict(
+        session.execute(sa.text("SELECT id, label FROM items WHERE id = ANY(:ids)"), {"ids": list(set(ids))}).all()
+    )
     return [label_override(stored[i], want) for i, want in zip(ids, labels)]
 
 
@@ -155,16 +185,28 @@ def put_items(session: Session, items: Sequence[ItemSpec], *, chunk: int = 2000)
         part = items[start : start + chunk]
         rows: dict[str, dict[str, Any]] = {}
         for it in part:
-            rows.setdefault(it.sha256, {
-                "sha256": it.sha256, "modality": it.modality, "payload": it.payload, "text": it.text,
-                "shape": it.shape, "dtype": it.dtype, "label": it.label, "origin": it.origin,
-                "run_id": it.run_id, "model_id": it.model_id, "metadata": it.metadata,
-            })
+            rows.setdefault(
+                it.sha256,
+                {
+                    "sha256": it.sha256,
+                    "modality": it.modality,
+                    "payload": it.payload,
+                    "text": it.text,
+                    "shape": it.shape,
+                    "dtype": it.dtype,
+                    "label": it.label,
+                    "origin": it.origin,
+                    "run_id": it.run_id,
+                    "model_id": it.model_id,
+                    "metadata": it.metadata,
+                },
+            )
         # per tenant (0013): the same content in two tenants is two items
         stmt = pg_insert(Item).on_conflict_do_nothing(index_elements=["tenant", "sha256"])
-        session.execute(stmt, [
-            {**{k: v for k, v in r.items() if k != "metadata"}, "metadata_": r["metadata"]} for r in rows.values()
-        ])
+        session.execute(
+            stmt,
+            [{**{k: v for k, v in r.items() if k != "metadata"}, "metadata_": r["metadata"]} for r in rows.values()],
+        )
         found = session.execute(sa.select(Item.sha256, Item.id).where(Item.sha256.in_(list(rows))))
         ids.update({sha: id_ for sha, id_ in found})
     return [ids[it.sha256] for it in items]

@@ -81,9 +81,18 @@ def stream_batches(
         conn = raw.driver_connection
         apply_raw(conn)  # rows this stream writes (packed shards) carry the caller's tenant
         if shuffle and packed and packable(conn, version_id, split):
-            for x, ids, labels, y in shard_batches(conn, version_id, split, batch_size, seed=seed, epoch=epoch,
-                                                   rank=rank, world_size=world_size, drop_last=drop_last,
-                                                   label_index=label_index):
+            for x, ids, labels, y in shard_batches(
+                conn,
+                version_id,
+                split,
+                batch_size,
+                seed=seed,
+                epoch=epoch,
+                rank=rank,
+                world_size=world_size,
+                drop_last=drop_last,
+                label_index=label_index,
+            ):
                 batch = Batch(item_ids=ids.tolist(), labels=labels.tolist())
                 batch.x = torch.from_numpy(x).to(torch.float32).div_(255.0)
                 if label_index is not None:
@@ -127,8 +136,14 @@ def _to_batch(rows: list[tuple], label_index: dict[str, int] | None, torch) -> B
     return batch
 
 
-def load_split(version_id: int, split: str, *, label_index: dict[str, int] | None = None,
-               limit: int | None = None, engine: Any = None) -> Batch:
+def load_split(
+    version_id: int,
+    split: str,
+    *,
+    label_index: dict[str, int] | None = None,
+    limit: int | None = None,
+    engine: Any = None,
+) -> Batch:
     """A whole (small) split as one batch, in a stable order: validation sets, tests, benchmarks."""
     import torch
 

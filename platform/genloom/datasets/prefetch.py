@@ -39,7 +39,9 @@ def prefetched(iterator: Iterator, depth: int = 2) -> Iterator:
                     pass  # the connection is already gone (server stopped, database dropped)
 
     # copy_context: the reads run for the caller's tenant (genloom.db.tenancy)
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(worker,), name="genloom-prefetch", daemon=True)
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(worker,), name="genloom-prefetch", daemon=True
+    )
     thread.start()
     try:
         while True:

@@ -88,9 +88,19 @@ def _list(cur, version_id: int, split: str) -> list[tuple[int, int]]:
     return [(r[0], r[1]) for r in cur.fetchall()]
 
 
-def shard_batches(conn, version_id: int, split: str, batch_size: int, *, seed: int, epoch: int,
-                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
-                  label_index: dict[str, int] | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+def shard_batches(
+    conn,
+    version_id: int,
+    split: str,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+    label_index: dict[str, int] | None = None,
+) -> Iterator[tuple[np.ndarray, ...]]:
     """One shuffled epoch of a packed split as (x uint8 N×C×H×W, item ids, labels, class indices) arrays per
     batch (loading.py makes them tensors); under DDP each rank keeps every world_size-th item.
 

@@ -30,7 +30,11 @@ def get_dataset(session: Session, name: str) -> Dataset:
     ds = session.scalar(sa.select(Dataset).where(Dataset.name == name))
     if ds is None:
         known = session.scalars(sa.select(Dataset.name).order_by(Dataset.name).limit(20)).all()
-        hint = f" (datasets: {', '.join(known)})" if known else " (none yet: try `genloom datasets import digits --name digits`)"
+        hint = (
+            f" (datasets: {', '.join(known)})"
+            if known
+            else " (none yet: try `genloom datasets import digits --name digits`)"
+        )
         raise NotFound(f"no dataset {name!r}{hint}")
     return ds
 
@@ -91,7 +95,10 @@ def create_version(
     elif modality and ds.modality and ds.modality != modality:
         raise BadInput(f"dataset {name!r} holds {ds.modality} items, not {modality}: choose another --name/--into")
     latest = session.scalars(
-        sa.select(DatasetVersion).where(DatasetVersion.dataset_id == ds.id).order_by(DatasetVersion.version.desc()).limit(1)
+        sa.select(DatasetVersion)
+        .where(DatasetVersion.dataset_id == ds.id)
+        .order_by(DatasetVersion.version.desc())
+        .limit(1)
     ).first()
     parent_version = latest if parent == "latest" else parent
     version = DatasetVersion(
@@ -125,8 +132,14 @@ def add_members(session: Session, version: DatasetVersion, members: Iterable[tup
     for item_id, split, *override in members:
         if split not in SPLITS:
             raise BadInput(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-        rows.append({"version_id": version.id, "item_id": int(item_id), "split": split,
-                     "label": override[0] if override else None})
+        rows.append(
+            {
+                "version_id": version.id,
+                "item_id": int(item_id),
+                "split": split,
+                "label": override[0] if override else None,
+            }
+        )
     stmt = pg_insert(DatasetMember).on_conflict_do_nothing(index_elements=["version_id", "item_id"])
     for start in range(0, len(rows), chunk):
         session.execute(stmt, rows[start : start + chunk])
@@ -165,9 +178,7 @@ def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
 
 def _counts(session: Session, version_id: int, column: str) -> dict[str, int]:
     rows = session.execute(
-        sa.text(
-            f"SELECT {column} AS k, count(*) FROM ({dataset_items(':v')}) AS di GROUP BY 1"
-        ),
+        sa.text(f"SELECT {column} AS k, count(*) FROM ({dataset_items(':v')}) AS di GROUP BY 1"),
         {"v": version_id},
     ).all()
     return {("" if k is None else str(k)): int(n) for k, n in rows}
@@ -199,15 +210,30 @@ def version_summary(session: Session, version: DatasetVersion) -> dict[str, Any]
 
 def list_versions(session: Session) -> list[dict[str, Any]]:
     rows = session.execute(
-        sa.select(Dataset.name, Dataset.modality, DatasetVersion.version, DatasetVersion.item_count,
-                  DatasetVersion.sealed, DatasetVersion.parent_id, DatasetVersion.created_by_run_id,
-                  DatasetVersion.created_at)
+        sa.select(
+            Dataset.name,
+            Dataset.modality,
+            DatasetVersion.version,
+            DatasetVersion.item_count,
+            DatasetVersion.sealed,
+            DatasetVersion.parent_id,
+            DatasetVersion.created_by_run_id,
+            DatasetVersion.created_at,
+        )
         .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
         .order_by(Dataset.name, DatasetVersion.version)
     ).all()
     return [
-        {"name": r.name, "version": r.version, "ref": format_ref(r.name, r.version), "modality": r.modality,
-         "items": r.item_count, "sealed": r.sealed, "created_by_run": r.created_by_run_id, "created_at": r.created_at}
+        {
+            "name": r.name,
+            "version": r.version,
+            "ref": format_ref(r.name, r.version),
+            "modality": r.modality,
+            "items": r.item_count,
+            "sealed": r.sealed,
+            "created_by_run": r.created_by_run_id,
+            "created_at": r.created_at,
+        }
         for r in rows
     ]
 
@@ -217,8 +243,8 @@ def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dic
     row = session.execute(
         sa.text(
             f"""
-            WITH a AS (SELECT item_id, split, label FROM ({dataset_items(':a')}) AS di),
-                 b AS (SELECT item_id, split, label FROM ({dataset_items(':b')}) AS di)
+            WITH a AS (SELECT item_id, split, label FROM ({dataset_items(":a")}) AS di),
+                 b AS (SELECT item_id, split, label FROM ({dataset_items(":b")}) AS di)
             SELECT
               (SELECT count(*) FROM a WHERE item_id NOT IN (SELECT item_id FROM b)) AS removed,
               (SELECT count(*) FROM b WHERE item_id NOT IN (SELECT item_id FROM a)) AS added,
@@ -240,9 +266,13 @@ def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dic
         ).all()
     )
     return {
-        "a": version_ref(session, a), "b": version_ref(session, b),
-        "added": int(row.added), "removed": int(row.removed), "moved_split": int(row.moved),
-        "relabelled": int(row.relabelled), "unchanged": int(row.same),
+        "a": version_ref(session, a),
+        "b": version_ref(session, b),
+        "added": int(row.added),
+        "removed": int(row.removed),
+        "moved_split": int(row.moved),
+        "relabelled": int(row.relabelled),
+        "unchanged": int(row.same),
         "added_by_origin": {k: int(v) for k, v in added_by_origin.items()},
     }
 
@@ -273,9 +303,7 @@ def describe_version(session: Session, version: DatasetVersion) -> DataInfo:
     """Modality, the single image shape, labels and split sizes; BadInput when mixed."""
     ref = version_ref(session, version)
     kinds = session.execute(
-        sa.text(
-            f"SELECT modality, shape, count(*) FROM ({dataset_items(':v')}) AS di GROUP BY 1, 2"
-        ),
+        sa.text(f"SELECT modality, shape, count(*) FROM ({dataset_items(':v')}) AS di GROUP BY 1, 2"),
         {"v": version.id},
     ).all()
     if not kinds:
@@ -294,6 +322,10 @@ def describe_version(session: Session, version: DatasetVersion) -> DataInfo:
     labels = [l for l in _counts(session, version.id, "label") if l != ""]
     splits = _counts(session, version.id, "split")
     return DataInfo(
-        version_id=version.id, ref=ref, modality=modality, shape=shape,
-        label_names=sorted(labels, key=label_sort_key), split_counts={s: splits.get(s, 0) for s in SPLITS},
+        version_id=version.id,
+        ref=ref,
+        modality=modality,
+        shape=shape,
+        label_names=sorted(labels, key=label_sort_key),
+        split_counts={s: splits.get(s, 0) for s in SPLITS},
     )

@@ -27,7 +27,9 @@ from genloom.progress import ProgressFn
 from genloom.retrieval.collections import get_collection
 
 
-def collection_job(name: str, opts: DedupOptions | None = None, *, progress: ProgressFn | None = None) -> dict[str, Any]:
+def collection_job(
+    name: str, opts: DedupOptions | None = None, *, progress: ProgressFn | None = None
+) -> dict[str, Any]:
     from genloom.db.engine import session_scope
     from genloom.db.models import ChunkDuplicate
     from genloom.dedup import semantic
@@ -42,14 +44,20 @@ def collection_job(name: str, opts: DedupOptions | None = None, *, progress: Pro
     with session_scope() as s:
         coll = get_collection(s, name)
         coll_id, model_id = coll.id, coll.embedding_model_id
-    with tracked_run("dedup", params={"collection": name, "methods": methods, "threshold": opts.threshold,
-                                      "dry_run": opts.dry_run}, collection_id=coll_id) as run:
+    with tracked_run(
+        "dedup",
+        params={"collection": name, "methods": methods, "threshold": opts.threshold, "dry_run": opts.dry_run},
+        collection_id=coll_id,
+    ) as run:
         stage = stages(progress, f"dedup collection {name}")
         with session_scope() as s:
-            rows = s.execute(sa.text(
-                "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id = c.document_id "
-                "WHERE d.collection_id = :c AND d.superseded_at IS NULL ORDER BY d.id, c.ordinal"
-            ), {"c": coll_id}).all()
+            rows = s.execute(
+                sa.text(
+                    "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id = c.document_id "
+                    "WHERE d.collection_id = :c AND d.superseded_at IS NULL ORDER BY d.id, c.ordinal"
+                ),
+                {"c": coll_id},
+            ).all()
             if not rows:
                 raise BadInput(f"collection {name!r} has no chunks to compare")
             alive = [(int(i), t) for i, t in rows]
@@ -61,15 +69,18 @@ def collection_job(name: str, opts: DedupOptions | None = None, *, progress: Pro
                 if method == "exact":
                     found = exact_duplicates(((i, text_key(t)) for i, t in alive), method="normalized")
                 elif method == "minhash":
-                    cfg = MinHashConfig(threshold=opts.threshold or 0.8, num_perm=opts.num_perm, ngram=opts.ngram,
-                                        unit=opts.unit)
+                    cfg = MinHashConfig(
+                        threshold=opts.threshold or 0.8, num_perm=opts.num_perm, ngram=opts.ngram, unit=opts.unit
+                    )
                     found = minhash_duplicates(alive, cfg)
                 else:
                     if model_id is None:
                         details["semantic"] = "skipped: the collection has no embedding model"
                         continue
                     dim = s.scalar(sa.text("SELECT dim FROM embedding_models WHERE id = :m"), {"m": model_id})
-                    space = semantic.VectorSpace("embeddings", "chunk_id", "embedding_model_id", int(model_id), int(dim))
+                    space = semantic.VectorSpace(
+                        "embeddings", "chunk_id", "embedding_model_id", int(model_id), int(dim)
+                    )
                     cfg = semantic.SemanticConfig(threshold=opts.threshold or semantic.DEFAULT_THRESHOLDS["text"])
                     found = semantic.semantic_duplicates(s, space, [i for i, _ in alive], cfg)
                     details["cosine_threshold"] = cfg.threshold
@@ -83,15 +94,36 @@ def collection_job(name: str, opts: DedupOptions | None = None, *, progress: Pro
             if not opts.dry_run:
                 s.execute(sa.delete(ChunkDuplicate).where(ChunkDuplicate.collection_id == coll_id))
                 if decisions:
-                    s.execute(sa.insert(ChunkDuplicate), [
-                        {"chunk_id": d.dropped, "duplicate_of_chunk_id": d.kept, "collection_id": coll_id,
-                         "method": d.method, "similarity": d.similarity, "run_id": run.id} for d in decisions
-                    ])
-            metrics = {"dedup_items": len(rows), "dedup_kept": len(rows) - len(decisions),
-                       "dedup_dropped": len(decisions), **{f"dedup_dropped_{m}": n for m, n in by_method.items()},
-                       "dedup_seconds": time.perf_counter() - started}
+                    s.execute(
+                        sa.insert(ChunkDuplicate),
+                        [
+                            {
+                                "chunk_id": d.dropped,
+                                "duplicate_of_chunk_id": d.kept,
+                                "collection_id": coll_id,
+                                "method": d.method,
+                                "similarity": d.similarity,
+                                "run_id": run.id,
+                            }
+                            for d in decisions
+                        ],
+                    )
+            metrics = {
+                "dedup_items": len(rows),
+                "dedup_kept": len(rows) - len(decisions),
+                "dedup_dropped": len(decisions),
+                **{f"dedup_dropped_{m}": n for m, n in by_method.items()},
+                "dedup_seconds": time.perf_counter() - started,
+            }
             log_metrics(s, run.id, metrics)
-            report = {"collection": name, "chunks": len(rows), "flagged": len(decisions), "by_method": by_method,
-                      "dry_run": opts.dry_run, "methods": methods, **details}
+            report = {
+                "collection": name,
+                "chunks": len(rows),
+                "flagged": len(decisions),
+                "by_method": by_method,
+                "dry_run": opts.dry_run,
+                "methods": methods,
+                **details,
+            }
             run.finish(session=s, summary=report)
     return {"run_id": run.id, **report}

@@ -75,7 +75,8 @@ def load_members(session: Session, version_id: int, modality: str) -> list[Membe
     """Members in keep-priority order: real before synthetic, train before val before test, then oldest."""
     cols = "item_id, split, origin, sha256, text, " + ("payload, shape" if modality == "image" else "NULL, NULL")
     rows = session.execute(
-        sa.text(f"SELECT {cols}, label_override FROM ({dataset_items(':v')}) AS di"), {"v": version_id},
+        sa.text(f"SELECT {cols}, label_override FROM ({dataset_items(':v')}) AS di"),
+        {"v": version_id},
     ).all()
     members = []
     for item_id, split, origin, sha, text, payload, shape, label_override in rows:
@@ -137,19 +138,33 @@ def prepare_embedder(session: Session, modality: str, opts: DedupOptions, info) 
     from genloom.evaluation.features import find_feature_network, load_feature_network, resolve_feature_network
 
     name = info.ref.split("@")[0]
-    model = resolve_feature_network(session, opts.features) if opts.features else find_feature_network(session, name, info.shape)
+    model = (
+        resolve_feature_network(session, opts.features)
+        if opts.features
+        else find_feature_network(session, name, info.shape)
+    )
     if model is None:
-        raise BadInput(f"no feature network for {name}: train one with `genloom eval features {name}` or use --embedder pixels")
+        raise BadInput(
+            f"no feature network for {name}: train one with `genloom eval features {name}` or use --embedder pixels"
+        )
     net = load_feature_network(session, model)
     if net.shape != [c, h, w]:
-        raise BadInput(f"feature network {net.ref} takes {'×'.join(map(str, net.shape))} images, {info.ref} has {c}×{h}×{w}")
-    row = semantic.ensure_embedder(session, f"image:features:{net.ref}", modality="image",
-                                   dim=int(net.net.cfg.feature_dim), model_id=model.id)
+        raise BadInput(
+            f"feature network {net.ref} takes {'×'.join(map(str, net.shape))} images, {info.ref} has {c}×{h}×{w}"
+        )
+    row = semantic.ensure_embedder(
+        session, f"image:features:{net.ref}", modality="image", dim=int(net.net.cfg.feature_dim), model_id=model.id
+    )
     return row, (lambda ms: semantic._normalise(net.apply(np.stack([m.image for m in ms]))[0])), "features"
 
 
-def run_semantic(session: Session, members: list[Member], opts: DedupOptions, info,
-                 progress: Callable[[str, int, int], None] | None = None) -> tuple[list[Decision], dict[str, Any]]:
+def run_semantic(
+    session: Session,
+    members: list[Member],
+    opts: DedupOptions,
+    info,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[list[Decision], dict[str, Any]]:
     """Embed (missing items only), index, then greedy neighbour passes. Runs in the caller's
     transaction, except the embeddings, which are committed first: they are a cache that
     any later run may reuse, whatever happens to this one."""
@@ -166,14 +181,18 @@ def run_semantic(session: Session, members: list[Member], opts: DedupOptions, in
             if progress:
                 progress("embedding", done[0], len(members))
 
-        added = semantic.embed_missing(s, embedder, list(by_id), lambda ids: compute([by_id[i] for i in ids]),
-                                       on_progress=tick)
+        added = semantic.embed_missing(
+            s, embedder, list(by_id), lambda ids: compute([by_id[i] for i in ids]), on_progress=tick
+        )
     with session_scope() as s:
         semantic.ensure_index(s, embedder)
     threshold = opts.threshold or semantic.DEFAULT_THRESHOLDS[kind]
     cfg = semantic.SemanticConfig(threshold=threshold)
     decisions = semantic.semantic_duplicates(
-        session, embedder, [m.item_id for m in members], cfg,
+        session,
+        embedder,
+        [m.item_id for m in members],
+        cfg,
         on_pass=(lambda p, n: progress(f"neighbour pass {p}: {n} dropped", 0, 0)) if progress else None,
     )
     return decisions, {"embedder": embedder.name, "embedded": added, "cosine_threshold": threshold}
@@ -195,12 +214,21 @@ class DedupResult:
     decisions: list[Decision]
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "input": self.input, "output": self.output, "kept": self.kept,
-                "dropped": self.dropped, "by_method": self.by_method, "dry_run": self.dry_run, **self.details}
+        return {
+            "run_id": self.run_id,
+            "input": self.input,
+            "output": self.output,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "by_method": self.by_method,
+            "dry_run": self.dry_run,
+            **self.details,
+        }
 
 
-def find_duplicates(session: Session, version_id: int, info, opts: DedupOptions,
-                    progress: Callable[[str, int, int], None] | None = None) -> tuple[list[Member], list[Decision], dict]:
+def find_duplicates(
+    session: Session, version_id: int, info, opts: DedupOptions, progress: Callable[[str, int, int], None] | None = None
+) -> tuple[list[Member], list[Decision], dict]:
     """All methods in turn on the survivors; returns (members, decisions, details). Writes nothing
     except the embedding cache."""
     methods = opts.methods(info.modality)
@@ -248,17 +276,22 @@ def dedup_job(dataset_ref: str, opts: DedupOptions | None = None, *, progress: P
     started = time.perf_counter()
     with tracked_run("dedup", params={**params, "dataset": info.ref}, input_version_id=info.version_id) as run:
         with session_scope() as s:
-            members, decisions, details = find_duplicates(s, info.version_id, info, opts,
-                                                          stages(progress, f"dedup {info.ref}"))
+            members, decisions, details = find_duplicates(
+                s, info.version_id, info, opts, stages(progress, f"dedup {info.ref}")
+            )
             by_method = {m: 0 for m in details["methods"]}
             for d in decisions:
                 key = "exact" if d.method == "normalized" else d.method
                 by_method[key] = by_method.get(key, 0) + 1
             dropped = {d.dropped for d in decisions}
             kept = [m for m in members if m.item_id not in dropped]
-            metrics = {"dedup_items": len(members), "dedup_kept": len(kept), "dedup_dropped": len(dropped),
-                       **{f"dedup_dropped_{m}": n for m, n in by_method.items()},
-                       "dedup_seconds": time.perf_counter() - started}
+            metrics = {
+                "dedup_items": len(members),
+                "dedup_kept": len(kept),
+                "dedup_dropped": len(dropped),
+                **{f"dedup_dropped_{m}": n for m, n in by_method.items()},
+                "dedup_seconds": time.perf_counter() - started,
+            }
             output = info.ref
             output_id = None
             existing = _same_output(s, info, kept) if decisions and not opts.dry_run else None
@@ -270,9 +303,15 @@ def dedup_job(dataset_ref: str, opts: DedupOptions | None = None, *, progress: P
             elif decisions and not opts.dry_run:
                 name = info.ref.split("@")[0]
                 parent = s.get(DatasetVersion, info.version_id)
-                out = create_version(s, name, modality=info.modality, parent=parent, created_by_run_id=run.id,
-                                     description=f"{info.ref} without {len(dropped)} duplicates ({', '.join(details['methods'])})",
-                                     metadata={"dedup_of": info.ref, "by_method": by_method})
+                out = create_version(
+                    s,
+                    name,
+                    modality=info.modality,
+                    parent=parent,
+                    created_by_run_id=run.id,
+                    description=f"{info.ref} without {len(dropped)} duplicates ({', '.join(details['methods'])})",
+                    metadata={"dedup_of": info.ref, "by_method": by_method},
+                )
                 add_members(s, out, ((m.item_id, m.split, m.label_override) for m in kept))
                 seal_version(s, out)
                 output, output_id = version_ref(s, out), out.id
@@ -280,22 +319,49 @@ def dedup_job(dataset_ref: str, opts: DedupOptions | None = None, *, progress: P
             elif decisions:
                 output = f"{info.ref} (dry run: no version written)"
             log_metrics(s, run.id, metrics)
-            summary = {"input": info.ref, "output": output, "kept": len(kept), "dropped": len(dropped),
-                       "by_method": by_method, "dry_run": opts.dry_run, **details}
+            summary = {
+                "input": info.ref,
+                "output": output,
+                "kept": len(kept),
+                "dropped": len(dropped),
+                "by_method": by_method,
+                "dry_run": opts.dry_run,
+                **details,
+            }
             run.finish(session=s, summary=summary, output_version_id=output_id)
-    return DedupResult(run_id=run.id, input=info.ref, output=output, kept=len(kept), dropped=len(dropped),
-                       by_method=by_method, dry_run=opts.dry_run, details=details, decisions=decisions)
+    return DedupResult(
+        run_id=run.id,
+        input=info.ref,
+        output=output,
+        kept=len(kept),
+        dropped=len(dropped),
+        by_method=by_method,
+        dry_run=opts.dry_run,
+        details=details,
+        decisions=decisions,
+    )
 
 
-def _insert_decisions(session: Session, run_id: int, input_id: int, output_id: int | None,
-                      decisions: list[Decision]) -> None:
+def _insert_decisions(
+    session: Session, run_id: int, input_id: int, output_id: int | None, decisions: list[Decision]
+) -> None:
     from genloom.db.models import DedupDecision
 
-    session.execute(sa.insert(DedupDecision), [
-        {"run_id": run_id, "input_version_id": input_id, "output_version_id": output_id,
-         "dropped_item_id": d.dropped, "kept_item_id": d.kept, "method": d.method, "similarity": d.similarity}
-        for d in decisions
-    ])
+    session.execute(
+        sa.insert(DedupDecision),
+        [
+            {
+                "run_id": run_id,
+                "input_version_id": input_id,
+                "output_version_id": output_id,
+                "dropped_item_id": d.dropped,
+                "kept_item_id": d.kept,
+                "method": d.method,
+                "similarity": d.similarity,
+            }
+            for d in decisions
+        ],
+    )
 
 
 def _same_output(session: Session, info, kept: list[Member]):
@@ -307,9 +373,14 @@ def _same_output(session: Session, info, kept: list[Member]):
     lines = sorted(f"{m.sha256}:{m.split}" for m in kept)
     manifest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
     return session.scalars(
-        sa.select(DatasetVersion).where(DatasetVersion.parent_id == info.version_id, DatasetVersion.sealed,
-                                        DatasetVersion.manifest_sha256 == manifest)
-        .order_by(DatasetVersion.version).limit(1)
+        sa.select(DatasetVersion)
+        .where(
+            DatasetVersion.parent_id == info.version_id,
+            DatasetVersion.sealed,
+            DatasetVersion.manifest_sha256 == manifest,
+        )
+        .order_by(DatasetVersion.version)
+        .limit(1)
     ).first()
 
 

@@ -52,7 +52,9 @@ def _minhash(train: list[Member], others: list[Member], opts: DedupOptions) -> d
     return out
 
 
-def _semantic(session, train: list[Member], others: list[Member], opts: DedupOptions, info) -> tuple[dict[int, Decision], dict]:
+def _semantic(
+    session, train: list[Member], others: list[Member], opts: DedupOptions, info
+) -> tuple[dict[int, Decision], dict]:
     from genloom.db.engine import session_scope
     from genloom.dedup import semantic
 
@@ -69,8 +71,9 @@ def _semantic(session, train: list[Member], others: list[Member], opts: DedupOpt
     return out, {"embedder": embedder.name, "cosine_threshold": threshold}
 
 
-def leakage_job(dataset_ref: str, opts: DedupOptions | None = None, *, examples: int = 20,
-                progress: ProgressFn | None = None) -> dict[str, Any]:
+def leakage_job(
+    dataset_ref: str, opts: DedupOptions | None = None, *, examples: int = 20, progress: ProgressFn | None = None
+) -> dict[str, Any]:
     from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.runs import log_metrics, tracked_run
@@ -81,8 +84,11 @@ def leakage_job(dataset_ref: str, opts: DedupOptions | None = None, *, examples:
         info = describe_version(s, resolve_version(s, dataset_ref))
     methods = opts.methods(info.modality)
     started = time.perf_counter()
-    with tracked_run("dedup", params={"dataset": info.ref, "leakage": True, "methods": methods,
-                                      "threshold": opts.threshold}, input_version_id=info.version_id) as run:
+    with tracked_run(
+        "dedup",
+        params={"dataset": info.ref, "leakage": True, "methods": methods, "threshold": opts.threshold},
+        input_version_id=info.version_id,
+    ) as run:
         stage = stages(progress, f"leakage {info.ref}")
         with session_scope() as s:
             members = load_members(s, info.version_id, info.modality)
@@ -110,17 +116,34 @@ def leakage_job(dataset_ref: str, opts: DedupOptions | None = None, *, examples:
                 key = "exact" if d.method == "normalized" else d.method
                 by_method[key] = by_method.get(key, 0) + 1
             metrics = {
-                "leakage_val": by_split["val"], "leakage_test": by_split["test"],
+                "leakage_val": by_split["val"],
+                "leakage_test": by_split["test"],
                 "leakage_rate": len(leaks) / len(others) if others else 0.0,
                 "dedup_seconds": time.perf_counter() - started,
             }
             pairs = sorted(leaks.values(), key=lambda d: (-d.similarity, d.dropped))
             report = {
-                "dataset": info.ref, "checked": len(others), "leaked": len(leaks), "by_split": by_split,
-                "split_sizes": sizes, "by_method": by_method, "methods": methods, **details,
-                "examples": [{"item_id": d.dropped, "split": split_of[d.dropped], "train_item_id": d.kept,
-                              "method": d.method, "similarity": round(d.similarity, 6)} for d in pairs[:examples]],
+                "dataset": info.ref,
+                "checked": len(others),
+                "leaked": len(leaks),
+                "by_split": by_split,
+                "split_sizes": sizes,
+                "by_method": by_method,
+                "methods": methods,
+                **details,
+                "examples": [
+                    {
+                        "item_id": d.dropped,
+                        "split": split_of[d.dropped],
+                        "train_item_id": d.kept,
+                        "method": d.method,
+                        "similarity": round(d.similarity, 6),
+                    }
+                    for d in pairs[:examples]
+                ],
             }
             log_metrics(s, run.id, metrics)
-            run.finish(session=s, summary={**report, "pairs": [[d.dropped, d.kept, d.method, d.similarity] for d in pairs]})
+            run.finish(
+                session=s, summary={**report, "pairs": [[d.dropped, d.kept, d.method, d.similarity] for d in pairs]}
+            )
     return {"run_id": run.id, **report, "metrics": metrics}

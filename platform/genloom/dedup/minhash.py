@@ -76,8 +76,13 @@ class MinHasher:
         """A LeanMinHash of already-hashed shingles (datasketch's affine permutation scheme)."""
         from datasketch import LeanMinHash, MinHash
 
-        m = MinHash(num_perm=self.config.num_perm, seed=self.config.seed, permutations=self._template.permutations,
-                    scheme=self._template.scheme, hashfunc=_identity)
+        m = MinHash(
+            num_perm=self.config.num_perm,
+            seed=self.config.seed,
+            permutations=self._template.permutations,
+            scheme=self._template.scheme,
+            hashfunc=_identity,
+        )
         m.update_batch(hashes.tolist())
         return LeanMinHash(m)
 
@@ -99,7 +104,9 @@ def minhash_duplicates(texts: Iterable[tuple[int, str]], config: MinHashConfig |
     return [d for d in iter_minhash_duplicates(texts, config) if d is not None]
 
 
-def iter_minhash_duplicates(texts: Iterable[tuple[int, str]], config: MinHashConfig | None = None) -> Iterator[Decision | None]:
+def iter_minhash_duplicates(
+    texts: Iterable[tuple[int, str]], config: MinHashConfig | None = None
+) -> Iterator[Decision | None]:
     """As `minhash_duplicates`, yielding None for every kept text (drives progress bars)."""
     config = config or MinHashConfig()
     hasher = MinHasher(config)

@@ -96,8 +96,9 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     return (v / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def ensure_embedder(session: Session, name: str, *, modality: str, dim: int, model_id: int | None = None,
-                    metadata: dict | None = None) -> ItemEmbedder:
+def ensure_embedder(
+    session: Session, name: str, *, modality: str, dim: int, model_id: int | None = None, metadata: dict | None = None
+) -> ItemEmbedder:
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     session.execute(
@@ -121,19 +122,27 @@ def ensure_index(session: Session, embedder: ItemEmbedder) -> None:
     if embedder.dim > MAX_INDEXED_DIM:
         raise BadInput(f"{embedder.dim}-d vectors exceed pgvector's HNSW limit of {MAX_INDEXED_DIM}")
     session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(index_name(embedder.id)))))
-    session.execute(sa.text(
-        f"CREATE INDEX IF NOT EXISTS {index_name(embedder.id)} ON item_embeddings "
-        f"USING hnsw ((embedding::vector({int(embedder.dim)})) vector_cosine_ops) "
-        f"WHERE embedder_id = {int(embedder.id)}"
-    ))
+    session.execute(
+        sa.text(
+            f"CREATE INDEX IF NOT EXISTS {index_name(embedder.id)} ON item_embeddings "
+            f"USING hnsw ((embedding::vector({int(embedder.dim)})) vector_cosine_ops) "
+            f"WHERE embedder_id = {int(embedder.id)}"
+        )
+    )
 
 
 def missing_items(session: Session, embedder_id: int, item_ids: Sequence[int]) -> list[int]:
-    rows = session.execute(
-        sa.text("SELECT i FROM unnest(CAST(:ids AS bigint[])) AS i "
-                "WHERE NOT EXISTS (SELECT 1 FROM item_embeddings e WHERE e.item_id = i AND e.embedder_id = :e)"),
-        {"ids": list(map(int, item_ids)), "e": embedder_id},
-    ).scalars().all()
+    rows = (
+        session.execute(
+            sa.text(
+                "SELECT i FROM unnest(CAST(:ids AS bigint[])) AS i "
+                "WHERE NOT EXISTS (SELECT 1 FROM item_embeddings e WHERE e.item_id = i AND e.embedder_id = :e)"
+            ),
+            {"ids": list(map(int, item_ids)), "e": embedder_id},
+        )
+        .scalars()
+        .all()
+    )
     return list(rows)
 
 
@@ -157,9 +166,15 @@ def store_embeddings(session: Session, embedder_id: int, item_ids: Sequence[int]
     return len(item_ids)
 
 
-def embed_missing(session: Session, embedder: ItemEmbedder, item_ids: Sequence[int],
-                  compute: Callable[[list[int]], np.ndarray], *, chunk: int = 4096,
-                  on_progress: Callable[[int], None] | None = None) -> int:
+def embed_missing(
+    session: Session,
+    embedder: ItemEmbedder,
+    item_ids: Sequence[int],
+    compute: Callable[[list[int]], np.ndarray],
+    *,
+    chunk: int = 4096,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
     """Embed the items that have no vector under `embedder` yet; returns how many were added."""
     todo = missing_items(session, embedder.id, item_ids)
     for start in range(0, len(todo), chunk):
@@ -190,8 +205,14 @@ def item_space(embedder: ItemEmbedder) -> VectorSpace:
     return VectorSpace("item_embeddings", "item_id", "embedder_id", int(embedder.id), int(embedder.dim))
 
 
-def neighbours(session: Session, space: VectorSpace | ItemEmbedder, query_ids: Sequence[int], cfg: SemanticConfig,
-               *, candidates_table: str = "dedup_candidates") -> dict[int, list[tuple[int, float]]]:
+def neighbours(
+    session: Session,
+    space: VectorSpace | ItemEmbedder,
+    query_ids: Sequence[int],
+    cfg: SemanticConfig,
+    *,
+    candidates_table: str = "dedup_candidates",
+) -> dict[int, list[tuple[int, float]]]:
     """For each query id, its neighbours among `candidates_table` with cosine ≥ threshold,
     most similar first (through the HNSW index: k per item, not all pairs)."""
     if isinstance(space, ItemEmbedder):
@@ -219,8 +240,9 @@ def neighbours(session: Session, space: VectorSpace | ItemEmbedder, query_ids: S
     out: dict[int, list[tuple[int, float]]] = {}
     ids = list(map(int, query_ids))
     for start in range(0, len(ids), cfg.batch):
-        rows = session.execute(sql, {"ids": ids[start : start + cfg.batch], "k": cfg.k + 1,
-                                     "threshold": cfg.threshold - 1e-6})
+        rows = session.execute(
+            sql, {"ids": ids[start : start + cfg.batch], "k": cfg.k + 1, "threshold": cfg.threshold - 1e-6}
+        )
         for q, n, sim in rows:
             out.setdefault(q, []).append((n, min(1.0, float(sim))))
     return out
@@ -248,8 +270,14 @@ def greedy_keep(order: Sequence[int], nbrs: dict[int, list[tuple[int, float]]]) 
     return decisions
 
 
-def semantic_duplicates(session: Session, embedder: VectorSpace | ItemEmbedder, order: Sequence[int], cfg: SemanticConfig,
-                        *, on_pass: Callable[[int, int], None] | None = None) -> list[Decision]:
+def semantic_duplicates(
+    session: Session,
+    embedder: VectorSpace | ItemEmbedder,
+    order: Sequence[int],
+    cfg: SemanticConfig,
+    *,
+    on_pass: Callable[[int, int], None] | None = None,
+) -> list[Decision]:
     """Greedy passes over `order` (already embedded) until a pass drops nothing: the first
     pass compares all items, later passes only the survivors, so a neighbour list that
     was full of since-dropped items cannot hide a pair of kept duplicates."""
@@ -268,8 +296,13 @@ def semantic_duplicates(session: Session, embedder: VectorSpace | ItemEmbedder, 
     return decisions
 
 
-def cross_neighbours(session: Session, embedder: VectorSpace | ItemEmbedder, query_ids: Sequence[int], target_ids: Sequence[int],
-                     cfg: SemanticConfig) -> dict[int, list[tuple[int, float]]]:
+def cross_neighbours(
+    session: Session,
+    embedder: VectorSpace | ItemEmbedder,
+    query_ids: Sequence[int],
+    target_ids: Sequence[int],
+    cfg: SemanticConfig,
+) -> dict[int, list[tuple[int, float]]]:
     """Neighbours of `query_ids` among `target_ids` only (the leakage check: val/test vs train)."""
     _fill_candidates(session, target_ids)
     return neighbours(session, embedder, query_ids, cfg)

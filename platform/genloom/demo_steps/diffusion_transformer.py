@@ -10,8 +10,18 @@ from __future__ import annotations
 
 TITLE = "diffusion + transformer: prompted diffusion on digits (demo-diffusion), tiny GPT (demo-gpt)"
 
-PROMPTS = ["a handwritten zero", "the number 1", "a drawing of a two", "digit three", "a handwritten four",
-           "the number five", "six, written by hand", "a handwritten seven", "the digit eight", "number nine"]
+PROMPTS = [
+    "a handwritten zero",
+    "the number 1",
+    "a drawing of a two",
+    "digit three",
+    "a handwritten four",
+    "the number five",
+    "six, written by hand",
+    "a handwritten seven",
+    "the digit eight",
+    "number nine",
+]
 
 
 def _registered(name: str):
@@ -44,18 +54,28 @@ def run(ctx) -> dict:
         import_digits("digits")  # the training step imports it; idempotent (unchanged content: no new version)
         model = _registered("demo-diffusion")
         if model is None:
-            trained = train("diffusion", TrainOptions(
-                dataset="digits", steps=60 if ctx.quick else 300, batch_size=128, lr=2e-3, text_conditional=True,
-                name="demo-diffusion", eval_every=10_000,
-                hparams={"base_channels": "32", "channel_mults": "1,2", "attention": "false", "ema_decay": "0.995"},
-            ), progress=ctx.progress)
+            trained = train(
+                "diffusion",
+                TrainOptions(
+                    dataset="digits",
+                    steps=60 if ctx.quick else 300,
+                    batch_size=128,
+                    lr=2e-3,
+                    text_conditional=True,
+                    name="demo-diffusion",
+                    eval_every=10_000,
+                    hparams={"base_channels": "32", "channel_mults": "1,2", "attention": "false", "ema_decay": "0.995"},
+                ),
+                progress=ctx.progress,
+            )
             model = trained.model
             result["train_run"] = trained.run_id
         result["model"] = model
         # The recorded sampling run: 16 sevens from a prompt the model never saw verbatim.
         sevens = ctx.out_dir / "demo-diffusion-seven.png"
-        run = sample_job(model, SampleOptions(n=16, seed=0, prompt="a handwritten seven", steps=20, guidance=2.0),
-                         out=sevens)
+        run = sample_job(
+            model, SampleOptions(n=16, seed=0, prompt="a handwritten seven", steps=20, guidance=2.0), out=sevens
+        )
         result.update(sample_run=run.run_id, grid_seven=str(sevens))
         # One row per prompt, digits 0–9, each phrased differently.
         from genloom.db.engine import session_scope
@@ -106,12 +126,24 @@ def _tiny_gpt(ctx, train, sample_job, SampleOptions, TrainOptions) -> dict:
     imported = import_collection("demo", "demo-docs")
     model = _registered("demo-gpt")
     if model is None:
-        trained = train("transformer", TrainOptions(
-            dataset=imported.dataset, steps=30 if ctx.quick else 200, batch_size=16, lr=3e-3, name="demo-gpt",
-            hparams={"n_layer": "2", "n_head": "2", "n_embd": "64", "block_size": "64", "eval_iters": "5"},
-        ), progress=ctx.progress)
+        trained = train(
+            "transformer",
+            TrainOptions(
+                dataset=imported.dataset,
+                steps=30 if ctx.quick else 200,
+                batch_size=16,
+                lr=3e-3,
+                name="demo-gpt",
+                hparams={"n_layer": "2", "n_head": "2", "n_embd": "64", "block_size": "64", "eval_iters": "5"},
+            ),
+            progress=ctx.progress,
+        )
         model = trained.model
     sampled = sample_job(model, SampleOptions(n=1, seed=0, prompt="The ", max_new_tokens=120, temperature=0.8))
     text_path = ctx.out_dir / "demo-gpt-sample.txt"
     text_path.write_text(sampled.texts[0] + "\n", encoding="utf-8")
-    return {"gpt_model": model, "gpt_sample": sampled.texts[0][:80].replace("\n", " ") + "…", "gpt_text": str(text_path)}
+    return {
+        "gpt_model": model,
+        "gpt_sample": sampled.texts[0][:80].replace("\n", " ") + "…",
+        "gpt_text": str(text_path),
+    }

@@ -42,8 +42,9 @@ def run(ctx) -> dict:
                 return result
             have_features = find_feature_network(s, "digits", (1, 8, 8)) is not None
         if not have_features:  # a quick one: a few epochs on 8×8 digits reach ~95 %
-            trained = train_classifier("digits", cfg=ClassifierTraining(epochs=3 if ctx.quick else 8, base=16),
-                                       progress=ctx.progress)
+            trained = train_classifier(
+                "digits", cfg=ClassifierTraining(epochs=3 if ctx.quick else 8, base=16), progress=ctx.progress
+            )
             result["feature_network"] = f"{trained.model} (test accuracy {trained.test_accuracy:.3f})"
         ev = eval_model_job("demo-vae", "digits", EvalModelOptions(n=180 if ctx.quick else 360, progress=ctx.progress))
     finally:

@@ -34,8 +34,9 @@ def run(ctx) -> dict:
     from genloom.generation.feedback import add_feedback
 
     _ensure_demo_collection()
-    request = CallRequest(question=QUESTION, collection="demo", model="extractive", k=5,
-                          params=GenParams(max_new_tokens=128), user="demo")
+    request = CallRequest(
+        question=QUESTION, collection="demo", model="extractive", k=5, params=GenParams(max_new_tokens=128), user="demo"
+    )
     with session_scope() as s:
         result = ask(s, request)
         if result.status == "ok":

@@ -19,8 +19,14 @@ def run(ctx) -> dict:
     try:
         result = train(
             "vae",
-            TrainOptions(dataset="digits", steps=40 if ctx.quick else 300, batch_size=64, lr=2e-3, name="demo-vae",
-                         hparams={"channels": "16", "latent_dim": "8"}),
+            TrainOptions(
+                dataset="digits",
+                steps=40 if ctx.quick else 300,
+                batch_size=64,
+                lr=2e-3,
+                name="demo-vae",
+                hparams={"channels": "16", "latent_dim": "8"},
+            ),
             progress=ctx.progress,
         )
         grid = ctx.out_dir / "demo-vae-samples.png"

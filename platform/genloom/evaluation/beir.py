@@ -48,28 +48,46 @@ def evaluate(
         raise BadInput(f"{queries_path}: none of the queries has judgements in {qrels_path.name}")
     collection = collection or f"beir-{folder.resolve().name}"
 
-    ingested = ingest([folder], IngestOptions(collection=collection, load=LoadOptions(format="beir")),
-                      progress=ingest_progress)
+    ingested = ingest(
+        [folder], IngestOptions(collection=collection, load=LoadOptions(format="beir")), progress=ingest_progress
+    )
     with session_scope() as s:
         collection_id = get_collection(s, collection).id
 
     k = max(100, int(search_options.pop("k", 100)))
-    params = {"beir": str(folder.resolve()), "split": split, "collection": collection, "modes": list(modes),
-              "k": k, **{key: v for key, v in search_options.items() if v is not None}}
+    params = {
+        "beir": str(folder.resolve()),
+        "split": split,
+        "collection": collection,
+        "modes": list(modes),
+        "k": k,
+        **{key: v for key, v in search_options.items() if v is not None},
+    }
     report: dict = {"collection": collection, "split": split, "queries": len(queries), "modes": {}}
-    with tracked_run("evaluate", name=f"beir:{folder.resolve().name}:{split}", params=params,
-                     collection_id=collection_id) as run:
+    with tracked_run(
+        "evaluate", name=f"beir:{folder.resolve().name}:{split}", params=params, collection_id=collection_id
+    ) as run:
         for mode in modes:
             started = time.perf_counter()
             ranking: dict[str, list[str]] = {}
             with session_scope() as s:
-                for qid, hits in search_many(s, queries, collection=collection, mode=mode, k=k, by_document=True,
-                                             progress=search_progress, **search_options):
+                for qid, hits in search_many(
+                    s,
+                    queries,
+                    collection=collection,
+                    mode=mode,
+                    k=k,
+                    by_document=True,
+                    progress=search_progress,
+                    **search_options,
+                ):
                     ranking[qid] = [h.doc_id for h in hits]
             metrics = score_run(ranking, qrels)
             seconds = time.perf_counter() - started
-            report["modes"][mode] = {**{n: round(v, 4) for n, v in metrics.items()},
-                                     "ms_per_query": round(1000 * seconds / len(queries), 2)}
+            report["modes"][mode] = {
+                **{n: round(v, 4) for n, v in metrics.items()},
+                "ms_per_query": round(1000 * seconds / len(queries), 2),
+            }
             with session_scope() as s:
                 log_metrics(s, run.id, {f"{mode}/{name}": value for name, value in metrics.items()})
         report["run_id"] = run.id

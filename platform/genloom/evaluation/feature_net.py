@@ -33,11 +33,19 @@ class FeatureNet(nn.Module):
         self.cfg = cfg
         b = cfg.base
         self.body = nn.Sequential(
-            nn.Conv2d(cfg.channels, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(),
-            nn.Conv2d(b, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(),
+            nn.Conv2d(cfg.channels, b, 3, padding=1),
+            nn.BatchNorm2d(b),
+            nn.ReLU(),
+            nn.Conv2d(b, b, 3, padding=1),
+            nn.BatchNorm2d(b),
+            nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(b, 2 * b, 3, padding=1), nn.BatchNorm2d(2 * b), nn.ReLU(),
-            nn.Conv2d(2 * b, 2 * b, 3, padding=1), nn.BatchNorm2d(2 * b), nn.ReLU(),
+            nn.Conv2d(b, 2 * b, 3, padding=1),
+            nn.BatchNorm2d(2 * b),
+            nn.ReLU(),
+            nn.Conv2d(2 * b, 2 * b, 3, padding=1),
+            nn.BatchNorm2d(2 * b),
+            nn.ReLU(),
             nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(3),  # 8×8 → 2×2 → 3×3, 28×28 → 7×7 → 3×3: one head for all sizes
             nn.Flatten(),

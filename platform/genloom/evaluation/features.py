@@ -69,8 +69,16 @@ def accuracy(net, x, y, *, batch_size: int = 1024) -> float:
     return correct / len(x)
 
 
-def fit_classifier(x, y, *, num_classes: int, cfg: ClassifierTraining, device: str, title: str = "classifier",
-                   progress: ProgressFn | None = None):
+def fit_classifier(
+    x,
+    y,
+    *,
+    num_classes: int,
+    cfg: ClassifierTraining,
+    device: str,
+    title: str = "classifier",
+    progress: ProgressFn | None = None,
+):
     """Train a FeatureNet on in-memory tensors (N×C×H×W in [0, 1], class indices); returns (net, last loss, steps)."""
     import torch
     import torch.nn.functional as F
@@ -80,8 +88,9 @@ def fit_classifier(x, y, *, num_classes: int, cfg: ClassifierTraining, device: s
     if len(x) == 0:
         raise BadInput("no labelled training images for the classifier")
     c, h, w = x.shape[1:]
-    net_cfg = FeatureNetConfig(channels=c, height=h, width=w, num_classes=num_classes, base=cfg.base,
-                               feature_dim=cfg.feature_dim)
+    net_cfg = FeatureNetConfig(
+        channels=c, height=h, width=w, num_classes=num_classes, base=cfg.base, feature_dim=cfg.feature_dim
+    )
     x, y = x.to(device), y.to(device)
     torch.manual_seed(cfg.seed)
     net = FeatureNet(net_cfg).to(device)
@@ -158,7 +167,9 @@ def train_classifier(
         train_info = describe_version(s, resolve_version(s, train_ref))
         eval_info = describe_version(s, resolve_version(s, eval_ref)) if eval_ref else train_info
     if train_info.modality != "image":
-        raise BadInput(f"a feature network needs an image dataset, but {train_info.ref} holds {train_info.modality} items")
+        raise BadInput(
+            f"a feature network needs an image dataset, but {train_info.ref} holds {train_info.modality} items"
+        )
     labels = sorted(set(train_info.label_names) | set(eval_info.label_names), key=_label_key)
     if len(labels) < 2:
         raise BadInput(f"{train_info.ref} needs at least two labels to train a classifier (has {len(labels)})")
@@ -173,8 +184,15 @@ def train_classifier(
         x, y = labelled_split(train_info.version_id, "train", index)
         if x is None or len(x) == 0:
             raise BadInput(f"the train split of {train_info.ref} has no labelled images")
-        net, last_loss, steps = fit_classifier(x, y, num_classes=len(labels), cfg=cfg, device=device,
-                                               title=f"classifier on {train_info.ref}", progress=progress)
+        net, last_loss, steps = fit_classifier(
+            x,
+            y,
+            num_classes=len(labels),
+            cfg=cfg,
+            device=device,
+            title=f"classifier on {train_info.ref}",
+            progress=progress,
+        )
         results: dict[str, float] = {"train_loss": last_loss}
         for split in ("val", "test"):
             ex, ey = labelled_split(eval_info.version_id, split, index)
@@ -183,19 +201,44 @@ def train_classifier(
         seconds = time.perf_counter() - started
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
-        config = {**dataclasses.asdict(net.cfg), "label_names": labels, "modality": "image",
-                  "shape": list(train_info.shape)}
-        metadata = {"role": role, "dataset": dataset_name, "trained_on": train_info.ref, "evaluated_on": eval_info.ref,
-                    **{k: v for k, v in results.items() if k.endswith("accuracy")}}
+        config = {
+            **dataclasses.asdict(net.cfg),
+            "label_names": labels,
+            "modality": "image",
+            "shape": list(train_info.shape),
+        }
+        metadata = {
+            "role": role,
+            "dataset": dataset_name,
+            "trained_on": train_info.ref,
+            "evaluated_on": eval_info.ref,
+            **{k: v for k, v in results.items() if k.endswith("accuracy")},
+        }
         with session_scope() as s:
             log_metrics(s, run.id, results)
-            row = register_model(s, name=name, architecture=ARCHITECTURE, checkpoint=buf.getvalue(), config=config,
-                                 run_id=run.id, input_version_id=train_info.version_id, metadata=metadata)
+            row = register_model(
+                s,
+                name=name,
+                architecture=ARCHITECTURE,
+                checkpoint=buf.getvalue(),
+                config=config,
+                run_id=run.id,
+                input_version_id=train_info.version_id,
+                metadata=metadata,
+            )
             ref = format_ref(row.name, row.version)
-            run.finish(session=s, summary={**results, "model": ref, "steps": steps, "seconds": seconds},
-                       model_id=row.id)
-    return TrainedClassifier(run_id=run.id, model=ref, model_id=row.id, val_accuracy=results.get("val_accuracy"),
-                             test_accuracy=results.get("test_accuracy"), steps=steps, seconds=seconds)
+            run.finish(
+                session=s, summary={**results, "model": ref, "steps": steps, "seconds": seconds}, model_id=row.id
+            )
+    return TrainedClassifier(
+        run_id=run.id,
+        model=ref,
+        model_id=row.id,
+        val_accuracy=results.get("val_accuracy"),
+        test_accuracy=results.get("test_accuracy"),
+        steps=steps,
+        seconds=seconds,
+    )
 
 
 def _label_key(label: str):
@@ -211,8 +254,11 @@ def find_feature_network(session: Session, dataset_name: str, shape) -> Model | 
     """The newest feature network trained for DATASET with this image shape, if any."""
     rows = session.scalars(
         sa.select(Model)
-        .where(Model.architecture == ARCHITECTURE, Model.metadata_["role"].astext == "features",
-               Model.metadata_["dataset"].astext == dataset_name)
+        .where(
+            Model.architecture == ARCHITECTURE,
+            Model.metadata_["role"].astext == "features",
+            Model.metadata_["dataset"].astext == dataset_name,
+        )
         .order_by(Model.created_at.desc(), Model.id.desc())
     ).all()
     for row in rows:
@@ -227,10 +273,14 @@ def resolve_feature_network(session: Session, ref: str) -> Model:
     try:
         row = resolve_model(session, ref)
     except NotFound:
-        raise NotFound(f"unknown feature network {ref!r}: train one with `genloom eval features DATASET` "
-                       "or leave out --features to pick the dataset's own") from None
+        raise NotFound(
+            f"unknown feature network {ref!r}: train one with `genloom eval features DATASET` "
+            "or leave out --features to pick the dataset's own"
+        ) from None
     if row.architecture != ARCHITECTURE:
-        raise BadInput(f"{format_ref(row.name, row.version)} is a {row.architecture} model, not a feature network (classifier)")
+        raise BadInput(
+            f"{format_ref(row.name, row.version)} is a {row.architecture} model, not a feature network (classifier)"
+        )
     return row
 
 

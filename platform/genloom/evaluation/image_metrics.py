@@ -80,8 +80,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     # further below zero is a numerical failure (or covariances that are not covariances): say so.
     scale = float(diff.dot(diff) + abs(np.trace(sigma1)) + abs(np.trace(sigma2)))
     if value < -1e-6 * max(scale, 1.0):
-        raise BadInput(f"FID came out negative ({value:.4g}): the covariance square root failed numerically; "
-                       "use more samples than feature dimensions")
+        raise BadInput(
+            f"FID came out negative ({value:.4g}): the covariance square root failed numerically; "
+            "use more samples than feature dimensions"
+        )
     return value
 
 

@@ -62,7 +62,9 @@ def eval_model_job(model_ref: str, against_ref: str, opts: EvalModelOptions | No
     if opts.split not in ("train", "val", "test"):
         raise BadInput(f"unknown split {opts.split!r}: use train, val or test")
     if opts.n is not None and opts.n < MIN_SAMPLES:
-        raise BadInput(f"--n {opts.n} is too few: precision/recall/density/coverage need at least {MIN_SAMPLES} samples (k + 1, k = {DC_K})")
+        raise BadInput(
+            f"--n {opts.n} is too few: precision/recall/density/coverage need at least {MIN_SAMPLES} samples (k + 1, k = {DC_K})"
+        )
     device = resolve_device(opts.device)
     with session_scope() as s:
         row = resolve_model(s, model_ref)
@@ -73,8 +75,10 @@ def eval_model_job(model_ref: str, against_ref: str, opts: EvalModelOptions | No
         raise BadInput(f"{ref} is a feature network (classifier), not a generative model")
     modality = model_modality(config, architecture)
     if modality != info.modality:
-        raise BadInput(f"{ref} is a {modality} model ({architecture}) but {info.ref} holds {info.modality} items: "
-                       f"evaluate it against a {modality} dataset")
+        raise BadInput(
+            f"{ref} is a {modality} model ({architecture}) but {info.ref} holds {info.modality} items: "
+            f"evaluate it against a {modality} dataset"
+        )
     if info.split_counts.get(opts.split, 0) == 0:
         raise BadInput(f"the {opts.split} split of {info.ref} is empty: choose another with --split")
     if modality == "text":
@@ -95,14 +99,21 @@ def _feature_network(info, opts: EvalModelOptions, device: str):
     with session_scope() as s:
         row = resolve_feature_network(s, opts.features) if opts.features else find_feature_network(s, name, info.shape)
         if row is None:
-            note(opts.notes, f"no feature network for {name} yet: training features-{name} on {info.ref} (once; reused afterwards)")
+            note(
+                opts.notes,
+                f"no feature network for {name} yet: training features-{name} on {info.ref} (once; reused afterwards)",
+            )
         else:
             return load_feature_network(s, row, device)
     from genloom.evaluation.features import ClassifierTraining
 
     trained = train_classifier(info.ref, cfg=ClassifierTraining(device=device), progress=opts.progress)
-    note(opts.notes, f"feature network {trained.model}: test accuracy {trained.test_accuracy:.4f}" if trained.test_accuracy
-          is not None else f"feature network {trained.model} trained")
+    note(
+        opts.notes,
+        f"feature network {trained.model}: test accuracy {trained.test_accuracy:.4f}"
+        if trained.test_accuracy is not None
+        else f"feature network {trained.model} trained",
+    )
     with session_scope() as s:
         return load_feature_network(s, resolve_feature_network(s, trained.model), device)
 
@@ -140,7 +151,9 @@ def _draw_samples(runner, config: dict[str, Any], n: int, seed: int, labels: lis
     return torch.cat(images)[:n], requested[:n]
 
 
-def _eval_image_model(row, ref: str, config: dict[str, Any], info, opts: EvalModelOptions, device: str) -> dict[str, Any]:
+def _eval_image_model(
+    row, ref: str, config: dict[str, Any], info, opts: EvalModelOptions, device: str
+) -> dict[str, Any]:
     import torch
 
     from genloom.datasets.loading import load_split
@@ -150,30 +163,48 @@ def _eval_image_model(row, ref: str, config: dict[str, Any], info, opts: EvalMod
     from genloom.training.models import load_model
 
     if config.get("shape") and list(config["shape"]) != list(info.shape):
-        raise BadInput(f"{ref} makes {'×'.join(map(str, config['shape']))} images but {info.ref} holds "
-                       f"{'×'.join(map(str, info.shape))}")
+        raise BadInput(
+            f"{ref} makes {'×'.join(map(str, config['shape']))} images but {info.ref} holds "
+            f"{'×'.join(map(str, info.shape))}"
+        )
     fnet = _feature_network(info, opts, device)
     if fnet.shape != list(info.shape):
-        raise BadInput(f"feature network {fnet.ref} takes {'×'.join(map(str, fnet.shape))} images, "
-                       f"{info.ref} holds {'×'.join(map(str, info.shape))}")
+        raise BadInput(
+            f"feature network {fnet.ref} takes {'×'.join(map(str, fnet.shape))} images, "
+            f"{info.ref} holds {'×'.join(map(str, info.shape))}"
+        )
     real = load_split(info.version_id, opts.split, limit=opts.max_n)
     if len(real.item_ids) < MIN_SAMPLES:
-        raise BadInput(f"the {opts.split} split of {info.ref} has {len(real.item_ids)} items: need at least "
-                       f"{MIN_SAMPLES} (k + 1, k = {DC_K})")
+        raise BadInput(
+            f"the {opts.split} split of {info.ref} has {len(real.item_ids)} items: need at least "
+            f"{MIN_SAMPLES} (k + 1, k = {DC_K})"
+        )
     n = min(opts.n or len(real.item_ids), opts.max_n)
     floor_split = "train" if opts.split != "train" else "val"
     floor_real = load_split(info.version_id, floor_split, limit=n)
     with session_scope() as s:
         _, arch_cls, runner = load_model(s, ref, device)
-    params = {"model": ref, "against": info.ref, "split": opts.split, "n": n, "features": fnet.ref, "seed": opts.seed,
-              "anomaly_class": opts.anomaly_class}
-    with tracked_run("evaluate", params=params, model_id=row.id, input_version_id=info.version_id, device=device) as run:
+    params = {
+        "model": ref,
+        "against": info.ref,
+        "split": opts.split,
+        "n": n,
+        "features": fnet.ref,
+        "seed": opts.seed,
+        "anomaly_class": opts.anomaly_class,
+    }
+    with tracked_run(
+        "evaluate", params=params, model_id=row.id, input_version_id=info.version_id, device=device
+    ) as run:
         with torch.no_grad():
             images, requested = _draw_samples(runner, config, n, opts.seed, list(config.get("label_names") or []))
         fake_f, fake_pred = fnet.apply(images.float().clamp(0, 1))
         real_f, real_pred = fnet.apply(real.x)
-        metrics: dict[str, float] = {"n_samples": float(len(fake_f)), "n_real": float(len(real_f)),
-                                     "feature_net_test_accuracy": fnet.row.metadata_.get("test_accuracy")}
+        metrics: dict[str, float] = {
+            "n_samples": float(len(fake_f)),
+            "n_real": float(len(real_f)),
+            "feature_net_test_accuracy": fnet.row.metadata_.get("test_accuracy"),
+        }
         metrics["fid"] = im.fid(fake_f, real_f)
         if floor_real.item_ids and len(floor_real.item_ids) >= 2:
             metrics["fid_floor"] = im.fid(fnet.apply(floor_real.x)[0], real_f)
@@ -197,8 +228,15 @@ def _eval_image_model(row, ref: str, config: dict[str, Any], info, opts: EvalMod
         if hasattr(runner, "score"):
             metrics.update(_anomaly_aurocs(runner, real, config, opts))
         _log_and_finish(run, metrics, {"model": ref, "against": info.ref, "features": fnet.ref, "split": opts.split})
-    return {"run_id": run.id, "model": ref, "against": info.ref, "split": opts.split, "features": fnet.ref,
-            "conditioning": conditioning(config), "metrics": _clean(metrics)}
+    return {
+        "run_id": run.id,
+        "model": ref,
+        "against": info.ref,
+        "split": opts.split,
+        "features": fnet.ref,
+        "conditioning": conditioning(config),
+        "metrics": _clean(metrics),
+    }
 
 
 def _anomaly_aurocs(runner, real, config: dict[str, Any], opts: EvalModelOptions) -> dict[str, float]:
@@ -217,8 +255,12 @@ def _anomaly_aurocs(runner, real, config: dict[str, Any], opts: EvalModelOptions
     def scores(x):
         out = []
         for start in range(0, len(x), 512):
-            b = Batch(item_ids=list(range(len(x[start : start + 512]))), labels=[], x=x[start : start + 512],
-                      y=y[start : start + 512])
+            b = Batch(
+                item_ids=list(range(len(x[start : start + 512]))),
+                labels=[],
+                x=x[start : start + 512],
+                y=y[start : start + 512],
+            )
             out.append(runner.score(b))
         return torch.cat(out).double().numpy()
 
@@ -231,8 +273,11 @@ def _anomaly_aurocs(runner, real, config: dict[str, Any], opts: EvalModelOptions
         left = int(torch.randint(0, w - w // 2 + 1, (1,), generator=gen))
         corrupted[i, :, top : top + h // 2, left : left + w // 2] = 0.0
     clean_s, bad_s = scores(x), scores(corrupted)
-    out = {"anomaly_auroc_corrupted": float(roc_auc_score(np.r_[np.zeros(len(clean_s)), np.ones(len(bad_s))],
-                                                           np.r_[clean_s, bad_s]))}
+    out = {
+        "anomaly_auroc_corrupted": float(
+            roc_auc_score(np.r_[np.zeros(len(clean_s)), np.ones(len(bad_s))], np.r_[clean_s, bad_s])
+        )
+    }
     if opts.anomaly_class is not None:
         is_pos = np.array([l == opts.anomaly_class for l in real.labels])
         if not is_pos.any() or is_pos.all():
@@ -241,7 +286,9 @@ def _anomaly_aurocs(runner, real, config: dict[str, Any], opts: EvalModelOptions
     return out
 
 
-def _eval_text_model(row, ref: str, config: dict[str, Any], info, opts: EvalModelOptions, device: str) -> dict[str, Any]:
+def _eval_text_model(
+    row, ref: str, config: dict[str, Any], info, opts: EvalModelOptions, device: str
+) -> dict[str, Any]:
     import torch
 
     from genloom.datasets.loading import load_split
@@ -260,16 +307,29 @@ def _eval_text_model(row, ref: str, config: dict[str, Any], info, opts: EvalMode
         raise BadInput(f"{ref} cannot score text (no language-model head)")
     held_out = "\n".join(load_split(info.version_id, opts.split).texts or [])
     train_texts = load_split(info.version_id, "train").texts or []
-    params = {"model": ref, "against": info.ref, "split": opts.split, "samples": opts.text_samples,
-              "max_new_tokens": opts.max_new_tokens, "seed": opts.seed}
-    with tracked_run("evaluate", params=params, model_id=row.id, input_version_id=info.version_id, device=device) as run:
+    params = {
+        "model": ref,
+        "against": info.ref,
+        "split": opts.split,
+        "samples": opts.text_samples,
+        "max_new_tokens": opts.max_new_tokens,
+        "seed": opts.seed,
+    }
+    with tracked_run(
+        "evaluate", params=params, model_id=row.id, input_version_id=info.version_id, device=device
+    ) as run:
         nll, tokens = causal_lm_nll(net, tokenizer, held_out, device)
-        metrics: dict[str, float] = {"nll_per_token": nll / tokens, "perplexity": tm.perplexity(nll, tokens),
-                                     "bpc": tm.bits_per_character(nll, len(held_out)), "eval_tokens": float(tokens),
-                                     "eval_chars": float(len(held_out))}
+        metrics: dict[str, float] = {
+            "nll_per_token": nll / tokens,
+            "perplexity": tm.perplexity(nll, tokens),
+            "bpc": tm.bits_per_character(nll, len(held_out)),
+            "eval_tokens": float(tokens),
+            "eval_chars": float(len(held_out)),
+        }
         with torch.no_grad():
-            texts = runner.sample(SampleOptions(n=opts.text_samples, seed=opts.seed,
-                                                max_new_tokens=opts.max_new_tokens)).texts
+            texts = runner.sample(
+                SampleOptions(n=opts.text_samples, seed=opts.seed, max_new_tokens=opts.max_new_tokens)
+            ).texts
         for k in (1, 2, 3):
             metrics[f"distinct_{k}"] = tm.distinct_n(texts, k)
         mem = tm.memorisation_rate(texts, tm.SpanIndex(train_texts))
@@ -309,8 +369,16 @@ def causal_lm_nll(net, tokenizer, text: str, device: str) -> tuple[float, int]:
 # --------------------------------------------------------------------------- eval utility (TSTR)
 
 
-def eval_utility_job(synthetic_ref: str, real_ref: str, *, epochs: float | None = None, seed: int = 0,
-                     device: str = "auto", progress: ProgressFn | None = None, compare_real: bool = True) -> dict[str, Any]:
+def eval_utility_job(
+    synthetic_ref: str,
+    real_ref: str,
+    *,
+    epochs: float | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    compare_real: bool = True,
+) -> dict[str, Any]:
     """Train on synthetic (origin = synthetic items of the version's train split), test on
     real (the real version's test split); next to train-on-real with the same classifier
     and budget (Esteban et al. 2017's TSTR/TRTR)."""
@@ -338,20 +406,41 @@ def eval_utility_job(synthetic_ref: str, real_ref: str, *, epochs: float | None 
     with tracked_run("evaluate", params=params, input_version_id=syn.version_id, device=device) as run:
         sx, sy = labelled_split(syn.version_id, "train", index, origin="synthetic")
         if sx is None or len(sx) == 0:
-            raise BadInput(f"{syn.ref} has no labelled synthetic items in its train split: store samples of a "
-                           "conditional model (`genloom sample MODEL --n N --store --into NAME`)")
+            raise BadInput(
+                f"{syn.ref} has no labelled synthetic items in its train split: store samples of a "
+                "conditional model (`genloom sample MODEL --n N --store --into NAME`)"
+            )
         rx, ry = labelled_split(real.version_id, "train", index, origin="real")
         tx, ty = labelled_split(real.version_id, "test", index)
         if tx is None or len(tx) == 0:
             raise BadInput(f"the test split of {real.ref} has no labelled images")
-        tstr, _, _ = fit_classifier(sx, sy, num_classes=len(labels), cfg=cfg, device=device,
-                                    title=f"train on {syn.ref} (synthetic)", progress=progress)
-        metrics = {"tstr_accuracy": accuracy(tstr, tx.to(device), ty.to(device)), "synthetic_train_items": float(len(sx))}
+        tstr, _, _ = fit_classifier(
+            sx,
+            sy,
+            num_classes=len(labels),
+            cfg=cfg,
+            device=device,
+            title=f"train on {syn.ref} (synthetic)",
+            progress=progress,
+        )
+        metrics = {
+            "tstr_accuracy": accuracy(tstr, tx.to(device), ty.to(device)),
+            "synthetic_train_items": float(len(sx)),
+        }
         if compare_real and rx is not None and len(rx):
-            trtr, _, _ = fit_classifier(rx, ry, num_classes=len(labels), cfg=cfg, device=device,
-                                        title=f"train on {real.ref} (real)", progress=progress)
+            trtr, _, _ = fit_classifier(
+                rx,
+                ry,
+                num_classes=len(labels),
+                cfg=cfg,
+                device=device,
+                title=f"train on {real.ref} (real)",
+                progress=progress,
+            )
             metrics["trtr_accuracy"] = accuracy(trtr, tx.to(device), ty.to(device))
-            metrics["tstr_ratio"] = metrics["tstr_accuracy"] / metrics["trtr_accuracy"] if metrics["trtr_accuracy"] else None
+            metrics["tstr_ratio"] = (
+                metrics["tstr_accuracy"] / metrics["trtr_accuracy"] if metrics["trtr_accuracy"] else None
+            )
             metrics["real_train_items"] = float(len(rx))
         metrics["real_test_items"] = float(len(tx))
         _log_and_finish(run, metrics, {"synthetic": syn.ref, "real": real.ref})
@@ -388,11 +477,17 @@ def eval_text_job(hyp: Path, refs: list[Path]) -> dict[str, Any]:
     streams = [read_lines(r, "reference") for r in refs]
     for r, stream in zip(refs, streams):
         if len(stream) != len(hyps):
-            raise BadInput(f"{str(hyp)!r} has {len(hyps)} lines but {str(r)!r} has {len(stream)}: one reference line per hypothesis")
+            raise BadInput(
+                f"{str(hyp)!r} has {len(hyps)} lines but {str(r)!r} has {len(stream)}: one reference line per hypothesis"
+            )
     with tracked_run("evaluate", params={"hyp": str(hyp), "refs": [str(r) for r in refs]}) as run:
-        metrics = {"bleu": tm.bleu(hyps, streams), "chrf": tm.chrf(hyps, streams),
-                   "distinct_1": tm.distinct_n(hyps, 1), "distinct_2": tm.distinct_n(hyps, 2),
-                   "n_segments": float(len(hyps))}
+        metrics = {
+            "bleu": tm.bleu(hyps, streams),
+            "chrf": tm.chrf(hyps, streams),
+            "distinct_1": tm.distinct_n(hyps, 1),
+            "distinct_2": tm.distinct_n(hyps, 2),
+            "n_segments": float(len(hyps)),
+        }
         _log_and_finish(run, metrics, {"hyp": str(hyp), "refs": [str(r) for r in refs]})
     return {"run_id": run.id, "metrics": _clean(metrics)}
 

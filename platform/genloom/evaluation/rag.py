@@ -142,13 +142,19 @@ def load_qa(path: Path) -> QASet:
         except json.JSONDecodeError as exc:
             raise BadInput(f"{path} line {number}: not JSON ({exc.msg})") from None
         if not isinstance(row, dict) or not str(row.get("question", "")).strip():
-            raise BadInput(f"{path} line {number}: needs a \"question\"")
+            raise BadInput(f'{path} line {number}: needs a "question"')
         answers = row.get("answers", [row["answer"]] if "answer" in row else [])
         answers = [a["text"] if isinstance(a, dict) else str(a) for a in answers]
         if not answers:
-            raise BadInput(f"{path} line {number}: needs \"answers\" (a list) or \"answer\"")
-        items.append(QAItem(str(row.get("id", number)), row["question"], answers,
-                            str(row["doc_id"]) if row.get("doc_id") is not None else None))
+            raise BadInput(f'{path} line {number}: needs "answers" (a list) or "answer"')
+        items.append(
+            QAItem(
+                str(row.get("id", number)),
+                row["question"],
+                answers,
+                str(row["doc_id"]) if row.get("doc_id") is not None else None,
+            )
+        )
     if not items:
         raise BadInput(f"{path} holds no questions")
     return QASet(items, [])
@@ -297,7 +303,10 @@ def eval_rag_job(qa_file: Path, opts: EvalRagOptions, *, progress: ProgressFn | 
         from ingest.pipeline import IngestOptions, ingest_documents
 
         ingest_documents(
-            [SourceDocument(external_id=d, title=t, text=x, metadata={"source": qa_file.name}) for d, t, x in qa.contexts],
+            [
+                SourceDocument(external_id=d, title=t, text=x, metadata={"source": qa_file.name})
+                for d, t, x in qa.contexts
+            ],
             IngestOptions(collection=opts.collection),
         )
     with session_scope() as s:  # bad names fail before the run exists
@@ -305,9 +314,18 @@ def eval_rag_job(qa_file: Path, opts: EvalRagOptions, *, progress: ProgressFn | 
         backend = load_backend(s, opts.model)
         model_name, model_id = backend.name, backend.model_id
     chosen = sample(qa.items, opts.limit, opts.seed)
-    params = {"qa_file": str(qa_file), "collection": opts.collection, "model": model_name, "limit": opts.limit,
-              "seed": opts.seed, "repeats": opts.repeats, "k": opts.k, "max_new_tokens": opts.max_new_tokens,
-              "mode": opts.mode, "evaluation": "rag"}
+    params = {
+        "qa_file": str(qa_file),
+        "collection": opts.collection,
+        "model": model_name,
+        "limit": opts.limit,
+        "seed": opts.seed,
+        "repeats": opts.repeats,
+        "k": opts.k,
+        "max_new_tokens": opts.max_new_tokens,
+        "mode": opts.mode,
+        "evaluation": "rag",
+    }
     total = len(chosen) * opts.repeats
     with tracked_run("evaluate", params=params, collection_id=collection_id, model_id=model_id) as run:
         started = time.perf_counter()
@@ -320,11 +338,18 @@ def eval_rag_job(qa_file: Path, opts: EvalRagOptions, *, progress: ProgressFn | 
             for item in chosen:
                 try:
                     with session_scope() as s:
-                        result = ask(s, CallRequest(
-                            question=item.question, collection=opts.collection, model=opts.model, k=opts.k,
-                            mode=opts.mode, params=GenParams(max_new_tokens=opts.max_new_tokens, seed=opts.seed + repeat),
-                            user=f"eval-rag-run-{run.id}",
-                        ))
+                        result = ask(
+                            s,
+                            CallRequest(
+                                question=item.question,
+                                collection=opts.collection,
+                                model=opts.model,
+                                k=opts.k,
+                                mode=opts.mode,
+                                params=GenParams(max_new_tokens=opts.max_new_tokens, seed=opts.seed + repeat),
+                                user=f"eval-rag-run-{run.id}",
+                            ),
+                        )
                     record = score_answer(item, result)
                 except BadInput as exc:  # this question cannot be asked (e.g. no source fits the window)
                     record = {"id": item.id, "generation_id": None, "status": "error", "error": str(exc)}
@@ -348,8 +373,14 @@ def eval_rag_job(qa_file: Path, opts: EvalRagOptions, *, progress: ProgressFn | 
                     metrics[key] = round(statistics.fmean(values), 4)
                     metrics[f"{key}_std"] = round(statistics.pstdev(values), 4)
         report = {
-            "run_id": run.id, "collection": opts.collection, "model": model_name, "k": opts.k, "seed": opts.seed,
-            "repeats": opts.repeats, "sampled": len(chosen), **metrics,
+            "run_id": run.id,
+            "collection": opts.collection,
+            "model": model_name,
+            "k": opts.k,
+            "seed": opts.seed,
+            "repeats": opts.repeats,
+            "sampled": len(chosen),
+            **metrics,
             "seconds": round(time.perf_counter() - started, 1),
         }
         with session_scope() as s:

@@ -37,7 +37,9 @@ def _check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:
     if not hypotheses:
         raise BadInput("no hypotheses to score")
     if len(hypotheses) != len(references):
-        raise BadInput(f"{len(hypotheses)} hypotheses but {len(references)} references: need one reference line per hypothesis")
+        raise BadInput(
+            f"{len(hypotheses)} hypotheses but {len(references)} references: need one reference line per hypothesis"
+        )
 
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]) -> float:

@@ -113,8 +113,11 @@ def session_history(session: Session, session_id: int) -> tuple[list[Turn], int 
         .where(Prompt.session_id == session_id)
         .order_by(Prompt.created_at, Prompt.id, Generation.id)
     ).all()
-    turns = [Turn(question=unseal(r.text, "prompts.text") or "", answer=unseal(r.output, "generations.output") or "")
-             for r in rows if r.status == "ok" and r.output is not None]
+    turns = [
+        Turn(question=unseal(r.text, "prompts.text") or "", answer=unseal(r.output, "generations.output") or "")
+        for r in rows
+        if r.status == "ok" and r.output is not None
+    ]
     return turns, (rows[-1].id if rows else None)
 
 
@@ -178,12 +181,21 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         from genloom.retrieval.search import search
 
         retrieval_started = time.perf_counter()
-        hits = search(session, question, collection=request.collection, k=request.k, mode=request.mode, where=request.where,
-                      embedding_model=request.embedding_model)
+        hits = search(
+            session,
+            question,
+            collection=request.collection,
+            k=request.k,
+            mode=request.mode,
+            where=request.where,
+            embedding_model=request.embedding_model,
+        )
         retrieval_ms = _ms(retrieval_started)
         candidates = [_to_source(hit, i + 1) for i, hit in enumerate(hits)]
     elif backend.name == "extractive":
-        raise BadInput("the extractive backend answers from retrieved sources: give a collection, or a model that generates")
+        raise BadInput(
+            "the extractive backend answers from retrieved sources: give a collection, or a model that generates"
+        )
 
     assembled = assemble(
         backend,
@@ -199,7 +211,11 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
     logged_question, question_pii = redact(question, pii_mode)
     logged_prompt, prompt_pii = redact(assembled.prompt, pii_mode)
     if chat is None:
-        chat = ChatSession(user_id=request.user, collection_id=collection_id, title=seal((logged_question or "")[:120], "sessions.title"))
+        chat = ChatSession(
+            user_id=request.user,
+            collection_id=collection_id,
+            title=seal((logged_question or "")[:120], "sessions.title"),
+        )
         session.add(chat)
         session.flush()
     prompt = Prompt(
@@ -274,8 +290,14 @@ def citations_of(answer: str, sources: list[Source]) -> list[dict[str, Any]]:
     from genloom.retrieval.locations import location_fields
 
     return [
-        {"n": n, "doc_id": by_n[n].doc_id, "chunk_id": by_n[n].chunk_id, "title": by_n[n].title,
-         **location_fields(by_n[n].metadata), "location": by_n[n].location}
+        {
+            "n": n,
+            "doc_id": by_n[n].doc_id,
+            "chunk_id": by_n[n].chunk_id,
+            "title": by_n[n].title,
+            **location_fields(by_n[n].metadata),
+            "location": by_n[n].location,
+        }
         for n in seen
     ]
 
@@ -314,7 +336,9 @@ def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None 
             input_tokens=output.input_tokens,
             output_tokens=output.output_tokens,
             # How the generation ended ('stop', 'length', 'abstain', 'error'), beside its parameters.
-            params=Generation.params.op("||")(sa.cast(sa.literal(json.dumps({"finish_reason": output.finish_reason})), JSONB)),
+            params=Generation.params.op("||")(
+                sa.cast(sa.literal(json.dumps({"finish_reason": output.finish_reason})), JSONB)
+            ),
         )
     )
     return CallResult(

@@ -71,9 +71,13 @@ class EndpointSpec:
     def validate(self) -> EndpointSpec:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise BadInput(f"--base-url must be an http(s) URL such as http://localhost:8000/v1 (got {self.base_url!r})")
+            raise BadInput(
+                f"--base-url must be an http(s) URL such as http://localhost:8000/v1 (got {self.base_url!r})"
+            )
         if parts.username or parts.password:
-            raise BadInput("--base-url must not carry credentials; put the key in an environment variable (--api-key-env)")
+            raise BadInput(
+                "--base-url must not carry credentials; put the key in an environment variable (--api-key-env)"
+            )
         if not self.model.strip():
             raise BadInput("--model must name the model id the server serves")
         if self.api_key_env is not None and not _ENV_VAR.match(self.api_key_env):
@@ -84,7 +88,9 @@ class EndpointSpec:
             from pathlib import Path
 
             if not (Path(self.tokenizer).expanduser() / "tokenizer_config.json").exists():
-                raise BadInput(f"--tokenizer {self.tokenizer} is not a Hugging Face tokenizer directory (no tokenizer_config.json)")
+                raise BadInput(
+                    f"--tokenizer {self.tokenizer} is not a Hugging Face tokenizer directory (no tokenizer_config.json)"
+                )
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -115,8 +121,11 @@ def add_endpoint(session, name: str, spec: EndpointSpec):
 def spec_of(model) -> EndpointSpec:
     config = dict(model.config or {})
     return EndpointSpec(
-        base_url=config["base_url"], model=config["model"], api_key_env=config.get("api_key_env"),
-        tokenizer=config.get("tokenizer"), context_window=config.get("context_window"),
+        base_url=config["base_url"],
+        model=config["model"],
+        api_key_env=config.get("api_key_env"),
+        tokenizer=config.get("tokenizer"),
+        context_window=config.get("context_window"),
     )
 
 
@@ -191,8 +200,15 @@ class EndpointBackend:
             try:
                 request = self._client.build_request(method, url, json=json_body, headers=headers)
                 response = self._client.send(request, stream=stream)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadTimeout,
-                    httpx.PoolTimeout, httpx.WriteError, httpx.ReadError) as exc:
+            except (
+                httpx.ConnectError,
+                httpx.ConnectTimeout,
+                httpx.RemoteProtocolError,
+                httpx.ReadTimeout,
+                httpx.PoolTimeout,
+                httpx.WriteError,
+                httpx.ReadError,
+            ) as exc:
                 if last:
                     reason = _one_line(str(exc) or type(exc).__name__)
                     raise EndpointError(
@@ -291,7 +307,9 @@ class EndpointBackend:
             return int(self._json(self._request("POST", f"{self.root_url}/tokenize", json_body=body))["count"])
         if self._tokenize == "llama.cpp":
             content = "".join(m.get("content") or "" for m in messages)
-            tokens = self._json(self._request("POST", f"{self.root_url}/tokenize", json_body={"content": content}))["tokens"]
+            tokens = self._json(self._request("POST", f"{self.root_url}/tokenize", json_body={"content": content}))[
+                "tokens"
+            ]
             return len(tokens) + TOKENS_PER_MESSAGE * len(messages)  # the chat template's markers, estimated
         if self.spec.tokenizer:
             return self._local_count(messages)
@@ -299,8 +317,11 @@ class EndpointBackend:
 
     def _probe_tokenize(self, messages: list[dict[str, str]]) -> str | None:
         """Which /tokenize the server offers: 'vllm', 'llama.cpp', 'none'; None when unreachable (ask again later)."""
-        out = self._peek("POST", f"{self.root_url}/tokenize",
-                         {"model": self.spec.model, "messages": messages, "add_generation_prompt": True})
+        out = self._peek(
+            "POST",
+            f"{self.root_url}/tokenize",
+            {"model": self.spec.model, "messages": messages, "add_generation_prompt": True},
+        )
         if out is None:
             return None
         if isinstance(out, dict) and isinstance(out.get("count"), int):
@@ -318,7 +339,9 @@ class EndpointBackend:
 
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(Path(str(self.spec.tokenizer)).expanduser(), local_files_only=True)
+            self._tokenizer = AutoTokenizer.from_pretrained(
+                Path(str(self.spec.tokenizer)).expanduser(), local_files_only=True
+            )
         tok = self._tokenizer
         if getattr(tok, "chat_template", None):
             ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -386,11 +409,15 @@ class EndpointBackend:
                         f"endpoint {self.name} at {self.base_url} sent malformed JSON in its stream: {_one_line(data, 120)!r}"
                     ) from None
                 if not isinstance(chunk, dict):
-                    raise EndpointError(f"endpoint {self.name} at {self.base_url} sent a stream chunk that is not an object")
+                    raise EndpointError(
+                        f"endpoint {self.name} at {self.base_url} sent a stream chunk that is not an object"
+                    )
                 if "error" in chunk:
                     err = chunk["error"]
                     message = err.get("message") if isinstance(err, dict) else err
-                    raise EndpointError(f"endpoint {self.name} at {self.base_url} failed mid-stream: {_one_line(str(message))}")
+                    raise EndpointError(
+                        f"endpoint {self.name} at {self.base_url} failed mid-stream: {_one_line(str(message))}"
+                    )
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
@@ -417,5 +444,9 @@ class EndpointBackend:
             input_tokens = self.count_tokens(prompt)
         if not isinstance(output_tokens, int):  # a server without usage: estimate, never zero for text
             output_tokens = estimate_tokens(text)
-        return GenOutput(text=text, input_tokens=input_tokens, output_tokens=output_tokens,
-                         finish_reason="length" if finish == "length" else "stop")
+        return GenOutput(
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            finish_reason="length" if finish == "length" else "stop",
+        )

@@ -195,8 +195,14 @@ class ExtractiveBackend:
     # only how much text the sentence ranking looks at.
     context_window = 8192
 
-    def __init__(self, *, lexical_weight: float = 0.5, min_similarity: float = 0.3, min_coverage: float = 0.34,
-                 max_sentences: int = 1):
+    def __init__(
+        self,
+        *,
+        lexical_weight: float = 0.5,
+        min_similarity: float = 0.3,
+        min_coverage: float = 0.34,
+        max_sentences: int = 1,
+    ):
         from genloom.embeddings import DEFAULT_MODEL
 
         self.revision = DEFAULT_MODEL
@@ -244,8 +250,9 @@ class ExtractiveBackend:
         chosen = [cands[best]]
         if self.max_sentences > 1 and cover[best] < 1.0:
             # The smallest span: a neighbour joins only if it carries question terms the best lacks.
-            neighbours = [i for i, c in enumerate(cands) if c.n == cands[best].n
-                          and abs(c.position - cands[best].position) == 1]
+            neighbours = [
+                i for i, c in enumerate(cands) if c.n == cands[best].n and abs(c.position - cands[best].position) == 1
+            ]
             gains = [(coverage(q_terms, cands[best].terms | cands[i].terms, idf) - cover[best], i) for i in neighbours]
             gain, i = max(gains, default=(0.0, -1))
             if gain > 0.0 and scores[i] >= 0.5 * scores[best]:

@@ -28,7 +28,12 @@ def add_feedback(
     if session.get(Generation, generation_id) is None:
         raise NotFound(f"no generation {generation_id}")
     row = Feedback(
-        generation_id=generation_id, user_id=user, score=score, thumbs=thumbs, label=label, comment=seal(comment, "feedback.comment")
+        generation_id=generation_id,
+        user_id=user,
+        score=score,
+        thumbs=thumbs,
+        label=label,
+        comment=seal(comment, "feedback.comment"),
     )
     session.add(row)
     session.flush()

@@ -114,10 +114,13 @@ class HFBackend:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:  # missing or broken tokenizer files
-            raise BadInput(f"{path}: cannot load its tokenizer ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            raise BadInput(
+                f"{path}: cannot load its tokenizer ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            ) from None
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype, local_files_only=True,
-                                                              use_safetensors=True)  # never a pickled .bin
+            self.model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=self.dtype, local_files_only=True, use_safetensors=True
+            )  # never a pickled .bin
         except (OSError, ValueError) as exc:
             raise BadInput(f"{path}: cannot load it as a causal LM ({str(exc).splitlines()[0]})") from None
         self.model.to(self.device).eval()
@@ -270,9 +273,7 @@ class HFBackend:
         streamer = _BatchStreamer(self.tokenizer, requests, self.model.generation_config)
         with torch.inference_mode():
             self.model.generate(input_ids=input_ids, attention_mask=mask, streamer=streamer, **kwargs)
-        return [
-            self._output(len(r.ids), streamer.ids[i], streamer.trimmers[i], params) for i, r in enumerate(requests)
-        ]
+        return [self._output(len(r.ids), streamer.ids[i], streamer.trimmers[i], params) for i, r in enumerate(requests)]
 
 
 @dataclasses.dataclass

@@ -30,8 +30,7 @@ def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
         raise NotFound(f"no generation {generation_id}")
     prompt = session.get(Prompt, gen.prompt_id)
     sources = session.execute(
-        sa.select(GenerationSource, Chunk.text, Document.external_id, Document.title, Document.version,
-                  Chunk.metadata_)
+        sa.select(GenerationSource, Chunk.text, Document.external_id, Document.title, Document.version, Chunk.metadata_)
         .outerjoin(Chunk, Chunk.id == GenerationSource.chunk_id)  # NULL once purged: the tombstone remains
         .outerjoin(Document, Document.id == Chunk.document_id)
         .where(GenerationSource.generation_id == gen.id)
@@ -73,7 +72,9 @@ def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
                 **location_fields(chunk_meta),
                 "location": format_location(
                     title if src.chunk_id is not None else (src.tombstone or {}).get("title"),
-                    external_id if src.chunk_id is not None else (src.tombstone or {}).get("external_id"), chunk_meta),
+                    external_id if src.chunk_id is not None else (src.tombstone or {}).get("external_id"),
+                    chunk_meta,
+                ),
                 **({"tombstone": src.tombstone} if src.tombstone else {}),
             }
             for src, text, external_id, title, version, chunk_meta in sources

@@ -78,9 +78,12 @@ def _registry_backend(session, ref: str) -> Backend:
     if model.format == "endpoint":  # a remote OpenAI-compatible server (generation/endpoint.py)
         from genloom.generation.endpoint import EndpointBackend, spec_of
 
-        backend = cast(Backend, EndpointBackend(
-            spec_of(model), name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id
-        ))
+        backend = cast(
+            Backend,
+            EndpointBackend(
+                spec_of(model), name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id
+            ),
+        )
         _cache[key] = backend
         return backend
     if model.format != "hf-tar":

@@ -37,7 +37,9 @@ def check_template_text(text: str) -> None:
         raise BadInput(f"template is not valid format text ({exc}); write literal braces as {{{{ and }}}}") from None
     unknown = sorted(f for f in fields if f not in FIELDS)
     if unknown:
-        raise BadInput(f"template uses unknown field(s) {', '.join('{' + f + '}' for f in unknown)}: only {{sources}} and {{question}} exist")
+        raise BadInput(
+            f"template uses unknown field(s) {', '.join('{' + f + '}' for f in unknown)}: only {{sources}} and {{question}} exist"
+        )
     if "question" not in fields:
         raise BadInput("template must contain {question}")
 
@@ -53,10 +55,18 @@ def get_template(session: Session, ref: str | None) -> PromptTemplate:
         label = session.get(PromptTemplateLabel, (name, after))
         if label is None:
             labels = session.scalars(
-                sa.select(PromptTemplateLabel.label).where(PromptTemplateLabel.name == name).order_by(PromptTemplateLabel.label)
+                sa.select(PromptTemplateLabel.label)
+                .where(PromptTemplateLabel.name == name)
+                .order_by(PromptTemplateLabel.label)
             ).all()
-            raise NotFound(f"template {name!r} has no label {after!r}" + (
-                f" (labels: {', '.join(labels)})" if labels else f" (set one with: genloom templates label {name}@V {after})"))
+            raise NotFound(
+                f"template {name!r} has no label {after!r}"
+                + (
+                    f" (labels: {', '.join(labels)})"
+                    if labels
+                    else f" (set one with: genloom templates label {name}@V {after})"
+                )
+            )
         return session.scalars(
             sa.select(PromptTemplate).where(PromptTemplate.name == name, PromptTemplate.version == label.version)
         ).one()
@@ -114,7 +124,9 @@ def label_template(session: Session, ref: str, label: str, *, user: str | None =
         current.version = version
         current.moved_by = user
         current.moved_at = sa.func.now()
-    session.add(PromptTemplateLabelMove(name=name, label=label, from_version=previous, to_version=version, moved_by=user))
+    session.add(
+        PromptTemplateLabelMove(name=name, label=label, from_version=previous, to_version=version, moved_by=user)
+    )
     session.flush()
     return {"name": name, "label": label, "version": version, "from_version": previous, "moved": True}
 
@@ -122,7 +134,17 @@ def label_template(session: Session, ref: str, label: str, *, user: str | None =
 def label_history(session: Session, name: str) -> list[dict]:
     """Every label move of template `name`, oldest first."""
     rows = session.scalars(
-        sa.select(PromptTemplateLabelMove).where(PromptTemplateLabelMove.name == name).order_by(PromptTemplateLabelMove.id)
+        sa.select(PromptTemplateLabelMove)
+        .where(PromptTemplateLabelMove.name == name)
+        .order_by(PromptTemplateLabelMove.id)
     )
-    return [{"label": m.label, "from_version": m.from_version, "to_version": m.to_version, "moved_by": m.moved_by,
-             "moved_at": m.moved_at} for m in rows]
+    return [
+        {
+            "label": m.label,
+            "from_version": m.from_version,
+            "to_version": m.to_version,
+            "moved_by": m.moved_by,
+            "moved_at": m.moved_at,
+        }
+        for m in rows
+    ]

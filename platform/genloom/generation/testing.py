@@ -26,16 +26,46 @@ _CORPUS = [
 
 CONFIGS = {
     # name: (family, config kwargs)
-    "tiny-llama": ("llama", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=512)),
+    "tiny-llama": (
+        "llama",
+        dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+        ),
+    ),
     "tiny-gpt2": ("gpt2", dict(n_embd=32, n_layer=2, n_head=4, n_positions=256)),
     # The CPU benchmark's model: big enough that the forward pass, not Python, dominates.
-    "small": ("llama", dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                            num_key_value_heads=4, max_position_embeddings=2048, vocab_size=8192)),
+    "small": (
+        "llama",
+        dict(
+            hidden_size=256,
+            intermediate_size=688,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            max_position_embeddings=2048,
+            vocab_size=8192,
+        ),
+    ),
     # Qwen2-0.5B's shape: 24 layers, hidden 896, 14 heads (2 KV), the 151,936-token vocabulary.
-    "qwen2-0.5b": ("qwen2", dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                                 num_key_value_heads=2, max_position_embeddings=32768, vocab_size=151936,
-                                 tie_word_embeddings=True, rope_theta=1000000.0)),
+    "qwen2-0.5b": (
+        "qwen2",
+        dict(
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            vocab_size=151936,
+            tie_word_embeddings=True,
+            rope_theta=1000000.0,
+        ),
+    ),
 }
 
 

@@ -85,9 +85,10 @@ def ensure_collection(
 
 def collection_summary(session: Session, collection: Collection) -> dict:
     """Counts a person wants to see: current documents and chunks, versions, BM25 statistics."""
-    row = session.execute(
-        sa.text(
-            """
+    row = (
+        session.execute(
+            sa.text(
+                """
             SELECT
               (SELECT count(*) FROM documents WHERE collection_id = :c AND superseded_at IS NULL) AS documents,
               (SELECT count(*) FROM documents WHERE collection_id = :c) AS document_versions,
@@ -96,10 +97,17 @@ def collection_summary(session: Session, collection: Collection) -> dict:
               (SELECT count(*) FROM retrieval_term_stats WHERE collection_id = :c AND df > 0) AS terms
             FROM retrieval_collection_stats s WHERE s.collection_id = :c
             """
-        ),
-        {"c": collection.id},
-    ).mappings().first()
-    return {"collection": collection.name, "text_search_config": collection.text_search_config, **(dict(row) if row else {})}
+            ),
+            {"c": collection.id},
+        )
+        .mappings()
+        .first()
+    )
+    return {
+        "collection": collection.name,
+        "text_search_config": collection.text_search_config,
+        **(dict(row) if row else {}),
+    }
 
 
 def list_collections(session: Session) -> list[dict]:

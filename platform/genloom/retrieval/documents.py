@@ -20,7 +20,9 @@ from genloom.errors import BadInput, NotFound
 from genloom.retrieval import bm25
 
 
-def retire_documents(session: Session, collection_id: int, document_ids: Sequence[int], *, run_id: int | None) -> list[int]:
+def retire_documents(
+    session: Session, collection_id: int, document_ids: Sequence[int], *, run_id: int | None
+) -> list[int]:
     """Take current documents out of search and BM25, keeping their rows; return the ids retired."""
     if not document_ids:
         return []
@@ -45,15 +47,20 @@ def retire_documents(session: Session, collection_id: int, document_ids: Sequenc
 
 def _document_versions(session: Session, collection_id: int, ref: str) -> list[Any]:
     """All versions of the document `ref` names: a document id (any version) or an external id."""
-    by_external = session.execute(
-        sa.text("SELECT * FROM documents WHERE collection_id = :c AND external_id = :e ORDER BY version"),
-        {"c": collection_id, "e": ref},
-    ).mappings().all()
+    by_external = (
+        session.execute(
+            sa.text("SELECT * FROM documents WHERE collection_id = :c AND external_id = :e ORDER BY version"),
+            {"c": collection_id, "e": ref},
+        )
+        .mappings()
+        .all()
+    )
     if by_external:
         return list(by_external)
     if ref.isdigit():
         external = session.scalar(
-            sa.text("SELECT external_id FROM documents WHERE collection_id = :c AND id = :i"), {"c": collection_id, "i": int(ref)}
+            sa.text("SELECT external_id FROM documents WHERE collection_id = :c AND id = :i"),
+            {"c": collection_id, "i": int(ref)},
         )
         if external is not None:
             return _document_versions(session, collection_id, external)
@@ -62,10 +69,14 @@ def _document_versions(session: Session, collection_id: int, ref: str) -> list[A
 
     resolved = os.path.realpath(ref)
     if resolved != ref:
-        found = session.execute(
-            sa.text("SELECT * FROM documents WHERE collection_id = :c AND external_id = :e ORDER BY version"),
-            {"c": collection_id, "e": resolved},
-        ).mappings().all()
+        found = (
+            session.execute(
+                sa.text("SELECT * FROM documents WHERE collection_id = :c AND external_id = :e ORDER BY version"),
+                {"c": collection_id, "e": resolved},
+            )
+            .mappings()
+            .all()
+        )
         if found:
             return list(found)
     raise NotFound(f"no document {ref!r} in this collection (give its id or external id; see: genloom documents list)")
@@ -120,12 +131,21 @@ def document_detail(session: Session, collection_id: int, ref: str) -> dict[str,
     return {
         "external_id": latest["external_id"],
         "title": latest["title"],
-        "status": "current" if latest["superseded_at"] is None else ("retired" if latest["retired_at"] else "superseded"),
+        "status": "current"
+        if latest["superseded_at"] is None
+        else ("retired" if latest["retired_at"] else "superseded"),
         "metadata": latest["metadata"],
         "user_metadata": latest["user_metadata"],
         "versions": [
-            {"id": v["id"], "version": v["version"], "sha256": v["sha256"], "created_at": v["created_at"],
-             "superseded_at": v["superseded_at"], "retired_at": v["retired_at"], "chunks": chunks.get(v["id"], 0)}
+            {
+                "id": v["id"],
+                "version": v["version"],
+                "sha256": v["sha256"],
+                "created_at": v["created_at"],
+                "superseded_at": v["superseded_at"],
+                "retired_at": v["retired_at"],
+                "chunks": chunks.get(v["id"], 0),
+            }
             for v in versions
         ],
         "cited_by_generations": [row.generation_id for row in cited],
@@ -148,8 +168,12 @@ def purge_impact(session: Session, document_ids: Sequence[int]) -> dict[str, Any
         ),
         {"ids": list(document_ids)},
     ).one()
-    return {"documents": len(document_ids), "chunks": row.chunks, "generations_citing": row.generations,
-            "generation_ids": sorted(row.ids)[:100]}
+    return {
+        "documents": len(document_ids),
+        "chunks": row.chunks,
+        "generations_citing": row.generations,
+        "generation_ids": sorted(row.ids)[:100],
+    }
 
 
 _TOMBSTONE_SQL = """
@@ -169,8 +193,11 @@ def purge_documents(session: Session, collection_id: int, document_ids: Sequence
     ids = list(document_ids)
     impact = purge_impact(session, ids)
     bm25.lock_collection_stats(session, collection_id)
-    current = list(session.scalars(
-        sa.text("SELECT id FROM documents WHERE id = ANY(:ids) AND superseded_at IS NULL"), {"ids": ids}))
+    current = list(
+        session.scalars(
+            sa.text("SELECT id FROM documents WHERE id = ANY(:ids) AND superseded_at IS NULL"), {"ids": ids}
+        )
+    )
     bm25.retire_documents(session, collection_id, current)
     session.execute(sa.text(_TOMBSTONE_SQL), {"ids": ids, "run": run_id})
     # chunks, embeddings, postings, duplicates go by ON DELETE CASCADE; sources by SET NULL.
@@ -191,8 +218,9 @@ def delete_document(
     bm25.lock_collection_stats(session, collection_id)
     retired = retire_documents(session, collection_id, ids, run_id=run_id)
     if not retired:
-        raise BadInput(f"document {external_id!r} is not current (already retired or superseded); "
-                       "remove its rows with --purge")
+        raise BadInput(
+            f"document {external_id!r} is not current (already retired or superseded); remove its rows with --purge"
+        )
     return {"action": "retire", "external_id": external_id, "versions": len(ids), "retired_document_ids": retired}
 
 
@@ -205,7 +233,9 @@ def set_metadata(
     versions = _document_versions(session, collection_id, ref)
     current = next((v for v in versions if v["superseded_at"] is None), None)
     if current is None:
-        raise BadInput(f"document {versions[-1]['external_id']!r} is not current; only a current document takes metadata")
+        raise BadInput(
+            f"document {versions[-1]['external_id']!r} is not current; only a current document takes metadata"
+        )
     user = dict(current["user_metadata"] or {})
     metadata = dict(current["metadata"] or {})
     for key, value in changes.items():
@@ -221,8 +251,12 @@ def set_metadata(
         sa.text("UPDATE documents SET metadata = CAST(:m AS jsonb), user_metadata = CAST(:u AS jsonb) WHERE id = :i"),
         {"m": json.dumps(metadata, ensure_ascii=False), "u": json.dumps(user, ensure_ascii=False), "i": current["id"]},
     )
-    return {"document_id": current["id"], "external_id": current["external_id"], "metadata": metadata,
-            "changed": changes}
+    return {
+        "document_id": current["id"],
+        "external_id": current["external_id"],
+        "metadata": metadata,
+        "changed": changes,
+    }
 
 
 def record_change(action: str, collection: str, change, *, engine=None, **params: Any) -> dict[str, Any]:
@@ -234,8 +268,9 @@ def record_change(action: str, collection: str, change, *, engine=None, **params
 
     with session_scope(engine) as s:
         collection_id = get_collection(s, collection).id
-    with tracked_run("manage", params={"action": action, "collection": collection, **params},
-                     collection_id=collection_id) as run:
+    with tracked_run(
+        "manage", params={"action": action, "collection": collection, **params}, collection_id=collection_id
+    ) as run:
         with session_scope(engine) as s:
             summary = change(s, collection_id, run.id)
             run.finish(summary=_jsonable(summary), session=s)

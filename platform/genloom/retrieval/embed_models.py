@@ -25,7 +25,9 @@ from genloom.db.models import EmbeddingModel
 from genloom.errors import NotFound
 
 
-def resolve_search_model(session: Session, collection_id: int, default_id: int | None, name: str | None) -> EmbeddingModel | None:
+def resolve_search_model(
+    session: Session, collection_id: int, default_id: int | None, name: str | None
+) -> EmbeddingModel | None:
     """The model a search embeds with: `name` (which must have vectors in the collection), else the collection's."""
     if name is None:
         return session.get(EmbeddingModel, default_id) if default_id is not None else None

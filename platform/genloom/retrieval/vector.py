@@ -33,9 +33,7 @@ def hnsw_index_name(model_id: int) -> str:
     return f"ix_embeddings_hnsw_{int(model_id)}"
 
 
-def ensure_embedding_model(
-    session: Session, name: str, dim: int, *, hnsw: HnswConfig = HnswConfig()
-) -> EmbeddingModel:
+def ensure_embedding_model(session: Session, name: str, dim: int, *, hnsw: HnswConfig = HnswConfig()) -> EmbeddingModel:
     """Get or create the embedding_models row, and make sure its HNSW index exists."""
     if not 1 <= dim <= 2000:
         raise BadInput(f"embedding dimension {dim} is outside pgvector's HNSW limit (1..2000)")

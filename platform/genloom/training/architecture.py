@@ -105,8 +105,17 @@ class Samples:
 class DataSource:
     """The input version as the framework streams it (given to train_batches and evaluate)."""
 
-    def __init__(self, info, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 start_epoch: int = 0, label_index: dict[str, int] | None = None):
+    def __init__(
+        self,
+        info,
+        *,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_epoch: int = 0,
+        label_index: dict[str, int] | None = None,
+    ):
         self.info = info  # genloom.datasets.versions.DataInfo
         self.batch_size = batch_size
         self.seed = seed
@@ -115,15 +124,30 @@ class DataSource:
         self.epoch = start_epoch  # advanced by train_stream; saved in checkpoints
         self.label_index = label_index if label_index is not None else info.label_index()
 
-    def stream(self, split: str, *, batch_size: int | None = None, shuffle: bool = False, epoch: int = 0,
-               shard: bool = False, drop_last: bool = False) -> Iterator:
+    def stream(
+        self,
+        split: str,
+        *,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        epoch: int = 0,
+        shard: bool = False,
+        drop_last: bool = False,
+    ) -> Iterator:
         """One pass over a split in batches (streamed from Postgres)."""
         from genloom.datasets.loading import stream_batches
 
         return stream_batches(
-            self.info.version_id, split, batch_size or self.batch_size, shuffle=shuffle, seed=self.seed,
-            epoch=epoch, rank=self.rank if shard else 0, world_size=self.world_size if shard else 1,
-            drop_last=drop_last, label_index=self.label_index,
+            self.info.version_id,
+            split,
+            batch_size or self.batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            epoch=epoch,
+            rank=self.rank if shard else 0,
+            world_size=self.world_size if shard else 1,
+            drop_last=drop_last,
+            label_index=self.label_index,
         )
 
     def train_stream(self, prefetch: int = 2) -> Iterator:
@@ -138,8 +162,13 @@ class DataSource:
     def _epochs(self) -> Iterator:
         while True:
             produced = 0
-            for batch in self.stream("train", shuffle=True, epoch=self.epoch, shard=True,
-                                     drop_last=self.info.split_counts.get("train", 0) >= self.batch_size * self.world_size):
+            for batch in self.stream(
+                "train",
+                shuffle=True,
+                epoch=self.epoch,
+                shard=True,
+                drop_last=self.info.split_counts.get("train", 0) >= self.batch_size * self.world_size,
+            ):
                 produced += 1
                 yield batch
             if produced == 0:
@@ -217,8 +246,12 @@ class Architecture:
             raise BadInput(
                 f"{cls.name} trains on {' or '.join(cls.modalities)} datasets, but {data.ref} holds {data.modality} items"
             )
-        for flag, field in (("--conditional", "conditional"), ("--text-conditional", "text_conditional"),
-                            ("--init", "init"), ("--compile", "compile")):
+        for flag, field in (
+            ("--conditional", "conditional"),
+            ("--text-conditional", "text_conditional"),
+            ("--init", "init"),
+            ("--compile", "compile"),
+        ):
             if getattr(opts, field) and field not in cls.train_options:
                 raise BadInput(f"{cls.name} does not support {flag}")
         if opts.conditional and not data.label_names:

@@ -31,7 +31,10 @@ def snapshot(arch) -> dict:
             return {k: to_cpu(v) for k, v in value.items()}
         return copy.deepcopy(value)
 
-    return {"modules": {k: to_cpu(m.state_dict()) for k, m in arch.modules().items()}, "extra": to_cpu(arch.extra_state())}
+    return {
+        "modules": {k: to_cpu(m.state_dict()) for k, m in arch.modules().items()},
+        "extra": to_cpu(arch.extra_state()),
+    }
 
 
 def restore(arch, snapshot: dict) -> None:
@@ -62,7 +65,9 @@ class CheckpointWriter:
         self.wait()
         buf = io.BytesIO()
         torch.save(state, buf)
-        self.thread = threading.Thread(target=self._write, args=(step, buf.getvalue()), name="genloom-checkpoint", daemon=True)
+        self.thread = threading.Thread(
+            target=self._write, args=(step, buf.getvalue()), name="genloom-checkpoint", daemon=True
+        )
         self.thread.start()
 
     def _write(self, step: int, payload: bytes) -> None:
@@ -89,13 +94,22 @@ def save_checkpoint(run_id: int, step: int, payload: bytes, keep: int = 2) -> No
 
     with session_scope() as s:
         s.execute(sa.delete(RunCheckpoint).where(RunCheckpoint.run_id == run_id, RunCheckpoint.step == step))
-        s.add(RunCheckpoint(run_id=run_id, step=step, payload=payload,
-                            sha256=hashlib.sha256(payload).hexdigest(), size_bytes=len(payload)))
+        s.add(
+            RunCheckpoint(
+                run_id=run_id,
+                step=step,
+                payload=payload,
+                sha256=hashlib.sha256(payload).hexdigest(),
+                size_bytes=len(payload),
+            )
+        )
         s.flush()
         # Only the newest few matter for resume; old ones would just bloat the table.
         old = s.scalars(
-            sa.select(RunCheckpoint.step).where(RunCheckpoint.run_id == run_id)
-            .order_by(RunCheckpoint.step.desc()).offset(keep)
+            sa.select(RunCheckpoint.step)
+            .where(RunCheckpoint.run_id == run_id)
+            .order_by(RunCheckpoint.step.desc())
+            .offset(keep)
         ).all()
         if old:
             s.execute(sa.delete(RunCheckpoint).where(RunCheckpoint.run_id == run_id, RunCheckpoint.step.in_(old)))
@@ -109,8 +123,9 @@ def load_checkpoint(run_id: int, step: int) -> dict[str, Any]:
 
     with session_scope() as s:
         row = s.execute(
-            sa.select(RunCheckpoint.payload, RunCheckpoint.sha256)
-            .where(RunCheckpoint.run_id == run_id, RunCheckpoint.step == step)
+            sa.select(RunCheckpoint.payload, RunCheckpoint.sha256).where(
+                RunCheckpoint.run_id == run_id, RunCheckpoint.step == step
+            )
         ).one()
     if hashlib.sha256(row.payload).hexdigest() != row.sha256:
         raise GenloomError(f"checkpoint of run {run_id} at step {step} is corrupt (sha256 mismatch)")
@@ -140,9 +155,15 @@ def find_resumable(session, arch: str, name: str) -> tuple[int, int]:
     row = session.execute(
         sa.select(Run.id, Run.status, Run.host, Run.pid, Run.started_at, sa.func.max(RunCheckpoint.step))
         .join(RunCheckpoint, RunCheckpoint.run_id == Run.id)
-        .where(Run.kind == "train", Run.status != "succeeded",
-               Run.params["name"].astext == name, Run.params["arch"].astext == arch)
-        .group_by(Run.id).order_by(Run.id.desc()).limit(1)
+        .where(
+            Run.kind == "train",
+            Run.status != "succeeded",
+            Run.params["name"].astext == name,
+            Run.params["arch"].astext == arch,
+        )
+        .group_by(Run.id)
+        .order_by(Run.id.desc())
+        .limit(1)
     ).first()
     if row is None:
         raise BadInput(
@@ -151,8 +172,10 @@ def find_resumable(session, arch: str, name: str) -> tuple[int, int]:
     run_id, status, host, pid, started_at, step = row
     if status == "running":
         if host != socket.gethostname():
-            raise BadInput(f"run {run_id} of {name!r} is marked running on host {host}: resume it there, "
-                           "or stop that process first")
+            raise BadInput(
+                f"run {run_id} of {name!r} is marked running on host {host}: resume it there, "
+                "or stop that process first"
+            )
         if pid is not None and process_alive(pid, started_at):
             raise BadInput(f"run {run_id} of {name!r} is still running (process {pid}): stop it before --resume")
     return int(run_id), int(step)

@@ -15,8 +15,19 @@ from typing import Any
 class TrainContext:
     """What the framework hands an architecture: device, precision, distributed helpers."""
 
-    def __init__(self, *, device: str, rank: int, world_size: int, batch_size: int, lr: float,
-                 total_steps: int, grad_clip: float, seed: int, compile: bool):
+    def __init__(
+        self,
+        *,
+        device: str,
+        rank: int,
+        world_size: int,
+        batch_size: int,
+        lr: float,
+        total_steps: int,
+        grad_clip: float,
+        seed: int,
+        compile: bool,
+    ):
         import torch
 
         self.torch = torch

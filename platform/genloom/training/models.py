@@ -33,21 +33,47 @@ def _dataset_ref(session: Session, version_id: int | None) -> str | None:
 def list_models(session: Session) -> list[dict[str, Any]]:
     rows = session.scalars(sa.select(Model).order_by(Model.name, Model.version)).all()
     return [
-        {"model": format_ref(m.name, m.version), "name": m.name, "version": m.version, "architecture": m.architecture,
-         "format": m.format, "size_bytes": m.size_bytes, "sha256": m.sha256, "run_id": m.run_id,
-         "dataset": _dataset_ref(session, m.input_version_id), "created_at": m.created_at}
+        {
+            "model": format_ref(m.name, m.version),
+            "name": m.name,
+            "version": m.version,
+            "architecture": m.architecture,
+            "format": m.format,
+            "size_bytes": m.size_bytes,
+            "sha256": m.sha256,
+            "run_id": m.run_id,
+            "dataset": _dataset_ref(session, m.input_version_id),
+            "created_at": m.created_at,
+        }
         for m in rows
     ]
 
 
 def show_model(session: Session, ref: str) -> dict[str, Any]:
     m = resolve_model(session, ref)
-    final = dict(session.execute(
-        sa.select(Metric.name, Metric.value).where(Metric.run_id == m.run_id, Metric.step.is_(None), Metric.item_id.is_(None))
-    ).all()) if m.run_id else {}
+    final = (
+        dict(
+            session.execute(
+                sa.select(Metric.name, Metric.value).where(
+                    Metric.run_id == m.run_id, Metric.step.is_(None), Metric.item_id.is_(None)
+                )
+            ).all()
+        )
+        if m.run_id
+        else {}
+    )
     return {
-        "model": format_ref(m.name, m.version), "name": m.name, "version": m.version, "architecture": m.architecture,
-        "format": m.format, "config": m.config, "sha256": m.sha256, "size_bytes": m.size_bytes, "run_id": m.run_id,
-        "dataset": _dataset_ref(session, m.input_version_id), "metrics": final, "metadata": m.metadata_,
+        "model": format_ref(m.name, m.version),
+        "name": m.name,
+        "version": m.version,
+        "architecture": m.architecture,
+        "format": m.format,
+        "config": m.config,
+        "sha256": m.sha256,
+        "size_bytes": m.size_bytes,
+        "run_id": m.run_id,
+        "dataset": _dataset_ref(session, m.input_version_id),
+        "metrics": final,
+        "metadata": m.metadata_,
         "created_at": m.created_at,
     }

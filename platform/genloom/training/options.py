@@ -47,7 +47,16 @@ class TrainOptions:
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)  # the architecture's --set keys
 
 
-FRAMEWORK_KEYS = ("warmup", "lr_schedule", "min_lr_ratio", "grad_clip", "patience", "log_every", "time_budget", "keep_best")
+FRAMEWORK_KEYS = (
+    "warmup",
+    "lr_schedule",
+    "min_lr_ratio",
+    "grad_clip",
+    "patience",
+    "log_every",
+    "time_budget",
+    "keep_best",
+)
 
 
 @dataclasses.dataclass
@@ -72,22 +81,33 @@ class SampleOptions:
 
     def params(self) -> dict[str, Any]:
         """The options as a run's parameters (JSON): the ones set, without the progress callback."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "progress" and getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "progress" and getattr(self, f.name) is not None
+        }
 
     def given(self) -> set[str]:
         """Names of the optional options the user actually set (n, seed, device always apply)."""
         return {
-            f.name for f in dataclasses.fields(self)
+            f.name
+            for f in dataclasses.fields(self)
             if f.name not in ("n", "seed", "device", "progress") and getattr(self, f.name) is not None
         }
 
 
 # Flag spelling of each SampleOptions field, for error messages.
 SAMPLE_FLAGS = {
-    "label": "--label", "interpolate": "--interpolate", "steps": "--steps", "sampler": "--sampler",
-    "eta": "--eta", "guidance": "--guidance", "prompt": "--prompt", "max_new_tokens": "--max-new-tokens",
-    "temperature": "--temperature", "top_k": "--top-k",
+    "label": "--label",
+    "interpolate": "--interpolate",
+    "steps": "--steps",
+    "sampler": "--sampler",
+    "eta": "--eta",
+    "guidance": "--guidance",
+    "prompt": "--prompt",
+    "max_new_tokens": "--max-new-tokens",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
 }
 
 

@@ -36,9 +36,12 @@ def _item_images(session, ids: tuple[int, int]):
     from genloom.datasets.items import image_floats
     from genloom.db.models import Item
 
-    rows = {r.id: r for r in session.execute(
-        sa.select(Item.id, Item.modality, Item.payload, Item.shape, Item.label).where(Item.id.in_(ids))
-    ).all()}
+    rows = {
+        r.id: r
+        for r in session.execute(
+            sa.select(Item.id, Item.modality, Item.payload, Item.shape, Item.label).where(Item.id.in_(ids))
+        ).all()
+    }
     out = []
     for i in ids:
         r = rows.get(i)
@@ -52,7 +55,9 @@ def _item_images(session, ids: tuple[int, int]):
     return out[0], out[1], (rows[ids[0]].label, rows[ids[1]].label)
 
 
-def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, into: str | None = None) -> SampleResult:
+def sample_job(
+    model_ref: str, opts: SampleOptions, *, out: Path | None = None, into: str | None = None
+) -> SampleResult:
     from genloom.datasets.items import image_item, label_overrides, put_items, text_item
     from genloom.datasets.versions import add_members, create_version, seal_version, version_ref
     from genloom.db.engine import session_scope
@@ -101,18 +106,40 @@ def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, 
         if into is not None:
             with session_scope() as s:
                 if samples.images is not None:
-                    specs = [image_item(img, label=lab, origin="synthetic", run_id=run.id, model_id=row.id,
-                                        metadata={**meta, "model": ref})
-                             for img, lab, meta in zip(samples.images, labels, metas)]
+                    specs = [
+                        image_item(
+                            img,
+                            label=lab,
+                            origin="synthetic",
+                            run_id=run.id,
+                            model_id=row.id,
+                            metadata={**meta, "model": ref},
+                        )
+                        for img, lab, meta in zip(samples.images, labels, metas)
+                    ]
                     modality = "image"
                 else:
-                    specs = [text_item(t, label=lab, origin="synthetic", run_id=run.id, model_id=row.id,
-                                       metadata={**meta, "model": ref})
-                             for t, lab, meta in zip(samples.texts, labels, metas)]
+                    specs = [
+                        text_item(
+                            t,
+                            label=lab,
+                            origin="synthetic",
+                            run_id=run.id,
+                            model_id=row.id,
+                            metadata={**meta, "model": ref},
+                        )
+                        for t, lab, meta in zip(samples.texts, labels, metas)
+                    ]
                     modality = "text"
                 item_ids = put_items(s, specs)
-                version = create_version(s, into, modality=modality, created_by_run_id=run.id, copy_parent=True,
-                                         description=f"{len(specs)} samples from {ref}")
+                version = create_version(
+                    s,
+                    into,
+                    modality=modality,
+                    created_by_run_id=run.id,
+                    copy_parent=True,
+                    description=f"{len(specs)} samples from {ref}",
+                )
                 # A sample identical to a stored item is that item; its label here is the sample's.
                 overrides = label_overrides(s, item_ids, [sp.label for sp in specs])
                 add_members(s, version, [(i, "train", o) for i, o in zip(item_ids, overrides)])
@@ -123,5 +150,13 @@ def sample_job(model_ref: str, opts: SampleOptions, *, out: Path | None = None, 
                 run.finish(session=s, summary=summary, output_version_id=version.id)
         else:
             run.finish(summary=summary)
-    return SampleResult(run_id=run.id, model=ref, count=len(samples), items=item_ids, dataset=dataset, out=written,
-                        texts=samples.texts, labels=samples.labels)
+    return SampleResult(
+        run_id=run.id,
+        model=ref,
+        count=len(samples),
+        items=item_ids,
+        dataset=dataset,
+        out=written,
+        texts=samples.texts,
+        labels=samples.labels,
+    )

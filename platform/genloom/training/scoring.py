@@ -13,8 +13,15 @@ import sqlalchemy as sa
 from genloom.errors import BadInput
 
 
-def score_job(model_ref: str, dataset_ref: str, *, top: int = 20, split: str | None = None,
-              batch_size: int = 512, device: str = "auto") -> dict[str, Any]:
+def score_job(
+    model_ref: str,
+    dataset_ref: str,
+    *,
+    top: int = 20,
+    split: str | None = None,
+    batch_size: int = 512,
+    device: str = "auto",
+) -> dict[str, Any]:
     from genloom.datasets.loading import stream_batches
     from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
@@ -42,8 +49,13 @@ def score_job(model_ref: str, dataset_ref: str, *, top: int = 20, split: str | N
     metric = getattr(runner, "score_name", "anomaly_score")
     label_index = {name: i for i, name in enumerate(config.get("label_names", []))}
     ref = format_ref(row.name, row.version)
-    with tracked_run("score", params={"model": ref, "dataset": info.ref, "split": split, "top": top},
-                     model_id=row.id, input_version_id=info.version_id, device=device) as run:
+    with tracked_run(
+        "score",
+        params={"model": ref, "dataset": info.ref, "split": split, "top": top},
+        model_id=row.id,
+        input_version_id=info.version_id,
+        device=device,
+    ) as run:
         results: list[tuple[int, str | None, str, float]] = []
         for sp in splits:
             for batch in stream_batches(info.version_id, sp, batch_size, label_index=label_index):
@@ -52,13 +64,22 @@ def score_job(model_ref: str, dataset_ref: str, *, top: int = 20, split: str | N
         if not results:
             raise BadInput(f"nothing to score: {info.ref} has no items in {split or 'any split'}")
         with session_scope() as s:
-            s.execute(sa.insert(Metric), [
-                {"run_id": run.id, "step": None, "name": metric, "value": float(v), "item_id": i} for i, _, _, v in results
-            ])
+            s.execute(
+                sa.insert(Metric),
+                [
+                    {"run_id": run.id, "step": None, "name": metric, "value": float(v), "item_id": i}
+                    for i, _, _, v in results
+                ],
+            )
             mean = sum(r[3] for r in results) / len(results)
             run.finish(session=s, summary={"scored": len(results), "mean": mean, "metric": metric})
     ranked = sorted(results, key=lambda r: -r[3])[:top]
     return {
-        "run_id": run.id, "model": ref, "dataset": info.ref, "metric": metric, "scored": len(results), "mean": mean,
+        "run_id": run.id,
+        "model": ref,
+        "dataset": info.ref,
+        "metric": metric,
+        "scored": len(results),
+        "mean": mean,
         "top": [{"item_id": i, "label": lab, "split": sp, "score": v} for i, lab, sp, v in ranked],
     }

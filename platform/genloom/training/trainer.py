@@ -113,8 +113,14 @@ def prepare(arch_name: str, opts: TrainOptions):
 class Trainer:
     """One training job: `Trainer("vae", opts).run()` (what `train()` does)."""
 
-    def __init__(self, arch_name: str, opts: TrainOptions, *, progress: ProgressFn | None = None,
-                 callbacks: Iterable[Callable[[int, dict[str, float]], None]] = ()):
+    def __init__(
+        self,
+        arch_name: str,
+        opts: TrainOptions,
+        *,
+        progress: ProgressFn | None = None,
+        callbacks: Iterable[Callable[[int, dict[str, float]], None]] = (),
+    ):
         import torch
 
         from genloom.devices import resolve_device
@@ -181,8 +187,11 @@ class Trainer:
                 if run is not None and isinstance(exc, KeyboardInterrupt):
                     saved = self.writer.saved_step if self.writer is not None else None
                     run.committed = lambda: {"checkpoint at step": saved} if saved else {}
-                    run.resume_hint = (f"continue with --resume (stopped at step {self.step_no})" if saved
-                                       else "no checkpoint to resume from")
+                    run.resume_hint = (
+                        f"continue with --resume (stopped at step {self.step_no})"
+                        if saved
+                        else "no checkpoint to resume from"
+                    )
                 raise
             finally:
                 if previous_sigterm is not None:
@@ -196,10 +205,20 @@ class Trainer:
             return contextlib.nullcontext(None)
         if self.opts.resume:
             return tracked_run("train", reopen=self.run_id, reopen_from_step=resume_from)
-        params = {**dataclasses.asdict(self.opts), "arch": self.arch_name, "dataset_version": self.info.ref,
-                  "hparams": dataclasses.asdict(self.hp), "world_size": self.world_size}
-        return tracked_run("train", params=params, name=self.opts.name, input_version_id=self.info.version_id,
-                           device=self.device if self.world_size == 1 else f"{self.device}×{self.world_size}")
+        params = {
+            **dataclasses.asdict(self.opts),
+            "arch": self.arch_name,
+            "dataset_version": self.info.ref,
+            "hparams": dataclasses.asdict(self.hp),
+            "world_size": self.world_size,
+        }
+        return tracked_run(
+            "train",
+            params=params,
+            name=self.opts.name,
+            input_version_id=self.info.version_id,
+            device=self.device if self.world_size == 1 else f"{self.device}×{self.world_size}",
+        )
 
     def build(self) -> None:
         """The architecture (networks, optimisers), LR schedules and the data source, seeded alike on every rank."""
@@ -208,19 +227,30 @@ class Trainer:
 
         torch, opts = self.torch, self.opts
         torch.manual_seed(opts.seed)  # identical initial weights on every rank
-        ctx = TrainContext(device=self.device, rank=self.rank, world_size=self.world_size, batch_size=opts.batch_size,
-                           lr=opts.lr, total_steps=opts.steps, grad_clip=opts.grad_clip, seed=opts.seed,
-                           compile=opts.compile)
+        ctx = TrainContext(
+            device=self.device,
+            rank=self.rank,
+            world_size=self.world_size,
+            batch_size=opts.batch_size,
+            lr=opts.lr,
+            total_steps=opts.steps,
+            grad_clip=opts.grad_clip,
+            seed=opts.seed,
+            compile=opts.compile,
+        )
         try:
             self.arch = self.arch_cls(ctx, self.info, opts, self.hp)
         except torch.OutOfMemoryError:
             raise _oom(opts.batch_size, self.device) from None
         self.schedulers = {
-            key: make_scheduler(opt, opts.lr_schedule, total=opts.steps, warmup=opts.warmup, min_ratio=opts.min_lr_ratio)
+            key: make_scheduler(
+                opt, opts.lr_schedule, total=opts.steps, warmup=opts.warmup, min_ratio=opts.min_lr_ratio
+            )
             for key, opt in self.arch.optimizers().items()
         }
-        self.source = DataSource(self.info, batch_size=opts.batch_size, seed=opts.seed, rank=self.rank,
-                                 world_size=self.world_size)
+        self.source = DataSource(
+            self.info, batch_size=opts.batch_size, seed=opts.seed, rank=self.rank, world_size=self.world_size
+        )
 
     def resume(self, from_step: int) -> None:
         """Load the checkpoint at `from_step`: weights, optimisers, schedules, extra state, RNG, early-stopping state."""
@@ -265,8 +295,9 @@ class Trainer:
                 step = self.step_no
                 if step % opts.log_every == 0 or step == opts.steps:
                     now = time.perf_counter()
-                    self.log({k: float(v) / count for k, v in sums.items()},
-                             rate=(step - tick_step) / max(now - tick, 1e-9))
+                    self.log(
+                        {k: float(v) / count for k, v in sums.items()}, rate=(step - tick_step) / max(now - tick, 1e-9)
+                    )
                     sums, count = {}, 0
                     tick, tick_step = now, step
                     if opts.time_budget and broadcast(now - started > opts.time_budget, self.world_size):
@@ -347,14 +378,22 @@ class Trainer:
     def checkpoint(self) -> None:
         """Save everything `resume` needs (serialised now; written to the database in the background)."""
         arch = self.arch
-        self.writer.save(self.step_no, {
-            "step": self.step_no, "epoch": self.source.epoch, "best": self.best, "bad_evals": self.bad_evals,
-            "best_step": self.best_step, "best_state": self.best_state,
-            "modules": {k: m.state_dict() for k, m in arch.modules().items()},
-            "optimizers": {k: o.state_dict() for k, o in arch.optimizers().items()},
-            "schedulers": {k: s_.state_dict() for k, s_ in self.schedulers.items()},
-            "extra": arch.extra_state(), "rng": self.torch.get_rng_state(),
-        })
+        self.writer.save(
+            self.step_no,
+            {
+                "step": self.step_no,
+                "epoch": self.source.epoch,
+                "best": self.best,
+                "bad_evals": self.bad_evals,
+                "best_step": self.best_step,
+                "best_state": self.best_state,
+                "modules": {k: m.state_dict() for k, m in arch.modules().items()},
+                "optimizers": {k: o.state_dict() for k, o in arch.optimizers().items()},
+                "schedulers": {k: s_.state_dict() for k, s_ in self.schedulers.items()},
+                "extra": arch.extra_state(),
+                "rng": self.torch.get_rng_state(),
+            },
+        )
 
     # ----------------------------------------------------------------------- the end
 
@@ -362,8 +401,9 @@ class Trainer:
         """The final metrics and the step whose weights they are: with --keep-best, an earlier
         evaluation's weights when the last ones evaluate worse. Every rank takes part."""
         final = self.evaluate()
-        worse_than_best = (self.rank == 0 and self.best_state is not None
-                           and final.get(self.arch.monitor, math.inf) > self.best + 1e-6)
+        worse_than_best = (
+            self.rank == 0 and self.best_state is not None and final.get(self.arch.monitor, math.inf) > self.best + 1e-6
+        )
         if not broadcast(worse_than_best, self.world_size):
             return final, self.step_no
         if self.rank == 0:
@@ -380,25 +420,59 @@ class Trainer:
         arch, opts, info = self.arch, self.opts, self.info
         seconds = time.perf_counter() - self.started
         blob, config = arch.export()
-        config = {**config, "arch": self.arch_name, "label_names": info.label_names,
-                  "conditional": bool(opts.conditional), "modality": info.modality,
-                  "shape": list(info.shape) if info.shape else None}
-        summary_metrics = {**{f"train_{k}" if not k.startswith(("train_", "lr", "steps_per_s")) else k: v
-                              for k, v in self.last_metrics.items()}, **final}
+        config = {
+            **config,
+            "arch": self.arch_name,
+            "label_names": info.label_names,
+            "conditional": bool(opts.conditional),
+            "modality": info.modality,
+            "shape": list(info.shape) if info.shape else None,
+        }
+        summary_metrics = {
+            **{
+                f"train_{k}" if not k.startswith(("train_", "lr", "steps_per_s")) else k: v
+                for k, v in self.last_metrics.items()
+            },
+            **final,
+        }
         if self.best < math.inf:
             summary_metrics[f"best_{arch.monitor}"] = min(self.best, final.get(arch.monitor, self.best))
         with session_scope() as s:
-            model = register_model(s, name=opts.name, architecture=self.arch_name, checkpoint=blob, config=config,
-                                   format=self.arch_cls.format, run_id=run.id, input_version_id=info.version_id,
-                                   metadata={"dataset": info.ref, "steps": self.step_no, "kept_step": kept_step})
+            model = register_model(
+                s,
+                name=opts.name,
+                architecture=self.arch_name,
+                checkpoint=blob,
+                config=config,
+                format=self.arch_cls.format,
+                run_id=run.id,
+                input_version_id=info.version_id,
+                metadata={"dataset": info.ref, "steps": self.step_no, "kept_step": kept_step},
+            )
             log_metrics(s, run.id, final, step=None)
-            run.finish(session=s, model_id=model.id, summary={
-                "steps": self.step_no, "seconds": round(seconds, 3), "model": format_ref(model.name, model.version),
-                "stopped_early": self.stopped_early, "kept_step": kept_step, "metrics": summary_metrics,
-            })
-        return TrainResult(run_id=run.id, model=format_ref(model.name, model.version), model_id=model.id,
-                           metrics=summary_metrics, steps=self.step_no, seconds=seconds,
-                           resumed_from_step=self.resumed_from, stopped_early=self.stopped_early, kept_step=kept_step)
+            run.finish(
+                session=s,
+                model_id=model.id,
+                summary={
+                    "steps": self.step_no,
+                    "seconds": round(seconds, 3),
+                    "model": format_ref(model.name, model.version),
+                    "stopped_early": self.stopped_early,
+                    "kept_step": kept_step,
+                    "metrics": summary_metrics,
+                },
+            )
+        return TrainResult(
+            run_id=run.id,
+            model=format_ref(model.name, model.version),
+            model_id=model.id,
+            metrics=summary_metrics,
+            steps=self.step_no,
+            seconds=seconds,
+            resumed_from_step=self.resumed_from,
+            stopped_early=self.stopped_early,
+            kept_step=kept_step,
+        )
 
 
 def train(
@@ -432,5 +506,9 @@ class _TrainProgress:
     def update(self, step: int, metrics: dict[str, float]) -> None:
         loss = metrics.get("loss")
         rate = (step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress(self.task, step, self.total, f"loss {loss:.4g} · {rate:.1f} steps/s" if loss is not None
-                      else f"loss - · {rate:.1f} steps/s")
+        self.progress(
+            self.task,
+            step,
+            self.total,
+            f"loss {loss:.4g} · {rate:.1f} steps/s" if loss is not None else f"loss - · {rate:.1f} steps/s",
+        )

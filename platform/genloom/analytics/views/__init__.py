@@ -52,11 +52,11 @@ def parse(name: str, text: str) -> ViewSource:
     lines = text.splitlines()
     if not lines or not lines[0].startswith(f"-- {name}: "):
         raise ValueError(f"{name}.sql must start with '-- {name}: <what it answers>'")
-    parts = [lines[0][len(f"-- {name}: "):].strip()]
+    parts = [lines[0][len(f"-- {name}: ") :].strip()]
     for line in lines[1:]:
         if not line.startswith("--   "):
             break
-        parts.append(line[len("--   "):].strip())
+        parts.append(line[len("--   ") :].strip())
     return ViewSource(name=name, description=" ".join(parts), sql=text)
 
 
@@ -72,8 +72,9 @@ def files(folder: Path = FOLDER) -> set[str]:
 def markdown_table() -> str:
     """The table of views in docs/analytics.md (between its `views:begin`/`views:end` markers)."""
     rows = ["| view | what it answers |", "| --- | --- |"]
-    rows += [f"| [`{v.name}`](../platform/genloom/analytics/views/{v.name}.sql) | {v.description} |"
-             for v in read_views()]
+    rows += [
+        f"| [`{v.name}`](../platform/genloom/analytics/views/{v.name}.sql) | {v.description} |" for v in read_views()
+    ]
     return "\n".join(rows)
 
 
