@@ -1,19 +1,8 @@
-"""Which embedding model a search uses: the collection's own, or a second one (`genloom embed`,
-the job in ingest/embed_models.py) that has vectors for the collection.
+"""Which embedding model a search uses: the collection's own (the one ingest uses), or another
+that has vectors for the collection (`search(..., embedding_model=NAME)`).
 
-    embed_collection("handbook", "/models/bge-small")      # resumable; its own HNSW index
-    search(session, "refunds", collection="handbook", embedding_model="/models/bge-small")
-
-Vectors of every model share the `embeddings` table (one row per chunk and model); each model
-has its own partial HNSW index (`genloom.retrieval.vector`). The collection's own model (the
-one ingest uses) stays the default for search; `embedding_model=` picks another that has
-vectors for the collection. Chunks keep the size the ingest model chose: a model with a
-shorter max sequence length than that truncates them (sentence-transformers cuts silently),
-which `embed_collection` reports up front.
-
-Embedding is resumable: each batch commits, and a re-run embeds only the current chunks that
-have no vector from that model yet (new documents ingested since, or what an interrupted run
-left). Retired and superseded versions are not embedded.
+Vectors of every model share the `embeddings` table, each model with its own partial HNSW index
+(`genloom.retrieval.vector`); `genloom embed` (the job in ingest/embed_models.py) adds them.
 """
 
 from __future__ import annotations
