@@ -27,6 +27,9 @@ T = TypeVar("T")
 
 _engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
+# Embedded servers whose `genloom` database this process has made sure of: (socket URI, postmaster
+# pid). get_engine() runs on every session_scope(); checking again would open a connection each time.
+_databases_ensured: set[tuple[str, int | None]] = set()
 
 
 def libpq_url() -> str:
@@ -37,7 +40,11 @@ def libpq_url() -> str:
         scheme, rest = external.split("://", 1)
         return "postgresql://" + rest
     server_uri = embedded.start()
-    _ensure_embedded_database(server_uri)
+    postmaster = embedded.Postmaster.read(embedded.data_dir())
+    server = (server_uri, postmaster.pid if postmaster else None)  # a restarted server is checked again
+    if server not in _databases_ensured:
+        _ensure_embedded_database(server_uri)
+        _databases_ensured.add(server)
     return embedded.uri_for_database(server_uri, embedded.DATABASE_NAME)
 
 
@@ -225,3 +232,4 @@ def reset_engines() -> None:
         engine.dispose()
     _engines.clear()
     _migrated.clear()
+    _databases_ensured.clear()
