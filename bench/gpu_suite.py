@@ -205,6 +205,7 @@ def logged_windows(run_id: int, skip_after: set[int] = frozenset(), log_every: i
     steps, read when it syncs with the device to log. Windows that follow a step in
     `skip_after` (an evaluation happened at its start) are left out."""
     import sqlalchemy as sa
+
     from genloom.db.engine import session_scope
 
     with session_scope() as s:
@@ -216,6 +217,7 @@ def logged_windows(run_id: int, skip_after: set[int] = frozenset(), log_every: i
 
 def logged_values(run_id: int, name: str) -> list[tuple[int | None, float]]:
     import sqlalchemy as sa
+
     from genloom.db.engine import session_scope
 
     with session_scope() as s:
@@ -275,9 +277,9 @@ def embedding_model_dir(smoke: bool) -> str:
 
 def check_embedding(r: Report, cfg: dict, device: str, data: Path | None, smoke: bool) -> None:
     import sqlalchemy as sa
-    from genloom.db.engine import session_scope
 
     from genloom import embeddings as embedding
+    from genloom.db.engine import session_scope
     from ingest.chunking import Chunker, embedding_text
     from ingest.pipeline import IngestOptions, ingest_documents
 
@@ -341,6 +343,7 @@ def _bare_image_loop(arch: str, x, cfg: dict, device: str) -> tuple[list[float],
     """The plain-PyTorch loop: the same network, optimiser, autocast and clipping as genloom's
     architecture, batches indexed from a tensor already on the device."""
     import torch
+
     from genloom.training.optim import adamw
 
     torch.manual_seed(0)
@@ -410,7 +413,8 @@ def _bare_image_loop(arch: str, x, cfg: dict, device: str) -> tuple[list[float],
 
 
 def check_images(r: Report, cfg: dict, device: str, data: Path | None, smoke: bool) -> None:
-    from genloom.datasets.store import describe_version, load_split, resolve_version
+    from genloom.datasets.loading import load_split
+    from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.training.options import TrainOptions
     from genloom.training.trainer import train
@@ -448,14 +452,9 @@ def _text(data: Path | None) -> str:
 def _text_dataset(text: str, name: str) -> str:
     """The store's NAME@N: first 90 % a train item, last 10 % a val item (nanoGPT's split; idempotent)."""
     import sqlalchemy as sa
-    from genloom.datasets.store import (
-        add_members,
-        create_version,
-        put_items,
-        seal_version,
-        text_item,
-        version_ref,
-    )
+
+    from genloom.datasets.items import put_items, text_item
+    from genloom.datasets.versions import add_members, create_version, seal_version, version_ref
     from genloom.db.engine import session_scope
     from genloom.db.models import Dataset, DatasetVersion
 
@@ -478,6 +477,7 @@ def _reference_training(text: str, cfg: dict, device: str) -> dict:
     """nanoGPT's train.py loop in plain PyTorch, with the data in a device tensor; evaluations use
     genloom's estimator (the same seeded val windows each time) so the two best losses compare."""
     import torch
+
     from genloom.architectures.gpt import GPT, GPTConfig
 
     t_start = time.perf_counter()  # the budget covers data preparation and compilation, as genloom's does
@@ -785,6 +785,7 @@ def pack_data(dest: Path, shared: Path) -> None:
     import shutil
 
     import numpy as np
+
     from genloom.datasets.importers import read_idx
 
     (dest / "scifact").mkdir(parents=True, exist_ok=True)
@@ -815,8 +816,8 @@ def pack_minilm(dest: Path, data: Path) -> None:
     import numpy as np
     from safetensors.numpy import load_file, save_file
 
-    from ingest.chunking import Chunker, embedding_text
     from genloom.embeddings import model_path
+    from ingest.chunking import Chunker, embedding_text
 
     source = model_path(None)
     tmp = dest.with_name(dest.name + ".tmp")

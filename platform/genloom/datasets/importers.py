@@ -427,7 +427,7 @@ def import_feedback(name: str, *, min_score: int = 4, fractions: SplitFractions 
 
     import sqlalchemy as sa
 
-    from genloom.datasets.store import text_item
+    from genloom.datasets.items import text_item
     from genloom.db.engine import session_scope
     from genloom.retrieval.locations import format_location
 
