@@ -384,6 +384,7 @@ def _prepare_data_dir(pgdata: Path, server_uid: int) -> None:
         raise ConfigError("the embedded server needs Unix sockets; on Windows set DATABASE_URL to a PostgreSQL server")
     if _is_root():
         _let_server_user_reach(pgdata)
+        _let_server_user_reach(bin_dir())  # the binaries may sit in a venv under a 0700 folder
     if not (pgdata / "PG_VERSION").exists():
         _initdb(pgdata, server_uid)
     else:
@@ -393,9 +394,10 @@ def _prepare_data_dir(pgdata: Path, server_uid: int) -> None:
     _write_if_changed(pgdata / "pg_ident.conf", _pg_ident(), server_uid)
 
 
-def _let_server_user_reach(pgdata: Path) -> None:
-    """Run as root, the server's user must traverse the folders above the data directory."""
-    for parent in pgdata.parents:
+def _let_server_user_reach(path: Path) -> None:
+    """Run as root, the server's user must traverse the folders above the data directory and
+    above the wheel's binaries (a checkout in a `mktemp -d` folder is 0700)."""
+    for parent in path.parents:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
             parent.chmod(mode | stat.S_IXOTH)  # traverse only: listing stays closed
