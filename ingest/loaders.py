@@ -18,6 +18,7 @@ Large plain-text files (over `STREAM_BYTES`) are not read whole: their document 
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import dataclasses
@@ -566,6 +567,17 @@ def locate_headings(text: str, found: list[tuple[int, str]]) -> list[tuple[int, 
 
 
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
+_MD_FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)", re.M)
+
+
+def markdown_headings(text: str) -> list[tuple[int, str]]:
+    """(level, text) of the markdown headings, outside fenced code blocks (where `# …` is a comment)."""
+    fences = [m.start() for m in _MD_FENCE.finditer(text)]
+
+    def in_code(offset: int) -> bool:
+        return bisect.bisect_left(fences, offset) % 2 == 1  # an odd number of fences opened before it
+
+    return [(len(m.group(1)), m.group(2)) for m in _MD_HEADING.finditer(text) if not in_code(m.start())]
 
 
 def _streamed_text(path: Path, fmt: str, size: int) -> SourceDocument:
@@ -657,7 +669,7 @@ def load_markdown(path: Path, raw: bytes, options: LoadOptions, skipped: list[Sk
         title = path.stem
     text = _normalise_space(text)
     doc = _file_doc(path, text, title, **meta)
-    doc.headings = locate_headings(text, [(len(m.group(1)), m.group(2)) for m in _MD_HEADING.finditer(text)])
+    doc.headings = locate_headings(text, markdown_headings(text))
     return [doc]
 
 

@@ -117,3 +117,10 @@ def test_format_location():
     assert format_location("Team notes", "n.docx", {"heading": ["Team notes", "Verify"]}) == "Team notes · §Verify"
     assert format_location("Team notes", "n.docx", {"heading": ["Team notes"]}) == "Team notes"
     assert format_location(None, None, None) == "untitled"
+
+
+def test_markdown_comments_in_code_blocks_are_not_headings():
+    from ingest.loaders import markdown_headings
+
+    text = "## Install\n\n```bash\n# the first run takes a while\npip install x\n```\n\n### Verify\n~~~\n# not this\n~~~\n"
+    assert markdown_headings(text) == [(2, "Install"), (3, "Verify")]
