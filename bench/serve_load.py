@@ -241,13 +241,18 @@ def main() -> None:
         env["GENLOOM_HOME"] = home
         os.environ["GENLOOM_HOME"] = home
     os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")})
-    headers = {"Authorization": f"Bearer {env['GENLOOM_API_KEY']}"} if env.get("GENLOOM_API_KEY") else {}
     server = None
     report: dict = {"environment": environment(), "config": vars(args)}
     try:
         r = cli("ingest", str(REPO / "platform" / "genloom" / "data" / "sample_docs"), "--collection", "bench", env=env)
         if r.returncode:
             raise SystemExit(f"ingest failed: {r.stderr.strip()[-500:]}")
+        if not env.get("GENLOOM_API_KEY"):  # serve requires a key by default: a writer may ask (it logs)
+            r = cli("keys", "create", "--role", "writer", "--json", env=env)
+            if r.returncode:
+                raise SystemExit(f"keys create failed: {r.stderr.strip()[-500:]}")
+            env["GENLOOM_API_KEY"] = json.loads(r.stdout)["key"]
+        headers = {"Authorization": f"Bearer {env['GENLOOM_API_KEY']}"}
         from genloom.db.engine import get_engine
 
         engine = get_engine()
@@ -271,8 +276,10 @@ def main() -> None:
                 raise SystemExit(f"server did not start: {server.stderr.read()[-1000:] if server.stderr else ''}")
             time.sleep(0.5)
         for i in range(args.warmup):  # the first requests load MiniLM: not part of any step
-            httpx.post(f"{base}/v1/ask", json={"question": QUESTIONS[i % len(QUESTIONS)], "collection": "bench"},
-                       headers=headers, timeout=args.timeout)
+            r = httpx.post(f"{base}/v1/ask", json={"question": QUESTIONS[i % len(QUESTIONS)], "collection": "bench"},
+                           headers=headers, timeout=args.timeout)
+            if r.status_code != 200:  # a refused warm-up would make every step a list of refusals
+                raise SystemExit(f"warm-up request answered {r.status_code}: {r.text[:300]}")
 
         rng = random.Random(args.seed)
         budget = args.max_requests

@@ -72,6 +72,14 @@ def test_vae_trains_registers_samples_stores_with_lineage(cli, digits, engine, t
     shown = cli("datasets", "show", "digits@2", "--json").json()
     assert shown["parent"] == "digits@1" and shown["created_by_run"] == stored["run_id"]
     assert shown["by_origin"] == {"real": 1797, "synthetic": 5} and shown["items"] == 1802
+    # The same seeded sampling again adds nothing: no digits@3 sealed as a copy of digits@2.
+    again = cli("sample", "v", "--n", "5", "--store", "--into", "digits", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert again.json()["dataset"] == "digits@2" and again.json()["unchanged"] is True
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text("SELECT count(*) FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id "
+                                        "WHERE d.name = 'digits'")).scalar()
+    assert versions == 2
     # The whole lineage in one query: item → sampling run → model → training run → input version.
     with engine.connect() as conn:
         chain = conn.execute(sa.text(

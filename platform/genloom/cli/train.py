@@ -168,6 +168,7 @@ def sample(
                 "run_id": result.run_id,
                 "items": result.items,
                 "dataset": result.dataset,
+                "unchanged": result.unchanged,
                 "out": str(result.out) if result.out else None,
             }
         )
@@ -179,7 +180,8 @@ def sample(
     info(
         f"run {result.run_id}: {result.count} samples from {result.model}"
         + (f" → {result.out}" if result.out else "")
-        + (f"; stored {len(result.items)} items in {result.dataset}" if result.dataset else "")
+        + (f"; stored {len(result.items)} items in {result.dataset}" if result.dataset and not result.unchanged else "")
+        + (f"; {result.dataset} already holds every sample: no new version" if result.unchanged else "")
     )
 
 

@@ -146,21 +146,27 @@ def add_members(session: Session, version: DatasetVersion, members: Iterable[tup
     return len(rows)
 
 
-def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
-    """Record item_count and manifest_sha256 and seal; the database refuses changes afterwards."""
-    count = session.scalar(sa.select(sa.func.count()).where(DatasetMember.version_id == version.id))
-    if not count:
-        raise BadInput(f"dataset version {version_ref(session, version)} has no items: nothing to seal")
-    # sha256 over the sorted (item sha256, split[, label override]) lines: equal manifests mean equal
-    # versions. A member without an override hashes as it did before overrides existed.
-    manifest = session.scalar(
+def manifest_sha256(session: Session, version_id: int) -> str | None:
+    """sha256 over the version's sorted (item sha256, split[, label override]) lines; None when empty.
+
+    Equal manifests mean equal versions. A member without an override hashes as it did before
+    overrides existed."""
+    return session.scalar(
         sa.text(
             "SELECT encode(sha256(convert_to(string_agg(sha256 || ':' || split || COALESCE(':' || label_override, ''), "
             "E'\\n' ORDER BY sha256, split), 'UTF8')), 'hex') "
             f"FROM ({dataset_items(':v')}) AS di"
         ),
-        {"v": version.id},
+        {"v": version_id},
     )
+
+
+def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
+    """Record item_count and manifest_sha256 and seal; the database refuses changes afterwards."""
+    count = session.scalar(sa.select(sa.func.count()).where(DatasetMember.version_id == version.id))
+    if not count:
+        raise BadInput(f"dataset version {version_ref(session, version)} has no items: nothing to seal")
+    manifest = manifest_sha256(session, version.id)
     session.execute(
         sa.update(DatasetVersion)
         .where(DatasetVersion.id == version.id)

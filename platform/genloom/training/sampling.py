@@ -4,7 +4,8 @@
 parent is its previous version: the parent's members plus the samples, stored as items
 with origin 'synthetic', run_id = this sampling run and model_id = the model. So the
 lineage item → sampling run → model → training run → input dataset version is all
-foreign keys, and SQL can select real, synthetic or both by `items.origin`.
+foreign keys, and SQL can select real, synthetic or both by `items.origin`. When the samples
+are all in the latest version already (the same seeded run again), no version is added.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class SampleResult:
     out: Path | None
     texts: list[str] | None = None
     labels: list[str | None] | None = None
+    unchanged: bool = False  # the samples were all in DATASET's latest version: no new version
 
 
 def _item_images(session, ids: tuple[int, int]):
@@ -59,8 +61,9 @@ def sample_job(
     model_ref: str, opts: SampleOptions, *, out: Path | None = None, into: str | None = None
 ) -> SampleResult:
     from genloom.datasets.items import image_item, label_overrides, put_items, text_item
-    from genloom.datasets.versions import add_members, create_version, seal_version, version_ref
+    from genloom.datasets.versions import add_members, create_version, manifest_sha256, seal_version, version_ref
     from genloom.db.engine import session_scope
+    from genloom.db.models import DatasetVersion
     from genloom.devices import resolve_device
     from genloom.refs import format_ref, parse_ref
     from genloom.runs import tracked_run
@@ -131,6 +134,8 @@ def sample_job(
                         for t, lab, meta in zip(samples.texts, labels, metas)
                     ]
                     modality = "text"
+                # A savepoint, so that a sampling that adds nothing can leave no trace (below).
+                attempt = s.begin_nested()
                 item_ids = put_items(s, specs)
                 version = create_version(
                     s,
@@ -143,7 +148,17 @@ def sample_job(
                 # A sample identical to a stored item is that item; its label here is the sample's.
                 overrides = label_overrides(s, item_ids, [sp.label for sp in specs])
                 add_members(s, version, [(i, "train", o) for i, o in zip(item_ids, overrides)])
-                seal_version(s, version)
+                parent = s.get(DatasetVersion, version.parent_id) if version.parent_id else None
+                if parent is not None and parent.manifest_sha256 == manifest_sha256(s, version.id):
+                    # Every sample is already in the latest version with the same split and label
+                    # (the same seeded sampling run again, e.g. after a kill that landed after its
+                    # commit): keep that version instead of sealing an identical copy of it.
+                    attempt.rollback()
+                    version = parent
+                    summary["unchanged"] = True
+                else:
+                    attempt.commit()
+                    seal_version(s, version)
                 dataset = version_ref(s, version)
                 summary["dataset"] = dataset
                 # Same transaction: the version and the succeeded run appear together.
@@ -159,4 +174,5 @@ def sample_job(
         out=written,
         texts=samples.texts,
         labels=samples.labels,
+        unchanged=bool(summary.get("unchanged")),
     )
