@@ -1,4 +1,4 @@
-"""SIGKILL the embedded server's postmaster at a random point of an ingest.
+"""SIGKILL the embedded server's postmaster at a random point of an ingest, and of every other long job.
 
 The ingest runs as a child with a GENLOOM_HOME of its own and no DATABASE_URL, so the server it
 talks to is the one genloom starts there (not the test session's). After the kill: the next
@@ -9,10 +9,12 @@ ingest on a fresh database with no fault (see faults_support for the seed).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from faults_support import SEED, in_process, ingest_invariants, query, rng_for, run, start, wait_for
@@ -80,6 +82,117 @@ def test_postmaster_killed_during_ingest(db_url, cli, tmp_path):
         assert len(after) >= 96 and after == clean, what
         assert ingest_invariants(url) == (0, 0, 0, 0, 0), what
         assert query(url, "SELECT count(*) FROM runs WHERE kind = 'ingest' AND status = 'succeeded'")[0][0] >= 1
+    finally:
+        if home.exists():
+            run("db", "stop", env=env)
+
+
+# --------------------------------------------------------------------------- every other long job
+# The same kill at a random point of each job the genloom-process kills cover (test_kill_jobs);
+# migrations have their own (test_kill_migration). Per job: what to run first, the job, the SQL
+# that says its work has begun, the kill window, what must hold after the restart (SQL
+# returning no rows), and the SQL whose answer must equal the clean run's.
+
+VERSIONS = ("SELECT d.name, v.version, v.sealed, v.item_count, v.manifest_sha256 FROM dataset_versions v "
+            "JOIN datasets d ON d.id = v.dataset_id ORDER BY 1, 2")
+NO_PARTIAL_VERSION = ("SELECT v.id FROM dataset_versions v WHERE NOT v.sealed "
+                      "OR v.item_count <> (SELECT count(*) FROM dataset_members m WHERE m.version_id = v.id)")
+TINY_VAE = ("--set", "channels=8", "--set", "latent_dim=4", "--batch-size", "32")
+SAMPLE_DOCS = Path(__file__).resolve().parents[2] / "platform" / "genloom" / "data" / "sample_docs"
+
+
+@dataclasses.dataclass
+class Job:
+    before: list[tuple]
+    args: tuple
+    started: str
+    window: tuple[float, float]
+    broken: str  # rows here are half-written work
+    result: str
+    rerun_unless: str | None = None  # SQL: a true answer means the killed job committed; no re-run
+
+
+def _jobs(tmp_path: Path) -> dict[str, Job]:
+    lines = tmp_path / "lines.txt"
+    lines.write_text("".join(f"line number {i} of the corpus, with some words\n" for i in range(20000)))
+    dups = tmp_path / "dups.txt"
+    dups.write_text("".join(f"the {i % 700} sentence about topic {i % 31} and more words\n" for i in range(3000)))
+    digits = ("datasets", "import", "digits", "--name", "digits")
+    return {
+        "import": Job([], ("datasets", "import", "text", lines, "--name", "lines", "--unit", "line"),
+                      "SELECT count(*) FROM runs WHERE kind = 'import'", (0.0, 4.0), NO_PARTIAL_VERSION, VERSIONS),
+        "train": Job(
+            [digits],
+            ("train", "vae", "--dataset", "digits", "--steps", "40", "--checkpoint-every", "1",
+             "--set", "log_every=1", "--name", "k", *TINY_VAE),
+            "SELECT count(*) FROM run_checkpoints", (0.0, 3.0),
+            "SELECT run_id FROM run_checkpoints WHERE encode(sha256(payload), 'hex') <> sha256 "
+            "UNION ALL SELECT m.id FROM models m JOIN runs r ON r.id = m.run_id WHERE r.status <> 'succeeded' "
+            "UNION ALL SELECT run_id FROM metrics GROUP BY run_id, step, name HAVING count(*) > 1",
+            "SELECT m.name, m.version, m.metadata->>'steps', (SELECT array_agg(step ORDER BY step) FROM metrics x "
+            "WHERE x.run_id = m.run_id AND x.name = 'loss') FROM models m",
+            rerun_unless="SELECT count(*) FROM runs WHERE kind = 'train' AND status = 'succeeded'"),
+        "sample": Job(
+            [digits, ("train", "vae", "--dataset", "digits", "--steps", "2", "--name", "s", *TINY_VAE)],
+            ("sample", "s", "--n", "3000", "--store", "--into", "synth", "--seed", "3"),
+            "SELECT count(*) FROM runs WHERE kind = 'sample'", (0.0, 5.0), NO_PARTIAL_VERSION, VERSIONS),
+        "dedup": Job(
+            [("datasets", "import", "text", dups, "--name", "dups", "--unit", "line")],
+            ("dedup", "dups", "--method", "minhash"),
+            "SELECT count(*) FROM runs WHERE kind = 'dedup'", (0.0, 6.0),
+            NO_PARTIAL_VERSION + " UNION ALL SELECT d.run_id FROM dedup_decisions d JOIN runs r ON r.id = d.run_id "
+            "WHERE r.status <> 'succeeded'",
+            VERSIONS, rerun_unless="SELECT count(*) FROM runs WHERE kind = 'dedup' AND status = 'succeeded'"),
+        "ask": Job(
+            [("ingest", SAMPLE_DOCS, "--collection", "kb")],
+            ("ask", "How does genloom rank keywords with BM25?", "-c", "kb"),
+            "SELECT count(*) FROM runs WHERE kind = 'ingest' AND status = 'succeeded'", (1.0, 10.0),
+            "SELECT p.id FROM prompts p WHERE NOT EXISTS (SELECT 1 FROM generations g WHERE g.prompt_id = p.id) "
+            "UNION ALL SELECT g.id FROM generations g "
+            "WHERE NOT EXISTS (SELECT 1 FROM generation_sources s WHERE s.generation_id = g.id)",
+            "SELECT output, status FROM generations ORDER BY id DESC LIMIT 1"),
+    }
+
+
+@pytest.mark.parametrize("name", ["import", "train", "sample", "dedup", "ask"])
+def test_postmaster_killed_during_a_job(name, db_url, cli, tmp_path):
+    job = _jobs(tmp_path)[name]
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(GENLOOM_HOME=str(home), OMP_NUM_THREADS="1")
+    try:
+        run("db", "start", env=env)
+        for command in job.before:
+            run(*command, env=env)
+        killed = _postmaster(home)
+        url = killed.uri("genloom")
+        proc = start(*job.args, env=env)
+        deadline = time.monotonic() + 120
+        while not query(url, job.started)[0][0] and proc.poll() is None:
+            assert time.monotonic() < deadline, f"{name} never began"
+            time.sleep(0.05)
+        delay = rng_for(f"postmaster-{name}").uniform(*job.window)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        what = {"job": name, "delay_s": round(delay, 3), "finished_first": proc.poll() is not None, "seed": SEED}
+        os.kill(killed.pid, signal.SIGKILL)
+        proc.wait(timeout=120)
+        gone_by = time.monotonic() + 15
+        while killed.alive() and time.monotonic() < gone_by:
+            time.sleep(0.1)
+        assert not killed.alive(), what
+
+        # The next command restarts the server, reconciles the dead job's run; nothing is half-written.
+        assert json.loads(run("runs", "list", "--status", "running", "--json", env=env).stdout) == [], what
+        url = _postmaster(home).uri("genloom")
+        assert query(url, job.broken) == [], what
+        if not (job.rerun_unless and query(url, job.rerun_unless)[0][0]):
+            resumable = name == "train" and query(url, "SELECT count(*) FROM run_checkpoints")[0][0]
+            run(*job.args, *(["--resume"] if resumable else []), env=env)
+        for command in [*job.before, job.args]:  # the clean run, on the session's server
+            in_process(cli, db_url, *command)
+        assert query(url, job.result) == query(db_url, job.result), what
     finally:
         if home.exists():
             run("db", "stop", env=env)
