@@ -8,8 +8,9 @@ them in ONE transaction (binary COPY) that also supersedes older versions and up
 the BM25 statistics. So Ctrl-C or a crash leaves only whole documents behind, and a
 re-run continues where the last one stopped: the committed documents hash as unchanged.
 
-A large document (streamed by its loader) is written alone, in bounded slices inside its own
-one transaction (`_write_streamed`). Discovery runs to the end first, so progress has final
+A large document (streamed by its loader) is written alone, a bounded slice per transaction,
+under a row marked incomplete that becomes current only when the last slice is in; a re-run
+resumes it from its last slice (`_write_streamed`). Discovery runs to the end first, so progress has final
 totals; every file ends up written, unchanged, skipped or failed with a reason (`IngestResult`).
 With `sync`, documents whose files are gone from the given folders are retired at the end.
 """
@@ -17,6 +18,7 @@ With `sync`, documents whose files are gone from the given folders are retired a
 from __future__ import annotations
 
 import bisect
+import contextlib
 import contextvars
 import dataclasses
 import json
@@ -101,6 +103,8 @@ class IngestResult:
     failed: Counter = dataclasses.field(default_factory=Counter)  # reason -> count (could not be ingested)
     problems: list[Skipped] = dataclasses.field(default_factory=list)
     retired_ids: list[str] = dataclasses.field(default_factory=list)
+    resumed: int = 0  # large documents an interrupted ingest had begun: this run went on from its last slice
+    incomplete_chunks: int = 0  # chunks of the large document being written, committed but not current yet
     seconds: float = 0.0
     embed_seconds: float = 0.0
     write_seconds: float = 0.0
@@ -127,6 +131,7 @@ class IngestResult:
             "new_versions": self.new_versions,
             "unchanged": self.unchanged,
             "retired": self.retired,
+            "resumed": self.resumed,
             "skipped": {"total": sum(self.skipped.values()), "by_reason": dict(sorted(self.skipped.items()))},
             "failed": {"total": sum(self.failed.values()), "by_reason": dict(sorted(self.failed.items()))},
             "chunks": self.chunks,
@@ -149,8 +154,9 @@ class IngestResult:
 
         versions = f" ({self.new_versions} new versions)" if self.new_versions else ""
         retired = f", {self.retired} retired" if self.retired else ""
+        resumed = f", {self.resumed} resumed" if self.resumed else ""
         return (
-            f"{self.collection}: {self.documents} written{versions}, {self.unchanged} unchanged{retired}, "
+            f"{self.collection}: {self.documents} written{versions}{resumed}, {self.unchanged} unchanged{retired}, "
             f"skipped {by_reason(self.skipped)}, failed {by_reason(self.failed)}; "
             f"{self.chunks} chunks in {self.seconds:.1f}s (run {self.run_id})"
         )
@@ -287,7 +293,14 @@ def ingest_documents(
     }
     with tracked_run("ingest", params=params, collection_id=collection_id) as run:
         result.run_id = run.id
-        run.committed = lambda: {"documents": result.documents, "chunks": result.chunks}  # each batch commits whole
+        # Each batch commits whole; a large document commits slice by slice, current once whole.
+        run.committed = lambda: (
+            {"documents": result.documents, "chunks": result.chunks}
+            | ({"chunks of an unfinished large document": result.incomplete_chunks} if result.incomplete_chunks else {})
+        )
+        run.resume_hint = (
+            "run the same ingest again: written documents are skipped, a large one goes on where it stopped"
+        )
         seen: set[str] = set()
         batch: list[SourceDocument] = []
         batch_bytes = 0
@@ -434,6 +447,14 @@ WHERE collection_id = :c AND superseded_at IS NULL
   AND NOT (external_id = ANY(:seen))
 """
 
+_GONE_INCOMPLETE_SQL = """
+DELETE FROM documents
+WHERE collection_id = :c AND incomplete
+  AND starts_with(uri, 'file:')
+  AND starts_with(external_id, :prefix)
+  AND NOT (external_id = ANY(:seen))
+"""
+
 
 def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], result: IngestResult, engine) -> None:
     """--sync: one transaction retires every current document whose file is gone."""
@@ -450,6 +471,10 @@ def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], resul
             ]
         ids = sorted({doc_id for doc_id, _ in gone})
         retire_documents(s, collection_id, ids, run_id=result.run_id)
+        # A large file whose interrupted ingest was never finished, and that is gone now.
+        for root in roots:
+            prefix = str(root.resolve()).rstrip(os.sep) + os.sep
+            s.execute(sa.text(_GONE_INCOMPLETE_SQL), {"c": collection_id, "prefix": prefix, "seen": sorted(seen)})
     result.retired = len(ids)
     result.retired_ids = sorted({external for _, external in gone})
 
@@ -602,47 +627,54 @@ def _write_streamed(
     report: Callable[[int], None],
     engine: Engine | None,
 ) -> None:
-    """A large document in ONE transaction, but never whole in memory.
+    """A large document, never whole in memory, committed slice by slice and resumable.
 
-    Its segments are chunked, embedded and COPYed `stream_batch_chunks` at a time, under a
-    document row that is not current yet (superseded_at set), so memory stays bounded by one
-    slice while the transaction grows. Only at the end, under the statistics lock, does the
-    new version become current (the old one superseded) and enter BM25. A failure or Ctrl-C
-    rolls the whole document back; the lock is held only for that last step.
+    Its segments are chunked, embedded and COPYed `stream_batch_chunks` at a time, each slice in
+    a transaction of its own, under a document row marked `incomplete` (and superseded, so no
+    search and no BM25 statistic sees it). Memory stays bounded by one slice, and a kill or
+    Ctrl-C loses at most one slice: the next ingest of the same content finds the incomplete
+    row, skips the chunks it holds (chunking is deterministic; they are not embedded again) and
+    goes on. Only the last transaction, under the statistics lock, makes the new version
+    current (superseding the old one) and indexes it for BM25. An incomplete row of other
+    content (the file changed in between) is deleted first. One writer per document at a time.
     """
     from genloom.embeddings import embed
 
-    with session_scope(engine) as s:
-        row = _current(s, collection_id, [doc]).get(doc.external_id)
-        if row is not None and row.current_sha256 == doc.sha256:
-            result.unchanged += 1
-            state.bytes_done += doc.size
-            return
-        inherited = (row.user_metadata or {}) if row is not None else {}
-        document_id = s.execute(
-            sa.text(
-                "INSERT INTO documents (collection_id, external_id, version, uri, title, mime_type, sha256, metadata, "
-                "user_metadata, superseded_at) "
-                "VALUES (:c, :e, :v, :u, :t, :m, :h, CAST(:meta AS jsonb), CAST(:user AS jsonb), now()) RETURNING id"
-            ),
-            {
-                "c": collection_id,
-                "e": doc.external_id,
-                "v": (row.last_version + 1) if row is not None else 1,
-                "u": doc.uri,
-                "t": doc.title,
-                "m": doc.mime_type,
-                "h": doc.sha256,
-                "meta": json.dumps({**doc.metadata, **inherited}, ensure_ascii=False),
-                "user": json.dumps(inherited, ensure_ascii=False),
-            },
-        ).scalar_one()
-        chunk_ids: list[int] = []
+    with _document_writer_lock(engine, collection_id, doc.external_id):
+        with session_scope(engine) as s:
+            row = _current(s, collection_id, [doc]).get(doc.external_id)
+            if row is not None and row.current_sha256 == doc.sha256:
+                result.unchanged += 1
+                state.bytes_done += doc.size
+                return
+            inherited = (row.user_metadata or {}) if row is not None else {}
+            earlier = s.execute(
+                sa.text(
+                    "SELECT id, sha256, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks, "
+                    "ARRAY(SELECT text FROM chunks c WHERE c.document_id = d.id ORDER BY ordinal LIMIT 2) AS first "
+                    "FROM documents d WHERE collection_id = :c AND external_id = :e AND incomplete"
+                ),
+                {"c": collection_id, "e": doc.external_id},
+            ).first()
+            # Resume only what this run would write itself: the same content, cut the same way
+            # (other chunk settings change the first two chunks). Else start the document afresh.
+            if earlier is not None and not (
+                earlier.sha256 == doc.sha256 and _starts_with(doc, chunker, list(earlier.first))
+            ):
+                s.execute(sa.text("DELETE FROM documents WHERE id = :i"), {"i": earlier.id})
+                earlier = None
+        document_id: int | None = earlier.id if earlier is not None else None
+        stored = int(earlier.chunks) if earlier is not None else 0  # committed by an interrupted ingest
+        if stored:
+            result.resumed += 1
+        written = 0  # chunks this run committed
         pending: list[Chunk] = []
+        chunk_no = 0  # chunks of the document seen so far, stored ones included
         size_left = doc.size
         base = 0  # offset of the current segment in the document's text
 
         def write_slice() -> None:
+            nonlocal document_id, written
             t0 = time.perf_counter()
             vectors = embed(
                 [embedding_text(doc.title, c.text) for c in pending],
@@ -650,25 +682,31 @@ def _write_streamed(
                 batch_size=options.embed_batch_size,
             )
             t1 = time.perf_counter()
-            chunk_ids.extend(
+            with session_scope(engine) as s:
+                if document_id is None:
+                    document_id = _insert_incomplete(s, collection_id, doc, inherited)
                 append_chunks(
                     s,
                     document_id,
                     model_id,
-                    len(chunk_ids),
+                    stored + written,
                     [c.text for c in pending],
                     [c.token_count for c in pending],
                     vectors,
                     [{"start": c.start, "end": c.end} for c in pending],
                 )
-            )
+            written += len(pending)
+            result.incomplete_chunks = stored + written
             result.embed_seconds += t1 - t0
             result.write_seconds += time.perf_counter() - t1
             pending.clear()
-            report(len(chunk_ids))
+            report(stored + written)
 
         for segment in doc.stream():
             for chunk in chunker.chunk(segment, doc.title):
+                chunk_no += 1
+                if chunk_no <= stored:  # in the database already
+                    continue
                 chunk.start, chunk.end = chunk.start + base, chunk.end + base
                 pending.append(chunk)
                 if len(pending) >= options.stream_batch_chunks:
@@ -680,18 +718,82 @@ def _write_streamed(
         if pending:
             write_slice()
         state.bytes_done += size_left
+        if document_id is None:  # no chunk at all: whitespace only
+            result.note(Skipped(doc.external_id, "empty", f"{show(doc.external_id)}: empty document, skipped"))
+            return
         t0 = time.perf_counter()
-        bm25.lock_collection_stats(s, collection_id)
-        row = _current(s, collection_id, [doc]).get(doc.external_id)  # again, under the lock
-        if row is not None and row.current_id is not None:
-            s.execute(sa.text("UPDATE documents SET superseded_at = now() WHERE id = :i"), {"i": row.current_id})
-            bm25.retire_documents(s, collection_id, [row.current_id])
-            result.new_versions += 1
-        s.execute(sa.text("UPDATE documents SET superseded_at = NULL WHERE id = :i"), {"i": document_id})
-        # In slices: the same statistics (df and N add up), but no statement materialises the
-        # lexemes of the whole document at once.
-        for i in range(0, len(chunk_ids), BM25_SLICE):
-            bm25.index_chunks(s, collection_id, ts_config, chunk_ids[i : i + BM25_SLICE])
+        with session_scope(engine) as s:
+            bm25.lock_collection_stats(s, collection_id)
+            row = _current(s, collection_id, [doc]).get(doc.external_id)  # again, under the lock
+            if row is not None and row.current_id is not None:
+                s.execute(sa.text("UPDATE documents SET superseded_at = now() WHERE id = :i"), {"i": row.current_id})
+                bm25.retire_documents(s, collection_id, [row.current_id])
+                result.new_versions += 1
+            s.execute(
+                sa.text("UPDATE documents SET superseded_at = NULL, incomplete = false WHERE id = :i"),
+                {"i": document_id},
+            )
+            chunk_ids = list(
+                s.scalars(sa.text("SELECT id FROM chunks WHERE document_id = :d ORDER BY ordinal"), {"d": document_id})
+            )
+            # In slices: the same statistics (df and N add up), but no statement materialises the
+            # lexemes of the whole document at once.
+            for i in range(0, len(chunk_ids), BM25_SLICE):
+                bm25.index_chunks(s, collection_id, ts_config, chunk_ids[i : i + BM25_SLICE])
         result.write_seconds += time.perf_counter() - t0
+    result.incomplete_chunks = 0
     result.documents += 1
     result.chunks += len(chunk_ids)
+
+
+def _starts_with(doc: SourceDocument, chunker: Chunker, texts: list[str]) -> bool:
+    """Whether the document's first chunks, cut by this chunker, are TEXTS (read from its first segment)."""
+    if not texts:
+        return True
+    first = next(iter(doc.stream()), "")
+    return [c.text for c in chunker.chunk(first, doc.title)[: len(texts)]] == texts
+
+
+def _insert_incomplete(session, collection_id: int, doc: SourceDocument, inherited: dict) -> int:
+    """The row a streamed document's chunks hang on until it is whole: incomplete, not current."""
+    return session.execute(
+        sa.text(
+            "INSERT INTO documents (collection_id, external_id, version, uri, title, mime_type, sha256, metadata, "
+            "user_metadata, superseded_at, incomplete) "
+            "VALUES (:c, :e, (SELECT coalesce(max(version), 0) + 1 FROM documents "
+            "                 WHERE collection_id = :c AND external_id = :e), "
+            ":u, :t, :m, :h, CAST(:meta AS jsonb), CAST(:user AS jsonb), now(), true) RETURNING id"
+        ),
+        {
+            "c": collection_id,
+            "e": doc.external_id,
+            "u": doc.uri,
+            "t": doc.title,
+            "m": doc.mime_type,
+            "h": doc.sha256,
+            "meta": json.dumps({**doc.metadata, **inherited}, ensure_ascii=False),
+            "user": json.dumps(inherited, ensure_ascii=False),
+        },
+    ).scalar_one()
+
+
+@contextlib.contextmanager
+def _document_writer_lock(engine: Engine | None, collection_id: int, external_id: str) -> Iterator[None]:
+    """Hold a session advisory lock on (collection, external id) on a connection of its own, so two
+    ingests never append to one incomplete document; a killed process's lock goes with it."""
+    from genloom.db.engine import get_engine
+
+    key = f"genloom.ingest.{collection_id}:{external_id}"
+    with (engine or get_engine()).connect() as conn:
+        locked = conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}).scalar()
+        conn.commit()  # a session lock outlives the transaction; leave none open while the document streams
+        if not locked:
+            raise LoadError(
+                f"{show(external_id)}: another ingest is writing this document now; run again when it is done",
+                "busy",
+            )
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+            conn.commit()

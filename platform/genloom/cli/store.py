@@ -145,8 +145,7 @@ def documents_show(collection: CollectionOption, document: DocArgument, json_out
     console.print(f"external id: {detail['external_id']}", highlight=False, markup=False)
     console.print(f"metadata: {detail['metadata']}", highlight=False, markup=False)
     for v in detail["versions"]:
-        state = "retired" if v["retired_at"] else ("superseded" if v["superseded_at"] else "current")
-        console.print(f"  v{v['version']} (id {v['id']}): {v['chunks']} chunks, {state}", highlight=False)
+        console.print(f"  v{v['version']} (id {v['id']}): {v['chunks']} chunks, {v['status']}", highlight=False)
     if detail["cited_by_generations"]:
         console.print(f"cited by generations: {', '.join(map(str, detail['cited_by_generations']))}", highlight=False)
 

@@ -94,6 +94,14 @@ class Document(Base):
         ),
         sa.Index("ix_documents_sha256", "collection_id", "sha256"),
         sa.Index("ix_documents_metadata", "metadata", postgresql_using="gin"),
+        # At most one interrupted (incomplete) large document per external id: the one to resume.
+        sa.Index(
+            "uq_documents_incomplete",
+            "collection_id",
+            "external_id",
+            unique=True,
+            postgresql_where=sa.text("incomplete"),
+        ),
     )
 
     id: Mapped[intpk]
@@ -113,6 +121,9 @@ class Document(Base):
     retired_by_run_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("runs.id", ondelete="SET NULL"))
     # Keys set by `documents set-meta` (already merged into metadata); new versions inherit them.
     user_metadata: Mapped[jsonb]
+    # A large document being written slice by slice (ingest's _write_streamed): superseded_at is
+    # set too, so nothing searches it; an interrupted ingest is resumed from its chunks (0015).
+    incomplete: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="document", order_by="Chunk.ordinal")
 

@@ -45,6 +45,15 @@ def retire_documents(
 # --------------------------------------------------------------------------- reading
 
 
+def _status(version: Any) -> str:
+    """current, superseded, retired, or incomplete (a large file's interrupted ingest; re-run it to finish)."""
+    if version["incomplete"]:
+        return "incomplete"
+    if version["superseded_at"] is None:
+        return "current"
+    return "retired" if version["retired_at"] else "superseded"
+
+
 def _document_versions(session: Session, collection_id: int, ref: str) -> list[Any]:
     """All versions of the document `ref` names: a document id (any version) or an external id."""
     by_external = (
@@ -85,7 +94,8 @@ def _document_versions(session: Session, collection_id: int, ref: str) -> list[A
 def list_documents(
     session: Session, collection_id: int, *, include_retired: bool = False, where: dict | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    """Current documents (and retired ones with include_retired), newest first, with chunk counts."""
+    """Current documents, incomplete ones (an interrupted large file) and, with include_retired,
+    retired ones, with chunk counts."""
     from genloom.retrieval.filters import to_jsonpath
 
     path = to_jsonpath(where)
@@ -93,10 +103,10 @@ def list_documents(
         sa.text(
             """
             SELECT d.id, d.external_id, d.version, d.title, d.mime_type, d.metadata, d.created_at, d.retired_at,
-                   (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks
+                   d.superseded_at, d.incomplete, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks
             FROM documents d
             WHERE d.collection_id = :c
-              AND (d.superseded_at IS NULL OR (:retired AND d.retired_at IS NOT NULL))
+              AND (d.superseded_at IS NULL OR d.incomplete OR (:retired AND d.retired_at IS NOT NULL))
               AND (CAST(:where AS jsonpath) IS NULL OR d.metadata @@ CAST(:where AS jsonpath))
             ORDER BY d.external_id, d.version
             LIMIT :limit
@@ -104,7 +114,10 @@ def list_documents(
         ),
         {"c": collection_id, "retired": include_retired, "where": path, "limit": limit},
     ).mappings()
-    return [{**row, "status": "retired" if row["retired_at"] else "current"} for row in rows]
+    return [
+        {k: v for k, v in row.items() if k not in ("superseded_at", "incomplete")} | {"status": _status(row)}
+        for row in rows
+    ]
 
 
 def document_detail(session: Session, collection_id: int, ref: str) -> dict[str, Any]:
@@ -131,9 +144,7 @@ def document_detail(session: Session, collection_id: int, ref: str) -> dict[str,
     return {
         "external_id": latest["external_id"],
         "title": latest["title"],
-        "status": "current"
-        if latest["superseded_at"] is None
-        else ("retired" if latest["retired_at"] else "superseded"),
+        "status": _status(latest),
         "metadata": latest["metadata"],
         "user_metadata": latest["user_metadata"],
         "versions": [
@@ -144,6 +155,7 @@ def document_detail(session: Session, collection_id: int, ref: str) -> dict[str,
                 "created_at": v["created_at"],
                 "superseded_at": v["superseded_at"],
                 "retired_at": v["retired_at"],
+                "status": _status(v),
                 "chunks": chunks.get(v["id"], 0),
             }
             for v in versions
