@@ -13,7 +13,8 @@ the extra memory the large file costs. --model tiny (default) embeds with a rand
 --model minilm uses the real model (time then scales with chunks at bench/ingest_throughput's
 encode rate).
 
-sync: --files small text files are ingested (bundled MiniLM), then the unchanged folder is
+sync: --files small text files are ingested (bundled MiniLM; --model tiny for the random
+model above, which leaves genloom's per-file work), then the unchanged folder is
 ingested again with --sync; the ratio of the two times is the figure (target <= 0.05). The
 first ingest's files per second and the process's peak RSS are recorded too (e.g. --files 100000).
 
@@ -165,16 +166,18 @@ def bench_sync(args) -> dict:
             (sub / f"note{i:04d}.txt").write_text(f"Note {i}. {text}\n")
         from genloom.embeddings import get_embedder
 
-        get_embedder()  # loaded once, outside both timings
-        first = ingest([tmp], IngestOptions(collection=collection))
+        model = str(tiny_model(tmp.parent / f"{tmp.name}-model")) if args.model == "tiny" else None
+        get_embedder(model)  # loaded once, outside both timings
+        first = ingest([tmp], IngestOptions(collection=collection, embedding_model=model))
         t0 = time.perf_counter()
-        again = ingest([tmp], IngestOptions(collection=collection, sync=True))
+        again = ingest([tmp], IngestOptions(collection=collection, sync=True, embedding_model=model))
         sync_seconds = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.parent / f"{tmp.name}-model", ignore_errors=True)
     _drop_bench_collections("bench-sync-")
     return {
-        "bench": "ingest_sync", "files": args.files,
+        "bench": "ingest_sync", "files": args.files, "model": args.model,
         "first": {"written": first.documents, "chunks": first.chunks, "seconds": round(first.seconds, 2)},
         "sync_unchanged": {"written": again.documents, "unchanged": again.unchanged, "retired": again.retired,
                            "seconds": round(sync_seconds, 3)},
@@ -204,6 +207,7 @@ def main() -> None:
     large.add_argument("--model", choices=("tiny", "minilm"), default="tiny")
     sync = sub.add_parser("sync")
     sync.add_argument("--files", type=int, default=1000)
+    sync.add_argument("--model", choices=("tiny", "minilm"), default="minilm")
     ch = sub.add_parser("child")
     ch.add_argument("path")
     ch.add_argument("--model-path", default="")
@@ -216,7 +220,8 @@ def main() -> None:
     report |= bench_large(args) if args.what == "large" else bench_sync(args)
     report["machine"]["loadavg_1_5_15_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"sync_{args.files}.json" if args.what == "sync" else f"large_{args.mb:g}mb_{args.lines}lines_{args.model}.json"
+    name = (f"sync_{args.files}.json" if args.model == "minilm" else f"sync_{args.files}_{args.model}.json") \
+        if args.what == "sync" else f"large_{args.mb:g}mb_{args.lines}lines_{args.model}.json"
     (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
