@@ -642,12 +642,6 @@ def _write_streamed(
 
     with _document_writer_lock(engine, collection_id, doc.external_id):
         with session_scope(engine) as s:
-            row = _current(s, collection_id, [doc]).get(doc.external_id)
-            if row is not None and row.current_sha256 == doc.sha256:
-                result.unchanged += 1
-                state.bytes_done += doc.size
-                return
-            inherited = (row.user_metadata or {}) if row is not None else {}
             earlier = s.execute(
                 sa.text(
                     "SELECT id, sha256, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks, "
@@ -663,6 +657,12 @@ def _write_streamed(
             ):
                 s.execute(sa.text("DELETE FROM documents WHERE id = :i"), {"i": earlier.id})
                 earlier = None
+            row = _current(s, collection_id, [doc]).get(doc.external_id)
+            if row is not None and row.current_sha256 == doc.sha256:
+                result.unchanged += 1
+                state.bytes_done += doc.size
+                return
+            inherited = (row.user_metadata or {}) if row is not None else {}
         document_id: int | None = earlier.id if earlier is not None else None
         stored = int(earlier.chunks) if earlier is not None else 0  # committed by an interrupted ingest
         if stored:
