@@ -79,7 +79,7 @@ def test_large_file_ingest_killed_at_random_resumes(db_url, env, engine, snapsho
                                               "ON d.id = c.document_id WHERE d.incomplete")[0][0]
     reconcile_and_check_no_running(engine)
     again = json.loads(run(*args, "--json", env=env).stdout)
-    assert again["resumed"] == (1 if what["incomplete_chunks"] else 0), what
+    assert again["resumed"] == (1 if what["incomplete_chunks"] else 0), (what, {k: again[k] for k in ("resumed", "written", "unchanged", "problems", "chunks")})
     in_process(cli, snap.url, *args)
     sql = ("SELECT d.external_id, d.sha256, d.version, c.ordinal, c.text FROM documents d "
            "JOIN chunks c ON c.document_id = d.id WHERE d.superseded_at IS NULL ORDER BY 1, 4")
