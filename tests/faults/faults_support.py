@@ -69,6 +69,25 @@ def kill_at_random(proc: subprocess.Popen, rng: random.Random, window: tuple[flo
     return {"delay_s": round(delay, 3), "finished_before_kill": finished_first, "seed": SEED}
 
 
+def kill_postmaster_at_random(postmaster, proc: subprocess.Popen, rng: random.Random,
+                              window: tuple[float, float]) -> dict:
+    """SIGKILL the embedded server's POSTMASTER after a random delay in WINDOW seconds while the
+    job PROC runs; wait for the job to end and the postmaster to be gone. What happened, for messages."""
+    delay = rng.uniform(*window)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    what = {"delay_s": round(delay, 3), "finished_first": proc.poll() is not None, "seed": SEED}
+    os.kill(postmaster.pid, signal.SIGKILL)
+    proc.wait(timeout=120)  # its connection is gone: it fails (or had finished)
+    # Until its parent (init) reaps it, the killed postmaster is a zombie that still counts as alive.
+    gone_by = time.monotonic() + 15
+    while postmaster.alive() and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    assert not postmaster.alive(), what
+    return what
+
+
 def reconcile_and_check_no_running(engine) -> None:
     """A later genloom command reconciles this host's dead runs; none may stay `running`."""
     from sqlalchemy.orm import Session

@@ -12,12 +12,11 @@ the same store upgraded with no fault (see faults_support for the seed).
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import pytest
 import sqlalchemy as sa
-from faults_support import SEED, Snapshot, kill_at_random, query, rng_for, run, start
+from faults_support import Snapshot, kill_at_random, kill_postmaster_at_random, query, rng_for, run, start
 
 pytestmark = pytest.mark.faults
 
@@ -184,17 +183,7 @@ def test_postmaster_killed_during_migrate(db_url, tmp_path):
 
         proc = start("db", "migrate", env=env)
         migrating(url, proc)
-        delay = rng_for("postmaster-migrate").uniform(0.0, seconds)
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        what = {"delay_s": round(delay, 3), "migrate_finished_first": proc.poll() is not None, "seed": SEED}
-        os.kill(killed.pid, signal.SIGKILL)
-        proc.wait(timeout=120)
-        gone_by = time.monotonic() + 15
-        while killed.alive() and time.monotonic() < gone_by:
-            time.sleep(0.1)
-        assert not killed.alive(), what
+        what = kill_postmaster_at_random(killed, proc, rng_for("postmaster-migrate"), (0.0, seconds))
 
         # `genloom db url` starts the server again (crash recovery) without migrating: the store is whole.
         run("db", "url", env=env)

@@ -12,12 +12,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
-from faults_support import SEED, in_process, ingest_invariants, query, rng_for, run, start, wait_for
+from faults_support import (
+    in_process,
+    ingest_invariants,
+    kill_postmaster_at_random,
+    query,
+    rng_for,
+    run,
+    start,
+    wait_for,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -54,19 +62,8 @@ def test_postmaster_killed_during_ingest(db_url, cli, tmp_path):
             wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'ingest'", proc)
         finally:
             engine.dispose()
-        delay = rng_for("postmaster").uniform(0.0, 3.0)
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        what = {"delay_s": round(delay, 3), "ingest_finished_first": proc.poll() is not None, "seed": SEED}
-        os.kill(killed.pid, signal.SIGKILL)
-        proc.wait(timeout=120)  # its connection is gone: it fails (or had finished)
+        what = kill_postmaster_at_random(killed, proc, rng_for("postmaster"), (0.0, 3.0))
         what["ingest_rc"] = proc.returncode
-        # Until its parent (init) reaps it, the killed postmaster is a zombie that still counts as alive.
-        gone_by = time.monotonic() + 15
-        while killed.alive() and time.monotonic() < gone_by:
-            time.sleep(0.1)
-        assert not killed.alive(), what
 
         # The next command starts the server again by itself and marks the dead ingest's run failed.
         running = json.loads(run("runs", "list", "--status", "running", "--json", env=env).stdout)
@@ -171,17 +168,7 @@ def test_postmaster_killed_during_a_job(name, db_url, cli, tmp_path):
         while not query(url, job.started)[0][0] and proc.poll() is None:
             assert time.monotonic() < deadline, f"{name} never began"
             time.sleep(0.05)
-        delay = rng_for(f"postmaster-{name}").uniform(*job.window)
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        what = {"job": name, "delay_s": round(delay, 3), "finished_first": proc.poll() is not None, "seed": SEED}
-        os.kill(killed.pid, signal.SIGKILL)
-        proc.wait(timeout=120)
-        gone_by = time.monotonic() + 15
-        while killed.alive() and time.monotonic() < gone_by:
-            time.sleep(0.1)
-        assert not killed.alive(), what
+        what = {"job": name, **kill_postmaster_at_random(killed, proc, rng_for(f"postmaster-{name}"), job.window)}
 
         # The next command restarts the server, reconciles the dead job's run; nothing is half-written.
         assert json.loads(run("runs", "list", "--status", "running", "--json", env=env).stdout) == [], what
