@@ -101,7 +101,8 @@ def test_sigterm_stops_a_real_ingest_between_batches(db_url, engine, tmp_path):
     assert summary == {"committed": {"documents": docs, "chunks": chunks}}
     assert chunkless == 0 and unembedded == 0
     assert stderr.strip().splitlines()[-1] == f"interrupted: {error}"
-    assert error.endswith(f"interrupted by SIGTERM; committed: documents {docs}, chunks {chunks}")
+    assert error.endswith(f"interrupted by SIGTERM; committed: documents {docs}, chunks {chunks}; "
+                          "run the same ingest again: written documents are skipped, a large one goes on where it stopped")
     rerun = subprocess.run(cmd + ["--json"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     with engine.connect() as conn:
