@@ -392,7 +392,7 @@ def ingest_documents(
                         _write_streamed(
                             doc, collection_id, ts_config, model_id, chunker, options, result, state, report, engine
                         )
-                    except LoadError as exc:  # its transaction rolled back: nothing of it was written
+                    except LoadError as exc:  # a bad file: nothing of it stays (see _write_streamed)
                         result.note(Skipped(doc.external_id, exc.reason, str(exc), exc.status))
                     state.documents_done += 1
                     report()
@@ -702,21 +702,30 @@ def _write_streamed(
             pending.clear()
             report(stored + written)
 
-        for segment in doc.stream():
-            for chunk in chunker.chunk(segment, doc.title):
-                chunk_no += 1
-                if chunk_no <= stored:  # in the database already
-                    continue
-                chunk.start, chunk.end = chunk.start + base, chunk.end + base
-                pending.append(chunk)
-                if len(pending) >= options.stream_batch_chunks:
-                    write_slice()
-            base += len(segment) + 2  # segments read as if joined by a blank line
-            step = min(len(segment.encode("utf-8", "ignore")), size_left)
-            size_left -= step
-            state.bytes_done += step
-        if pending:
-            write_slice()
+        try:
+            for segment in doc.stream():
+                for chunk in chunker.chunk(segment, doc.title):
+                    chunk_no += 1
+                    if chunk_no <= stored:  # in the database already
+                        continue
+                    chunk.start, chunk.end = chunk.start + base, chunk.end + base
+                    pending.append(chunk)
+                    if len(pending) >= options.stream_batch_chunks:
+                        write_slice()
+                base += len(segment) + 2  # segments read as if joined by a blank line
+                step = min(len(segment.encode("utf-8", "ignore")), size_left)
+                size_left -= step
+                state.bytes_done += step
+            if pending:
+                write_slice()
+        except LoadError:
+            # The file itself is bad (e.g. not UTF-8 past its first megabyte): a failed file
+            # leaves nothing, so its slices go too. An interruption keeps them for the resume.
+            if document_id is not None:
+                with session_scope(engine) as s:
+                    s.execute(sa.text("DELETE FROM documents WHERE id = :i"), {"i": document_id})
+            result.incomplete_chunks = 0
+            raise
         state.bytes_done += size_left
         if document_id is None:  # no chunk at all: whitespace only
             result.note(Skipped(doc.external_id, "empty", f"{show(doc.external_id)}: empty document, skipped"))

@@ -354,3 +354,16 @@ def test_detect_encoding(data, expected):
     from ingest.loaders import detect_encoding
 
     assert detect_encoding(data) == expected
+
+
+def test_a_large_file_bad_past_its_first_megabyte_leaves_nothing(db_url, session, tmp_path, tiny_model, small_streams):
+    from ingest.pipeline import IngestOptions, ingest
+
+    # Slices are committed as the file streams; the bad byte comes after some of them.
+    path = tmp_path / "bad-late.txt"
+    path.write_bytes(b" ".join(b"word%d" % (i % 500) for i in range(200_000)) + b" caf\xe9 " + b"more " * 1000)
+    result = ingest([path], IngestOptions(collection="c", stream_batch_chunks=8, embedding_model=str(tiny_model)))
+    assert (result.documents, dict(result.failed)) == (0, {"undecodable": 1})
+    assert "not UTF-8 past its first megabyte" in result.problems[0].detail
+    assert session.scalar(sa.text("SELECT count(*) FROM documents")) == 0
+    assert session.scalar(sa.text("SELECT count(*) FROM chunks")) == 0
