@@ -359,6 +359,71 @@ def test_sql_timeout_is_validated_and_the_reader_is_limited(cli, engine):
     assert audit[0]["object"] == hashlib.sha256(b"SELECT * FROM api_keys").hexdigest() and audit[0]["outcome"] == "error"
 
 
+def _two_tenants_with_secrets():
+    from genloom.db.tenancy import use_tenant
+
+    for t in ("alpha", "bravo"):
+        with use_tenant(t):
+            ingest_corpus("shared", docs=[(f"{t}-doc", f"{t} title", f"The {t} secret is {t}-launch-code.")])
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # audit 2, finding 1: PL/pgSQL's SET needs no right on set_config
+        "DO $$ BEGIN SET LOCAL genloom.tenant = 'bravo'; RAISE EXCEPTION 'LEAK: %', "
+        "(SELECT string_agg(text, ' | ') FROM chunks); END $$",
+        "DO $$ BEGIN PERFORM set_config('genloom.tenant', 'bravo', true); "
+        "RAISE EXCEPTION 'LEAK: %', (SELECT string_agg(text, ' | ') FROM chunks); END $$",
+        # a function's SET clause carries a setting into a query: the reader may create none
+        "CREATE FUNCTION pg_temp.leak() RETURNS text LANGUAGE sql SET genloom.tenant = 'bravo' "
+        "AS $$ SELECT string_agg(text, ' | ') FROM chunks $$",
+        "CREATE FUNCTION public.leak() RETURNS text LANGUAGE sql SET genloom.tenant = 'bravo' "
+        "AS $$ SELECT string_agg(text, ' | ') FROM chunks $$",
+        "WITH s AS MATERIALIZED (SELECT set_config('genloom.tenant', 'bravo', false)) "
+        "SELECT (SELECT string_agg(text, ' | ') FROM chunks) FROM s",
+        # every tenant's sessions share the reader login: its statistics describe them all
+        "SELECT query FROM pg_stat_activity",
+        "SELECT relname, n_live_tup FROM pg_stat_user_tables",
+        "SELECT relname, heap_blks_read FROM pg_statio_user_tables",
+        "SELECT pg_stat_get_live_tuples('documents'::regclass)",
+        "SELECT pg_stat_get_activity(NULL)",
+        "SELECT pg_total_relation_size('chunks')",
+    ],
+)
+def test_the_sql_reader_cannot_leave_its_tenant_or_read_other_tenants_statistics(cli, engine, statement):
+    """Audit 2, finding 1: `genloom --tenant alpha sql` reaches nothing of bravo's, through DO,
+    functions, set_config or the statistics views (all refused by Postgres, one line)."""
+    _two_tenants_with_secrets()
+    r = cli("--tenant", "alpha", "sql", statement, "--json")
+    assert r.exit_code == 1, r.stdout
+    assert "bravo" not in r.stdout + r.stderr, r.stderr
+    assert "permission denied" in r.stderr or "read-only transaction" in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0
+
+
+def test_set_and_reset_in_genloom_sql_cannot_switch_the_tenant(cli, engine):
+    """Audit 2, finding 1: SET and RESET of genloom.tenant are statements of their own, and
+    genloom sql runs one statement per connection; the next query is alpha's again."""
+    _two_tenants_with_secrets()
+    for statement in ("SET genloom.tenant = 'bravo'", "RESET genloom.tenant", "SET SESSION genloom.tenant TO bravo"):
+        assert cli("--tenant", "alpha", "sql", statement).exit_code == 0
+        rows = cli("--tenant", "alpha", "sql", "SELECT string_agg(text, ' ') AS t FROM chunks", "--json").json()["rows"]
+        assert "alpha-launch-code" in rows[0]["t"] and "bravo" not in rows[0]["t"]
+    with engine.connect() as conn:
+        # not only the read-only transaction: the role itself may create nothing that carries a SET
+        # (TEMPORARY is read on the migrated template: CREATE DATABASE … TEMPLATE does not copy a
+        # database's own grants, so each test's copy starts with Postgres' defaults)
+        rights = conn.execute(sa.text(
+            "SELECT has_language_privilege('genloom_reader', 'plpgsql', 'USAGE'), "
+            "has_database_privilege('genloom_reader', 'genloom_template', 'TEMPORARY'), "
+            "has_schema_privilege('genloom_reader', 'public', 'CREATE')")).one()
+        assert tuple(rights) == (False, False, False)
+        # what genloom itself needs still works: its own sessions, and the statistics for the owner
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity")).scalar() >= 1
+        assert conn.execute(sa.text("SELECT has_language_privilege('genloom_app', 'plpgsql', 'USAGE')")).scalar()
+
+
 # --------------------------------------------------------------------------- finding 7: ingest and printed paths
 
 
