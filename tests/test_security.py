@@ -424,6 +424,113 @@ def test_set_and_reset_in_genloom_sql_cannot_switch_the_tenant(cli, engine):
         assert conn.execute(sa.text("SELECT has_language_privilege('genloom_app', 'plpgsql', 'USAGE')")).scalar()
 
 
+# --------------------------------------------------------------------------- audit 2, finding 2: serve reuse
+
+
+@pytest.fixture
+def impostor(db_url):
+    """An HTTP listener on this machine that records what it is sent and forges genloom's answers;
+    `knows_token` makes it answer the challenge as the real server would."""
+    import hmac
+    import http.server
+
+    def proof(token, challenge):  # the protocol, written out: HMAC-SHA256(token, tag ‖ challenge)
+        return hmac.new(token.encode(), b"genloom-serve-proof\0" + challenge.encode(), hashlib.sha256).hexdigest()
+
+    seen: list[dict] = []
+    state = {"knows_token": None}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+            seen.append({"path": self.path, "authorization": self.headers.get("Authorization"), "body": body})
+            if self.path == "/v1/local/hello":
+                challenge = json.loads(body)["challenge"]
+                answer = {"proof": proof(state["knows_token"], challenge) if state["knows_token"] else "0" * 64}
+            else:
+                answer = {"generation_id": 1, "session_id": 1, "prompt_id": 1, "answer": "FORGED ANSWER",
+                          "citations": [], "model": "x", "timings_ms": {"total": 1, "retrieval": 0, "generation": 1},
+                          "tokens": {"input": 1, "output": 1}, "status": "ok", "error": None, "sources": [],
+                          "vectors": [[0.0] * 384]}
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", seen, state
+    httpd.shutdown()
+
+
+def _advertise_as(url: str, pid: int, started: float | None, token: str, mode: int = 0o600):
+    from genloom.api.local import discovery_path, store_key
+
+    path = discovery_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"url": url, "pid": pid, "started": started, "store": store_key(), "token": token}))
+    path.chmod(mode)
+    return path
+
+
+def test_the_cli_sends_nothing_to_a_listener_that_cannot_prove_it_is_the_server(cli, impostor):
+    """Audit 2, finding 2: after a `kill -9` of serve, another local user binds the port and recycles
+    the pid; the CLI must not send him the token, the question or the tenant, nor print his answer."""
+    import psutil
+
+    url, seen, _ = impostor
+    token = "t" * 43
+    path = _advertise_as(url, os.getpid(), psutil.Process().create_time(), token)  # a live pid of ours
+    try:
+        r = cli("--tenant", "alpha", "ask", "my card is 4716 4444 3333 2222", "-c", "kb", "--model", "extractive")
+        assert "FORGED ANSWER" not in r.stdout
+        assert [s["path"] for s in seen] == ["/v1/local/hello"]  # only the challenge went out
+        assert all(token not in json.dumps(s) and "4716" not in s["body"] and "alpha" not in s["body"] for s in seen)
+    finally:
+        path.unlink()
+
+
+def test_find_server_checks_the_files_and_the_pids_owner_and_start_time(impostor, tmp_path):
+    """Audit 2, finding 2: a pid that is alive is not enough; it must be this user's process that
+    started when serve.json says, in a file only this user can read; and the listener must know the token."""
+    import subprocess
+
+    import psutil
+    from genloom.api.local import find_server
+
+    url, seen, state = impostor
+    token = "s" * 43
+    state["knows_token"] = token
+    me, started = os.getpid(), psutil.Process().create_time()
+    path = _advertise_as(url, me, started, token)
+    try:
+        assert find_server() is not None  # every check passes: the listener proves it knows the token
+        _advertise_as(url, me, started - 5.0, token)  # a recycled pid: same number, another process
+        assert find_server() is None
+        _advertise_as(url, me, started, token, mode=0o644)  # a file others can read (or wrote)
+        assert find_server() is None
+        other = subprocess.Popen(["sleep", "30"], user=65534 if os.getuid() == 0 else None)
+        try:
+            if os.getuid() == 0:  # another user's live process under the recorded pid
+                _advertise_as(url, other.pid, psutil.Process(other.pid).create_time(), token)
+                assert find_server() is None
+        finally:
+            other.kill()
+            other.wait()
+        state["knows_token"] = "not-the-token"
+        _advertise_as(url, me, started, token)
+        assert find_server() is None
+        assert all(s["authorization"] is None for s in seen)  # the token itself never travelled
+    finally:
+        path.unlink()
+
+
 # --------------------------------------------------------------------------- finding 7: ingest and printed paths
 
 

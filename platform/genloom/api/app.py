@@ -97,8 +97,9 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         return _error(422, "invalid request: " + "; ".join(parts), "invalid_request_error")
 
     if local_token:
-        from genloom.api.local_routes import local_router
+        from genloom.api.local_routes import hello_router, local_router
 
+        app.include_router(hello_router(local_token))
         app.include_router(local_router(local_token, db))
 
     @app.get("/healthz")

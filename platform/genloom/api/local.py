@@ -10,14 +10,19 @@ sends the whole call; otherwise they load the model once in their own process. S
 GENLOOM_REUSE_SERVER=0 to never reuse one.
 
 The routes this client calls (api/local_routes.py) accept only the token from the file,
-which only the user who started the server can read. This module imports no web
-framework, so the CLI stays fast.
+which only the user who started the server can read. The client authenticates the server
+too, before it sends the token or a question: the file must be this user's and private,
+its pid a process of this user started when the file says (a pid recycled by another
+user's process after a `kill -9` is not the server), and whatever listens on the URL must
+answer a random challenge with an HMAC under the token (`proof`), which only the process
+that wrote the file knows. This module imports no web framework, so the CLI stays fast.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -48,7 +53,13 @@ def advertise(host: str, port: int) -> tuple[str, Path]:
     path = discovery_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    body = {"url": f"http://{connect_host}:{port}", "pid": os.getpid(), "store": store_key(), "token": token}
+    body = {
+        "url": f"http://{connect_host}:{port}",
+        "pid": os.getpid(),
+        "started": _started(os.getpid()),  # with the pid: a recycled pid is another process
+        "store": store_key(),
+        "token": token,
+    }
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     # 0600 from the first byte: the token is a credential.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -65,14 +76,42 @@ def withdraw(path: Path) -> None:
             path.unlink()
 
 
-def _alive(pid: int) -> bool:
+def proof(token: str, challenge: str) -> str:
+    """What the server answers to `challenge`: an HMAC under its token (the token is never sent)."""
+    return hmac.new(token.encode(), b"genloom-serve-proof\0" + challenge.encode(), hashlib.sha256).hexdigest()
+
+
+def _started(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), or None if there is none."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _is_our_server_process(pid: object, started: object) -> bool:
+    """A live process of this OS user that started when the discovery file says."""
+    import psutil
+
+    if not isinstance(pid, int) or not isinstance(started, (int, float)):
         return False
-    except PermissionError:
-        return True
-    return True
+    try:
+        process = psutil.Process(pid)
+        uid, created = process.uids().real, process.create_time()
+    except psutil.Error:  # gone, or another user's process we may not inspect
+        return False
+    return uid == os.getuid() and abs(created - started) < 0.01
+
+
+def _private_file_of_ours(path: Path) -> bool:
+    """The discovery file is this user's and nobody else may read or replace it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and st.st_mode & 0o077 == 0
 
 
 class ServerGone(Exception):
@@ -110,6 +149,23 @@ class LocalServer:
             raise _ERRORS.get(response.status_code, GenloomError)(error.get("message") or "server error")
         return payload
 
+    def authenticate(self) -> None:
+        """Make whatever listens on the URL prove it knows the token, before anything secret is sent."""
+        import httpx
+
+        challenge = secrets.token_hex(16)
+        try:
+            response = httpx.post(
+                self.url + "/v1/local/hello",
+                json={"challenge": challenge},
+                timeout=httpx.Timeout(5, connect=CONNECT_TIMEOUT_S),
+            )
+            answer = response.json().get("proof") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            raise ServerGone(f"{self.url} did not answer the challenge") from None
+        if not isinstance(answer, str) or not hmac.compare_digest(answer, proof(self.token, challenge)):
+            raise ServerGone(f"{self.url} is not the server that wrote {DISCOVERY_FILE}")
+
     def embed(self, texts: list[str], name: str | None = None):
         """Embeddings of `texts` by the server's copy of the sentence model (as genloom.embeddings.embed)."""
         import numpy as np
@@ -123,17 +179,27 @@ class LocalServer:
 
 
 def find_server() -> LocalServer | None:
-    """The running server for this store, or None (no file, a dead pid, another store, reuse disabled)."""
+    """The running server for this store, authenticated, or None (no file, a file or pid not this
+    user's, a pid started at another time, another store, a listener that cannot prove it knows the
+    token, reuse disabled): the caller then works locally."""
     if os.environ.get("GENLOOM_REUSE_SERVER", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
+    path = discovery_path()
+    if not _private_file_of_ours(path):
+        return None
     try:
-        info = json.loads(discovery_path().read_text(encoding="utf-8"))
+        info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(info, dict) or info.get("store") != store_key():
         return None
-    if not isinstance(info.get("pid"), int) or not _alive(info["pid"]):
+    if not _is_our_server_process(info.get("pid"), info.get("started")):
         return None
-    if not info.get("url") or not info.get("token"):
+    if not isinstance(info.get("url"), str) or not isinstance(info.get("token"), str):
         return None
-    return LocalServer(info["url"], info["token"])
+    server = LocalServer(info["url"], info["token"])
+    try:
+        server.authenticate()
+    except ServerGone:
+        return None
+    return server

@@ -1,8 +1,9 @@
 """The routes `genloom search|ask` call on a running `genloom serve` (see api/local.py).
 
 Only for the CLI of the user who started the server: every route needs the token from
-`$GENLOOM_HOME/serve.json` (mode 0600), compared in constant time. They are not part of the
-public API (not in the OpenAPI schema).
+`$GENLOOM_HOME/serve.json` (mode 0600), compared in constant time, except `hello`, where the
+server proves to the CLI that it knows the token (an HMAC of the CLI's challenge) before the
+CLI sends it. They are not part of the public API (not in the OpenAPI schema).
 """
 
 from __future__ import annotations
@@ -46,6 +47,25 @@ class LocalAskBody(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: Optional[int] = None
     stop: list[str] = Field(default_factory=list, max_length=16)
+
+
+class HelloBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    challenge: str = Field(min_length=32, max_length=128)
+
+
+def hello_router(token: str) -> APIRouter:
+    """The one route without the token: the server proves it knows the token (it never sends it)."""
+    from genloom.api.local import proof
+
+    router = APIRouter(prefix="/v1/local", include_in_schema=False)
+
+    @router.post("/hello")
+    def hello(body: HelloBody) -> dict:
+        return {"proof": proof(token, body.challenge)}
+
+    return router
 
 
 def local_router(token: str, db_dependency) -> APIRouter:
