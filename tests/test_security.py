@@ -226,6 +226,48 @@ def test_model_over_http_is_a_registered_name_or_an_allowed_folder(api, cli, tmp
     assert r.status_code == 404  # a registry name is looked up as before
 
 
+# The smallest valid body of every route whose body names a model (audit 2, finding 3).
+MODEL_ROUTES = {
+    ("POST", "/v1/ask"): {"question": "q", "collection": "kb"},
+    ("POST", "/v1/chat/completions"): {"messages": [{"role": "user", "content": "q"}], "collection": "kb"},
+    ("POST", "/v1/chat/completions stream"): {"messages": [{"role": "user", "content": "q"}], "collection": "kb",
+                                              "stream": True},
+    ("POST", "/v1/completions"): {"prompt": "q", "collection": "kb"},
+    ("POST", "/tokenize"): {"prompt": "q"},
+    ("POST", "/v1/embeddings"): {"input": "q"},
+}
+
+
+def _routes_taking_a_model(app) -> set[tuple[str, str]]:
+    from fastapi.routing import APIRoute
+
+    found = set()
+    for route in app.routes:
+        for included in getattr(getattr(route, "original_router", None), "routes", [route]):
+            if not isinstance(included, APIRoute) or included.path.startswith("/v1/local/"):
+                continue  # /v1/local: the serve owner's own CLI, which may load any folder it can read
+            for param in included.dependant.body_params:
+                if "model" in getattr(param.field_info.annotation, "model_fields", {}):
+                    found |= {(m, included.path) for m in included.methods}
+    return found
+
+
+def test_every_route_that_takes_a_model_refuses_paths_outside_the_model_folders(api, secured, cli, tmp_path):
+    """Audit 2, finding 3: /tokenize, /v1/chat/completions and /v1/completions skipped the check
+    /v1/ask made, so `model` probed the file system and loaded any Hugging Face folder on disk."""
+    assert _routes_taking_a_model(secured[1]) == {(m, p.split()[0]) for m, p in MODEL_ROUTES}
+    key = make_key(cli, "writer")
+    ingest_corpus("kb")
+    (tmp_path / "secret").mkdir()
+    for (method, path), body in MODEL_ROUTES.items():
+        messages = []
+        for model in ("/etc", "/etc/passwd", "/no/such/dir", str(tmp_path / "secret"), "../../etc", "~/.ssh"):
+            r = api.post(path.split()[0], json={**body, "model": model}, headers=bearer(key))
+            assert 400 <= r.status_code < 500, (path, model, r.status_code, r.text)
+            messages.append(r.json()["error"]["message"].replace(repr(model), "M"))
+        assert len(set(messages)) == 1 and "not served here" in messages[0], (path, messages)
+
+
 # --------------------------------------------------------------------------- finding 4: sizes checked before work
 
 

@@ -27,6 +27,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from genloom.api import request_limits
 from genloom.api.engine import DB
 from genloom.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody, TokenizeBody
 from genloom.errors import BadInput
@@ -97,6 +98,9 @@ def _params(body, max_new_tokens: int | None):
 
 
 def _model(body) -> str | None:
+    """The body's model as genloom resolves it; a path must lie under the server's model folders
+    (every route that loads a model comes through here, as /v1/ask through app._call_request)."""
+    request_limits.check_http_model(body.model)
     return None if body.model in (None, "", "default", "genloom") else body.model
 
 
