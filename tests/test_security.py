@@ -749,6 +749,66 @@ def test_audit_rows_cannot_be_changed_even_by_the_owner(cli, engine):
         assert conn.execute(sa.text("SELECT count(*) FROM v_audit_log WHERE action = 'key.create'")).scalar() == 1
 
 
+def test_replica_mode_does_not_switch_the_audit_guards_off(cli, engine):
+    """Audit 2, finding 4: the append-only triggers were ordinary ones, so a superuser's
+    `SET session_replication_role = replica` let DELETE/UPDATE/TRUNCATE through without any DDL."""
+    assert cli("keys", "create", "--role", "admin").exit_code == 0
+    for statement in ("UPDATE audit_log SET outcome = 'ok'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
+        with pytest.raises(sa.exc.DBAPIError, match="audit_log is append-only"), engine.begin() as conn:
+            conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+            conn.execute(sa.text(statement))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM audit_log")).scalar() == 1
+
+
+def _chain(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT id, chain_seq FROM audit_log WHERE tenant = 'default' ORDER BY chain_seq")).all()
+
+
+def _as_superuser_past_the_triggers(engine, statement: str) -> None:
+    with engine.begin() as conn:  # DDL: what only a superuser or the owner can do
+        conn.execute(sa.text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
+        conn.execute(sa.text(statement))
+        for trigger in ("audit_log_chain", "audit_log_no_update", "audit_log_no_truncate"):
+            conn.execute(sa.text(f"ALTER TABLE audit_log ENABLE ALWAYS TRIGGER {trigger}"))
+
+
+@pytest.mark.parametrize("tamper", ["delete a middle entry", "change an entry", "cut the end", "recompute the chain"])
+def test_audit_verify_detects_what_a_superuser_did_past_the_triggers(cli, engine, tamper):
+    """Audit 2, finding 4: each entry's hash covers the previous one's, so `genloom audit verify` finds
+    a deleted or changed entry; the head it saw last (kept outside the database) finds a cut end."""
+    for _ in range(4):
+        assert cli("keys", "create", "--role", "reader").exit_code == 0
+    r = cli("audit", "verify")
+    assert r.exit_code == 0 and "audit chain intact: 4 entries" in r.stderr, r.stderr
+    assert cli("keys", "create", "--role", "reader").exit_code == 0  # a fifth, after the last verify
+    ids = [row.id for row in _chain(engine)]
+    if tamper == "delete a middle entry":
+        _as_superuser_past_the_triggers(engine, f"DELETE FROM audit_log WHERE id = {ids[2]}")
+        expected = "entries 3..3 are missing"
+    elif tamper == "change an entry":
+        _as_superuser_past_the_triggers(engine, f"UPDATE audit_log SET outcome = 'error' WHERE id = {ids[1]}")
+        expected = "was changed after it was written"
+    elif tamper == "cut the end":
+        _as_superuser_past_the_triggers(engine, f"DELETE FROM audit_log WHERE id IN ({ids[3]}, {ids[4]})")
+        expected = "entry 4 (the head at the last verify) is gone or was rewritten"
+    else:  # delete entry 2, then renumber and rehash everything after it, as the trigger would have
+        _as_superuser_past_the_triggers(engine, f"""
+            DELETE FROM audit_log WHERE id = {ids[1]};
+            DO $$ DECLARE r record; prev bytea := decode(repeat('00', 32), 'hex'); seq bigint := 0; BEGIN
+                FOR r IN SELECT * FROM audit_log WHERE tenant = 'default' ORDER BY chain_seq LOOP
+                    seq := seq + 1;
+                    UPDATE audit_log SET chain_seq = seq, prev_hash = prev,
+                        hash = audit_log_row_hash(prev, seq, r.id, r.at, r.tenant, r.key_id, r.os_user, r.role,
+                                                  r.action, r.object, r.outcome, r.detail)
+                    WHERE id = r.id RETURNING hash INTO prev;
+                END LOOP; END $$""")
+        expected = "entry 4 (the head at the last verify) is gone or was rewritten"
+    r = cli("audit", "verify")
+    assert r.exit_code == 1 and r.stderr.startswith("error: audit chain broken") and expected in r.stderr, r.stderr
+
+
 def test_model_registration_and_dataset_seal_are_audited_in_their_transaction(cli, db_url):
     assert cli("datasets", "import", "digits").exit_code == 0
     actions = {(a["action"], a["object"]) for a in cli("audit", "list", "--json").json()}

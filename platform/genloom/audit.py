@@ -5,6 +5,12 @@ rolls back with the action it describes. The table refuses UPDATE, DELETE and TR
 trigger (migration 0013), so a psql user cannot rewrite history either; `v_audit_log` adds
 the key's public prefix. Under tenants, each tenant sees its own entries.
 
+Each tenant's rows form a hash chain (migration 0016): `hash = sha256(prev_hash ‖ the row)`, in
+`chain_seq` order. `verify()` recomputes it, so a row deleted or changed by someone who got past
+the triggers (a superuser disabling them) shows; `genloom audit verify` also keeps the head it saw
+in `$GENLOOM_HOME/audit-heads.json`, so a chain cut at its end or recomputed wholesale since the
+last verify shows too.
+
 Who acted: the API key (id and role) when a request carries one (`acting_as`), else the CLI
 (role 'cli'); always the OS user of the process.
 """
@@ -92,3 +98,83 @@ def list_entries(session: Session, *, limit: int = 50, action: str | None = None
         sa.text(query + " ORDER BY id DESC LIMIT :n"), {"a": action, "prefix": f"{action}.%", "n": limit}
     ).mappings()
     return [dict(r) for r in rows]
+
+
+GENESIS = bytes(32)
+
+_VERIFY_SQL = """
+SELECT tenant, chain_seq, id, prev_hash, hash,
+       audit_log_row_hash(prev_hash, chain_seq, id, at, tenant, key_id, os_user, role, action, object,
+                          outcome, detail) AS recomputed,
+       lag(hash) OVER w AS previous_hash,
+       lag(chain_seq) OVER w AS previous_seq
+FROM audit_log
+WINDOW w AS (PARTITION BY tenant ORDER BY chain_seq)
+ORDER BY tenant, chain_seq
+"""
+
+
+@dataclasses.dataclass
+class ChainReport:
+    rows: int
+    heads: dict[str, tuple[int, str]]  # tenant -> (chain_seq, hash hex) of its last row
+    problems: list[str]
+
+
+def verify(session: Session, known_heads: dict[str, tuple[int, str]] | None = None) -> ChainReport:
+    """Recompute the hash chain of every tenant the caller can see; compare earlier heads if given."""
+    rows = session.execute(sa.text(_VERIFY_SQL)).all()
+    problems: list[str] = []
+    heads: dict[str, tuple[int, str]] = {}
+    seen: dict[tuple[str, int], str] = {}
+    for r in rows:
+        where = f"tenant {r.tenant!r}, entry {r.chain_seq} (id {r.id})"
+        if r.chain_seq != (r.previous_seq or 0) + 1:
+            problems.append(f"{where}: entries {(r.previous_seq or 0) + 1}..{r.chain_seq - 1} are missing")
+        elif bytes(r.prev_hash) != bytes(r.previous_hash if r.previous_hash is not None else GENESIS):
+            problems.append(f"{where}: does not follow the entry before it")
+        if bytes(r.hash) != bytes(r.recomputed):
+            problems.append(f"{where}: was changed after it was written")
+        heads[r.tenant] = (r.chain_seq, bytes(r.hash).hex())
+        seen[(r.tenant, r.chain_seq)] = bytes(r.hash).hex()
+    for tenant, (seq, digest) in (known_heads or {}).items():
+        if seen.get((tenant, seq)) != digest:
+            problems.append(f"tenant {tenant!r}: entry {seq} (the head at the last verify) is gone or was rewritten")
+    return ChainReport(rows=len(rows), heads=heads, problems=problems)
+
+
+def _heads_file():
+    from genloom.config import genloom_home
+
+    return genloom_home() / "audit-heads.json"
+
+
+def verify_and_anchor(session: Session) -> ChainReport:
+    """verify() this tenant's chain against the head the last verify saw, then remember the new head.
+
+    The heads live outside the database ($GENLOOM_HOME/audit-heads.json, mode 0600, one entry per
+    store and tenant): a database superuser who cuts the chain's end, or recomputes it after a
+    change, cannot rewrite them too.
+    """
+    import os
+
+    from genloom.config import store_key
+    from genloom.db.tenancy import current_tenant
+
+    path, tenant = _heads_file(), current_tenant()
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stored = {}
+    mine = stored.setdefault(store_key(), {})
+    known = {tenant: tuple(mine[tenant])} if tenant in mine else {}
+    report = verify(session, known)
+    if not report.problems and tenant in report.heads:
+        mine[tenant] = list(report.heads[tenant])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(stored, f)
+        os.replace(tmp, path)
+    return report

@@ -34,3 +34,11 @@ def database_url() -> str | None:
     """The external server's URL, or None for the embedded default."""
     url = os.environ.get("DATABASE_URL", "").strip()
     return url or None
+
+
+def store_key() -> str:
+    """Which store this process uses, as a hash (files that name a store never hold its password)."""
+    import hashlib
+
+    where = database_url() or f"embedded:{genloom_home()}"
+    return hashlib.sha256(where.encode("utf-8")).hexdigest()[:32]

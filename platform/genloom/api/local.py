@@ -29,18 +29,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from genloom.config import database_url, genloom_home
+from genloom.config import genloom_home, store_key
 from genloom.errors import BadInput, ConfigError, GenloomError, NotFound
 
 DISCOVERY_FILE = "serve.json"
 _ERRORS = {404: NotFound, 422: BadInput, 503: ConfigError}  # api/app.py's statuses, read back
 CONNECT_TIMEOUT_S = 0.5  # a stale file must not make the CLI slower than loading the model
-
-
-def store_key() -> str:
-    """Which store this process uses: a hash, so the file never holds a database password."""
-    where = database_url() or f"embedded:{genloom_home()}"
-    return hashlib.sha256(where.encode("utf-8")).hexdigest()[:32]
 
 
 def discovery_path() -> Path:

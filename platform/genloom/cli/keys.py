@@ -1,4 +1,4 @@
-"""`genloom keys create|list|revoke` and `genloom audit list`: who may call the HTTP API, and what was done."""
+"""`genloom keys create|list|revoke` and `genloom audit list|verify`: who may call the HTTP API, and what was done."""
 
 from __future__ import annotations
 
@@ -155,6 +155,23 @@ def audit_list_cmd(
             str(r["id"]), r["at"].strftime("%Y-%m-%d %H:%M:%S"), who, r["action"], r["object"] or "", r["outcome"]
         )
     console.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify_cmd(json_out: JsonOption = False) -> None:
+    """Recompute this tenant's audit hash chain: exit 1 if an entry was deleted, changed or cut off."""
+    from genloom.audit import verify_and_anchor
+    from genloom.db.engine import session_scope
+    from genloom.errors import GenloomError
+
+    with session_scope() as s:
+        report = verify_and_anchor(s)
+    if json_out:
+        print_json({"rows": report.rows, "heads": report.heads, "problems": report.problems})
+    if report.problems:
+        raise GenloomError(f"audit chain broken: {report.problems[0]} ({len(report.problems)} problem(s))")
+    if not json_out:
+        info(f"audit chain intact: {report.rows} entries")
 
 
 def register(app: typer.Typer) -> None:
