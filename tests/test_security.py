@@ -268,6 +268,132 @@ def test_every_route_that_takes_a_model_refuses_paths_outside_the_model_folders(
         assert len(set(messages)) == 1 and "not served here" in messages[0], (path, messages)
 
 
+# --------------------------------------------------------------------------- audit 2, finding 5: no 500s
+
+NESTED = "{" + '"$not":{' * 1200 + '"x":1' + "}" * 1201  # a where filter 1,200 levels deep
+BIG = "99999999999999999999999"
+# (method, path, JSON body with {V} where the malformed value goes, or None for a query string)
+FUZZ_ROUTES = {
+    "ask": ("POST", "/v1/ask", '{"question": "q", "collection": "kb", "where": {"x": {V}}}'),
+    "chat": ("POST", "/v1/chat/completions",
+             '{"messages": [{"role": "user", "content": "q"}], "collection": "kb", "where": {"x": {V}}}'),
+    "chat-stream": ("POST", "/v1/chat/completions", '{"messages": [{"role": "user", "content": "q"}], '
+                    '"collection": "kb", "stream": true, "where": {"x": {V}}}'),
+    "completions": ("POST", "/v1/completions", '{"prompt": "q", "collection": "kb", "where": {"x": {V}}}'),
+}
+MALFORMED_NUMBERS = {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity", "1e400": '{"$gt": 1e400}'}
+
+
+def _one_line_4xx(r, what, text_match_ok: bool = False) -> None:
+    if text_match_ok and r.status_code == 200:
+        return
+    assert r.status_code in (400, 413, 422), (what, r.status_code, r.text[:300])
+    message = r.json()["error"]["message"]
+    assert "\n" not in message and "Traceback" not in message and "jsonpath" not in message, (what, message)
+
+
+@pytest.fixture
+def fuzz(api, cli):
+    ingest_corpus("kb")
+    return api, bearer(make_key(cli, "admin"))
+
+
+@pytest.mark.parametrize("route", sorted(FUZZ_ROUTES))
+@pytest.mark.parametrize("value", sorted(MALFORMED_NUMBERS))
+def test_non_finite_numbers_in_a_where_filter_are_a_4xx(fuzz, route, value):
+    """Audit 2, finding 5: NaN/Infinity became a jsonpath syntax error and a 500, streaming included."""
+    api, headers = fuzz
+    method, path, body = FUZZ_ROUTES[route]
+    r = api.request(method, path, content=body.replace("{V}", MALFORMED_NUMBERS[value]),
+                    headers={**headers, "Content-Type": "application/json"})
+    _one_line_4xx(r, (route, value))
+
+
+@pytest.mark.parametrize("route", sorted(FUZZ_ROUTES))
+def test_a_filter_nested_1200_deep_is_a_4xx(fuzz, route):
+    """Audit 2, finding 5: a where filter 1,200 levels deep raised RecursionError (a 500)."""
+    api, headers = fuzz
+    method, path, body = FUZZ_ROUTES[route]
+    r = api.request(method, path, content=body.replace('{"x": {V}}', NESTED),
+                    headers={**headers, "Content-Type": "application/json"})
+    _one_line_4xx(r, route)
+
+
+@pytest.mark.parametrize("query", [
+    {"where": "x=nan"}, {"where": "year>=1e999"}, {"where": "x=inf"}, {"where_json": '{"x": {"$gt": 1e400}}'},
+    {"where_json": '{"x": NaN}'}, {"where_json": NESTED}, {"q": "a\x00b"}, {"collection": "k\x00b"},
+    {"where": "k\x00ey=1"}, {"where": "key=v\x00"}, {"where_json": '{"x": "\\u0000"}'},
+])
+def test_malformed_search_queries_are_a_4xx(fuzz, query):
+    """Audit 2, finding 5: the GET /v1/search parameters, each malformed value."""
+    api, headers = fuzz
+    r = api.get("/v1/search", params={"q": "bm25", "collection": "kb", **query}, headers=headers)
+    _one_line_4xx(r, query, text_match_ok=query.get("where") in ("x=nan", "x=inf"))  # text equality: no hit
+
+
+# Every text field of every body: a NUL character (Postgres text cannot hold one).
+NUL_BODIES = {
+    ("/v1/ask", "question"): {"question": "q", "collection": "kb"},
+    ("/v1/ask", "collection"): {"question": "q", "collection": "kb"},
+    ("/v1/ask", "user"): {"question": "q", "collection": "kb", "user": "u"},
+    ("/v1/ask", "template"): {"question": "q", "collection": "kb", "template": "t"},
+    ("/v1/chat/completions", "messages"): {"messages": [{"role": "user", "content": "q"}]},
+    ("/v1/chat/completions", "user"): {"messages": [{"role": "user", "content": "q"}], "user": "u"},
+    ("/v1/chat/completions stream", "user"): {"messages": [{"role": "user", "content": "q"}], "user": "u",
+                                              "stream": True},
+    ("/v1/completions", "prompt"): {"prompt": "q"},
+    ("/v1/completions", "user"): {"prompt": "q", "user": "u"},
+    ("/v1/feedback", "comment"): {"generation_id": 1, "score": 1, "comment": "c"},
+    ("/v1/feedback", "label"): {"generation_id": 1, "label": "l"},
+    ("/v1/feedback", "user"): {"generation_id": 1, "score": 1, "user": "u"},
+    ("/v1/embeddings", "input"): {"input": "q"},
+    ("/tokenize", "prompt"): {"prompt": "q"},
+}
+
+
+@pytest.mark.parametrize("route, field", sorted(NUL_BODIES))
+def test_a_nul_character_in_any_text_field_is_a_4xx(fuzz, route, field):
+    """Audit 2, finding 5: a NUL byte in question, collection, user, feedback comment or label… was a 500."""
+    api, headers = fuzz
+    body = json.loads(json.dumps(NUL_BODIES[(route, field)]))
+    if field == "messages":
+        body["messages"][0]["content"] = "a\x00b"
+    else:
+        body[field] = "a\x00b"
+    _one_line_4xx(api.post(route.split()[0], json=body, headers=headers), (route, field))
+
+
+@pytest.mark.parametrize("request_", [
+    ("POST", "/v1/ask", {"question": "q", "collection": "kb", "session_id": int(BIG)}),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "session_id": int(BIG)}),
+    ("POST", "/v1/feedback", {"generation_id": int(BIG), "score": 1}),
+    ("GET", f"/v1/generations/{BIG}", None),
+    ("GET", f"/v1/sessions/{BIG}", None),
+    ("POST", "/v1/ask", {"question": "q", "collection": "kb", "user": "u" * 3_000_000}),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}], "user": "u" * 3_000_000}),
+    ("POST", "/v1/feedback", {"generation_id": 1, "score": 1, "user": "u" * 3_000_000}),
+], ids=lambda r: f"{r[0]} {r[1][:30]} {sorted(r[2] or {})}")
+def test_ids_past_bigint_and_a_3_mb_user_are_a_4xx(fuzz, request_):
+    """Audit 2, finding 5: bigint overflow in session_id and /v1/generations/{id}; a 3 MB `user`
+    (an index row too big)."""
+    api, headers = fuzz
+    method, path, body = request_
+    _one_line_4xx(api.request(method, path, json=body, headers=headers), request_[:2])
+
+
+def test_the_cli_refuses_malformed_filters_in_one_clean_line(cli):
+    """Audit 2, finding 5: the CLI printed the raw `database: syntax error at end of jsonpath input`."""
+    ingest_corpus("kb")
+    for option in (["--where", "x=nan"], ["--where", "year>=1e999"], ["--where-json", '{"x": {"$gt": 1e400}}'],
+                   ["--where-json", NESTED], ["--where-json", '{"x": NaN}']):
+        r = cli("search", "bm25", "-c", "kb", *option)
+        assert r.exit_code in (0, 1, 2), r.stderr  # x=nan is a text match (no hit); the rest are refused
+        assert "database:" not in r.stderr and "jsonpath" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().count("\n") == 0, r.stderr
+        if option[1] != "x=nan":
+            assert r.exit_code != 0 and r.stderr.startswith("error: "), (option, r.stderr)
+
+
 # --------------------------------------------------------------------------- finding 4: sizes checked before work
 
 

@@ -13,16 +13,19 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Optional
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from genloom import __version__
 from genloom.api import auth, request_limits
 from genloom.api.engine import DB, db
-from genloom.api.schemas import AskBody, FeedbackBody
+from genloom.api.schemas import BIGINT_MAX, AskBody, FeedbackBody
 from genloom.errors import BadInput, ConfigError, DatabaseError, GenloomError, NotFound
+
+RowIdPath = Annotated[int, Path(ge=1, le=BIGINT_MAX)]  # a bigint id: larger is a 422, not an overflow
 
 _STATUS = {NotFound: 404, BadInput: 422, ConfigError: 503, DatabaseError: 503}
 
@@ -88,6 +91,13 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
     def _genloom_error(request: Request, exc: GenloomError) -> JSONResponse:
         return _error(_status_for(exc), _one_line(exc), type(exc).__name__)
 
+    @app.exception_handler(HTTPException)
+    def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # FastAPI's own refusals (e.g. a body too deeply nested to parse) in genloom's one-line shape
+        response = _error(exc.status_code, _one_line(Exception(exc.detail)), "invalid_request_error")
+        response.headers.update(exc.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
@@ -142,14 +152,14 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         return JSONResponse(status_code=201, content=jsonable_encoder(out))
 
     @app.get("/v1/generations/{generation_id}")
-    def generation(generation_id: int, session: DB):
+    def generation(generation_id: RowIdPath, session: DB):
         from genloom.generation.log import generation_detail
 
         with session.begin():
             return generation_detail(session, generation_id)
 
     @app.get("/v1/sessions/{session_id}")
-    def chat_session(session_id: int, session: DB):
+    def chat_session(session_id: RowIdPath, session: DB):
         from genloom.generation.log import session_detail
 
         with session.begin():
@@ -175,6 +185,7 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         from genloom.retrieval.search import search as run_search
 
         request_limits.check_query(q)
+        request_limits.check_no_nul(q=q, collection=collection, where=where, where_json=where_json)
         filters = combine(parse_where(where), parse_where_json(where_json))
         with session.begin():
             hits = run_search(session, q, collection=collection, k=k, mode=mode, where=filters, by_document=by_document)

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from genloom.api.schemas import Body, RowId
+
 MAX_TEXTS = 1024  # size limits, checked by validation before any work
 MAX_TEXT_CHARS = 100_000
 
@@ -26,7 +28,7 @@ class EmbedBody(BaseModel):
     model: Optional[str] = None
 
 
-class LocalAskBody(BaseModel):
+class LocalAskBody(Body):
     """generation.call.CallRequest as JSON (the CLI's `ask` and `generate`)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -34,7 +36,7 @@ class LocalAskBody(BaseModel):
     question: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     collection: Optional[str] = None
     model: Optional[str] = None
-    session_id: Optional[int] = None
+    session_id: Optional[RowId] = None
     k: int = Field(5, ge=1, le=100)
     where: Optional[dict[str, Any]] = None  # a filter document (genloom.retrieval.filters)
     embedding_model: Optional[str] = None

@@ -111,3 +111,11 @@ def check_query(q: str) -> str:
         return check_text_length(q, "q")
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+
+
+def check_no_nul(**params: str | list[str] | None) -> None:
+    """Query-string text Postgres cannot store or compare (text columns cannot hold NUL)."""
+    for name, value in params.items():
+        for text in [value] if isinstance(value, str) else value or []:
+            if "\x00" in text:
+                raise BadInput(f"{name} must not contain NUL (\\u0000) characters")

@@ -25,6 +25,7 @@ correctly when they share a format. `key!=v` also matches documents without `key
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -38,6 +39,7 @@ _PAIR = re.compile(r"^\s*(?P<key>[^!<>=\s][^!<>=]*?)\s*(?P<op>!=|>=|<=|=|<|>)\s*
 _IN = re.compile(r"^\s*(?P<key>[^!<>=\s]+)\s+(?P<op>in|not in)\s+(?P<values>.+)$", re.S)
 _EXISTS = re.compile(r"^\s*(?P<key>[^!<>=\s]+)\s+(?P<op>exists|missing)\s*$")
 _SYMBOLS = {"=": "$eq", "!=": "$ne", ">": "$gt", ">=": "$gte", "<": "$lt", "<=": "$lte"}
+MAX_DEPTH = 32  # $and/$or/$not nesting; deeper is refused before it can exhaust the stack
 
 
 def parse_where(pairs: list[str] | None) -> dict[str, Any] | None:
@@ -70,6 +72,8 @@ def parse_where_json(text: str | None) -> dict[str, Any] | None:
         where = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(f"--where-json is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise BadInput(f"--where-json is nested too deeply (at most {MAX_DEPTH} levels)") from None
     to_jsonpath(where)  # validates
     return where
 
@@ -86,13 +90,15 @@ def to_jsonpath(where: dict[str, Any] | None) -> str | None:
     """A filter document → a SQL/JSON path predicate for `metadata @@ CAST(:where AS jsonpath)`."""
     if where is None or where == {}:
         return None
-    return _node(where, "filter")
+    return _node(where, "filter", 1)
 
 
 # --------------------------------------------------------------------------- compilation
 
 
-def _node(node: Any, where: str) -> str:
+def _node(node: Any, where: str, depth: int) -> str:
+    if depth > MAX_DEPTH:
+        raise BadInput(f"filter: nested deeper than {MAX_DEPTH} levels")
     if not isinstance(node, dict) or not node:
         raise BadInput(f"{where}: expected a non-empty JSON object of conditions, got {json.dumps(node)[:60]}")
     parts: list[str] = []
@@ -100,10 +106,10 @@ def _node(node: Any, where: str) -> str:
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
                 raise BadInput(f"{where}: {key} takes a non-empty list of conditions")
-            joined = (" && " if key == "$and" else " || ").join(_node(v, f"{where}.{key}") for v in value)
+            joined = (" && " if key == "$and" else " || ").join(_node(v, f"{where}.{key}", depth + 1) for v in value)
             parts.append(f"({joined})")
         elif key == "$not":
-            parts.append(f"!({_node(value, f'{where}.$not')})")
+            parts.append(f"!({_node(value, f'{where}.$not', depth + 1)})")
         elif key.startswith("$"):
             raise BadInput(f"{where}: unknown operator {key!r}; use $and, $or, $not, or a metadata key")
         else:
@@ -114,6 +120,8 @@ def _node(node: Any, where: str) -> str:
 def _field(key: str, condition: Any, where: str) -> str:
     if not key.strip():
         raise BadInput(f"{where}: empty metadata key")
+    if "\x00" in key:
+        raise BadInput("filter: a metadata key must not contain NUL (\\u0000) characters")
     path = "$." + json.dumps(key, ensure_ascii=False)  # a quoted key: any characters are safe
     if not isinstance(condition, dict):
         return _equal(path, condition, where)
@@ -144,6 +152,10 @@ def _field(key: str, condition: Any, where: str) -> str:
 def _literal(value: Any, where: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadInput(f"{where}: numbers must be finite (no NaN or Infinity)")
+    if isinstance(value, str) and "\x00" in value:
+        raise BadInput(f"{where}: values must not contain NUL (\\u0000) characters")
     if isinstance(value, (int, float, str)):
         return json.dumps(value, ensure_ascii=False)
     if value is None:
@@ -152,16 +164,14 @@ def _literal(value: Any, where: str) -> str:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    """A finite number, or None: "nan", "1e999" and 10**400 are not numbers jsonpath can compare."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _equal(path: str, value: Any, where: str) -> str:
