@@ -153,6 +153,15 @@ def test_search_and_ask_use_the_running_server(server, cli, tmp_path, monkeypatc
     assert missing.stderr.startswith("error: collection 'nope' not found")
 
 
+def test_ask_through_the_server_prints_its_sources(server, cli, tmp_path):
+    """Audit 2, finding 8: with serve up, `genloom ask` printed the answer and then failed on
+    `'types.SimpleNamespace' object has no attribute 'location'` for every answer with citations."""
+    _ingest(tmp_path)
+    r = cli("ask", "Why do cats purr?", "-c", "kb", "--model", "extractive")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.endswith("\n\nSources:\n*[1] cats\n [2] pg\n"), r.stdout  # the cited source is marked
+
+
 def test_a_server_of_another_store_is_not_used(server, monkeypatch):
     from genloom.api.local import find_server
 

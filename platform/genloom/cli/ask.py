@@ -44,6 +44,7 @@ def _via_server(request):
     import types
 
     from genloom.api.local import ServerGone, find_server
+    from genloom.generation.backend import Source
 
     server = find_server()
     if server is None:
@@ -69,7 +70,7 @@ def _via_server(request):
         **payload,
         status=out["status"],
         error=out["error"],
-        sources=[types.SimpleNamespace(**s) for s in out["sources"]],
+        sources=[Source(**s) for s in out["sources"]],  # the real type: its `location` is a property
         as_json=lambda: payload,
     )
 
