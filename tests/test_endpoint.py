@@ -222,6 +222,30 @@ def test_missing_api_key_variable(cli, kb, engine_server, monkeypatch):
     _ask_fails(cli, kb, "keyed", "needs its API key in $NO_SUCH_KEY_VAR, which is not set")
 
 
+@pytest.mark.parametrize("variable", ["GENLOOM_ENCRYPTION_KEY", "GENLOOM_PII_HASH_KEY", "DATABASE_URL",
+                                      "DATABASE_URL_REPLICA", "genloom_anything"])
+def test_genlooms_own_variables_are_never_an_endpoint_key(cli, kb, engine_server, monkeypatch, variable):
+    """Audit 2, finding 7: --api-key-env GENLOOM_ENCRYPTION_KEY was accepted, and a chat then sent
+    `Authorization: Bearer <the encryption key>` to the endpoint. Refused when added and when called."""
+    import base64
+
+    base, _ = engine_server
+    if variable != "DATABASE_URL":  # that one is set already: the test database's URL
+        monkeypatch.setenv(variable, base64.b64encode(b"the-secret-genloom-keeps-32bytes").decode())
+    secret = os.environ[variable]
+    r = cli("models", "add-endpoint", "leaky", "--base-url", f"{base}/v1", "--model", "default",
+            "--api-key-env", variable, "--context-window", "4096")
+    assert r.exit_code == 1 and "one of genloom's own variables" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    # a row written before this check (or by SQL) is refused at call time, before any request
+    assert cli("models", "add-endpoint", "leaky", "--base-url", f"{base}/v1", "--model", "default",
+               "--api-key-env", "ENGINE_KEY", "--context-window", "4096").exit_code == 0
+    with kb.begin() as conn:
+        conn.execute(sa.text("UPDATE models SET config = jsonb_set(config, '{api_key_env}', to_jsonb(CAST(:v AS text))) "
+                             "WHERE name = 'leaky'"), {"v": variable})
+    row = _ask_fails(cli, kb, "leaky", "one of genloom's own variables")
+    assert secret not in json.dumps(row, default=str)
+
+
 def test_context_larger_than_the_endpoint_window_writes_nothing(cli, kb, engine_server):
     base, _ = engine_server
     cli("models", "add-endpoint", "eng", "--base-url", f"{base}/v1", "--model", "default")

@@ -54,6 +54,20 @@ BYTES_PER_TOKEN = 3
 TOKENS_PER_MESSAGE = 8
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# genloom's own secrets (the field-encryption key, the PII hash key, the store's URL with its
+# password): never a key to send to an endpoint, whoever registered it.
+_OWN_VARIABLES = re.compile(r"^(GENLOOM_|DATABASE_URL|PGPASSWORD$|PGPASSFILE$)", re.IGNORECASE)
+
+
+def check_key_variable(name: str) -> None:
+    """An endpoint's --api-key-env: a variable name, and not one of genloom's own."""
+    if not _ENV_VAR.match(name):
+        raise BadInput(f"--api-key-env must be an environment variable name (got {name!r})")
+    if _OWN_VARIABLES.match(name):
+        raise BadInput(
+            f"--api-key-env {name} is one of genloom's own variables (GENLOOM_*, DATABASE_URL*, PGPASSWORD): "
+            "genloom never sends it to an endpoint; put the endpoint's key in a variable of its own"
+        )
 
 
 class EndpointError(GenloomError):
@@ -80,8 +94,8 @@ class EndpointSpec:
             )
         if not self.model.strip():
             raise BadInput("--model must name the model id the server serves")
-        if self.api_key_env is not None and not _ENV_VAR.match(self.api_key_env):
-            raise BadInput(f"--api-key-env must be an environment variable name (got {self.api_key_env!r})")
+        if self.api_key_env is not None:
+            check_key_variable(self.api_key_env)
         if self.context_window is not None and not 16 <= self.context_window <= 10_000_000:
             raise BadInput(f"--context-window must be between 16 and 10000000 (got {self.context_window})")
         if self.tokenizer is not None:
@@ -184,6 +198,10 @@ class EndpointBackend:
         env = self.spec.api_key_env
         if not env:
             return {}
+        try:
+            check_key_variable(env)  # again at call time: a row written before this check, or by SQL
+        except BadInput as exc:
+            raise EndpointError(f"endpoint {self.name}: {exc}") from None
         key = os.environ.get(env)
         if not key:
             raise EndpointError(f"endpoint {self.name} needs its API key in ${env}, which is not set")
