@@ -150,3 +150,42 @@ def test_field_encryption_seals_the_log_reads_back_and_rotates(cli, engine, monk
         conn.execute(sa.text("UPDATE feedback SET comment = (SELECT text FROM prompts LIMIT 1)"))
     r = cli("generations", "show", gen_id, "--json")
     assert r.exit_code == 1 and "failed authentication" in r.stderr
+
+
+SECRETS = {
+    "openai": "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2",
+    "anthropic": "sk-ant-" + "api03-" + "x" * 40,
+    "github": "ghp_" + "Z" * 36,
+    "github-pat": "github_pat_" + "1" * 22 + "_" + "y" * 59,
+    "aws-id": "AKIA" + "IOSFODNN7EXAMPLE",
+    "aws-secret": "aws_secret_access_key = " + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+}
+
+
+@pytest.mark.parametrize("mode", ["mask", "hash", "encrypt"])
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_secrets_that_look_like_api_keys_are_redacted(monkeypatch, name, mode):
+    """Audit 2, finding 6: API keys in a document (sk-…, ghp_…, AWS keys) were not recognised."""
+    import base64
+
+    from genloom.pii import detect, redact
+
+    monkeypatch.setenv("GENLOOM_ENCRYPTION_KEY", base64.b64encode(b"k" * 32).decode())
+    monkeypatch.setenv("GENLOOM_PII_HASH_KEY", "a-test-hash-key")
+    secret = SECRETS[name]
+    text = f"config: {secret} (do not share)"
+    assert [(f.type, text[f.start:f.end]) for f in detect(text)] == [("secret", secret)]
+    redacted, findings = redact(text, mode)
+    assert secret not in redacted and "<SECRET" in redacted and [f.type for f in findings] == ["secret"]
+
+
+def test_database_errors_do_not_log_the_statements_values(engine, caplog):
+    """Audit 2, finding 6: every 500 logged SQLAlchemy's `[parameters: {'query': '…email… card …'}]`."""
+    import logging
+
+    import sqlalchemy as sa
+
+    with caplog.at_level(logging.ERROR), pytest.raises(sa.exc.DBAPIError) as raised, engine.connect() as conn:
+        conn.execute(sa.text("SELECT CAST(:q AS text), 1 / 0"), {"q": "jane@example.com card 4716 4444 3333 2222"})
+    assert "division by zero" in str(raised.value)
+    assert "jane@example.com" not in str(raised.value) and "4716" not in str(raised.value), str(raised.value)

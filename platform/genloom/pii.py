@@ -7,6 +7,8 @@ pattern recognizers do for these types:
 
 | type        | pattern                                             | check                            |
 |-------------|-----------------------------------------------------|----------------------------------|
+| secret      | sk-…, ghp_/gho_/…/github_pat_…, AKIA/ASIA…, xox?-…, | issuers' prefixes and lengths    |
+|             | aws_secret_access_key=…, PEM private-key headers    |                                  |
 | email       | local@domain.tld                                    | -                                |
 | iban        | 2 letters, 2 digits, 11–30 letters/digits (spaces)  | ISO 13616 mod-97 = 1             |
 | card        | 13–19 digits, optional single spaces or dashes      | Luhn                             |
@@ -104,7 +106,22 @@ def _phone_ok(text: str) -> bool:
     return 9 <= sum(c.isdigit() for c in text) <= 15
 
 
+# Credentials that look like API keys, by their issuers' published prefixes: OpenAI/Anthropic-style
+# `sk-…`, GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_), AWS access key ids (AKIA/ASIA +
+# 16) and secret keys named as such, Slack tokens (xox?-), and PEM private-key headers.
+_SECRET = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:"
+    r"sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"
+    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}"
+    r"|(?:AKIA|ASIA)[A-Z0-9]{16}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r")(?![A-Za-z0-9_-])"
+    r"|(?i:aws_secret_access_key)\s*[=:]\s*[A-Za-z0-9/+=]{40,}"
+    r"|-----BEGIN (?:RSA |EC |OPENSSH |DSA )?PRIVATE KEY-----"
+)
+
 _RECOGNIZERS: list[tuple[str, re.Pattern, Any]] = [
+    ("secret", _SECRET, None),  # first: a key's digits must not be taken for a phone or card
     ("email", _EMAIL, None),
     ("iban", _IBAN, _iban_ok),
     ("card", _CARD, _card_ok),

@@ -162,6 +162,9 @@ def get_engine(*, migrate: bool = True) -> Engine:
         engine = sa.create_engine(
             url,
             pool_pre_ping=True,
+            # An error's message must not carry the statement's values (questions, answers, PII)
+            # into a server log: SQLAlchemy would append "[parameters: …]".
+            hide_parameters=True,
             connect_args={"connect_timeout": 10, "application_name": "genloom"},
         )
         wait_out_crash_recovery(engine)
