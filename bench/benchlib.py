@@ -56,6 +56,8 @@ def environment() -> dict:
     except (ValueError, OSError):
         mem_gib = None
     return {
+        # What re-runs this measurement; bench/check_results.py requires it with a clean git_sha.
+        "command": " ".join(["python", *sys.argv]),
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": _cpu_model(), "cpus": os.cpu_count(), "memory_gib": mem_gib, "system": platform.platform()},
         "load_average": [round(x, 2) for x in os.getloadavg()],

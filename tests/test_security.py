@@ -408,7 +408,6 @@ def test_oversized_bodies_and_questions_are_refused_before_any_work(api, cli, en
     monkeypatch.setattr(retrieval, "search", lambda *a, **k: ran.append("search"))
 
     big = b'{"question": "' + b"x" * (5 * 1024 * 1024) + b'", "collection": "kb"}'
-    started = time.perf_counter()
     r = api.post("/v1/ask", content=big, headers={"content-type": "application/json", **bearer(key)})
     assert r.status_code == 413 and "larger than the server's limit" in r.json()["error"]["message"]
 
@@ -426,7 +425,7 @@ def test_oversized_bodies_and_questions_are_refused_before_any_work(api, cli, en
     assert r.status_code == 422
     r = api.get("/v1/search", params={"q": "z" * 20000, "collection": "kb"}, headers=bearer(key))
     assert r.status_code in (414, 422, 431) or r.status_code == 422
-    assert time.perf_counter() - started < 20 and ran == []
+    assert ran == []  # refused before any work: no retrieval ran for any of them
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM generations")).scalar() == 0
 

@@ -81,6 +81,6 @@ def resolve_model(session: Session, ref: str) -> Model:
 def load_checkpoint(session: Session, model: Model) -> bytes:
     """The checkpoint bytes, verified against the stored sha256."""
     data = session.scalar(sa.select(Model.checkpoint).where(Model.id == model.id))
-    if hashlib.sha256(data).hexdigest() != model.sha256:
+    if data is None or hashlib.sha256(data).hexdigest() != model.sha256:
         raise NotFound(f"checkpoint of {format_ref(model.name, model.version)} is corrupt (sha256 mismatch)")
     return data

@@ -32,6 +32,8 @@ def time_view(session: Session, view: str, *, timeout_ms: int = 10_000) -> float
             session.execute(sa.text("SET LOCAL statement_timeout = 0"))
     except sa.exc.OperationalError:
         return None
+    if plan is None:
+        return None
     plan = plan if isinstance(plan, list) else json.loads(plan)
     return round(plan[0]["Planning Time"] + plan[0]["Execution Time"], 2)
 

@@ -148,16 +148,17 @@ def report(
         from genloom.errors import BadInput
 
         raise BadInput(f"cannot write {out}: {exc.strerror or exc}") from None
+    size = len(result.html.encode())
     payload = {
         "out": str(out.resolve()),
-        "bytes": len(result.html.encode()),
+        "bytes": size,
         "plots": result.plots,
         "missing": result.missing,
     }
     if json_out:
         print_json(payload)
     else:
-        info(f"wrote [bold]{out}[/bold] ({payload['bytes'] / 1024:.0f} KiB, {len(result.plots)} plots)")
+        info(f"wrote [bold]{out}[/bold] ({size / 1024:.0f} KiB, {len(result.plots)} plots)")
         for section, why in result.missing.items():
             info(f"  [dim]{section}: {why}[/dim]")
 

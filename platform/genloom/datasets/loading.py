@@ -163,7 +163,7 @@ def load_split(
     if parts[0].x is not None:
         out.x = torch.cat([b.x for b in parts])
     if parts[0].texts is not None:
-        out.texts = [t for b in parts for t in b.texts]
+        out.texts = [t for b in parts for t in b.texts or []]
     if parts[0].y is not None:
         out.y = torch.cat([b.y for b in parts])
     if limit is not None:

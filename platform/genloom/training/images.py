@@ -24,7 +24,7 @@ def grid_image(images, *, nrow: int | None = None, pad: int = 2, scale: int | No
     img = Image.fromarray(pixels[0] if c == 1 else pixels.transpose(1, 2, 0)[:, :, :3])
     scale = scale or (4 if h <= 16 else 2 if h <= 32 else 1)
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     return img
 
 
