@@ -37,6 +37,9 @@ class LocalAskBody(BaseModel):
     k: int = Field(5, ge=1, le=100)
     where: Optional[dict[str, Any]] = None  # a filter document (genloom.retrieval.filters)
     embedding_model: Optional[str] = None
+    rerank: Optional[str] = None
+    rerank_depth: Optional[int] = Field(None, ge=1, le=1000)
+    no_rerank: bool = False
     tenant: Optional[str] = None  # the CLI user's tenant (--tenant / GENLOOM_TENANT)
     template: Optional[str] = None
     user: Optional[str] = None
@@ -84,6 +87,9 @@ def local_router(token: str, db_dependency) -> APIRouter:
             user=body.user,
             system=body.system,
             embedding_model=body.embedding_model,
+            rerank=body.rerank,
+            rerank_depth=body.rerank_depth,
+            no_rerank=body.no_rerank,
             params=GenParams(
                 max_new_tokens=body.max_new_tokens,
                 temperature=body.temperature,

@@ -44,6 +44,7 @@ class SearchHit:
     vector_score: float | None  # cosine similarity
     document_version: int
     metadata: dict[str, Any]  # the document's metadata, updated with the chunk's
+    rerank_score: float | None = None  # set by genloom.retrieval.rerank when a reranker reordered the hits
 
     @property
     def location(self) -> str:
