@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from genloom.finetune.config import FinetuneConfig, batches, lr_at
+from genloom.finetune.config import FinetuneConfig, batches, lr_at, optimizer_step, run_stats
 
 
 def train_bi_encoder(
@@ -68,18 +68,9 @@ def train_bi_encoder(
         logits = logits.masked_fill(mask, float("-inf"))
         # 2. cross-entropy: the query's own positive (column i) is the right class
         loss = F.cross_entropy(logits, torch.arange(len(batch)))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(model, optimizer, loss))
         if progress:
             progress(step + 1, total, losses[-1])
     model.eval()
     model.save(str(out))
-    return {
-        "steps": total,
-        "seconds": round(time.perf_counter() - started, 2),
-        "loss_first": round(losses[0], 4) if losses else None,
-        "loss_last": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,
-    }
+    return run_stats(losses, started)

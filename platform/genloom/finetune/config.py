@@ -69,3 +69,27 @@ def batches(records: list[dict], config: FinetuneConfig, total_steps: int):
             order += more
         batch, order = order[: config.batch_size], order[config.batch_size :]
         yield [records[i] for i in batch]
+
+
+def optimizer_step(model, optimizer, loss) -> float:
+    """One update: clear, backpropagate, clip the gradient norm at 1 (as sentence-transformers'
+    fit does), step. Returns the loss as a float."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def run_stats(losses: list[float], started: float) -> dict:
+    """What a fine-tuning run reports: steps, seconds, the first loss and the mean of the last ten."""
+    import time
+
+    return {
+        "steps": len(losses),
+        "seconds": round(time.perf_counter() - started, 2),
+        "loss_first": round(losses[0], 4) if losses else None,
+        "loss_last": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,
+    }

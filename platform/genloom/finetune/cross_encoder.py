@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from genloom.finetune.config import FinetuneConfig, batches, lr_at
+from genloom.finetune.config import FinetuneConfig, batches, lr_at, optimizer_step, run_stats
 
 
 def train_cross_encoder(
@@ -57,20 +57,11 @@ def train_cross_encoder(
         logits = model(**encode_pairs(tokenizer, queries, passages, config.max_length)).logits.view(-1, per_query)
         logits = logits.masked_fill(torch.tensor([[p == "" for p in passages]]).view(-1, per_query), float("-inf"))
         loss = F.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(optimizer_step(model, optimizer, loss))
         if progress:
             progress(step + 1, total, losses[-1])
     model.eval()
     model.config.genloom_role = "reranker"
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    return {
-        "steps": total,
-        "seconds": round(time.perf_counter() - started, 2),
-        "loss_first": round(losses[0], 4) if losses else None,
-        "loss_last": round(sum(losses[-10:]) / len(losses[-10:]), 4) if losses else None,
-    }
+    return run_stats(losses, started)
