@@ -46,13 +46,13 @@ def cli(*args, home: Path) -> dict:
     return {"out": out, "seconds": round(seconds, 1), "exit": proc.returncode}
 
 
-def subset(folder: Path, distractors: int | None) -> tuple[Path, int]:
+def subset(folder: Path, distractors: int | None, source: Path = SCIFACT) -> tuple[Path, int]:
     """A BEIR folder with the judged documents and N random others (all of them when N is None)."""
     judged = set()
     for split in ("train", "test"):
-        for line in (SCIFACT / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
+        for line in (source / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]:
             judged.add(line.split("\t")[1])
-    lines = (SCIFACT / "corpus.jsonl").read_text().splitlines()
+    lines = (source / "corpus.jsonl").read_text().splitlines()
     keep = [ln for ln in lines if json.loads(ln)["_id"] in judged]
     others = [ln for ln in lines if json.loads(ln)["_id"] not in judged]
     if distractors is not None:
@@ -60,15 +60,16 @@ def subset(folder: Path, distractors: int | None) -> tuple[Path, int]:
     keep += others
     folder.mkdir(parents=True)
     (folder / "corpus.jsonl").write_text("\n".join(keep) + "\n")
-    (folder / "queries.jsonl").write_text((SCIFACT / "queries.jsonl").read_text())
+    (folder / "queries.jsonl").write_text((source / "queries.jsonl").read_text())
     (folder / "qrels").mkdir()
     for split in ("train", "test"):
-        (folder / "qrels" / f"{split}.tsv").write_text((SCIFACT / "qrels" / f"{split}.tsv").read_text())
+        (folder / "qrels" / f"{split}.tsv").write_text((source / "qrels" / f"{split}.tsv").read_text())
     return folder, len(keep)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=SCIFACT, help="the SciFact BEIR folder")
     parser.add_argument("--distractors", type=int, default=None, help="random unjudged documents (default: all)")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -78,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genloom-learn-"))
     home = work / "home"
-    beir, n_docs = subset(work / "scifact", args.distractors)
+    beir, n_docs = subset(work / "scifact", args.distractors, args.data)
     qrels, test, queries = beir / "qrels" / "train.tsv", beir / "qrels" / "test.tsv", beir / "queries.jsonl"
     result: dict = {
         "command": " ".join(sys.argv),
@@ -91,7 +92,7 @@ def main() -> None:
             "train_queries": "qrels/train.tsv (809 queries, 919 pairs)",
             "test_queries": "qrels/test.tsv (300 queries), used only for the final comparisons",
         },
-        "config": vars(args),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1"),
         "stages": {},
     }
