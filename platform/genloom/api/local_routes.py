@@ -63,8 +63,10 @@ def local_router(token: str, db_dependency) -> APIRouter:
 
     @router.post("/embed")
     def embed(body: EmbedBody) -> dict:
-        from genloom.embeddings import embed as run_embed
+        from genloom.embeddings import embed as run_embed, embed_query
 
+        if len(body.texts) == 1:  # a CLI search's query: the server's LRU cache answers repeats
+            return {"vectors": [embed_query(body.texts[0], name=body.model).tolist()]}
         return {"vectors": run_embed(body.texts, name=body.model).tolist()}
 
     @router.post("/ask")

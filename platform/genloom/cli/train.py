@@ -309,6 +309,36 @@ def models_show(
         console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
 
 
+@models_app.command("export-onnx")
+def models_export_onnx(
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the exported encoder.")],
+    model: Annotated[
+        Optional[str],
+        typer.Argument(help="Sentence encoder: all-MiniLM-L6-v2 (default), a folder, or a registered embedder."),
+    ] = None,
+    quantize: Annotated[str, typer.Option("--quantize", help="int8 (dynamic, weights) or fp32.")] = "int8",
+    json_out: JsonOption = False,
+) -> None:
+    """Export a sentence encoder to ONNX Runtime (offline, from local weights); use the folder as --model."""
+    from genloom.db.engine import session_scope
+    from genloom.finetune.config import base_encoder_dir
+    from genloom.onnx_encoder import export_onnx
+
+    if model is None or Path(model).expanduser().is_dir():
+        from genloom import embeddings
+
+        source = embeddings.model_path(model)
+    else:
+        with session_scope() as s:
+            source = base_encoder_dir(s, model)
+    folder = export_onnx(source, out, quantize=quantize)
+    payload = {"folder": str(folder.resolve()), "precision": quantize, "source": str(source)}
+    if json_out:
+        print_json(payload)
+        return
+    info(f"exported {source} → {folder} ({quantize}); use it with: genloom ingest … --model {folder}")
+
+
 @models_app.command("add-endpoint")
 def models_add_endpoint(
     name: Annotated[

@@ -64,8 +64,10 @@ Embedder = Callable[[list[str], str], Any]
 
 
 def _embed(texts: list[str], name: str) -> Any:
-    from genloom.embeddings import embed
+    from genloom.embeddings import embed, embed_query
 
+    if len(texts) == 1:  # one query: through the small LRU cache (a server sees repeats)
+        return [embed_query(texts[0], name=name)]
     return embed(texts, name=name)
 
 
