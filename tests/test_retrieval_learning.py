@@ -167,3 +167,28 @@ def test_paired_bootstrap_counts_wins_and_brackets_the_mean():
     result = paired_bootstrap([0.0, 0.5, 1.0, 0.2], [1.0, 0.5, 1.0, 0.9])
     assert (result["wins"], result["losses"], result["ties"]) == (2, 0, 2)
     assert result["ci_low"] <= result["mean"] == 0.425 <= result["ci_high"]
+
+
+def test_feedback_pairs_take_cited_sources_of_good_answers_and_sources_of_bad_ones(cli, tmp_path, session, tiny_model):
+    beir = _beir(tmp_path / "planted")
+    assert cli("ingest", beir, "-c", "p", "--format", "beir", "--model", tiny_model).exit_code == 0
+    good = cli("ask", "Owls hunt small rodents", "-c", "p", "--model", "extractive", "-k", "3", "--json").json()
+    bad = cli("ask", "Owls hunt small rodents", "-c", "p", "--model", "extractive", "-k", "3", "--json").json()
+    assert cli("feedback", good["generation_id"], "--score", "5").exit_code == 0
+    assert cli("feedback", bad["generation_id"], "--score", "1").exit_code == 0
+
+    result = cli("datasets", "import", "feedback", "--pairs", "-c", "p", "--name", "fb", "--json")
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(t) for t in session.scalars(sa.text("SELECT text FROM items WHERE text LIKE '{%'"))]
+    assert records and all(r["query"] == "Owls hunt small rodents" for r in records)
+    positives = {r["positive_id"] for r in records}
+    assert positives and positives <= set(DOCS)
+    for r in records:  # a bad answer's sources are negatives, never the positive itself
+        assert r["positive_id"] not in r["negative_ids"]
+    lineage = session.execute(
+        sa.text("SELECT r.kind, r.params->>'source' FROM runs r WHERE r.output_version_id IS NOT NULL")
+    ).one()
+    assert tuple(lineage) == ("import", "feedback")
+
+    none = cli("datasets", "import", "feedback", "--pairs", "--name", "fb2")
+    assert none.exit_code == 1 and "--pairs needs --collection" in none.stderr

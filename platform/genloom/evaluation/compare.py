@@ -65,6 +65,7 @@ def run_config(
     depth = int(config.get("depth", DEFAULT_DEPTH))
     options = {key: config[key] for key in ("fusion", "bm25_weight") if key in config}
     ranking: dict[str, list[str]] = {}
+    texts = dict(queries)
     rerank_s = 0.0
     started = time.perf_counter()
     with session_scope() as s:
@@ -80,7 +81,7 @@ def run_config(
             **options,
         ):
             if config.get("rerank"):
-                result = rerank(s, dict(queries)[qid], hits, config["rerank"], depth=depth)
+                result = rerank(s, texts[qid], hits, config["rerank"], depth=depth)
                 hits, rerank_s = result.hits, rerank_s + result.ms / 1000.0
             ranking[qid] = [h.doc_id for h in hits]
     return ranking, time.perf_counter() - started - rerank_s, rerank_s
