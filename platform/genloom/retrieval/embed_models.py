@@ -58,4 +58,6 @@ def local_embedding_model(session: Session, name: str | None) -> str | None:
 
     if name in (None, "", embeddings.DEFAULT_MODEL) or Path(name).expanduser().is_dir():
         return name
+    if "/" in name or name.startswith(("~", ".")):  # a path, not a registry name: embeddings says it is missing
+        return name
     return str(model_dir(session, name))
