@@ -133,7 +133,7 @@ def _compare(collection, queries, qrels, configs, require_better: bool, json_out
             title=f"{collection} · {report['queries']} queries · A run {report['A']['run_id']}, "
             f"B run {report['B']['run_id']}"
         )
-        for column in ("metric", "A", "B", "B − A", "95 % CI", "wins/losses/ties"):
+        for column in ("metric", "A", "B", "B − A", "95 % CI", "W/L/T"):  # W/L/T: queries B wins, loses, ties
             table.add_column(column, justify="left" if column == "metric" else "right")
         for m in METRICS:
             d = report["delta"][m]
@@ -152,7 +152,7 @@ def _compare(collection, queries, qrels, configs, require_better: bool, json_out
             + (
                 "B is better (nDCG@10 CI above 0)"
                 if report["better"]
-                else "B is not shown better (nDCG@10 CI includes or is below 0)"
+                else "B is not shown better (nDCG@10 CI not above 0)"
             )
         )
     if require_better and not report["better"]:
