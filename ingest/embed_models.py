@@ -73,6 +73,10 @@ def embed_collection(
 
     if batch < 1:
         raise BadInput("--batch must be at least 1")
+    from genloom.retrieval.embed_models import local_embedding_model
+
+    with session_scope(engine) as s:
+        model = local_embedding_model(s, model) or model  # a registered NAME[@V] → its folder
     try:
         name = embedding.model_name(model)
         dim = embedding.embedding_dim(model)

@@ -7,10 +7,12 @@ process, because loading costs about a second and every search embeds a query.
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -66,6 +68,11 @@ def get_embedder(name: str | None = None, device: str | None = None):
     from sentence_transformers import SentenceTransformer
 
     path = model_path(name)
+    from genloom.onnx_encoder import OnnxEncoder, is_onnx_folder
+
+    if is_onnx_folder(path):  # exported by `genloom models export-onnx`: ONNX Runtime, CPU
+        threads = os.environ.get("OMP_NUM_THREADS")
+        return OnnxEncoder(path, threads=int(threads) if threads and threads.isdigit() else None)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise on stderr
@@ -93,6 +100,28 @@ def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64, sh
             show_progress_bar=show_progress,
         )
     return vectors.astype(np.float32, copy=False)  # a half-precision model (CUDA) returns float16
+
+
+_QUERY_CACHE: collections.OrderedDict[tuple[str | None, str], Any] = collections.OrderedDict()
+QUERY_CACHE_SIZE = 1024  # ~1.5 MiB of 384-d float32 vectors; a server sees the same queries again and again
+
+
+def embed_query(text: str, *, name: str | None = None):
+    """One query's vector, from a small per-process LRU cache keyed by (model, text): a repeated
+    query (a UI refreshing, a retried ask) costs no encoder pass. The model name is the folder
+    path, so a retrained or exported model never returns another's vector."""
+    key = (name, text)
+    with EMBEDDER_LOCK:
+        cached = _QUERY_CACHE.get(key)
+        if cached is not None:
+            _QUERY_CACHE.move_to_end(key)
+            return cached.copy()
+    vector = embed([text], name=name)[0]
+    with EMBEDDER_LOCK:
+        _QUERY_CACHE[key] = vector.copy()
+        while len(_QUERY_CACHE) > QUERY_CACHE_SIZE:
+            _QUERY_CACHE.popitem(last=False)
+    return vector
 
 
 def embedding_dim(name: str | None = None) -> int:

@@ -44,6 +44,10 @@ class JobInterrupted(GenloomError):
     exit_code = 130
 
 
+class GateFailed(GenloomError):
+    """A gated comparison (`eval retrieval --compare … --require-better`) did not show the change better."""
+
+
 class Unauthorized(GenloomError):
     """No credentials, or credentials that do not check out (HTTP 401)."""
 

@@ -8,13 +8,16 @@ never registered without the run that produced it.
 from __future__ import annotations
 
 import hashlib
+import io
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom.db.models import Model
-from genloom.errors import NotFound
+from genloom.errors import BadInput, NotFound
 from genloom.refs import format_ref, parse_ref
 
 
@@ -84,3 +87,70 @@ def load_checkpoint(session: Session, model: Model) -> bytes:
     if data is None or hashlib.sha256(data).hexdigest() != model.sha256:
         raise NotFound(f"checkpoint of {format_ref(model.name, model.version)} is corrupt (sha256 mismatch)")
     return data
+
+
+def pack_folder(directory: Path) -> bytes:
+    """A tar of a model folder (sub-folders included, e.g. sentence-transformers' 1_Pooling/), in a
+    stable order and with no times or owners: the same weights give the same bytes and sha256."""
+    buf = io.BytesIO()
+    root = Path(directory)
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in sorted(root.rglob("*")):
+            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(root)))
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if path.is_dir():
+                tar.addfile(info)
+            else:
+                with open(path, "rb") as fh:
+                    tar.addfile(info, fh)
+    return buf.getvalue()
+
+
+def extract_model_dir(session: Session, model: Model) -> Path:
+    """Unpack a registry model's hf-tar once into $GENLOOM_HOME/models; the folder name carries the
+    hash, so a cache hit is safe, and the folder's path is a stable identity for the model."""
+    import shutil
+    import tempfile
+
+    from genloom.config import genloom_home
+
+    if model.format != "hf-tar":
+        raise BadInput(
+            f"registry model {format_ref(model.name, model.version)} is a {model.format!r} checkpoint, not a folder"
+        )
+    root = genloom_home() / "models"
+    target = root / f"{model.name}@{model.version}-{model.sha256[:12]}"
+    if (target / "config.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    data = load_checkpoint(session, model)
+    # Extract beside the target and rename: a concurrent process never sees half a model.
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(tmp, filter="data")
+        entries = [p for p in tmp.iterdir()]
+        # Accept both a tar of the directory's files and a tar of the directory itself.
+        source = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+        if not (source / "config.json").exists():
+            raise BadInput(f"registry model {model.name}@{model.version} has no config.json in its hf-tar checkpoint")
+        try:
+            source.rename(target)
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+    except tarfile.TarError as exc:
+        raise BadInput(f"registry model {model.name}@{model.version}: unreadable hf-tar checkpoint ({exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def model_dir(session: Session, ref: str) -> Path:
+    """A model given as a local folder or as a registry NAME[@V] (an hf-tar, unpacked once) → its folder."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    return extract_model_dir(session, resolve_model(session, ref))

@@ -40,6 +40,9 @@ class LocalAskBody(Body):
     k: int = Field(5, ge=1, le=100)
     where: Optional[dict[str, Any]] = None  # a filter document (genloom.retrieval.filters)
     embedding_model: Optional[str] = None
+    rerank: Optional[str] = None
+    rerank_depth: Optional[int] = Field(None, ge=1, le=1000)
+    no_rerank: bool = False
     tenant: Optional[str] = None  # the CLI user's tenant (--tenant / GENLOOM_TENANT)
     template: Optional[str] = None
     user: Optional[str] = None
@@ -82,8 +85,10 @@ def local_router(token: str, db_dependency) -> APIRouter:
 
     @router.post("/embed")
     def embed(body: EmbedBody) -> dict:
-        from genloom.embeddings import embed as run_embed
+        from genloom.embeddings import embed as run_embed, embed_query
 
+        if len(body.texts) == 1:  # a CLI search's query: the server's LRU cache answers repeats
+            return {"vectors": [embed_query(body.texts[0], name=body.model).tolist()]}
         return {"vectors": run_embed(body.texts, name=body.model).tolist()}
 
     @router.post("/ask")
@@ -106,6 +111,9 @@ def local_router(token: str, db_dependency) -> APIRouter:
             user=body.user,
             system=body.system,
             embedding_model=body.embedding_model,
+            rerank=body.rerank,
+            rerank_depth=body.rerank_depth,
+            no_rerank=body.no_rerank,
             params=GenParams(
                 max_new_tokens=body.max_new_tokens,
                 temperature=body.temperature,

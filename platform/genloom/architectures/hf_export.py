@@ -100,17 +100,10 @@ def save_hf(net, tokenizer, directory: Path) -> Path:
 
 
 def pack_dir(directory: Path) -> bytes:
-    """A tar of the directory's files (at the tar's root), in a stable order."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path in sorted(Path(directory).iterdir()):
-            info = tar.gettarinfo(str(path), arcname=path.name)
-            info.mtime = 0  # same weights → same bytes → same sha256
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with open(path, "rb") as fh:
-                tar.addfile(info, fh)
-    return buf.getvalue()
+    """A tar of the directory (the registry's hf-tar format)."""
+    from genloom.registry import pack_folder
+
+    return pack_folder(directory)
 
 
 def pack_hf(net, tokenizer) -> bytes:

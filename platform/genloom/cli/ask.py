@@ -115,7 +115,9 @@ def _run_call(request, *, stream: bool, json_out: bool) -> None:
     t = result.timings_ms
     info(
         f"[dim]generation {result.generation_id} · session {result.session_id} · {result.model} · "
-        f"{t['total']:.0f} ms (retrieval {t['retrieval']:.0f}, generation {t['generation']:.0f}) · "
+        f"{t['total']:.0f} ms (retrieval {t['retrieval']:.0f}, "
+        + (f"rerank {t['rerank']:.0f}, " if t.get("rerank") is not None else "")
+        + f"generation {t['generation']:.0f}) · "
         f"tokens {result.tokens['input']} in, {result.tokens['output']} out[/dim]"
     )
 
@@ -134,6 +136,13 @@ def ask(
             "--embedding-model", help="Retrieve with another model that has vectors here (see genloom embed)."
         ),
     ] = None,
+    rerank: Annotated[
+        Optional[str], typer.Option("--rerank", help="Rerank the retrieved hits with this reranker NAME[@V].")
+    ] = None,
+    rerank_depth: Annotated[
+        Optional[int], typer.Option("--rerank-depth", help="How many top hits the reranker rescores (default 50).")
+    ] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip the collection's default reranker.")] = False,
     max_new_tokens: MaxNewOption = 256,
     temperature: TemperatureOption = 0.0,
     top_p: TopPOption = 1.0,
@@ -159,6 +168,9 @@ def ask(
         k=k,
         where=combine(parse_where(where), parse_where_json(where_json)),
         embedding_model=embedding_model,
+        rerank=rerank,
+        rerank_depth=rerank_depth,
+        no_rerank=no_rerank,
         template=template,
         params=GenParams(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop or []

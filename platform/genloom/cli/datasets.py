@@ -139,17 +139,74 @@ def import_feedback_cmd(
     min_score: Annotated[
         int, typer.Option("--min-score", help="Keep generations rated at least this (1-5; thumbs up = 5).")
     ] = 4,
+    pairs: Annotated[
+        bool, typer.Option("--pairs", help="Question → cited-source training pairs (needs --collection).")
+    ] = False,
+    collection: Annotated[Optional[str], typer.Option("--collection", "-c", help="With --pairs.")] = None,
+    max_score: Annotated[
+        int, typer.Option("--max-score", help="With --pairs: sources of answers rated at most this are negatives.")
+    ] = 2,
     val: ValOption = 0.0,
     test: TestOption = 0.0,
     seed: SeedOption = 0,
     json_out: JsonOption = False,
 ) -> None:
-    """Rated generations as (question, sources, answer) JSON records, with lineage to each generation."""
+    """Rated generations as (question, sources, answer) JSON records, with lineage to each generation.
+
+    With --pairs --collection C: question → cited-chunk training pairs for `genloom train embedder|reranker`
+    (answers rated >= --min-score give positives, <= --max-score negatives)."""
     from genloom.datasets.importers import SplitFractions, import_feedback
 
-    _report(
-        import_feedback(name, min_score=min_score, fractions=SplitFractions(val=val, test=test, seed=seed)), json_out
+    fractions = SplitFractions(val=val, test=test, seed=seed)
+    if pairs:
+        from genloom.datasets.retrieval_pairs import import_feedback_pairs
+        from genloom.errors import BadInput
+
+        if collection is None:
+            raise BadInput("--pairs needs --collection: the collection whose documents the answers cite")
+        result = import_feedback_pairs(
+            collection=collection, name=name, min_score=min_score, max_score=max_score, fractions=fractions
+        )
+    else:
+        result = import_feedback(name, min_score=min_score, fractions=fractions)
+    _report(result, json_out)
+
+
+@import_app.command("qrels")
+def import_qrels_cmd(
+    qrels: Annotated[
+        Path, typer.Argument(help="BEIR qrels TSV (query-id, corpus-id, score), e.g. DIR/qrels/train.tsv.")
+    ],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="The collection holding the judged documents.")],
+    queries: Annotated[
+        Optional[Path], typer.Option("--queries", help="queries.jsonl (default: the one beside the qrels folder).")
+    ] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Dataset name (default COLLECTION-STEM-pairs).")] = None,
+    negatives: Annotated[int, typer.Option("--negatives", help="Hard negatives mined per query.")] = 4,
+    negatives_from: Annotated[
+        str, typer.Option("--negatives-from", help="Mine them from: bm25, vector, hybrid or none.")
+    ] = "bm25",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N judged queries.")] = None,
+    val: ValOption = 0.1,
+    test: TestOption = 0.0,
+    seed: SeedOption = 0,
+    json_out: JsonOption = False,
+) -> None:
+    """Judged query → document pairs (with mined hard negatives) for `genloom train embedder|reranker`."""
+    from genloom.datasets.importers import SplitFractions
+    from genloom.datasets.retrieval_pairs import import_qrels
+
+    result = import_qrels(
+        qrels,
+        collection=collection,
+        queries_path=queries,
+        name=name,
+        negatives=negatives,
+        negatives_from=negatives_from,
+        fractions=SplitFractions(val=val, test=test, seed=seed),
+        limit=limit,
     )
+    _report(result, json_out)
 
 
 @datasets_app.command("list")

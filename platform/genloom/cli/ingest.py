@@ -177,7 +177,9 @@ def _duration(seconds: float) -> str:
 
 def embed(
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection whose current chunks to embed.")],
-    model: Annotated[str, typer.Option("--model", help="A local sentence-transformers folder.")],
+    model: Annotated[
+        str, typer.Option("--model", help="A local sentence-transformers folder, or a registered embedder NAME[@V].")
+    ],
     batch: Annotated[
         int, typer.Option("--batch", help="Chunks per transaction (a re-run resumes after the last one).")
     ] = 256,

@@ -54,6 +54,14 @@ def search(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Batch mode: write the JSONL here instead of stdout.")
     ] = None,
+    rerank: Annotated[
+        str | None,
+        typer.Option("--rerank", help="Rerank the top hits with this reranker NAME[@V] (genloom train reranker)."),
+    ] = None,
+    rerank_depth: Annotated[
+        int | None, typer.Option("--rerank-depth", help="How many of the top hits the reranker rescores (default 50).")
+    ] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip the collection's default reranker.")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Search a collection: BM25 and vectors fused in SQL (or one branch with --mode).
@@ -63,7 +71,7 @@ def search(
     from genloom.api.local import ServerGone, find_server
     from genloom.db.engine import session_scope
     from genloom.retrieval.filters import combine, parse_where, parse_where_json
-    from genloom.retrieval.search import search as run_search
+    from genloom.retrieval.rerank import search_reranked
 
     filters = combine(parse_where(where), parse_where_json(where_json))
     options = dict(
@@ -83,19 +91,36 @@ def search(
     if queries is not None:
         if query is not None:
             raise BadInput("give either a QUERY or --queries FILE, not both")
+        if rerank:
+            raise BadInput(
+                "--rerank works on single queries; to measure a reranker use: genloom eval retrieval --compare"
+            )
         _batch(queries, out, options)
         return
     if query is None:
         raise BadInput('missing query: genloom search "QUERY" --collection NAME (or --queries FILE)')
+    if no_rerank and rerank:
+        raise BadInput("give either --rerank MODEL or --no-rerank, not both")
+    options.update(rerank_model=rerank, rerank_depth=rerank_depth, use_default=not no_rerank)
     server = find_server()
     try:
         with session_scope() as session:
-            hits = run_search(session, query, embedder=server.embed if server else None, **options)
+            hits, timing = search_reranked(session, query, embedder=server.embed if server else None, **options)
     except ServerGone:  # it stopped since it advertised itself: embed here instead
         with session_scope() as session:
-            hits = run_search(session, query, **options)
+            hits, timing = search_reranked(session, query, **options)
     if json_out:
-        print_json([_hit_json(h) for h in hits])
+        if timing["rerank_ms"] is None:
+            print_json([_hit_json(h) for h in hits])
+        else:  # reranked: the hits with the time each stage took
+            print_json(
+                {
+                    "hits": [_hit_json(h) for h in hits],
+                    "reranker": timing["reranker"],
+                    "rerank_depth": timing["rerank_depth"],
+                    "timings_ms": {"search": round(timing["search_ms"], 2), "rerank": round(timing["rerank_ms"], 2)},
+                }
+            )
         return
     if not hits:
         err_console.print("no results")
@@ -106,6 +131,8 @@ def search(
     for rank, hit in enumerate(hits, 1):
         doc = Path(hit.doc_id).name if hit.doc_id.startswith("/") else hit.doc_id
         branches = f"bm25 #{hit.bm25_rank or '-'} · vector #{hit.vector_rank or '-'}"
+        if hit.rerank_score is not None:
+            branches += f" · rerank {hit.rerank_score:.3f}"
         version = f" v{hit.document_version}" if hit.document_version > 1 else ""
         console.print(
             f"[bold]{rank:>2}[/bold]  {hit.score:.4f}  [cyan]{escape(doc)}{version}[/cyan]  "
@@ -132,6 +159,7 @@ def _hit_json(hit) -> dict:
         "bm25_score": hit.bm25_score,
         "vector_rank": hit.vector_rank,
         "vector_score": hit.vector_score,
+        "rerank_score": hit.rerank_score,
         "metadata": hit.metadata,
         **location_fields(hit.metadata),
         "location": hit.location,

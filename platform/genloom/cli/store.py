@@ -9,7 +9,7 @@ from rich.table import Table
 
 from genloom.cli.output import WHERE_HELP, JsonOption, console, info, print_json
 
-collections_app = typer.Typer(help="Collections: list, show, rename, delete.", no_args_is_help=True)
+collections_app = typer.Typer(help="Collections: list, show, set, rename, delete.", no_args_is_help=True)
 documents_app = typer.Typer(
     help="Documents of a collection: list, show, delete (retire or purge), set-meta.", no_args_is_help=True
 )
@@ -58,6 +58,50 @@ def collections_show(
         return
     for key, value in summary.items():
         console.print(f"{key}: {value}", highlight=False, markup=False)
+
+
+@collections_app.command("set")
+def collections_set(
+    name: Annotated[str, typer.Argument(help="Collection.")],
+    embedding_model: Annotated[
+        Optional[str],
+        typer.Option("--embedding-model", help="Default embedding model (one with vectors for every chunk here)."),
+    ] = None,
+    reranker: Annotated[
+        Optional[str], typer.Option("--reranker", help="Default reranker for search and ask (registered NAME[@V]).")
+    ] = None,
+    rerank_depth: Annotated[
+        Optional[int], typer.Option("--rerank-depth", help="How many top hits the default reranker rescores.")
+    ] = None,
+    no_reranker: Annotated[bool, typer.Option("--no-reranker", help="Remove the default reranker.")] = False,
+    eval_run: Annotated[
+        Optional[int],
+        typer.Option(
+            "--eval-run", help="The evaluate run that justifies the switch (genloom eval retrieval --compare)."
+        ),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Switch a collection's default embedding model or reranker; recorded in the audit log (who, when, which eval run)."""
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.collections import set_defaults
+
+    with session_scope() as s:
+        result = set_defaults(
+            s,
+            name,
+            embedding_model=embedding_model,
+            reranker=reranker,
+            rerank_depth=rerank_depth,
+            no_reranker=no_reranker,
+            eval_run=eval_run,
+        )
+    if json_out:
+        print_json(result)
+        return
+    changed = ", ".join(f"{k} → {v}" for k, v in result["set"].items())
+    justified = f" (justified by eval run {eval_run})" if eval_run is not None else " (no --eval-run given)"
+    info(f"collection {name!r}: {changed}{justified}")
 
 
 @collections_app.command("rename")

@@ -16,7 +16,10 @@ models_app = typer.Typer(
 
 
 def train(
-    arch: Annotated[str, typer.Argument(help="Architecture: vae, gan, diffusion or transformer.")],
+    arch: Annotated[
+        str,
+        typer.Argument(help="Architecture: vae, gan, diffusion or transformer; or embedder / reranker (retrieval)."),
+    ],
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="Input dataset NAME\\[@VERSION] (default: latest sealed).")
     ],
@@ -59,8 +62,15 @@ def train(
     ] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Train a model on a dataset version; register it with its run. Works under `torchrun --nproc_per_node N`."""
+    """Train a model on a dataset version; register it with its run. Works under `torchrun --nproc_per_node N`.
+
+    `train embedder` / `train reranker` fine-tune the shipped MiniLM (or --init MODEL) on a dataset of
+    query/passage pairs (`genloom datasets import qrels`); --set negatives=N, max_length=N, scale=X, warmup=X."""
     import os
+
+    if arch in ("embedder", "reranker"):
+        _train_retrieval(arch, dataset, init, steps, epochs, batch_size, lr, seed, name, set_, json_out)
+        return
 
     from genloom.training.options import TrainOptions, parse_set
     from genloom.training.trainer import train as run_training
@@ -100,6 +110,46 @@ def train(
         console.print(f"  registered the weights of step {result.kept_step}, the best validation pass (--keep-best)")
     for key, value in sorted(result.metrics.items()):
         console.print(f"  {key}: {value:.5g}")
+
+
+def _train_retrieval(kind, dataset, init, steps, epochs, batch_size, lr, seed, name, set_, json_out) -> None:
+    import dataclasses
+
+    from genloom.errors import BadInput
+    from genloom.finetune.config import FinetuneConfig
+    from genloom.finetune.jobs import train_retrieval_model
+    from genloom.pairs import parse_pairs
+
+    config = FinetuneConfig(seed=seed, steps=steps)
+    for option, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value is not None:
+            setattr(config, option, value)
+    fields = {f.name: f.type for f in dataclasses.fields(FinetuneConfig)}
+    for key, text in parse_pairs(set_, "--set").items():
+        if key not in ("negatives", "max_length", "scale", "warmup"):
+            raise BadInput(f"unknown --set {key} for train {kind}; use negatives, max_length, scale or warmup")
+        try:
+            setattr(config, key, int(text) if "int" in str(fields[key]) else float(text))
+        except ValueError:
+            raise BadInput(f"--set {key}= expects a number (got {text!r})") from None
+    with RichProgress(enabled=not json_out, transient=False) as progress:
+        result = train_retrieval_model(
+            kind,
+            dataset,
+            name=name or f"{kind}-{dataset.split('@')[0]}",
+            base=init,
+            config=config,
+            progress=lambda done, total, loss: progress(f"train {kind}", done, total, f"loss {loss:.4f}"),
+        )
+    if json_out:
+        print_json(result.as_json())
+        return
+    stats = result.stats
+    console.print(
+        f"model [bold]{result.model}[/bold] ({result.architecture}, run {result.run_id}): {result.pairs} pairs "
+        f"of {result.dataset}, {stats['steps']} steps in {stats['seconds']:.1f} s, "
+        f"loss {stats['loss_first']} → {stats['loss_last']}"
+    )
 
 
 def sample(
@@ -257,6 +307,36 @@ def models_show(
         return
     for key, value in row.items():
         console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+
+
+@models_app.command("export-onnx")
+def models_export_onnx(
+    out: Annotated[Path, typer.Option("--out", "-o", help="New folder for the exported encoder.")],
+    model: Annotated[
+        Optional[str],
+        typer.Argument(help="Sentence encoder: all-MiniLM-L6-v2 (default), a folder, or a registered embedder."),
+    ] = None,
+    quantize: Annotated[str, typer.Option("--quantize", help="int8 (dynamic, weights) or fp32.")] = "int8",
+    json_out: JsonOption = False,
+) -> None:
+    """Export a sentence encoder to ONNX Runtime (offline, from local weights); use the folder as --model."""
+    from genloom.db.engine import session_scope
+    from genloom.finetune.config import base_encoder_dir
+    from genloom.onnx_encoder import export_onnx
+
+    if model is None or Path(model).expanduser().is_dir():
+        from genloom import embeddings
+
+        source = embeddings.model_path(model)
+    else:
+        with session_scope() as s:
+            source = base_encoder_dir(s, model)
+    folder = export_onnx(source, out, quantize=quantize)
+    payload = {"folder": str(folder.resolve()), "precision": quantize, "source": str(source)}
+    if json_out:
+        print_json(payload)
+        return
+    info(f"exported {source} → {folder} ({quantize}); use it with: genloom ingest … --model {folder}")
 
 
 @models_app.command("add-endpoint")

@@ -74,6 +74,9 @@ class Collection(Base):
     # Postgres text-search configuration used for BM25 lexemes (e.g. 'english', 'simple').
     text_search_config: Mapped[str] = mapped_column(sa.Text, server_default="english")
     embedding_model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("embedding_models.id"))
+    # The default reranker of search and ask (`genloom collections set --reranker`), and its depth.
+    reranker_model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("models.id", ondelete="SET NULL"))
+    rerank_depth: Mapped[Optional[int]] = mapped_column(sa.Integer)
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
 
@@ -257,6 +260,7 @@ class Generation(Base):
     status: Mapped[str] = mapped_column(sa.Text, server_default="ok")
     error: Mapped[Optional[str]] = mapped_column(sa.Text)
     retrieval_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
+    rerank_ms: Mapped[Optional[float]] = mapped_column(sa.Float)  # the reranker's share, not counted in retrieval_ms
     generation_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
     total_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
     input_tokens: Mapped[Optional[int]] = mapped_column(sa.Integer)

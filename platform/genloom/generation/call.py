@@ -57,6 +57,9 @@ class CallRequest:
     history: list[Turn] | None = None
     mode: str = "hybrid"
     embedding_model: str | None = None  # another model with vectors in the collection (`genloom embed`)
+    rerank: str | None = None  # a reranker NAME[@V]; None: the collection's default, if any
+    rerank_depth: int | None = None  # hits the reranker rescores (None: the collection's, else 50)
+    no_rerank: bool = False  # skip the collection's default reranker
 
 
 @dataclasses.dataclass
@@ -68,6 +71,7 @@ class PreparedCall:
     prompt_id: int
     generation_id: int
     retrieval_ms: float
+    rerank_ms: float | None
     started: float  # perf_counter at the start of the call
     pii_mode: str = "off"  # how PII is kept in the log (genloom.pii): the model sees the clear text, tables do not
 
@@ -177,11 +181,11 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
 
     candidates = None
     retrieval_ms = 0.0
+    rerank_ms = None
     if request.collection is not None:
-        from genloom.retrieval.search import search
+        from genloom.retrieval.rerank import search_reranked
 
-        retrieval_started = time.perf_counter()
-        hits = search(
+        hits, timing = search_reranked(
             session,
             question,
             collection=request.collection,
@@ -189,8 +193,11 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
             mode=request.mode,
             where=request.where,
             embedding_model=request.embedding_model,
+            rerank_model=request.rerank,
+            rerank_depth=request.rerank_depth,
+            use_default=not request.no_rerank,
         )
-        retrieval_ms = _ms(retrieval_started)
+        retrieval_ms, rerank_ms = timing["search_ms"], timing["rerank_ms"]
         candidates = [_to_source(hit, i + 1) for i, hit in enumerate(hits)]
     elif backend.name == "extractive":
         raise BadInput(
@@ -234,6 +241,8 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         if request.collection is not None
         else {}
     )
+    if request.collection is not None and rerank_ms is not None:
+        retrieval.update(reranker=timing["reranker"], rerank_depth=timing["rerank_depth"])
     generation = Generation(
         prompt_id=prompt.id,
         model_name=backend.name,
@@ -243,6 +252,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         rendered_prompt=seal(logged_prompt, "generations.rendered_prompt"),
         status="ok",  # completed by execute(); invisible to others until commit
         retrieval_ms=retrieval_ms,
+        rerank_ms=rerank_ms,
         input_tokens=assembled.input_tokens,
     )
     session.add(generation)
@@ -274,6 +284,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         prompt_id=prompt.id,
         generation_id=generation.id,
         retrieval_ms=retrieval_ms,
+        rerank_ms=rerank_ms,
         started=started,
         pii_mode=pii_mode,
     )
@@ -349,7 +360,12 @@ def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None 
         citations=citations_of(output.text, assembled.sources),
         sources=assembled.sources,
         model=prepared.backend.name,
-        timings_ms={"retrieval": prepared.retrieval_ms, "generation": generation_ms, "total": total_ms},
+        timings_ms={
+            "retrieval": prepared.retrieval_ms,
+            **({"rerank": prepared.rerank_ms} if prepared.rerank_ms is not None else {}),
+            "generation": generation_ms,
+            "total": total_ms,
+        },
         tokens={"input": output.input_tokens, "output": output.output_tokens},
         status=status,
         error=error,

@@ -91,48 +91,12 @@ def _registry_backend(session, ref: str) -> Backend:
             f"registry model {model.name}@{model.version} is a {model.format!r} checkpoint of a "
             f"{model.architecture}; only Hugging Face models (format 'hf-tar') and endpoints can generate text"
         )
-    directory = extract_registry_model(session, model)
+    from genloom.registry import extract_model_dir
+
+    directory = extract_model_dir(session, model)
     backend = load_hf_backend(directory, name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id)
     _cache[key] = backend
     return backend
-
-
-def extract_registry_model(session, model) -> Path:
-    """Unpack a registry model's tar once; the folder name carries the hash, so a cache hit is safe."""
-    import io
-    import shutil
-    import tarfile
-    import tempfile
-
-    from genloom.config import genloom_home
-    from genloom.registry import load_checkpoint
-
-    root = genloom_home() / "models"
-    target = root / f"{model.name}@{model.version}-{model.sha256[:12]}"
-    if (target / "config.json").exists():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    data = load_checkpoint(session, model)
-    # Extract beside the target and rename: a concurrent process never sees half a model.
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=root))
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(tmp, filter="data")
-        entries = [p for p in tmp.iterdir()]
-        # Accept both a tar of the directory's files and a tar of the directory itself.
-        source = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
-        if not (source / "config.json").exists():
-            raise BadInput(f"registry model {model.name}@{model.version} has no config.json in its hf-tar checkpoint")
-        try:
-            source.rename(target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    except tarfile.TarError as exc:
-        raise BadInput(f"registry model {model.name}@{model.version}: unreadable hf-tar checkpoint ({exc})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def clear_cache() -> None:

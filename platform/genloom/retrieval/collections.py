@@ -158,3 +158,87 @@ def datasets_from_collection(session: Session, name: str) -> list[str]:
             {"n": name},
         )
     )
+
+
+def set_defaults(
+    session: Session,
+    name: str,
+    *,
+    embedding_model: str | None = None,
+    reranker: str | None = None,
+    rerank_depth: int | None = None,
+    no_reranker: bool = False,
+    eval_run: int | None = None,
+) -> dict:
+    """Switch a collection's default embedding model and/or reranker; audited with the eval run that justified it.
+
+    The embedding model must already have a vector for every current chunk (`genloom embed`), so
+    search never mixes two models' vectors; the reranker must be a registered cross-encoder.
+    """
+    from genloom import audit
+    from genloom.db.models import Model, Run
+    from genloom.registry import resolve_model
+    from genloom.retrieval.embed_models import resolve_search_model
+
+    if embedding_model is None and reranker is None and rerank_depth is None and not no_reranker:
+        raise BadInput("nothing to set: give --embedding-model, --reranker, --rerank-depth or --no-reranker")
+    if reranker and no_reranker:
+        raise BadInput("give either --reranker MODEL or --no-reranker, not both")
+    if rerank_depth is not None and rerank_depth < 1:
+        raise BadInput(f"--rerank-depth must be at least 1 (got {rerank_depth})")
+    coll = session.scalar(sa.select(Collection).where(Collection.name == name).with_for_update())
+    if coll is None:
+        get_collection(session, name)  # the helpful NotFound
+    assert coll is not None
+    if eval_run is not None:
+        run = session.get(Run, eval_run)
+        if run is None or run.kind != "evaluate" or run.status != "succeeded":
+            raise BadInput(f"--eval-run {eval_run} is not a succeeded evaluate run (see: genloom runs list)")
+    before = {"embedding_model_id": coll.embedding_model_id, "reranker_model_id": coll.reranker_model_id}
+    changes: dict = {}
+    if embedding_model is not None:
+        model = resolve_search_model(session, coll.id, coll.embedding_model_id, embedding_model)
+        assert model is not None
+        missing = session.scalar(
+            sa.text(
+                "SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id "
+                "WHERE d.collection_id = :c AND d.superseded_at IS NULL AND NOT EXISTS "
+                "(SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id AND e.embedding_model_id = :m)"
+            ),
+            {"c": coll.id, "m": model.id},
+        )
+        if missing:
+            raise BadInput(
+                f"{missing} current chunks of {name!r} have no vector from {model.name!r}: "
+                f"run genloom embed --collection {name} --model {embedding_model} first"
+            )
+        coll.embedding_model_id = model.id
+        changes["embedding_model"] = model.name
+    if reranker is not None:
+        row = resolve_model(session, reranker)
+        if row.architecture != "cross-encoder":
+            raise BadInput(f"{row.name}@{row.version} is a {row.architecture}, not a reranker (cross-encoder)")
+        coll.reranker_model_id = row.id
+        changes["reranker"] = f"{row.name}@{row.version}"
+    if no_reranker:
+        coll.reranker_model_id = None
+        changes["reranker"] = None
+    if rerank_depth is not None:
+        coll.rerank_depth = rerank_depth
+        changes["rerank_depth"] = rerank_depth
+    session.flush()
+    detail = {"before": before, "set": changes, "eval_run": eval_run}
+    audit.record(session, "collection.set_defaults", name, detail=detail)
+    reranker_ref = session.execute(
+        sa.select(Model.name, Model.version).where(Model.id == coll.reranker_model_id)
+    ).first()
+    return {
+        "collection": name,
+        "set": changes,
+        "eval_run": eval_run,
+        "embedding_model": session.scalar(
+            sa.text("SELECT name FROM embedding_models WHERE id = :i"), {"i": coll.embedding_model_id}
+        ),
+        "reranker": f"{reranker_ref[0]}@{reranker_ref[1]}" if reranker_ref else None,
+        "rerank_depth": coll.rerank_depth,
+    }

@@ -23,8 +23,8 @@ def resolve_search_model(
     from genloom import embeddings
 
     try:
-        stored = embeddings.model_name(name)
-    except embeddings.EmbeddingModelError:
+        stored = embeddings.model_name(local_embedding_model(session, name))
+    except (embeddings.EmbeddingModelError, NotFound):
         stored = name  # a name recorded earlier whose folder is gone still finds its row below
     model = session.scalar(sa.select(EmbeddingModel).where(EmbeddingModel.name.in_([name, stored])))
     available = session.scalars(
@@ -45,3 +45,19 @@ def resolve_search_model(
             f"{', '.join(available) or 'none'} (add one with: genloom embed --collection NAME --model DIR)"
         )
     return model
+
+
+def local_embedding_model(session: Session, name: str | None) -> str | None:
+    """An embedding model as `genloom.embeddings` loads it: the bundled default or a folder as given,
+    a registered NAME[@V] (`genloom train embedder`) as its unpacked folder, whose path carries the
+    checkpoint's hash, so two trainings never share vectors under one name."""
+    from pathlib import Path
+
+    from genloom import embeddings
+    from genloom.registry import model_dir
+
+    if name in (None, "", embeddings.DEFAULT_MODEL) or Path(name).expanduser().is_dir():
+        return name
+    if "/" in name or name.startswith(("~", ".")):  # a path, not a registry name: embeddings says it is missing
+        return name
+    return str(model_dir(session, name))

@@ -44,6 +44,7 @@ class SearchHit:
     vector_score: float | None  # cosine similarity
     document_version: int
     metadata: dict[str, Any]  # the document's metadata, updated with the chunk's
+    rerank_score: float | None = None  # set by genloom.retrieval.rerank when a reranker reordered the hits
 
     @property
     def location(self) -> str:
@@ -63,8 +64,10 @@ Embedder = Callable[[list[str], str], Any]
 
 
 def _embed(texts: list[str], name: str) -> Any:
-    from genloom.embeddings import embed
+    from genloom.embeddings import embed, embed_query
 
+    if len(texts) == 1:  # one query: through the small LRU cache (a server sees repeats)
+        return [embed_query(texts[0], name=name)]
     return embed(texts, name=name)
 
 
