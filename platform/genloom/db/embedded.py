@@ -57,8 +57,9 @@ _thread_lock = threading.RLock()
 
 PG_HBA = """\
 # Written by genloom: only the OS user who owns this store may connect, over the Unix socket.
-# TYPE  DATABASE  USER  METHOD
-local   all       all   peer map=genloom
+# TYPE  DATABASE     USER  METHOD
+local   all          all   peer map=genloom
+local   replication  all   peer map=genloom
 """
 
 
@@ -139,10 +140,16 @@ def _client_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _pg_ident() -> str:
+def _pg_ident(cluster_peers: bool = False) -> str:
     # `all` in the role column (PostgreSQL ≥ 16): the owner may log in as any role, e.g. the
     # read-only genloom_reader that `genloom sql` uses. Nobody else maps to anything.
-    return f"# Written by genloom: MAPNAME  SYSTEM-USERNAME  PG-USERNAME\ngenloom  {_client_user()}  all\n"
+    lines = f"# Written by genloom: MAPNAME  SYSTEM-USERNAME  PG-USERNAME\ngenloom  {_client_user()}  all\n"
+    if _is_root():
+        # A streaming replica's WAL receiver runs as the server's own user (it can read the data
+        # directory anyway): it may connect as postgres, for replication (genloom.db.replicas).
+        # A Citus node connects to the others as the current role (genloom.db.cluster): any role.
+        lines += f"genloom  {SERVER_SYSTEM_USER}  {'all' if cluster_peers else 'postgres'}\n"
+    return lines
 
 
 # -- the socket directory --------------------------------------------------------------------
@@ -468,6 +475,36 @@ def _write_if_changed(path: Path, text: str, server_uid: int) -> None:
     if server_uid != os.geteuid():
         os.chown(tmp, server_uid, -1)
     os.replace(tmp, path)
+
+
+def write_access_rules(pgdata: Path, *, cluster_peers: bool = False) -> bool:
+    """(Re)write pg_hba.conf and pg_ident.conf; return whether either changed (then reload)."""
+    server_uid = _server_uid()
+    before = [(pgdata / name).read_text() for name in ("pg_hba.conf", "pg_ident.conf")]
+    _write_if_changed(pgdata / "pg_hba.conf", PG_HBA, server_uid)
+    _write_if_changed(pgdata / "pg_ident.conf", _pg_ident(cluster_peers), server_uid)
+    return before != [(pgdata / name).read_text() for name in ("pg_hba.conf", "pg_ident.conf")]
+
+
+def server_uid() -> int:
+    return _server_uid()
+
+
+def run_as_server(args: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    return _run(args, timeout=timeout)
+
+
+def let_server_user_reach(path: Path) -> None:
+    if _is_root():
+        _let_server_user_reach(path)
+
+
+def make_private_dir(path: Path, owner_uid: int) -> None:
+    _make_private_dir(path, owner_uid)
+
+
+def first_line(text: str) -> str:
+    return _first_line(text)
 
 
 def _pg_ctl_start(pgdata: Path, server_uid: int) -> str:
