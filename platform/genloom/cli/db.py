@@ -26,8 +26,18 @@ def status(
         return
     table = Table(show_header=False, box=None)
     for key, value in report.items():
+        if key == "replicas":
+            value = "\n".join(_replica_line(r) for r in value)
+        elif key == "cluster":
+            value = "\n".join(f"{n['node']}: {n['state']} ({n['dir']})" for n in value)
         table.add_row(f"[bold]{key}[/bold]", str(value))
     console.print(table)
+
+
+def _replica_line(replica: dict) -> str:
+    lag = "?" if replica["lag_s"] is None else f"{replica['lag_s']:.3f} s"
+    note = f" ({replica['note']})" if replica["note"] else ""
+    return f"{replica['state']}, lag {lag}: {replica['url']}{note}"
 
 
 @app.command()

@@ -188,48 +188,17 @@ def coordinator_url() -> str | None:
     return node_uri(found[0], embedded.DATABASE_NAME) if found else None
 
 
-def _server_options(folder: Path, citus: Path) -> str:
-    sockets = embedded.socket_dir(folder)
+def _citus_options(citus: Path) -> str:
     return (
-        f"-c listen_addresses='' -c unix_socket_directories='{sockets}' -c unix_socket_permissions=0700 "
-        f"-c log_timezone=UTC -c shared_preload_libraries=citus "
+        "-c shared_preload_libraries=citus "
         f"-c dynamic_library_path='{citus / 'lib'}:$libdir' "
         f"-c extension_control_path='{citus / 'share'}:$system' "
         "-c citus.propagate_set_commands=local -c max_connections=200"
     )
 
 
-def _initdb(folder: Path) -> None:
-    uid = embedded.server_uid()
-    folder.mkdir(parents=True, mode=0o700)
-    if uid != os.geteuid():
-        os.chown(folder, uid, -1)
-    embedded.let_server_user_reach(folder)
-    result = embedded.run_as_server(
-        [str(embedded.bin_dir() / "initdb"), "-D", str(folder), "-U", "postgres", "--encoding=UTF8",
-         "--auth-local=peer", "--auth-host=reject", "--no-instructions"],
-        timeout=120,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise DatabaseError(f"initdb failed for {folder}: {embedded.first_line(result.stderr)}")
-    embedded.write_access_rules(folder, cluster_peers=True)
-
-
 def start_node(folder: Path, citus: Path) -> str:
-    info = embedded.Postmaster.read(folder)
-    if info is not None and info.alive():
-        return node_uri(folder)
-    sockets = embedded.socket_dir(folder)
-    if sockets != folder:
-        embedded.make_private_dir(sockets, embedded.server_uid())
-    result = embedded.run_as_server(
-        [str(embedded.bin_dir() / "pg_ctl"), "-D", str(folder), "-w", "-t", "60", "-l", str(folder / "log"),
-         "-o", _server_options(folder, citus), "start"],
-        timeout=90,
-    )  # fmt: skip
-    if result.returncode != 0:
-        cause = embedded.startup_failure(folder / "log") or embedded.first_line(result.stderr or result.stdout)
-        raise DatabaseError(f"could not start the Citus node in {folder}: {cause}; log: {folder / 'log'}")
+    embedded.start_private_server(folder, _citus_options(citus), what="Citus node")
     return node_uri(folder)
 
 
@@ -249,7 +218,8 @@ def init(workers: int = 2, progress: Progress | None = None) -> dict:
     folders = [root / "coordinator", *[root / f"worker{i}" for i in range(1, workers + 1)]]
     for folder in folders:
         say(f"cluster: initdb {folder.name}")
-        _initdb(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        embedded.init_private_server(folder, cluster_peers=True)
         start_node(folder, citus)
         with psycopg.connect(node_uri(folder), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{embedded.DATABASE_NAME}"')
@@ -274,16 +244,7 @@ def start(progress: Progress | None = None) -> None:
 
 
 def stop() -> int:
-    stopped = 0
-    for folder in reversed(nodes()):
-        info = embedded.Postmaster.read(folder)
-        if info is None or not info.alive():
-            continue
-        embedded.run_as_server(
-            [str(embedded.bin_dir() / "pg_ctl"), "-D", str(folder), "-w", "-t", "60", "stop", "-m", "fast"], timeout=90
-        )
-        stopped += 1
-    return stopped
+    return sum(embedded.stop_private_server(folder, what="Citus node") for folder in reversed(nodes()))
 
 
 def prepare(engine) -> None:

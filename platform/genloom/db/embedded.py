@@ -296,17 +296,8 @@ def start() -> str:
 
 def stop() -> bool:
     """Stop the embedded server if it runs; return whether it was running."""
-    pgdata = data_dir()
-    info = Postmaster.read(pgdata)
-    if info is None or not info.alive():
-        return False
     with _start_lock():
-        result = _run(
-            [str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "stop", "-m", "fast"], timeout=90
-        )
-    if result.returncode != 0:
-        raise DatabaseError(f"could not stop the embedded server: {_first_line(result.stderr or result.stdout)}")
-    return True
+        return stop_private_server(data_dir(), what="embedded server")
 
 
 @contextlib.contextmanager
@@ -490,32 +481,64 @@ def server_uid() -> int:
     return _server_uid()
 
 
-def run_as_server(args: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    return _run(args, timeout=timeout)
-
-
-def let_server_user_reach(path: Path) -> None:
-    if _is_root():
-        _let_server_user_reach(path)
-
-
-def make_private_dir(path: Path, owner_uid: int) -> None:
-    _make_private_dir(path, owner_uid)
-
-
 def first_line(text: str) -> str:
     return _first_line(text)
+
+
+def private_options(pgdata: Path) -> str:
+    """Server options every genloom server runs with (the store, its replicas, Citus nodes)."""
+    # No TCP at all; the socket only for its owner; log times in UTC so crash_cause can compare them.
+    return (
+        f"-c listen_addresses='' -c unix_socket_directories='{socket_dir(pgdata)}' -c unix_socket_permissions=0700"
+        " -c log_timezone=UTC"
+    )
+
+
+def init_private_server(pgdata: Path, *, cluster_peers: bool = False) -> None:
+    """initdb a new private server in `pgdata` (peer authentication only), as for the store itself."""
+    server_uid = _server_uid()
+    if _is_root():
+        _let_server_user_reach(pgdata)
+    _initdb(pgdata, server_uid)
+    write_access_rules(pgdata, cluster_peers=cluster_peers)
+
+
+def start_private_server(pgdata: Path, extra_options: str = "", *, what: str = "server") -> None:
+    """Start the server in `pgdata` (a replica, a Citus node) unless it runs; one line on failure."""
+    info = Postmaster.read(pgdata)
+    if info is not None and info.alive():
+        return
+    if _is_root():
+        _let_server_user_reach(pgdata)  # a folder made under a 0700 temporary directory, say
+    sockets = socket_dir(pgdata)
+    if sockets != pgdata:
+        _make_private_dir(sockets, _server_uid())
+    result = _run(
+        [str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", str(START_TIMEOUT_S), "-l", str(pgdata / "log"),
+         "-o", f"{private_options(pgdata)} {extra_options}", "start"],
+        timeout=START_TIMEOUT_S + 30,
+    )  # fmt: skip
+    if result.returncode != 0:
+        cause = startup_failure(pgdata / "log") or _first_line(result.stderr or result.stdout)
+        raise DatabaseError(f"could not start the {what} in {pgdata}: {cause}; log: {pgdata / 'log'}")
+
+
+def stop_private_server(pgdata: Path, *, what: str = "server") -> bool:
+    """Stop the server in `pgdata` if it runs (fast shutdown); return whether it was running."""
+    info = Postmaster.read(pgdata)
+    if info is None or not info.alive():
+        return False
+    result = _run([str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "stop", "-m", "fast"], timeout=90)
+    if result.returncode != 0:
+        raise DatabaseError(f"could not stop the {what} in {pgdata}: {_first_line(result.stderr or result.stdout)}")
+    return True
 
 
 def _pg_ctl_start(pgdata: Path, server_uid: int) -> str:
     sockets = socket_dir(pgdata)
     if sockets != pgdata:
         _make_private_dir(sockets, server_uid)
-    # No TCP at all; the socket only for its owner; log times in UTC so crash_cause can compare them.
-    options = (
-        f"-c listen_addresses='' -c unix_socket_directories='{sockets}' -c unix_socket_permissions=0700"
-        " -c log_timezone=UTC"
-    )
+    options = private_options(pgdata)
     result = _run(
         [
             str(bin_dir() / "pg_ctl"),

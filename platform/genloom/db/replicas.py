@@ -30,7 +30,7 @@ from genloom.config import database_url, genloom_home
 from genloom.db import embedded
 from genloom.errors import BadInput, ConfigError, DatabaseError
 
-START_TIMEOUT_S = 60
+START_TIMEOUT_S = embedded.START_TIMEOUT_S
 
 
 def _registry() -> Path:
@@ -138,7 +138,6 @@ def _hand_to_server_user(folder: Path) -> None:
             os.chown(root, uid, -1, follow_symlinks=False)
             for name in dirs + files:
                 os.chown(os.path.join(root, name), uid, -1, follow_symlinks=False)
-        embedded.let_server_user_reach(folder)
 
 
 def start(folder: Path) -> str:
@@ -146,24 +145,7 @@ def start(folder: Path) -> str:
     folder = folder.expanduser().resolve()
     if folder not in registered():
         raise BadInput(f"{folder} is not a replica of this store (genloom db replica create {folder})")
-    info = embedded.Postmaster.read(folder)
-    if info is not None and info.alive():
-        return url_of(folder)
-    sockets = embedded.socket_dir(folder)
-    if sockets != folder:
-        embedded.make_private_dir(sockets, embedded.server_uid())
-    options = (
-        f"-c listen_addresses='' -c unix_socket_directories='{sockets}' -c unix_socket_permissions=0700"
-        " -c log_timezone=UTC -c hot_standby=on"
-    )
-    result = embedded.run_as_server(
-        [str(embedded.bin_dir() / "pg_ctl"), "-D", str(folder), "-w", "-t", str(START_TIMEOUT_S), "-l",
-         str(folder / "log"), "-o", options, "start"],
-        timeout=START_TIMEOUT_S + 30,
-    )  # fmt: skip
-    if result.returncode != 0:
-        cause = embedded.startup_failure(folder / "log") or embedded.first_line(result.stderr or result.stdout)
-        raise DatabaseError(f"could not start the replica in {folder}: {cause}; log: {folder / 'log'}")
+    embedded.start_private_server(folder, "-c hot_standby=on", what="replica")
     _wait_until_readable(folder)
     return url_of(folder)
 
@@ -184,16 +166,7 @@ def _wait_until_readable(folder: Path) -> None:
 
 
 def stop(folder: Path) -> bool:
-    folder = folder.expanduser().resolve()
-    info = embedded.Postmaster.read(folder)
-    if info is None or not info.alive():
-        return False
-    result = embedded.run_as_server(
-        [str(embedded.bin_dir() / "pg_ctl"), "-D", str(folder), "-w", "-t", "60", "stop", "-m", "fast"], timeout=90
-    )
-    if result.returncode != 0:
-        raise DatabaseError(f"could not stop the replica in {folder}: {embedded.first_line(result.stderr)}")
-    return True
+    return embedded.stop_private_server(folder.expanduser().resolve(), what="replica")
 
 
 def remove(folder: Path) -> None:
