@@ -154,7 +154,7 @@ def main() -> None:
     import psycopg
 
     from genloom.db import cluster, embedded
-    from genloom.db.engine import libpq_url, reset_engines
+    from genloom.db.engine import get_engine, libpq_url, reset_engines
 
     out: dict = {"command": " ".join(["python", *sys.argv]), "chunks": args.chunks, "tenants": args.tenants}
     homes = []
@@ -165,6 +165,7 @@ def main() -> None:
         os.environ["GENLOOM_HOME"] = str(home)
         os.environ.pop("DATABASE_URL", None)
         reset_engines()
+        get_engine()  # starts and migrates the store (the vector extension)
         with psycopg.connect(libpq_url(), autocommit=True) as conn:
             out["server"] = conn.execute("SHOW server_version").fetchone()[0]
             print("single node:", file=sys.stderr)
