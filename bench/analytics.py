@@ -71,12 +71,13 @@ LOAD_SQL = [
               p.created_at + interval '1 second'
        FROM (SELECT id, created_at, (id * 7919) % 100 AS m, (id * 104729) % 100 AS e FROM prompts) p""",
     # Three sources per generation, ranks 1..3.
-    """INSERT INTO generation_sources (generation_id, rank, chunk_id, score, bm25_rank, bm25_score, vector_rank, vector_score)
-       SELECT g.id, r, c0 + ((g.id * 31 + r * 7919) % 20000), 1.0 / (60 + r), r, 10.0 / r, r, 0.9 / r
+    """INSERT INTO generation_sources (generation_id, generation_created_at, rank, chunk_id, score, bm25_rank, bm25_score,
+                                       vector_rank, vector_score)
+       SELECT g.id, g.created_at, r, c0 + ((g.id * 31 + r * 7919) % 20000), 1.0 / (60 + r), r, 10.0 / r, r, 0.9 / r
        FROM generations g CROSS JOIN generate_series(1, 3) r, (SELECT min(id) AS c0 FROM chunks) c""",
     # Feedback on 15 % of generations: a score, and a thumb on half of those.
-    """INSERT INTO feedback (generation_id, user_id, score, thumbs, created_at)
-       SELECT g.id, 'user', 1 + (g.id * 13) % 5, CASE WHEN g.id % 2 = 0 THEN CASE WHEN g.id % 3 = 0 THEN -1 ELSE 1 END END,
+    """INSERT INTO feedback (generation_id, generation_created_at, user_id, score, thumbs, created_at)
+       SELECT g.id, g.created_at, 'user', 1 + (g.id * 13) % 5, CASE WHEN g.id % 2 = 0 THEN CASE WHEN g.id % 3 = 0 THEN -1 ELSE 1 END END,
               g.created_at + interval '1 minute'
        FROM generations g WHERE g.id % 20 < 3""",
 ]

@@ -146,13 +146,13 @@ def load(session) -> dict[str, int]:
              model_revision="abc")
     g5 = gen("g5", p1, "extractive", DAY2 + dt.timedelta(minutes=2), "ok", 50.0, 300.0, 350.0, 30)
     for g, rank, chunk in [(g1, 1, c12), (g1, 2, c21), (g3, 1, c21), (g3, 2, c22), (g4, 1, c11), (g5, 1, c12)]:
-        add(GenerationSource(generation_id=g.id, rank=rank, chunk_id=chunk.id, score=1.0 / rank, bm25_rank=rank,
+        add(GenerationSource(generation_id=g.id, generation_created_at=g.created_at, rank=rank, chunk_id=chunk.id, score=1.0 / rank, bm25_rank=rank,
                              vector_rank=rank))
     session.flush()
-    flush(Feedback(generation_id=g1.id, user_id="a", score=5, thumbs=1, created_at=DAY1), "f1")
-    flush(Feedback(generation_id=g1.id, user_id="x", score=3, created_at=DAY1), "f2")
-    flush(Feedback(generation_id=g3.id, user_id="b", score=1, thumbs=-1, label="wrong", comment="cites the wrong doc",
+    flush(Feedback(generation_id=g1.id, generation_created_at=g1.created_at, user_id="a", score=5, thumbs=1, created_at=DAY1), "f1")
+    flush(Feedback(generation_id=g1.id, generation_created_at=g1.created_at, user_id="x", score=3, created_at=DAY1), "f2")
+    flush(Feedback(generation_id=g3.id, generation_created_at=g3.created_at, user_id="b", score=1, thumbs=-1, label="wrong", comment="cites the wrong doc",
                    created_at=DAY2), "f3")
-    flush(Feedback(generation_id=g4.id, user_id="b", thumbs=1, created_at=DAY2), "f4")
+    flush(Feedback(generation_id=g4.id, generation_created_at=g4.created_at, user_id="b", thumbs=1, created_at=DAY2), "f4")
     session.commit()
     return ids

@@ -174,7 +174,8 @@ def test_no_trust_authentication_and_a_private_socket(pg_server, genloom_home):
         for line in (pgdata / "pg_hba.conf").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert hba == [["local", "all", "all", "peer", "map=genloom"]]
+    # Replication (genloom db replica create) is held to the same rule: the owner, over the socket, by peer.
+    assert hba == [["local", "all", "all", "peer", "map=genloom"], ["local", "replication", "all", "peer", "map=genloom"]]
     assert (pgdata.stat().st_mode & 0o077) == 0
     with __import__("psycopg").connect(pg_server) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone()[0] == ""

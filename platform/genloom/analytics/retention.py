@@ -105,3 +105,50 @@ def apply_retention(
             if n < batch_size:
                 break
     return deleted
+
+
+def can_drop_partitions(engine: Engine, cutoff: dt.datetime, *, all_tenants: bool) -> bool:
+    """Whole months may go when the log is partitioned (migration 0023) and either every tenant's
+    rows are meant (`all_tenants`) or no other tenant has any row before the cut-off."""
+    from genloom.db import partitions
+    from genloom.db.tenancy import current_tenant
+
+    with engine.connect() as conn:
+        if not partitions.is_partitioned(conn):
+            return False
+        return all_tenants or not partitions.other_tenants_before(conn, cutoff, current_tenant())
+
+
+def drop_expired_partitions(
+    engine: Engine,
+    cutoff: dt.datetime | None,
+    *,
+    metrics_cutoff: dt.datetime | None = None,
+    audit_cutoff: dt.datetime | None = None,
+    dry_run: bool = False,
+) -> dict:
+    """Detach and drop the whole months before each cut-off, in one transaction, and say what went.
+
+    The log (`cutoff`: generations with their sources and feedback) also loses the rows before
+    the cut-off in its boundary month, by DELETE; metrics and the audit log lose whole months only,
+    and only when their own cut-off is given (the audit log's retention is asked for explicitly).
+    """
+    from genloom import audit
+    from genloom.db import partitions
+
+    result: dict = {"dropped_partitions": [], "rows_in_dropped_partitions": {}, "deleted_in_boundary": {}}
+    with engine.begin() as conn:
+        reports = []
+        if cutoff is not None:
+            reports.append(partitions.purge_log(conn, cutoff, dry_run=dry_run))
+        if metrics_cutoff is not None:
+            reports.append(partitions.purge_table(conn, "metrics", metrics_cutoff, dry_run=dry_run))
+        if audit_cutoff is not None:
+            reports.append(partitions.purge_table(conn, "audit_log", audit_cutoff, dry_run=dry_run))
+        for report in reports:
+            result["dropped_partitions"] += report.dropped
+            result["rows_in_dropped_partitions"].update(report.dropped_rows)
+            result["deleted_in_boundary"].update(report.deleted_rows)
+        if not dry_run and (result["dropped_partitions"] or any(result["deleted_in_boundary"].values())):
+            audit.record(conn, "retention.drop_partitions", "partitions", detail=result)
+    return result

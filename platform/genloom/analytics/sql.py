@@ -124,13 +124,13 @@ def reader_conninfo(*, renew_password: bool = False) -> str:
     """A libpq conninfo that logs in as the read-only role (starting/migrating the store)."""
     from psycopg.conninfo import make_conninfo
 
-    from genloom.db.engine import get_engine, is_embedded, libpq_url
+    from genloom.db.engine import get_engine, is_embedded, read_libpq_url
 
     explicit = os.environ.get(READONLY_URL_ENV, "").strip()
     if explicit:
         return make_conninfo(**_conninfo_dict(explicit))
     get_engine()  # the schema (views, role, grants) must exist before the reader logs in
-    params = _conninfo_dict(libpq_url())
+    params = _conninfo_dict(read_libpq_url())  # a fresh-enough replica when there is one
     params["user"] = READER_ROLE
     params.pop("password", None)
     if not is_embedded():

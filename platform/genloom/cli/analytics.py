@@ -139,7 +139,7 @@ def report(
     from genloom.db.engine import session_scope
 
     since_at = _parse_since(since)
-    with session_scope() as session:
+    with session_scope(purpose="read") as session:
         result = build_report(session, since=since_at)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,7 @@ def summary_cmd(json_out: JsonOption = False) -> None:
     from genloom.cli.summary_render import render_summary
     from genloom.db.engine import session_scope
 
-    with session_scope() as session:
+    with session_scope(purpose="read") as session:
         data = collect_summary(session)
     if json_out:
         print_json(data)
@@ -202,28 +202,70 @@ def retention(
     ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Generations per transaction.")] = 10_000,
+    all_tenants: Annotated[
+        bool,
+        typer.Option("--all-tenants", help="Every tenant's log, not only this tenant's: whole months are dropped."),
+    ] = False,
+    metrics_older_than: Annotated[
+        Optional[str],
+        typer.Option("--metrics-older-than", help="Also drop whole months of run metrics older than this."),
+    ] = None,
+    audit_older_than: Annotated[
+        Optional[str],
+        typer.Option(
+            "--audit-older-than", help="Also drop whole months of the audit log older than this (explicit only)."
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Delete generations (with their sources and feedback), then emptied prompts and sessions, older than a cut-off."""
-    from genloom.analytics.retention import apply_retention, count_expired, parse_cutoff
+    """Remove the generation log (sources and feedback with it), then emptied prompts and sessions, older than a cut-off.
+
+    On a partitioned store (the default since migration 0023) whole months are detached and
+    dropped and only the month holding the cut-off is cleaned by DELETE; when other tenants have
+    rows in those months, only this tenant's rows are deleted unless --all-tenants is given.
+    """
+    from genloom.analytics.retention import (
+        apply_retention,
+        can_drop_partitions,
+        count_expired,
+        drop_expired_partitions,
+        parse_cutoff,
+    )
     from genloom.db.engine import get_engine, session_scope
 
     cutoff = parse_cutoff(older_than)
+    metrics_cutoff = parse_cutoff(metrics_older_than) if metrics_older_than else None
+    audit_cutoff = parse_cutoff(audit_older_than) if audit_older_than else None
+    engine = get_engine()
+    by_partition = can_drop_partitions(engine, cutoff, all_tenants=all_tenants)
+    if not by_partition and (metrics_cutoff or audit_cutoff):
+        from genloom.errors import BadInput
+
+        raise BadInput("--metrics-older-than and --audit-older-than drop whole months: they need --all-tenants here")
     with session_scope() as session:
         counts = count_expired(session, cutoff)
-    nothing = not any(counts[k] for k in ("generations", "prompts", "sessions"))
+    planned = (
+        drop_expired_partitions(engine, cutoff, metrics_cutoff=metrics_cutoff, audit_cutoff=audit_cutoff, dry_run=True)
+        if by_partition
+        else None
+    )
+    nothing = not any(counts[k] for k in ("generations", "prompts", "sessions")) and not (
+        planned and planned["dropped_partitions"]
+    )
     if dry_run or nothing:
         key = "would_delete" if dry_run else "deleted"
         values = counts if dry_run else {"generations": 0, "prompts": 0, "sessions": 0}
         if json_out:
-            print_json({"cutoff": cutoff.isoformat(), "dry_run": dry_run, key: values})
+            print_json({"cutoff": cutoff.isoformat(), "dry_run": dry_run, key: values, "partitions": planned})
         else:
             verb = "would delete" if dry_run else "nothing to delete:"
             info(
                 f"{verb} {counts['generations']} generations, {counts['feedback']} feedback, {counts['prompts']} prompts, "
                 f"{counts['sessions']} sessions older than {cutoff:%Y-%m-%d %H:%M} UTC"
             )
+            if dry_run and planned and planned["dropped_partitions"]:
+                info(f"would drop partitions: {', '.join(planned['dropped_partitions'])}")
         return
     if not yes and not json_out:
         if not sys.stdin.isatty():
@@ -235,6 +277,17 @@ def retention(
             abort=True,
             err=True,
         )
+    if not by_partition:
+        from genloom.db import partitions
+
+        with engine.connect() as conn:
+            if partitions.is_partitioned(conn):
+                info(
+                    "other tenants have rows in these months: deleting this tenant's rows (--all-tenants drops months)"
+                )
+    dropped = None
+    if by_partition:
+        dropped = drop_expired_partitions(engine, cutoff, metrics_cutoff=metrics_cutoff, audit_cutoff=audit_cutoff)
     from genloom.cli.progress import RichProgress
 
     done = [0]
@@ -245,9 +298,14 @@ def retention(
 
     with RichProgress(enabled=not json_out) as progress:
         deleted = apply_retention(get_engine(), cutoff, batch_size=batch_size, on_batch=on_batch)
+    if dropped is not None:
+        deleted["generations"] += dropped["rows_in_dropped_partitions"].get("generations", 0)
+        deleted["generations"] += dropped["deleted_in_boundary"].get("generations", 0)
     if json_out:
-        print_json({"cutoff": cutoff.isoformat(), "dry_run": False, "deleted": deleted})
+        print_json({"cutoff": cutoff.isoformat(), "dry_run": False, "deleted": deleted, "partitions": dropped})
     else:
+        if dropped and dropped["dropped_partitions"]:
+            info(f"dropped {len(dropped['dropped_partitions'])} partitions: {', '.join(dropped['dropped_partitions'])}")
         info(
             f"deleted {deleted['generations']} generations, {deleted['prompts']} prompts, {deleted['sessions']} sessions "
             f"older than {cutoff:%Y-%m-%d %H:%M} UTC (sources and feedback went with their generations)"

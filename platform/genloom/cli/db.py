@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -24,8 +26,18 @@ def status(
         return
     table = Table(show_header=False, box=None)
     for key, value in report.items():
+        if key == "replicas":
+            value = "\n".join(_replica_line(r) for r in value)
+        elif key == "cluster":
+            value = "\n".join(f"{n['node']}: {n['state']} ({n['dir']})" for n in value)
         table.add_row(f"[bold]{key}[/bold]", str(value))
     console.print(table)
+
+
+def _replica_line(replica: dict) -> str:
+    lag = "?" if replica["lag_s"] is None else f"{replica['lag_s']:.3f} s"
+    note = f" ({replica['note']})" if replica["note"] else ""
+    return f"{replica['state']}, lag {lag}: {replica['url']}{note}"
 
 
 @app.command()
@@ -88,6 +100,101 @@ def stop(json_out: JsonOption = False) -> None:
         info("embedded server stopped" if stopped else "embedded server was not running")
     if json_out:
         print_json({"stopped": stopped})
+
+
+replica_app = typer.Typer(
+    help="Streaming replicas of the embedded server (reads go to them: docs/architecture.md#scaling-out).",
+    no_args_is_help=True,
+)
+app.add_typer(replica_app, name="replica")
+
+
+@replica_app.command("create")
+def replica_create(
+    folder: Path = typer.Argument(..., help="A new, empty folder for the replica's data."), json_out: JsonOption = False
+) -> None:
+    """Copy the embedded server with pg_basebackup (replication slot) and start it as a streaming standby."""
+    from genloom.db import replicas
+    from genloom.db.engine import get_engine
+
+    get_engine()  # the store exists and is migrated before it is copied
+    made = replicas.create(folder, progress=info)
+    if json_out:
+        print_json(made)
+    else:
+        info(f"replica streaming in {made['dir']} (slot {made['slot']}); reads now go to it")
+
+
+@replica_app.command("start")
+def replica_start(folder: Path = typer.Argument(..., help="The replica's folder.")) -> None:
+    """Start a replica made by `genloom db replica create`."""
+    from genloom.db import replicas
+
+    replicas.start(folder)
+    info(f"replica in {folder} started")
+
+
+@replica_app.command("stop")
+def replica_stop(folder: Path = typer.Argument(..., help="The replica's folder.")) -> None:
+    """Stop a replica (reads fall back to the primary; its slot keeps the WAL it will need)."""
+    from genloom.db import replicas
+
+    info(f"replica in {folder} stopped" if replicas.stop(folder) else f"replica in {folder} was not running")
+
+
+@replica_app.command("remove")
+def replica_remove(folder: Path = typer.Argument(..., help="The replica's folder.")) -> None:
+    """Stop a replica, drop its replication slot and forget it (its folder is left for you to delete)."""
+    from genloom.db import replicas
+
+    replicas.remove(folder)
+    info(f"replica in {folder} removed (slot dropped); delete the folder when you no longer need it")
+
+
+cluster_app = typer.Typer(
+    help="A Citus 14 cluster on this machine: a coordinator and N workers (docs/architecture.md#scaling-out).",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("init")
+def cluster_init(
+    workers: int = typer.Option(2, "--workers", help="How many worker nodes."), json_out: JsonOption = False
+) -> None:
+    """Build Citus from the vendored source (once, cached), start a coordinator and workers, use the coordinator."""
+    from genloom.db import cluster
+
+    made = cluster.init(workers, progress=info)
+    if json_out:
+        print_json(made)
+    else:
+        info(f"Citus cluster ready: coordinator + {made['workers']} workers; genloom now uses {made['coordinator']}")
+
+
+@cluster_app.command("build")
+def cluster_build() -> None:
+    """Build Citus from the vendored source into the cache (init does it too; CI runs this once)."""
+    from genloom.db import cluster
+
+    info(f"Citus ready in {cluster.build(progress=info)}")
+
+
+@cluster_app.command("start")
+def cluster_start() -> None:
+    """Start the cluster's nodes (genloom also starts them on first use)."""
+    from genloom.db import cluster
+
+    cluster.start()
+    info(f"{len(cluster.nodes())} Citus nodes running")
+
+
+@cluster_app.command("stop")
+def cluster_stop() -> None:
+    """Stop the cluster's nodes."""
+    from genloom.db import cluster
+
+    info(f"stopped {cluster.stop()} Citus nodes")
 
 
 def register(root: typer.Typer) -> None:

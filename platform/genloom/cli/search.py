@@ -69,7 +69,7 @@ def search(
     With `genloom serve` running on the same store, its already-loaded model embeds the query.
     """
     from genloom.api.local import ServerGone, find_server
-    from genloom.db.engine import session_scope
+    from genloom.db.engine import run_read
     from genloom.retrieval.filters import combine, parse_where, parse_where_json
     from genloom.retrieval.rerank import search_reranked
 
@@ -103,12 +103,13 @@ def search(
         raise BadInput("give either --rerank MODEL or --no-rerank, not both")
     options.update(rerank_model=rerank, rerank_depth=rerank_depth, use_default=not no_rerank)
     server = find_server()
+    # run_read: on a replica when one is fresh enough; a replica failing mid-search is retried on the primary.
     try:
-        with session_scope() as session:
-            hits, timing = search_reranked(session, query, embedder=server.embed if server else None, **options)
+        hits, timing = run_read(
+            lambda session: search_reranked(session, query, embedder=server.embed if server else None, **options)
+        )
     except ServerGone:  # it stopped since it advertised itself: embed here instead
-        with session_scope() as session:
-            hits, timing = search_reranked(session, query, **options)
+        hits, timing = run_read(lambda session: search_reranked(session, query, **options))
     if json_out:
         if timing["rerank_ms"] is None:
             print_json([_hit_json(h) for h in hits])
@@ -174,7 +175,7 @@ def _batch(path: Path, out: Path | None, options: dict) -> None:
     items = read_queries(path)
     sink = out.open("w", encoding="utf-8") if out else sys.stdout
     try:
-        with RichProgress() as bar, session_scope() as session:
+        with RichProgress() as bar, session_scope(purpose="read") as session:
             for query_id, hits in search_many(
                 session, items, progress=lambda done, total: bar("search", done, total), **options
             ):

@@ -148,6 +148,9 @@ def serve(
 
         os.environ[PII_ENV] = check_mode(pii)
     get_engine()  # connect and migrate now: a bad DATABASE_URL fails here, not on the first request
+    from genloom.db.partitions import maintain_daily
+
+    maintain_daily(get_engine())  # the months ahead of the log keep existing while the server runs
     with session_scope() as session:
         max_connections = int(session.execute(sa.text("SHOW max_connections")).scalar_one())
         in_use = int(session.execute(sa.text("SELECT count(*) FROM pg_stat_activity")).scalar_one())

@@ -444,7 +444,7 @@ def import_feedback(name: str, *, min_score: int = 4, fractions: SplitFractions 
                 JOIN prompts p ON p.id = g.prompt_id
                 JOIN feedback f ON f.generation_id = g.id
                 WHERE g.status = 'ok' AND g.output IS NOT NULL
-                GROUP BY g.id, p.id
+                GROUP BY g.id, g.created_at, p.id  -- (id, created_at): the partitioned key
                 HAVING max(coalesce(f.score, CASE f.thumbs WHEN 1 THEN 5 WHEN -1 THEN 1 END)) >= :min
                 ORDER BY g.id
                 """

@@ -57,8 +57,9 @@ _thread_lock = threading.RLock()
 
 PG_HBA = """\
 # Written by genloom: only the OS user who owns this store may connect, over the Unix socket.
-# TYPE  DATABASE  USER  METHOD
-local   all       all   peer map=genloom
+# TYPE  DATABASE     USER  METHOD
+local   all          all   peer map=genloom
+local   replication  all   peer map=genloom
 """
 
 
@@ -139,10 +140,16 @@ def _client_user() -> str:
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
-def _pg_ident() -> str:
+def _pg_ident(cluster_peers: bool = False) -> str:
     # `all` in the role column (PostgreSQL ≥ 16): the owner may log in as any role, e.g. the
     # read-only genloom_reader that `genloom sql` uses. Nobody else maps to anything.
-    return f"# Written by genloom: MAPNAME  SYSTEM-USERNAME  PG-USERNAME\ngenloom  {_client_user()}  all\n"
+    lines = f"# Written by genloom: MAPNAME  SYSTEM-USERNAME  PG-USERNAME\ngenloom  {_client_user()}  all\n"
+    if _is_root():
+        # A streaming replica's WAL receiver runs as the server's own user (it can read the data
+        # directory anyway): it may connect as postgres, for replication (genloom.db.replicas).
+        # A Citus node connects to the others as the current role (genloom.db.cluster): any role.
+        lines += f"genloom  {SERVER_SYSTEM_USER}  {'all' if cluster_peers else 'postgres'}\n"
+    return lines
 
 
 # -- the socket directory --------------------------------------------------------------------
@@ -289,17 +296,8 @@ def start() -> str:
 
 def stop() -> bool:
     """Stop the embedded server if it runs; return whether it was running."""
-    pgdata = data_dir()
-    info = Postmaster.read(pgdata)
-    if info is None or not info.alive():
-        return False
     with _start_lock():
-        result = _run(
-            [str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "stop", "-m", "fast"], timeout=90
-        )
-    if result.returncode != 0:
-        raise DatabaseError(f"could not stop the embedded server: {_first_line(result.stderr or result.stdout)}")
-    return True
+        return stop_private_server(data_dir(), what="embedded server")
 
 
 @contextlib.contextmanager
@@ -470,15 +468,77 @@ def _write_if_changed(path: Path, text: str, server_uid: int) -> None:
     os.replace(tmp, path)
 
 
+def write_access_rules(pgdata: Path, *, cluster_peers: bool = False) -> bool:
+    """(Re)write pg_hba.conf and pg_ident.conf; return whether either changed (then reload)."""
+    server_uid = _server_uid()
+    before = [(pgdata / name).read_text() for name in ("pg_hba.conf", "pg_ident.conf")]
+    _write_if_changed(pgdata / "pg_hba.conf", PG_HBA, server_uid)
+    _write_if_changed(pgdata / "pg_ident.conf", _pg_ident(cluster_peers), server_uid)
+    return before != [(pgdata / name).read_text() for name in ("pg_hba.conf", "pg_ident.conf")]
+
+
+def server_uid() -> int:
+    return _server_uid()
+
+
+def first_line(text: str) -> str:
+    return _first_line(text)
+
+
+def private_options(pgdata: Path) -> str:
+    """Server options every genloom server runs with (the store, its replicas, Citus nodes)."""
+    # No TCP at all; the socket only for its owner; log times in UTC so crash_cause can compare them.
+    return (
+        f"-c listen_addresses='' -c unix_socket_directories='{socket_dir(pgdata)}' -c unix_socket_permissions=0700"
+        " -c log_timezone=UTC"
+    )
+
+
+def init_private_server(pgdata: Path, *, cluster_peers: bool = False) -> None:
+    """initdb a new private server in `pgdata` (peer authentication only), as for the store itself."""
+    server_uid = _server_uid()
+    if _is_root():
+        _let_server_user_reach(pgdata)
+    _initdb(pgdata, server_uid)
+    write_access_rules(pgdata, cluster_peers=cluster_peers)
+
+
+def start_private_server(pgdata: Path, extra_options: str = "", *, what: str = "server") -> None:
+    """Start the server in `pgdata` (a replica, a Citus node) unless it runs; one line on failure."""
+    info = Postmaster.read(pgdata)
+    if info is not None and info.alive():
+        return
+    if _is_root():
+        _let_server_user_reach(pgdata)  # a folder made under a 0700 temporary directory, say
+    sockets = socket_dir(pgdata)
+    if sockets != pgdata:
+        _make_private_dir(sockets, _server_uid())
+    result = _run(
+        [str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", str(START_TIMEOUT_S), "-l", str(pgdata / "log"),
+         "-o", f"{private_options(pgdata)} {extra_options}", "start"],
+        timeout=START_TIMEOUT_S + 30,
+    )  # fmt: skip
+    if result.returncode != 0:
+        cause = startup_failure(pgdata / "log") or _first_line(result.stderr or result.stdout)
+        raise DatabaseError(f"could not start the {what} in {pgdata}: {cause}; log: {pgdata / 'log'}")
+
+
+def stop_private_server(pgdata: Path, *, what: str = "server") -> bool:
+    """Stop the server in `pgdata` if it runs (fast shutdown); return whether it was running."""
+    info = Postmaster.read(pgdata)
+    if info is None or not info.alive():
+        return False
+    result = _run([str(bin_dir() / "pg_ctl"), "-D", str(pgdata), "-w", "-t", "60", "stop", "-m", "fast"], timeout=90)
+    if result.returncode != 0:
+        raise DatabaseError(f"could not stop the {what} in {pgdata}: {_first_line(result.stderr or result.stdout)}")
+    return True
+
+
 def _pg_ctl_start(pgdata: Path, server_uid: int) -> str:
     sockets = socket_dir(pgdata)
     if sockets != pgdata:
         _make_private_dir(sockets, server_uid)
-    # No TCP at all; the socket only for its owner; log times in UTC so crash_cause can compare them.
-    options = (
-        f"-c listen_addresses='' -c unix_socket_directories='{sockets}' -c unix_socket_permissions=0700"
-        " -c log_timezone=UTC"
-    )
+    options = private_options(pgdata)
     result = _run(
         [
             str(bin_dir() / "pg_ctl"),

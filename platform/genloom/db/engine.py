@@ -9,19 +9,18 @@ Callers own sessions (SQLAlchemy 2.0 style):
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from genloom import config
-from genloom.db import embedded
-from genloom.errors import ConfigError, DatabaseError
+from genloom.db import embedded, partitions, routing
+from genloom.db.urls import redact as _redact, sqlalchemy_url, validate_url as _validate_url
+from genloom.errors import DatabaseError
 
 T = TypeVar("T")
 
@@ -39,6 +38,12 @@ def libpq_url() -> str:
         _validate_url(external)
         scheme, rest = external.split("://", 1)
         return "postgresql://" + rest
+    from genloom.db import cluster
+
+    coordinator = cluster.coordinator_url()
+    if coordinator:  # `genloom db cluster init` made a Citus cluster here: genloom uses its coordinator
+        cluster.start()
+        return coordinator
     server_uri = embedded.start()
     postmaster = embedded.Postmaster.read(embedded.data_dir())
     server = (server_uri, postmaster.pid if postmaster else None)  # a restarted server is checked again
@@ -48,45 +53,14 @@ def libpq_url() -> str:
     return embedded.uri_for_database(server_uri, embedded.DATABASE_NAME)
 
 
+def read_libpq_url() -> str:
+    """libpq_url() for reads: a replica's URL when genloom.db.routing picks one, else the primary's."""
+    primary = libpq_url()
+    return routing.read_url(get_engine()) or primary
+
+
 def is_embedded() -> bool:
     return config.database_url() is None
-
-
-def sqlalchemy_url(url: str) -> str:
-    """postgresql://… or postgres://… → postgresql+psycopg://… (psycopg 3 driver)."""
-    _validate_url(url)
-    scheme, rest = url.split("://", 1)
-    return "postgresql+psycopg://" + rest
-
-
-def _validate_url(url: str) -> None:
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
-        raise ConfigError(
-            f"DATABASE_URL must look like postgresql://user:password@host:5432/dbname (got {_redact(url)!r}); "
-            "unset it to use the embedded server"
-        )
-    try:
-        urlsplit(url).port  # raises on a non-numeric port
-    except ValueError as exc:
-        raise ConfigError(f"DATABASE_URL is malformed ({exc}): {_redact(url)}") from None
-
-
-_SECRET_PARAM = re.compile(r"(?i)([?&;\s](?:password|sslpassword)=)[^&;\s]*")
-
-
-def _redact(url: str) -> str:
-    """Hide passwords before a URL goes into an error message or a status report.
-
-    Both libpq forms: `user:secret@host` and `?password=secret` (or `sslpassword=`).
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable>"
-    if parts.password:
-        url = url.replace(f":{parts.password}@", ":***@", 1)
-    return _SECRET_PARAM.sub(r"\1***", url)
 
 
 # Messages of a server that is restarting after a crash, or starting: worth waiting for.
@@ -149,12 +123,20 @@ def connection_error(exc: BaseException, url: str) -> DatabaseError:
     return DatabaseError(f"cannot connect to {where}: {first}{hint}")
 
 
-def get_engine(*, migrate: bool = True) -> Engine:
+Purpose = Literal["write", "read"]
+
+
+def get_engine(*, migrate: bool = True, purpose: Purpose = "write") -> Engine:
     """The engine for the configured database, created once per process.
 
     With migrate=True (the default) the schema is brought to head on first use, so a
-    new user never runs a separate migration step.
+    new user never runs a separate migration step. `purpose="read"` may give a streaming
+    replica's engine instead (genloom.db.routing decides, and falls back to the primary).
     """
+    if purpose == "read":
+        primary = get_engine(migrate=migrate)
+        replica = routing.read_url(primary)
+        return routing.replica_engine(replica) if replica else primary
     plain_url = libpq_url()
     url = sqlalchemy_url(plain_url)
     engine = _engines.get(url)
@@ -178,6 +160,7 @@ def get_engine(*, migrate: bool = True) -> Engine:
             raise connection_error(exc, plain_url) from None
         _migrated.add(url)
         _reconcile_stale_runs(engine)
+        partitions.maintain(engine)  # once per process: the months ahead of the log exist
     return engine
 
 
@@ -217,9 +200,13 @@ def sessionmaker_for(engine: Engine | None = None) -> sessionmaker[Session]:
 
 
 @contextlib.contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any exception."""
-    factory = sessionmaker_for(engine)
+def session_scope(engine: Engine | None = None, *, purpose: Purpose = "write") -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any exception.
+
+    `purpose="read"` runs it on a replica when one is fresh enough (see `run_read` for reads
+    that must also survive the replica failing half-way).
+    """
+    factory = sessionmaker_for(engine or get_engine(purpose=purpose))
     try:
         with factory.begin() as session:
             yield session
@@ -229,10 +216,30 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         raise
 
 
+def run_read(work: Callable[[Session], T]) -> T:
+    """Run a read-only unit of work on a replica; if the replica fails half-way, once more on the primary.
+
+    A replica killed mid-search costs the caller a retry, not an error (the note is logged).
+    """
+    engine = get_engine(purpose="read")
+    primary = get_engine()
+    if engine is primary:
+        with session_scope(primary) as session:
+            return work(session)
+    try:
+        with session_scope(engine) as session:
+            return work(session)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, DatabaseError) as exc:
+        routing.mark_down(engine, exc)
+    with session_scope(primary) as session:
+        return work(session)
+
+
 def reset_engines() -> None:
     """Forget cached engines (tests switch DATABASE_URL between databases)."""
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
+    routing.forget()
     _migrated.clear()
     _databases_ensured.clear()

@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from genloom.db import partitions
 from genloom.errors import DatabaseError
 
 # platform/genloom/db/migrate.py → repo root is three folders up from genloom/.
@@ -86,6 +87,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     check_vector_available(engine)
     command.upgrade(alembic_config(engine), revision)
     update_vector_extension(engine)
+    partitions.maintain(engine)
+    from genloom.db.cluster import prepare
+
+    prepare(engine)  # a Citus coordinator: the tenancy settings reach the workers
     forget_engine(engine)  # tenancy may have just appeared (0013)
 
 

@@ -272,10 +272,17 @@ class GenerationSource(Base):
     """A chunk that grounded a generation, with its rank and each retriever's view of it."""
 
     __tablename__ = "generation_sources"
-    __table_args__ = (sa.Index("ix_generation_sources_chunk", "chunk_id"),)
+    __table_args__ = (
+        sa.Index("ix_generation_sources_chunk", "chunk_id"),
+        sa.ForeignKeyConstraint(
+            ["generation_id", "generation_created_at"], ["generations.id", "generations.created_at"], ondelete="CASCADE"
+        ),
+    )
 
-    generation_id: Mapped[int] = mapped_column(sa.ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True)
+    generation_id: Mapped[int] = mapped_column(primary_key=True)
     rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True)  # 1 = [1] in the answer
+    # The generation's created_at: the month partition (genloom.db.partitions) and the foreign key's second half.
+    generation_created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), primary_key=True)
     # NULL once the chunk was purged (`documents delete --purge`); `tombstone` then says what it was.
     chunk_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("chunks.id", ondelete="SET NULL"))
     tombstone: Mapped[Optional[dict[str, Any]]] = mapped_column(JSONB)
@@ -293,10 +300,15 @@ class Feedback(Base):
         sa.CheckConstraint("thumbs IS NULL OR thumbs IN (-1, 1)", name="ck_feedback_thumbs"),
         sa.Index("ix_feedback_generation", "generation_id"),
         sa.Index("ix_feedback_created_at", "created_at"),
+        sa.ForeignKeyConstraint(
+            ["generation_id", "generation_created_at"], ["generations.id", "generations.created_at"], ondelete="CASCADE"
+        ),
     )
 
     id: Mapped[intpk]
-    generation_id: Mapped[int] = mapped_column(sa.ForeignKey("generations.id", ondelete="CASCADE"))
+    generation_id: Mapped[int]
+    # Its generation's created_at: feedback lives in its generation's month partition (genloom.db.partitions).
+    generation_created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
     user_id: Mapped[Optional[str]] = mapped_column(sa.Text)
     score: Mapped[Optional[int]] = mapped_column(sa.SmallInteger)  # 1..5
     thumbs: Mapped[Optional[int]] = mapped_column(sa.SmallInteger)  # +1 up, -1 down

@@ -20,7 +20,17 @@ def database_status(*, start: bool = False, check_vectors: bool = True) -> dict[
 
     A stopped embedded server is reported as stopped and left stopped unless `start`.
     """
-    if is_embedded() and not start and embedded.server_state() == "stopped":
+    from genloom.db import cluster
+
+    nodes = cluster.node_states() if is_embedded() else []
+    if nodes and not start and nodes[0]["state"] == "stopped":
+        return {
+            "embedded": True,
+            "server": "stopped",
+            "cluster": nodes,
+            "hint": "start it with: genloom db cluster start",
+        }
+    if not nodes and is_embedded() and not start and embedded.server_state() == "stopped":
         return {
             "embedded": True,
             "server": "stopped",
@@ -47,6 +57,14 @@ def database_status(*, start: bool = False, check_vectors: bool = True) -> dict[
         "data_dir": str(embedded.data_dir()) if is_embedded() else None,
         "size": size,
     }
+    from genloom.db import routing
+
+    if nodes:
+        report["cluster"] = nodes
+        report["data_dir"] = None
+    replicas = routing.replica_report(engine)
+    if replicas:
+        report["replicas"] = replicas
     if check_vectors:
         report["vector_check"] = vector_check(engine)
     return report

@@ -37,9 +37,10 @@ APP_ROLE = "genloom_app"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 _tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("genloom_tenant", default=None)
-# Per engine: (migration 0013 applied, genloom_app usable by the login role). Forgotten after a
-# migration (genloom.db.migrate), so an engine first used before upgrading is not stuck on "no".
-_state: weakref.WeakKeyDictionary[sa.Engine, tuple[bool, bool]] = weakref.WeakKeyDictionary()
+# Per engine: (migration 0013 applied, genloom_app usable by the login role, Citus coordinator).
+# Forgotten after a migration (genloom.db.migrate), so an engine first used before upgrading is
+# not stuck on "no".
+_state: weakref.WeakKeyDictionary[sa.Engine, tuple[bool, bool, bool]] = weakref.WeakKeyDictionary()
 
 
 def validate_tenant(name: str) -> str:
@@ -78,16 +79,17 @@ def set_tenant(name: str) -> None:
     _tenant.set(validate_tenant(name))
 
 
-def _state_of(connection: sa.Connection) -> tuple[bool, bool]:
+def _state_of(connection: sa.Connection) -> tuple[bool, bool, bool]:
     engine = connection.engine
     known = _state.get(engine)
     if known is None:
         row = connection.exec_driver_sql(
             "SELECT to_regprocedure('genloom_tenant()') IS NOT NULL, "
             f"EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') "
-            f"AND pg_has_role(current_user, '{APP_ROLE}', 'MEMBER')"
+            f"AND pg_has_role(current_user, '{APP_ROLE}', 'MEMBER'), "
+            "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"
         ).one()
-        known = (bool(row[0]), bool(row[0] and row[1]))
+        known = (bool(row[0]), bool(row[0] and row[1]), bool(row[2]))
         _state[engine] = known
     return known
 
@@ -98,8 +100,17 @@ def apply(connection: sa.Connection) -> None:
     Without genloom_app (a managed server whose migrating user could not create it) the tenant is
     still set, and the policies hold as long as the login role is not a superuser.
     """
-    has_tenancy, switch_role = _state_of(connection)
+    has_tenancy, switch_role, citus = _state_of(connection)
     if not has_tenancy:
+        return
+    if citus:
+        # Citus forwards SET LOCAL *statements* to the workers a transaction touches
+        # (citus.propagate_set_commands = 'local'), not set_config() calls: without them a
+        # worker sees no tenant and the policies show it nothing (genloom.db.cluster).
+        tenant = current_tenant().replace("'", "''")  # validated names hold no quote; belt and braces
+        connection.exec_driver_sql(f"SET LOCAL genloom.tenant = '{tenant}'")
+        if switch_role:
+            connection.exec_driver_sql(f"SET LOCAL ROLE {APP_ROLE}")
         return
     if switch_role:
         connection.exec_driver_sql(

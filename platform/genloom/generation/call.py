@@ -265,6 +265,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
             [
                 {
                     "generation_id": generation.id,
+                    "generation_created_at": generation.created_at,  # the month partition it lives in
                     "rank": s.n,
                     "chunk_id": s.chunk_id,
                     "score": s.score,

@@ -25,10 +25,12 @@ def add_feedback(
         raise BadInput(f"feedback score must be a whole number from 1 to 5 (got {score})")
     if thumbs is not None and thumbs not in (-1, 1):
         raise BadInput(f"thumbs must be +1 (up) or -1 (down) (got {thumbs})")
-    if session.get(Generation, generation_id) is None:
+    generation = session.get(Generation, generation_id)
+    if generation is None:
         raise NotFound(f"no generation {generation_id}")
     row = Feedback(
         generation_id=generation_id,
+        generation_created_at=generation.created_at,  # feedback lives in its generation's month partition
         user_id=user,
         score=score,
         thumbs=thumbs,
