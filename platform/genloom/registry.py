@@ -84,3 +84,19 @@ def load_checkpoint(session: Session, model: Model) -> bytes:
     if hashlib.sha256(data).hexdigest() != model.sha256:
         raise NotFound(f"checkpoint of {format_ref(model.name, model.version)} is corrupt (sha256 mismatch)")
     return data
+
+
+def list_models(session: Session, *, before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The registry, newest first (keyset below id `before`): each version with the run and dataset it came from."""
+    query = sa.text(
+        """
+        SELECT m.id, m.name, m.version, m.architecture, m.format, m.size_bytes, m.run_id, m.created_at,
+               d.name || '@' || dv.version AS trained_from
+        FROM models m
+        LEFT JOIN dataset_versions dv ON dv.id = m.input_version_id
+        LEFT JOIN datasets d ON d.id = dv.dataset_id
+        WHERE (CAST(:before AS bigint) IS NULL OR m.id < CAST(:before AS bigint))
+        ORDER BY m.id DESC LIMIT :limit
+        """
+    )
+    return [dict(r) for r in session.execute(query, {"before": before, "limit": limit}).mappings()]
