@@ -6,7 +6,6 @@ import re
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from conftest import own_database
 from ui_support import csrf_of, login, make_keys, serve
 
@@ -108,9 +107,7 @@ def test_pages_never_show_another_tenants_rows(served):
     assert "Globex plans" in other.get("/ui/collections/kb").text
     hits = writer.get("/ui/collections/kb/search", params={"q": "zebras secret plan"}).text
     assert "Globex plans" not in hits and "mentions zebras" not in hits
-    r = other.post(
-        "/ui/ask", data={"question": "what is the plan?", "collection": "kb", "csrf": csrf_of(other)}
-    )
+    r = other.post("/ui/ask", data={"question": "what is the plan?", "collection": "kb", "csrf": csrf_of(other)})
     gid = int(re.search(r'"generation_id": (\d+)', r.text).group(1))
     assert other.get(f"/ui/generations/{gid}").status_code == 200
     assert writer.get(f"/ui/generations/{gid}").status_code == 404
@@ -119,8 +116,18 @@ def test_pages_never_show_another_tenants_rows(served):
 
 def test_every_page_renders_for_a_reader(served):
     reader = login(served.url, served.keys["reader"])
-    for path in ("/ui/ask", "/ui/generations", "/ui/collections", "/ui/collections/kb", "/ui/collections/kb/search?q=bm25",
-                 "/ui/datasets", "/ui/runs", "/ui/models", "/ui/evaluations", "/ui/analytics"):
+    for path in (
+        "/ui/ask",
+        "/ui/generations",
+        "/ui/collections",
+        "/ui/collections/kb",
+        "/ui/collections/kb/search?q=bm25",
+        "/ui/datasets",
+        "/ui/runs",
+        "/ui/models",
+        "/ui/evaluations",
+        "/ui/analytics",
+    ):
         r = reader.get(path)
         assert r.status_code == 200, (path, r.text[:300])
     page = reader.get("/ui/ask").text

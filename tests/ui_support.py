@@ -29,6 +29,7 @@ class Served:
 def serve(keys_of) -> tuple[Served, object]:
     """Start the app; keys_of() makes the keys once the database exists. Returns (served, server)."""
     import uvicorn
+
     from genloom.api.auth import SecuritySettings
     from genloom.db.tenancy import use_tenant
     from genloom.server import create_app

@@ -16,9 +16,10 @@ from typing import Annotated, Any, Optional
 import anyio
 from fastapi.encoders import jsonable_encoder
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from genloom.errors import Forbidden, GenloomError, Unauthorized
+from genloom.errors import Forbidden, GenloomError
 from genloom.keys import Principal
 
 ROLES = {
@@ -98,10 +99,8 @@ def build_server(stdio_key: str | None = None):
             try:
                 principal = _authenticate(key, tool)
                 return _run_as(principal, work)
-            except (Unauthorized, Forbidden):
-                raise
-            except GenloomError as exc:  # one line, as the CLI and the API print it
-                raise ValueError(str(exc).splitlines()[0]) from None
+            except GenloomError as exc:  # one line, as the CLI and the API print it (refusals included)
+                raise ToolError(str(exc).splitlines()[0]) from None
 
         context = contextvars.copy_context()
         return await anyio.to_thread.run_sync(context.run, run)
@@ -165,7 +164,7 @@ def build_server(stdio_key: str | None = None):
             with session_scope(api_engine()) as s:
                 result = ask_call(s, request)
             if result.status == "error":  # committed: the failure is in the log
-                raise ValueError(f"generation failed: {result.error} (generation {result.generation_id})")
+                raise ToolError(f"generation failed: {result.error} (generation {result.generation_id})")
             return result.as_json()
 
         return await call(ctx, "ask", work)
