@@ -13,9 +13,10 @@ import time
 from pathlib import Path, PurePath
 from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import UploadFile  # what request.form() returns (fastapi's is a subclass)
 
 from genloom.api.engine import DB
 from genloom.errors import BadInput, NotFound
