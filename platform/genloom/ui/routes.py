@@ -313,7 +313,7 @@ def rate(
     from genloom.generation.feedback import add_feedback
 
     thumbs_value = {"up": 1, "down": -1}.get(thumbs or "")
-    score_value = int(score) if _blank(score) and score.isdigit() else None  # type: ignore[union-attr]
+    score_value = int(score) if score and score.strip().isdigit() else None
     with session.begin():
         row = add_feedback(
             session,
