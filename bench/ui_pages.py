@@ -34,7 +34,7 @@ SELECT g, g, 'model-' || (g % 5),
        100 + g % 300, 20 + g % 80, now() - make_interval(secs => (:n - g) * 2)
 FROM generate_series(1, :n) g;
 INSERT INTO feedback (generation_id, score, thumbs, created_at)
-SELECT g, 1 + g % 5, CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END, now() FROM generate_series(1, :n, 10) g;
+SELECT g, 1 + g % 5, CASE WHEN g % 2 = 0 THEN 1 ELSE -1 END, now() FROM generate_series(7, :n, 7) g;
 SELECT setval(pg_get_serial_sequence('sessions', 'id'), :sessions);
 SELECT setval(pg_get_serial_sequence('prompts', 'id'), :n);
 SELECT setval(pg_get_serial_sequence('generations', 'id'), :n);
@@ -44,7 +44,10 @@ ANALYZE sessions; ANALYZE prompts; ANALYZE generations; ANALYZE feedback;
 PAGES = {
     "list": "/ui/generations",
     "list_page_2": "/ui/generations?before={before}",
+    # model-3 is every 5th row, feedback every 7th, latency >= 200 ms 70% of rows: a match every ~50 rows.
     "filtered": "/ui/generations?model=model-3&has_feedback=yes&min_ms=200",
+    # The worst case of a keyset scan in id order: a filter nothing matches reads the whole log.
+    "filtered_no_match": "/ui/generations?model=no-such-model&min_ms=200",
     "detail": "/ui/generations/{mid}",
 }
 
@@ -68,9 +71,9 @@ def main() -> None:
 
     engine = get_engine()
     with engine.begin() as conn:
-        filled = conn.execute(sa.text("SELECT count(*) FROM generations")).scalar()
+        filled = conn.execute(sa.text("SELECT count(*), (SELECT count(*) FROM feedback) FROM generations")).one()
     started = time.perf_counter()
-    if filled != args.rows:
+    if tuple(filled) != (args.rows, args.rows // 7):
         with engine.begin() as conn:
             conn.execute(sa.text("TRUNCATE feedback, generation_sources, generations, prompts, sessions CASCADE"))
             for statement in FILL.split(";"):
@@ -104,7 +107,7 @@ def main() -> None:
     out = {
         "command": " ".join(["python", *sys.argv]),
         "environment": environment(),
-        "rows": {"generations": args.rows, "feedback": (args.rows + 9) // 10},
+        "rows": {"generations": args.rows, "feedback": args.rows // 7},
         "fill_seconds": round(fill_s, 1),
         "how": "server time: the whole request through the app in-process (auth, query, template), median of "
         f"{args.repeat} after one warm-up, on a reader's session",
