@@ -104,9 +104,12 @@ def main() -> None:
             "under_300_ms": statistics.median(times) < 300,
         }
         print(name, results[name], flush=True)
+    with engine.connect() as conn:
+        postgres = conn.execute(sa.text("SHOW server_version")).scalar()
+        pgvector = conn.execute(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
     out = {
         "command": " ".join(["python", *sys.argv]),
-        "environment": environment(),
+        "environment": environment() | {"postgresql": postgres, "pgvector": pgvector},
         "rows": {"generations": args.rows, "feedback": args.rows // 7},
         "fill_seconds": round(fill_s, 1),
         "how": "server time: the whole request through the app in-process (auth, query, template), median of "

@@ -6,6 +6,7 @@ import re
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from conftest import own_database
 from ui_support import csrf_of, login, make_keys, serve
 
@@ -132,3 +133,21 @@ def test_every_page_renders_for_a_reader(served):
         assert r.status_code == 200, (path, r.text[:300])
     page = reader.get("/ui/ask").text
     assert 'id="ask-submit"' not in page and "reader" in page  # a reader sees no submit button
+
+
+def test_a_generation_added_to_a_dataset_becomes_a_new_sealed_version(served):
+    from genloom.db.engine import session_scope
+
+    writer = login(served.url, served.keys["writer"])
+    r = writer.post(
+        "/ui/ask", data={"question": "How do I install genloom?", "collection": "kb", "csrf": csrf_of(writer)}
+    )
+    gid = int(re.search(r'"generation_id": (\d+)', r.text).group(1))
+    for expected in (1, 2):
+        added = writer.post(f"/ui/generations/{gid}/dataset", data={"name": "good", "csrf": csrf_of(writer)})
+        assert added.status_code == 303 and added.headers["location"] == f"/ui/datasets/good@{expected}"
+    page = writer.get("/ui/datasets/good@2").text
+    assert "How do I install genloom?" in page and "parent good@1" in page
+    with session_scope() as s:
+        rows = s.execute(sa.text("SELECT version, item_count, sealed FROM dataset_versions ORDER BY version")).all()
+    assert [tuple(r) for r in rows] == [(1, 1, True), (2, 1, True)]  # the same item: content-addressed

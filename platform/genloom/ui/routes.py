@@ -39,6 +39,7 @@ ROLES: dict[tuple[str, str], str] = {
     ("GET", "/ui/generations"): "reader",
     ("GET", "/ui/generations/{generation_id}"): "reader",
     ("POST", "/ui/generations/{generation_id}/feedback"): "writer",
+    ("POST", "/ui/generations/{generation_id}/dataset"): "writer",
     ("GET", "/ui/collections"): "reader",
     ("GET", "/ui/collections/{name}"): "reader",
     ("GET", "/ui/collections/{name}/document"): "reader",
@@ -328,6 +329,22 @@ def rate(
     if request.headers.get("hx-request") == "true":
         return HTMLResponse(f'<p class="ok" role="status">Feedback #{feedback_id} stored. Thank you.</p>')
     return RedirectResponse(f"/ui/generations/{generation_id}#feedback", status_code=303)
+
+
+@router.post("/generations/{generation_id}/dataset")
+def add_to_dataset(
+    generation_id: int,
+    user: User,
+    session: DB,
+    name: Annotated[str, Form(min_length=1, max_length=128)],
+    split: Annotated[str, Form()] = "train",
+):
+    """Question and answer as a text item in a new version of dataset NAME (versions are immutable)."""
+    from genloom.datasets.importers import add_generation
+
+    with session.begin():
+        added = add_generation(session, generation_id, name.strip(), split=split)
+    return RedirectResponse(f"/ui/datasets/{added['dataset']}", status_code=303)
 
 
 # --------------------------------------------------------------------------- collections and documents
