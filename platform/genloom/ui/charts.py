@@ -39,7 +39,7 @@ def line_chart(
         f'<text x="{left}" y="{height - 8}" class="tick">{x0:g}</text>',
         f'<text x="{width - right}" y="{height - 8}" text-anchor="end" class="tick">{x1:g}</text>',
     ]
-    legend_x = left + 150
+    legend_x = width - right - 130 * len(series)  # top right; the title sits top left
     for i, (name, values) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in values)
@@ -47,7 +47,7 @@ def line_chart(
         if len(values) == 1:
             parts.append(f'<circle cx="{sx(values[0][0]):.1f}" cy="{sy(values[0][1]):.1f}" r="3" fill="{colour}"/>')
         parts.append(
-            f'<text x="{legend_x + 150 * i}" y="14" fill="{colour}" class="legend">■ {escape(str(name))}</text>'
+            f'<text x="{legend_x + 130 * i}" y="14" fill="{colour}" class="legend">■ {escape(str(name))}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))
