@@ -9,21 +9,13 @@ import sys
 
 import anyio
 import httpx
-import pytest
 import sqlalchemy as sa
-from conftest import REPO_ROOT, own_database
-from ui_support import make_keys, serve
+import ui_support
+from conftest import REPO_ROOT
+
+served = ui_support.served  # the module's server: a fixture shared by the UI and MCP tests
 
 TOOLS = {"search", "ask", "list_collections", "get_generation", "feedback", "sql"}
-
-
-@pytest.fixture(scope="module")
-def served(pg_server):
-    with own_database(pg_server) as url:
-        served, server = serve(make_keys)
-        served.db_url = url
-        yield served
-        server.should_exit = True
 
 
 def _http(served, key: str):

@@ -5,34 +5,17 @@ from __future__ import annotations
 import re
 
 import httpx
-import pytest
 import sqlalchemy as sa
-from conftest import own_database
-from ui_support import csrf_of, login, make_keys, serve
+import ui_support
+from ui_support import csrf_of, login
 
-
-@pytest.fixture(scope="module")
-def served(pg_server):
-    with own_database(pg_server):
-        served, server = serve(make_keys)
-        yield served
-        server.should_exit = True
+served = ui_support.served  # the module's server: a fixture shared by the UI and MCP tests
 
 
 def _ui_routes(app):
-    """(method, path) of every route under /ui, through included routers too (as test_security walks them)."""
-    from fastapi.routing import APIRoute
+    from test_security import _routes  # the same walk through included routers
 
-    def walk(routes, prefix: str):
-        for route in routes:
-            included = getattr(route, "original_router", None)  # FastAPI's lazily included router
-            if included is not None:
-                yield from walk(included.routes, prefix + route.include_context.prefix)
-            elif isinstance(route, APIRoute):
-                for method in sorted(route.methods - {"HEAD"}):
-                    yield method, prefix + route.path
-
-    return [(m, p) for m, p in walk(app.routes, "") if p.startswith("/ui")]
+    return [(method, path) for method, path in _routes(app) if path.startswith("/ui")]
 
 
 def _concrete(path: str) -> str:
@@ -48,6 +31,7 @@ def test_every_ui_route_needs_a_session_the_right_role_and_a_csrf_token(served):
     rank = {"reader": 0, "writer": 1, "admin": 2}
     sessions = {role: login(served.url, served.keys[role]) for role in ("reader", "writer", "admin")}
     anonymous = httpx.Client(base_url=served.url, timeout=60)
+    refusals = 0
     for method, path in routes:
         if (method, path) in PUBLIC:
             continue
@@ -59,6 +43,7 @@ def test_every_ui_route_needs_a_session_the_right_role_and_a_csrf_token(served):
             assert r.status_code == 401, (method, path, r.status_code)
         forged = anonymous.request(method, url, cookies={"genloom_session": "gls_1_9999999999_" + "A" * 43})
         assert forged.status_code in (303, 401), (method, path)
+        refusals += 1
         for role, client in sessions.items():
             if method == "POST" and rank[role] >= rank[needed]:
                 assert client.request(method, url, data={"csrf": "wrong"}).status_code == 403, (method, path)
@@ -67,8 +52,16 @@ def test_every_ui_route_needs_a_session_the_right_role_and_a_csrf_token(served):
             status = client.request(method, url, data=data).status_code
             if rank[role] < rank[needed]:
                 assert status == 403, (method, path, role, status)
+                refusals += 1
             else:
                 assert status not in (401, 403), (method, path, role, status)
+    engine = sa.create_engine(served.db_url)
+    with engine.connect() as conn:  # every refusal (forged cookie, wrong role) is in the audit log
+        audited = conn.execute(
+            sa.text("SELECT count(*) FROM audit_log WHERE action = 'auth.failure' AND object ~ '^(GET|POST) /ui'")
+        ).scalar()
+    engine.dispose()
+    assert audited >= refusals > 0
 
 
 def test_login_sets_an_httponly_strict_cookie_that_is_not_the_key_and_a_wrong_key_is_refused(served, engine=None):
@@ -151,3 +144,16 @@ def test_a_generation_added_to_a_dataset_becomes_a_new_sealed_version(served):
     with session_scope() as s:
         rows = s.execute(sa.text("SELECT version, item_count, sealed FROM dataset_versions ORDER BY version")).all()
     assert [tuple(r) for r in rows] == [(1, 1, True), (2, 1, True)]  # the same item: content-addressed
+
+
+def test_no_auth_on_loopback_needs_no_login_but_still_a_csrf_token(served):
+    from fastapi.testclient import TestClient
+    from genloom.api.auth import SecuritySettings
+    from genloom.server import create_app
+
+    client = TestClient(create_app(SecuritySettings(auth=False)), base_url="http://127.0.0.1")
+    page = client.get("/ui/collections")
+    assert page.status_code == 200 and "Hybrid search" not in page.text and ">kb<" in page.text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+    assert client.post("/ui/generations/1/feedback", data={"score": "3"}).status_code == 403
+    assert client.post("/ui/generations/1/feedback", data={"score": "3", "csrf": token}).status_code in (303, 404)

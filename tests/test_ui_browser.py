@@ -10,19 +10,12 @@ import re
 
 import pytest
 import sqlalchemy as sa
-from conftest import REPO_ROOT, own_database, skip_or_fail
-from ui_support import make_keys, serve
+import ui_support
+from conftest import REPO_ROOT, skip_or_fail
+
+served = ui_support.served  # the module's server: a fixture shared by the UI and MCP tests
 
 SHOTS = REPO_ROOT / "docs" / "img" / "ui"
-
-
-@pytest.fixture(scope="module")
-def served(pg_server):
-    with own_database(pg_server) as url:
-        served, server = serve(make_keys)
-        served.db_url = url
-        yield served
-        server.should_exit = True
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import threading
 import time
 
 import httpx
+import pytest
+from conftest import own_database
 from generation_support import ingest_corpus
 
 UI_CORPUS = [
@@ -24,6 +26,7 @@ class Served:
     url: str
     app: object
     keys: dict[str, str]  # "reader" / "writer" / "admin" of tenant default; "other" = a writer of tenant "globex"
+    db_url: str = ""
 
 
 def serve(keys_of) -> tuple[Served, object]:
@@ -72,3 +75,13 @@ def login(base_url: str, key: str) -> httpx.Client:
 
 def csrf_of(client: httpx.Client) -> str:
     return re.search(r'name="csrf-token" content="([^"]+)"', client.get("/ui/collections").text).group(1)
+
+
+@pytest.fixture(scope="module")
+def served(pg_server):
+    """The module's server (import this fixture into a test module): its own database, keys, a corpus."""
+    with own_database(pg_server) as url:
+        served, server = serve(make_keys)
+        served.db_url = url
+        yield served
+        server.should_exit = True

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from genloom import audit
 from genloom.db.tenancy import validate_tenant
-from genloom.errors import BadInput, NotFound, Unauthorized
+from genloom.errors import BadInput, Forbidden, NotFound, Unauthorized
 
 ROLES = ("reader", "writer", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
@@ -214,6 +214,8 @@ def _key_row(session: Session, key_id: int):
 
 def issue_session(session: Session, principal: Principal, *, seconds: int = SESSION_SECONDS) -> str:
     """A session token for a principal that authenticate() just returned (the UI's login)."""
+    if principal.key_id is None:
+        raise BadInput("a browser session is issued for an API key only")
     row = _key_row(session, principal.key_id)
     expires = int(row.now.timestamp()) + seconds
     if row.expires_at is not None:  # a session never outlives its key
@@ -235,6 +237,25 @@ def authenticate_session(session: Session, token: str | None) -> Principal:
     if row.expires_at is not None and row.expires_at <= row.now:
         raise Unauthorized("the session's key has expired: log in again")
     return Principal(key_id=row.id, role=row.role, tenant=row.tenant)
+
+
+def role_refusal(session: Session, principal: Principal, needed: str, *, what: str, refusal: str) -> Forbidden | None:
+    """None when the principal's role reaches `needed`; else the Forbidden(refusal) to raise, audited on `what`.
+
+    The caller raises it after committing, so the audit row stays. The web UI's pages and the MCP tools
+    check their callers with it (the HTTP API's own check is api/auth.py)."""
+    if allows(principal.role, needed):
+        return None
+    error = Forbidden(refusal)
+    audit.record(
+        session,
+        "auth.failure",
+        what,
+        outcome="refused",
+        detail={"reason": refusal},
+        actor=audit.Actor(key_id=principal.key_id, role=principal.role),
+    )
+    return error
 
 
 def allows(role: str, needed: str) -> bool:

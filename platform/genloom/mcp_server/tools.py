@@ -19,7 +19,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from genloom.errors import Forbidden, GenloomError
+from genloom.errors import GenloomError
 from genloom.keys import Principal
 
 ROLES = {
@@ -34,27 +34,22 @@ KEY_ENV = "GENLOOM_API_KEY"  # the key `genloom mcp` (stdio) acts with
 
 
 def _authenticate(key: str | None, tool: str) -> Principal:
-    from genloom import audit
     from genloom.api.engine import api_engine
     from genloom.db.engine import session_scope
-    from genloom.keys import allows, authenticate
+    from genloom.keys import authenticate, role_refusal
 
     needed = ROLES[tool]
     with session_scope(api_engine()) as s:
         principal = authenticate(s, key)
-        if not allows(principal.role, needed):
-            refusal = Forbidden(
-                f"this API key's role ({principal.role}) may not call the MCP tool {tool} (needs {needed})"
-            )
-            audit.record(
-                s,
-                "auth.failure",
-                f"MCP {tool}",
-                outcome="refused",
-                detail={"reason": str(refusal)},
-                actor=audit.Actor(key_id=principal.key_id, role=principal.role),
-            )
-            raise refusal
+        refused = role_refusal(
+            s,
+            principal,
+            needed,
+            what=f"MCP {tool}",
+            refusal=f"this API key's role ({principal.role}) may not call the MCP tool {tool} (needs {needed})",
+        )
+    if refused is not None:  # after the commit: the refusal stays in the audit log
+        raise refused
     return principal
 
 

@@ -17,12 +17,17 @@ from urllib.parse import quote
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
-from genloom.errors import Forbidden, Unauthorized
+from genloom.errors import Forbidden, GenloomError, Unauthorized
 
 COOKIE = "genloom_session"
 LOGIN_COOKIE = "genloom_login"  # the login form's own CSRF token (double submit: there is no session yet)
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
+
+
+# `serve --no-auth` (loopback only) has no session: forms then carry a token from this per-process secret,
+# which a page on another origin cannot read.
+_NO_AUTH_SECRET = secrets.token_urlsafe(32)
 
 
 def csrf_token(session_token: str) -> str:
@@ -38,26 +43,26 @@ def _principal(token: str | None, method: str, path: str, needed: str):
     from genloom import audit
     from genloom.api.engine import api_engine
     from genloom.db.engine import session_scope
-    from genloom.keys import allows, authenticate_session
+    from genloom.keys import authenticate_session, role_refusal
 
+    refused: GenloomError | None = None
     with session_scope(api_engine()) as s:
         try:
             principal = authenticate_session(s, token)
         except Unauthorized as exc:
             if token:  # a forged or stale cookie; a missing one is just a visitor to redirect
                 audit.record(s, "auth.failure", f"{method} {path}", outcome="refused", detail={"reason": str(exc)})
-            raise
-        if not allows(principal.role, needed):
-            refusal = Forbidden(f"your key's role ({principal.role}) may not use {method} {path} (needs {needed})")
-            audit.record(
+            refused = exc
+        else:
+            refused = role_refusal(
                 s,
-                "auth.failure",
-                f"{method} {path}",
-                outcome="refused",
-                detail={"reason": str(refusal)},
-                actor=audit.Actor(key_id=principal.key_id, role=principal.role),
+                principal,
+                needed,
+                what=f"{method} {path}",
+                refusal=f"your key's role ({principal.role}) may not use {method} {path} (needs {needed})",
             )
-            raise refusal
+    if refused is not None:  # after the commit: the refusal stays in the audit log
+        raise refused
     return principal
 
 
@@ -68,20 +73,24 @@ async def check(request: Request, roles: dict[tuple[str, str], str]) -> dict[str
     `roles` needs admin, so a new page is closed until someone decides who may see it.
     """
     from genloom import audit
-    from genloom.db.tenancy import set_tenant
+    from genloom.db.tenancy import current_tenant, set_tenant
+    from genloom.keys import Principal
 
     route = request.scope.get("route")
     path = getattr(route, "path_format", None) or request.url.path
     method = "GET" if request.method == "HEAD" else request.method
     needed = roles.get((method, path), "admin")
     token = request.cookies.get(COOKIE)
-    try:
-        principal = await run_in_threadpool(_principal, token, method, path, needed)
-    except Unauthorized:
-        if method == "GET":
-            target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
-            raise HTTPException(status_code=303, headers={"Location": f"/ui/login?next={target}"}) from None
-        raise
+    if not request.app.state.genloom_security.auth:  # --no-auth on loopback: the CLI user's tenant, as the API
+        principal, token = Principal(key_id=None, role="admin", tenant=current_tenant()), _NO_AUTH_SECRET
+    else:
+        try:
+            principal = await run_in_threadpool(_principal, token, method, path, needed)
+        except Unauthorized:
+            if method == "GET":
+                target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""), safe="")
+                raise HTTPException(status_code=303, headers={"Location": f"/ui/login?next={target}"}) from None
+            raise
     expected = csrf_token(token or "")
     if method == "POST":
         sent = request.headers.get(CSRF_HEADER)
@@ -92,5 +101,5 @@ async def check(request: Request, roles: dict[tuple[str, str], str]) -> dict[str
         if not sent or not hmac.compare_digest(sent, expected):
             raise Forbidden("missing or wrong CSRF token: reload the page and submit the form again")
     set_tenant(principal.tenant)  # context variables set here reach the endpoint's thread
-    audit.set_actor(audit.Actor(key_id=principal.key_id, role=principal.role))
+    audit.set_actor(audit.Actor(key_id=principal.key_id, role=principal.role if principal.key_id else "no-auth"))
     return {"role": principal.role, "tenant": principal.tenant, "key_id": principal.key_id, "csrf": expected}
