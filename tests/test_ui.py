@@ -148,6 +148,7 @@ def test_a_generation_added_to_a_dataset_becomes_a_new_sealed_version(served):
 
 def test_no_auth_on_loopback_needs_no_login_but_still_a_csrf_token(served):
     from fastapi.testclient import TestClient
+
     from genloom.api.auth import SecuritySettings
     from genloom.server import create_app
 
@@ -157,3 +158,46 @@ def test_no_auth_on_loopback_needs_no_login_but_still_a_csrf_token(served):
     token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
     assert client.post("/ui/generations/1/feedback", data={"score": "3"}).status_code == 403
     assert client.post("/ui/generations/1/feedback", data={"score": "3", "csrf": token}).status_code in (303, 404)
+
+
+def test_dataset_pages_show_an_image_grid_real_vs_synthetic_and_a_diff_and_two_runs_compare(served):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from genloom.datasets.items import image_item, put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version
+    from genloom.db.engine import session_scope
+    from genloom.runs import finish_run, log_metrics, start_run
+
+    rng = np.random.default_rng(0)
+    with session_scope() as s:
+        run_ids = [start_run(s, "train", params={"lr": lr}).id for lr in (0.1, 0.01)]
+    with session_scope() as s:
+        for run_id, scale in zip(run_ids, (1.0, 2.0)):
+            for step in range(1, 6):
+                log_metrics(s, run_id, {"loss": scale / step}, step=step)
+            finish_run(s, run_id, summary={})
+    with session_scope() as s:
+        real = put_items(
+            s, [image_item(rng.integers(0, 255, (3, 8, 8), dtype=np.uint8), label=i % 2) for i in range(4)]
+        )
+        fake = put_items(s, [image_item(rng.integers(0, 255, (3, 8, 8), dtype=np.uint8), origin="synthetic")])
+        v1 = create_version(s, "digits", modality="image")
+        add_members(s, v1, [(i, "train") for i in real])
+        seal_version(s, v1)
+        v2 = create_version(s, "digits", modality="image", copy_parent=True)
+        add_members(s, v2, [(fake[0], "train")])
+        seal_version(s, v2)
+    reader = login(served.url, served.keys["reader"])
+    page = reader.get("/ui/datasets/digits@2").text
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 5
+    assert Image.open(io.BytesIO(base64.b64decode(images[0]))).size == (8, 8)
+    assert "real <b>4</b> · synthetic <b>1</b>" in page and "parent digits@1" in page
+    diff = reader.get("/ui/datasets/diff", params={"a": "digits@1", "b": "digits@2"}).text
+    assert '<th>added</th><td class="num">1</td>' in diff and '<th>removed</th><td class="num">0</td>' in diff
+    compared = reader.get("/ui/runs/compare", params={"a": run_ids[0], "b": run_ids[1]}).text
+    assert compared.count("<polyline") == 2 and f"run {run_ids[1]}" in compared
