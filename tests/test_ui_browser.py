@@ -127,7 +127,31 @@ def test_a_runs_curve_opens(chromium, served):
     page.click(f"a[href='/ui/runs/{run_id}']")
     assert page.locator("#curve-loss svg polyline").count() == 1
     _shot(page, "run")
-    for path, name in (("/ui/analytics", "analytics"), ("/ui/datasets", "datasets"), ("/ui/models", "models")):
+    import numpy as np
+
+    from genloom.datasets.items import image_item, put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version
+
+    yy, xx = np.mgrid[0:16, 0:16]
+    with session_scope() as s:  # a small image dataset, so the grid has something to show
+        ids = put_items(
+            s,
+            [
+                image_item(
+                    ((np.sin(xx / (2 + i % 4)) + np.cos(yy / (2 + i // 4))) * 60 + 128).astype(np.uint8), label=i % 3
+                )
+                for i in range(16)
+            ],
+        )
+        version = create_version(s, "patterns", modality="image")
+        add_members(s, version, [(i, "train") for i in ids])
+        seal_version(s, version)
+    for path, name in (
+        ("/ui/analytics", "analytics"),
+        ("/ui/datasets", "datasets"),
+        ("/ui/datasets/patterns@1", "dataset"),
+        ("/ui/models", "models"),
+    ):
         page.goto(served.url + path)
         _shot(page, name)
 
