@@ -192,6 +192,8 @@ def test_dataset_pages_show_an_image_grid_real_vs_synthetic_and_a_diff_and_two_r
         add_members(s, v2, [(fake[0], "train")])
         seal_version(s, v2)
     reader = login(served.url, served.keys["reader"])
+    listed = reader.get("/ui/datasets").text
+    assert re.search(r'digits@2</a></td><td>image</td><td class="num">5</td>', listed)
     page = reader.get("/ui/datasets/digits@2").text
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 5
