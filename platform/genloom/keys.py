@@ -11,6 +11,7 @@ Roles nest: reader < writer < admin (see genloom.api.auth for what each may call
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import hashlib
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from genloom import audit
 from genloom.db.tenancy import validate_tenant
-from genloom.errors import BadInput, NotFound, Unauthorized
+from genloom.errors import BadInput, Forbidden, NotFound, Unauthorized
 
 ROLES = ("reader", "writer", "admin")
 RANK = {role: i for i, role in enumerate(ROLES)}
@@ -190,6 +191,71 @@ def authenticate(session: Session, presented: str | None) -> Principal:
     if row.expires_at is not None and row.expires_at <= row.now:
         raise Unauthorized(f"API key {prefix} expired at {row.expires_at.isoformat(timespec='seconds')}")
     return Principal(key_id=row.id, role=row.role, tenant=row.tenant)
+
+
+# Browser sessions (genloom.ui): a cookie `gls_<key id>_<expiry>_<mac>` signed with the key's own
+# stored hash, a server-side secret that never leaves the database. No secret of its own to keep,
+# it dies with its key (revoke, expiry), and the key itself is never stored in the browser.
+SESSION_SECONDS = 12 * 3600
+_SESSION = re.compile(r"^gls_(\d{1,18})_(\d{1,12})_([A-Za-z0-9_-]{43})$")
+
+
+def _session_mac(stored_hash: bytes, key_id: int, expires: int) -> str:
+    mac = hmac.new(bytes(stored_hash), f"genloom-session.{key_id}.{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def _key_row(session: Session, key_id: int):
+    return session.execute(
+        sa.text("SELECT id, hash, role, tenant, expires_at, revoked_at, now() AS now FROM api_keys WHERE id = :i"),
+        {"i": key_id},
+    ).first()
+
+
+def issue_session(session: Session, principal: Principal, *, seconds: int = SESSION_SECONDS) -> str:
+    """A session token for a principal that authenticate() just returned (the UI's login)."""
+    if principal.key_id is None:
+        raise BadInput("a browser session is issued for an API key only")
+    row = _key_row(session, principal.key_id)
+    expires = int(row.now.timestamp()) + seconds
+    if row.expires_at is not None:  # a session never outlives its key
+        expires = min(expires, int(row.expires_at.timestamp()))
+    return f"gls_{row.id}_{expires}_{_session_mac(row.hash, row.id, expires)}"
+
+
+def authenticate_session(session: Session, token: str | None) -> Principal:
+    """The principal a session token stands for; the key row is read each time (revocation is immediate)."""
+    m = _SESSION.match(token or "")
+    if not m:
+        raise Unauthorized("not logged in")
+    key_id, expires = int(m.group(1)), int(m.group(2))
+    row = _key_row(session, key_id)
+    if row is None or not hmac.compare_digest(_session_mac(row.hash, key_id, expires), m.group(3)):
+        raise Unauthorized("invalid session")
+    if row.revoked_at is not None or expires <= row.now.timestamp():
+        raise Unauthorized("session expired or its key was revoked: log in again")
+    if row.expires_at is not None and row.expires_at <= row.now:
+        raise Unauthorized("the session's key has expired: log in again")
+    return Principal(key_id=row.id, role=row.role, tenant=row.tenant)
+
+
+def role_refusal(session: Session, principal: Principal, needed: str, *, what: str, refusal: str) -> Forbidden | None:
+    """None when the principal's role reaches `needed`; else the Forbidden(refusal) to raise, audited on `what`.
+
+    The caller raises it after committing, so the audit row stays. The web UI's pages and the MCP tools
+    check their callers with it (the HTTP API's own check is api/auth.py)."""
+    if allows(principal.role, needed):
+        return None
+    error = Forbidden(refusal)
+    audit.record(
+        session,
+        "auth.failure",
+        what,
+        outcome="refused",
+        detail={"reason": refusal},
+        actor=audit.Actor(key_id=principal.key_id, role=principal.role),
+    )
+    return error
 
 
 def allows(role: str, needed: str) -> bool:

@@ -154,3 +154,17 @@ def model_dir(session: Session, ref: str) -> Path:
     if path.is_dir():
         return path.resolve()
     return extract_model_dir(session, resolve_model(session, ref))
+def list_models(session: Session, *, before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The registry, newest first (keyset below id `before`): each version with the run and dataset it came from."""
+    query = sa.text(
+        """
+        SELECT m.id, m.name, m.version, m.architecture, m.format, m.size_bytes, m.run_id, m.created_at,
+               d.name || '@' || dv.version AS trained_from
+        FROM models m
+        LEFT JOIN dataset_versions dv ON dv.id = m.input_version_id
+        LEFT JOIN datasets d ON d.id = dv.dataset_id
+        WHERE (CAST(:before AS bigint) IS NULL OR m.id < CAST(:before AS bigint))
+        ORDER BY m.id DESC LIMIT :limit
+        """
+    )
+    return [dict(r) for r in session.execute(query, {"before": before, "limit": limit}).mappings()]

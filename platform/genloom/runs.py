@@ -232,3 +232,73 @@ def tracked_run(
         if not handle.finished:
             with session_scope() as session:
                 finish_run(session, run_id)
+
+
+# --------------------------------------------------------------------------- reading runs back (UI, reports)
+
+
+def list_runs(
+    session: Session, *, before: int | None = None, limit: int = 50, kind: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Newest runs first, below id `before` (keyset), optionally of one kind and status."""
+    query = sa.select(Run).order_by(Run.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(Run.id < before)
+    if kind:
+        query = query.where(Run.kind == kind)
+    if status:
+        query = query.where(Run.status == status)
+    return [_run_json(run) for run in session.scalars(query)]
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "name": run.name,
+        "status": run.status,
+        "error": run.error,
+        "params": run.params,
+        "summary": run.summary,
+        "model_id": run.model_id,
+        "input_version_id": run.input_version_id,
+        "output_version_id": run.output_version_id,
+        "device": run.device,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def run_detail(session: Session, run_id: int) -> dict[str, Any]:
+    """A run with its metric curves ({name: [(step, value), ...]}), final metrics, checkpoints and models."""
+    from genloom.db.models import Model, RunCheckpoint
+    from genloom.errors import NotFound
+
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    curves: dict[str, list[tuple[int, float]]] = {}
+    final: dict[str, float] = {}
+    for name, step, value in session.execute(
+        sa.select(Metric.name, Metric.step, Metric.value)
+        .where(Metric.run_id == run_id, Metric.item_id.is_(None))
+        .order_by(Metric.name, Metric.step)
+    ):
+        if step is None:
+            final[name] = value
+        else:
+            curves.setdefault(name, []).append((step, value))
+    checkpoints = session.execute(
+        sa.select(RunCheckpoint.step, RunCheckpoint.size_bytes, RunCheckpoint.created_at)
+        .where(RunCheckpoint.run_id == run_id)
+        .order_by(RunCheckpoint.step)
+    ).all()
+    models = session.execute(
+        sa.select(Model.id, Model.name, Model.version, Model.architecture).where(Model.run_id == run_id)
+    ).all()
+    return _run_json(run) | {
+        "curves": curves,
+        "final_metrics": final,
+        "checkpoints": [dict(r._mapping) for r in checkpoints],
+        "models": [dict(r._mapping) for r in models],
+    }

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom.analytics.views import VIEWS
+from genloom.errors import BadInput
 
 
 def _rows(session: Session, query: str, **params: Any) -> list[dict[str, Any]]:
@@ -98,3 +99,22 @@ def collect_summary(session: Session, *, time_views: bool = True) -> dict[str, A
         "leaders": leaders,
         "view_ms": view_ms,
     }
+
+
+def view_page(
+    session: Session, view: str, *, key: str, after: Any = None, limit: int = 100, descending: bool = True
+) -> list[dict[str, Any]]:
+    """A page of one documented view ordered by its column `key`, past `after` (keyset): the UI's Analytics tables."""
+    import re
+
+    from genloom.analytics.views import ORDER
+
+    if view not in ORDER:
+        raise BadInput(f"unknown view {view!r}; documented views: {', '.join(ORDER)}")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", key):
+        raise BadInput(f"not a column name: {key!r}")
+    op, direction = ("<", "DESC") if descending else (">", "ASC")
+    where = f"WHERE {key} {op} :after" if after not in (None, "") else ""
+    return _rows(
+        session, f"SELECT * FROM {view} {where} ORDER BY {key} {direction} LIMIT :limit", after=after, limit=limit
+    )

@@ -51,6 +51,10 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/v1/embeddings"): "writer",
     ("POST", "/v1/feedback"): "writer",
     ("POST", "/v1/ingest"): "writer",
+    # MCP over streamable HTTP (genloom.mcp_server): a reader may connect; each tool checks its own role.
+    ("GET", "/mcp"): "reader",
+    ("POST", "/mcp"): "reader",
+    ("DELETE", "/mcp"): "reader",
 }
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -65,11 +69,14 @@ class SecuritySettings:
 # `genloom serve`'s routes for the CLI of the user who started it (api/local_routes.py): they
 # check their own token, a random secret in the 0600 file $GENLOOM_HOME/serve.json, not a key.
 LOCAL_PREFIX = "/v1/local/"
+# The web UI (genloom.ui) checks its own session cookie, issued for and verified against the same
+# keys (keys.issue_session / keys.authenticate_session), with its own role table (ui/routes.py).
+UI_PREFIX = "/ui"
 
 
 def required_role(method: str, path: str) -> str | None:
     """The role a route needs (None: no API key; public, or guarded by the serve token)."""
-    if path in PUBLIC or path.startswith(LOCAL_PREFIX):
+    if path in PUBLIC or path == UI_PREFIX or path.startswith((LOCAL_PREFIX, UI_PREFIX + "/")):
         return None
     path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)  # "/v1/models/{model_id:path}" → "{model_id}"
     return ROUTE_ROLES.get(("GET" if method == "HEAD" else method, path), "admin")

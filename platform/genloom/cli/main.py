@@ -33,7 +33,8 @@ COMMAND_MODULES = [
     "genloom.cli.search",  # search
     "genloom.cli.store",  # collections list|show|rename|delete, documents list|show|delete|set-meta
     "genloom.cli.ask",  # ask, generate, feedback, generations, sessions, templates
-    "genloom.cli.serve",  # serve
+    "genloom.cli.serve",  # serve (with the web UI at /ui and MCP at /mcp)
+    "genloom.cli.mcp",  # mcp (stdio)
     "genloom.cli.datasets",  # datasets import|list|show|diff|export
     "genloom.cli.train",  # train, sample, score, models
     "genloom.cli.evaluate",  # eval retrieval|model|utility|text

@@ -99,12 +99,12 @@ def serve(
     import sqlalchemy as sa
     import uvicorn
 
-    from genloom.api.app import create_app
     from genloom.api.auth import LOOPBACK_HOSTS, settings_from_env
     from genloom.api.limits import check_connections
     from genloom.api.local import advertise, withdraw
     from genloom.db.engine import get_engine, session_scope
     from genloom.errors import BadInput
+    from genloom.server import create_app
 
     if not 0 < port < 65536:
         raise BadInput(f"--port must be between 1 and 65535 (got {port})")
@@ -177,7 +177,8 @@ def serve(
                     "`genloom keys create --role writer`"
                 )
     info(
-        f"genloom API on http://{host}:{port}  (OpenAPI: /docs, /openapi.json; OpenAI base_url: http://{host}:{port}/v1)"
+        f"genloom API on http://{host}:{port}  (web UI: http://{host}:{port}/ui; OpenAPI: /docs; "
+        f"OpenAI base_url: http://{host}:{port}/v1; MCP: http://{host}:{port}/mcp)"
         + ("  [no auth: loopback only]" if no_auth else "  [API keys required]")
     )
     # `genloom search|ask` on this store reuse this process's loaded models (api/local.py);
@@ -191,7 +192,7 @@ def serve(
             uvicorn.run(create_app(settings_from_env(), local_token=token), host=host, port=port, log_level=log_level)
         else:  # uvicorn starts each worker from the import string (no local-reuse token then)
             uvicorn.run(
-                "genloom.api.app:create_app", factory=True, host=host, port=port, log_level=log_level, workers=workers
+                "genloom.server:create_app", factory=True, host=host, port=port, log_level=log_level, workers=workers
             )
     except OSError as exc:
         raise BadInput(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

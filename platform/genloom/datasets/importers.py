@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from genloom.errors import BadInput, NotFound
 
@@ -523,3 +524,31 @@ def import_feedback(name: str, *, min_score: int = 4, fractions: SplitFractions 
         },
         description=f"rated generations (score >= {min_score}) as question/sources/answer records",
     )
+
+
+def add_generation(session: Session, generation_id: int, name: str, *, split: str = "train") -> dict[str, Any]:
+    """A new sealed version NAME@(latest+1): the latest version's items plus this generation as a text item
+    (question, a blank line, the answer; its id, model and mean feedback score in the item's metadata).
+
+    Versions are immutable, so "add to a dataset" means a child version; the parent stays as it was."""
+    from genloom.datasets.items import put_items, text_item
+    from genloom.datasets.versions import add_members, create_version, seal_version, version_ref
+    from genloom.generation.log import generation_detail
+
+    detail = generation_detail(session, generation_id)
+    if detail["status"] != "ok" or not detail["answer"]:
+        raise BadInput(f"generation {generation_id} has no answer to add (status {detail['status']})")
+    scores = [f["score"] for f in detail["feedback"] if f.get("score") is not None]
+    item = text_item(
+        f"{detail['prompt']}\n\n{detail['answer']}",
+        metadata={
+            "generation_id": generation_id,
+            "model": detail["model"],
+            "mean_score": sum(scores) / len(scores) if scores else None,
+        },
+    )
+    (item_id,) = put_items(session, [item])
+    version = create_version(session, name, modality="text", copy_parent=True)
+    add_members(session, version, [(item_id, split)])
+    seal_version(session, version)
+    return {"dataset": version_ref(session, version), "item_id": item_id, "items": version.item_count}

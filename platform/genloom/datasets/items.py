@@ -149,6 +149,23 @@ def image_floats(payload: bytes | memoryview, shape: Sequence[int]) -> np.ndarra
     return image_array(payload, shape).astype(np.float32) / 255.0
 
 
+def image_png(payload: bytes | memoryview, shape: Sequence[int], dtype: str | None = "uint8") -> bytes:
+    """An image item as PNG bytes (what a browser shows): grey for 1 channel, RGB for 3."""
+    import io
+
+    from PIL import Image
+
+    array = image_array(payload, shape, dtype)
+    if array.dtype != np.uint8:
+        array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    hwc = np.ascontiguousarray(array.transpose(1, 2, 0)) if array.ndim == 3 else array
+    if hwc.ndim == 3 and hwc.shape[2] == 1:
+        hwc = hwc[:, :, 0]
+    out = io.BytesIO()
+    Image.fromarray(hwc).save(out, format="PNG")
+    return out.getvalue()
+
+
 def image_batch(payloads: bytes | Sequence[bytes], shape: Sequence[int], n: int) -> np.ndarray:
     """n images of one shape, stored back to back (a packed shard) or as a list, as uint8 N×C×H×W."""
     data = payloads if isinstance(payloads, (bytes, memoryview)) else b"".join(bytes(p) for p in payloads)

@@ -335,3 +335,24 @@ def describe_version(session: Session, version: DatasetVersion) -> DataInfo:
         label_names=sorted(labels, key=label_sort_key),
         split_counts={s: splits.get(s, 0) for s in SPLITS},
     )
+
+
+def version_items(
+    session: Session, version: DatasetVersion, *, after: int | None = None, limit: int = 48
+) -> list[dict[str, Any]]:
+    """A page of a version's members in item id order past `after` (keyset), payloads included."""
+    rows = session.execute(
+        sa.text(
+            f"SELECT item_id, split, label, modality, origin, dtype, shape, payload, text, run_id, model_id "
+            f"FROM ({dataset_items(':v')}) AS di WHERE item_id > :after ORDER BY item_id LIMIT :limit"
+        ),
+        {"v": version.id, "after": -1 if after is None else after, "limit": limit},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def version_lineage(session: Session, version: DatasetVersion) -> list[dict[str, Any]]:
+    """Everything upstream of a version (the v_dataset_lineage view): parents, and the models and runs
+    that made its synthetic items, with the versions those were trained on."""
+    rows = session.execute(sa.text("SELECT * FROM v_dataset_lineage WHERE version_id = :v"), {"v": version.id})
+    return [dict(r) for r in rows.mappings()]

@@ -18,7 +18,7 @@ from genloom.db.models import (
     GenerationSource,
     Prompt,
 )
-from genloom.errors import NotFound
+from genloom.errors import BadInput, NotFound
 from genloom.generation.feedback import feedback_json
 from genloom.retrieval.locations import format_location, location_fields
 
@@ -117,3 +117,128 @@ def session_detail(session: Session, session_id: int) -> dict[str, Any]:
             for p, g in rows
         ],
     }
+
+
+# The filters of the trace browser (genloom.ui's Generations page, and anything else that lists the log).
+GENERATION_FILTERS = (
+    "model",
+    "template",
+    "collection",
+    "user",
+    "since",
+    "until",
+    "min_score",
+    "max_score",
+    "min_ms",
+    "max_ms",
+    "has_feedback",
+    "abstained",
+    "status",
+)
+
+
+def _template_clause(session: Session, ref: str, params: dict[str, Any]) -> str:
+    """`name` matches every version; `name@3` or `name@label` the one version it resolves to."""
+    from genloom.generation.templates import get_template
+
+    if "@" not in ref:
+        params["tname"] = ref
+        return "p.template_name = :tname"
+    template = get_template(session, ref)
+    params["tname"], params["tversion"] = template.name, template.version
+    return "p.template_name = :tname AND p.template_version = :tversion"
+
+
+def list_generations(
+    session: Session, *, before: int | None = None, limit: int = 50, **filters: Any
+) -> list[dict[str, Any]]:
+    """The newest generations first, `limit` of them with an id below `before` (keyset pagination:
+    the page after this one starts below the last id shown, so page 1,000 costs what page 1 does).
+
+    Filters (see GENERATION_FILTERS; None or '' means no filter): model, template (name, name@V,
+    name@label), collection (name), user, since/until (timestamps), min_score/max_score (mean
+    feedback score), min_ms/max_ms (total latency), has_feedback, abstained (finish reason 'abstain'),
+    status ('ok'/'error'). Only the filters given become clauses, so the planner sees a plain query.
+    """
+    unknown = set(filters) - set(GENERATION_FILTERS)
+    if unknown:
+        raise BadInput(f"unknown generation filter(s): {', '.join(sorted(unknown))}")
+    f = {k: v for k, v in filters.items() if v is not None and v != ""}
+    params: dict[str, Any] = {"limit": max(1, min(int(limit), 500))}
+    where = ["TRUE"]
+    if before is not None:
+        where.append("g.id < :before")
+        params["before"] = before
+    simple = {
+        "model": "g.model_name = :model",
+        "user": "p.user_id = :user",
+        "collection": "s.collection_id = (SELECT id FROM collections WHERE name = :collection)",
+        "since": "g.created_at >= CAST(:since AS timestamptz)",
+        "until": "g.created_at < CAST(:until AS timestamptz)",
+        "min_ms": "g.total_ms >= :min_ms",
+        "max_ms": "g.total_ms <= :max_ms",
+        "status": "g.status = :status",
+        "min_score": "(SELECT avg(score) FROM feedback f WHERE f.generation_id = g.id) >= :min_score",
+        "max_score": "(SELECT avg(score) FROM feedback f WHERE f.generation_id = g.id) <= :max_score",
+    }
+    for name, clause in simple.items():
+        if name in f:
+            where.append(clause)
+            params[name] = f[name]
+    if "template" in f:
+        where.append(_template_clause(session, str(f["template"]), params))
+    if "has_feedback" in f:
+        exists = "EXISTS (SELECT 1 FROM feedback f WHERE f.generation_id = g.id)"
+        where.append(exists if f["has_feedback"] else f"NOT {exists}")
+    if "abstained" in f:
+        where.append(("" if f["abstained"] else "NOT ") + "coalesce(g.params->>'finish_reason' = 'abstain', false)")
+    rows = session.execute(
+        sa.text(
+            f"""
+            SELECT g.id, g.created_at, g.model_name AS model, g.status, g.total_ms, g.input_tokens, g.output_tokens,
+                   g.params->>'finish_reason' AS finish_reason, p.text AS prompt, p.user_id AS user,
+                   p.template_name, p.template_version, c.name AS collection,
+                   fb.feedback, fb.mean_score, fb.thumbs
+            FROM generations g
+            JOIN prompts p ON p.id = g.prompt_id
+            JOIN sessions s ON s.id = p.session_id
+            LEFT JOIN collections c ON c.id = s.collection_id
+            LEFT JOIN LATERAL (
+                SELECT count(*) AS feedback, avg(f.score)::float8 AS mean_score, sum(f.thumbs) AS thumbs
+                FROM feedback f WHERE f.generation_id = g.id
+            ) fb ON true
+            WHERE {" AND ".join(where)}
+            ORDER BY g.id DESC
+            LIMIT :limit
+            """
+        ),
+        params,
+    ).mappings()
+    return [
+        dict(row)
+        | {
+            "prompt": unseal(row["prompt"], "prompts.text"),
+            "template": f"{row['template_name']}@{row['template_version']}" if row["template_name"] else None,
+        }
+        for row in rows
+    ]
+
+
+def generation_facets(session: Session) -> dict[str, list[str]]:
+    """The values the trace browser offers in its filter menus (small tables only: models, templates, collections)."""
+    # A skip scan over ix_generations_model: one index probe per distinct model, not a pass over the log.
+    models = session.scalars(
+        sa.text(
+            """
+            WITH RECURSIVE m AS (
+                SELECT min(model_name) AS v FROM generations
+                UNION ALL
+                SELECT (SELECT min(model_name) FROM generations WHERE model_name > m.v) FROM m WHERE m.v IS NOT NULL
+            )
+            SELECT v FROM m WHERE v IS NOT NULL LIMIT 200
+            """
+        )
+    ).all()
+    templates = session.scalars(sa.text("SELECT DISTINCT name FROM prompt_templates ORDER BY 1")).all()
+    collections = session.scalars(sa.text("SELECT name FROM collections ORDER BY 1")).all()
+    return {"models": list(models), "templates": list(templates), "collections": list(collections)}

@@ -118,7 +118,8 @@ def list_collections(session: Session) -> list[dict]:
             SELECT c.id, c.name, c.text_search_config, m.name AS embedding_model, c.created_at,
                    count(d.id) FILTER (WHERE d.superseded_at IS NULL) AS documents,
                    count(d.id) FILTER (WHERE d.retired_at IS NOT NULL) AS retired,
-                   coalesce(s.n_chunks, 0) AS chunks
+                   coalesce(s.n_chunks, 0) AS chunks,
+                   max(d.created_at) AS last_sync
             FROM collections c
             LEFT JOIN embedding_models m ON m.id = c.embedding_model_id
             LEFT JOIN documents d ON d.collection_id = c.id

@@ -92,10 +92,16 @@ def _document_versions(session: Session, collection_id: int, ref: str) -> list[A
 
 
 def list_documents(
-    session: Session, collection_id: int, *, include_retired: bool = False, where: dict | None = None, limit: int = 100
+    session: Session,
+    collection_id: int,
+    *,
+    include_retired: bool = False,
+    where: dict | None = None,
+    limit: int = 100,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
     """Current documents, incomplete ones (an interrupted large file) and, with include_retired,
-    retired ones, with chunk counts."""
+    retired ones, with chunk counts; `after` an external id: the page that follows it (keyset)."""
     from genloom.retrieval.filters import to_jsonpath
 
     path = to_jsonpath(where)
@@ -108,11 +114,12 @@ def list_documents(
             WHERE d.collection_id = :c
               AND (d.superseded_at IS NULL OR d.incomplete OR (:retired AND d.retired_at IS NOT NULL))
               AND (CAST(:where AS jsonpath) IS NULL OR d.metadata @@ CAST(:where AS jsonpath))
+              AND (CAST(:after AS text) IS NULL OR d.external_id > CAST(:after AS text))
             ORDER BY d.external_id, d.version
             LIMIT :limit
             """
         ),
-        {"c": collection_id, "retired": include_retired, "where": path, "limit": limit},
+        {"c": collection_id, "retired": include_retired, "where": path, "limit": limit, "after": after},
     ).mappings()
     return [
         {k: v for k, v in row.items() if k not in ("superseded_at", "incomplete")} | {"status": _status(row)}
@@ -323,3 +330,47 @@ def delete_collection(session: Session, name: str, *, force: bool = False, run_i
     session.execute(sa.text(_TOMBSTONE_SQL), {"ids": ids, "run": run_id})
     session.execute(sa.text("DELETE FROM collections WHERE id = :c"), {"c": collection.id})  # cascades
     return {"collection": name, "datasets_imported_from_it": datasets, **impact}
+
+
+def document_chunks(
+    session: Session, document_id: int, *, after: int | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """A document version's chunks in order, `limit` of them past ordinal `after` (keyset), with their locations."""
+    from genloom.retrieval.locations import location_fields
+
+    rows = session.execute(
+        sa.text(
+            "SELECT id, ordinal, text, token_count, metadata FROM chunks "
+            "WHERE document_id = :d AND ordinal > :after ORDER BY ordinal LIMIT :limit"
+        ),
+        {"d": document_id, "after": -1 if after is None else after, "limit": limit},
+    ).mappings()
+    return [dict(r) | location_fields(r["metadata"]) for r in rows]
+
+
+def chunk_detail(session: Session, chunk_id: int) -> dict[str, Any]:
+    """One chunk with its document's title, collection and location (page, heading, ...): what a citation opens."""
+    from genloom.retrieval.locations import format_location, location_fields
+
+    row = (
+        session.execute(
+            sa.text(
+                """
+            SELECT c.id, c.ordinal, c.text, c.metadata, d.id AS document_id, d.external_id, d.title, d.version,
+                   col.name AS collection
+            FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections col ON col.id = d.collection_id
+            WHERE c.id = :id
+            """
+            ),
+            {"id": chunk_id},
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"no chunk {chunk_id}")
+    return (
+        dict(row)
+        | location_fields(row["metadata"])
+        | {"location": format_location(row["title"], row["external_id"], row["metadata"])}
+    )

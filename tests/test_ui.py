@@ -1,0 +1,205 @@
+"""The web UI over HTTP (no browser): every page authenticated, authorised, CSRF-checked and tenant-scoped."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import sqlalchemy as sa
+import ui_support
+from ui_support import csrf_of, login
+
+served = ui_support.served  # the module's server: a fixture shared by the UI and MCP tests
+
+
+def _ui_routes(app):
+    from test_security import _routes  # the same walk through included routers
+
+    return [(method, path) for method, path in _routes(app) if path.startswith("/ui")]
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: {"name": "kb", "ref": "kb@1"}.get(m.group(1), "1"), path)
+
+
+def test_every_ui_route_needs_a_session_the_right_role_and_a_csrf_token(served):
+    from genloom.ui.routes import PUBLIC, ROLES
+
+    routes = sorted(_ui_routes(served.app), key=lambda r: r[1] == "/ui/logout")  # logging out last
+    assert ("GET", "/ui/generations") in routes and ("POST", "/ui/ask") in routes
+    assert [r for r in routes if r not in ROLES and r not in PUBLIC] == []  # every page classified
+    rank = {"reader": 0, "writer": 1, "admin": 2}
+    sessions = {role: login(served.url, served.keys[role]) for role in ("reader", "writer", "admin")}
+    anonymous = httpx.Client(base_url=served.url, timeout=60)
+    refusals = 0
+    for method, path in routes:
+        if (method, path) in PUBLIC:
+            continue
+        url, needed = _concrete(path), ROLES[(method, path)]
+        r = anonymous.request(method, url)
+        if method == "GET":
+            assert r.status_code == 303 and r.headers["location"].startswith("/ui/login?next="), (method, path)
+        else:
+            assert r.status_code == 401, (method, path, r.status_code)
+        forged = anonymous.request(method, url, cookies={"genloom_session": "gls_1_9999999999_" + "A" * 43})
+        assert forged.status_code in (303, 401), (method, path)
+        refusals += 1
+        for role, client in sessions.items():
+            if method == "POST" and rank[role] >= rank[needed]:
+                assert client.request(method, url, data={"csrf": "wrong"}).status_code == 403, (method, path)
+                assert client.request(method, url).status_code == 403, (method, path)
+            data = {"csrf": csrf_of(client)} if method == "POST" else None
+            status = client.request(method, url, data=data).status_code
+            if rank[role] < rank[needed]:
+                assert status == 403, (method, path, role, status)
+                refusals += 1
+            else:
+                assert status not in (401, 403), (method, path, role, status)
+    engine = sa.create_engine(served.db_url)
+    with engine.connect() as conn:  # every refusal (forged cookie, wrong role) is in the audit log
+        audited = conn.execute(
+            sa.text("SELECT count(*) FROM audit_log WHERE action = 'auth.failure' AND object ~ '^(GET|POST) /ui'")
+        ).scalar()
+    engine.dispose()
+    assert audited >= refusals > 0
+
+
+def test_login_sets_an_httponly_strict_cookie_that_is_not_the_key_and_a_wrong_key_is_refused(served, engine=None):
+    client = httpx.Client(base_url=served.url, timeout=60)
+    form = client.get("/ui/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    wrong = client.post("/ui/login", data={"key": "glk_00000000_" + "A" * 43, "csrf": token})
+    assert wrong.status_code == 401 and "not accepted" in wrong.text
+    assert "genloom_session" not in client.cookies
+    token = re.search(r'name="csrf" value="([^"]+)"', wrong.text).group(1)
+    assert client.post("/ui/login", data={"key": served.keys["reader"], "csrf": "x"}).status_code == 403  # login CSRF
+    ok = client.post("/ui/login", data={"key": served.keys["reader"], "csrf": token})
+    assert ok.status_code == 303
+    cookie = ok.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert served.keys["reader"] not in cookie and served.keys["reader"].split("_")[2] not in cookie
+    assert client.get("/ui/generations").status_code == 200
+
+
+def test_revoking_the_key_ends_its_sessions(served):
+    from genloom.db.engine import session_scope
+    from genloom.keys import create_key, revoke_key
+
+    with session_scope() as s:
+        key = create_key(s, role="reader")
+    client = login(served.url, key.key)
+    assert client.get("/ui/collections").status_code == 200
+    with session_scope() as s:
+        revoke_key(s, key.prefix)
+    assert client.get("/ui/collections").status_code == 303
+
+
+def test_pages_never_show_another_tenants_rows(served):
+    writer, other = login(served.url, served.keys["writer"]), login(served.url, served.keys["other"])
+    assert "Hybrid search" in writer.get("/ui/collections/kb").text
+    assert "Globex plans" not in writer.get("/ui/collections/kb").text
+    assert "Globex plans" in other.get("/ui/collections/kb").text
+    hits = writer.get("/ui/collections/kb/search", params={"q": "zebras secret plan"}).text
+    assert "Globex plans" not in hits and "mentions zebras" not in hits
+    r = other.post("/ui/ask", data={"question": "what is the plan?", "collection": "kb", "csrf": csrf_of(other)})
+    gid = int(re.search(r'"generation_id": (\d+)', r.text).group(1))
+    assert other.get(f"/ui/generations/{gid}").status_code == 200
+    assert writer.get(f"/ui/generations/{gid}").status_code == 404
+    assert f'href="/ui/generations/{gid}"' not in writer.get("/ui/generations").text
+
+
+def test_every_page_renders_for_a_reader(served):
+    reader = login(served.url, served.keys["reader"])
+    for path in (
+        "/ui/ask",
+        "/ui/generations",
+        "/ui/collections",
+        "/ui/collections/kb",
+        "/ui/collections/kb/search?q=bm25",
+        "/ui/datasets",
+        "/ui/runs",
+        "/ui/models",
+        "/ui/evaluations",
+        "/ui/analytics",
+    ):
+        r = reader.get(path)
+        assert r.status_code == 200, (path, r.text[:300])
+    page = reader.get("/ui/ask").text
+    assert 'id="ask-submit"' not in page and "reader" in page  # a reader sees no submit button
+
+
+def test_a_generation_added_to_a_dataset_becomes_a_new_sealed_version(served):
+    from genloom.db.engine import session_scope
+
+    writer = login(served.url, served.keys["writer"])
+    r = writer.post(
+        "/ui/ask", data={"question": "How do I install genloom?", "collection": "kb", "csrf": csrf_of(writer)}
+    )
+    gid = int(re.search(r'"generation_id": (\d+)', r.text).group(1))
+    for expected in (1, 2):
+        added = writer.post(f"/ui/generations/{gid}/dataset", data={"name": "good", "csrf": csrf_of(writer)})
+        assert added.status_code == 303 and added.headers["location"] == f"/ui/datasets/good@{expected}"
+    page = writer.get("/ui/datasets/good@2").text
+    assert "How do I install genloom?" in page and "parent good@1" in page
+    with session_scope() as s:
+        rows = s.execute(sa.text("SELECT version, item_count, sealed FROM dataset_versions ORDER BY version")).all()
+    assert [tuple(r) for r in rows] == [(1, 1, True), (2, 1, True)]  # the same item: content-addressed
+
+
+def test_no_auth_on_loopback_needs_no_login_but_still_a_csrf_token(served):
+    from fastapi.testclient import TestClient
+
+    from genloom.api.auth import SecuritySettings
+    from genloom.server import create_app
+
+    client = TestClient(create_app(SecuritySettings(auth=False)), base_url="http://127.0.0.1")
+    page = client.get("/ui/collections")
+    assert page.status_code == 200 and "Hybrid search" not in page.text and ">kb<" in page.text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+    assert client.post("/ui/generations/1/feedback", data={"score": "3"}).status_code == 403
+    assert client.post("/ui/generations/1/feedback", data={"score": "3", "csrf": token}).status_code in (303, 404)
+
+
+def test_dataset_pages_show_an_image_grid_real_vs_synthetic_and_a_diff_and_two_runs_compare(served):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from genloom.datasets.items import image_item, put_items
+    from genloom.datasets.versions import add_members, create_version, seal_version
+    from genloom.db.engine import session_scope
+    from genloom.runs import finish_run, log_metrics, start_run
+
+    rng = np.random.default_rng(0)
+    with session_scope() as s:
+        run_ids = [start_run(s, "train", params={"lr": lr}).id for lr in (0.1, 0.01)]
+    with session_scope() as s:
+        for run_id, scale in zip(run_ids, (1.0, 2.0)):
+            for step in range(1, 6):
+                log_metrics(s, run_id, {"loss": scale / step}, step=step)
+            finish_run(s, run_id, summary={})
+    with session_scope() as s:
+        real = put_items(
+            s, [image_item(rng.integers(0, 255, (3, 8, 8), dtype=np.uint8), label=i % 2) for i in range(4)]
+        )
+        fake = put_items(s, [image_item(rng.integers(0, 255, (3, 8, 8), dtype=np.uint8), origin="synthetic")])
+        v1 = create_version(s, "digits", modality="image")
+        add_members(s, v1, [(i, "train") for i in real])
+        seal_version(s, v1)
+        v2 = create_version(s, "digits", modality="image", copy_parent=True)
+        add_members(s, v2, [(fake[0], "train")])
+        seal_version(s, v2)
+    reader = login(served.url, served.keys["reader"])
+    listed = reader.get("/ui/datasets").text
+    assert re.search(r'digits@2</a></td><td>image</td><td class="num">5</td>', listed)
+    page = reader.get("/ui/datasets/digits@2").text
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 5
+    assert Image.open(io.BytesIO(base64.b64decode(images[0]))).size == (8, 8)
+    assert "real <b>4</b> · synthetic <b>1</b>" in page and "parent digits@1" in page
+    diff = reader.get("/ui/datasets/diff", params={"a": "digits@1", "b": "digits@2"}).text
+    assert '<th>added</th><td class="num">1</td>' in diff and '<th>removed</th><td class="num">0</td>' in diff
+    compared = reader.get("/ui/runs/compare", params={"a": run_ids[0], "b": run_ids[1]}).text
+    assert compared.count("<polyline") == 2 and f"run {run_ids[1]}" in compared
