@@ -65,7 +65,7 @@ def main() -> None:
             conn.execute("CREATE DATABASE bench_delete")
         os.environ["DATABASE_URL"] = embedded.uri_for_database(server, "bench_delete")
         engine = get_engine(migrate=False)
-        migrate.upgrade(engine, "0015")
+        migrate.upgrade(engine, "0018")
         started = time.perf_counter()
         with engine.begin() as conn:
             for statement in LOAD_SQL:

@@ -1,4 +1,4 @@
-"""partition logs by month: generations, generation_sources, feedback, metrics and audit_log
+"""partition logs by month: generations, generation_sources, feedback and metrics
 become PARTITION BY RANGE on their timestamp, one partition per month (genloom.db.partitions)
 
 The conversion is generic, so it keeps whatever earlier migrations added to these tables
@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0023"
-down_revision = "0015"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
@@ -43,8 +43,9 @@ KEYS = {
     "generation_sources": "generation_created_at",
     "feedback": "generation_created_at",
     "metrics": "created_at",
-    "audit_log": "at",
 }
+# The audit log stays one table: its per-tenant hash chain (0016) is verified from entry 1 and its
+# unique (tenant, chain_seq) index cannot hold on a partitioned table without the partition key.
 REFERENCED = {"generations": ("id", "created_at")}  # partitioned tables other tables point at
 ADDED_KEY = "generation_created_at"  # the column the referencing tables gain
 

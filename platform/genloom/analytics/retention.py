@@ -124,14 +124,13 @@ def drop_expired_partitions(
     cutoff: dt.datetime | None,
     *,
     metrics_cutoff: dt.datetime | None = None,
-    audit_cutoff: dt.datetime | None = None,
     dry_run: bool = False,
 ) -> dict:
     """Detach and drop the whole months before each cut-off, in one transaction, and say what went.
 
     The log (`cutoff`: generations with their sources and feedback) also loses the rows before
-    the cut-off in its boundary month, by DELETE; metrics and the audit log lose whole months only,
-    and only when their own cut-off is given (the audit log's retention is asked for explicitly).
+    the cut-off in its boundary month, by DELETE; metrics lose whole months only,
+    and only when their own cut-off is given. The audit log is kept whole (its hash chain).
     """
     from genloom import audit
     from genloom.db import partitions
@@ -143,8 +142,6 @@ def drop_expired_partitions(
             reports.append(partitions.purge_log(conn, cutoff, dry_run=dry_run))
         if metrics_cutoff is not None:
             reports.append(partitions.purge_table(conn, "metrics", metrics_cutoff, dry_run=dry_run))
-        if audit_cutoff is not None:
-            reports.append(partitions.purge_table(conn, "audit_log", audit_cutoff, dry_run=dry_run))
         for report in reports:
             result["dropped_partitions"] += report.dropped
             result["rows_in_dropped_partitions"].update(report.dropped_rows)

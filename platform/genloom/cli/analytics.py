@@ -210,12 +210,6 @@ def retention(
         Optional[str],
         typer.Option("--metrics-older-than", help="Also drop whole months of run metrics older than this."),
     ] = None,
-    audit_older_than: Annotated[
-        Optional[str],
-        typer.Option(
-            "--audit-older-than", help="Also drop whole months of the audit log older than this (explicit only)."
-        ),
-    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_out: JsonOption = False,
 ) -> None:
@@ -236,17 +230,16 @@ def retention(
 
     cutoff = parse_cutoff(older_than)
     metrics_cutoff = parse_cutoff(metrics_older_than) if metrics_older_than else None
-    audit_cutoff = parse_cutoff(audit_older_than) if audit_older_than else None
     engine = get_engine()
     by_partition = can_drop_partitions(engine, cutoff, all_tenants=all_tenants)
-    if not by_partition and (metrics_cutoff or audit_cutoff):
+    if not by_partition and metrics_cutoff:
         from genloom.errors import BadInput
 
-        raise BadInput("--metrics-older-than and --audit-older-than drop whole months: they need --all-tenants here")
+        raise BadInput("--metrics-older-than drops whole months: it needs --all-tenants here")
     with session_scope() as session:
         counts = count_expired(session, cutoff)
     planned = (
-        drop_expired_partitions(engine, cutoff, metrics_cutoff=metrics_cutoff, audit_cutoff=audit_cutoff, dry_run=True)
+        drop_expired_partitions(engine, cutoff, metrics_cutoff=metrics_cutoff, dry_run=True)
         if by_partition
         else None
     )
@@ -287,7 +280,7 @@ def retention(
                 )
     dropped = None
     if by_partition:
-        dropped = drop_expired_partitions(engine, cutoff, metrics_cutoff=metrics_cutoff, audit_cutoff=audit_cutoff)
+        dropped = drop_expired_partitions(engine, cutoff, metrics_cutoff=metrics_cutoff)
     from genloom.cli.progress import RichProgress
 
     done = [0]

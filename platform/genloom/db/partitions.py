@@ -8,7 +8,9 @@ first month (rows imported with old timestamps):
     generation_sources  generation_created_at   its citations, kept in the month of their generation
     feedback            generation_created_at   (so a month of the log is dropped as one unit)
     metrics             created_at              training/eval metrics, per step
-    audit_log           at                      the audit trail (its own, explicit retention)
+
+The audit log is not partitioned: its per-tenant hash chain (migration 0016) is verified from
+its first entry, so whole months of it cannot be dropped without breaking `genloom audit verify`.
 
 `generation_sources` and `feedback` carry their generation's `created_at` because a foreign
 key to a partitioned table must name its partition key: (generation_id,
@@ -40,7 +42,6 @@ PARTITIONED: dict[str, str] = {
     "feedback": "generation_created_at",
     "generations": "created_at",
     "metrics": "created_at",
-    "audit_log": "at",
 }
 LOG_TABLES = ("generation_sources", "feedback", "generations")  # one unit: a month of the log
 log = logging.getLogger(__name__)
