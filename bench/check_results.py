@@ -78,7 +78,7 @@ EXEMPT = [
     re.compile(r"`[^`]*`"),  # code spans: commands and settings
     re.compile(r"\]\([^)]*\)"),  # link targets
     re.compile(r"\b[\w./-]+\.(?:json|jsonl|png|py|sh|md|txt|so)\b"),  # file names
-    re.compile(r"\bissues? \d+(?:(?:, | and | or )\d+)*"),  # references to issues
+    re.compile(r"\b[Ii]ssues? \d+(?:(?:, | and | or )\d+)*"),  # references to issues
     re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}:\d{2}(?::\d{2})?\b"),  # dates and times
     re.compile(r"\b\d+\.\d+\.\d+\b"),  # dotted versions
     re.compile(r"\b(?:" + "|".join(re.escape(v) for v in VERSIONED) + r")\s?\d+(?:\.\d+)*"),
