@@ -575,7 +575,7 @@ figcaption{font-size:12px;color:#555}
 .card{background:#eef3f8;border-radius:6px;padding:10px 16px;min-width:92px}
 .card .value{font-size:20px;font-weight:600} .card .label{font-size:12px;color:#555}
 table{border-collapse:collapse;font-size:12.5px;margin:6px 0;width:100%}
-th,td{padding:4px 8px;border-bottom:1px solid #e5e8ec;text-align:left} th{background:#f0f2f5;font-weight:600}
+th,td{padding:4px 8px;border-bottom:1px solid #e5e8ec;text-align:left;overflow-wrap:anywhere} th{background:#f0f2f5;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .missing{color:#8a5a00;background:#fff8e6;border-left:3px solid #e6a700;padding:8px 12px;margin:6px 0}
 code{background:#eef0f3;padding:1px 4px;border-radius:3px}

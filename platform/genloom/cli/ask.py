@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from genloom.cli.output import WHERE_HELP, WHERE_JSON_HELP, JsonOption, console, info, print_json
@@ -247,7 +248,7 @@ def generations_show(
         f"{detail['model']} · {detail['status']}",
         highlight=False,
     )
-    console.print(f"[bold]Q:[/bold] {detail['prompt']}", highlight=False, markup=False)
+    console.print(f"[bold]Q:[/bold] {escape(detail['prompt'])}", highlight=False)
     console.print(
         f"A: {detail['answer'] if detail['status'] == 'ok' else detail['error']}", highlight=False, markup=False
     )
@@ -288,7 +289,7 @@ def sessions_show(
         f"[bold]session {detail['session_id']}[/bold] · collection {detail['collection'] or '-'}", highlight=False
     )
     for turn in detail["turns"]:
-        console.print(f"[bold]Q{turn['prompt_id']}:[/bold] {turn['question']}", highlight=False)
+        console.print(f"[bold]Q{turn['prompt_id']}:[/bold] {escape(turn['question'])}", highlight=False)
         answer = turn["answer"] if turn["status"] == "ok" else f"[error] {turn['error']}"
         console.print(f"  A (generation {turn['generation_id']}): {answer}", highlight=False, markup=False)
 

@@ -92,10 +92,18 @@ def _document_versions(session: Session, collection_id: int, ref: str) -> list[A
 
 
 def list_documents(
-    session: Session, collection_id: int, *, include_retired: bool = False, where: dict | None = None, limit: int = 100
+    session: Session,
+    collection_id: int,
+    *,
+    status: str = "current",
+    where: dict | None = None,
+    limit: int = 100,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Current documents, incomplete ones (an interrupted large file) and, with include_retired,
-    retired ones, with chunk counts."""
+    """Documents with chunk counts, by status: "current" (with incomplete ones: an interrupted
+    large file), "retired", or "any" (both)."""
+    if status not in ("current", "retired", "any"):
+        raise ValueError(f"status must be current, retired or any (got {status!r})")
     from genloom.retrieval.filters import to_jsonpath
 
     path = to_jsonpath(where)
@@ -106,13 +114,17 @@ def list_documents(
                    d.superseded_at, d.incomplete, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks
             FROM documents d
             WHERE d.collection_id = :c
-              AND (d.superseded_at IS NULL OR d.incomplete OR (:retired AND d.retired_at IS NOT NULL))
+              AND CASE :status
+                    WHEN 'current' THEN d.superseded_at IS NULL OR d.incomplete
+                    WHEN 'retired' THEN d.retired_at IS NOT NULL
+                    ELSE d.superseded_at IS NULL OR d.incomplete OR d.retired_at IS NOT NULL
+                  END
               AND (CAST(:where AS jsonpath) IS NULL OR d.metadata @@ CAST(:where AS jsonpath))
             ORDER BY d.external_id, d.version
-            LIMIT :limit
+            LIMIT :limit OFFSET :offset
             """
         ),
-        {"c": collection_id, "retired": include_retired, "where": path, "limit": limit},
+        {"c": collection_id, "status": status, "where": path, "limit": limit, "offset": offset},
     ).mappings()
     return [
         {k: v for k, v in row.items() if k not in ("superseded_at", "incomplete")} | {"status": _status(row)}
