@@ -278,13 +278,13 @@ def _latency(session, plt, since, plots, missing) -> str:
 def _retrieval(session, plt, plots, missing) -> str:
     docs = _rows(
         session,
-        """SELECT collection, external_id, document_version, title, citations, answers, mean_feedback_score
+        """SELECT collection, external_id, document_version, title, citations, retrievals, answers, mean_feedback_score
            FROM v_document_citations ORDER BY citations DESC, external_id LIMIT 12""",
     )
     never = _rows(
         session,
-        "SELECT collection, external_id, document_version, title FROM v_documents_never_cited "
-        "ORDER BY collection, external_id LIMIT 20",
+        "SELECT collection, external_id, document_version, title, retrievals FROM v_documents_never_cited "
+        "ORDER BY retrievals DESC, collection, external_id LIMIT 20",
     )
     never_count = session.execute(sa.text("SELECT count(*) FROM v_documents_never_cited")).scalar()
     if not docs:
@@ -309,6 +309,23 @@ def _retrieval(session, plt, plots, missing) -> str:
         fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="mean score", shrink=0.8)
         plots.append("plot-citations")
         body = _img("plot-citations", _png(fig), "most-cited documents coloured by mean feedback")
+        body += (
+            "<h3>Most cited: cited by the answer vs retrieved into the prompt</h3>"
+            "<p>A citation is a source the answer names with its [n] marker; a retrieval is any source given to "
+            "the model. Feedback is credited to cited sources only.</p>"
+            + _table(
+                docs,
+                [
+                    ("collection", "collection", ""),
+                    ("title", "title", ""),
+                    ("document_version", "version", ""),
+                    ("citations", "cited", ","),
+                    ("retrievals", "retrieved", ","),
+                    ("answers", "answers citing", ","),
+                    ("mean_feedback_score", "mean score", ".2f"),
+                ],
+            )
+        )
     if never:
         body += f"<h3>Never cited ({never_count} current documents; first {len(never)})</h3>" + _table(
             never,
@@ -317,6 +334,7 @@ def _retrieval(session, plt, plots, missing) -> str:
                 ("external_id", "id", ""),
                 ("document_version", "version", ""),
                 ("title", "title", ""),
+                ("retrievals", "retrieved, not cited", ","),
             ],
         )
     return body

@@ -253,11 +253,12 @@ def generations_show(
         f"A: {detail['answer'] if detail['status'] == 'ok' else detail['error']}", highlight=False, markup=False
     )
     if detail["sources"]:
-        table = Table("n", "source", "fused", "bm25 rank", "vector rank")
+        table = Table("n", "cited", "source", "fused", "bm25 rank", "vector rank")
         for s in detail["sources"]:
             where = s["location"] + (" (purged)" if s.get("tombstone") else "")
             table.add_row(
                 str(s["n"]),
+                {True: "yes", False: "no"}.get(s["cited"], "?"),
                 where,
                 f"{s['score']:.4f}" if s["score"] is not None else "",
                 str(s["bm25_rank"] or ""),
