@@ -40,7 +40,18 @@ from genloom.retrieval import bm25
 from genloom.retrieval.collections import ensure_collection, validate_name
 from genloom.retrieval.vector import HnswConfig, ensure_embedding_model
 from ingest.chunking import Chunk, ChunkConfig, Chunker, embedding_text
-from ingest.loaders import FORMATS, LoadError, LoadOptions, Skipped, SourceDocument, discover, load_file, show
+from ingest.loaders import (
+    FORMATS,
+    LoadError,
+    LoadOptions,
+    Skipped,
+    SourceDocument,
+    discover,
+    load_file,
+    path_metadata,
+    selected,
+    show,
+)
 from ingest.writer import PreparedDocument, append_chunks, write_documents
 
 
@@ -104,6 +115,7 @@ class IngestResult:
     problems: list[Skipped] = dataclasses.field(default_factory=list)
     retired_ids: list[str] = dataclasses.field(default_factory=list)
     resumed: int = 0  # large documents an interrupted ingest had begun: this run went on from its last slice
+    excluded: int = 0  # files left out by --include/--exclude
     incomplete_chunks: int = 0  # chunks of the large document being written, committed but not current yet
     seconds: float = 0.0
     embed_seconds: float = 0.0
@@ -132,6 +144,7 @@ class IngestResult:
             "unchanged": self.unchanged,
             "retired": self.retired,
             "resumed": self.resumed,
+            "excluded": self.excluded,
             "skipped": {"total": sum(self.skipped.values()), "by_reason": dict(sorted(self.skipped.items()))},
             "failed": {"total": sum(self.failed.values()), "by_reason": dict(sorted(self.failed.items()))},
             "chunks": self.chunks,
@@ -155,8 +168,9 @@ class IngestResult:
         versions = f" ({self.new_versions} new versions)" if self.new_versions else ""
         retired = f", {self.retired} retired" if self.retired else ""
         resumed = f", {self.resumed} resumed" if self.resumed else ""
+        excluded = f", {self.excluded} excluded" if self.excluded else ""
         return (
-            f"{self.collection}: {self.documents} written{versions}{resumed}, {self.unchanged} unchanged{retired}, "
+            f"{self.collection}: {self.documents} written{versions}{resumed}, {self.unchanged} unchanged{retired}{excluded}, "
             f"skipped {by_reason(self.skipped)}, failed {by_reason(self.failed)}; "
             f"{self.chunks} chunks in {self.seconds:.1f}s (run {self.run_id})"
         )
@@ -189,6 +203,11 @@ def ingest(
     sources = []
     try:
         for source in discover(paths, options.load.format, follow_symlinks=options.load.follow_symlinks):
+            if (options.load.include or options.load.exclude) and not selected(
+                path_metadata(Path(source.path), paths)["path"], options.load.include, options.load.exclude
+            ):
+                result.excluded += 1  # not a problem: the user asked for it
+                continue
             state.files_total += 1
             if source.problem is not None:
                 result.note(source.problem)
@@ -219,6 +238,9 @@ def ingest(
             for problem in loaded.skipped_lines:
                 result.note(problem)
             state.files_done += 1
+            where = path_metadata(Path(source.path), paths)
+            for doc in loaded.documents:
+                doc.metadata = {**where, **doc.metadata}  # a record's own path/folder/ext wins
             if not loaded.documents:
                 state.bytes_done += source.size
             else:

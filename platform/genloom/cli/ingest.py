@@ -69,6 +69,19 @@ def ingest(
     follow_symlinks: Annotated[
         bool, typer.Option("--follow-symlinks", help="Follow symbolic links that lead outside the folders given.")
     ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include", help="Only files whose relative path or name matches this glob (repeatable), e.g. '*.md'."
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            help="Leave out files whose relative path or name matches this glob (repeatable), e.g. '*.min.js'.",
+        ),
+    ] = None,
     pii: Annotated[
         str | None,
         typer.Option(
@@ -122,6 +135,8 @@ def ingest(
             max_bytes=max_bytes,
             skip_bad=skip_bad,
             follow_symlinks=follow_symlinks,
+            include=list(include or []),
+            exclude=list(exclude or []),
         ),
         chunking=ChunkConfig(max_tokens=chunk_tokens, overlap=chunk_overlap),
         embedding_model=model,
