@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -58,11 +59,32 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
+def busy_cpus(samples: int = 5) -> float:
+    """CPUs other processes keep busy now: the kernel's count of runnable tasks (/proc/stat
+    procs_running, median of a few samples over ~40 ms, less this process), which sees a CPU-bound
+    neighbour at once where the 1-minute load average takes a minute; else the load average."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat") as stat:
+                counts += [int(line.split()[1]) for line in stat if line.startswith("procs_running")]
+        except (OSError, ValueError, IndexError):
+            break
+        if i < samples - 1:
+            time.sleep(0.01)
+    if counts:
+        return max(0.0, sorted(counts)[len(counts) // 2] - 1.0)
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def cpu_threads(environ: Mapping[str, str] | None = None, *, load: float | None = None) -> tuple[int, str]:
     """How many intra-op threads torch should use on the CPU, and why.
 
     GENLOOM_THREADS wins, then the standard OMP_NUM_THREADS. Otherwise: the usable CPUs, less the
-    ones other processes keep busy (the 1-minute load average against the machine's CPUs). torch's
+    ones other processes keep busy (`busy_cpus`, against the machine's CPUs). torch's
     own default is every core, and its threads wait for each other at every operation: when another
     process holds a core, each step waits for the thread that lost its core (on a loaded 2-core
     machine `train vae` took 181 s with 2 threads and 27 s with 1).
@@ -80,12 +102,9 @@ def cpu_threads(environ: Mapping[str, str] | None = None, *, load: float | None 
             return threads, name
     usable = usable_cpus()
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            load = 0.0
+        load = busy_cpus()
     idle = (os.cpu_count() or usable) - load  # CPUs of the machine nobody else is using
-    return max(1, min(usable, math.floor(idle + 0.5))), f"{usable} usable CPUs, load {load:.1f}"
+    return max(1, min(usable, math.floor(idle + 0.5))), f"{usable} usable CPUs, {load:.1f} busy"
 
 
 _configured: list[int] = []  # once per process: a caller that later sets its own number (the demo) keeps it
