@@ -38,6 +38,8 @@ class LocalAskBody(BaseModel):
     where: Optional[dict[str, Any]] = None  # a filter document (genloom.retrieval.filters)
     embedding_model: Optional[str] = None
     tenant: Optional[str] = None  # the CLI user's tenant (--tenant / GENLOOM_TENANT)
+    # The endpoint's API key from the CLI user's environment (never the server's, for a CLI call).
+    endpoint_api_key: Optional[str] = Field(None, min_length=1, max_length=4096)
     template: Optional[str] = None
     user: Optional[str] = None
     system: Optional[str] = Field(None, max_length=MAX_TEXT_CHARS)
@@ -68,6 +70,7 @@ def local_router(token: str, db_dependency) -> APIRouter:
     def ask(body: LocalAskBody, session=Depends(db_dependency)) -> dict:
         from genloom.generation.backend import GenParams
         from genloom.generation.call import CallRequest, ask as ask_call
+        from genloom.generation.endpoint import caller_api_key
 
         if body.tenant is not None:
             from genloom.db.tenancy import set_tenant, validate_tenant
@@ -92,7 +95,7 @@ def local_router(token: str, db_dependency) -> APIRouter:
                 stop=body.stop,
             ),
         )
-        with session.begin():
+        with session.begin(), caller_api_key(body.endpoint_api_key):
             result = ask_call(session, request)
         # status 'error' is committed in the log; the CLI turns it into its one-line error.
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -55,6 +56,19 @@ def _via_server(request):
     body = {k: v for k, v in dataclasses.asdict(request).items() if k not in ("params", "history", "mode")}
     body.update(dataclasses.asdict(request.params))
     body["model"] = request.model or default_model()  # this process's default, not the server's
+    # What the call needs from this user's environment travels with it; the server's never stands in.
+    if Path(body["model"]).expanduser().is_dir():  # a relative model folder means this shell's folder
+        body["model"] = str(Path(body["model"]).expanduser().resolve())
+    from genloom.db.engine import session_scope
+    from genloom.generation.resolve import api_key_env_needed
+
+    with session_scope() as s:
+        key_env = api_key_env_needed(s, body["model"])
+    if key_env:
+        key = os.environ.get(key_env)
+        if not key:
+            return None  # run here, so the error names this user's missing variable
+        body["endpoint_api_key"] = key
     from genloom.db.tenancy import current_tenant
 
     body["tenant"] = current_tenant()  # the server works for this CLI user's tenant
