@@ -66,19 +66,32 @@ class IngestProgress:
     bytes_done: int = 0
     documents_done: int = 0  # written, unchanged or rejected
     chunks: int = 0  # chunks embedded and written (the real work)
+    # The batch being embedded now, counted chunk by chunk (a batch of 256 documents can take
+    # minutes): its chunks embedded so far, of how many, and the bytes of its documents.
+    embedding_done: int = 0
+    embedding_total: int = 0
+    embedding_bytes: int = 0
     started: float = dataclasses.field(default_factory=time.perf_counter)  # when discovery ended
 
+    @property
+    def chunks_embedded(self) -> int:
+        """Chunks written plus those of the batch in hand already embedded."""
+        return self.chunks + self.embedding_done
+
     def rate(self) -> float:
-        """Chunks per second since discovery ended."""
+        """Chunks embedded per second since discovery ended."""
         elapsed = time.perf_counter() - self.started
-        return self.chunks / elapsed if elapsed > 0 else 0.0
+        return self.chunks_embedded / elapsed if elapsed > 0 else 0.0
 
     def eta_seconds(self) -> float | None:
-        """Seconds left, from the share of bytes done (None while discovering or before any)."""
-        if self.discovering or self.bytes_done <= 0 or self.bytes_total <= 0:
+        """Seconds left, from the share of bytes done, the batch in hand counted by its chunks
+        embedded (None while discovering or before any)."""
+        in_hand = self.embedding_bytes * self.embedding_done / self.embedding_total if self.embedding_total else 0.0
+        done = self.bytes_done + in_hand
+        if self.discovering or done <= 0 or self.bytes_total <= 0:
             return None
         elapsed = time.perf_counter() - self.started
-        return max(elapsed * (self.bytes_total - self.bytes_done) / self.bytes_done, 0.0)
+        return max(elapsed * (self.bytes_total - done) / done, 0.0)
 
 
 ProgressFn = Callable[[IngestProgress], None]
@@ -353,7 +366,14 @@ def ingest_documents(
             if not batch:
                 return
             docs = list(batch)
-            prepared = _prepare_batch(docs, collection_id, chunker, options, result, engine)
+
+            def embedding(done: int, total: int, todo_bytes: int) -> None:
+                state.embedding_done, state.embedding_total, state.embedding_bytes = done, total, todo_bytes
+                if progress:
+                    progress(state)
+
+            prepared = _prepare_batch(docs, collection_id, chunker, options, result, engine, on_embedded=embedding)
+            state.embedding_done = state.embedding_total = state.embedding_bytes = 0
             batch.clear()
             batch_bytes = 0
             wait_for_writer()
@@ -560,7 +580,13 @@ def _prepare_batch(
     options: IngestOptions,
     result: IngestResult,
     engine: Engine | None,
+    *,
+    on_embedded: Callable[[int, int, int], None] | None = None,
 ) -> _PreparedBatch:
+    """Hash, chunk and embed a batch; on_embedded(chunks done, chunks in the batch, its bytes)
+    after every embedding slice, so progress moves by chunks, not by batches."""
+    import numpy as np
+
     from genloom.embeddings import embed
 
     # 1. Unchanged documents cost one query and nothing else.
@@ -575,7 +601,16 @@ def _prepare_batch(
     t0 = time.perf_counter()
     chunked = [chunker.chunk(d.text, d.title) for d in todo]
     texts = [embedding_text(d.title, c.text) for d, chunks in zip(todo, chunked) for c in chunks]
-    vectors = embed(texts, name=options.embedding_model, batch_size=options.embed_batch_size)
+    todo_bytes = sum(d.size for d in todo)
+    step = options.embed_batch_size * 4  # a few encode batches per report: moves every few seconds on a CPU
+    parts = []
+    for start in range(0, len(texts), step):
+        parts.append(
+            embed(texts[start : start + step], name=options.embedding_model, batch_size=options.embed_batch_size)
+        )
+        if on_embedded:
+            on_embedded(min(start + step, len(texts)), len(texts), todo_bytes)
+    vectors = np.concatenate(parts) if parts else embed(texts, name=options.embedding_model)
     result.embed_seconds += time.perf_counter() - t0
     return _PreparedBatch(batch, todo, chunked, vectors)
 
