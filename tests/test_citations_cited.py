@@ -6,19 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-
-
-@pytest.fixture
-def fruit(db_url, cli, tmp_path):
-    folder = tmp_path / "fruit"
-    folder.mkdir()
-    (folder / "apple.txt").write_text("Apples are crisp fruit that grow on trees in orchards.")
-    (folder / "banana.txt").write_text("Bananas are long yellow fruit that grow in bunches.")
-    (folder / "cherry.txt").write_text("Cherries are small red fruit with a stone inside.")
-    assert cli("ingest", folder, "--collection", "fruit").exit_code == 0
-    return folder
 
 
 def test_only_cited_sources_count_as_citations_and_earn_feedback(fruit, cli, session):

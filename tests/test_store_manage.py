@@ -5,26 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    from genloom.embeddings import get_embedder
-
-    return get_embedder()
-
-
-@pytest.fixture
-def fruit(db_url, cli, tmp_path, embedder):
-    folder = tmp_path / "fruit"
-    folder.mkdir()
-    (folder / "apple.txt").write_text("Apples are crisp fruit that grow on trees in orchards.")
-    (folder / "banana.txt").write_text("Bananas are long yellow fruit that grow in bunches.")
-    (folder / "cherry.txt").write_text("Cherries are small red fruit with a stone inside.")
-    assert cli("ingest", folder, "--collection", "fruit").exit_code == 0
-    return folder
 
 
 def _assert_bm25_exact(session, collection="fruit"):

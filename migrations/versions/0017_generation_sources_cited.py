@@ -41,10 +41,11 @@ WHERE g.id = s.generation_id AND (g.output IS NULL OR g.output NOT LIKE 'gle1:%'
 """
 
 
-def _create_views(folder: Path) -> None:
+def _create_views(folder: Path, *, replace: bool) -> None:
+    """Each changed view from `folder`, with the caller's rights and readable by genloom_reader."""
     for name in CHANGED:
         sql = (folder / f"{name}.sql").read_text(encoding="utf-8")
-        op.execute(f"CREATE OR REPLACE VIEW {name} AS\n{sql}")
+        op.execute(f"CREATE {'OR REPLACE ' if replace else ''}VIEW {name} AS\n{sql}")
         op.execute(f"""
             DO $$
             BEGIN
@@ -61,24 +62,12 @@ def _create_views(folder: Path) -> None:
 def upgrade() -> None:
     op.add_column("generation_sources", sa.Column("cited", sa.Boolean, nullable=True))
     op.execute(BACKFILL)
-    _create_views(VIEWS / "0017")
+    _create_views(VIEWS / "0017", replace=True)
 
 
 def downgrade() -> None:
     # The older views have fewer columns: CREATE OR REPLACE cannot drop columns, so drop first.
     for name in reversed(CHANGED):
         op.execute(f"DROP VIEW {name}")
-    for name in CHANGED:
-        op.execute(f"CREATE VIEW {name} AS\n" + (VIEWS / "0013" / f"{name}.sql").read_text(encoding="utf-8"))
-        op.execute(f"""
-            DO $$
-            BEGIN
-                IF current_setting('server_version_num')::int >= 150000 THEN
-                    ALTER VIEW {name} SET (security_invoker = true);
-                END IF;
-                IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READER}') THEN
-                    GRANT SELECT ON {name} TO {READER};
-                END IF;
-            END $$;
-        """)
+    _create_views(VIEWS / "0013", replace=False)
     op.drop_column("generation_sources", "cited")
