@@ -62,3 +62,16 @@ def test_include_exclude_and_where_folder(tree, db_url, cli, tiny_model):
     assert (again["written"], again["unchanged"]) == (0, 2)
     included = cli("ingest", tree, "-c", "md-only", "--model", tiny_model, "--include", "*.md", "--json").json()
     assert (included["written"], included["excluded"]) == (2, 3)
+
+
+def test_set_meta_where_changes_every_matching_document_at_once(tree, db_url, cli, tiny_model):
+    assert cli("ingest", tree, "-c", "docs", "--model", tiny_model, "--exclude", "*.js").exit_code == 0
+    bulk = cli("documents", "set-meta", "-c", "docs", "--where", "ext=md", "audience=ops", "tier=1", "--json")
+    assert bulk.exit_code == 0, bulk.stderr
+    assert bulk.json()["documents"] == 2
+    tagged = cli("documents", "list", "-c", "docs", "--where", "audience=ops", "--json").json()
+    assert sorted(r["metadata"]["path"] for r in tagged) == ["README.md", "guide/install.md"]
+    again = cli("ingest", tree, "-c", "docs", "--model", tiny_model, "--exclude", "*.js", "--json").json()
+    assert again["written"] == 0  # metadata set in bulk does not make files look changed
+    none = cli("documents", "set-meta", "-c", "docs", "--where", "ext=pdf", "audience=ops")
+    assert none.exit_code == 1 and none.stderr == "error: no current document matches the filter: nothing changed\n"

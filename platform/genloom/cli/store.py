@@ -229,20 +229,42 @@ def documents_delete(
 @documents_app.command("set-meta")
 def documents_set_meta(
     collection: CollectionOption,
-    document: DocArgument,
-    pairs: Annotated[list[str], typer.Argument(help="key=value to set, key= to remove.")],
+    args: Annotated[
+        list[str], typer.Argument(help="DOC then key=value… (key= removes a key); with --where, key=value… only.")
+    ],
+    where: Annotated[
+        Optional[list[str]], typer.Option("--where", help="Change every current document matching this: " + WHERE_HELP)
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Set metadata on a document's current version (new versions of its file inherit it)."""
+    """Set metadata on a document's current version, or with --where on every current document that
+    matches, in one transaction (new versions of their files inherit it; nothing is re-embedded)."""
     from genloom.errors import BadInput
-    from genloom.retrieval.documents import record_change, set_metadata
+    from genloom.retrieval.documents import record_change, set_metadata, set_metadata_where
+    from genloom.retrieval.filters import parse_where
 
+    document = None if where else args[0]
+    pairs = args if where else args[1:]
     changes: dict[str, str | None] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise BadInput(f"set-meta expects key=value (got {pair!r})")
         changes[key.strip()] = value if value != "" else None
+    if where:
+        filter_doc = parse_where(where)
+        result = record_change(
+            "set-meta",
+            collection,
+            lambda s, cid, run: set_metadata_where(s, cid, filter_doc, changes, run_id=run),
+            where=where,
+            changes=changes,
+        )
+        if json_out:
+            print_json(result)
+        else:
+            info(f"{result['documents']} documents: set {changes} (run {result['run_id']})")
+        return
     result = record_change(
         "set-meta",
         collection,

@@ -283,6 +283,31 @@ def set_metadata(
     }
 
 
+def set_metadata_where(
+    session: Session, collection_id: int, where: dict, changes: dict[str, str | None], *, run_id: int | None = None
+) -> dict[str, Any]:
+    """set_metadata on every current document the filter matches, in the caller's transaction."""
+    if not where:
+        raise BadInput("give a filter (--where) to choose the documents, or one document")
+    from genloom.retrieval.filters import to_jsonpath
+
+    ids = (
+        session.execute(
+            sa.text(
+                "SELECT id FROM documents WHERE collection_id = :c AND superseded_at IS NULL "
+                "AND metadata @@ CAST(:where AS jsonpath) ORDER BY external_id"
+            ),
+            {"c": collection_id, "where": to_jsonpath(where)},
+        )
+        .scalars()
+        .all()
+    )
+    if not ids:
+        raise BadInput("no current document matches the filter: nothing changed")
+    done = [set_metadata(session, collection_id, str(i), changes, run_id=run_id) for i in ids]
+    return {"documents": len(done), "changed": changes, "external_ids": [d["external_id"] for d in done]}
+
+
 def record_change(action: str, collection: str, change, *, engine=None, **params: Any) -> dict[str, Any]:
     """Run `change(session, collection_id, run_id)` in ONE transaction, recorded as a 'manage' run
     whose summary is what it changed (the run is marked succeeded in that same transaction)."""
