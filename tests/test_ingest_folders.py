@@ -75,3 +75,20 @@ def test_set_meta_where_changes_every_matching_document_at_once(tree, db_url, cl
     assert again["written"] == 0  # metadata set in bulk does not make files look changed
     none = cli("documents", "set-meta", "-c", "docs", "--where", "ext=pdf", "audience=ops")
     assert none.exit_code == 1 and none.stderr == "error: no current document matches the filter: nothing changed\n"
+
+
+def test_copies_of_a_file_take_one_slot_in_the_top_k(tmp_path, db_url, cli, tiny_model):
+    folder = tmp_path / "twins"
+    for package in ("python3-pip", "python3-pip-whl"):
+        (folder / package).mkdir(parents=True)
+        (folder / package / "README").write_text("pip installs Python packages from the index.")
+    (folder / "other.txt").write_text("Packages are installed by apt on Debian.")
+    assert cli("ingest", folder, "-c", "twins", "--model", tiny_model).exit_code == 0
+    hits = cli("search", "installs packages", "-c", "twins", "--mode", "bm25", "-k", "3", "--json").json()
+    assert sorted(Path(h["doc_id"]).name for h in hits) == ["README", "other.txt"]  # distinct sources fill the k
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.search import search
+
+    with session_scope() as s:
+        both = search(s, "installs packages", collection="twins", mode="bm25", k=3, distinct_text=False)
+    assert len(both) == 3
