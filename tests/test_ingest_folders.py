@@ -92,3 +92,19 @@ def test_copies_of_a_file_take_one_slot_in_the_top_k(tmp_path, db_url, cli, tiny
     with session_scope() as s:
         both = search(s, "installs packages", collection="twins", mode="bm25", k=3, distinct_text=False)
     assert len(both) == 3
+
+
+def test_citations_and_search_show_where_a_bare_file_name_sits(tmp_path, db_url, cli, tiny_model):
+    from genloom.retrieval.locations import format_location
+
+    assert format_location("README", "/d/wget/README", {"path": "wget/README"}) == "README · wget/README"
+    assert format_location("guide", "/d/guide.pdf", {"path": "guide.pdf", "page": 2}) == "guide · page 2"
+    folder = tmp_path / "doc"
+    for package in ("wget", "gnupg"):
+        (folder / package).mkdir(parents=True)
+        (folder / package / "README").write_text(f"{package} downloads and verifies things over the network.")
+    assert cli("ingest", folder, "-c", "readmes", "--model", tiny_model).exit_code == 0
+    asked = cli("ask", "What does wget download?", "-c", "readmes", "--model", "extractive", "--json").json()
+    assert {s["location"] for s in asked["citations"]} <= {"README · wget/README", "README · gnupg/README"}
+    shown = cli("search", "downloads", "-c", "readmes", "--mode", "bm25")
+    assert "wget/README" in shown.stdout and "gnupg/README" in shown.stdout
