@@ -243,7 +243,7 @@ def documents_set_meta(
     from genloom.retrieval.documents import record_change, set_metadata, set_metadata_where
     from genloom.retrieval.filters import parse_where
 
-    document = None if where else args[0]
+    document: str = "" if where else args[0]
     pairs = args if where else args[1:]
     changes: dict[str, str | None] = {}
     for pair in pairs:

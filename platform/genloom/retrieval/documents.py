@@ -284,7 +284,12 @@ def set_metadata(
 
 
 def set_metadata_where(
-    session: Session, collection_id: int, where: dict, changes: dict[str, str | None], *, run_id: int | None = None
+    session: Session,
+    collection_id: int,
+    where: dict | None,
+    changes: dict[str, str | None],
+    *,
+    run_id: int | None = None,
 ) -> dict[str, Any]:
     """set_metadata on every current document the filter matches, in the caller's transaction."""
     if not where:
