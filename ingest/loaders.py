@@ -22,6 +22,7 @@ import bisect
 import codecs
 import csv
 import dataclasses
+import fnmatch
 import gzip
 import hashlib
 import io
@@ -105,10 +106,47 @@ class SourceDocument:
 
     @property
     def sha256(self) -> str:
-        """Content hash: equal hash ⇒ re-ingesting writes nothing."""
+        """Content hash: equal hash ⇒ re-ingesting writes nothing.
+
+        The path keys (PATH_KEYS) are left out: they say where the file sits, which the external
+        id already pins, and a store ingested before they existed must not re-embed every file."""
         body = self.text if self.content_sha256 is None else f"sha256:{self.content_sha256}"
-        canonical = json.dumps([self.title or "", body, self.metadata], sort_keys=True, ensure_ascii=False)
+        metadata = {k: v for k, v in self.metadata.items() if k not in PATH_KEYS}
+        canonical = json.dumps([self.title or "", body, metadata], sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# Metadata every file's documents get from where the file sits under the folder given to ingest:
+# `path` (relative, with /), `folder` (its folder, "." at the top) and `ext` (lower case, no dot).
+PATH_KEYS = ("path", "folder", "ext")
+
+
+def path_metadata(path: Path, roots: list[Path]) -> dict[str, str]:
+    """PATH_KEYS for a file found under one of `roots` (a file given itself: its name)."""
+    relative = Path(path.name)
+    for root in roots:
+        try:
+            candidate = Path(os.path.relpath(path, root))
+        except ValueError:  # another drive (Windows)
+            continue
+        if candidate.parts and candidate.parts[0] not in ("..", "."):  # under this folder
+            relative = candidate
+            break
+    folder = relative.parent.as_posix()
+    return {"path": relative.as_posix(), "folder": folder, "ext": path.suffix.lower().lstrip(".")}
+
+
+def selected(relative_path: str, include: list[str], exclude: list[str]) -> bool:
+    """--include/--exclude: shell globs matched against the relative path and the file name
+    (`*` crosses folders: '*.js' drops a/b/jquery.js; 'vendor/*' drops everything under vendor/)."""
+    name = relative_path.rsplit("/", 1)[-1]
+
+    def matches(pattern: str) -> bool:
+        return fnmatch.fnmatchcase(relative_path, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+    if include and not any(matches(p) for p in include):
+        return False
+    return not any(matches(p) for p in exclude)
 
 
 @dataclasses.dataclass
@@ -121,6 +159,8 @@ class LoadOptions:
     max_bytes: int = DEFAULT_MAX_BYTES  # on disk, and inflated (.gz, .docx, .epub)
     skip_bad: bool = False  # skip malformed JSONL/CSV records instead of failing the file
     follow_symlinks: bool = False  # follow links that lead outside the folder being walked
+    include: list[str] = dataclasses.field(default_factory=list)  # globs: only files matching one (`selected`)
+    exclude: list[str] = dataclasses.field(default_factory=list)  # globs: never files matching one
 
 
 @dataclasses.dataclass

@@ -40,7 +40,18 @@ from genloom.retrieval import bm25
 from genloom.retrieval.collections import ensure_collection, validate_name
 from genloom.retrieval.vector import HnswConfig, ensure_embedding_model
 from ingest.chunking import Chunk, ChunkConfig, Chunker, embedding_text
-from ingest.loaders import FORMATS, LoadError, LoadOptions, Skipped, SourceDocument, discover, load_file, show
+from ingest.loaders import (
+    FORMATS,
+    LoadError,
+    LoadOptions,
+    Skipped,
+    SourceDocument,
+    discover,
+    load_file,
+    path_metadata,
+    selected,
+    show,
+)
 from ingest.writer import PreparedDocument, append_chunks, write_documents
 
 
@@ -55,19 +66,32 @@ class IngestProgress:
     bytes_done: int = 0
     documents_done: int = 0  # written, unchanged or rejected
     chunks: int = 0  # chunks embedded and written (the real work)
+    # The batch being embedded now, counted chunk by chunk (a batch of 256 documents can take
+    # minutes): its chunks embedded so far, of how many, and the bytes of its documents.
+    embedding_done: int = 0
+    embedding_total: int = 0
+    embedding_bytes: int = 0
     started: float = dataclasses.field(default_factory=time.perf_counter)  # when discovery ended
 
+    @property
+    def chunks_embedded(self) -> int:
+        """Chunks written plus those of the batch in hand already embedded."""
+        return self.chunks + self.embedding_done
+
     def rate(self) -> float:
-        """Chunks per second since discovery ended."""
+        """Chunks embedded per second since discovery ended."""
         elapsed = time.perf_counter() - self.started
-        return self.chunks / elapsed if elapsed > 0 else 0.0
+        return self.chunks_embedded / elapsed if elapsed > 0 else 0.0
 
     def eta_seconds(self) -> float | None:
-        """Seconds left, from the share of bytes done (None while discovering or before any)."""
-        if self.discovering or self.bytes_done <= 0 or self.bytes_total <= 0:
+        """Seconds left, from the share of bytes done, the batch in hand counted by its chunks
+        embedded (None while discovering or before any)."""
+        in_hand = self.embedding_bytes * self.embedding_done / self.embedding_total if self.embedding_total else 0.0
+        done = self.bytes_done + in_hand
+        if self.discovering or done <= 0 or self.bytes_total <= 0:
             return None
         elapsed = time.perf_counter() - self.started
-        return max(elapsed * (self.bytes_total - self.bytes_done) / self.bytes_done, 0.0)
+        return max(elapsed * (self.bytes_total - done) / done, 0.0)
 
 
 ProgressFn = Callable[[IngestProgress], None]
@@ -104,6 +128,7 @@ class IngestResult:
     problems: list[Skipped] = dataclasses.field(default_factory=list)
     retired_ids: list[str] = dataclasses.field(default_factory=list)
     resumed: int = 0  # large documents an interrupted ingest had begun: this run went on from its last slice
+    excluded: int = 0  # files left out by --include/--exclude
     incomplete_chunks: int = 0  # chunks of the large document being written, committed but not current yet
     seconds: float = 0.0
     embed_seconds: float = 0.0
@@ -132,6 +157,7 @@ class IngestResult:
             "unchanged": self.unchanged,
             "retired": self.retired,
             "resumed": self.resumed,
+            "excluded": self.excluded,
             "skipped": {"total": sum(self.skipped.values()), "by_reason": dict(sorted(self.skipped.items()))},
             "failed": {"total": sum(self.failed.values()), "by_reason": dict(sorted(self.failed.items()))},
             "chunks": self.chunks,
@@ -155,8 +181,9 @@ class IngestResult:
         versions = f" ({self.new_versions} new versions)" if self.new_versions else ""
         retired = f", {self.retired} retired" if self.retired else ""
         resumed = f", {self.resumed} resumed" if self.resumed else ""
+        excluded = f", {self.excluded} excluded" if self.excluded else ""
         return (
-            f"{self.collection}: {self.documents} written{versions}{resumed}, {self.unchanged} unchanged{retired}, "
+            f"{self.collection}: {self.documents} written{versions}{resumed}, {self.unchanged} unchanged{retired}{excluded}, "
             f"skipped {by_reason(self.skipped)}, failed {by_reason(self.failed)}; "
             f"{self.chunks} chunks in {self.seconds:.1f}s (run {self.run_id})"
         )
@@ -189,6 +216,11 @@ def ingest(
     sources = []
     try:
         for source in discover(paths, options.load.format, follow_symlinks=options.load.follow_symlinks):
+            if (options.load.include or options.load.exclude) and not selected(
+                path_metadata(Path(source.path), paths)["path"], options.load.include, options.load.exclude
+            ):
+                result.excluded += 1  # not a problem: the user asked for it
+                continue
             state.files_total += 1
             if source.problem is not None:
                 result.note(source.problem)
@@ -219,6 +251,9 @@ def ingest(
             for problem in loaded.skipped_lines:
                 result.note(problem)
             state.files_done += 1
+            where = path_metadata(Path(source.path), paths)
+            for doc in loaded.documents:
+                doc.metadata = {**where, **doc.metadata}  # a record's own path/folder/ext wins
             if not loaded.documents:
                 state.bytes_done += source.size
             else:
@@ -331,7 +366,14 @@ def ingest_documents(
             if not batch:
                 return
             docs = list(batch)
-            prepared = _prepare_batch(docs, collection_id, chunker, options, result, engine)
+
+            def embedding(done: int, total: int, todo_bytes: int) -> None:
+                state.embedding_done, state.embedding_total, state.embedding_bytes = done, total, todo_bytes
+                if progress:
+                    progress(state)
+
+            prepared = _prepare_batch(docs, collection_id, chunker, options, result, engine, on_embedded=embedding)
+            state.embedding_done = state.embedding_total = state.embedding_bytes = 0
             batch.clear()
             batch_bytes = 0
             wait_for_writer()
@@ -538,7 +580,13 @@ def _prepare_batch(
     options: IngestOptions,
     result: IngestResult,
     engine: Engine | None,
+    *,
+    on_embedded: Callable[[int, int, int], None] | None = None,
 ) -> _PreparedBatch:
+    """Hash, chunk and embed a batch; on_embedded(chunks done, chunks in the batch, its bytes)
+    after every embedding slice, so progress moves by chunks, not by batches."""
+    import numpy as np
+
     from genloom.embeddings import embed
 
     # 1. Unchanged documents cost one query and nothing else.
@@ -553,7 +601,16 @@ def _prepare_batch(
     t0 = time.perf_counter()
     chunked = [chunker.chunk(d.text, d.title) for d in todo]
     texts = [embedding_text(d.title, c.text) for d, chunks in zip(todo, chunked) for c in chunks]
-    vectors = embed(texts, name=options.embedding_model, batch_size=options.embed_batch_size)
+    todo_bytes = sum(d.size for d in todo)
+    step = options.embed_batch_size * 4  # a few encode batches per report: moves every few seconds on a CPU
+    parts = []
+    for start in range(0, len(texts), step):
+        parts.append(
+            embed(texts[start : start + step], name=options.embedding_model, batch_size=options.embed_batch_size)
+        )
+        if on_embedded:
+            on_embedded(min(start + step, len(texts)), len(texts), todo_bytes)
+    vectors = np.concatenate(parts) if parts else embed(texts, name=options.embedding_model)
     result.embed_seconds += time.perf_counter() - t0
     return _PreparedBatch(batch, todo, chunked, vectors)
 

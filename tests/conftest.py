@@ -212,6 +212,24 @@ def run_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> s
     )
 
 
+FRUIT = {
+    "apple.txt": "Apples are crisp fruit that grow on trees in orchards.",
+    "banana.txt": "Bananas are long yellow fruit that grow in bunches.",
+    "cherry.txt": "Cherries are small red fruit with a stone inside.",
+}
+
+
+@pytest.fixture
+def fruit(db_url, cli, tmp_path) -> Path:
+    """Three one-sentence fruit files ingested as collection `fruit` (the bundled MiniLM); their folder."""
+    folder = tmp_path / "fruit"
+    folder.mkdir()
+    for name, text in FRUIT.items():
+        (folder / name).write_text(text)
+    assert cli("ingest", folder, "--collection", "fruit").exit_code == 0
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A random 1-layer, 32-wide sentence-transformers model (no download): ingest with it to test

@@ -29,6 +29,23 @@ window.addEventListener('load', function () {
 </script>
 """
 
+# Runs after load in a 1280 px window: names each table wider than the box it sits in, and the page width.
+WIDTH_SCRIPT = """
+<script>
+window.addEventListener('load', function () {
+  var out = document.createElement('pre'); var lines = [];
+  document.querySelectorAll('table').forEach(function (t, i) {
+    var room = t.parentElement.clientWidth;
+    if (t.scrollWidth > room || t.getBoundingClientRect().right > window.innerWidth) lines.push('TABLE ' + i + ' ' + t.scrollWidth + '>' + room);
+  });
+  var page = document.documentElement.scrollWidth;
+  lines.push('PAGE ' + page);
+  out.textContent = lines.join('\\n') + '\\nWIDTHS-DONE';
+  document.body.appendChild(out);
+});
+</script>
+"""
+
 
 @pytest.fixture(scope="module")
 def loaded_db(pg_server):
@@ -125,6 +142,30 @@ def test_report_renders_in_a_real_browser(report_with_data, browser, tmp_path):
     subprocess.run([browser, *flags, "--window-size=1300,2400", "--hide-scrollbars", f"--screenshot={shot}",
                     out.as_uri()], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 50_000
+
+
+def test_report_tables_fit_a_1280px_window(db_url, session, cli, browser, tmp_path):
+    """Long unbreakable values (a 64-hex revision, a local model path) wrap inside their cell:
+    at a 1280 px window no table is wider than its section and the page does not scroll sideways."""
+    import sqlalchemy as sa
+
+    analytics_data.load(session)
+    session.execute(sa.text("UPDATE generations SET model_revision = repeat('0123456789abcdef', 4), "
+                            "model_name = '/home/someone/models/checkpoints/' || model_name || '-finetuned-2026-12-01-final'"))
+    session.commit()
+    out = tmp_path / "report.html"
+    assert cli("report", "--out", out).exit_code == 0
+    wide = tmp_path / "wide.html"
+    wide.write_text(out.read_text().replace("</body>", WIDTH_SCRIPT + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([browser, *flags, "--window-size=1280,2000", "--virtual-time-budget=5000", "--dump-dom",
+                          wide.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "WIDTHS-DONE" in dom.stdout, dom.stderr[-2000:]
+    overflowing = re.findall(r"TABLE (\d+) (\d+)&gt;(\d+)", dom.stdout)
+    assert not overflowing, f"tables wider than their section at 1280 px (index, table px > room px): {overflowing}"
+    page = re.search(r"PAGE (\d+)", dom.stdout)
+    assert page and int(page.group(1)) <= 1280, dom.stdout[-300:]
 
 
 def test_demo_step_writes_the_report_and_is_rerunnable(loaded, tmp_path, capsys):

@@ -5,26 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    from genloom.embeddings import get_embedder
-
-    return get_embedder()
-
-
-@pytest.fixture
-def fruit(db_url, cli, tmp_path, embedder):
-    folder = tmp_path / "fruit"
-    folder.mkdir()
-    (folder / "apple.txt").write_text("Apples are crisp fruit that grow on trees in orchards.")
-    (folder / "banana.txt").write_text("Bananas are long yellow fruit that grow in bunches.")
-    (folder / "cherry.txt").write_text("Cherries are small red fruit with a stone inside.")
-    assert cli("ingest", folder, "--collection", "fruit").exit_code == 0
-    return folder
 
 
 def _assert_bm25_exact(session, collection="fruit"):
@@ -63,7 +44,7 @@ def test_documents_list_show_retire_and_purge(fruit, cli, session):
     _assert_bm25_exact(session)
     shown = cli("documents", "show", "--collection", "fruit", banana, "--json").json()
     assert shown["status"] == "retired" and answer["generation_id"] in shown["cited_by_generations"]
-    with_retired = cli("documents", "list", "--collection", "fruit", "--retired", "--json").json()
+    with_retired = cli("documents", "list", "--collection", "fruit", "--include-retired", "--json").json()
     assert [r["status"] for r in with_retired] == ["current", "retired", "current"]
     again = cli("documents", "delete", "--collection", "fruit", banana)
     assert again.exit_code == 1 and "is not current" in again.stderr and again.stderr.count("\n") == 1
@@ -119,12 +100,12 @@ def test_collections_list_show_rename_delete(fruit, cli, session):
     answer = cli("ask", "red fruit", "--collection", "produce", "--model", "extractive", "--json").json()
     assert cli("datasets", "import", "collection", "produce", "--name", "produce-text").exit_code == 0
 
-    refused = cli("collections", "delete", "produce")
+    refused = cli("collections", "delete", "produce", "--yes")
     assert refused.exit_code == 1 and refused.stderr.count("\n") == 1
     assert refused.stderr.startswith("error: collection 'produce' is the source of dataset produce-text@1;")
     assert session.scalar(sa.text("SELECT count(*) FROM documents")) == 3  # nothing half-deleted
 
-    deleted = cli("collections", "delete", "produce", "--force", "--json")
+    deleted = cli("collections", "delete", "produce", "--force", "--yes", "--json")
     assert deleted.exit_code == 0, deleted.stderr
     assert deleted.json()["datasets_imported_from_it"] == ["produce-text@1"]
     assert session.scalar(sa.text("SELECT count(*) FROM chunks")) == 0

@@ -80,6 +80,10 @@ def get_embedder(name: str | None = None, device: str | None = None):
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        from genloom.devices import configure_cpu_threads
+
+        configure_cpu_threads()  # torch's default (every core) crawls when another process shares them
     try:
         return SentenceTransformer(str(path), device=device, local_files_only=True, **load_kwargs(device))
     except Exception as exc:

@@ -121,6 +121,69 @@ def log_metrics(session: Session, run_id: int, metrics: Mapping[str, float], *, 
         session.execute(sa.insert(Metric), rows)
 
 
+def run_detail(session: Session, run_id: int) -> dict[str, Any]:
+    """One run as a person reads it: what it was, how it went, its parameters, summary and metrics.
+
+    `metrics` holds the final metrics (step NULL) and, for metrics logged per step, the last
+    step's value; `steps` says how many steps each stepped metric has."""
+    from genloom.errors import NotFound
+
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}", cli_hint="see: genloom runs list")
+    rows = session.execute(
+        sa.select(Metric.name, Metric.step, Metric.value)
+        .where(Metric.run_id == run_id, Metric.item_id.is_(None))
+        .order_by(Metric.name, Metric.step.nulls_last())
+    ).all()
+    metrics: dict[str, float] = {}
+    steps: dict[str, int] = {}
+    for name, step, value in rows:  # ordered so the final (NULL step) value lands last and wins
+        metrics[name] = value
+        if step is not None:
+            steps[name] = steps.get(name, 0) + 1
+    finished = run.finished_at
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "name": run.name,
+        "status": run.status,
+        "started_at": run.started_at,
+        "finished_at": finished,
+        "seconds": (finished - run.started_at).total_seconds() if finished and run.started_at else None,
+        "host": run.host,
+        "pid": run.pid,
+        "device": run.device,
+        "code_version": run.code_version,
+        "input_version_id": run.input_version_id,
+        "output_version_id": run.output_version_id,
+        "model_id": run.model_id,
+        "collection_id": run.collection_id,
+        "error": run.error,
+        "params": run.params or {},
+        "summary": run.summary or {},
+        "metrics": metrics,
+        "steps": steps,
+    }
+
+
+def compare_runs(session: Session, run_ids: list[int]) -> dict[str, Any]:
+    """Runs side by side: each parameter, summary value and metric as one row of values (None
+    where a run lacks it), with `differs` naming the rows whose values are not all equal."""
+    details = [run_detail(session, run_id) for run_id in run_ids]
+    rows: dict[str, list[Any]] = {}
+    for section in ("params", "summary", "metrics"):
+        keys = sorted({key for d in details for key in d[section]})
+        for key in keys:
+            values = [d[section].get(key) for d in details]
+            if all(not isinstance(v, (dict, list)) for v in values):  # nested values stay in `runs show`
+                rows[f"{section}.{key}"] = values
+    rows["status"] = [d["status"] for d in details]
+    rows["seconds"] = [d["seconds"] for d in details]
+    differs = [key for key, values in rows.items() if len({repr(v) for v in values}) > 1]
+    return {"runs": run_ids, "kinds": [d["kind"] for d in details], "rows": rows, "differs": differs}
+
+
 class _Signalled(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)

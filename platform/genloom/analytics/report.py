@@ -278,13 +278,13 @@ def _latency(session, plt, since, plots, missing) -> str:
 def _retrieval(session, plt, plots, missing) -> str:
     docs = _rows(
         session,
-        """SELECT collection, external_id, document_version, title, citations, answers, mean_feedback_score
+        """SELECT collection, external_id, document_version, title, citations, retrievals, answers, mean_feedback_score
            FROM v_document_citations ORDER BY citations DESC, external_id LIMIT 12""",
     )
     never = _rows(
         session,
-        "SELECT collection, external_id, document_version, title FROM v_documents_never_cited "
-        "ORDER BY collection, external_id LIMIT 20",
+        "SELECT collection, external_id, document_version, title, retrievals FROM v_documents_never_cited "
+        "ORDER BY retrievals DESC, collection, external_id LIMIT 20",
     )
     never_count = session.execute(sa.text("SELECT count(*) FROM v_documents_never_cited")).scalar()
     if not docs:
@@ -309,6 +309,23 @@ def _retrieval(session, plt, plots, missing) -> str:
         fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="mean score", shrink=0.8)
         plots.append("plot-citations")
         body = _img("plot-citations", _png(fig), "most-cited documents coloured by mean feedback")
+        body += (
+            "<h3>Most cited: cited by the answer vs retrieved into the prompt</h3>"
+            "<p>A citation is a source the answer names with its [n] marker; a retrieval is any source given to "
+            "the model. Feedback is credited to cited sources only.</p>"
+            + _table(
+                docs,
+                [
+                    ("collection", "collection", ""),
+                    ("title", "title", ""),
+                    ("document_version", "version", ""),
+                    ("citations", "cited", ","),
+                    ("retrievals", "retrieved", ","),
+                    ("answers", "answers citing", ","),
+                    ("mean_feedback_score", "mean score", ".2f"),
+                ],
+            )
+        )
     if never:
         body += f"<h3>Never cited ({never_count} current documents; first {len(never)})</h3>" + _table(
             never,
@@ -317,6 +334,7 @@ def _retrieval(session, plt, plots, missing) -> str:
                 ("external_id", "id", ""),
                 ("document_version", "version", ""),
                 ("title", "title", ""),
+                ("retrievals", "retrieved, not cited", ","),
             ],
         )
     return body
@@ -575,7 +593,7 @@ figcaption{font-size:12px;color:#555}
 .card{background:#eef3f8;border-radius:6px;padding:10px 16px;min-width:92px}
 .card .value{font-size:20px;font-weight:600} .card .label{font-size:12px;color:#555}
 table{border-collapse:collapse;font-size:12.5px;margin:6px 0;width:100%}
-th,td{padding:4px 8px;border-bottom:1px solid #e5e8ec;text-align:left} th{background:#f0f2f5;font-weight:600}
+th,td{padding:4px 8px;border-bottom:1px solid #e5e8ec;text-align:left;overflow-wrap:anywhere} th{background:#f0f2f5;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .missing{color:#8a5a00;background:#fff8e6;border-left:3px solid #e6a700;padding:8px 12px;margin:6px 0}
 code{background:#eef0f3;padding:1px 4px;border-radius:3px}

@@ -44,6 +44,8 @@ class LocalAskBody(Body):
     rerank_depth: Optional[int] = Field(None, ge=1, le=1000)
     no_rerank: bool = False
     tenant: Optional[str] = None  # the CLI user's tenant (--tenant / GENLOOM_TENANT)
+    # The endpoint's API key from the CLI user's environment (never the server's, for a CLI call).
+    endpoint_api_key: Optional[str] = Field(None, min_length=1, max_length=4096)
     template: Optional[str] = None
     user: Optional[str] = None
     system: Optional[str] = Field(None, max_length=MAX_TEXT_CHARS)
@@ -95,6 +97,7 @@ def local_router(token: str, db_dependency) -> APIRouter:
     def ask(body: LocalAskBody, session=Depends(db_dependency)) -> dict:
         from genloom.generation.backend import GenParams
         from genloom.generation.call import CallRequest, ask as ask_call
+        from genloom.generation.endpoint import caller_api_key
 
         if body.tenant is not None:
             from genloom.db.tenancy import set_tenant, validate_tenant
@@ -122,7 +125,7 @@ def local_router(token: str, db_dependency) -> APIRouter:
                 stop=body.stop,
             ),
         )
-        with session.begin():
+        with session.begin(), caller_api_key(body.endpoint_api_key):
             result = ask_call(session, request)
         # status 'error' is committed in the log; the CLI turns it into its one-line error.
         return {

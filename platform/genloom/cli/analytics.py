@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -51,6 +52,15 @@ def sql(
         int, typer.Option("--limit", "-n", help="Keep at most this many rows; says so when rows were cut.")
     ] = 1000,
     timeout: Annotated[float, typer.Option("--timeout", help="Statement timeout in seconds.")] = 30.0,
+    vertical: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--vertical/--table",
+            "-x",
+            help="One 'column | value' block per row (psql's \\x), or a table; default: vertical when a table would not fit.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run read-only SQL as the genloom_reader role (a write is refused by Postgres itself).
 
@@ -97,15 +107,8 @@ def sql(
             writer.writerow([_csv_value(v) for v in row])
         sys.stdout.flush()
     else:
-        from rich.table import Table
-
         if result.columns:
-            table = Table(show_lines=False, header_style="bold cyan")
-            for name in result.columns:
-                table.add_column(name, overflow="fold")
-            for row in result.rows:
-                table.add_row(*(_cell(v) for v in row))
-            console.print(table)
+            _print_rows(result.columns, result.rows, vertical=vertical)
         info(
             f"[dim]{len(result.rows)} row{'s' if len(result.rows) != 1 else ''}"
             + (f" · {result.status}" if result.status and not result.columns else "")
@@ -113,6 +116,34 @@ def sql(
         )
     if cut_note:
         err_console.print(f"[yellow]note:[/yellow] {cut_note}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _print_rows(columns: list[str], rows: list[tuple], *, vertical: bool | None) -> None:
+    """A table when it fits the terminal (or vertical=False); otherwise psql's expanded display:
+    one block per row, a column per line, long values wrapped under their value column."""
+    from rich.table import Table
+
+    table = Table(show_lines=False, header_style="bold cyan")
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    if vertical is None:
+        natural = console.measure(table, options=console.options.update_width(100_000)).maximum  # unclamped
+        vertical = natural > console.width
+    if not vertical:
+        console.print(table)
+        return
+    label_width = max(len(name) for name in columns)
+    value_width = max(console.width - label_width - 3, 20)
+    for number, row in enumerate(rows, 1):
+        console.print(f"-[ RECORD {number} ]".ljust(min(console.width, 40), "-"), markup=False, highlight=False)
+        for name, value in zip(columns, row):
+            text = _cell(value, width=4 * value_width)
+            lines = textwrap.wrap(text, value_width, break_long_words=True, replace_whitespace=False) or [""]
+            for i, line in enumerate(lines):
+                label = name if i == 0 else ""
+                console.print(f"{label.ljust(label_width)} | {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _parse_since(since: str | None) -> dt.datetime | None:

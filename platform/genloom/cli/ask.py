@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from genloom.cli.output import WHERE_HELP, WHERE_JSON_HELP, JsonOption, console, info, print_json
@@ -55,6 +57,19 @@ def _via_server(request):
     body = {k: v for k, v in dataclasses.asdict(request).items() if k not in ("params", "history", "mode")}
     body.update(dataclasses.asdict(request.params))
     body["model"] = request.model or default_model()  # this process's default, not the server's
+    # What the call needs from this user's environment travels with it; the server's never stands in.
+    if Path(body["model"]).expanduser().is_dir():  # a relative model folder means this shell's folder
+        body["model"] = str(Path(body["model"]).expanduser().resolve())
+    from genloom.db.engine import session_scope
+    from genloom.generation.resolve import api_key_env_needed
+
+    with session_scope() as s:
+        key_env = api_key_env_needed(s, body["model"])
+    if key_env:
+        key = os.environ.get(key_env)
+        if not key:
+            return None  # run here, so the error names this user's missing variable
+        body["endpoint_api_key"] = key
     from genloom.db.tenancy import current_tenant
 
     body["tenant"] = current_tenant()  # the server works for this CLI user's tenant
@@ -260,16 +275,17 @@ def generations_show(
         f"{detail['model']} · {detail['status']}",
         highlight=False,
     )
-    console.print(f"[bold]Q:[/bold] {detail['prompt']}", highlight=False, markup=False)
+    console.print(f"[bold]Q:[/bold] {escape(detail['prompt'])}", highlight=False)
     console.print(
         f"A: {detail['answer'] if detail['status'] == 'ok' else detail['error']}", highlight=False, markup=False
     )
     if detail["sources"]:
-        table = Table("n", "source", "fused", "bm25 rank", "vector rank")
+        table = Table("n", "cited", "source", "fused", "bm25 rank", "vector rank")
         for s in detail["sources"]:
             where = s["location"] + (" (purged)" if s.get("tombstone") else "")
             table.add_row(
                 str(s["n"]),
+                {True: "yes", False: "no"}.get(s["cited"], "?"),
                 where,
                 f"{s['score']:.4f}" if s["score"] is not None else "",
                 str(s["bm25_rank"] or ""),
@@ -301,7 +317,7 @@ def sessions_show(
         f"[bold]session {detail['session_id']}[/bold] · collection {detail['collection'] or '-'}", highlight=False
     )
     for turn in detail["turns"]:
-        console.print(f"[bold]Q{turn['prompt_id']}:[/bold] {turn['question']}", highlight=False)
+        console.print(f"[bold]Q{turn['prompt_id']}:[/bold] {escape(turn['question'])}", highlight=False)
         answer = turn["answer"] if turn["status"] == "ok" else f"[error] {turn['error']}"
         console.print(f"  A (generation {turn['generation_id']}): {answer}", highlight=False, markup=False)
 

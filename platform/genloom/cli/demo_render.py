@@ -29,6 +29,16 @@ def render_generation(result: dict) -> None:
     lines = [f"[bold]Q:[/bold] {escape(result['question'])}", f"[bold]A:[/bold] {escape(result['answer'])}", ""]
     for c in result["citations"]:
         lines.append(escape(f"  [{c['n']}] {c['location']}"))
+    check = result["check"]
+    verdict = "[green]right[/green]" if check["correct"] else "[red]not right[/red]"
+    lines += [
+        "",
+        f"check: {verdict} (expected {escape(repr(check['expected_span']))} citing {escape(check['expected_source'])}: "
+        f"span {'present' if check['span_present'] else 'absent'}, "
+        f"source {'cited' if check['cites_source'] else 'not cited'}); the feedback records this check",
+        f"answered by: {escape(result['model'])}"
+        + (f" · {escape(result['backend_note'])}" if result["backend_note"] else ""),
+    ]
     t = result["timings_ms"]
     lines += [
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,8 @@ from genloom.cli.output import JsonOption, err_console, info, print_json
 from genloom.cli.progress import RichProgress
 from genloom.errors import BadInput, one_line
 from genloom.pairs import parse_pairs
+
+PLAIN_PROGRESS_EVERY_S = 5.0  # stderr not a terminal: one progress line this often
 
 
 def ingest(
@@ -69,6 +72,19 @@ def ingest(
     follow_symlinks: Annotated[
         bool, typer.Option("--follow-symlinks", help="Follow symbolic links that lead outside the folders given.")
     ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include", help="Only files whose relative path or name matches this glob (repeatable), e.g. '*.md'."
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            help="Leave out files whose relative path or name matches this glob (repeatable), e.g. '*.min.js'.",
+        ),
+    ] = None,
     pii: Annotated[
         str | None,
         typer.Option(
@@ -122,6 +138,8 @@ def ingest(
             max_bytes=max_bytes,
             skip_bad=skip_bad,
             follow_symlinks=follow_symlinks,
+            include=list(include or []),
+            exclude=list(exclude or []),
         ),
         chunking=ChunkConfig(max_tokens=chunk_tokens, overlap=chunk_overlap),
         embedding_model=model,
@@ -132,21 +150,25 @@ def ingest(
         sync=sync,
     )
     # Not transient unless --json: the final bar stays as a summary line.
-    with RichProgress(transient=json_out) as bar:
+    # On a terminal: a bar. Piped or redirected stderr (a log, CI): a plain line every few seconds.
+    plain = not json_out and not err_console.is_terminal
+    with RichProgress(transient=json_out, terminal_only=True) as bar:
         task = f"ingest {collection}"
+        last_line = [time.monotonic()]
 
         def progress(p: IngestProgress) -> None:
             if p.discovering:
                 bar(task, 0, None, f"discovering: {p.files_total} files")
                 return
             eta = p.eta_seconds()
-            bar(
-                task,
-                p.bytes_done,
-                max(p.bytes_total, 1),
-                f"{p.chunks:,} chunks embedded · {p.rate():.1f} chunks/s · {p.files_done}/{p.files_total} files"
-                + (f" · ETA {_duration(eta)}" if eta is not None else ""),
+            status = (
+                f"{p.chunks_embedded:,} chunks embedded · {p.rate():.1f} chunks/s · {p.files_done}/{p.files_total} files"
+                + (f" · ETA {_duration(eta)}" if eta is not None else "")
             )
+            bar(task, p.bytes_done, max(p.bytes_total, 1), status)
+            if plain and time.monotonic() - last_line[0] >= PLAIN_PROGRESS_EVERY_S:
+                last_line[0] = time.monotonic()
+                err_console.print(f"{task}: {status}", markup=False, highlight=False, soft_wrap=True)
 
         result = run_ingest(paths, options, progress=progress)
     if json_out:

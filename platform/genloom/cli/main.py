@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
-import click
 import typer
+from typer._click.core import Context
+from typer._click.exceptions import UsageError  # Typer >= 0.22 vendors Click: its errors are not click's
+from typer.exceptions import TyperException
 
 from genloom import __version__
 from genloom.cli.output import err_console
@@ -104,6 +106,17 @@ def _error(message: str) -> None:
     err_console.print(one_line(message), markup=False, highlight=False, soft_wrap=True)
 
 
+def _without_flag_placeholders(command: Any) -> Any:
+    """A flag takes no value: its help shows none (Typer prints `<bool>` beside every flag)."""
+    help_option = command.get_help_option(Context(command))  # made (and cached) on first use
+    for param in [*command.params, *([help_option] if help_option else [])]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _without_flag_placeholders(sub)
+    return command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code. Errors become one line on stderr."""
     import os
@@ -121,17 +134,20 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     from genloom.errors import GenloomError, JobInterrupted
 
-    command = typer.main.get_command(app)
+    command = _without_flag_placeholders(typer.main.get_command(app))
     _state["debug"] = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         result = command.main(args=argv, prog_name="genloom", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except UsageError as exc:  # a mistyped command line: one plain line and where to look
+        _error(f"{exc.format_message()} (see: {exc.ctx.command_path if exc.ctx else 'genloom'} --help)")
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except TyperException as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")
         return 130
     except JobInterrupted as exc:  # a job that stopped at a safe point says what it kept

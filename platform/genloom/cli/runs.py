@@ -6,7 +6,10 @@ import typer
 
 from genloom.cli.output import JsonOption, info, print_json
 
-app = typer.Typer(help="Job records: list them; mark runs whose process disappeared as failed.", no_args_is_help=True)
+app = typer.Typer(
+    help="Job records: list, show and compare them; mark runs whose process disappeared as failed.",
+    no_args_is_help=True,
+)
 
 
 @app.command()
@@ -64,6 +67,69 @@ def list_runs(
     for r in rows:
         table.add_row(*(str(r[k] or "") for k in ("id", "kind", "status", "host", "pid", "started_at", "error")))
     console.print(table)
+
+
+@app.command("show")
+def show_run(
+    run_id: int = typer.Argument(..., help="Run id (see genloom runs list)."), json_out: JsonOption = False
+) -> None:
+    """One run: kind, status, timing, parameters, summary and metrics."""
+    from genloom.cli.output import console, dumps
+    from genloom.db.engine import session_scope
+    from genloom.runs import run_detail
+
+    with session_scope() as session:
+        detail = run_detail(session, run_id)
+    if json_out:
+        print_json(detail)
+        return
+    for key, value in detail.items():
+        if key in ("params", "summary", "metrics", "steps") or value is None:
+            continue
+        console.print(f"{key}: {value}", markup=False, highlight=False)
+    for section in ("params", "summary", "metrics"):
+        if detail[section]:
+            console.print(f"{section}:", markup=False, highlight=False)
+            for key, value in detail[section].items():
+                shown = (
+                    f"{value:.6g}"
+                    if isinstance(value, float)
+                    else dumps(value)
+                    if isinstance(value, (dict, list))
+                    else value
+                )
+                console.print(f"  {key}: {shown}", markup=False, highlight=False)
+
+
+@app.command("compare")
+def compare(
+    run_ids: list[int] = typer.Argument(..., help="Two or more run ids."),
+    all_rows: bool = typer.Option(False, "--all", help="Also show rows whose values are the same in every run."),
+    json_out: JsonOption = False,
+) -> None:
+    """Runs side by side: the parameters, summary values and metrics that differ (--all: every one)."""
+    from rich.table import Table
+
+    from genloom.cli.output import console
+    from genloom.db.engine import session_scope
+    from genloom.errors import BadInput
+    from genloom.runs import compare_runs
+
+    if len(run_ids) < 2:
+        raise BadInput("runs compare needs two or more run ids (e.g. genloom runs compare 3 5)")
+    with session_scope() as session:
+        result = compare_runs(session, run_ids)
+    if json_out:
+        print_json(result)
+        return
+    table = Table("", *(f"run {i} ({kind})" for i, kind in zip(result["runs"], result["kinds"])))
+    for key, values in result["rows"].items():
+        if all_rows or key in result["differs"]:
+            table.add_row(key, *("-" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v) for v in values))
+    console.print(table)
+    if not all_rows:
+        same = len(result["rows"]) - len(result["differs"])
+        info(f"{same} rows equal in every run not shown (--all shows them)")
 
 
 def register(root: typer.Typer) -> None:

@@ -130,7 +130,7 @@ def search(
 
     # One block per hit (not a table): readable at any terminal width, and in logs.
     for rank, hit in enumerate(hits, 1):
-        doc = Path(hit.doc_id).name if hit.doc_id.startswith("/") else hit.doc_id
+        doc = hit.metadata.get("path") or (Path(hit.doc_id).name if hit.doc_id.startswith("/") else hit.doc_id)
         branches = f"bm25 #{hit.bm25_rank or '-'} · vector #{hit.vector_rank or '-'}"
         if hit.rerank_score is not None:
             branches += f" · rerank {hit.rerank_score:.3f}"

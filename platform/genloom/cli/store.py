@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -127,11 +128,23 @@ def collections_rename(
 def collections_delete(
     name: Annotated[str, typer.Argument(help="Collection to delete, with all its documents.")],
     force: Annotated[bool, typer.Option("--force", help="Delete even though datasets were imported from it.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Delete a collection for good; generations that cited it keep their answers and a tombstone per source."""
+    """Delete a collection for good (asks first; --yes skips the question); generations that cited it
+    keep their answers and a tombstone per source."""
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.collections import collection_summary, get_collection
     from genloom.retrieval.documents import delete_collection, record_change
 
+    if not yes:
+        with session_scope() as s:
+            summary = collection_summary(s, get_collection(s, name))
+        message = (
+            f"deleting collection {name!r} removes {summary.get('document_versions', 0)} document versions "
+            f"and {summary.get('chunks') or 0} chunks for good"
+        )
+        _confirm_or_refuse(message, json_out=json_out)
     result = record_change(
         "delete collection", name, lambda s, cid, run: delete_collection(s, name, force=force, run_id=run), force=force
     )
@@ -144,33 +157,55 @@ def collections_delete(
         )
 
 
+def _confirm_or_refuse(message: str, *, json_out: bool) -> None:
+    """Ask on a terminal; with --json or no terminal to ask on, refuse in one line naming --yes."""
+    from genloom.errors import BadInput
+
+    if json_out or not sys.stdin.isatty():
+        raise BadInput(f"{message}: confirm with --yes")
+    if not typer.confirm(message + ". Continue?", err=True):
+        raise BadInput(f"{message}: not confirmed (nothing deleted)")
+
+
 @documents_app.command("list")
 def documents_list(
     collection: CollectionOption,
-    retired: Annotated[bool, typer.Option("--retired", help="Include retired documents.")] = False,
+    retired: Annotated[
+        bool, typer.Option("--include-retired", "--retired", help="Also list retired documents.")
+    ] = False,
+    only_retired: Annotated[bool, typer.Option("--only-retired", help="List retired documents only.")] = False,
     where: Annotated[Optional[list[str]], typer.Option("--where", help=WHERE_HELP)] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Most rows.")] = 100,
+    limit: Annotated[int, typer.Option("--limit", help="Most rows (says so when there are more).")] = 100,
+    offset: Annotated[int, typer.Option("--offset", help="Skip this many rows first (the next page).")] = 0,
     json_out: JsonOption = False,
 ) -> None:
-    """Current documents of a collection (with --retired, retired ones too)."""
+    """Current documents of a collection (--include-retired: retired ones too; --only-retired: those alone)."""
     from genloom.db.engine import session_scope
+    from genloom.errors import BadInput
     from genloom.retrieval.collections import get_collection
     from genloom.retrieval.documents import list_documents
     from genloom.retrieval.filters import parse_where
 
+    if limit < 1 or offset < 0:
+        raise BadInput("--limit must be at least 1 and --offset at least 0")
+    status = "retired" if only_retired else ("any" if retired else "current")
     with session_scope() as s:
         rows = list_documents(
-            s, get_collection(s, collection).id, include_retired=retired, where=parse_where(where), limit=limit
+            s, get_collection(s, collection).id, status=status, where=parse_where(where), limit=limit + 1, offset=offset
         )
+    more = len(rows) > limit  # one row past the page tells us there is a next one
+    rows = rows[:limit]
     if json_out:
         print_json(rows)
-        return
-    table = Table("id", "external id", "v", "title", "chunks", "status")
-    for r in rows:
-        table.add_row(
-            str(r["id"]), r["external_id"], str(r["version"]), r["title"] or "", str(r["chunks"]), r["status"]
-        )
-    console.print(table)
+    else:
+        table = Table("id", "external id", "v", "title", "chunks", "status")
+        for r in rows:
+            table.add_row(
+                str(r["id"]), r["external_id"], str(r["version"]), r["title"] or "", str(r["chunks"]), r["status"]
+            )
+        console.print(table)
+    if more:
+        info(f"more documents: rows {offset + 1}-{offset + limit} shown; the next page: --offset {offset + limit}")
 
 
 @documents_app.command("show")
@@ -206,7 +241,6 @@ def documents_delete(
 ) -> None:
     """Retire a document (kept for past citations, no longer searchable), or --purge it."""
     from genloom.db.engine import session_scope
-    from genloom.errors import BadInput
     from genloom.retrieval.collections import get_collection
     from genloom.retrieval.documents import _document_versions, delete_document, purge_impact, record_change
 
@@ -218,8 +252,7 @@ def documents_delete(
             f"purge removes {impact['documents']} versions and {impact['chunks']} chunks for good; "
             f"{impact['generations_citing']} generations cite them and will keep only a tombstone"
         )
-        if json_out or not typer.confirm(message + ". Purge?", err=True):
-            raise BadInput(message + " (confirm with --yes)")
+        _confirm_or_refuse(message, json_out=json_out)
     result = record_change(
         "purge" if purge else "retire",
         collection,
@@ -240,20 +273,42 @@ def documents_delete(
 @documents_app.command("set-meta")
 def documents_set_meta(
     collection: CollectionOption,
-    document: DocArgument,
-    pairs: Annotated[list[str], typer.Argument(help="key=value to set, key= to remove.")],
+    args: Annotated[
+        list[str], typer.Argument(help="DOC then key=value… (key= removes a key); with --where, key=value… only.")
+    ],
+    where: Annotated[
+        Optional[list[str]], typer.Option("--where", help="Change every current document matching this: " + WHERE_HELP)
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Set metadata on a document's current version (new versions of its file inherit it)."""
+    """Set metadata on a document's current version, or with --where on every current document that
+    matches, in one transaction (new versions of their files inherit it; nothing is re-embedded)."""
     from genloom.errors import BadInput
-    from genloom.retrieval.documents import record_change, set_metadata
+    from genloom.retrieval.documents import record_change, set_metadata, set_metadata_where
+    from genloom.retrieval.filters import parse_where
 
+    document: str = "" if where else args[0]
+    pairs = args if where else args[1:]
     changes: dict[str, str | None] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise BadInput(f"set-meta expects key=value (got {pair!r})")
         changes[key.strip()] = value if value != "" else None
+    if where:
+        filter_doc = parse_where(where)
+        result = record_change(
+            "set-meta",
+            collection,
+            lambda s, cid, run: set_metadata_where(s, cid, filter_doc, changes, run_id=run),
+            where=where,
+            changes=changes,
+        )
+        if json_out:
+            print_json(result)
+        else:
+            info(f"{result['documents']} documents: set {changes} (run {result['run_id']})")
+        return
     result = record_change(
         "set-meta",
         collection,

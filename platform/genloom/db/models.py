@@ -291,6 +291,9 @@ class GenerationSource(Base):
     bm25_score: Mapped[Optional[float]] = mapped_column(sa.Float)
     vector_rank: Mapped[Optional[int]] = mapped_column(sa.Integer)
     vector_score: Mapped[Optional[float]] = mapped_column(sa.Float)
+    # Whether the answer's [n] markers cite this source (retrieved is not cited); NULL: unknown
+    # (a sealed answer logged before migration 0017). Analytics credit only cited sources.
+    cited: Mapped[Optional[bool]] = mapped_column(sa.Boolean)
 
 
 class Feedback(Base):

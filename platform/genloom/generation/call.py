@@ -273,6 +273,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
                     "bm25_score": s.bm25_score,
                     "vector_rank": s.vector_rank,
                     "vector_score": s.vector_score,
+                    "cited": False,  # until execute() reads the answer's [n] markers
                 }
                 for s in assembled.sources
             ],
@@ -353,12 +354,22 @@ def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None 
             ),
         )
     )
+    citations = citations_of(output.text, assembled.sources)
+    if citations:  # retrieved is not cited: analytics credit only the sources the answer names
+        session.execute(
+            sa.update(GenerationSource)
+            .where(
+                GenerationSource.generation_id == prepared.generation_id,
+                GenerationSource.rank.in_([c["n"] for c in citations]),
+            )
+            .values(cited=True)
+        )
     return CallResult(
         generation_id=prepared.generation_id,
         session_id=prepared.session_id,
         prompt_id=prepared.prompt_id,
         answer=output.text,
-        citations=citations_of(output.text, assembled.sources),
+        citations=citations,
         sources=assembled.sources,
         model=prepared.backend.name,
         timings_ms={

@@ -31,6 +31,8 @@ error, never a silently restarted answer.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -39,6 +41,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,6 +75,21 @@ def check_key_variable(name: str) -> None:
 
 class EndpointError(GenloomError):
     """A remote engine could not be reached or answered badly (one line, names the endpoint)."""
+
+
+# The endpoint key of the current call when it came from another process's environment (a CLI
+# reusing `genloom serve`): set around that one call, so the server's own environment is not used.
+_CALLER_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("genloom_endpoint_key", default=None)
+
+
+@contextlib.contextmanager
+def caller_api_key(key: str | None) -> Iterator[None]:
+    """Calls inside the block send `key` to endpoints that need one (None: their own variable)."""
+    token = _CALLER_KEY.set(key)
+    try:
+        yield
+    finally:
+        _CALLER_KEY.reset(token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +220,8 @@ class EndpointBackend:
             check_key_variable(env)  # again at call time: a row written before this check, or by SQL
         except BadInput as exc:
             raise EndpointError(f"endpoint {self.name}: {exc}") from None
-        key = os.environ.get(env)
+        # A call a CLI forwarded to `genloom serve` carries the key from the CLI user's environment.
+        key = _CALLER_KEY.get() or os.environ.get(env)
         if not key:
             raise EndpointError(f"endpoint {self.name} needs its API key in ${env}, which is not set")
         return {"Authorization": f"Bearer {key}"}

@@ -59,6 +59,7 @@ def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
         "sources": [
             {
                 "n": src.rank,
+                "cited": src.cited,
                 "doc_id": external_id if src.chunk_id is not None else (src.tombstone or {}).get("external_id"),
                 "document_version": version if src.chunk_id is not None else (src.tombstone or {}).get("version"),
                 "chunk_id": src.chunk_id,

@@ -23,6 +23,21 @@ def default_model() -> str:
     return os.environ.get("GENLOOM_MODEL", "").strip() or EXTRACTIVE
 
 
+def api_key_env_needed(session, ref: str | None) -> str | None:
+    """The variable holding the API key that model `ref` needs (an endpoint registered with
+    --api-key-env), or None: what a CLI must bring from its own environment to a server."""
+    ref = (ref or default_model()).strip()
+    if ref == EXTRACTIVE or Path(ref).expanduser().exists():
+        return None
+    from genloom.registry import resolve_model
+
+    try:
+        model = resolve_model(session, ref)
+    except NotFound:
+        return None  # the server will say so, in the same words as a local run
+    return (model.config or {}).get("api_key_env") if model.format == "endpoint" else None
+
+
 def load_backend(session, ref: str | None) -> Backend:
     """`extractive`, a local HF directory, or a registry `NAME[@V]`; cached per process,
     because loading weights costs seconds and a server answers many calls."""

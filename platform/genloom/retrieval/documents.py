@@ -95,13 +95,16 @@ def list_documents(
     session: Session,
     collection_id: int,
     *,
-    include_retired: bool = False,
+    status: str = "current",
     where: dict | None = None,
     limit: int = 100,
+    offset: int = 0,
     after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Current documents, incomplete ones (an interrupted large file) and, with include_retired,
-    retired ones, with chunk counts; `after` an external id: the page that follows it (keyset)."""
+    """Documents with chunk counts, by status: "current" (with incomplete ones: an interrupted
+    large file), "retired", or "any" (both); `after` an external id: the page that follows it (keyset)."""
+    if status not in ("current", "retired", "any"):
+        raise ValueError(f"status must be current, retired or any (got {status!r})")
     from genloom.retrieval.filters import to_jsonpath
 
     path = to_jsonpath(where)
@@ -112,14 +115,18 @@ def list_documents(
                    d.superseded_at, d.incomplete, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks
             FROM documents d
             WHERE d.collection_id = :c
-              AND (d.superseded_at IS NULL OR d.incomplete OR (:retired AND d.retired_at IS NOT NULL))
+              AND CASE :status
+                    WHEN 'current' THEN d.superseded_at IS NULL OR d.incomplete
+                    WHEN 'retired' THEN d.retired_at IS NOT NULL
+                    ELSE d.superseded_at IS NULL OR d.incomplete OR d.retired_at IS NOT NULL
+                  END
               AND (CAST(:where AS jsonpath) IS NULL OR d.metadata @@ CAST(:where AS jsonpath))
               AND (CAST(:after AS text) IS NULL OR d.external_id > CAST(:after AS text))
             ORDER BY d.external_id, d.version
-            LIMIT :limit
+            LIMIT :limit OFFSET :offset
             """
         ),
-        {"c": collection_id, "retired": include_retired, "where": path, "limit": limit, "after": after},
+        {"c": collection_id, "status": status, "where": path, "limit": limit, "offset": offset, "after": after},
     ).mappings()
     return [
         {k: v for k, v in row.items() if k not in ("superseded_at", "incomplete")} | {"status": _status(row)}
@@ -276,6 +283,36 @@ def set_metadata(
         "metadata": metadata,
         "changed": changes,
     }
+
+
+def set_metadata_where(
+    session: Session,
+    collection_id: int,
+    where: dict | None,
+    changes: dict[str, str | None],
+    *,
+    run_id: int | None = None,
+) -> dict[str, Any]:
+    """set_metadata on every current document the filter matches, in the caller's transaction."""
+    if not where:
+        raise BadInput("give a filter (--where) to choose the documents, or one document")
+    from genloom.retrieval.filters import to_jsonpath
+
+    ids = (
+        session.execute(
+            sa.text(
+                "SELECT id FROM documents WHERE collection_id = :c AND superseded_at IS NULL "
+                "AND metadata @@ CAST(:where AS jsonpath) ORDER BY external_id"
+            ),
+            {"c": collection_id, "where": to_jsonpath(where)},
+        )
+        .scalars()
+        .all()
+    )
+    if not ids:
+        raise BadInput("no current document matches the filter: nothing changed")
+    done = [set_metadata(session, collection_id, str(i), changes, run_id=run_id) for i in ids]
+    return {"documents": len(done), "changed": changes, "external_ids": [d["external_id"] for d in done]}
 
 
 def record_change(action: str, collection: str, change, *, engine=None, **params: Any) -> dict[str, Any]:

@@ -14,6 +14,8 @@ Named parameters (bound by psycopg):
   :fusion, :rrf_k, :bm25_weight 'rrf' (1/(rrf_k + rank) summed) or 'weighted' (min-max normalised
                                 scores, bm25_weight * bm25 + (1 - bm25_weight) * vector)
   :by_document, :k              one row per document (its best chunk), and how many rows
+  :distinct_text                one row per chunk text (case and spacing ignored): the same passage
+                                in two files (a package and its -whl twin) fills one slot, not two
 
 Five slots are filled in Python before binding, each from a fixed set of strings or an int:
   {dim}, {model_id}     literals, so the planner matches the per-model partial HNSW index
@@ -113,7 +115,9 @@ fused AS (
 hits AS (
     SELECT f.*, c.document_id, c.text, c.metadata AS chunk_metadata,
            d.external_id, d.title, d.version, d.metadata AS document_metadata,
-           row_number() OVER (PARTITION BY c.document_id ORDER BY f.score DESC, f.chunk_id) AS rank_in_document
+           row_number() OVER (PARTITION BY c.document_id ORDER BY f.score DESC, f.chunk_id) AS rank_in_document,
+           row_number() OVER (PARTITION BY md5(lower(regexp_replace(c.text, '[[:space:]]+', ' ', 'g')))
+                              ORDER BY f.score DESC, f.chunk_id) AS rank_of_text
     FROM fused f
     JOIN chunks c ON c.id = f.chunk_id
     JOIN documents d ON d.id = c.document_id
@@ -121,7 +125,7 @@ hits AS (
 SELECT chunk_id, document_id, external_id, title, text, score,
        bm25_rank, bm25_score, vector_rank, vector_score, version, document_metadata, chunk_metadata
 FROM hits
-WHERE NOT :by_document OR rank_in_document = 1
+WHERE (NOT :by_document OR rank_in_document = 1) AND (NOT :distinct_text OR rank_of_text = 1)
 ORDER BY score DESC, chunk_id
 LIMIT :k
 """

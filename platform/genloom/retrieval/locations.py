@@ -26,10 +26,14 @@ def location_fields(metadata: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def format_location(title: str | None, doc_id: str | None, metadata: dict[str, Any] | None) -> str:
-    """'title · page 4 · §Installation › Verify' (page and heading only where they are known)."""
+    """'title · folder/file · page 4 · §Installation › Verify' (path, page and heading only where
+    they are known; the path only for a file in a subfolder of what was ingested)."""
     metadata = metadata or {}
     name = title or (PurePath(doc_id).name if doc_id else "") or "untitled"
     parts = [name]
+    path = metadata.get("path")  # where the file sits under the folder ingested (ingest's path metadata)
+    if isinstance(path, str) and "/" in path and path != name:
+        parts.append(path)  # "README · wget/README": bare file names in many folders stay apart
     pages = metadata.get("page_range")
     if isinstance(pages, list) and pages and pages[0] != pages[-1]:
         parts.append(f"pages {pages[0]}–{pages[-1]}")

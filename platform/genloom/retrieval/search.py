@@ -92,6 +92,7 @@ def search(
     ef_search: int | None = None,
     embedder: Embedder | None = None,
     embedding_model: str | None = None,
+    distinct_text: bool = True,
 ) -> list[SearchHit]:
     """Top-k chunks (or documents, with by_document) of `collection` for `query`.
 
@@ -107,7 +108,9 @@ def search(
     query lexeme by how often the query repeats it (as Lucene and bm25s do); False counts it once.
     depth: candidates per branch (default max(100, k), tripled with by_document so that k distinct
     documents survive the collapse). embedding_model: another model with vectors in this
-    collection (`genloom embed`); default the collection's own.
+    collection (`genloom embed`); default the collection's own. distinct_text: keep the best of
+    chunks whose text is the same (case and spacing ignored), so copies of one file do not take
+    several of the k slots.
     """
     if query is None or not str(query).strip():
         raise BadInput("empty query: give the text to search for")
@@ -172,6 +175,7 @@ def search(
         "rrf_k": float(rrf_k),
         "bm25_weight": float(bm25_weight),
         "by_document": bool(by_document),
+        "distinct_text": bool(distinct_text),
         "k": int(k),
     }
     rows = session.execute(sa.text(sql), params).mappings().all()

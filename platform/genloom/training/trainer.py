@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import signal
 import threading
 import time
@@ -137,9 +136,13 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         init_distributed(self.device, self.world_size)
-        if self.device == "cpu" and self.world_size > 1:
-            # N processes on one machine: share the cores instead of oversubscribing them.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world_size))
+        if self.device == "cpu":
+            from genloom.devices import configure_cpu_threads
+
+            threads = configure_cpu_threads()  # the CPUs genloom may use, less those others keep busy
+            if self.world_size > 1:
+                # N processes on one machine: share the threads instead of oversubscribing the cores.
+                torch.set_num_threads(max(1, threads // self.world_size))
         _plan(self.arch_cls, opts, self.info, self.world_size, self.hp)
         if opts.name is None:
             opts.name = f"{arch_name}-{parse_ref(opts.dataset)[0]}"

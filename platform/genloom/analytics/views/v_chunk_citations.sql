@@ -1,5 +1,5 @@
--- v_chunk_citations: per cited chunk: citations (answers citing it), mean rank, mean feedback of the
---   answers citing it
+-- v_chunk_citations: per retrieved chunk: how often answers cited it and how often it was only
+--   retrieved, mean rank when cited, mean feedback of the answers citing it
 WITH fb AS (
     SELECT generation_id, sum(score) AS score_sum, count(score) AS scores,
            count(thumbs) FILTER (WHERE thumbs = 1) AS up, count(thumbs) AS thumbs
@@ -7,11 +7,18 @@ WITH fb AS (
 ), c AS (
     -- A chunk is at most one source slot of an answer (retrieval returns distinct
     -- chunks), so a citation is an answer citing it: no count(DISTINCT) over the log.
+    -- Cited = the answer's [n] markers name it (generation_sources.cited, migration 0017);
+    -- NULL (sealed answers logged before 0017, unreadable to SQL) counts as cited, as it did.
+    -- Feedback is credited only where the chunk was cited: a source the answer never used
+    -- earns none of its score.
     SELECT s.chunk_id,
-           count(*) AS citations,
-           avg(s.rank)::float8 AS mean_rank,
-           sum(fb.score_sum) AS score_sum, sum(fb.scores) AS scores,
-           sum(fb.up) AS up, sum(fb.thumbs) AS thumbs
+           count(*) FILTER (WHERE s.cited IS NOT FALSE) AS citations,
+           (avg(s.rank) FILTER (WHERE s.cited IS NOT FALSE))::float8 AS mean_rank,
+           sum(fb.score_sum) FILTER (WHERE s.cited IS NOT FALSE) AS score_sum,
+           sum(fb.scores) FILTER (WHERE s.cited IS NOT FALSE) AS scores,
+           sum(fb.up) FILTER (WHERE s.cited IS NOT FALSE) AS up,
+           sum(fb.thumbs) FILTER (WHERE s.cited IS NOT FALSE) AS thumbs,
+           count(*) AS retrievals
     FROM generation_sources s LEFT JOIN fb ON fb.generation_id = s.generation_id
     GROUP BY s.chunk_id
 )
@@ -21,7 +28,8 @@ SELECT c.chunk_id, ch.document_id, col.name AS collection, d.external_id, d.vers
        c.score_sum::float8 / nullif(c.scores, 0) AS mean_feedback_score,
        c.scores AS feedback_scores,
        c.up::float8 / nullif(c.thumbs, 0) AS thumbs_up_share,
-       left(ch.text, 200) AS text_preview
+       left(ch.text, 200) AS text_preview,
+       c.retrievals
 FROM c
 JOIN chunks ch ON ch.id = c.chunk_id
 JOIN documents d ON d.id = ch.document_id

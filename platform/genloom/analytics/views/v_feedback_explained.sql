@@ -13,7 +13,7 @@ SELECT fb.id AS feedback_id, fb.created_at AS feedback_at, fb.score, fb.thumbs, 
        ses.id AS session_id, ses.user_id AS session_user, col.name AS collection,
        (SELECT count(*) FROM prompts pp WHERE pp.session_id = ses.id AND pp.created_at <= p.created_at) AS turn,
        (SELECT jsonb_agg(jsonb_build_object(
-                   'rank', s.rank, 'chunk_id', s.chunk_id, 'document_id', d.id,
+                   'rank', s.rank, 'cited', s.cited, 'chunk_id', s.chunk_id, 'document_id', d.id,
                    'doc_id', d.external_id, 'document_version', d.version, 'title', d.title,
                    'superseded', d.superseded_at IS NOT NULL,
                    'score', s.score, 'bm25_rank', s.bm25_rank, 'vector_rank', s.vector_rank)
