@@ -154,6 +154,8 @@ def model_dir(session: Session, ref: str) -> Path:
     if path.is_dir():
         return path.resolve()
     return extract_model_dir(session, resolve_model(session, ref))
+
+
 def list_models(session: Session, *, before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """The registry, newest first (keyset below id `before`): each version with the run and dataset it came from."""
     query = sa.text(

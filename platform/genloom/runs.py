@@ -122,10 +122,13 @@ def log_metrics(session: Session, run_id: int, metrics: Mapping[str, float], *, 
 
 
 def run_detail(session: Session, run_id: int) -> dict[str, Any]:
-    """One run as a person reads it: what it was, how it went, its parameters, summary and metrics.
+    """One run as a person reads it: what it was, how it went, its parameters, summary and metrics,
+    with its metric curves, checkpoints and the models it registered.
 
     `metrics` holds the final metrics (step NULL) and, for metrics logged per step, the last
-    step's value; `steps` says how many steps each stepped metric has."""
+    step's value; `steps` says how many steps each stepped metric has; `curves` holds every
+    step ({name: [(step, value), ...]}) and `final_metrics` only the step-NULL values."""
+    from genloom.db.models import Model, RunCheckpoint
     from genloom.errors import NotFound
 
     run = session.get(Run, run_id)
@@ -138,10 +141,23 @@ def run_detail(session: Session, run_id: int) -> dict[str, Any]:
     ).all()
     metrics: dict[str, float] = {}
     steps: dict[str, int] = {}
+    curves: dict[str, list[tuple[int, float]]] = {}
+    final: dict[str, float] = {}
     for name, step, value in rows:  # ordered so the final (NULL step) value lands last and wins
         metrics[name] = value
-        if step is not None:
+        if step is None:
+            final[name] = value
+        else:
             steps[name] = steps.get(name, 0) + 1
+            curves.setdefault(name, []).append((step, value))
+    checkpoints = session.execute(
+        sa.select(RunCheckpoint.step, RunCheckpoint.size_bytes, RunCheckpoint.created_at)
+        .where(RunCheckpoint.run_id == run_id)
+        .order_by(RunCheckpoint.step)
+    ).all()
+    models = session.execute(
+        sa.select(Model.id, Model.name, Model.version, Model.architecture).where(Model.run_id == run_id)
+    ).all()
     finished = run.finished_at
     return {
         "id": run.id,
@@ -164,6 +180,10 @@ def run_detail(session: Session, run_id: int) -> dict[str, Any]:
         "summary": run.summary or {},
         "metrics": metrics,
         "steps": steps,
+        "curves": curves,
+        "final_metrics": final,
+        "checkpoints": [dict(r._mapping) for r in checkpoints],
+        "models": [dict(r._mapping) for r in models],
     }
 
 
@@ -329,39 +349,4 @@ def _run_json(run: Run) -> dict[str, Any]:
         "device": run.device,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
-    }
-
-
-def run_detail(session: Session, run_id: int) -> dict[str, Any]:
-    """A run with its metric curves ({name: [(step, value), ...]}), final metrics, checkpoints and models."""
-    from genloom.db.models import Model, RunCheckpoint
-    from genloom.errors import NotFound
-
-    run = session.get(Run, run_id)
-    if run is None:
-        raise NotFound(f"no run {run_id}")
-    curves: dict[str, list[tuple[int, float]]] = {}
-    final: dict[str, float] = {}
-    for name, step, value in session.execute(
-        sa.select(Metric.name, Metric.step, Metric.value)
-        .where(Metric.run_id == run_id, Metric.item_id.is_(None))
-        .order_by(Metric.name, Metric.step)
-    ):
-        if step is None:
-            final[name] = value
-        else:
-            curves.setdefault(name, []).append((step, value))
-    checkpoints = session.execute(
-        sa.select(RunCheckpoint.step, RunCheckpoint.size_bytes, RunCheckpoint.created_at)
-        .where(RunCheckpoint.run_id == run_id)
-        .order_by(RunCheckpoint.step)
-    ).all()
-    models = session.execute(
-        sa.select(Model.id, Model.name, Model.version, Model.architecture).where(Model.run_id == run_id)
-    ).all()
-    return _run_json(run) | {
-        "curves": curves,
-        "final_metrics": final,
-        "checkpoints": [dict(r._mapping) for r in checkpoints],
-        "models": [dict(r._mapping) for r in models],
     }

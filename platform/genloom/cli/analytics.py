@@ -270,9 +270,7 @@ def retention(
     with session_scope() as session:
         counts = count_expired(session, cutoff)
     planned = (
-        drop_expired_partitions(engine, cutoff, metrics_cutoff=metrics_cutoff, dry_run=True)
-        if by_partition
-        else None
+        drop_expired_partitions(engine, cutoff, metrics_cutoff=metrics_cutoff, dry_run=True) if by_partition else None
     )
     nothing = not any(counts[k] for k in ("generations", "prompts", "sessions")) and not (
         planned and planned["dropped_partitions"]
