@@ -157,7 +157,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
 
     candidates = None
     retrieval_ms = 0.0
-    if request.collection is not None:
+    if collection is not None:  # request.collection was given (and found)
         from genloom.retrieval.search import search
 
         retrieval_started = time.perf_counter()
