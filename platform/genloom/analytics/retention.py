@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -95,7 +96,8 @@ def apply_retention(
     for key, statement in (("generations", generation_batch), ("prompts", prompt_batch), ("sessions", session_batch)):
         while True:
             with session_scope(engine) as s:  # one transaction per batch, as this tenant (its rows only)
-                n = s.execute(statement, params).rowcount
+                result = s.execute(statement, params)
+                n = cast(sa.CursorResult, result).rowcount  # a DELETE's result is a cursor result
                 if n:
                     audit.record(s, "retention.delete", key, detail={"rows": n, "cutoff": cutoff.isoformat()})
             deleted[key] += n
