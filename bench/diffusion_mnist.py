@@ -46,9 +46,9 @@ def main() -> None:
     from genloom.db.engine import session_scope
     from genloom.devices import resolve_device
     from genloom.training.images import save_grid
-    from genloom.training.models import load_model
+    from genloom.jobs.models import load_model
     from genloom.training.options import SampleOptions, TrainOptions
-    from genloom.training.trainer import train
+    from genloom.jobs.train import train
 
     if a.threads:
         torch.set_num_threads(a.threads)

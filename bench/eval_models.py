@@ -59,8 +59,8 @@ def main() -> None:
     from genloom.evaluation.jobs import EvalModelOptions, eval_model_job, eval_utility_job
     from genloom.registry import resolve_model
     from genloom.training.options import SampleOptions, TrainOptions
-    from genloom.training.sampling import sample_job
-    from genloom.training.trainer import train
+    from genloom.jobs.sample import sample_job
+    from genloom.jobs.train import train
 
     device = resolve_device(args.device)
     out: dict = {"benchmark": "eval_models", "device": device, "threads": torch.get_num_threads(),

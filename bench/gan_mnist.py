@@ -45,8 +45,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from genloom.datasets.importers import import_mnist
     from genloom.training.options import SampleOptions, TrainOptions
-    from genloom.training.sampling import sample_job
-    from genloom.training.trainer import train
+    from genloom.jobs.sample import sample_job
+    from genloom.jobs.train import train
 
     import_mnist(Path(args.mnist), "mnist")
     opts = TrainOptions(time_budget=args.time_budget, dataset="mnist", steps=args.steps, batch_size=args.batch_size, device=args.device,

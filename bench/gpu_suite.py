@@ -417,7 +417,7 @@ def check_images(r: Report, cfg: dict, device: str, data: Path | None, smoke: bo
     from genloom.datasets.versions import describe_version, resolve_version
     from genloom.db.engine import session_scope
     from genloom.training.options import TrainOptions
-    from genloom.training.trainer import train
+    from genloom.jobs.train import train
 
     ref = _image_dataset(data)
     with session_scope() as s:
@@ -562,7 +562,7 @@ def _reference_training(text: str, cfg: dict, device: str) -> dict:
 
 def _genloom_training(ref: str, cfg: dict, device: str) -> dict:
     from genloom.training.options import TrainOptions
-    from genloom.training.trainer import train
+    from genloom.jobs.train import train
 
     opts = TrainOptions(
         dataset=ref, steps=cfg["iters"], batch_size=cfg["batch_size"], lr=cfg["lr"], seed=1337, name="gpu-suite-gpt",

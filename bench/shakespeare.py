@@ -6,7 +6,7 @@
 Data: ../shared/data/tinyshakespeare/input.txt; first 90 % of the characters train, last 10 %
 validate (nanoGPT's prepare.py). genloom reads it from the store (a dataset `tinyshakespeare`
 with one train item and one val item, created here through the datasets API if absent) and
-trains with `genloom.training.trainer.train` (runs, metrics, checkpoints, registry: the whole
+trains with `genloom.jobs.train.train` (runs, metrics, checkpoints, registry: the whole
 job). The reference is nanoGPT's train.py loop in plain PyTorch on the same GPT class, the
 same optimiser, LR schedule, clipping, batch size, evaluation cadence and seed, with the data
 in an in-memory tensor. Both final models are scored by the SAME estimator: the mean loss
@@ -66,12 +66,12 @@ def parse_args():
 
 def ensure_dataset() -> str:
     """The store's tinyshakespeare@N: first 90 % train item, last 10 % val item (idempotent)."""
+    import sqlalchemy as sa
+
     from genloom.datasets.items import put_items, text_item
     from genloom.datasets.versions import add_members, create_version, seal_version, version_ref
     from genloom.db.engine import session_scope
     from genloom.db.models import Dataset, DatasetVersion
-
-    import sqlalchemy as sa
 
     text = DATA.read_text(encoding="utf-8")
     cut = int(len(text) * 0.9)
@@ -122,9 +122,9 @@ def run_genloom(a, device: str) -> dict:
     from genloom.architectures import text_tokenizer
     from genloom.architectures.hf_export import gpt_from_hf_dir, unpack_hf
     from genloom.db.engine import session_scope
+    from genloom.jobs.train import train
     from genloom.registry import load_checkpoint, resolve_model
     from genloom.training.options import TrainOptions
-    from genloom.training.trainer import train
 
     ref = ensure_dataset()
     opts = TrainOptions(

@@ -49,9 +49,9 @@ def main() -> None:
     from genloom.datasets.importers import import_mnist
     from genloom.datasets.loading import stream_batches
     from genloom.db.engine import session_scope
-    from genloom.training.models import load_model
+    from genloom.jobs.models import load_model
     from genloom.training.options import TrainOptions
-    from genloom.training.trainer import train
+    from genloom.jobs.train import train
 
     t0 = time.perf_counter()
     imported = import_mnist(Path(args.mnist), "mnist")

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from genloom.api.limits import GenerationLimiter, Limits, check_connections, install
+from genloom.api.concurrency import GenerationLimiter, Limits, check_connections, install
 from genloom.errors import BadInput
 
 

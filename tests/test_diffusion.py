@@ -55,7 +55,7 @@ def trained(diffusion_db):
 
 def _sample(ref, **kw):
     from genloom.db.engine import session_scope
-    from genloom.training.models import load_model
+    from genloom.jobs.models import load_model
     from genloom.training.options import SampleOptions
 
     with session_scope() as s:

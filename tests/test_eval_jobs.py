@@ -169,7 +169,7 @@ def test_demo_step_runs_twice(session, tmp_path):
     from genloom.demo_steps import DemoContext
     from genloom.demo_steps import evaluation as step
     from genloom.training.options import TrainOptions
-    from genloom.training.trainer import train
+    from genloom.jobs.train import train
 
     import_digits("digits")
     train("vae", TrainOptions(dataset="digits", steps=5, batch_size=64, name="demo-vae",

@@ -448,7 +448,7 @@ def test_a_planted_checkpoint_does_not_run_code_on_resume(cli, engine, tmp_path,
     import torch
     from genloom.training.options import TrainOptions, parse_set
     from genloom.errors import JobInterrupted
-    from genloom.training.trainer import train
+    from genloom.jobs.train import train
 
     assert cli("datasets", "import", "digits").exit_code == 0
     sets = parse_set([v for i, v in enumerate(TINY_VAE) if i % 2 and TINY_VAE[i - 1] == "--set"])

@@ -152,8 +152,8 @@ def _interrupt_at(step_to_stop):
 
 @pytest.mark.parametrize("arch,tiny", [("vae", TINY_VAE), ("gan", TINY_GAN)])
 def test_interrupted_run_resumes_from_its_checkpoint(digits, engine, arch, tiny):
+    from genloom.jobs.train import train
     from genloom.training.options import TrainOptions, parse_set
-    from genloom.training.trainer import train
 
     sets = parse_set([v for i, v in enumerate(tiny) if i % 2 and tiny[i - 1] == "--set"])
 
@@ -188,8 +188,8 @@ def test_resume_refuses_a_run_whose_process_is_alive(digits, engine):
     import socket
 
     from genloom.errors import BadInput
+    from genloom.jobs.train import train
     from genloom.training.options import TrainOptions
-    from genloom.training.trainer import train
 
     def opts(resume=False):
         return TrainOptions(dataset="digits", steps=4, checkpoint_every=2, batch_size=32, name="live", resume=resume,
@@ -354,10 +354,10 @@ def test_keep_best_registers_the_weights_of_the_best_validation_pass(digits, eng
     import torch
 
     from genloom.architectures.vae import VAE
-    from genloom.registry import load_checkpoint, resolve_model
     from genloom.db.engine import session_scope
+    from genloom.jobs.train import train
+    from genloom.registry import load_checkpoint, resolve_model
     from genloom.training.options import TrainOptions
-    from genloom.training.trainer import train
 
     # A scripted validation curve: passes at steps 2, 4, 6, then the final one (and a re-evaluation).
     curve = iter([5.0, 1.0, 3.0, 6.0, 1.0])
@@ -391,7 +391,8 @@ def test_keep_best_registers_the_weights_of_the_best_validation_pass(digits, eng
 def test_checkpoints_are_written_in_the_background_yet_never_lost_or_silently_failed(digits, engine, monkeypatch):
     import time
 
-    from genloom.training import checkpoints, trainer
+    from genloom.jobs import train as trainer
+    from genloom.training import checkpoints
     from genloom.training.options import TrainOptions
 
     real_save = checkpoints.save_checkpoint

@@ -136,7 +136,7 @@ def test_resume_continues_the_step_count_and_lr_schedule(lm_db, cli_db):
     from genloom.db.engine import session_scope
     from genloom.db.models import Metric, Run
     from genloom.training.options import TrainOptions
-    from genloom.training.trainer import train
+    from genloom.jobs.train import train
 
     def opts(name, resume=False):
         return TrainOptions(dataset="hamlet", steps=40, batch_size=8, lr=2e-3, name=name, checkpoint_every=10,

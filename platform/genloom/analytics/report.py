@@ -20,8 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom import __version__
-from genloom.datasets.items import image_array
-from genloom.errors import BadInput
+from genloom.datasets.items import decode_image  # noqa: F401  (the one image decoder; tests import it here)
 
 # Colour-blind-safe palette (Okabe–Ito), cycled per model/run.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -384,32 +383,6 @@ def _training(session, plt, plots, missing) -> str:
         ax.set_visible(False)
     plots.append("plot-training")
     return _img("plot-training", _png(fig), "training loss curves per run")
-
-
-def decode_image(payload: bytes, shape: list[int] | None, dtype: str | None) -> np.ndarray | None:
-    """An image item → H×W (grey) or H×W×3 float array in [0, 1]; None when not decodable."""
-    data = bytes(payload)
-    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff":
-        from PIL import Image
-
-        arr = np.asarray(Image.open(io.BytesIO(data)).convert("L" if shape and len(shape) == 2 else "RGB"))
-    else:
-        if not shape:
-            return None
-        try:
-            arr = image_array(data, shape, dtype)
-        except BadInput:
-            return None
-    arr = arr.astype(np.float32)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = np.moveaxis(arr, 0, -1)  # C×H×W → H×W×C
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (2, 3):
-        return None
-    if arr.max() > 1.0:
-        arr = arr / 255.0
-    return np.clip(arr, 0.0, 1.0)
 
 
 def _samples(session, plt, plots, missing) -> str:

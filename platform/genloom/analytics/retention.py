@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -90,15 +91,15 @@ def apply_retention(
     prompt_batch = sa.text(f"DELETE FROM prompts WHERE id IN (SELECT p.id {_EXPIRED_PROMPTS} LIMIT :n)")
     session_batch = sa.text(f"DELETE FROM sessions WHERE id IN (SELECT s.id {_EXPIRED_SESSIONS} LIMIT :n)")
     from genloom import audit
-    from genloom.db import tenancy
+    from genloom.db.engine import session_scope
 
     for key, statement in (("generations", generation_batch), ("prompts", prompt_batch), ("sessions", session_batch)):
         while True:
-            with engine.begin() as conn:
-                tenancy.apply(conn)  # this tenant's rows only
-                n = conn.execute(statement, params).rowcount
+            with session_scope(engine) as s:  # one transaction per batch, as this tenant (its rows only)
+                result = s.execute(statement, params)
+                n = cast(sa.CursorResult, result).rowcount  # a DELETE's result is a cursor result
                 if n:
-                    audit.record(conn, "retention.delete", key, detail={"rows": n, "cutoff": cutoff.isoformat()})
+                    audit.record(s, "retention.delete", key, detail={"rows": n, "cutoff": cutoff.isoformat()})
             deleted[key] += n
             if key == "generations" and on_batch is not None and n:
                 on_batch(n)

@@ -141,25 +141,18 @@ def reader_conninfo(*, renew_password: bool = False) -> str:
 def _connect(timeout_s: float):
     import psycopg
 
-    from genloom.db.tenancy import current_tenant
+    from genloom.db.engine import reader_connection
 
-    # genloom.tenant: the reader is held by the same row-level policies as genloom itself.
-    options = (
-        f"-c statement_timeout={int(timeout_s * 1000)} -c default_transaction_read_only=on "
-        f"-c genloom.tenant={current_tenant()}"
-    )
-    extra = {"options": options, "application_name": "genloom sql", "connect_timeout": 10}
-    from genloom.db.engine import retry_while_recovering
-
+    # The store opens the reader's connection: it is held by the same row-level policies (tenant).
+    extra = {"statement_timeout_ms": int(timeout_s * 1000), "application_name": "genloom sql", "connect_timeout": 10}
     try:
-        conninfo = reader_conninfo()
-        return retry_while_recovering(lambda: psycopg.connect(conninfo, **extra))
+        return reader_connection(reader_conninfo(), **extra)
     except psycopg.OperationalError as exc:
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         if "password authentication failed" in message and not os.environ.get(READONLY_URL_ENV):
             # Another genloom home may have reset the shared role's password: renew ours once.
             try:
-                return psycopg.connect(reader_conninfo(renew_password=True), **extra)
+                return reader_connection(reader_conninfo(renew_password=True), **extra)
             except psycopg.OperationalError as exc2:
                 message = str(exc2).strip().splitlines()[-1]
         if "does not exist" in message and READER_ROLE in message:

@@ -21,8 +21,9 @@ from starlette.exceptions import HTTPException
 
 from genloom import __version__
 from genloom.api import auth, request_limits
-from genloom.api.engine import DB, db
 from genloom.api.schemas import BIGINT_MAX, AskBody, FeedbackBody
+from genloom.api.session import DB, db
+from genloom.db.engine import configure_api_pool
 from genloom.errors import BadInput, ConfigError, DatabaseError, GenloomError, NotFound
 
 RowIdPath = Annotated[int, Path(ge=1, le=BIGINT_MAX)]  # a bigint id: larger is a 422, not an overflow
@@ -75,6 +76,16 @@ def _call_request(body, *, question: str, collection: str | None, history=None, 
     )
 
 
+def _api_pool() -> dict[str, int]:
+    """The store's `api` pool, sized by the serve limits (read when the first request connects)."""
+    from genloom.api import concurrency
+
+    return {
+        "pool_size": concurrency.pool_size(concurrency.Limits.from_env()),
+        "max_overflow": concurrency.POOL_OVERFLOW,
+    }
+
+
 def create_app(security: auth.SecuritySettings | None = None, local_token: str | None = None) -> FastAPI:
     """The app; `security` defaults to what `genloom serve` put in the environment (keys required).
 
@@ -86,6 +97,7 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         description="Retrieval-grounded generation over one PostgreSQL + pgvector store; every call is logged.",
     )
     auth.install(app, security or auth.settings_from_env())  # before any route: keys, roles, host, body size
+    configure_api_pool(_api_pool)
 
     @app.exception_handler(GenloomError)
     def _genloom_error(request: Request, exc: GenloomError) -> JSONResponse:
@@ -114,9 +126,9 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
 
     @app.get("/healthz")
     def healthz(session: DB) -> dict[str, Any]:
-        import sqlalchemy as sa
+        from genloom.db.queries import ping
 
-        session.execute(sa.text("SELECT 1"))
+        ping(session)
         return {"status": "ok", "version": __version__}
 
     @app.post("/v1/ask")
@@ -197,7 +209,7 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
     # `genloom serve --collection NAME` (set in every worker process through the environment)
     app.state.default_collection = os.environ.get("GENLOOM_DEFAULT_COLLECTION") or None
 
-    from genloom.api import limits
+    from genloom.api import concurrency
 
-    limits.install(app)  # bounded generation queue: 429/503 with Retry-After past it
+    concurrency.install(app)  # bounded generation queue: 429/503 with Retry-After past it
     return app

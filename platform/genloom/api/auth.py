@@ -93,13 +93,12 @@ def _bearer(headers) -> str | None:
 def _check(token: str | None, method: str, path: str, needed: str):
     """Authenticate and authorise in one short transaction; failures are audited."""
     from genloom import audit
-    from genloom.api.engine import api_engine
     from genloom.db.engine import session_scope
     from genloom.keys import allows, authenticate
 
     failure: GenloomError | None = None
     principal = None
-    with session_scope(api_engine()) as s:
+    with session_scope(purpose="api") as s:
         try:
             principal = authenticate(s, token)
             if not allows(principal.role, needed):

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from genloom.api.schemas import Body, RowId
+from genloom.generation.backend import DEFAULT_K, DEFAULT_MAX_NEW_TOKENS, MAX_K, MAX_NEW_TOKENS, MAX_TEMPERATURE
 
 MAX_TEXTS = 1024  # size limits, checked by validation before any work
 MAX_TEXT_CHARS = 100_000
@@ -37,7 +38,7 @@ class LocalAskBody(Body):
     collection: Optional[str] = None
     model: Optional[str] = None
     session_id: Optional[RowId] = None
-    k: int = Field(5, ge=1, le=100)
+    k: int = Field(DEFAULT_K, ge=1, le=MAX_K)
     where: Optional[dict[str, Any]] = None  # a filter document (genloom.retrieval.filters)
     embedding_model: Optional[str] = None
     rerank: Optional[str] = None
@@ -49,8 +50,8 @@ class LocalAskBody(Body):
     template: Optional[str] = None
     user: Optional[str] = None
     system: Optional[str] = Field(None, max_length=MAX_TEXT_CHARS)
-    max_new_tokens: int = Field(256, ge=1, le=32768)
-    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float = Field(0.0, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: Optional[int] = None
     stop: list[str] = Field(default_factory=list, max_length=16)

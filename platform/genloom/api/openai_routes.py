@@ -28,8 +28,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from genloom.api import request_limits
-from genloom.api.engine import DB
 from genloom.api.schemas import ChatCompletionBody, CompletionBody, EmbeddingBody, TokenizeBody
+from genloom.api.session import DB
 from genloom.errors import BadInput
 
 router = APIRouter()
@@ -260,7 +260,6 @@ def stream_call(call_request, created: int, *, kind: str, include_usage: bool):
     """Server-sent events in OpenAI's chunk format (kind 'chat' or 'text'). A worker thread owns
     the call's session: validation errors surface before the stream starts (as 4xx JSON); the
     finishing chunk carries citations and the generation id and is sent after the commit."""
-    from genloom.api.engine import api_engine
     from genloom.db.engine import session_scope
     from genloom.generation.call import execute, prepare
 
@@ -268,7 +267,7 @@ def stream_call(call_request, created: int, *, kind: str, include_usage: bool):
 
     def work() -> None:
         try:
-            with session_scope(api_engine()) as s:
+            with session_scope(purpose="api") as s:
                 prepared = prepare(s, call_request)
                 events.put(("ready", prepared))
                 result = execute(s, prepared, on_text=lambda text: events.put(("text", text)))

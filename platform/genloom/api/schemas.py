@@ -8,6 +8,14 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genloom.api.request_limits import check_chat_length, check_text_length
+from genloom.generation.backend import (
+    DEFAULT_K,
+    DEFAULT_MAX_NEW_TOKENS,
+    MAX_K,
+    MAX_NEW_TOKENS,
+    MAX_TEMPERATURE,
+    OPENAI_MAX_TEMPERATURE,
+)
 
 BIGINT_MAX = 2**63 - 1  # ids are Postgres bigints: a larger one is a 422, not an overflow in the query
 RowId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
@@ -50,8 +58,8 @@ class Body(BaseModel):
 
 
 class GenerationFields(Body):
-    max_new_tokens: int = Field(256, ge=1, le=32768)
-    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float = Field(0.0, ge=0.0, le=MAX_TEMPERATURE)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: Optional[Seed] = None
     stop: Optional[Union[str, list[str]]] = None
@@ -69,7 +77,7 @@ class AskBody(GenerationFields):
     collection: str = Field(min_length=1)
     model: Optional[str] = None
     session_id: Optional[RowId] = None
-    k: int = Field(5, ge=1, le=100)
+    k: int = Field(DEFAULT_K, ge=1, le=MAX_K)
     where: Optional[dict[str, Any]] = None
     template: Optional[str] = None
     user: Optional[UserId] = None
@@ -123,10 +131,10 @@ class ChatCompletionBody(Body):
     model: str = "default"
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
-    max_tokens: Optional[int] = Field(None, ge=1, le=32768)
-    max_completion_tokens: Optional[int] = Field(None, ge=1, le=32768)
+    max_tokens: Optional[int] = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    max_completion_tokens: Optional[int] = Field(None, ge=1, le=MAX_NEW_TOKENS)
     # OpenAI's default is 1.0; genloom's is greedy unless the client asks for sampling.
-    temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
+    temperature: Optional[float] = Field(None, ge=0.0, le=OPENAI_MAX_TEMPERATURE)
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
     seed: Optional[Seed] = None
     stop: Optional[Union[str, list[str]]] = None
@@ -135,7 +143,7 @@ class ChatCompletionBody(Body):
     user: Optional[UserId] = None
     # Absent: the server's default collection (serve --collection); null: no retrieval.
     collection: Optional[str] = None
-    k: int = Field(5, ge=1, le=100)
+    k: int = Field(DEFAULT_K, ge=1, le=MAX_K)
     where: Optional[dict[str, Any]] = None
     template: Optional[str] = None
     session_id: Optional[RowId] = None
@@ -166,15 +174,15 @@ class CompletionBody(Body):
     prompt: Union[str, list[str]]
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
-    max_tokens: Optional[int] = Field(None, ge=1, le=32768)
-    temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
+    max_tokens: Optional[int] = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    temperature: Optional[float] = Field(None, ge=0.0, le=OPENAI_MAX_TEMPERATURE)
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
     seed: Optional[Seed] = None
     stop: Optional[Union[str, list[str]]] = None
     n: int = 1
     user: Optional[UserId] = None
     collection: Optional[str] = None
-    k: int = Field(5, ge=1, le=100)
+    k: int = Field(DEFAULT_K, ge=1, le=MAX_K)
     where: Optional[dict[str, str]] = None
     template: Optional[str] = None
 

@@ -1,2 +1,2 @@
-"""One file per network. Each module defines `ARCHITECTURE`, a subclass of
-`genloom.training.architecture.Architecture`; `training.architecture.REGISTRY` maps names to modules."""
+"""One file per network. Each defines a subclass of `genloom.training.architecture.Architecture`
+(the framework below it); `genloom.jobs.registry.ARCHITECTURES` lists them by name."""

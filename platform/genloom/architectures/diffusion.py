@@ -472,6 +472,3 @@ class DiffusionSampler:
             meta["eta"] = eta
         metadata = [dict(meta, index=i, **({"prompt": prompts[i]} if prompts else {})) for i in range(opts.n)]
         return Samples(images=((images + 1.0) / 2.0).cpu(), labels=labels, metadata=metadata)
-
-
-ARCHITECTURE = DiffusionArchitecture

@@ -297,6 +297,3 @@ class GANModel:
             labels = [self.labels[i] for i in idx]
         images = ((self.G(z, y).float() + 1) / 2).clamp(0, 1).cpu()
         return Samples(images=images, labels=labels)
-
-
-ARCHITECTURE = GAN

@@ -67,7 +67,7 @@ class Transformer(Architecture):
     def __init__(self, ctx, data, opts, hp: TransformerHyperparams):
         super().__init__(ctx, data, opts, hp)
         from genloom.architectures import text_tokenizer
-        from genloom.training.architecture import DataSource
+        from genloom.datasets.source import DataSource
 
         if hp.tokenizer not in text_tokenizer.KINDS:
             raise BadInput(f"--set tokenizer={hp.tokenizer}: use char or bpe")
@@ -243,6 +243,3 @@ class GPTSampler:
             "max_new_tokens": opts.max_new_tokens or 200,
         }
         return Samples(texts=texts, metadata=[dict(meta, seed=opts.seed, index=i) for i in range(opts.n)])
-
-
-ARCHITECTURE = Transformer

@@ -249,6 +249,3 @@ class VAEModel:
         z = (1 - t) * mu_a + t * mu_b
         y = (1 - t) * ya + t * yb if ya is not None else None
         return self.net.mean_image(self.net.decode(z, y)).cpu()
-
-
-ARCHITECTURE = VAE

@@ -47,7 +47,7 @@ def rag(
     # The bar starts with the first answered question: a bad input fails as one line, with no bar drawn.
     state: dict = {}
 
-    def on_progress(done: int, total: int) -> None:
+    def on_progress(task: str, done: int, total: int | None, status: str = "") -> None:
         if "bar" not in state:
             state["bar"] = Progress(
                 TextColumn("[bold]questions"),

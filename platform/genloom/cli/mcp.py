@@ -13,7 +13,6 @@ def mcp() -> None:
     """
     import os
 
-    from genloom.api.engine import api_engine
     from genloom.db.engine import session_scope
     from genloom.errors import BadInput
     from genloom.keys import authenticate
@@ -22,7 +21,7 @@ def mcp() -> None:
     key = os.environ.get(KEY_ENV)
     if not key:
         raise BadInput(f"set ${KEY_ENV} to an API key (create one with: genloom keys create --role reader)")
-    with session_scope(api_engine()) as s:
+    with session_scope(purpose="api") as s:
         authenticate(s, key)  # a wrong key fails here, with one line, before the client waits on stdio
     build_server(stdio_key=key).run("stdio")
 

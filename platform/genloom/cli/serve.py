@@ -2,7 +2,7 @@
 
 Keys are required on every route but /healthz (create them with `genloom keys create`);
 `--no-auth` is accepted only on a loopback address. The limits and the model folders are
-passed to the app through the environment (genloom.api.limits), which uvicorn's workers read.
+passed to the app through the environment (genloom.api.concurrency), which uvicorn's workers read.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from genloom.api.limits import Limits
+from genloom.api.concurrency import Limits
 from genloom.cli.output import info
 
 LOOPBACK_NAMES = {"localhost"}
@@ -96,13 +96,13 @@ def serve(
     /v1/feedback, /v1/search, /v1/generations/ID."""
     import os
 
-    import sqlalchemy as sa
     import uvicorn
 
     from genloom.api.auth import LOOPBACK_HOSTS, settings_from_env
-    from genloom.api.limits import check_connections
+    from genloom.api.concurrency import check_connections
     from genloom.api.local import advertise, withdraw
     from genloom.db.engine import get_engine, session_scope
+    from genloom.db.queries import connection_usage
     from genloom.errors import BadInput
     from genloom.server import create_app
 
@@ -152,8 +152,7 @@ def serve(
 
     maintain_daily(get_engine())  # the months ahead of the log keep existing while the server runs
     with session_scope() as session:
-        max_connections = int(session.execute(sa.text("SHOW max_connections")).scalar_one())
-        in_use = int(session.execute(sa.text("SELECT count(*) FROM pg_stat_activity")).scalar_one())
+        max_connections, in_use = connection_usage(session)
     check_connections(limits, workers, max_connections, in_use)
     if collection:
         from genloom.retrieval.collections import get_collection

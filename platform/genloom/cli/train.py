@@ -72,8 +72,8 @@ def train(
         _train_retrieval(arch, dataset, init, steps, epochs, batch_size, lr, seed, name, set_, json_out)
         return
 
+    from genloom.jobs.train import train as run_training
     from genloom.training.options import TrainOptions, parse_set
-    from genloom.training.trainer import train as run_training
 
     opts = TrainOptions(
         dataset=dataset,
@@ -187,8 +187,8 @@ def sample(
 ) -> None:
     """Sample from a registered model: a PNG grid or texts; --store --into DATASET keeps them as synthetic items."""
     from genloom.errors import BadInput
+    from genloom.jobs.sample import sample_job
     from genloom.training.options import SampleOptions
-    from genloom.training.sampling import sample_job
 
     if store and not into:
         raise BadInput("--store needs --into DATASET (the dataset that gets a new version)")
@@ -245,7 +245,7 @@ def score(
     """Per-item anomaly scores (negative ELBO), stored as metrics rows; lists the most anomalous items."""
     from rich.table import Table
 
-    from genloom.training.scoring import score_job
+    from genloom.jobs.score import score_job
 
     result = score_job(model, dataset, top=top, split=split)
     if json_out:
@@ -268,7 +268,7 @@ def models_list(json_out: JsonOption = False) -> None:
     from rich.table import Table
 
     from genloom.db.engine import session_scope
-    from genloom.training.models import list_models
+    from genloom.jobs.models import list_models
 
     with session_scope() as s:
         rows = list_models(s)
@@ -298,7 +298,7 @@ def models_show(
 ) -> None:
     """One model: config, checkpoint hash and size, training run, input dataset version, final metrics."""
     from genloom.db.engine import session_scope
-    from genloom.training.models import show_model
+    from genloom.jobs.models import show_model
 
     with session_scope() as s:
         row = show_model(s, model)

@@ -175,6 +175,35 @@ def image_batch(payloads: bytes | Sequence[bytes], shape: Sequence[int], n: int)
         raise BadInput("images of mismatched sizes in one dataset version: re-import with --resize H W") from None
 
 
+def decode_image(payload: bytes, shape: list[int] | None, dtype: str | None) -> np.ndarray | None:
+    """An image item (raw C×H×W bytes, or a PNG/JPEG file's bytes) → H×W (grey) or H×W×3 float array
+    in [0, 1], for display (the report's sample grids); None when not decodable."""
+    data = bytes(payload)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff":
+        import io
+
+        from PIL import Image
+
+        arr = np.asarray(Image.open(io.BytesIO(data)).convert("L" if shape and len(shape) == 2 else "RGB"))
+    else:
+        if not shape:
+            return None
+        try:
+            arr = image_array(data, shape, dtype)
+        except BadInput:
+            return None
+    arr = arr.astype(np.float32)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = np.moveaxis(arr, 0, -1)  # C×H×W → H×W×C
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3):
+        return None
+    if arr.max() > 1.0:
+        arr = arr / 255.0
+    return np.clip(arr, 0.0, 1.0)
+
+
 def item_text(text: str | None, payload: bytes | memoryview) -> str:
     """A text item's text (items.text, else its UTF-8 payload)."""
     return text if text is not None else bytes(payload).decode("utf-8")
@@ -190,7 +219,7 @@ def label_override(stored: str | None, wanted: str | None) -> str | None:
 def label_overrides(session: Session, ids: Sequence[int], labels: Sequence[str | None]) -> list[str | None]:
     """Per-member overrides for items `ids` that should carry `labels` in a version (None: no override)."""
     stored: dict[int, str | None] = dict(
-        session.execute(sa.text("SELECT id, label FROM items WHERE id = ANY(:ids)"), {"ids": list(set(ids))}).all()
+        session.execute(sa.select(Item.id, Item.label).where(Item.id.in_(set(ids)))).all()
     )
     return [label_override(stored[i], want) for i, want in zip(ids, labels)]
 

@@ -19,7 +19,6 @@ from genloom.datasets.items import dataset_items, image_batch, item_text
 from genloom.datasets.prefetch import prefetched
 from genloom.datasets.shards import packable, shard_batches
 from genloom.db.models import SPLITS
-from genloom.db.tenancy import apply_raw
 from genloom.errors import BadInput
 
 __all__ = ["Batch", "load_split", "prefetched", "stream_batches"]
@@ -69,17 +68,14 @@ def stream_batches(
     """
     import torch
 
-    from genloom.db.engine import get_engine
+    from genloom.db.engine import stream_connection
 
     if split not in SPLITS:
         raise BadInput(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     order = "md5(sha256 || %s)" if shuffle else "item_id"
     params: tuple[Any, ...] = (version_id, split) + ((f"{seed}:{epoch}",) if shuffle else ())
-    engine = engine or get_engine()
-    raw = engine.raw_connection()
-    try:
-        conn = raw.driver_connection
-        apply_raw(conn)  # rows this stream writes (packed shards) carry the caller's tenant
+    # The stream's rows (packed shards it writes) carry the caller's tenant: stream_connection sets it.
+    with stream_connection(engine) as conn:
         if shuffle and packed and packable(conn, version_id, split):
             for x, ids, labels, y in shard_batches(
                 conn,
@@ -118,8 +114,6 @@ def stream_batches(
             if pending and not drop_last:
                 yield _to_batch(pending, label_index, torch)
         conn.rollback()
-    finally:
-        raw.close()
 
 
 def _to_batch(rows: list[tuple], label_index: dict[str, int] | None, torch) -> Batch:

@@ -302,7 +302,13 @@ class DataInfo:
         return len(self.label_names)
 
     def label_index(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.label_names)}
+        return label_index(self.label_names)
+
+
+def label_index(label_names: list[str]) -> dict[str, int]:
+    """Label → class index: position in the sorted label list a model was trained with (its
+    config's `label_names`, DataInfo.label_names). The one place that map is built."""
+    return {name: i for i, name in enumerate(label_names)}
 
 
 def describe_version(session: Session, version: DatasetVersion) -> DataInfo:

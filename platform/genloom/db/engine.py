@@ -1,137 +1,89 @@
-"""Which database genloom talks to, and the one place engines and sessions are made.
+"""The one place genloom opens connections to its database.
 
-Callers own sessions (SQLAlchemy 2.0 style):
+Callers own sessions (SQLAlchemy 2.0 style) and say what the connection is for:
 
-    with session_scope() as session:      # one transaction per unit of work
+    with session_scope() as session:                  # purpose="write": one transaction
         do_the_work(session, ...)
+    with session_scope(purpose="read") as session:    # reads only (a replica may serve it)
+        ...
+    with stream_connection() as conn:                  # psycopg connection for COPY / named cursors
+        ...
+
+Every transaction of every purpose starts the same way: the tenant and the role are set with
+`set_config(..., true)`, i.e. SET LOCAL, so they end with the transaction (genloom.db.tenancy;
+Citus needs it that way). The read-only SQL login of `genloom sql` is opened here too
+(`reader_connection`). The HTTP API's sessions come from `api_sessions()`: the same engine
+settings with a pool sized by the serve limits.
+
+Which server a purpose goes to is decided in `engine_for()` alone: that is where routing reads
+to a replica plugs in (genloom.db.routing).
+
+Before its first session on a database, a process runs `start_database()`: migrate to head,
+install the tenant hook, mark runs whose process died as failed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
+import threading
 from collections.abc import Callable, Iterator
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from genloom import config
-from genloom.db import embedded, partitions, routing
-from genloom.db.urls import redact as _redact, sqlalchemy_url, validate_url as _validate_url
+from genloom.db import partitions, routing, tenancy, url as _url
 from genloom.errors import DatabaseError
 
-T = TypeVar("T")
+# Names other modules import from here; their homes are genloom.db.url, .crash and .recovery.
+from genloom.db.crash import connection_error, crash_message  # noqa: F401
+from genloom.db.recovery import retry_while_recovering, wait_out_crash_recovery  # noqa: F401
+from genloom.db.url import (  # noqa: F401
+    is_embedded,
+    libpq_url,
+    redact as _redact,  # noqa: F401
+    sqlalchemy_url,
+)
+
+# write: the default, a read-write transaction. read: only reads (may be routed to a replica).
+# stream: a raw psycopg connection for COPY and server-side cursors. api: the HTTP API's pool.
+Purpose = Literal["write", "read", "stream", "api"]
+PURPOSES: tuple[str, ...] = ("write", "read", "stream", "api")
 
 _engines: dict[str, Engine] = {}
-_migrated: set[str] = set()
-# Embedded servers whose `genloom` database this process has made sure of: (socket URI, postmaster
-# pid). get_engine() runs on every session_scope(); checking again would open a connection each time.
-_databases_ensured: set[tuple[str, int | None]] = set()
+_api_engines: dict[str, Engine] = {}
+# The `api` pool's size (pool_size, max_overflow): the HTTP app sets it from its serve limits
+# (genloom.api.app.create_app); the store knows nothing of HTTP. Read when the pool is made.
+_api_pool: Callable[[], dict[str, int]] = dict
+_api_lock = threading.Lock()
+_started: set[str] = set()
+T = TypeVar("T")
 
 
-def libpq_url() -> str:
-    """A URL that psql and libpq accept, for the configured database (starting the embedded one)."""
-    external = config.database_url()
-    if external:
-        _validate_url(external)
-        scheme, rest = external.split("://", 1)
-        return "postgresql://" + rest
-    from genloom.db import cluster
+def _create_engine(url: str, *, application_name: str, **pool: Any) -> Engine:
+    engine = sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        # An error's message must not carry the statement's values (questions, answers, PII)
+        # into a server log: SQLAlchemy would append "[parameters: …]".
+        hide_parameters=True,
+        connect_args={"connect_timeout": 10, "application_name": application_name},
+        **pool,
+    )
+    wait_out_crash_recovery(engine)
+    tenancy.install()  # sessions on any genloom engine set tenant and role per transaction
+    return engine
 
-    coordinator = cluster.coordinator_url()
-    if coordinator:  # `genloom db cluster init` made a Citus cluster here: genloom uses its coordinator
-        cluster.start()
-        return coordinator
-    server_uri = embedded.start()
-    postmaster = embedded.Postmaster.read(embedded.data_dir())
-    server = (server_uri, postmaster.pid if postmaster else None)  # a restarted server is checked again
-    if server not in _databases_ensured:
-        _ensure_embedded_database(server_uri)
-        _databases_ensured.add(server)
-    return embedded.uri_for_database(server_uri, embedded.DATABASE_NAME)
-
-
-def read_libpq_url() -> str:
-    """libpq_url() for reads: a replica's URL when genloom.db.routing picks one, else the primary's."""
-    primary = libpq_url()
-    return routing.read_url(get_engine()) or primary
-
-
-def is_embedded() -> bool:
-    return config.database_url() is None
-
-
-# Messages of a server that is restarting after a crash, or starting: worth waiting for.
-_RECOVERING = ("in recovery mode", "is starting up", "not yet accepting connections", "is shutting down")
-# Messages of a connection cut by a crashing server.
-_CRASHED = (
-    "Connection refused",  # the postmaster is gone (its socket file may remain)
-    "No such file or directory",  # ... or its socket file too
-    "server closed the connection unexpectedly",
-    "terminating connection because of crash",
-    "in recovery mode",
-    "consuming input failed",
-)
-RECOVERY_WAIT_S = 30
-_process_started = time.time()
-
-
-def _ensure_embedded_database(server_uri: str) -> None:
-    import psycopg
-
-    with retry_while_recovering(lambda: psycopg.connect(server_uri, autocommit=True)) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (embedded.DATABASE_NAME,)).fetchone()
-        if not exists:
-            try:
-                conn.execute(f'CREATE DATABASE "{embedded.DATABASE_NAME}"')
-            except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-                pass  # another process won the race: same result
-
-
-def crash_message(exc: BaseException) -> str | None:
-    """For the embedded server: the log's account of a crash behind this error, else None."""
-    text = str(getattr(exc, "orig", exc))
-    if not is_embedded() or not any(marker in text for marker in _CRASHED):
-        return None
-    # The client can see the connection drop before the postmaster has logged why: look twice.
-    deadline = time.monotonic() + 3.0
-    while True:
-        cause = embedded.crash_cause(since=_process_started)
-        if cause or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    if cause is None and embedded.server_state() == "stopped":
-        # The postmaster itself died (killed, out of memory): it logs nothing about its own end.
-        return (
-            f"the embedded database server in {embedded.data_dir()} stopped while genloom was using it; "
-            f"the next genloom command starts it again (log: {embedded.log_path()})"
-        )
-    return cause
-
-
-def connection_error(exc: BaseException, url: str) -> DatabaseError:
-    """Turn a driver error into one line that says what to do."""
-    crashed = crash_message(exc)
-    if crashed:
-        return DatabaseError(crashed)
-    orig = getattr(exc, "orig", exc)
-    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    where = "the embedded server" if is_embedded() else _redact(url)
-    hint = "" if is_embedded() else "; check DATABASE_URL or unset it to use the embedded server"
-    return DatabaseError(f"cannot connect to {where}: {first}{hint}")
-
-
-Purpose = Literal["write", "read"]
 
 
 def get_engine(*, migrate: bool = True, purpose: Purpose = "write") -> Engine:
     """The engine for the configured database, created once per process.
 
-    With migrate=True (the default) the schema is brought to head on first use, so a
-    new user never runs a separate migration step. `purpose="read"` may give a streaming
-    replica's engine instead (genloom.db.routing decides, and falls back to the primary).
+    With migrate=True (the default) the database is started on first use (start_database:
+    the schema is brought to head), so a new user never runs a separate migration step.
+    `purpose="read"` may give a streaming replica's engine instead (genloom.db.routing decides,
+    and falls back to the primary).
     """
     if purpose == "read":
         primary = get_engine(migrate=migrate)
@@ -141,62 +93,79 @@ def get_engine(*, migrate: bool = True, purpose: Purpose = "write") -> Engine:
     url = sqlalchemy_url(plain_url)
     engine = _engines.get(url)
     if engine is None:
-        engine = sa.create_engine(
-            url,
-            pool_pre_ping=True,
-            # An error's message must not carry the statement's values (questions, answers, PII)
-            # into a server log: SQLAlchemy would append "[parameters: …]".
-            hide_parameters=True,
-            connect_args={"connect_timeout": 10, "application_name": "genloom"},
-        )
-        wait_out_crash_recovery(engine)
+        engine = _create_engine(url, application_name="genloom")
         _engines[url] = engine
-    if migrate and url not in _migrated:
-        from genloom.db.migrate import ensure_schema
-
-        try:
-            ensure_schema(engine)
-        except sa.exc.OperationalError as exc:
-            raise connection_error(exc, plain_url) from None
-        _migrated.add(url)
-        _reconcile_stale_runs(engine)
-        partitions.maintain(engine)  # once per process: the months ahead of the log exist
+    if migrate and url not in _started:
+        start_database(engine, plain_url)
+        _started.add(url)
     return engine
 
 
-def _reconcile_stale_runs(engine: Engine) -> None:
-    """Once per process and database: runs whose process died are marked failed, not left running."""
+def start_database(engine: Engine, plain_url: str = "") -> None:
+    """Once per process and database, before the first session: every start-up step, in order.
+
+    1. migrate to head (genloom.db.migrate; one cheap query when already there);
+    2. mark this host's runs whose process died as failed (genloom.db.stale_runs);
+    3. make sure the log's partitions for the months ahead exist (genloom.db.partitions).
+
+    (The tenant hook is installed when an engine is created, migrated or not: _create_engine.)
+    """
+    from genloom.db.migrate import ensure_schema
     from genloom.db.stale_runs import reconcile_stale_runs
 
+    try:
+        ensure_schema(engine)
+    except sa.exc.OperationalError as exc:
+        raise connection_error(exc, plain_url) from None
     with session_scope(engine) as session:
         reconcile_stale_runs(session)
+    partitions.maintain(engine)
 
 
-def retry_while_recovering(connect: Callable[[], T]) -> T:
-    """Call `connect`; while the server recovers from a crash (or starts), retry for a bounded time."""
-    import psycopg
+def engine_for(purpose: Purpose = "write") -> Engine:
+    """The engine a purpose uses.
 
-    deadline = time.monotonic() + RECOVERY_WAIT_S
-    while True:
-        try:
-            return connect()
-        except psycopg.OperationalError as exc:
-            if not any(marker in str(exc) for marker in _RECOVERING) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.25)
-
-
-def _connect_waiting_for_recovery(dialect, conn_rec, cargs, cparams):
-    return retry_while_recovering(lambda: dialect.connect(*cargs, **cparams))
+    Read routing plugs in HERE and nowhere else: purpose="read" goes to a streaming replica
+    when genloom.db.routing finds one fresh enough, else to the primary.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown connection purpose {purpose!r}: use one of {', '.join(PURPOSES)}")
+    if purpose == "api":
+        return api_engine()
+    return get_engine(purpose="read" if purpose == "read" else "write")
 
 
-def wait_out_crash_recovery(engine: Engine) -> None:
-    """New connections of `engine` wait (bounded) while the server recovers from a crash."""
-    sa.event.listen(engine, "do_connect", _connect_waiting_for_recovery)
+def read_libpq_url() -> str:
+    """libpq_url() for reads (`genloom sql`): a replica's URL when genloom.db.routing picks one, else the primary's."""
+    primary = libpq_url()
+    return routing.read_url(get_engine()) or primary
 
 
-def sessionmaker_for(engine: Engine | None = None) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+def api_engine() -> Engine:
+    """The primary with a pool sized for concurrent HTTP requests.
+
+    A logged call holds its connection from retrieval to commit (one transaction), so while a
+    model generates for 32 requests, 32 connections are in use; the default pool (5 + 10
+    overflow) would make the rest wait and time out.
+    """
+    base = get_engine()  # connects and migrates once, follows DATABASE_URL
+    url = base.url.render_as_string(hide_password=False)
+    with _api_lock:
+        engine = _api_engines.get(url)
+        if engine is None:
+            engine = _create_engine(url, application_name="genloom-api", pool_timeout=600, **_api_pool())
+            _api_engines[url] = engine
+        return engine
+
+
+def configure_api_pool(pool: Callable[[], dict[str, int]]) -> None:
+    """How the HTTP app sizes the `api` pool: `pool()` returns create_engine's pool_size and max_overflow."""
+    global _api_pool
+    _api_pool = pool
+
+
+def sessionmaker_for(engine: Engine | None = None, *, purpose: Purpose = "write") -> sessionmaker[Session]:
+    return sessionmaker(bind=engine or engine_for(purpose), expire_on_commit=False)
 
 
 @contextlib.contextmanager
@@ -206,7 +175,7 @@ def session_scope(engine: Engine | None = None, *, purpose: Purpose = "write") -
     `purpose="read"` runs it on a replica when one is fresh enough (see `run_read` for reads
     that must also survive the replica failing half-way).
     """
-    factory = sessionmaker_for(engine or get_engine(purpose=purpose))
+    factory = sessionmaker_for(engine, purpose=purpose)
     try:
         with factory.begin() as session:
             yield session
@@ -235,11 +204,52 @@ def run_read(work: Callable[[Session], T]) -> T:
         return work(session)
 
 
+def api_sessions() -> Iterator[Session]:
+    """One session per HTTP request (a FastAPI dependency); the endpoint opens the transaction."""
+    session = sessionmaker_for(purpose="api")()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@contextlib.contextmanager
+def stream_connection(engine: Engine | None = None) -> Iterator[Any]:
+    """A psycopg connection of the pool for COPY and server-side cursors, working for the caller's tenant.
+
+    A stream may span transactions (packed shards commit, then are read), so the tenant is set
+    for the connection's session here, the one place genloom sets it beyond a transaction.
+    """
+    raw = (engine or engine_for("stream")).raw_connection()
+    try:
+        conn = raw.driver_connection
+        tenancy.apply_to_session(conn)
+        yield conn
+    finally:
+        raw.close()  # the pool's reset (ROLLBACK) leaves the setting; the next ORM transaction sets its own
+
+
+def reader_connection(conninfo: str, *, statement_timeout_ms: int, **connect_args: Any) -> Any:
+    """A psycopg connection as the read-only SQL login (`genloom sql`), held by the same tenant policies.
+
+    It logs in as its own role (no SET ROLE: a query could RESET it), so the tenant travels in the
+    login's options; set_config is revoked from that role, and genloom sql runs no SET.
+    """
+    import psycopg
+
+    options = (
+        f"-c statement_timeout={statement_timeout_ms} -c default_transaction_read_only=on "
+        f"-c genloom.tenant={tenancy.current_tenant()}"
+    )
+    return retry_while_recovering(lambda: psycopg.connect(conninfo, options=options, **connect_args))
+
+
 def reset_engines() -> None:
     """Forget cached engines (tests switch DATABASE_URL between databases)."""
-    for engine in _engines.values():
+    for engine in [*_engines.values(), *_api_engines.values()]:
         engine.dispose()
     _engines.clear()
+    _api_engines.clear()
+    _started.clear()
+    _url.forget()
     routing.forget()
-    _migrated.clear()
-    _databases_ensured.clear()

@@ -4,11 +4,22 @@ The Alembic migrations in `migrations/versions/` create these tables; the models
 how Python code reads and writes them. Database-side rules that SQLAlchemy cannot
 express (immutability triggers, the per-model HNSW indexes) live in the migrations.
 
-Four groups, following the data flow:
-- retrieval store: collections → documents (versioned) → chunks → embeddings
+Every table the migrations create is here, with its columns and indexes, and
+tests/test_schema.py compares these models with a freshly migrated database, so the two
+cannot drift: a migration that adds a column adds it here too.
+
+Groups, following the data flow:
+- retrieval store: collections → documents (versioned) → chunks → embeddings; the BM25 index
+  tables (retrieval_chunks, retrieval_postings, retrieval_*_stats) derived from them
 - generation log: sessions → prompts → generations → generation_sources, feedback; prompt_templates
 - data: items (content-addressed) ∈ dataset_versions (of datasets) via dataset_members
 - work: runs → metrics, models (the registry), run_checkpoints
+- access: api_keys, audit_log (append-only), pii_findings
+
+Tenants (migration 0013): every tenant-scoped table has `tenant text NOT NULL DEFAULT
+genloom_tenant()` and a row-level security policy `tenant = genloom_tenant()`; Python never sets
+the column, the default fills it from the transaction's tenant (genloom.db.tenancy). Names that
+were unique are unique per tenant (`uq_<table>_tenant_...` indexes).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from typing import Annotated, Any, Optional
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
-from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, INT4RANGE, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Shared column shapes.
@@ -28,10 +39,15 @@ created_at = Annotated[
     mapped_column(sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
 ]
 jsonb = Annotated[dict[str, Any], mapped_column(JSONB, server_default=sa.text("'{}'::jsonb"), nullable=False)]
+# The owning tenant: filled by the database from the transaction's tenant, never set by Python.
+tenant_column = Annotated[str, mapped_column(sa.Text, server_default=sa.text("genloom_tenant()"), nullable=False)]
 
 RUN_KINDS = ("ingest", "train", "sample", "evaluate", "dedup", "generate", "import", "score", "manage")
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 ITEM_MODALITIES = ("text", "image", "tensor")
+KEY_ROLES = ("reader", "writer", "admin")
+PII_MODES = ("off", "mask", "hash", "encrypt")  # a collection's default (collections.pii_mode)
+PII_FINDING_MODES = ("mask", "hash", "encrypt", "detect")
 ITEM_ORIGINS = ("real", "synthetic", "augmented")
 SPLITS = ("train", "val", "test")
 # What a dedup decision records: the methods a user picks (genloom.dedup.METHODS), with
@@ -68,9 +84,13 @@ class EmbeddingModel(Base):
 
 class Collection(Base):
     __tablename__ = "collections"
+    __table_args__ = (
+        sa.Index("uq_collections_tenant_name", "tenant", "name", unique=True),
+        sa.CheckConstraint(_in("pii_mode", PII_MODES), name="collections_pii_mode_check"),
+    )
 
     id: Mapped[intpk]
-    name: Mapped[str] = mapped_column(sa.Text, unique=True)
+    name: Mapped[str] = mapped_column(sa.Text)
     # Postgres text-search configuration used for BM25 lexemes (e.g. 'english', 'simple').
     text_search_config: Mapped[str] = mapped_column(sa.Text, server_default="english")
     embedding_model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("embedding_models.id"))
@@ -79,6 +99,9 @@ class Collection(Base):
     rerank_depth: Mapped[Optional[int]] = mapped_column(sa.Integer)
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
+    # What ingest does with PII by default (genloom.pii); NULL: no PII handling (0013).
+    pii_mode: Mapped[Optional[str]] = mapped_column(sa.Text)
 
 
 class Document(Base):
@@ -127,6 +150,7 @@ class Document(Base):
     # A large document being written slice by slice (ingest's _write_streamed): superseded_at is
     # set too, so nothing searches it; an interrupted ingest is resumed from its chunks (0015).
     incomplete: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
+    tenant: Mapped[tenant_column]
 
     chunks: Mapped[list[Chunk]] = relationship(back_populates="document", order_by="Chunk.ordinal")
 
@@ -142,6 +166,7 @@ class Chunk(Base):
     token_count: Mapped[int] = mapped_column(sa.Integer)
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
     document: Mapped[Document] = relationship(back_populates="chunks")
 
@@ -157,6 +182,69 @@ class Embedding(Base):
     embedding_model_id: Mapped[int] = mapped_column(sa.ForeignKey("embedding_models.id"), primary_key=True)
     embedding: Mapped[Any] = mapped_column(Vector())
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
+
+
+class RetrievalChunk(Base):
+    """BM25's view of a chunk: its length (lexeme occurrences) and whether its document version is
+    current. Derived from chunks by genloom.retrieval.bm25; not tenant-scoped (reached only through
+    chunk ids read under a policy), hidden from `genloom sql` instead."""
+
+    __tablename__ = "retrieval_chunks"
+    __table_args__ = (
+        sa.Index("ix_retrieval_chunks_document", "document_id"),
+        sa.Index("ix_retrieval_chunks_current", "collection_id", "chunk_id", postgresql_where=sa.text("current")),
+    )
+
+    chunk_id: Mapped[int] = mapped_column(sa.ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(sa.ForeignKey("collections.id", ondelete="CASCADE"))
+    document_id: Mapped[int] = mapped_column(sa.ForeignKey("documents.id", ondelete="CASCADE"))
+    length: Mapped[int] = mapped_column(sa.Integer)
+    current: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.true())
+
+
+class RetrievalPosting(Base):
+    """(term, chunk) → term frequency, with the chunk length copied in so BM25 scoring is one
+    index-only scan of ix_retrieval_postings_current, with no join."""
+
+    __tablename__ = "retrieval_postings"
+    __table_args__ = (
+        sa.Index(
+            "ix_retrieval_postings_current",
+            "collection_id",
+            "term",
+            postgresql_include=["chunk_id", "tf", "chunk_length"],
+            postgresql_where=sa.text("current"),
+        ),
+    )
+
+    chunk_id: Mapped[int] = mapped_column(sa.ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    term: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(sa.ForeignKey("collections.id", ondelete="CASCADE"))
+    tf: Mapped[int] = mapped_column(sa.Integer)
+    chunk_length: Mapped[int] = mapped_column(sa.Integer)
+    current: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.true())
+
+
+class RetrievalTermStats(Base):
+    """Document frequency of each term over a collection's current chunks."""
+
+    __tablename__ = "retrieval_term_stats"
+
+    collection_id: Mapped[int] = mapped_column(sa.ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    term: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    df: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class RetrievalCollectionStats(Base):
+    """N and the total length over a collection's current chunks (avglen = total_length / n_chunks)."""
+
+    __tablename__ = "retrieval_collection_stats"
+
+    collection_id: Mapped[int] = mapped_column(sa.ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    n_chunks: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
+    total_length: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
+    updated_at: Mapped[created_at]
 
 
 # --------------------------------------------------------------------------- generation log
@@ -166,7 +254,7 @@ class PromptTemplate(Base):
     """A named prompt template; versions are immutable (enforced by a trigger)."""
 
     __tablename__ = "prompt_templates"
-    __table_args__ = (sa.UniqueConstraint("name", "version"),)
+    __table_args__ = (sa.Index("uq_prompt_templates_tenant_name_version", "tenant", "name", "version", unique=True),)
 
     id: Mapped[intpk]
     name: Mapped[str] = mapped_column(sa.Text)
@@ -174,21 +262,27 @@ class PromptTemplate(Base):
     text: Mapped[str] = mapped_column(sa.Text)
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class PromptTemplateLabel(Base):
-    """A movable label ('production', 'staging') on one version of a template."""
+    """A movable label ('production', 'staging') on one version of a template.
+
+    The table's key is (tenant, name, label) and it has no foreign key to (name, version), which
+    is unique only per tenant: a label may point at a shared, shipped template (0013). Python
+    addresses a label by (name, label): the tenant policy shows a transaction only its own rows.
+    """
 
     __tablename__ = "prompt_template_labels"
-    __table_args__ = (
-        sa.ForeignKeyConstraint(["name", "version"], ["prompt_templates.name", "prompt_templates.version"]),
-    )
+    __table_args__ = (sa.PrimaryKeyConstraint("tenant", "name", "label"),)
+    __mapper_args__ = {"primary_key": ["name", "label"]}
 
-    name: Mapped[str] = mapped_column(sa.Text, primary_key=True)
-    label: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text)
+    label: Mapped[str] = mapped_column(sa.Text)
     version: Mapped[int] = mapped_column(sa.Integer)
     moved_at: Mapped[created_at]
     moved_by: Mapped[Optional[str]] = mapped_column(sa.Text)
+    tenant: Mapped[tenant_column]
 
 
 class PromptTemplateLabelMove(Base):
@@ -204,13 +298,17 @@ class PromptTemplateLabelMove(Base):
     to_version: Mapped[int] = mapped_column(sa.Integer)
     moved_by: Mapped[Optional[str]] = mapped_column(sa.Text)
     moved_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class ChatSession(Base):
     """A conversation: its prompts form a linked list through prompts.parent_id."""
 
     __tablename__ = "sessions"
-    __table_args__ = (sa.Index("ix_sessions_created_at", "created_at"),)
+    __table_args__ = (
+        sa.Index("ix_sessions_created_at", "created_at"),
+        sa.Index("ix_sessions_user", "user_id", "created_at"),
+    )
 
     id: Mapped[intpk]
     user_id: Mapped[Optional[str]] = mapped_column(sa.Text)
@@ -218,6 +316,7 @@ class ChatSession(Base):
     title: Mapped[Optional[str]] = mapped_column(sa.Text)
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class Prompt(Base):
@@ -237,6 +336,7 @@ class Prompt(Base):
     template_version: Mapped[Optional[int]] = mapped_column(sa.Integer)
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class Generation(Base):
@@ -246,6 +346,13 @@ class Generation(Base):
         sa.Index("ix_generations_prompt", "prompt_id"),
         sa.Index("ix_generations_created_at", "created_at"),
         sa.Index("ix_generations_model", "model_name", "created_at"),
+        sa.Index("ix_generations_model_id", "model_id"),
+        sa.Index("ix_generations_errors", "created_at", postgresql_where=sa.text("status = 'error'")),
+        # One per latency column: the analytics views' percentiles per model read only the index (0007).
+        *(
+            sa.Index(f"ix_generations_model_{col}", "model_name", "model_revision", "model_id", col)
+            for col in ("retrieval_ms", "generation_ms", "total_ms")
+        ),
     )
 
     id: Mapped[intpk]
@@ -266,6 +373,7 @@ class Generation(Base):
     input_tokens: Mapped[Optional[int]] = mapped_column(sa.Integer)
     output_tokens: Mapped[Optional[int]] = mapped_column(sa.Integer)
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class GenerationSource(Base):
@@ -294,6 +402,7 @@ class GenerationSource(Base):
     # Whether the answer's [n] markers cite this source (retrieved is not cited); NULL: unknown
     # (a sealed answer logged before migration 0017). Analytics credit only cited sources.
     cited: Mapped[Optional[bool]] = mapped_column(sa.Boolean)
+    tenant: Mapped[tenant_column]
 
 
 class Feedback(Base):
@@ -318,6 +427,7 @@ class Feedback(Base):
     label: Mapped[Optional[str]] = mapped_column(sa.Text)
     comment: Mapped[Optional[str]] = mapped_column(sa.Text)
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 # --------------------------------------------------------------------------- data
@@ -332,10 +442,12 @@ class Item(Base):
         sa.CheckConstraint(_in("origin", ITEM_ORIGINS), name="ck_items_origin"),
         sa.Index("ix_items_run", "run_id"),
         sa.Index("ix_items_model", "model_id"),
+        sa.Index("ix_items_origin", "origin"),
+        sa.Index("uq_items_tenant_sha256", "tenant", "sha256", unique=True),
     )
 
     id: Mapped[intpk]
-    sha256: Mapped[str] = mapped_column(sa.CHAR(64), unique=True)
+    sha256: Mapped[str] = mapped_column(sa.CHAR(64))
     modality: Mapped[str] = mapped_column(sa.Text)
     payload: Mapped[bytes] = mapped_column(BYTEA)
     # Text items keep their text here too, so SQL can read it without decoding bytes.
@@ -348,17 +460,20 @@ class Item(Base):
     model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("models.id", ondelete="SET NULL"))
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = (sa.Index("uq_datasets_tenant_name", "tenant", "name", unique=True),)
 
     id: Mapped[intpk]
-    name: Mapped[str] = mapped_column(sa.Text, unique=True)
+    name: Mapped[str] = mapped_column(sa.Text)
     modality: Mapped[Optional[str]] = mapped_column(sa.Text)
     description: Mapped[Optional[str]] = mapped_column(sa.Text)
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
     versions: Mapped[list[DatasetVersion]] = relationship(back_populates="dataset", order_by="DatasetVersion.version")
 
@@ -382,6 +497,7 @@ class DatasetVersion(Base):
     description: Mapped[Optional[str]] = mapped_column(sa.Text)
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
     dataset: Mapped[Dataset] = relationship(back_populates="versions")
 
@@ -399,6 +515,7 @@ class DatasetMember(Base):
     split: Mapped[str] = mapped_column(sa.Text)
     # The item's label in this version when it differs from items.label ('' = no label); NULL: the item's own.
     label: Mapped[Optional[str]] = mapped_column(sa.Text)
+    tenant: Mapped[tenant_column]
 
 
 class DatasetShard(Base):
@@ -432,6 +549,10 @@ class Run(Base):
         sa.Index("ix_runs_output_version", "output_version_id"),
         sa.Index("ix_runs_model", "model_id"),
         sa.Index("ix_runs_running_host", "host", postgresql_where=sa.text("status = 'running'")),
+        # `--resume NAME` finds the latest train run of that name (0004).
+        sa.Index(
+            "ix_runs_train_name", sa.text("(params ->> 'name')"), "id", postgresql_where=sa.text("kind = 'train'")
+        ),
     )
 
     id: Mapped[intpk]
@@ -452,11 +573,15 @@ class Run(Base):
     error: Mapped[Optional[str]] = mapped_column(sa.Text)
     started_at: Mapped[created_at]
     finished_at: Mapped[Optional[dt.datetime]]
+    tenant: Mapped[tenant_column]
 
 
 class Metric(Base):
     __tablename__ = "metrics"
-    __table_args__ = (sa.Index("ix_metrics_run_name_step", "run_id", "name", "step"),)
+    __table_args__ = (
+        sa.Index("ix_metrics_run_name_step", "run_id", "name", "step"),
+        sa.Index("ix_metrics_item", "item_id", postgresql_where=sa.text("item_id IS NOT NULL")),
+    )
 
     id: Mapped[intpk]
     run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
@@ -466,13 +591,17 @@ class Metric(Base):
     # Optional subject of the metric, e.g. the item a per-item anomaly score is about.
     item_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("items.id", ondelete="CASCADE"))
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class Model(Base):
     """The model registry: a named, versioned checkpoint and the run that produced it."""
 
     __tablename__ = "models"
-    __table_args__ = (sa.UniqueConstraint("name", "version"), sa.Index("ix_models_run", "run_id"))
+    __table_args__ = (
+        sa.Index("uq_models_tenant_name_version", "tenant", "name", "version", unique=True),
+        sa.Index("ix_models_run", "run_id"),
+    )
 
     id: Mapped[intpk]
     name: Mapped[str] = mapped_column(sa.Text)
@@ -488,6 +617,7 @@ class Model(Base):
     input_version_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("dataset_versions.id", ondelete="SET NULL"))
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class RunCheckpoint(Base):
@@ -501,6 +631,7 @@ class RunCheckpoint(Base):
     sha256: Mapped[str] = mapped_column(sa.CHAR(64))
     size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 # --------------------------------------------------------------------------- issue 7: evaluation and dedup
@@ -527,6 +658,7 @@ class DedupDecision(Base):
     method: Mapped[str] = mapped_column(sa.Text)
     similarity: Mapped[float] = mapped_column(sa.Float)
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class ItemEmbedder(Base):
@@ -553,6 +685,7 @@ class ItemEmbedding(Base):
     embedder_id: Mapped[int] = mapped_column(sa.ForeignKey("item_embedders.id", ondelete="CASCADE"), primary_key=True)
     embedding: Mapped[Any] = mapped_column(Vector())
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
 
 
 class ChunkDuplicate(Base):
@@ -573,3 +706,71 @@ class ChunkDuplicate(Base):
     similarity: Mapped[float] = mapped_column(sa.Float)
     run_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("runs.id", ondelete="SET NULL"))
     created_at: Mapped[created_at]
+    tenant: Mapped[tenant_column]
+
+
+# --------------------------------------------------------------------------- access (migration 0013)
+
+
+class ApiKey(Base):
+    """An API key. Only a salted scrypt hash of its secret is kept (genloom.keys); not tenant-scoped:
+    a key names the tenant it acts for."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (sa.CheckConstraint(_in("role", KEY_ROLES), name="api_keys_role_check"),)
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=True), primary_key=True)
+    prefix: Mapped[str] = mapped_column(sa.Text, unique=True)  # the public part: glk_<prefix>_<secret>
+    salt: Mapped[bytes] = mapped_column(BYTEA)
+    hash: Mapped[bytes] = mapped_column(BYTEA)  # scrypt(secret, salt)
+    role: Mapped[str] = mapped_column(sa.Text)
+    tenant: Mapped[str] = mapped_column(sa.Text, server_default="default")
+    note: Mapped[Optional[str]] = mapped_column(sa.Text)
+    created_at: Mapped[created_at]
+    created_by: Mapped[Optional[str]] = mapped_column(sa.Text)
+    expires_at: Mapped[Optional[dt.datetime]]
+    revoked_at: Mapped[Optional[dt.datetime]]
+
+
+class AuditLog(Base):
+    """Who did what (genloom.audit); append-only: a trigger refuses UPDATE, DELETE and TRUNCATE."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        sa.Index("ix_audit_log_at", "at"),
+        sa.Index("ix_audit_log_action", "action", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=True), primary_key=True)
+    # clock_timestamp(), not now(): entries of one long transaction keep their order.
+    at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), server_default=sa.func.clock_timestamp())
+    tenant: Mapped[tenant_column]
+    key_id: Mapped[Optional[int]] = mapped_column(sa.BigInteger)  # the API key that acted; NULL: the CLI
+    os_user: Mapped[Optional[str]] = mapped_column(sa.Text)
+    role: Mapped[Optional[str]] = mapped_column(sa.Text)  # the key's role, or 'cli'
+    action: Mapped[str] = mapped_column(sa.Text)  # key.create, generation.delete, sql.run, auth.failure, ...
+    object: Mapped[Optional[str]] = mapped_column(sa.Text)  # a name, an id, a statement's sha256
+    outcome: Mapped[str] = mapped_column(sa.Text, server_default="ok")
+    detail: Mapped[jsonb]
+
+
+class PiiFinding(Base):
+    """What the PII detector found in one field of one object: type, count and where, never the value."""
+
+    __tablename__ = "pii_findings"
+    __table_args__ = (
+        sa.CheckConstraint("count > 0", name="pii_findings_count_check"),
+        sa.CheckConstraint(_in("mode", PII_FINDING_MODES), name="pii_findings_mode_check"),
+        sa.Index("ix_pii_findings_object", "object_kind", "object_id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=True), primary_key=True)
+    tenant: Mapped[tenant_column]
+    at: Mapped[created_at]
+    object_kind: Mapped[str] = mapped_column(sa.Text)  # 'document', 'prompt', 'generation'
+    object_id: Mapped[int] = mapped_column(sa.BigInteger)
+    field: Mapped[str] = mapped_column(sa.Text)  # 'text', 'answer', ...
+    pii_type: Mapped[str] = mapped_column(sa.Text)  # 'email', 'phone', 'card', 'iban', 'ip', 'national_id'
+    count: Mapped[int] = mapped_column(sa.Integer)
+    spans: Mapped[list[Any]] = mapped_column(ARRAY(INT4RANGE))  # character offsets in the original text
+    mode: Mapped[str] = mapped_column(sa.Text)

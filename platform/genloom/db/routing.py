@@ -34,7 +34,7 @@ import time
 import sqlalchemy as sa
 
 from genloom.config import database_url
-from genloom.db.urls import redact, sqlalchemy_url
+from genloom.db.url import redact, sqlalchemy_url
 from genloom.errors import ConfigError
 
 READ_URL_ENV = "DATABASE_READ_URL"
@@ -93,6 +93,7 @@ def replica_engine(url: str) -> sa.Engine:
             engine = sa.create_engine(
                 sqlalchemy_url(url),
                 pool_pre_ping=True,
+                hide_parameters=True,  # no statement values (questions, PII) in error messages
                 connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "genloom"},
             )
             _engines[url] = engine

@@ -8,8 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from genloom.db import embedded
-from genloom.db.engine import _redact, get_engine, is_embedded, libpq_url
+from genloom.db.engine import get_engine
 from genloom.db.migrate import current_revision, head_revision
+from genloom.db.url import is_embedded, libpq_url, redact
 
 VECTOR_CHECK_DIM = 384  # MiniLM's size: the crash of issue 12 needed real widths, 3-d vectors passed
 VECTOR_CHECK_ROWS = 200
@@ -48,7 +49,7 @@ def database_status(*, start: bool = False, check_vectors: bool = True) -> dict[
     report: dict[str, Any] = {
         "embedded": is_embedded(),
         "server": "running",
-        "url": _redact(libpq_url()),
+        "url": redact(libpq_url()),
         "database": database,
         "server_version": server_version,
         "pgvector_version": pgvector_version,

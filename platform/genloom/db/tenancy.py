@@ -5,7 +5,9 @@ security policy `tenant = genloom_tenant()` (migration 0013), and `genloom_tenan
 transaction-local setting `genloom.tenant`. At the start of every ORM transaction the hook
 below sets that setting and switches to the NOLOGIN role `genloom_app` for the transaction
 (SET LOCAL ROLE): superusers, which the embedded server logs genloom in as, bypass every
-policy, so without the switch the policies would hold only the read-only SQL role.
+policy, so without the switch the policies would hold only the read-only SQL role. The hook is
+installed by genloom.db.engine when it makes an engine (`install()`), not by importing this module;
+connections are opened only there (session_scope, stream_connection, reader_connection).
 
 The tenant comes from, in order: `use_tenant(...)` (the API sets it from the caller's key),
 $GENLOOM_TENANT (the CLI's `--tenant` sets it), else 'default'. A tenant-less install only
@@ -121,8 +123,8 @@ def apply(connection: sa.Connection) -> None:
         connection.exec_driver_sql("SELECT set_config('genloom.tenant', %(t)s, true)", {"t": current_tenant()})
 
 
-def apply_raw(dbapi_connection) -> None:
-    """The same for a raw psycopg connection (streams that bypass the ORM), for its session."""
+def apply_to_session(dbapi_connection) -> None:
+    """The tenant of a raw psycopg connection's session (genloom.db.engine.stream_connection only)."""
     dbapi_connection.execute(
         "SELECT set_config('genloom.tenant', %s, false) WHERE to_regprocedure('genloom_tenant()') IS NOT NULL",
         (current_tenant(),),
@@ -134,9 +136,17 @@ def forget_engine(engine: sa.Engine) -> None:
     _state.pop(engine, None)
 
 
-@event.listens_for(Session, "after_begin")
 def _after_begin(session: Session, transaction, connection: sa.Connection) -> None:
     apply(connection)
+
+
+def install() -> None:
+    """Make every ORM transaction set its tenant and role (genloom.db.engine does, once per engine).
+
+    Explicit rather than a side effect of importing genloom.db; installing twice is a no-op.
+    """
+    if not event.contains(Session, "after_begin", _after_begin):
+        event.listen(Session, "after_begin", _after_begin)
 
 
 @contextlib.contextmanager

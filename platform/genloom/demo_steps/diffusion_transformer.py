@@ -42,10 +42,10 @@ def run(ctx) -> dict:
     import torch
 
     from genloom.datasets.importers import import_digits
+    from genloom.jobs.sample import sample_job
+    from genloom.jobs.train import train
     from genloom.training.images import save_grid
     from genloom.training.options import SampleOptions, TrainOptions
-    from genloom.training.sampling import sample_job
-    from genloom.training.trainer import train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: one thread is fastest, and polite on a shared machine
@@ -79,7 +79,7 @@ def run(ctx) -> dict:
         result.update(sample_run=run.run_id, grid_seven=str(sevens))
         # One row per prompt, digits 0–9, each phrased differently.
         from genloom.db.engine import session_scope
-        from genloom.training.models import load_model
+        from genloom.jobs.models import load_model
 
         with session_scope() as s:
             _, _, runner = load_model(s, model, "cpu")

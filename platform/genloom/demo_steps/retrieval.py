@@ -30,7 +30,7 @@ def run(ctx) -> dict:
                 "rank": rank,
                 "doc": Path(h.doc_id).name,
                 "title": h.title,
-                "score": round(h.score, 4),
+                "score": round(h.score, 4) if h.score is not None else None,
                 "bm25_rank": h.bm25_rank,
                 "vector_rank": h.vector_rank,
                 "text": h.text[:160],

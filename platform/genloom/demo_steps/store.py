@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
 from genloom.db.engine import get_engine
-from genloom.db.models import Base
+from genloom.db.queries import table_row_counts
 from genloom.db.status import database_status
 
 TITLE = "store: PostgreSQL + pgvector, schema at head"
@@ -15,10 +13,7 @@ def run(ctx) -> dict:
     status = database_status(start=True)
     engine = get_engine()
     with engine.connect() as conn:
-        counts = {
-            name: conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar()
-            for name in sorted(Base.metadata.tables)
-        }
+        counts = table_row_counts(conn)
     return {
         "server_version": status["server_version"],
         "pgvector_version": status["pgvector_version"],

@@ -9,9 +9,9 @@ def run(ctx) -> dict:
     import torch
 
     from genloom.datasets.importers import import_digits
+    from genloom.jobs.sample import sample_job
+    from genloom.jobs.train import train
     from genloom.training.options import SampleOptions, TrainOptions
-    from genloom.training.sampling import sample_job
-    from genloom.training.trainer import train
 
     imported = import_digits("digits")  # idempotent: unchanged content makes no new version
     threads = torch.get_num_threads()

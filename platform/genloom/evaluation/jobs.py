@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from genloom.datasets.versions import label_index
 from genloom.errors import BadInput, NotFound
 from genloom.progress import NoteFn, ProgressFn, note
 
@@ -159,8 +160,8 @@ def _eval_image_model(
     from genloom.datasets.loading import load_split
     from genloom.db.engine import session_scope
     from genloom.evaluation import image_metrics as im
+    from genloom.jobs.models import load_model
     from genloom.runs import tracked_run
-    from genloom.training.models import load_model
 
     if config.get("shape") and list(config["shape"]) != list(info.shape):
         raise BadInput(
@@ -212,7 +213,7 @@ def _eval_image_model(
         pr = im.manifold_metrics(real_f, fake_f, pr_k=PR_K, dc_k=DC_K)
         metrics.update(precision=pr.precision, recall=pr.recall, density=pr.density, coverage=pr.coverage)
         num_classes = len(fnet.label_names)
-        index = {name: i for i, name in enumerate(fnet.label_names)}
+        index = label_index(fnet.label_names)
         real_idx = np.array([index.get(l, -1) for l in real.labels])
         real_shares = im.label_distribution(real_idx[real_idx >= 0], num_classes) if (real_idx >= 0).any() else None
         sample_shares = im.label_distribution(fake_pred, num_classes)
@@ -249,8 +250,8 @@ def _anomaly_aurocs(runner, real, config: dict[str, Any], opts: EvalModelOptions
 
     from genloom.datasets.loading import Batch
 
-    label_index = {name: i for i, name in enumerate(config.get("label_names") or [])}
-    y = torch.tensor([label_index.get(l, 0) if l is not None else 0 for l in real.labels], dtype=torch.long)
+    index = label_index(config.get("label_names") or [])
+    y = torch.tensor([index.get(l, 0) if l is not None else 0 for l in real.labels], dtype=torch.long)
 
     def scores(x):
         out = []
@@ -294,8 +295,8 @@ def _eval_text_model(
     from genloom.datasets.loading import load_split
     from genloom.db.engine import session_scope
     from genloom.evaluation import text_metrics as tm
+    from genloom.jobs.models import load_model
     from genloom.runs import tracked_run
-    from genloom.training.models import load_model
     from genloom.training.options import SampleOptions
 
     if opts.features:

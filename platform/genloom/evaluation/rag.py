@@ -42,15 +42,14 @@ import re
 import statistics
 import string
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from genloom.errors import BadInput
+from genloom.progress import ProgressFn, report as report_progress
 
 CITATION = re.compile(r"\s*\[(\d{1,3})\]")
 SUPPORT_SHARE = 0.8  # the groundedness rule's token coverage
-ProgressFn = Callable[[int, int], None]
 
 
 # --------------------------------------------------------------------------- the official SQuAD v1.1 metrics
@@ -357,8 +356,7 @@ def eval_rag_job(qa_file: Path, opts: EvalRagOptions, *, progress: ProgressFn | 
                 record["repeat"] = repeat
                 batch.append(record)
                 done += 1
-                if progress is not None:
-                    progress(done, total)
+                report_progress(progress, "questions", done, total)
             if len(failures) == len(batch):  # not one question could be asked: a setup problem, not a score
                 raise BadInput(f"no question could be asked: {failures[0]}")
             per_repeat.append(summarise(batch, opts.k))

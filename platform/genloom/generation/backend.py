@@ -16,8 +16,19 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from genloom.errors import BadInput
+from genloom.retrieval.search import SearchHit
 
 EXTRACTIVE = "extractive"
+
+# Generation limits, defined once: GenParams and the call (generation/call.py) check them, and the
+# HTTP bodies (api/schemas.py, api/local_routes.py) declare the same bounds, so a bad value is a 422
+# before any work on every front door.
+DEFAULT_MAX_NEW_TOKENS = 256
+MAX_NEW_TOKENS = 32768
+MAX_TEMPERATURE = 5.0
+OPENAI_MAX_TEMPERATURE = 2.0  # the OpenAI-compatible routes keep OpenAI's documented range
+DEFAULT_K = 5  # sources retrieved per answer
+MAX_K = 100
 
 # Receives text as it is generated (already cut at stop strings).
 OnText = Callable[[str], None]
@@ -27,17 +38,17 @@ OnText = Callable[[str], None]
 class GenParams:
     """Sampling parameters; temperature 0 means greedy decoding."""
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = dataclasses.field(default_factory=list)
 
     def validate(self) -> GenParams:
-        if not 1 <= self.max_new_tokens <= 32768:
-            raise BadInput(f"max_new_tokens must be between 1 and 32768 (got {self.max_new_tokens})")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise BadInput(f"temperature must be between 0 and 5 (got {self.temperature})")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise BadInput(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS} (got {self.max_new_tokens})")
+        if not 0.0 <= self.temperature <= MAX_TEMPERATURE:
+            raise BadInput(f"temperature must be between 0 and {MAX_TEMPERATURE:g} (got {self.temperature})")
         if not 0.0 < self.top_p <= 1.0:
             raise BadInput(f"top_p must be in (0, 1] (got {self.top_p})")
         if any(not s for s in self.stop):
@@ -48,28 +59,15 @@ class GenParams:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class Source:
+@dataclasses.dataclass(kw_only=True)
+class Source(SearchHit):
     """A retrieved chunk as numbered in the prompt: n is the `[n]` the answer cites."""
 
     n: int
-    chunk_id: int
-    document_id: int
-    doc_id: str
-    title: str | None
-    text: str
-    score: float | None = None
-    bm25_rank: int | None = None
-    bm25_score: float | None = None
-    vector_rank: int | None = None
-    vector_score: float | None = None
-    metadata: dict | None = None  # the chunk's location (page, heading, offsets) and document metadata
 
-    @property
-    def location(self) -> str:
-        from genloom.retrieval.locations import format_location
-
-        return format_location(self.title, self.doc_id, self.metadata)
+    @classmethod
+    def numbered(cls, hit: SearchHit, n: int) -> Source:
+        return cls(n=n, **{f.name: getattr(hit, f.name) for f in dataclasses.fields(SearchHit)})
 
 
 @dataclasses.dataclass

@@ -32,13 +32,12 @@ from sqlalchemy.orm import Session
 from genloom.crypto import seal, unseal
 from genloom.db.models import ChatSession, Generation, GenerationSource, Prompt
 from genloom.errors import BadInput, NotFound
-from genloom.generation.backend import Backend, GenOutput, GenParams, OnText, Source
+from genloom.generation.backend import MAX_K, Backend, GenOutput, GenParams, OnText, Source
 from genloom.generation.context import AssembledPrompt, Turn, assemble
 from genloom.generation.resolve import load_backend
 from genloom.pii import log_mode, record_findings, redact
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
-MAX_K = 100
 
 
 @dataclasses.dataclass
@@ -125,23 +124,6 @@ def session_history(session: Session, session_id: int) -> tuple[list[Turn], int 
     return turns, (rows[-1].id if rows else None)
 
 
-def _to_source(hit, n: int) -> Source:
-    return Source(
-        n=n,
-        chunk_id=hit.chunk_id,
-        document_id=hit.document_id,
-        doc_id=hit.doc_id,
-        title=hit.title,
-        text=hit.text,
-        score=hit.score,
-        bm25_rank=hit.bm25_rank,
-        bm25_score=hit.bm25_score,
-        vector_rank=hit.vector_rank,
-        vector_score=hit.vector_score,
-        metadata=hit.metadata,
-    )
-
-
 def prepare(session: Session, request: CallRequest) -> PreparedCall:
     """Validate, retrieve, assemble, and insert the call's rows (flushed, not committed)."""
     started = time.perf_counter()
@@ -165,14 +147,12 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
             history = stored
 
     template = None
-    collection_id = None
-    collection_pii = None
+    collection = None
     if request.collection is not None:
         from genloom.generation.templates import get_template
         from genloom.retrieval.collections import get_collection
 
-        collection_id = get_collection(session, request.collection).id
-        collection_pii = session.scalar(sa.text("SELECT pii_mode FROM collections WHERE id = :c"), {"c": collection_id})
+        collection = get_collection(session, request.collection)
         template = get_template(session, request.template)
     elif request.template is not None:
         raise BadInput("a template needs retrieval: give a collection (templates render {sources})")
@@ -182,13 +162,13 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
     candidates = None
     retrieval_ms = 0.0
     rerank_ms = None
-    if request.collection is not None:
+    if collection is not None:  # request.collection was given (and found)
         from genloom.retrieval.rerank import search_reranked
 
         hits, timing = search_reranked(
             session,
             question,
-            collection=request.collection,
+            collection=collection,
             k=request.k,
             mode=request.mode,
             where=request.where,
@@ -198,7 +178,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
             use_default=not request.no_rerank,
         )
         retrieval_ms, rerank_ms = timing["search_ms"], timing["rerank_ms"]
-        candidates = [_to_source(hit, i + 1) for i, hit in enumerate(hits)]
+        candidates = [Source.numbered(hit, i + 1) for i, hit in enumerate(hits)]
     elif backend.name == "extractive":
         raise BadInput(
             "the extractive backend answers from retrieved sources: give a collection, or a model that generates"
@@ -214,13 +194,13 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
         system=request.system,
     )
 
-    pii_mode = log_mode(collection_pii)
+    pii_mode = log_mode(collection.pii_mode if collection is not None else None)
     logged_question, question_pii = redact(question, pii_mode)
     logged_prompt, prompt_pii = redact(assembled.prompt, pii_mode)
     if chat is None:
         chat = ChatSession(
             user_id=request.user,
-            collection_id=collection_id,
+            collection_id=collection.id if collection is not None else None,
             title=seal((logged_question or "")[:120], "sessions.title"),
         )
         session.add(chat)

@@ -34,12 +34,11 @@ KEY_ENV = "GENLOOM_API_KEY"  # the key `genloom mcp` (stdio) acts with
 
 
 def _authenticate(key: str | None, tool: str) -> Principal:
-    from genloom.api.engine import api_engine
     from genloom.db.engine import session_scope
     from genloom.keys import authenticate, role_refusal
 
     needed = ROLES[tool]
-    with session_scope(api_engine()) as s:
+    with session_scope(purpose="api") as s:
         principal = authenticate(s, key)
         refused = role_refusal(
             s,
@@ -115,13 +114,12 @@ def build_server(stdio_key: str | None = None):
     ) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             from genloom.api import request_limits
-            from genloom.api.engine import api_engine
             from genloom.db.engine import session_scope
             from genloom.retrieval.filters import parse_where
             from genloom.retrieval.search import search as run_search
 
             request_limits.check_query(query)
-            with session_scope(api_engine()) as s:
+            with session_scope(purpose="api") as s:
                 hits = run_search(s, query, collection=collection, k=k, mode=mode, where=parse_where(where))
                 return {"query": query, "collection": collection, "hits": [h.to_dict() for h in hits]}
 
@@ -141,7 +139,6 @@ def build_server(stdio_key: str | None = None):
     ) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             from genloom.api import request_limits
-            from genloom.api.engine import api_engine
             from genloom.db.engine import session_scope
             from genloom.generation.backend import GenParams
             from genloom.generation.call import CallRequest, ask as ask_call
@@ -156,7 +153,7 @@ def build_server(stdio_key: str | None = None):
                 k=k,
                 params=GenParams(max_new_tokens=max_new_tokens, temperature=0.0),
             )
-            with session_scope(api_engine()) as s:
+            with session_scope(purpose="api") as s:
                 result = ask_call(s, request)
             if result.status == "error":  # committed: the failure is in the log
                 raise ToolError(f"generation failed: {result.error} (generation {result.generation_id})")
@@ -167,11 +164,10 @@ def build_server(stdio_key: str | None = None):
     @server.tool(description="Every collection with its document and chunk counts and embedding model.")
     async def list_collections(ctx: Context) -> dict[str, Any]:
         def work() -> dict[str, Any]:
-            from genloom.api.engine import api_engine
             from genloom.db.engine import session_scope
             from genloom.retrieval.collections import list_collections as collections
 
-            with session_scope(api_engine()) as s:
+            with session_scope(purpose="api") as s:
                 return {"collections": collections(s)}
 
         return await call(ctx, "list_collections", work)
@@ -181,11 +177,10 @@ def build_server(stdio_key: str | None = None):
     )
     async def get_generation(ctx: Context, generation_id: Annotated[int, Field(ge=1)]) -> dict[str, Any]:
         def work() -> dict[str, Any]:
-            from genloom.api.engine import api_engine
             from genloom.db.engine import session_scope
             from genloom.generation.log import generation_detail
 
-            with session_scope(api_engine()) as s:
+            with session_scope(purpose="api") as s:
                 return generation_detail(s, generation_id)
 
         return await call(ctx, "get_generation", work)
@@ -201,11 +196,10 @@ def build_server(stdio_key: str | None = None):
         user: Optional[str] = None,
     ) -> dict[str, Any]:
         def work() -> dict[str, Any]:
-            from genloom.api.engine import api_engine
             from genloom.db.engine import session_scope
             from genloom.generation.feedback import add_feedback, feedback_json
 
-            with session_scope(api_engine()) as s:
+            with session_scope(purpose="api") as s:
                 row = add_feedback(
                     s, generation_id, score=score, thumbs=thumbs, label=label, comment=comment, user=user
                 )

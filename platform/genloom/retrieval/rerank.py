@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from genloom.db.models import Collection
 from genloom.errors import BadInput
 
 DEFAULT_DEPTH = 50
@@ -129,7 +130,7 @@ def search_reranked(
     session: Session,
     query: str,
     *,
-    collection: str,
+    collection: str | Collection,
     k: int = 10,
     rerank_model: str | None = None,
     rerank_depth: int | None = None,
@@ -141,7 +142,8 @@ def search_reranked(
     from genloom.retrieval.search import search
 
     if rerank_model is None and use_default:
-        rerank_model, default_depth = collection_reranker(session, collection)
+        name = collection if isinstance(collection, str) else collection.name
+        rerank_model, default_depth = collection_reranker(session, name)
         rerank_depth = rerank_depth or default_depth
     depth = rerank_depth or DEFAULT_DEPTH
     started = time.perf_counter()

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from genloom.db.models import Collection
 from genloom.errors import BadInput
 from genloom.retrieval.collections import get_collection
 from genloom.retrieval.embed_models import resolve_search_model
@@ -32,18 +33,21 @@ DEFAULT_B = 0.4
 
 @dataclasses.dataclass
 class SearchHit:
+    """A retrieved chunk: what search returns, and (numbered, as generation.backend.Source) what an
+    answer cites. The one type of a retrieved chunk; the defaults serve chunks built by hand (tests)."""
+
     chunk_id: int
     document_id: int
     doc_id: str  # the document's external id (file path, BEIR _id, JSONL id)
     title: str | None
     text: str
-    score: float  # fused score in hybrid mode, else the branch's own score
-    bm25_rank: int | None
-    bm25_score: float | None
-    vector_rank: int | None
-    vector_score: float | None  # cosine similarity
-    document_version: int
-    metadata: dict[str, Any]  # the document's metadata, updated with the chunk's
+    score: float | None = None  # fused score in hybrid mode, else the branch's own score
+    bm25_rank: int | None = None
+    bm25_score: float | None = None
+    vector_rank: int | None = None
+    vector_score: float | None = None  # cosine similarity
+    document_version: int | None = None
+    metadata: dict[str, Any] | None = None  # the document's metadata, updated with the chunk's
     rerank_score: float | None = None  # set by genloom.retrieval.rerank when a reranker reordered the hits
 
     @property
@@ -75,7 +79,7 @@ def search(
     session: Session,
     query: str,
     *,
-    collection: str,
+    collection: str | Collection,
     k: int = 10,
     mode: str = "hybrid",
     where: dict[str, Any] | None = None,
@@ -123,7 +127,8 @@ def search(
     if not 0.0 <= bm25_weight <= 1.0:
         raise BadInput(f"bm25_weight must be within [0, 1] (got {bm25_weight})")
     where_path = to_jsonpath(where)  # validates before any work
-    coll = get_collection(session, collection)
+    # A caller that already holds the collection (generation.call.prepare) passes it: one lookup.
+    coll = collection if isinstance(collection, Collection) else get_collection(session, collection)
 
     if depth is None:
         depth = max(100, k) * (3 if by_document else 1)
@@ -133,7 +138,7 @@ def search(
     use_vector = mode in ("hybrid", "vector")
     if use_vector and model is None:
         if mode == "vector":
-            raise BadInput(f"collection {collection!r} has no embeddings yet; ingest documents first")
+            raise BadInput(f"collection {coll.name!r} has no embeddings yet; ingest documents first")
         use_vector = False
 
     embedding_text = None

@@ -1,7 +1,8 @@
-"""The architecture interface, and the registry of architectures (`vae`, `gan`, `diffusion`, `transformer`).
+"""The architecture interface (the plug-in contract every network implements).
 
-An architecture is a class in its own module under `genloom/architectures/` whose module
-defines `ARCHITECTURE = TheClass`. The framework (`training/trainer.py`) owns everything
+An architecture is a class in its own module under `genloom/architectures/`, listed in the
+table of genloom.jobs.registry. The data it trains on arrives as a `DataSource`
+(genloom.datasets.source). The framework (`training/trainer.py`) owns everything
 that is the same for every network: the `runs` row, seeding, device choice, streaming
 the dataset version from Postgres, LR warmup + cosine, gradient clipping and DDP gradient
 sync (through `ctx.backward_step`), bf16 autocast on GPU (`ctx.autocast()`), the Rich
@@ -61,27 +62,14 @@ Inference (`load` returns an object with the methods below; often the same class
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from genloom.datasets.source import DataSource
 from genloom.errors import BadInput
 from genloom.training.options import SampleOptions, TrainOptions
 
-# name → module defining ARCHITECTURE. Imported lazily: `genloom --help` never loads torch.
-REGISTRY: dict[str, str] = {
-    "vae": "genloom.architectures.vae",
-    "gan": "genloom.architectures.gan",
-    "diffusion": "genloom.architectures.diffusion",
-    "transformer": "genloom.architectures.transformer",
-}
-
-
-def get_architecture(name: str) -> type[Architecture]:
-    module_name = REGISTRY.get(name)
-    if module_name is None:
-        raise BadInput(f"unknown architecture {name!r}: choose one of {', '.join(REGISTRY)}")
-    return importlib.import_module(module_name).ARCHITECTURE
+__all__ = ["Architecture", "DataSource", "NoHyperparams", "Samples"]
 
 
 @dataclasses.dataclass
@@ -100,86 +88,6 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self.texts) if self.texts is not None else int(self.images.shape[0])
-
-
-class DataSource:
-    """The input version as the framework streams it (given to train_batches and evaluate)."""
-
-    def __init__(
-        self,
-        info,
-        *,
-        batch_size: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start_epoch: int = 0,
-        label_index: dict[str, int] | None = None,
-    ):
-        self.info = info  # genloom.datasets.versions.DataInfo
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = start_epoch  # advanced by train_stream; saved in checkpoints
-        self.label_index = label_index if label_index is not None else info.label_index()
-
-    def stream(
-        self,
-        split: str,
-        *,
-        batch_size: int | None = None,
-        shuffle: bool = False,
-        epoch: int = 0,
-        shard: bool = False,
-        drop_last: bool = False,
-    ) -> Iterator:
-        """One pass over a split in batches (streamed from Postgres)."""
-        from genloom.datasets.loading import stream_batches
-
-        return stream_batches(
-            self.info.version_id,
-            split,
-            batch_size or self.batch_size,
-            shuffle=shuffle,
-            seed=self.seed,
-            epoch=epoch,
-            rank=self.rank if shard else 0,
-            world_size=self.world_size if shard else 1,
-            drop_last=drop_last,
-            label_index=self.label_index,
-        )
-
-    def train_stream(self, prefetch: int = 2) -> Iterator:
-        """Endless shuffled train batches: a new seeded order per epoch, this rank's shard.
-
-        A background thread reads `prefetch` batches ahead (psycopg releases the GIL while it
-        waits on the server), so fetching from Postgres overlaps the training step."""
-        from genloom.datasets.prefetch import prefetched
-
-        return prefetched(self._epochs(), prefetch) if prefetch else self._epochs()
-
-    def _epochs(self) -> Iterator:
-        while True:
-            produced = 0
-            for batch in self.stream(
-                "train",
-                shuffle=True,
-                epoch=self.epoch,
-                shard=True,
-                drop_last=self.info.split_counts.get("train", 0) >= self.batch_size * self.world_size,
-            ):
-                produced += 1
-                yield batch
-            if produced == 0:
-                raise BadInput(f"the train split of {self.info.ref} is empty")
-            self.epoch += 1
-
-    def load(self, split: str, *, limit: int | None = None):
-        """A whole split as one Batch (small splits: validation, sampling references)."""
-        from genloom.datasets.loading import load_split
-
-        return load_split(self.info.version_id, split, label_index=self.label_index, limit=limit)
 
 
 class Architecture:

@@ -1,6 +1,8 @@
-"""The training job: one `runs` row from start to registered model, for every architecture.
+"""The training framework's loop: one `runs` row from start to registered model, for every architecture.
 
-    result = train("vae", TrainOptions(dataset="digits", steps=200))
+    result = genloom.jobs.train.train("vae", TrainOptions(dataset="digits", steps=200))
+
+(the job resolves the architecture and the data, then runs `Trainer(...).run()`).
 
 What happens, in order:
 1. The dataset version is resolved and described; the architecture refuses what it cannot
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import threading
 import time
@@ -34,7 +37,7 @@ from typing import Any
 
 from genloom.errors import BadInput
 from genloom.progress import ProgressFn
-from genloom.runs import raise_interrupt
+from genloom.runs import stop_on_sigterm
 from genloom.training.checkpoints import (
     CheckpointWriter,
     find_resumable,
@@ -90,31 +93,14 @@ def _plan(arch_cls, opts: TrainOptions, info, world_size: int, hp) -> None:
     opts.log_every = opts.log_every or max(1, opts.steps // 100)
 
 
-def prepare(arch_name: str, opts: TrainOptions):
-    """Resolve the data and check every option; returns (arch class, DataInfo, Hyperparams). Writes nothing."""
-    from genloom.datasets.versions import describe_version, resolve_version
-    from genloom.db.engine import session_scope
-    from genloom.training.architecture import get_architecture
-    from genloom.training.options import fill_dataclass, split_set
-
-    arch_cls = get_architecture(arch_name)
-    arch_keys = split_set({k: str(v) for k, v in opts.hparams.items()}, opts)
-    hp = fill_dataclass(arch_cls.Hyperparams, arch_keys, what=f"architecture {arch_name}")
-    with session_scope() as s:
-        version = resolve_version(s, opts.dataset)
-        info = describe_version(s, version)
-    if info.split_counts.get("train", 0) == 0:
-        raise BadInput(f"the train split of {info.ref} is empty: nothing to train on")
-    arch_cls.check_train_options(opts, info)
-    return arch_cls, info, hp
-
-
 class Trainer:
-    """One training job: `Trainer("vae", opts).run()` (what `train()` does)."""
+    """One training job: `Trainer(arch_cls, info, hp, opts).run()` (what genloom.jobs.train.train does)."""
 
     def __init__(
         self,
-        arch_name: str,
+        arch_cls,
+        info,
+        hp,
         opts: TrainOptions,
         *,
         progress: ProgressFn | None = None,
@@ -126,10 +112,12 @@ class Trainer:
         from genloom.refs import parse_ref
 
         self.torch = torch
+        arch_name = arch_cls.name
         self.arch_name, self.opts = arch_name, opts
         self.callbacks = list(callbacks)
         self.rank, self.world_size, local_rank = dist_env()
-        self.arch_cls, self.info, self.hp = prepare(arch_name, opts)
+        # What genloom.jobs.train.prepare resolved: the architecture, its data (DataInfo) and hyperparameters.
+        self.arch_cls, self.info, self.hp = arch_cls, info, hp
         self.device = indexed_device(resolve_device(opts.device), local_rank)
         if self.device.startswith("cuda"):
             torch.cuda.set_device(self.device)
@@ -173,32 +161,29 @@ class Trainer:
         with self._tracked(resume_from) as run:
             self.run_id, self.resumed_from = broadcast((run.id if run else None, resume_from), self.world_size)
             self.started = time.perf_counter()
-            # SIGTERM stops like Ctrl-C, and the run's error names it (genloom.runs.raise_interrupt).
-            previous_sigterm = signal.signal(signal.SIGTERM, raise_interrupt) if threading_main() else None
-            self.writer = CheckpointWriter(self.run_id) if self.rank == 0 else None
-            if self.writer is not None:
-                self.writer.saved_step = self.resumed_from
-            try:
-                self.build()
-                if self.resumed_from is not None:
-                    self.resume(self.resumed_from)
-                self._train()
-                final, kept_step = self.final_evaluation()
-                return broadcast(self.register(run, final, kept_step) if run is not None else None, self.world_size)
-            except BaseException as exc:
-                finish_writing(self.writer)  # the checkpoint in flight is what --resume continues from
-                if run is not None and isinstance(exc, KeyboardInterrupt):
-                    saved = self.writer.saved_step if self.writer is not None else None
-                    run.committed = lambda: {"checkpoint at step": saved} if saved else {}
-                    run.resume_hint = (
-                        f"continue with --resume (stopped at step {self.step_no})"
-                        if saved
-                        else "no checkpoint to resume from"
-                    )
-                raise
-            finally:
-                if previous_sigterm is not None:
-                    signal.signal(signal.SIGTERM, previous_sigterm)
+            # SIGTERM stops like Ctrl-C, and the run's error names it (genloom.runs.stop_on_sigterm).
+            with stop_on_sigterm():
+                self.writer = CheckpointWriter(self.run_id) if self.rank == 0 else None
+                if self.writer is not None:
+                    self.writer.saved_step = self.resumed_from
+                try:
+                    self.build()
+                    if self.resumed_from is not None:
+                        self.resume(self.resumed_from)
+                    self._train()
+                    final, kept_step = self.final_evaluation()
+                    return broadcast(self.register(run, final, kept_step) if run is not None else None, self.world_size)
+                except BaseException as exc:
+                    finish_writing(self.writer)  # the checkpoint in flight is what --resume continues from
+                    if run is not None and isinstance(exc, KeyboardInterrupt):
+                        saved = self.writer.saved_step if self.writer is not None else None
+                        run.committed = lambda: {"checkpoint at step": saved} if saved else {}
+                        run.resume_hint = (
+                            f"continue with --resume (stopped at step {self.step_no})"
+                            if saved
+                            else "no checkpoint to resume from"
+                        )
+                    raise
 
     def _tracked(self, resume_from: int | None):
         """Rank 0: the run row (new, or the interrupted one reopened at its checkpoint). Other ranks: nothing."""
@@ -225,7 +210,7 @@ class Trainer:
 
     def build(self) -> None:
         """The architecture (networks, optimisers), LR schedules and the data source, seeded alike on every rank."""
-        from genloom.training.architecture import DataSource
+        from genloom.datasets.source import DataSource
         from genloom.training.schedules import make_scheduler
 
         torch, opts = self.torch, self.opts
@@ -476,21 +461,6 @@ class Trainer:
             stopped_early=self.stopped_early,
             kept_step=kept_step,
         )
-
-
-def train(
-    arch_name: str,
-    opts: TrainOptions,
-    *,
-    progress: ProgressFn | None = None,
-    callbacks: Iterable[Callable[[int, dict[str, float]], None]] = (),
-) -> TrainResult:
-    """Train `arch_name` on `opts.dataset` and register the model (see the module docstring)."""
-    return Trainer(arch_name, opts, progress=progress, callbacks=callbacks).run()
-
-
-def threading_main() -> bool:
-    return threading.current_thread() is threading.main_thread()
 
 
 def _oom(batch_size: int, device: str) -> BadInput:

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import UploadFile  # what request.form() returns (fastapi's is a subclass)
 
-from genloom.api.engine import DB
+from genloom.api.session import DB
 from genloom.errors import BadInput, NotFound
 from genloom.ui import session as ui_session
 from genloom.ui.charts import line_chart
@@ -110,7 +110,6 @@ def _safe_next(target: str) -> str:
 def login(request: Request, key: Annotated[str, Form()], csrf: Annotated[str, Form()] = "", next: str = "/ui/ask"):
     import hmac
 
-    from genloom.api.engine import api_engine
     from genloom.db.engine import session_scope
     from genloom.errors import Forbidden, Unauthorized
     from genloom.keys import authenticate, issue_session
@@ -119,13 +118,13 @@ def login(request: Request, key: Annotated[str, Form()], csrf: Annotated[str, Fo
     if not expected or not hmac.compare_digest(csrf, expected):
         raise Forbidden("missing or wrong CSRF token: reload the login page and try again")
     try:
-        with session_scope(api_engine()) as s:
+        with session_scope(purpose="api") as s:
             principal = authenticate(s, key)
             token = issue_session(s, principal)
     except Unauthorized as exc:
         from genloom import audit
 
-        with session_scope(api_engine()) as s:
+        with session_scope(purpose="api") as s:
             audit.record(s, "auth.failure", "POST /ui/login", outcome="refused", detail={"reason": str(exc)})
         fresh = ui_session.new_login_token()
         response = page(

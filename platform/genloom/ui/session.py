@@ -41,12 +41,11 @@ def new_login_token() -> str:
 def _principal(token: str | None, method: str, path: str, needed: str):
     """Authenticate the cookie and authorise the route in one short transaction; refusals are audited."""
     from genloom import audit
-    from genloom.api.engine import api_engine
     from genloom.db.engine import session_scope
     from genloom.keys import authenticate_session, role_refusal
 
     refused: GenloomError | None = None
-    with session_scope(api_engine()) as s:
+    with session_scope(purpose="api") as s:
         try:
             principal = authenticate_session(s, token)
         except Unauthorized as exc:

@@ -14,7 +14,7 @@ from genloom.registry import load_checkpoint, resolve_model
 
 def load_model(session: Session, ref: str, device: str):
     """(Model row, architecture class, inference object) for MODEL[@V]."""
-    from genloom.training.architecture import get_architecture
+    from genloom.jobs.registry import get_architecture
 
     row = resolve_model(session, ref)
     arch_cls = get_architecture(row.architecture)

@@ -65,11 +65,11 @@ def sample_job(
     from genloom.db.engine import session_scope
     from genloom.db.models import DatasetVersion
     from genloom.devices import resolve_device
+    from genloom.jobs.models import load_model
     from genloom.refs import format_ref, parse_ref
     from genloom.runs import tracked_run
     from genloom.training.architecture import Samples
     from genloom.training.images import save_grid
-    from genloom.training.models import load_model
 
     if opts.n < 1:
         raise BadInput(f"--n must be at least 1 (got {opts.n})")

@@ -23,13 +23,13 @@ def score_job(
     device: str = "auto",
 ) -> dict[str, Any]:
     from genloom.datasets.loading import stream_batches
-    from genloom.datasets.versions import describe_version, resolve_version
+    from genloom.datasets.versions import describe_version, label_index, resolve_version
     from genloom.db.engine import session_scope
     from genloom.db.models import Metric
     from genloom.devices import resolve_device
+    from genloom.jobs.models import load_model
     from genloom.refs import format_ref
     from genloom.runs import tracked_run
-    from genloom.training.models import load_model
 
     if top < 0:
         raise BadInput(f"--top must be zero or more (got {top})")
@@ -47,7 +47,7 @@ def score_job(
         raise BadInput(f"{info.ref} holds {shape} items but {format_ref(row.name, row.version)} was trained on {want}")
     splits = [split] if split else ["train", "val", "test"]
     metric = getattr(runner, "score_name", "anomaly_score")
-    label_index = {name: i for i, name in enumerate(config.get("label_names", []))}
+    labels = label_index(config.get("label_names", []))
     ref = format_ref(row.name, row.version)
     with tracked_run(
         "score",
@@ -58,7 +58,7 @@ def score_job(
     ) as run:
         results: list[tuple[int, str | None, str, float]] = []
         for sp in splits:
-            for batch in stream_batches(info.version_id, sp, batch_size, label_index=label_index):
+            for batch in stream_batches(info.version_id, sp, batch_size, label_index=labels):
                 values = runner.score(batch).tolist()
                 results.extend(zip(batch.item_ids, batch.labels, [sp] * len(batch), values))
         if not results:
