@@ -31,6 +31,6 @@ def test_every_genloom_variable_the_library_reads_is_listed():
         for path in (REPO_ROOT / root).rglob("*.py"):
             read |= set(re.findall(r"\b(GENLOOM_[A-Z][A-Z0-9_]*[A-Z0-9])\b", path.read_text(encoding="utf-8")))
     assert not read - listed, f"read but not in genloom.config.SETTINGS: {sorted(read - listed)}"
-    assert not (listed - {"DATABASE_URL"}) - read, (
-        f"listed but never read: {sorted((listed - {'DATABASE_URL'}) - read)}"
-    )
+    # DATABASE_URL and DATABASE_READ_URL are read under their standard names, outside the GENLOOM_ scan.
+    unscanned = {"DATABASE_URL", "DATABASE_READ_URL"}
+    assert not (listed - unscanned) - read, f"listed but never read: {sorted((listed - unscanned) - read)}"

@@ -25,16 +25,19 @@ ALLOWED: dict[str, tuple[int, str]] = {
     "platform/genloom/analytics/retention.py": (4, NOT_YET_MOVED + ": the retention deletes"),
     "platform/genloom/analytics/sql.py": (2, "genloom sql checks the role it really logged in as, on its own login"),
     "platform/genloom/analytics/summary.py": (4, NOT_YET_MOVED),
-    "platform/genloom/audit.py": (2, NOT_YET_MOVED + " (models.AuditLog exists now)"),
+    "platform/genloom/audit.py": (3, NOT_YET_MOVED + " (models.AuditLog exists now; + the hash-chain verify query)"),
     "platform/genloom/crypto.py": (2, NOT_YET_MOVED),
     "platform/genloom/datasets/export.py": (1, "reads the documented dataset_items() query (datasets/items.py)"),
     "platform/genloom/datasets/importers.py": (4, NOT_YET_MOVED),
-    "platform/genloom/datasets/versions.py": (6, NOT_YET_MOVED),
+    "platform/genloom/datasets/retrieval_pairs.py": (3, NOT_YET_MOVED + ": qrels/feedback pairs (issue 27)"),
+    "platform/genloom/datasets/versions.py": (8, NOT_YET_MOVED + " (+2 for the UI's version pages)"),
     "platform/genloom/dedup/collection.py": (2, NOT_YET_MOVED),
     "platform/genloom/dedup/job.py": (1, "reads the documented dataset_items() query (datasets/items.py)"),
     "platform/genloom/dedup/semantic.py": (9, NOT_YET_MOVED + ": pgvector neighbour queries"),
-    "platform/genloom/keys.py": (4, NOT_YET_MOVED + " (models.ApiKey exists now)"),
+    "platform/genloom/generation/log.py": (4, NOT_YET_MOVED + ": the UI's generation browser (issue 26)"),
+    "platform/genloom/keys.py": (5, NOT_YET_MOVED + " (models.ApiKey exists now; + UI sessions)"),
     "platform/genloom/pii.py": (1, NOT_YET_MOVED + " (models.PiiFinding exists now)"),
+    "platform/genloom/registry.py": (1, NOT_YET_MOVED + ": the UI's model list (issue 26)"),
 }
 
 
