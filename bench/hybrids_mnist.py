@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--guide-steps", type=int, default=25, help="DDIM steps in the guidance comparison")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mnist", type=Path, default=MNIST, help="folder of the four MNIST IDX files")
+    p.add_argument("--limit", type=int, help="only the first N train and N test images (dataset mnist-N)")
     a = p.parse_args()
     os.environ.setdefault("GENLOOM_HOME", str(Path("/tmp") / f"genloom-bench-hybrids-{os.getuid()}"))
 
@@ -61,11 +62,19 @@ def main() -> None:
     from genloom.datasets.importers import import_mnist
 
     torch.set_num_threads(a.threads)
-    import_mnist(a.mnist, "mnist")
+    a.dataset = f"mnist-{a.limit}" if a.limit else "mnist"
+    import_mnist(a.mnist, a.dataset, limit=a.limit)
     bench = Bench(a)
-    parts = ("vae-gan", "latent", "clip", "guidance") if a.part == "all" else (a.part,)
+    parts = ("vae-gan", "clip", "latent", "guidance") if a.part == "all" else (a.part,)
     for part in parts:
-        {"vae-gan": bench.vae_gan, "latent": bench.latent, "clip": bench.clip, "guidance": bench.guidance}[part]()
+        run = {"vae-gan": bench.vae_gan, "latent": bench.latent, "clip": bench.clip, "guidance": bench.guidance}[part]
+        try:
+            run()
+        except Exception as exc:  # one failed comparison must not lose the others: record it and go on
+            import traceback
+
+            traceback.print_exc()
+            bench.write(f"{part.replace('-', '_')}_error", {"part": part, "error": f"{type(exc).__name__}: {exc}"})
 
 
 class Bench:
@@ -86,7 +95,7 @@ class Bench:
         result = train(
             arch,
             TrainOptions(
-                dataset="mnist",
+                dataset=self.a.dataset,
                 steps=1_000_000,  # the time budget ends every run
                 name=name,
                 device="cpu",
@@ -115,7 +124,7 @@ class Bench:
     def fid(self, model: str) -> dict:
         from genloom.evaluation.jobs import EvalModelOptions, eval_model_job
 
-        r = eval_model_job(model, "mnist", EvalModelOptions(split="test", n=self.a.fid_n, device="cpu"))
+        r = eval_model_job(model, self.a.dataset, EvalModelOptions(split="test", n=self.a.fid_n, device="cpu"))
         return {
             k: round(v, 4)
             for k, v in r["metrics"].items()
@@ -128,7 +137,7 @@ class Bench:
         from genloom.evaluation.jobs import EvalModelOptions, _feature_network
 
         with session_scope() as s:
-            info = describe_version(s, resolve_version(s, "mnist"))
+            info = describe_version(s, resolve_version(s, self.a.dataset))
         return _feature_network(info, EvalModelOptions(device="cpu"), "cpu")
 
     def runner(self, ref: str):
@@ -159,6 +168,7 @@ class Bench:
 
         data = {
             "command": " ".join(sys.argv),
+            "dataset": self.a.dataset,
             "budget_s_per_model": self.a.budget,
             "torch_threads": self.a.threads,
             **data,
@@ -239,7 +249,7 @@ class Bench:
         from genloom.evaluation.jobs import eval_clip_job
 
         clip = self.fit("clip", "bench-hyb-clip", {})
-        result = eval_clip_job(clip["model"], "mnist", split="test", device="cpu")
+        result = eval_clip_job(clip["model"], self.a.dataset, split="test", device="cpu")
         t2i = result["metrics"]["text_to_image_top1"]
         self.write(
             "clip",
