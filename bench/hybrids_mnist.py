@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mnist", type=Path, default=MNIST, help="folder of the four MNIST IDX files")
     p.add_argument("--limit", type=int, help="only the first N train and N test images (dataset mnist-N)")
+    p.add_argument("--reuse", action="store_true", help="use the latest registered model of each name if there is one")
     a = p.parse_args()
     os.environ.setdefault("GENLOOM_HOME", str(Path("/tmp") / f"genloom-bench-hybrids-{os.getuid()}"))
 
@@ -91,6 +92,9 @@ class Bench:
 
         if name in self.models:
             return self.models[name]
+        if self.a.reuse and (reused := self.registered(name)) is not None:
+            self.models[name] = reused
+            return reused
         started = time.perf_counter()
         result = train(
             arch,
@@ -120,6 +124,24 @@ class Bench:
             "metrics": {k: round(v, 4) for k, v in result.metrics.items() if not k.startswith(("lr", "steps_per"))},
         }
         return self.models[name]
+
+    def registered(self, name: str) -> dict | None:
+        """The latest registered NAME with its training run's steps and seconds (for --reuse)."""
+        from genloom.db.engine import session_scope
+        from genloom.errors import NotFound
+        from genloom.training.models import show_model
+
+        with session_scope() as s:
+            try:
+                shown = show_model(s, name)
+            except NotFound:
+                return None
+        return {
+            "model": shown["model"],
+            "reused": True,
+            "steps": shown["metadata"].get("steps"),
+            "metrics": {k: round(v, 4) for k, v in shown["metrics"].items()},
+        }
 
     def fid(self, model: str) -> dict:
         from genloom.evaluation.jobs import EvalModelOptions, eval_model_job
@@ -274,13 +296,14 @@ class Bench:
             hits = total = 0
             started = time.perf_counter()
             for digit, word in enumerate(DIGITS):
-                kw = {"guide": f"clip:{clip['model']}", "guide_scale": scale} if scale else {}
+                # unguided: no prompt at all (an unconditional model refuses one without --guide)
+                kw = {"guide": f"clip:{clip['model']}", "guide_scale": scale, "prompt": f"a handwritten {word}"}
+                kw = kw if scale else {}
                 images = self.sample(
                     uncond["model"],
                     n=self.a.guide_n,
                     seed=digit,
                     steps=self.a.guide_steps,
-                    prompt=f"a handwritten {word}",
                     **kw,
                 )
                 pred = torch.as_tensor(fnet.apply(images.images)[1])
