@@ -9,19 +9,11 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 import torch
-
 from conftest import own_database
+from test_train import one_thread  # noqa: F401  (autouse: one intra-op thread for tiny networks)
 
 TINY_AE = ["--set", "channels=8", "--set", "latent_dim=16", "--batch-size", "64"]
 TINY_LDM = ["--set", "base_channels=8", "--set", "channel_mults=1,2", "--batch-size", "64"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -249,6 +249,27 @@ def _mults(text: str) -> tuple[int, ...]:
     return mults
 
 
+def diffusion_config(hp, **fields) -> DiffusionConfig:
+    """A DiffusionConfig from --set hyperparameters (DiffusionHyperparams or alike) and the data's fields."""
+    if hp.schedule not in ("linear", "cosine"):
+        raise BadInput(f"--set schedule={hp.schedule}: use linear or cosine")
+    if not 0.0 <= hp.cond_drop_prob < 1.0:
+        raise BadInput(f"--set cond_drop_prob={hp.cond_drop_prob}: must be in [0, 1)")
+    return DiffusionConfig(
+        schedule=hp.schedule,
+        timesteps=hp.timesteps,
+        base_channels=hp.base_channels,
+        channel_mults=_mults(hp.channel_mults),
+        num_res_blocks=hp.num_res_blocks,
+        attention=hp.attention,
+        dropout=hp.dropout,
+        scale_shift=hp.scale_shift,
+        cond_drop_prob=hp.cond_drop_prob,
+        ema_decay=hp.ema_decay,
+        **fields,
+    )
+
+
 class DiffusionArchitecture(Architecture):
     name = "diffusion"
     modalities = ("image",)
@@ -268,45 +289,40 @@ class DiffusionArchitecture(Architecture):
             raise BadInput(
                 f"--text-conditional needs labelled items (captions are made from labels), but {data.ref} has none"
             )
-        if hp.schedule not in ("linear", "cosine"):
-            raise BadInput(f"--set schedule={hp.schedule}: use linear or cosine")
-        if not 0.0 <= hp.cond_drop_prob < 1.0:
-            raise BadInput(f"--set cond_drop_prob={hp.cond_drop_prob}: must be in [0, 1)")
         c, h, w = data.shape
         if h != w:
             raise BadInput(
                 f"diffusion needs square images, but {data.ref} holds {h}×{w}: re-import with --resize {h} {h}"
             )
         conditioning = "text" if opts.text_conditional else "class" if opts.conditional else "none"
-        self.config = DiffusionConfig(
-            image_size=h,
-            image_channels=c,
-            schedule=hp.schedule,
-            timesteps=hp.timesteps,
-            base_channels=hp.base_channels,
-            channel_mults=_mults(hp.channel_mults),
-            num_res_blocks=hp.num_res_blocks,
-            attention=hp.attention,
-            dropout=hp.dropout,
-            scale_shift=hp.scale_shift,
-            conditioning=conditioning,
-            num_classes=data.num_classes if conditioning == "class" else 0,
-            class_names=tuple(data.label_names),
-            cond_drop_prob=hp.cond_drop_prob,
-            ema_decay=hp.ema_decay,
+        self.build(
+            diffusion_config(
+                hp,
+                image_size=h,
+                image_channels=c,
+                conditioning=conditioning,
+                num_classes=data.num_classes if conditioning == "class" else 0,
+                class_names=tuple(data.label_names),
+            )
         )
-        self.net = Diffusion(self.config).to(ctx.device)
+
+    def build(self, config: DiffusionConfig) -> None:
+        """The ε-network for `config`, its caption table (text conditioning), EMA and optimiser."""
+        ctx = self.ctx
+        self.config = config
+        self.net = Diffusion(config).to(ctx.device)
         self.captions = None
-        if conditioning == "text":
+        if config.conditioning == "text":
             from genloom.architectures.captions import caption_embeddings
 
             # (labels, phrasings, 384): every phrasing of every label, embedded once with MiniLM
-            self.captions = caption_embeddings(list(data.label_names)).to(ctx.device)
+            captions = caption_embeddings(list(config.class_names)).to(ctx.device)
+            self.captions = captions
             with torch.no_grad():
-                self.net.unet.text_center.copy_(self.captions.mean(dim=(0, 1)))
+                self.net.unet.text_center.copy_(captions.mean(dim=(0, 1)))  # type: ignore[operator]
         self.model = ctx.ddp(ctx.maybe_compile(self.net))
-        self.ema = EMA(self.net, hp.ema_decay)
-        self.opt = adamw(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay, device=ctx.device)
+        self.ema = EMA(self.net, self.hp.ema_decay)
+        self.opt = adamw(self.net.parameters(), lr=self.opts.lr, weight_decay=self.hp.weight_decay, device=ctx.device)
 
     def modules(self):
         return {"net": self.net, "ema": self.ema.shadow}

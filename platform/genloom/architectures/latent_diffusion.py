@@ -26,34 +26,25 @@ from typing import Any
 import torch
 
 from genloom.architectures.diffusion import (
-    DEFAULT_TIMESTEPS,
     Diffusion,
     DiffusionArchitecture,
     DiffusionConfig,
+    DiffusionHyperparams,
     DiffusionSampler,
-    _mults,
+    diffusion_config,
 )
 from genloom.errors import BadInput
-from genloom.training.ema import EMA
-from genloom.training.optim import adamw
 
 AUTOENCODERS = ("vae", "vae-gan")
 
 
 @dataclasses.dataclass
-class LatentDiffusionHyperparams:
-    latent_size: int = 0  # side s of the s×s latent; 0: from the autoencoder (latent_dim = s²)
-    schedule: str = "linear"
-    timesteps: int = DEFAULT_TIMESTEPS
-    base_channels: int = 32
+class LatentDiffusionHyperparams(DiffusionHyperparams):
+    """The pixel model's --set keys, with defaults for 4×4 latents, plus the latent ones."""
+
     channel_mults: str = "1,2"  # 4×4 → 2×2
-    num_res_blocks: int = 1
     attention: bool = False
-    dropout: float = 0.0
-    cond_drop_prob: float = 0.1
-    ema_decay: float = 0.999
-    weight_decay: float = 0.0
-    eval_items: int = 512
+    latent_size: int = 0  # side s of the s×s latent; 0: from the autoencoder (latent_dim = s²)
     scale_items: int = 2048  # train images whose latents set the scale factor
 
 
@@ -90,7 +81,7 @@ def latent_side(latent_dim: int, ref: str, wanted: int = 0) -> int:
 
 class LatentDiffusion(DiffusionArchitecture):
     name = "latent-diffusion"
-    Hyperparams = LatentDiffusionHyperparams  # type: ignore[assignment]  # its own --set keys
+    Hyperparams = LatentDiffusionHyperparams  # its own --set keys (a subclass of the pixel model's)
     train_options = frozenset({"text_conditional", "autoencoder", "compile"})
     sample_options = frozenset({"steps", "sampler", "eta", "guidance", "prompt", "label", "guide", "guide_scale"})
 
@@ -118,36 +109,17 @@ class LatentDiffusion(DiffusionArchitecture):
                 f"autoencoder {self.autoencoder_ref['model']} is class-conditional: use an unconditional one"
             )
         side = latent_side(self.autoencoder.net.hp.latent_dim, self.autoencoder_ref["model"], hp.latent_size)
-        conditioning = "text" if opts.text_conditional else "none"
-        self.config = DiffusionConfig(
-            image_size=side,
-            image_channels=1,
-            schedule=hp.schedule,
-            timesteps=hp.timesteps,
-            base_channels=hp.base_channels,
-            channel_mults=_mults(hp.channel_mults),
-            num_res_blocks=hp.num_res_blocks,
-            attention=hp.attention,
-            dropout=hp.dropout,
-            conditioning=conditioning,
-            class_names=tuple(data.label_names),
-            cond_drop_prob=hp.cond_drop_prob,
-            ema_decay=hp.ema_decay,
-            clip_sample=False,
+        self.build(
+            diffusion_config(
+                hp,
+                image_size=side,
+                image_channels=1,
+                conditioning="text" if opts.text_conditional else "none",
+                class_names=tuple(data.label_names),
+                clip_sample=False,
+            )
         )
-        self.net = Diffusion(self.config).to(ctx.device)
-        self.captions = None
-        if conditioning == "text":
-            from genloom.architectures.captions import caption_embeddings
-
-            captions = caption_embeddings(list(data.label_names)).to(ctx.device)
-            self.captions = captions
-            with torch.no_grad():
-                self.net.unet.text_center.copy_(captions.mean(dim=(0, 1)))  # type: ignore[operator]
         self.latent_scale = 1.0
-        self.model = ctx.ddp(ctx.maybe_compile(self.net))
-        self.ema = EMA(self.net, hp.ema_decay)
-        self.opt = adamw(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay, device=ctx.device)
         self.scale_measured = False
 
     @torch.no_grad()
