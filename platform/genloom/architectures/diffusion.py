@@ -50,6 +50,8 @@ class DiffusionConfig:
     text_embed_dim: int = 384  # all-MiniLM-L6-v2
     cond_drop_prob: float = 0.1  # Ho & Salimans (2022) use 0.1–0.2
     ema_decay: float = 0.999
+    # Pixels live in [−1, 1]: clip x̂_0 there. Latent diffusion turns it off (latents are unbounded).
+    clip_sample: bool = True
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig(
@@ -164,10 +166,10 @@ class Diffusion(nn.Module):
 
         betas = self.betas.detach().double().cpu()
         if sampler == "ddpm":
-            scheduler = DDPMScheduler(betas)
+            scheduler = DDPMScheduler(betas, clip_sample=self.config.clip_sample)
             scheduler.set_timesteps(steps or self.config.timesteps)
         elif sampler == "ddim":
-            scheduler = DDIMScheduler(betas, eta=eta)
+            scheduler = DDIMScheduler(betas, eta=eta, clip_sample=self.config.clip_sample)
             scheduler.set_timesteps(steps or DEFAULT_STEPS)
         else:
             raise BadInput(f"unknown sampler {sampler!r}: use ddpm or ddim")
@@ -186,8 +188,13 @@ class Diffusion(nn.Module):
         text_embeds: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        guide: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """n images in [−1, 1], shape (n, C, H, W). Same generator seed → same images."""
+        """n images in [−1, 1], shape (n, C, H, W). Same generator seed → same images.
+
+        `guide(x_t, x̂_0)` returns s·∇_{x_t} log p(y | x_t) (e.g. CLIP guidance: the gradient of the
+        similarity of the image to a prompt); it shifts ε̃ ← ε̃ − √(1 − ᾱ_t)·guide (Dhariwal &
+        Nichol 2021, eq. 14). A guide that returns zeros leaves every step exactly as unguided."""
         c = self.config
         device = self.betas.device
         scheduler = self.make_scheduler(sampler, steps, eta)
@@ -203,10 +210,14 @@ class Diffusion(nn.Module):
         for i, t in enumerate(scheduler.timesteps.tolist()):
             t_batch = torch.full((n,), t, device=device, dtype=torch.long)
             eps = self.guided_eps(x, t_batch, class_labels, text_embeds, guidance)
+            if guide is not None:
+                sigma = self.sqrt_one_minus_alphas_cumprod[t]
+                x0 = (x - sigma * eps) / self.sqrt_alphas_cumprod[t]
+                eps = eps - sigma * guide(x, x0)
             x = scheduler.step(eps, t, x, generator=generator)
             if on_step is not None:
                 on_step(i + 1, total)
-        return x.clamp(-1.0, 1.0)
+        return x.clamp(-1.0, 1.0) if c.clip_sample else x
 
 
 # --------------------------------------------------------------------------- the architecture (training job)
@@ -238,12 +249,33 @@ def _mults(text: str) -> tuple[int, ...]:
     return mults
 
 
+def diffusion_config(hp, **fields) -> DiffusionConfig:
+    """A DiffusionConfig from --set hyperparameters (DiffusionHyperparams or alike) and the data's fields."""
+    if hp.schedule not in ("linear", "cosine"):
+        raise BadInput(f"--set schedule={hp.schedule}: use linear or cosine")
+    if not 0.0 <= hp.cond_drop_prob < 1.0:
+        raise BadInput(f"--set cond_drop_prob={hp.cond_drop_prob}: must be in [0, 1)")
+    return DiffusionConfig(
+        schedule=hp.schedule,
+        timesteps=hp.timesteps,
+        base_channels=hp.base_channels,
+        channel_mults=_mults(hp.channel_mults),
+        num_res_blocks=hp.num_res_blocks,
+        attention=hp.attention,
+        dropout=hp.dropout,
+        scale_shift=hp.scale_shift,
+        cond_drop_prob=hp.cond_drop_prob,
+        ema_decay=hp.ema_decay,
+        **fields,
+    )
+
+
 class DiffusionArchitecture(Architecture):
     name = "diffusion"
     modalities = ("image",)
     Hyperparams = DiffusionHyperparams
     train_options = frozenset({"conditional", "text_conditional", "compile"})
-    sample_options = frozenset({"label", "steps", "sampler", "eta", "guidance", "prompt"})
+    sample_options = frozenset({"label", "steps", "sampler", "eta", "guidance", "prompt", "guide", "guide_scale"})
     monitor = "val_loss"
     default_steps = 2000
     default_batch_size = 128
@@ -257,45 +289,40 @@ class DiffusionArchitecture(Architecture):
             raise BadInput(
                 f"--text-conditional needs labelled items (captions are made from labels), but {data.ref} has none"
             )
-        if hp.schedule not in ("linear", "cosine"):
-            raise BadInput(f"--set schedule={hp.schedule}: use linear or cosine")
-        if not 0.0 <= hp.cond_drop_prob < 1.0:
-            raise BadInput(f"--set cond_drop_prob={hp.cond_drop_prob}: must be in [0, 1)")
         c, h, w = data.shape
         if h != w:
             raise BadInput(
                 f"diffusion needs square images, but {data.ref} holds {h}×{w}: re-import with --resize {h} {h}"
             )
         conditioning = "text" if opts.text_conditional else "class" if opts.conditional else "none"
-        self.config = DiffusionConfig(
-            image_size=h,
-            image_channels=c,
-            schedule=hp.schedule,
-            timesteps=hp.timesteps,
-            base_channels=hp.base_channels,
-            channel_mults=_mults(hp.channel_mults),
-            num_res_blocks=hp.num_res_blocks,
-            attention=hp.attention,
-            dropout=hp.dropout,
-            scale_shift=hp.scale_shift,
-            conditioning=conditioning,
-            num_classes=data.num_classes if conditioning == "class" else 0,
-            class_names=tuple(data.label_names),
-            cond_drop_prob=hp.cond_drop_prob,
-            ema_decay=hp.ema_decay,
+        self.build(
+            diffusion_config(
+                hp,
+                image_size=h,
+                image_channels=c,
+                conditioning=conditioning,
+                num_classes=data.num_classes if conditioning == "class" else 0,
+                class_names=tuple(data.label_names),
+            )
         )
-        self.net = Diffusion(self.config).to(ctx.device)
+
+    def build(self, config: DiffusionConfig) -> None:
+        """The ε-network for `config`, its caption table (text conditioning), EMA and optimiser."""
+        ctx = self.ctx
+        self.config = config
+        self.net = Diffusion(config).to(ctx.device)
         self.captions = None
-        if conditioning == "text":
+        if config.conditioning == "text":
             from genloom.architectures.captions import caption_embeddings
 
             # (labels, phrasings, 384): every phrasing of every label, embedded once with MiniLM
-            self.captions = caption_embeddings(list(data.label_names)).to(ctx.device)
+            captions = caption_embeddings(list(config.class_names)).to(ctx.device)
+            self.captions = captions
             with torch.no_grad():
-                self.net.unet.text_center.copy_(self.captions.mean(dim=(0, 1)))
+                self.net.unet.text_center.copy_(captions.mean(dim=(0, 1)))  # type: ignore[operator]
         self.model = ctx.ddp(ctx.maybe_compile(self.net))
-        self.ema = EMA(self.net, hp.ema_decay)
-        self.opt = adamw(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay, device=ctx.device)
+        self.ema = EMA(self.net, self.hp.ema_decay)
+        self.opt = adamw(self.net.parameters(), lr=self.opts.lr, weight_decay=self.hp.weight_decay, device=ctx.device)
 
     def modules(self):
         return {"net": self.net, "ema": self.ema.shadow}
@@ -367,7 +394,8 @@ class DiffusionArchitecture(Architecture):
         from genloom.architectures.ddim_scheduler import DEFAULT_STEPS
 
         conditioning = config.get("conditioning", "none")
-        if opts.prompt is not None and conditioning != "text":
+        check_guide_options(opts, conditioning)
+        if opts.prompt is not None and conditioning != "text" and opts.guide is None:
             kind = "class-conditional" if conditioning == "class" else "unconditional"
             hint = " (use --label)" if conditioning == "class" else ""
             raise BadInput(
@@ -403,6 +431,22 @@ class DiffusionArchitecture(Architecture):
 
 
 DEFAULT_GUIDANCE = 1.0  # w for conditioned sampling when --guidance is not given
+DEFAULT_GUIDE_SCALE = 1.0  # --guide-scale when --guide is given alone
+
+
+def check_guide_options(opts, conditioning: str) -> None:
+    """--guide clip:NAME[@V] [--guide-scale S]: well-formed, and with a prompt to steer towards."""
+    if opts.guide_scale is not None and opts.guide is None:
+        raise BadInput("--guide-scale needs --guide clip:NAME[@V]")
+    if opts.guide is None:
+        return
+    kind, _, ref = opts.guide.partition(":")
+    if kind != "clip" or not ref:
+        raise BadInput(f"--guide {opts.guide!r}: expected clip:NAME[@V] (a registered clip model)")
+    if opts.guide_scale is not None and opts.guide_scale < 0:
+        raise BadInput(f"--guide-scale must be ≥ 0 (got {opts.guide_scale})")
+    if opts.prompt is None and conditioning != "text":
+        raise BadInput("--guide needs --prompt: the text the clip model steers the samples towards")
 
 
 class DiffusionSampler:
@@ -440,7 +484,20 @@ class DiffusionSampler:
             table = embed_prompts(unique)
             text = table[torch.tensor([unique.index(p) for p in prompts])]
             return None, text, labels, prompts
+        if opts.prompt is not None:  # an unconditional model steered by --guide towards the prompt
+            return None, None, None, [opts.prompt] * n
         return None, None, None, None
+
+    def to_image(self, x: torch.Tensor) -> torch.Tensor:
+        """The sampler's x (pixels in [−1, 1]) as images in [0, 1]; differentiable for guidance."""
+        return (x + 1.0) / 2.0
+
+    def _guide(self, opts, prompts):
+        """The --guide hook for Diffusion.sample (None without --guide)."""
+        if opts.guide_model is None:
+            return None
+        scale = opts.guide_scale if opts.guide_scale is not None else DEFAULT_GUIDE_SCALE
+        return opts.guide_model.guide(prompts, scale, self.to_image)
 
     def sample(self, opts) -> Samples:
         class_labels, text, labels, prompts = self._conditions(opts)
@@ -466,9 +523,16 @@ class DiffusionSampler:
             text_embeds=text,
             generator=generator,
             on_step=on_step,
+            guide=self._guide(opts, prompts),
         )
         meta = {"sampler": sampler, "steps": steps, "guidance": guidance, "seed": opts.seed}
         if sampler == "ddim":
             meta["eta"] = eta
+        if opts.guide is not None:
+            meta.update(
+                guide=opts.guide, guide_scale=opts.guide_scale if opts.guide_scale is not None else DEFAULT_GUIDE_SCALE
+            )
         metadata = [dict(meta, index=i, **({"prompt": prompts[i]} if prompts else {})) for i in range(opts.n)]
-        return Samples(images=((images + 1.0) / 2.0).cpu(), labels=labels, metadata=metadata)
+        with torch.no_grad():
+            images = self.to_image(images).clamp(0.0, 1.0)
+        return Samples(images=images.cpu(), labels=labels, metadata=metadata)

@@ -71,6 +71,24 @@ def eval_model(
         _render(result, f"{result['model']} against {result['against']} ({result['split']}{extra})")
 
 
+@eval_app.command("clip")
+def eval_clip(
+    model: Annotated[str, typer.Argument(help="A clip MODEL\\[@V] from the registry.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Labelled image dataset NAME\\[@V].")],
+    split: Annotated[str, typer.Option("--split", help="Split whose images are retrieved.")] = "test",
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")] = "auto",
+    json_out: JsonOption = False,
+) -> None:
+    """Text→image and image→text top-1 retrieval of a clip model against one caption per class."""
+    from genloom.evaluation.jobs import eval_clip_job
+
+    result = eval_clip_job(model, dataset, split=split, device=device)
+    if json_out:
+        print_json(result)
+    else:
+        _render(result, f"{result['model']} on {result['dataset']} ({result['split']})")
+
+
 @eval_app.command("utility")
 def eval_utility(
     synthetic: Annotated[

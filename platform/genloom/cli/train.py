@@ -18,7 +18,10 @@ models_app = typer.Typer(
 def train(
     arch: Annotated[
         str,
-        typer.Argument(help="Architecture: vae, gan, diffusion or transformer; or embedder / reranker (retrieval)."),
+        typer.Argument(
+            help="Architecture: vae, gan, diffusion, transformer, vae-gan, latent-diffusion or clip; "
+            "or embedder / reranker (retrieval)."
+        ),
     ],
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="Input dataset NAME\\[@VERSION] (default: latest sealed).")
@@ -35,6 +38,12 @@ def train(
     ] = False,
     init: Annotated[
         Optional[str], typer.Option("--init", help="Start from a registered MODEL[@V] or a local HF directory.")
+    ] = None,
+    autoencoder: Annotated[
+        Optional[str],
+        typer.Option(
+            "--autoencoder", help="latent-diffusion: the registered vae or vae-gan MODEL@V whose latents it models."
+        ),
     ] = None,
     set_: Annotated[
         Optional[list[str]],
@@ -84,6 +93,7 @@ def train(
         conditional=conditional,
         text_conditional=text_conditional,
         init=init,
+        autoencoder=autoencoder,
         seed=seed,
         checkpoint_every=checkpoint_every,
         eval_every=eval_every,
@@ -174,7 +184,16 @@ def sample(
     sampler: Annotated[Optional[str], typer.Option("--sampler", help="Diffusion sampler: ddpm or ddim.")] = None,
     eta: Annotated[Optional[float], typer.Option("--eta", help="DDIM eta.")] = None,
     guidance: Annotated[Optional[float], typer.Option("--guidance", help="Classifier-free guidance weight w.")] = None,
-    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Text prompt (text-conditioned models).")] = None,
+    prompt: Annotated[
+        Optional[str], typer.Option("--prompt", help="Text prompt (text-conditioned models, --guide).")
+    ] = None,
+    guide: Annotated[
+        Optional[str],
+        typer.Option("--guide", help="clip:NAME[@V]: steer diffusion sampling towards --prompt with a CLIP model."),
+    ] = None,
+    guide_scale: Annotated[
+        Optional[float], typer.Option("--guide-scale", help="Strength of --guide (0: exactly unguided; default 1).")
+    ] = None,
     max_new_tokens: Annotated[
         Optional[int], typer.Option("--max-new-tokens", help="Tokens to generate (transformer).")
     ] = None,
@@ -204,6 +223,8 @@ def sample(
         eta=eta,
         guidance=guidance,
         prompt=prompt,
+        guide=guide,
+        guide_scale=guide_scale,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=top_k,

@@ -493,6 +493,55 @@ def eval_text_job(hyp: Path, refs: list[Path]) -> dict[str, Any]:
     return {"run_id": run.id, "metrics": _clean(metrics)}
 
 
+# --------------------------------------------------------------------------- eval clip
+
+
+def eval_clip_job(model_ref: str, dataset_ref: str, *, split: str = "test", device: str = "auto") -> dict[str, Any]:
+    """Retrieval accuracy of a clip model on a split: its images against one caption per class.
+
+    text_to_image_top1: the share of the class captions ("a handwritten seven") whose most
+    similar image is of that class; image_to_text_top1: the share of images whose most similar
+    caption is their class's (docs/metrics.md)."""
+    import torch
+
+    from genloom.architectures.clip import class_captions, retrieval_accuracy
+    from genloom.datasets.loading import load_split
+    from genloom.datasets.versions import describe_version, resolve_version
+    from genloom.db.engine import session_scope
+    from genloom.devices import resolve_device
+    from genloom.jobs.models import load_model
+    from genloom.refs import format_ref
+    from genloom.runs import tracked_run
+
+    if split not in ("train", "val", "test"):
+        raise BadInput(f"unknown split {split!r}: use train, val or test")
+    device = resolve_device(device)
+    with session_scope() as s:
+        row, _, clip = load_model(s, model_ref, device)
+        info = describe_version(s, resolve_version(s, dataset_ref))
+        ref = format_ref(row.name, row.version)
+    if row.architecture != "clip":
+        raise BadInput(f"{ref} is a {row.architecture} model: `genloom eval clip` needs a clip model")
+    clip.check_images(tuple(info.shape or ()), info.ref)
+    real = load_split(info.version_id, split)
+    index = {name: i for i, name in enumerate(clip.labels)}
+    keep = [i for i, label in enumerate(real.labels) if label in index]
+    if not keep:
+        raise BadInput(f"no item of the {split} split of {info.ref} has a label the clip model knows")
+    y = torch.tensor([index[real.labels[i]] for i in keep])
+    captions = class_captions(clip.labels)
+    params = {"model": ref, "dataset": info.ref, "split": split, "captions": captions}
+    with tracked_run(
+        "evaluate", params=params, model_id=row.id, input_version_id=info.version_id, device=device
+    ) as run:
+        metrics: dict[str, Any] = retrieval_accuracy(
+            clip.embed_images(real.x[keep]).cpu(), y, clip.embed_texts(captions).cpu()
+        )
+        metrics["n_images"] = float(len(keep))
+        _log_and_finish(run, metrics, {"model": ref, "dataset": info.ref, "split": split})
+    return {"run_id": run.id, "model": ref, "dataset": info.ref, "split": split, "metrics": _clean(metrics)}
+
+
 # --------------------------------------------------------------------------- shared
 
 

@@ -36,11 +36,32 @@ def _transformer() -> type[Architecture]:
     return Transformer
 
 
+def _vae_gan() -> type[Architecture]:
+    from genloom.architectures.vae_gan import VAEGAN
+
+    return VAEGAN
+
+
+def _latent_diffusion() -> type[Architecture]:
+    from genloom.architectures.latent_diffusion import LatentDiffusion
+
+    return LatentDiffusion
+
+
+def _clip() -> type[Architecture]:
+    from genloom.architectures.clip import CLIP
+
+    return CLIP
+
+
 ARCHITECTURES: dict[str, Callable[[], type[Architecture]]] = {
     "vae": _vae,
     "gan": _gan,
     "diffusion": _diffusion,
     "transformer": _transformer,
+    "vae-gan": _vae_gan,  # the hybrids (docs/training.md)
+    "latent-diffusion": _latent_diffusion,
+    "clip": _clip,
 }
 
 

@@ -57,6 +57,21 @@ def _item_images(session, ids: tuple[int, int]):
     return out[0], out[1], (rows[ids[0]].label, rows[ids[1]].label)
 
 
+def _load_guide(session, opts: SampleOptions, config: dict[str, Any], device: str) -> dict[str, Any]:
+    """Load the --guide clip:NAME[@V] model into opts.guide_model; returns its lineage entry."""
+    from genloom.jobs.models import load_model
+    from genloom.refs import format_ref
+
+    row, _, clip = load_model(session, opts.guide.partition(":")[2], device)
+    if row.architecture != "clip":
+        raise BadInput(
+            f"--guide {opts.guide}: {format_ref(row.name, row.version)} is a {row.architecture} model, not clip"
+        )
+    clip.check_images(tuple(config["shape"]), "the sampled model")
+    opts.guide_model = clip
+    return {"model": format_ref(row.name, row.version), "model_id": row.id}
+
+
 def sample_job(
     model_ref: str, opts: SampleOptions, *, out: Path | None = None, into: str | None = None
 ) -> SampleResult:
@@ -82,11 +97,17 @@ def sample_job(
         row, arch_cls, runner = load_model(s, model_ref, device)
         arch_cls.check_sample_options(opts, dict(row.config))
         pair = _item_images(s, opts.interpolate) if opts.interpolate else None
+        guide = _load_guide(s, opts, dict(row.config), device) if opts.guide else None
     if pair is not None and not hasattr(runner, "interpolate"):
         raise BadInput(f"{arch_cls.name} models do not support --interpolate")
     ref = format_ref(row.name, row.version)
+    # Every model a sample depends on, by role (the sampled model's own inputs, e.g. latent
+    # diffusion's autoencoder, and the --guide model), recorded on the run and on each item.
+    lineage = {**getattr(runner, "lineage", {}), **({"guide": guide} if guide else {})}
     params = opts.params()
     params.update(model=ref, out=str(out) if out else None, into=into)
+    if lineage:
+        params["lineage"] = lineage
     with tracked_run("sample", params=params, model_id=row.id, device=device) as run:
         if pair is not None:
             images = runner.interpolate(pair[0], pair[1], opts.steps or 8, labels=pair[2])
@@ -116,7 +137,7 @@ def sample_job(
                             origin="synthetic",
                             run_id=run.id,
                             model_id=row.id,
-                            metadata={**meta, "model": ref},
+                            metadata={**meta, "model": ref, **({"lineage": lineage} if lineage else {})},
                         )
                         for img, lab, meta in zip(samples.images, labels, metas)
                     ]

@@ -17,9 +17,10 @@ Class attributes (read before anything is built, so bad input fails fast):
     format: str                    registry checkpoint format: 'torch' or 'hf-tar' (a tar of save_pretrained)
     Hyperparams: type              a dataclass of its --set keys (loss=wgan-gp, n_layer=4, ...), typed
     train_options: frozenset[str]  optional TrainOptions it supports: 'conditional', 'text_conditional',
-                                   'init', 'compile' (others are rejected with a one-line error)
+                                   'init', 'compile', 'autoencoder' (others are rejected with a one-line error)
     sample_options: frozenset[str] SampleOptions fields it accepts: 'label', 'interpolate', 'steps',
-                                   'sampler', 'eta', 'guidance', 'prompt', 'max_new_tokens', 'temperature', 'top_k'
+                                   'sampler', 'eta', 'guidance', 'prompt', 'guide', 'guide_scale',
+                                   'max_new_tokens', 'temperature', 'top_k'
     monitor: str                   validation metric for early stopping / reporting (lower is better)
     default_steps, default_batch_size, default_lr (or classmethod default_lr_for(hp))
 
@@ -159,6 +160,7 @@ class Architecture:
             ("--text-conditional", "text_conditional"),
             ("--init", "init"),
             ("--compile", "compile"),
+            ("--autoencoder", "autoencoder"),
         ):
             if getattr(opts, field) and field not in cls.train_options:
                 raise BadInput(f"{cls.name} does not support {flag}")

@@ -27,6 +27,7 @@ class TrainOptions:
     lr: float | None = None  # None: the architecture's default
     conditional: bool = False  # class-conditional on the item labels
     text_conditional: bool = False  # conditioned on a text embedding (caption) of each item
+    autoencoder: str | None = None  # latent diffusion: the registered VAE / VAE-GAN (NAME@V) whose latents it models
     init: str | None = None  # start from a registered model or a local Hugging Face directory
     seed: int = 0
     checkpoint_every: int = 0  # steps between resumable checkpoints; 0: about 10 per run
@@ -71,20 +72,24 @@ class SampleOptions:
     sampler: str | None = None  # ddpm | ddim
     eta: float | None = None  # DDIM η
     guidance: float | None = None  # classifier-free guidance weight w
-    prompt: str | None = None  # text prompt (text-conditioned diffusion, transformer)
+    prompt: str | None = None  # text prompt (text-conditioned diffusion, transformer, CLIP guidance)
+    guide: str | None = None  # clip:NAME[@V]: steer diffusion sampling with a CLIP model's gradient
+    guide_scale: float | None = None  # strength of --guide (0: exactly unguided)
     max_new_tokens: int | None = None
     temperature: float | None = None
     top_k: int | None = None
     device: str = "auto"
     # Long samplers (DDPM's 1,000 steps) report here; the caller draws it. Not a run parameter.
     progress: ProgressFn | None = dataclasses.field(default=None, repr=False, compare=False)
+    # The --guide model, loaded by the sample job (genloom.jobs.sample). Not a run parameter.
+    guide_model: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def params(self) -> dict[str, Any]:
         """The options as a run's parameters (JSON): the ones set, without the progress callback."""
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name != "progress" and getattr(self, f.name) is not None
+            if f.name not in ("progress", "guide_model") and getattr(self, f.name) is not None
         }
 
     def given(self) -> set[str]:
@@ -92,7 +97,7 @@ class SampleOptions:
         return {
             f.name
             for f in dataclasses.fields(self)
-            if f.name not in ("n", "seed", "device", "progress") and getattr(self, f.name) is not None
+            if f.name not in ("n", "seed", "device", "progress", "guide_model") and getattr(self, f.name) is not None
         }
 
 
@@ -105,6 +110,8 @@ SAMPLE_FLAGS = {
     "eta": "--eta",
     "guidance": "--guidance",
     "prompt": "--prompt",
+    "guide": "--guide",
+    "guide_scale": "--guide-scale",
     "max_new_tokens": "--max-new-tokens",
     "temperature": "--temperature",
     "top_k": "--top-k",
