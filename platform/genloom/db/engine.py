@@ -34,7 +34,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from genloom.db import partitions, routing, tenancy, url as _url
-from genloom.errors import DatabaseError
 
 # Names other modules import from here; their homes are genloom.db.url, .crash and .recovery.
 from genloom.db.crash import connection_error, crash_message  # noqa: F401
@@ -45,6 +44,7 @@ from genloom.db.url import (  # noqa: F401
     redact as _redact,  # noqa: F401
     sqlalchemy_url,
 )
+from genloom.errors import DatabaseError
 
 # write: the default, a read-write transaction. read: only reads (may be routed to a replica).
 # stream: a raw psycopg connection for COPY and server-side cursors. api: the HTTP API's pool.
@@ -74,7 +74,6 @@ def _create_engine(url: str, *, application_name: str, **pool: Any) -> Engine:
     wait_out_crash_recovery(engine)
     tenancy.install()  # sessions on any genloom engine set tenant and role per transaction
     return engine
-
 
 
 def get_engine(*, migrate: bool = True, purpose: Purpose = "write") -> Engine:

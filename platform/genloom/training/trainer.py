@@ -28,9 +28,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
