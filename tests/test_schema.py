@@ -5,6 +5,10 @@ between the models and a database migrated to head: tables, columns, types, null
 server defaults, indexes, unique constraints and foreign keys. It does not look at primary keys
 or CHECK constraints, so the test compares those itself. A migration that adds a column without
 the model (or a model column without a migration) fails here, naming what drifted.
+
+Partitioned tables (0023) are compared as their parents only: the month partitions
+(pg_class.relispartition), and the indexes and foreign keys PostgreSQL clones onto or towards them,
+are the database's bookkeeping of the parent's definition, which the models describe.
 """
 
 from __future__ import annotations
@@ -20,8 +24,25 @@ from alembic.migration import MigrationContext
 RUN_TIME_INDEX_PREFIXES = ("ix_embeddings_hnsw_", "ix_item_embeddings_hnsw_")
 
 
-def _include(obj, name, type_, reflected, compare_to) -> bool:
-    return not (type_ == "index" and name and name.startswith(RUN_TIME_INDEX_PREFIXES))
+def _partitions(conn: sa.Connection) -> set[str]:
+    """The partitions (and partition indexes) in the current schema: both have relispartition set."""
+    query = "SELECT relname FROM pg_class WHERE relispartition AND relnamespace = current_schema()::regnamespace"
+    return set(conn.execute(sa.text(query)).scalars())
+
+
+def _filters(partitions: set[str]):
+    def include_name(name, type_, parent_names) -> bool:
+        # A partition is never reflected, so neither are its cloned indexes and foreign keys.
+        return not (type_ == "table" and name in partitions)
+
+    def include_object(obj, name, type_, reflected, compare_to) -> bool:
+        if type_ == "index" and name and name.startswith(RUN_TIME_INDEX_PREFIXES):
+            return False
+        # A foreign key into a partitioned table is cloned once per partition of the referenced
+        # table, on the referencing parent itself (feedback → generations_p2027_01, ...).
+        return not (type_ == "foreign_key_constraint" and reflected and obj.referred_table.name in partitions)
+
+    return include_name, include_object
 
 
 def _describe(diff) -> str:
@@ -61,9 +82,15 @@ def schema_drift(engine: sa.Engine) -> list[str]:
     with engine.connect() as conn, warnings.catch_warnings():
         # runs ↔ dataset_versions reference each other; alembic warns it cannot sort them.
         warnings.filterwarnings("ignore", message="Cannot correctly sort tables")
+        include_name, include_object = _filters(_partitions(conn))
         context = MigrationContext.configure(
             conn,
-            opts={"compare_type": True, "compare_server_default": True, "include_object": _include},
+            opts={
+                "compare_type": True,
+                "compare_server_default": True,
+                "include_name": include_name,
+                "include_object": include_object,
+            },
         )
         lines = [_describe(d) for d in compare_metadata(context, Base.metadata)]
         inspector = sa.inspect(conn)
@@ -94,8 +121,14 @@ def test_drift_is_reported_by_name(engine):
         conn.execute(sa.text("ALTER TABLE collections ADD COLUMN colour text"))
         conn.execute(sa.text("ALTER TABLE api_keys ALTER COLUMN note SET NOT NULL"))
         conn.execute(sa.text("DROP INDEX ix_audit_log_action"))
+        # A partitioned parent: the column reaches every month partition, and is reported once.
+        conn.execute(sa.text("ALTER TABLE generations ADD COLUMN colour text"))
+        assert any(name.startswith("generations_p") for name in _partitions(conn)), "no partitions to ignore"
     drift = schema_drift(engine)
     assert "column collections.colour: in the database only" in drift
+    assert [line for line in drift if "colour" in line and "generations" in line] == [
+        "column generations.colour: in the database only"
+    ]
     assert "column api_keys.note: nullable is False in the database, True in models.py" in drift
     assert "index ix_audit_log_action on audit_log (action, at): in models.py only" in drift
 

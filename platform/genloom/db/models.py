@@ -16,6 +16,13 @@ Groups, following the data flow:
 - work: runs → metrics, models (the registry), run_checkpoints
 - access: api_keys, audit_log (append-only), pii_findings
 
+Partitions (migration 0023): generations, generation_sources, feedback and metrics are
+partitioned by month (genloom.db.partitions makes the partitions). The models are the parent
+tables; their primary keys include the partition key, as PostgreSQL requires, and rows that point
+at a generation carry its created_at (generation_created_at) for the composite foreign key. The
+ORM still identifies a generation, feedback row or metric by its id (`__mapper_args__`), so
+`session.get(Generation, id)` works.
+
 Tenants (migration 0013): every tenant-scoped table has `tenant text NOT NULL DEFAULT
 genloom_tenant()` and a row-level security policy `tenant = genloom_tenant()`; Python never sets
 the column, the default fills it from the transaction's tenant (genloom.db.tenancy). Names that
@@ -87,6 +94,7 @@ class Collection(Base):
     __table_args__ = (
         sa.Index("uq_collections_tenant_name", "tenant", "name", unique=True),
         sa.CheckConstraint(_in("pii_mode", PII_MODES), name="collections_pii_mode_check"),
+        sa.CheckConstraint("rerank_depth IS NULL OR rerank_depth > 0", name="ck_collections_rerank_depth"),
     )
 
     id: Mapped[intpk]
@@ -340,6 +348,8 @@ class Prompt(Base):
 
 
 class Generation(Base):
+    """One model call. Partitioned by month on created_at (0023), so the table's key is (id, created_at)."""
+
     __tablename__ = "generations"
     __table_args__ = (
         sa.CheckConstraint("status IN ('ok', 'error')", name="ck_generations_status"),
@@ -353,7 +363,11 @@ class Generation(Base):
             sa.Index(f"ix_generations_model_{col}", "model_name", "model_revision", "model_id", col)
             for col in ("retrieval_ms", "generation_ms", "total_ms")
         ),
+        {"postgresql_partition_by": "RANGE (created_at)"},
     )
+    # The ORM knows a generation by its id alone (one identity sequence feeds every partition, though
+    # only (id, created_at) is enforced unique), so session.get(Generation, id) keeps working.
+    __mapper_args__ = {"primary_key": ["id"]}
 
     id: Mapped[intpk]
     prompt_id: Mapped[int] = mapped_column(sa.ForeignKey("prompts.id", ondelete="CASCADE"))
@@ -372,7 +386,7 @@ class Generation(Base):
     total_ms: Mapped[Optional[float]] = mapped_column(sa.Float)
     input_tokens: Mapped[Optional[int]] = mapped_column(sa.Integer)
     output_tokens: Mapped[Optional[int]] = mapped_column(sa.Integer)
-    created_at: Mapped[created_at]
+    created_at: Mapped[created_at] = mapped_column(primary_key=True)  # the partition key
     tenant: Mapped[tenant_column]
 
 
@@ -385,9 +399,10 @@ class GenerationSource(Base):
         sa.ForeignKeyConstraint(
             ["generation_id", "generation_created_at"], ["generations.id", "generations.created_at"], ondelete="CASCADE"
         ),
+        {"postgresql_partition_by": "RANGE (generation_created_at)"},
     )
 
-    generation_id: Mapped[int] = mapped_column(primary_key=True)
+    generation_id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
     rank: Mapped[int] = mapped_column(sa.Integer, primary_key=True)  # 1 = [1] in the answer
     # The generation's created_at: the month partition (genloom.db.partitions) and the foreign key's second half.
     generation_created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), primary_key=True)
@@ -406,6 +421,8 @@ class GenerationSource(Base):
 
 
 class Feedback(Base):
+    """A user's score or thumb on a generation; partitioned like it, the key is (id, generation_created_at)."""
+
     __tablename__ = "feedback"
     __table_args__ = (
         sa.CheckConstraint("score IS NULL OR score BETWEEN 1 AND 5", name="ck_feedback_score"),
@@ -415,12 +432,14 @@ class Feedback(Base):
         sa.ForeignKeyConstraint(
             ["generation_id", "generation_created_at"], ["generations.id", "generations.created_at"], ondelete="CASCADE"
         ),
+        {"postgresql_partition_by": "RANGE (generation_created_at)"},
     )
+    __mapper_args__ = {"primary_key": ["id"]}  # as Generation: the ORM's identity is the id
 
     id: Mapped[intpk]
-    generation_id: Mapped[int]
+    generation_id: Mapped[int] = mapped_column(sa.BigInteger)
     # Its generation's created_at: feedback lives in its generation's month partition (genloom.db.partitions).
-    generation_created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+    generation_created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), primary_key=True)
     user_id: Mapped[Optional[str]] = mapped_column(sa.Text)
     score: Mapped[Optional[int]] = mapped_column(sa.SmallInteger)  # 1..5
     thumbs: Mapped[Optional[int]] = mapped_column(sa.SmallInteger)  # +1 up, -1 down
@@ -577,11 +596,15 @@ class Run(Base):
 
 
 class Metric(Base):
+    """A value a run reported. Partitioned by month on created_at (0023): the key is (id, created_at)."""
+
     __tablename__ = "metrics"
     __table_args__ = (
         sa.Index("ix_metrics_run_name_step", "run_id", "name", "step"),
         sa.Index("ix_metrics_item", "item_id", postgresql_where=sa.text("item_id IS NOT NULL")),
+        {"postgresql_partition_by": "RANGE (created_at)"},
     )
+    __mapper_args__ = {"primary_key": ["id"]}  # as Generation: the ORM's identity is the id
 
     id: Mapped[intpk]
     run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
@@ -590,7 +613,7 @@ class Metric(Base):
     value: Mapped[float] = mapped_column(sa.Float)
     # Optional subject of the metric, e.g. the item a per-item anomaly score is about.
     item_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("items.id", ondelete="CASCADE"))
-    created_at: Mapped[created_at]
+    created_at: Mapped[created_at] = mapped_column(primary_key=True)  # the partition key
     tenant: Mapped[tenant_column]
 
 
@@ -733,12 +756,16 @@ class ApiKey(Base):
 
 
 class AuditLog(Base):
-    """Who did what (genloom.audit); append-only: a trigger refuses UPDATE, DELETE and TRUNCATE."""
+    """Who did what (genloom.audit); append-only: a trigger refuses UPDATE, DELETE and TRUNCATE.
+
+    Each tenant's rows form a hash chain (0016): a BEFORE INSERT trigger sets chain_seq, prev_hash
+    and hash, so Python never does; `genloom audit verify` recomputes it."""
 
     __tablename__ = "audit_log"
     __table_args__ = (
         sa.Index("ix_audit_log_at", "at"),
         sa.Index("ix_audit_log_action", "action", "at"),
+        sa.Index("uq_audit_log_tenant_chain_seq", "tenant", "chain_seq", unique=True),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(always=True), primary_key=True)
@@ -752,6 +779,9 @@ class AuditLog(Base):
     object: Mapped[Optional[str]] = mapped_column(sa.Text)  # a name, an id, a statement's sha256
     outcome: Mapped[str] = mapped_column(sa.Text, server_default="ok")
     detail: Mapped[jsonb]
+    chain_seq: Mapped[int] = mapped_column(sa.BigInteger)  # 1, 2, ... within the tenant
+    prev_hash: Mapped[bytes] = mapped_column(BYTEA)  # the previous row's hash; 32 zero bytes for the first
+    hash: Mapped[bytes] = mapped_column(BYTEA)  # sha256(prev_hash || the row), audit_log_row_hash()
 
 
 class PiiFinding(Base):
