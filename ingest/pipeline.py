@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from genloom.db.engine import session_scope
-from genloom.errors import BadInput
+from genloom.errors import BadInput, NotFound
 from genloom.pii import check_mode, record_findings, redact
 from genloom.retrieval import bm25
 from genloom.retrieval.collections import ensure_collection, validate_name
@@ -305,29 +305,36 @@ def ingest_documents(
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
-    with session_scope(engine) as s:
-        emb_model = ensure_embedding_model(
-            s, model_name, embeddings.embedding_dim(options.embedding_model), hnsw=options.hnsw
-        )
-        collection = ensure_collection(
-            s, options.collection, text_search_config=options.text_search_config, embedding_model_id=emb_model.id
-        )
-        collection_id, ts_config, model_id = collection.id, collection.text_search_config, emb_model.id
-        pii_mode = _pii_mode(s, collection_id, options.pii)
-    pii_found: dict[str, dict[str, list]] = {}  # external id → field → findings (for pii_findings)
-
     params = {
         "collection": options.collection,
         "format": options.load.format,
         "embedding_model": model_name,
         "chunk_tokens": chunker.limit,
         "chunk_overlap": options.chunking.overlap,
-        "text_search_config": ts_config,
         "metadata": options.load.metadata,
         "sync": options.sync,
     }
-    with tracked_run("ingest", params=params, collection_id=collection_id) as run:
+    # The run is committed before the first write of the ingest (the collection's), so a write
+    # that fails there (a full disk) leaves a failed run with its cause, not nothing.
+    with tracked_run("ingest", params=params) as run:
         result.run_id = run.id
+        with session_scope(engine) as s:
+            emb_model = ensure_embedding_model(
+                s, model_name, embeddings.embedding_dim(options.embedding_model), hnsw=options.hnsw
+            )
+            collection = ensure_collection(
+                s, options.collection, text_search_config=options.text_search_config, embedding_model_id=emb_model.id
+            )
+            collection_id, ts_config, model_id = collection.id, collection.text_search_config, emb_model.id
+            pii_mode = _pii_mode(s, collection_id, options.pii)
+            s.execute(
+                sa.text(
+                    "UPDATE runs SET collection_id = :c, "
+                    "params = params || jsonb_build_object('text_search_config', CAST(:t AS text)) WHERE id = :r"
+                ),
+                {"c": collection_id, "t": ts_config, "r": run.id},
+            )
+        pii_found: dict[str, dict[str, list]] = {}  # external id → field → findings (for pii_findings)
         # Each batch commits whole; a large document commits slice by slice, current once whole.
         run.committed = lambda: (
             {"documents": result.documents, "chunks": result.chunks}
@@ -445,6 +452,9 @@ def ingest_documents(
                     flush()
             flush()
             wait_for_writer()
+        except sa.exc.IntegrityError as exc:
+            _raise_if_collection_deleted(exc, options.collection, collection_id, engine)
+            raise
         finally:
             # On Ctrl-C or an error the batch being written still commits or rolls back whole.
             writer.shutdown(wait=True)
@@ -458,6 +468,19 @@ def ingest_documents(
         }
         run.finish(summary=summary)
     return result
+
+
+def _raise_if_collection_deleted(exc: sa.exc.IntegrityError, name: str, collection_id: int, engine) -> None:
+    """A `collections delete` racing the ingest makes its next write break a foreign key (documents
+    → collections, or chunks → a cascaded document): if the collection is gone, say that in one line."""
+    from psycopg.errors import ForeignKeyViolation
+
+    if not isinstance(exc.orig, ForeignKeyViolation):
+        return
+    with session_scope(engine) as s:
+        gone = s.scalar(sa.text("SELECT NOT EXISTS (SELECT 1 FROM collections WHERE id = :c)"), {"c": collection_id})
+    if gone:
+        raise NotFound(f"collection {name!r} was deleted while ingesting") from None
 
 
 def _pii_mode(session, collection_id: int, explicit: str | None) -> str:

@@ -251,3 +251,54 @@ def test_interrupted_ingest_leaves_whole_documents_and_rerun_continues(db_url, t
     rerun = ingest([folder], IngestOptions(collection="c", batch_documents=3))
     assert (rerun.unchanged, rerun.documents) == (3, 4)
     assert _counts(session)["documents"] == 7
+
+
+def test_a_collection_deleted_while_ingesting_is_one_clear_line(db_url, tmp_path, session, embedder):
+    """Issue 25, finding 9: `collections delete` racing an ingest was a raw foreign-key message."""
+    from genloom.db.engine import session_scope
+    from genloom.errors import GenloomError
+    from genloom.retrieval.documents import delete_collection
+    from ingest.pipeline import IngestOptions, ingest
+
+    folder = tmp_path / "race"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"doc{i}.txt").write_text(f"Document {i}. " + " ".join(f"Sentence {j}." for j in range(20)))
+    deleted = []
+
+    def delete_while_embedding(p):  # the batch is embedded, not yet written: the collection goes now
+        if p.embedding_total and not deleted:
+            with session_scope() as other:  # its own connection and transaction, as the CLI's would be
+                delete_collection(other, "c")
+            deleted.append(True)
+
+    with pytest.raises(GenloomError) as raised:
+        ingest([folder], IngestOptions(collection="c"), progress=delete_while_embedding)
+    assert deleted
+    assert str(raised.value) == "collection 'c' was deleted while ingesting"
+    status, error = session.execute(sa.text("SELECT status, error FROM runs ORDER BY id DESC LIMIT 1")).one()
+    assert status == "failed" and "was deleted while ingesting" in error
+
+
+def test_an_ingest_failing_at_its_first_write_leaves_a_failed_run_with_the_cause(db_url, tmp_path, session, embedder):
+    """Issue 25, finding 9: a full disk at the first write left no run row. The server's own
+    disk-full error (SQLSTATE 53100) is raised by a trigger where a new collection is written."""
+    from ingest.pipeline import IngestOptions, ingest
+
+    session.execute(
+        sa.text(
+            "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$"
+        )
+    )
+    session.execute(
+        sa.text("CREATE TRIGGER disk_full BEFORE INSERT ON collections FOR EACH ROW EXECUTE FUNCTION disk_full()")
+    )
+    session.commit()
+    (tmp_path / "a.txt").write_text("One small document about disks.")
+    with pytest.raises(Exception, match="No space left on device"):
+        ingest([tmp_path / "a.txt"], IngestOptions(collection="full"))
+    runs = session.execute(sa.text("SELECT kind, status, error FROM runs")).all()
+    assert len(runs) == 1
+    kind, status, error = runs[0]
+    assert (kind, status) == ("ingest", "failed") and "No space left on device" in error

@@ -24,6 +24,7 @@ Modes: `mask` replaces a value by `<EMAIL>`; `hash` by `<EMAIL:1a2b3c4d5e6f>`, a
 under a per-install secret (so equal values stay joinable but a dictionary of likely emails
 cannot reverse them); `encrypt` by `<EMAIL:gle1:…>` (genloom.crypto; reversible with the key).
 Findings keep the type and character span in the original text, never the value.
+Identifiers (user ids, feedback labels) are stored as `pseudonym`s under every mode but off.
 """
 
 from __future__ import annotations
@@ -187,6 +188,16 @@ def _replacement(kind: str, value: str, mode: str) -> str:
     from genloom.crypto import encrypt
 
     return f"<{label}:{encrypt(value, context=kind.encode())}>"
+
+
+def pseudonym(value: str | None, mode: str) -> str | None:
+    """An identifier as the log stores it under `mode` (a user id, a feedback label): itself when
+    off; under mask, hash and encrypt `hmac:` and 32 hex digits of HMAC-SHA256 under the hash
+    mode's per-install key, so equal values still group together in analytics while the table
+    never holds the clear value (and a list of likely names cannot be hashed to find it)."""
+    if value is None or mode == "off":
+        return value
+    return "hmac:" + hmac.new(_hash_key(), value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def redact(text: str | None, mode: str) -> tuple[str | None, list[Finding]]:

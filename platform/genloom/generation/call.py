@@ -35,7 +35,7 @@ from genloom.errors import BadInput, NotFound
 from genloom.generation.backend import MAX_K, Backend, GenOutput, GenParams, OnText, Source
 from genloom.generation.context import AssembledPrompt, Turn, assemble
 from genloom.generation.resolve import load_backend
-from genloom.pii import log_mode, record_findings, redact
+from genloom.pii import log_mode, pseudonym, record_findings, redact
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 
@@ -199,7 +199,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
     logged_prompt, prompt_pii = redact(assembled.prompt, pii_mode)
     if chat is None:
         chat = ChatSession(
-            user_id=request.user,
+            user_id=pseudonym(request.user, pii_mode),
             collection_id=collection.id if collection is not None else None,
             title=seal((logged_question or "")[:120], "sessions.title"),
         )
@@ -208,7 +208,7 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
     prompt = Prompt(
         session_id=chat.id,
         parent_id=parent_id,
-        user_id=request.user,
+        user_id=pseudonym(request.user, pii_mode),
         text=seal(logged_question, "prompts.text"),
         template_name=template.name if template else None,
         template_version=template.version if template else None,

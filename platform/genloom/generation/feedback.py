@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom.crypto import seal, unseal
 from genloom.db.models import Feedback, Generation
 from genloom.errors import BadInput, NotFound
+from genloom.pii import log_mode, pseudonym
 
 
 def add_feedback(
@@ -28,18 +30,31 @@ def add_feedback(
     generation = session.get(Generation, generation_id)
     if generation is None:
         raise NotFound(f"no generation {generation_id}")
+    mode = _pii_mode(session, generation.prompt_id)
     row = Feedback(
         generation_id=generation_id,
         generation_created_at=generation.created_at,  # feedback lives in its generation's month partition
-        user_id=user,
+        user_id=pseudonym(user, mode),
         score=score,
         thumbs=thumbs,
-        label=label,
+        label=pseudonym(label, mode),
         comment=seal(comment, "feedback.comment"),
     )
     session.add(row)
     session.flush()
     return row
+
+
+def _pii_mode(session: Session, prompt_id: int) -> str:
+    """The log's PII mode for this generation: its collection's, else the server's (genloom.pii.log_mode)."""
+    collection_mode = session.scalar(
+        sa.text(
+            "SELECT c.pii_mode FROM prompts p JOIN sessions s ON s.id = p.session_id "
+            "JOIN collections c ON c.id = s.collection_id WHERE p.id = :p"
+        ),
+        {"p": prompt_id},
+    )
+    return log_mode(collection_mode)
 
 
 def feedback_json(row: Feedback) -> dict:

@@ -20,6 +20,7 @@ from genloom.db.models import (
 )
 from genloom.errors import BadInput, NotFound
 from genloom.generation.feedback import feedback_json
+from genloom.pii import pseudonym
 from genloom.retrieval.locations import format_location, location_fields
 
 
@@ -172,7 +173,7 @@ def list_generations(
         params["before"] = before
     simple = {
         "model": "g.model_name = :model",
-        "user": "p.user_id = :user",
+        "user": "p.user_id IN (:user, :user_pseudonym)",  # clear (pii off) or keyed hash (genloom.pii.pseudonym)
         "collection": "s.collection_id = (SELECT id FROM collections WHERE name = :collection)",
         "since": "g.created_at >= CAST(:since AS timestamptz)",
         "until": "g.created_at < CAST(:until AS timestamptz)",
@@ -186,6 +187,8 @@ def list_generations(
         if name in f:
             where.append(clause)
             params[name] = f[name]
+    if "user" in f:
+        params["user_pseudonym"] = pseudonym(str(f["user"]), "hash")
     if "template" in f:
         where.append(_template_clause(session, str(f["template"]), params))
     if "has_feedback" in f:
