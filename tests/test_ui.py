@@ -19,7 +19,7 @@ def _ui_routes(app):
 
 
 def _concrete(path: str) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: {"name": "kb", "ref": "kb@1"}.get(m.group(1), "1"), path)
+    return re.sub(r"\{(\w+)\}", lambda m: {"name": "kb", "ref": "kb@1", "key_id": "999999"}.get(m.group(1), "1"), path)
 
 
 def test_every_ui_route_needs_a_session_the_right_role_and_a_csrf_token(served):
@@ -203,3 +203,39 @@ def test_dataset_pages_show_an_image_grid_real_vs_synthetic_and_a_diff_and_two_r
     assert '<th>added</th><td class="num">1</td>' in diff and '<th>removed</th><td class="num">0</td>' in diff
     compared = reader.get("/ui/runs/compare", params={"a": run_ids[0], "b": run_ids[1]}).text
     assert compared.count("<polyline") == 2 and f"run {run_ids[1]}" in compared
+
+
+def test_an_admin_lists_creates_and_revokes_keys_of_their_tenant_with_the_secret_shown_once(served):
+    from genloom.db.engine import session_scope
+    from genloom.keys import create_key
+
+    with session_scope() as s:
+        foreign = create_key(s, role="reader", tenant="globex")
+    admin = login(served.url, served.keys["admin"])
+    listed = admin.get("/ui/keys").text
+    assert "glk_" + served.keys["reader"].split("_")[1] + "_…" in listed  # the prefix, never the secret
+    assert all(key.split("_")[2] not in listed for key in served.keys.values())
+    assert foreign.prefix not in listed  # another tenant's keys are not this admin's to see
+    created = admin.post("/ui/keys", data={"role": "reader", "note": "from the ui", "csrf": csrf_of(admin)})
+    assert created.status_code == 200 and created.headers["cache-control"] == "no-store"
+    secret = re.search(r'<pre id="new-key-secret">(glk_[^<]+)</pre>', created.text).group(1)
+    new_id = int(re.search(r"Key (\d+) created", created.text).group(1))
+    assert secret.split("_")[2] not in admin.get("/ui/keys").text  # shown once only
+    assert login(served.url, secret).get("/ui/collections").status_code == 200
+    bad = admin.post("/ui/keys", data={"role": "root", "csrf": csrf_of(admin)})
+    assert bad.status_code == 422
+    assert admin.post(f"/ui/keys/{foreign.id}/revoke", data={"csrf": csrf_of(admin)}).status_code == 404
+    revoked = admin.post(f"/ui/keys/{new_id}/revoke", data={"csrf": csrf_of(admin)})
+    assert revoked.status_code == 303 and revoked.headers["location"] == "/ui/keys"
+    assert f"Revoke key {new_id}" not in admin.get("/ui/keys?all=true").text
+    engine = sa.create_engine(served.db_url)
+    with engine.connect() as conn:
+        actions = conn.execute(
+            sa.text("SELECT action, key_id FROM audit_log WHERE object LIKE :o ORDER BY id"), {"o": f"key {new_id} (%"}
+        ).all()
+        foreign_revoked = conn.execute(
+            sa.text("SELECT revoked_at FROM api_keys WHERE id = :i"), {"i": foreign.id}
+        ).scalar()
+    engine.dispose()
+    assert [a for a, _ in actions] == ["key.create", "key.revoke"] and all(k is not None for _, k in actions)
+    assert foreign_revoked is None

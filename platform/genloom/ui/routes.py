@@ -57,6 +57,9 @@ ROLES: dict[tuple[str, str], str] = {
     ("GET", "/ui/evaluations"): "reader",
     ("GET", "/ui/analytics"): "reader",
     ("GET", "/ui/audit"): "admin",
+    ("GET", "/ui/keys"): "admin",
+    ("POST", "/ui/keys"): "admin",
+    ("POST", "/ui/keys/{key_id}/revoke"): "admin",
 }
 PAGE = 50
 MAX_UPLOAD_FILES = 200
@@ -80,7 +83,7 @@ def page(request: Request, template: str, user: dict[str, Any] | None, status_co
         ("Models", "/ui/models"),
         ("Evaluations", "/ui/evaluations"),
         ("Analytics", "/ui/analytics"),
-    ] + ([("Audit", "/ui/audit")] if user and user["role"] == "admin" else [])
+    ] + ([("Keys", "/ui/keys"), ("Audit", "/ui/audit")] if user and user["role"] == "admin" else [])
     return templates.TemplateResponse(
         request, template, {"user": user, "nav": nav, "path": request.url.path, **context}, status_code=status_code
     )
@@ -636,3 +639,47 @@ def audit_page(request: Request, user: User, session: DB):
     with session.begin():
         rows = list_entries(session, limit=100)
     return page(request, "audit.html", user, rows=rows)
+
+
+# --------------------------------------------------------------------------- keys (admin)
+
+
+@router.get("/keys", response_class=HTMLResponse)
+def keys_page(request: Request, user: User, session: DB, show_all: Annotated[bool, Query(alias="all")] = False):
+    """The tenant's API keys (never a secret: only its salted hash is stored), a create form, revoke buttons."""
+    from genloom.keys import list_keys
+
+    with session.begin():
+        rows = list_keys(session, include_revoked=show_all, tenant=user["tenant"])
+    return page(request, "keys.html", user, rows=rows, show_all=show_all, new_key=None)
+
+
+@router.post("/keys", response_class=HTMLResponse)
+def create_key_page(
+    request: Request,
+    user: User,
+    session: DB,
+    role: Annotated[str, Form()],
+    expires: Annotated[str, Form()] = "",
+    note: Annotated[str, Form(max_length=200)] = "",
+):
+    """A key for the admin's own tenant, audited as `genloom keys create`; its secret is shown once, never stored."""
+    from genloom.keys import create_key, list_keys
+
+    with session.begin():
+        new = create_key(session, role=role, tenant=user["tenant"], expires=_blank(expires), note=_blank(note))
+    with session.begin():
+        rows = list_keys(session, tenant=user["tenant"])
+    response = page(request, "keys.html", user, rows=rows, show_all=False, new_key=new)
+    response.headers["Cache-Control"] = "no-store"  # the one page that holds a secret stays out of caches
+    return response
+
+
+@router.post("/keys/{key_id}/revoke")
+def revoke_key_page(key_id: int, user: User, session: DB):
+    """Revoke one of the tenant's keys (its sessions end at once), audited as `genloom keys revoke`."""
+    from genloom.keys import revoke_key
+
+    with session.begin():
+        revoke_key(session, str(key_id), tenant=user["tenant"])
+    return RedirectResponse("/ui/keys", status_code=303)
