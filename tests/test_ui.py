@@ -239,3 +239,43 @@ def test_an_admin_lists_creates_and_revokes_keys_of_their_tenant_with_the_secret
     engine.dispose()
     assert [a for a, _ in actions] == ["key.create", "key.revoke"] and all(k is not None for _, k in actions)
     assert foreign_revoked is None
+
+
+def _pages(client: httpx.Client, path: str, row: str) -> list[list[str]]:
+    import html
+
+    pages, query = [], ""
+    while len(pages) < 100:  # a pager that does not advance would loop forever
+        text = client.get(path + query).text
+        pages.append(re.findall(row, text))
+        found = re.search(r'<a class="button" href="(\?[^"]+)">Next page', text)
+        if not found:
+            return pages
+        query = html.unescape(found.group(1))
+        assert "offset" not in query
+    raise AssertionError(f"{path}: the next-page link does not advance")
+
+
+def test_collections_datasets_and_audit_pages_follow_the_keyset_to_the_last_row(served, monkeypatch):
+    from genloom.datasets.versions import create_version
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.collections import ensure_collection
+    from genloom.ui import routes
+
+    with session_scope() as s:
+        for name in ("paged-a", "paged-b", "paged-c"):
+            ensure_collection(s, name)
+        for _ in range(3):
+            create_version(s, "paged", modality="text")
+    monkeypatch.setattr(routes, "PAGE", 2)
+    admin = login(served.url, served.keys["admin"])
+    names = _pages(admin, "/ui/collections", r'<td><a href="/ui/collections/([^"/]+)">')
+    assert all(len(p) <= 2 for p in names) and len(names) >= 2
+    flat = [n for p in names for n in p]
+    assert flat == sorted(flat) and len(flat) == len(set(flat)) and {"kb", "paged-a", "paged-c"} <= set(flat)
+    refs = _pages(admin, "/ui/datasets", r'<td><a href="/ui/datasets/([^"]+)">')
+    flat = [r for p in refs for r in p]
+    assert [r for r in flat if r.startswith("paged@")] == ["paged@1", "paged@2", "paged@3"] and len(refs) >= 2
+    ids = _pages(admin, "/ui/audit", r'<tr><td class="num">(\d+)</td>')
+    flat = [int(i) for p in ids for i in p]
+    assert len(ids) > 3 and flat == sorted(flat, reverse=True) and len(flat) == len(set(flat))

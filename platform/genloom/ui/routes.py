@@ -353,12 +353,14 @@ def add_to_dataset(
 
 
 @router.get("/collections", response_class=HTMLResponse)
-def collections(request: Request, user: User, session: DB):
+def collections(request: Request, user: User, session: DB, after: Optional[str] = None):
     from genloom.retrieval.collections import list_collections
 
     with session.begin():
-        rows = list_collections(session)
-    return page(request, "collections.html", user, rows=rows)
+        rows = list_collections(session, after=_blank(after), limit=PAGE)
+    return page(
+        request, "collections.html", user, rows=rows, next_after=rows[-1]["name"] if len(rows) == PAGE else None
+    )
 
 
 @router.get("/collections/{name}", response_class=HTMLResponse)
@@ -498,12 +500,12 @@ def set_metadata_page(
 
 
 @router.get("/datasets", response_class=HTMLResponse)
-def datasets(request: Request, user: User, session: DB):
+def datasets(request: Request, user: User, session: DB, after: Optional[str] = None):
     from genloom.datasets.versions import list_versions
 
     with session.begin():
-        rows = list_versions(session)
-    return page(request, "datasets.html", user, rows=rows)
+        rows = list_versions(session, after=_blank(after), limit=PAGE)
+    return page(request, "datasets.html", user, rows=rows, next_after=rows[-1]["ref"] if len(rows) == PAGE else None)
 
 
 @router.get("/datasets/diff", response_class=HTMLResponse)
@@ -633,12 +635,12 @@ def analytics(request: Request, user: User, session: DB, before: Optional[str] =
 
 
 @router.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, user: User, session: DB):
+def audit_page(request: Request, user: User, session: DB, before: Optional[int] = None):
     from genloom.audit import list_entries
 
     with session.begin():
-        rows = list_entries(session, limit=100)
-    return page(request, "audit.html", user, rows=rows)
+        rows = list_entries(session, limit=PAGE, before=before)
+    return page(request, "audit.html", user, rows=rows, next_before=rows[-1]["id"] if len(rows) == PAGE else None)
 
 
 # --------------------------------------------------------------------------- keys (admin)
