@@ -279,3 +279,39 @@ def test_collections_datasets_and_audit_pages_follow_the_keyset_to_the_last_row(
     ids = _pages(admin, "/ui/audit", r'<tr><td class="num">(\d+)</td>')
     flat = [int(i) for p in ids for i in p]
     assert len(ids) > 3 and flat == sorted(flat, reverse=True) and len(flat) == len(set(flat))
+
+
+def test_evaluations_chart_each_metric_over_runs_and_two_runs_compare_per_metric(served):
+    from genloom.db.engine import session_scope
+    from genloom.runs import finish_run, log_metrics, start_run
+
+    ids = []
+    with session_scope() as s:
+        for ndcg in (0.5, 0.6, 0.7):
+            run = start_run(s, "evaluate", name="retrieval:kb:hybrid", params={"collection": "kb"})
+            log_metrics(s, run.id, {"ndcg@10": ndcg, "recall@10": ndcg + 0.1})
+            ids.append(run.id)
+        for faithful in (0.8, 0.9):
+            run = start_run(s, "evaluate", params={"evaluation": "rag", "collection": "kb", "model": "tiny"})
+            log_metrics(s, run.id, {"faithfulness": faithful})
+            ids.append(run.id)
+    with session_scope() as s:
+        for run_id in ids:
+            finish_run(s, run_id, summary={})
+    reader = login(served.url, served.keys["reader"])
+    page = reader.get("/ui/evaluations").text
+    charts = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r'<svg class="chart" role="img" aria-label="([^"]+)".*?</svg>', page, re.S)
+    }
+    assert {"ndcg@10", "recall@10", "faithfulness"} <= set(charts)
+    ndcg = re.findall(r'<polyline[^>]*points="([^"]+)"', charts["ndcg@10"])
+    assert len(ndcg) == 1 and len(ndcg[0].split()) == 3 and "retrieval:kb:hybrid" in charts["ndcg@10"]
+    ys = [float(p.split(",")[1]) for p in ndcg[0].split()]
+    assert ys[0] > ys[1] > ys[2]  # rising nDCG drawn upwards (SVG y grows down), oldest run first
+    assert "rag:kb:tiny" in charts["faithfulness"] and "retrieval" not in charts["faithfulness"]
+    assert f'<option value="{ids[0]}"' in page and 'action="/ui/runs/compare"' in page
+    compared = reader.get("/ui/runs/compare", params={"a": ids[0], "b": ids[2]}).text
+    assert re.search(
+        r"<th>ndcg@10</th><td class=\"num\">0\.5</td><td class=\"num\">0\.7</td><td class=\"num\">\+0\.2</td>", compared
+    )

@@ -607,7 +607,31 @@ def evaluations(request: Request, user: User, session: DB, before: Optional[int]
         rows = list_runs(session, before=before, limit=PAGE, kind="evaluate")
         for row in rows:
             row["final_metrics"] = run_detail(session, row["id"])["final_metrics"]
-    return page(request, "evaluations.html", user, rows=rows, next_before=rows[-1]["id"] if len(rows) == PAGE else None)
+    return page(
+        request,
+        "evaluations.html",
+        user,
+        rows=rows,
+        charts=_metrics_over_runs(rows),
+        next_before=rows[-1]["id"] if len(rows) == PAGE else None,
+    )
+
+
+def _evaluation_suite(run: dict[str, Any]) -> str:
+    """What a line on an evaluation chart follows: the same evaluation repeated over time."""
+    params = run["params"] or {}
+    if params.get("evaluation") == "rag":
+        return f"rag:{params.get('collection')}:{params.get('model') or 'default'}"
+    return run["name"] or str(params.get("what") or "evaluate")
+
+
+def _metrics_over_runs(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """{metric: {suite: [(run id, value), ...]}}, oldest run first: one chart per metric, one line per suite."""
+    charts: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for run in reversed(rows):
+        for metric, value in run["final_metrics"].items():
+            charts.setdefault(metric, {}).setdefault(_evaluation_suite(run), []).append((run["id"], value))
+    return dict(sorted(charts.items()))
 
 
 @router.get("/analytics", response_class=HTMLResponse)
