@@ -19,7 +19,11 @@ def _ui_routes(app):
 
 
 def _concrete(path: str) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: {"name": "kb", "ref": "kb@1", "key_id": "999999"}.get(m.group(1), "1"), path)
+    return re.sub(
+        r"\{(\w+)\}",
+        lambda m: {"name": "kb", "ref": "kb@1", "key_id": "999999", "view": "v_daily"}.get(m.group(1), "1"),
+        path,
+    )
 
 
 def test_every_ui_route_needs_a_session_the_right_role_and_a_csrf_token(served):
@@ -315,3 +319,25 @@ def test_evaluations_chart_each_metric_over_runs_and_two_runs_compare_per_metric
     assert re.search(
         r"<th>ndcg@10</th><td class=\"num\">0\.5</td><td class=\"num\">0\.7</td><td class=\"num\">\+0\.2</td>", compared
     )
+
+
+def test_analytics_shows_every_documented_view_as_a_table_with_latency_and_score_charts(served):
+    from genloom.analytics.views import ORDER
+    from genloom.ui.routes import ANALYTICS_VIEWS
+
+    assert list(ANALYTICS_VIEWS) == ORDER  # a new view needs a paging decision here
+    writer = login(served.url, served.keys["writer"])
+    r = writer.post("/ui/ask", data={"question": "How is search fused?", "collection": "kb", "csrf": csrf_of(writer)})
+    gid = int(re.search(r'"generation_id": (\d+)', r.text).group(1))
+    writer.post(f"/ui/generations/{gid}/feedback", data={"score": "4", "csrf": csrf_of(writer)})
+    page = writer.get("/ui/analytics").text
+    assert all(f'href="/ui/analytics/views/{view}"' in page for view in ORDER)
+    latency = re.search(r'aria-label="total latency per model".*?</svg>', page, re.S).group(0)
+    assert latency.count("<rect") >= 2 and " ms</title>" in latency  # p50 and p95 bars of at least one model
+    assert "<rect" in re.search(r'aria-label="mean feedback score \(1–5\) per model".*?</svg>', page, re.S).group(0)
+    for view in ORDER:
+        shown = writer.get(f"/ui/analytics/views/{view}")
+        assert shown.status_code == 200 and f"<code>{view}</code></h1>" in shown.text, (view, shown.text[:300])
+    explained = writer.get("/ui/analytics/views/v_feedback_explained").text
+    assert "How is search fused?" in explained and '<th scope="col">feedback_id</th>' in explained
+    assert writer.get("/ui/analytics/views/pg_authid").status_code == 404

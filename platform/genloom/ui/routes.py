@@ -21,12 +21,13 @@ from starlette.datastructures import UploadFile  # what request.form() returns (
 from genloom.api.session import DB
 from genloom.errors import BadInput, NotFound
 from genloom.ui import session as ui_session
-from genloom.ui.charts import line_chart
+from genloom.ui.charts import bar_chart, line_chart
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals["line_chart"] = line_chart
+templates.env.globals["bar_chart"] = bar_chart
 templates.env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
 PUBLIC = frozenset({("GET", "/ui/login"), ("POST", "/ui/login"), ("GET", "/ui/static/{name}")})
@@ -56,6 +57,7 @@ ROLES: dict[tuple[str, str], str] = {
     ("GET", "/ui/models"): "reader",
     ("GET", "/ui/evaluations"): "reader",
     ("GET", "/ui/analytics"): "reader",
+    ("GET", "/ui/analytics/views/{view}"): "reader",
     ("GET", "/ui/audit"): "admin",
     ("GET", "/ui/keys"): "admin",
     ("POST", "/ui/keys"): "admin",
@@ -634,9 +636,33 @@ def _metrics_over_runs(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[t
     return dict(sorted(charts.items()))
 
 
+# How each documented view is paged: (ordering column, whether it is unique). A unique column gives a
+# keyset "next page"; over a column that repeats (several rows per day or per run) the page is the top rows.
+ANALYTICS_VIEWS: dict[str, tuple[str, bool]] = {
+    "v_model_stats": ("generations", False),
+    "v_template_stats": ("generations", False),
+    "v_daily": ("day", True),
+    "v_model_daily": ("day", False),
+    "v_chunk_citations": ("chunk_id", True),
+    "v_document_citations": ("document_id", True),
+    "v_documents_never_cited": ("document_id", True),
+    "v_feedback_explained": ("feedback_id", True),
+    "v_feedback_sources": ("feedback_id", False),
+    "v_dataset_versions": ("version_id", True),
+    "v_dataset_items": ("version_id", False),
+    "v_dataset_lineage": ("version_id", False),
+    "v_run_final_metrics": ("run_id", False),
+    "v_runs": ("run_id", True),
+    "v_leaderboard": ("metric", False),
+    "v_audit_log": ("id", True),
+}
+CELL_CHARS = 200  # long text (answers, questions, JSON) is cut in a table cell
+
+
 @router.get("/analytics", response_class=HTMLResponse)
 def analytics(request: Request, user: User, session: DB, before: Optional[str] = None):
     from genloom.analytics.summary import view_page
+    from genloom.analytics.views import VIEWS
 
     with session.begin():
         daily = view_page(session, "v_daily", key="day", after=_blank(before), limit=60)
@@ -654,7 +680,39 @@ def analytics(request: Request, user: User, session: DB, before: Optional[str] =
         models=models,
         template_stats=template_stats,
         series=series,
+        views=VIEWS,
         next_before=daily[-1]["day"] if len(daily) == 60 else None,
+    )
+
+
+@router.get("/analytics/views/{view}", response_class=HTMLResponse)
+def analytics_view(request: Request, view: str, user: User, session: DB, after: Optional[str] = None):
+    """One documented view as a table: a keyset page over its unique column, else its top rows."""
+    from genloom.analytics.summary import view_page
+    from genloom.analytics.views import VIEWS
+
+    if view not in ANALYTICS_VIEWS:
+        raise NotFound(f"no documented view {view!r}; see /ui/analytics")
+    key, unique = ANALYTICS_VIEWS[view]
+    with session.begin():
+        rows = view_page(session, view, key=key, after=_blank(after) if unique else None, limit=PAGE)
+    for row in rows:
+        for column, value in row.items():
+            if isinstance(value, (dict, list)):
+                value = json.dumps(value, default=str, ensure_ascii=False)
+            if isinstance(value, str) and len(value) > CELL_CHARS:
+                value = value[:CELL_CHARS] + "…"
+            row[column] = value
+    return page(
+        request,
+        "analytics_view.html",
+        user,
+        view=view,
+        description=VIEWS[view],
+        key=key,
+        unique=unique,
+        rows=rows,
+        next_after=rows[-1][key] if unique and len(rows) == PAGE else None,
     )
 
 
