@@ -341,3 +341,27 @@ def test_analytics_shows_every_documented_view_as_a_table_with_latency_and_score
     explained = writer.get("/ui/analytics/views/v_feedback_explained").text
     assert "How is search fused?" in explained and '<th scope="col">feedback_id</th>' in explained
     assert writer.get("/ui/analytics/views/pg_authid").status_code == 404
+
+
+def test_refusals_and_bad_input_on_ui_pages_are_small_html_pages_with_the_status_kept(served):
+    html = {"accept": "text/html,application/xhtml+xml"}
+    anonymous = httpx.Client(base_url=served.url, timeout=60)
+    reader, admin = login(served.url, served.keys["reader"]), login(served.url, served.keys["admin"])
+    cases = [
+        (anonymous.post("/ui/keys", headers=html), 401, "Please log in"),
+        (reader.get("/ui/keys", headers=html), 403, "may not use GET /ui/keys (needs admin)"),
+        (admin.post("/ui/keys", data={"role": "reader"}, headers=html), 403, "missing or wrong CSRF token"),
+        (reader.get("/ui/generations/999999", headers=html), 404, "Not found"),
+        (reader.get("/ui/no-such-page", headers=html), 404, "Not found"),
+        (reader.get("/ui/generations?min_score=high", headers=html), 422, "min_score must be a number"),
+        (admin.post("/ui/keys", data={"role": "root", "csrf": csrf_of(admin)}, headers=html), 422, "root"),
+    ]
+    for response, status, words in cases:
+        assert response.status_code == status, (response.request.url, response.status_code)
+        assert response.headers["content-type"].startswith("text/html"), response.request.url
+        assert words in response.text and 'id="error-message"' in response.text and '"error"' not in response.text
+    assert 'href="/ui/login?next=' in cases[0][0].text
+    assert anonymous.post("/ui/keys").json()["error"]["code"] == 401  # no text/html: the API's JSON, as before
+    assert reader.get("/ui/keys").json()["error"]["code"] == 403
+    api = anonymous.get("/v1/models", headers=html)  # the API never answers in HTML
+    assert api.status_code == 401 and api.headers["content-type"].startswith("application/json")
