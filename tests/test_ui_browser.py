@@ -191,3 +191,48 @@ def test_keyboard_alone_reaches_every_control_of_the_ask_page(chromium, served):
     page.keyboard.press("Tab")  # to the submit button
     page.keyboard.press("Enter")
     page.wait_for_selector("#answer a.cite")
+
+
+def test_an_admin_creates_and_revokes_a_key_and_a_refusal_is_a_page(chromium, served):
+    from genloom.db.engine import session_scope
+    from genloom.runs import finish_run, log_metrics, start_run
+
+    ids = []
+    with session_scope() as s:  # evaluations repeated over time, so the charts have lines to draw
+        for i in range(6):
+            for config, base in (("hybrid", 0.62), ("bm25", 0.55)):
+                run = start_run(s, "evaluate", name=f"retrieval:kb:{config}", params={"collection": "kb"})
+                log_metrics(s, run.id, {"ndcg@10": base + 0.02 * i, "recall@10": base + 0.15 + 0.01 * i})
+                ids.append(run.id)
+            run = start_run(s, "evaluate", params={"evaluation": "rag", "collection": "kb", "model": "tiny-gpt"})
+            log_metrics(s, run.id, {"faithfulness": 0.7 + 0.03 * i, "answer_relevance": 0.6 + 0.02 * (i % 3)})
+            ids.append(run.id)
+    with session_scope() as s:
+        for run_id in ids:
+            finish_run(s, run_id, summary={})
+    page = _login(chromium, served, served.keys["admin"])
+    page.goto(f"{served.url}/ui/keys")
+    page.select_option("select[name=role]", "reader")
+    page.fill("input[name=note]", "dashboard for the support team")
+    page.click("form[action='/ui/keys'] button[type=submit]")
+    secret = page.inner_text("#new-key-secret")
+    assert re.fullmatch(r"glk_[0-9a-f]{8}_\S{43}", secret)
+    _shot(page, "keys")
+    key_id = int(re.search(r"Key (\d+) created", page.inner_text("#new-key")).group(1))
+    with page.expect_navigation():  # the form posts from /ui/keys back to /ui/keys: wait for the new page
+        page.click(f"button[aria-label='Revoke key {key_id}']")
+    assert page.locator(f"button[aria-label='Revoke key {key_id}']").count() == 0
+    assert secret.split("_")[2] not in page.content()
+    for path, name in (
+        ("/ui/evaluations", "evaluations"),
+        ("/ui/analytics", "analytics"),
+        ("/ui/analytics/views/v_model_stats", "analytics_view"),
+        ("/ui/audit", "audit"),
+    ):
+        page.goto(served.url + path)
+        _shot(page, name)
+    assert page.locator("td", has_text="key.revoke").count() >= 1
+    reader = _login(chromium, served, served.keys["reader"])
+    response = reader.goto(f"{served.url}/ui/keys")
+    assert response.status == 403 and "needs admin" in reader.inner_text("#error-message")
+    _shot(reader, "error")

@@ -91,11 +91,17 @@ def record(
     )
 
 
-def list_entries(session: Session, *, limit: int = 50, action: str | None = None) -> list[dict[str, Any]]:
-    """Newest first, from the view (which adds the key's prefix)."""
-    query = "SELECT * FROM v_audit_log" + (" WHERE action = :a OR action LIKE :prefix" if action else "")
+def list_entries(
+    session: Session, *, limit: int = 50, action: str | None = None, before: int | None = None
+) -> list[dict[str, Any]]:
+    """Newest first, from the view (which adds the key's prefix); `before` (an id) pages by keyset."""
+    conditions = (["(action = :a OR action LIKE :prefix)"] if action else []) + (
+        ["id < :before"] if before is not None else []
+    )
+    query = "SELECT * FROM v_audit_log" + (" WHERE " + " AND ".join(conditions) if conditions else "")
     rows = session.execute(
-        sa.text(query + " ORDER BY id DESC LIMIT :n"), {"a": action, "prefix": f"{action}.%", "n": limit}
+        sa.text(query + " ORDER BY id DESC LIMIT :n"),
+        {"a": action, "prefix": f"{action}.%", "n": limit, "before": before},
     ).mappings()
     return [dict(r) for r in rows]
 

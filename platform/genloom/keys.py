@@ -128,28 +128,32 @@ def create_key(
     )
 
 
-def list_keys(session: Session, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+def list_keys(session: Session, *, include_revoked: bool = False, tenant: str | None = None) -> list[dict[str, Any]]:
+    """Never the secret (only its salted hash is stored). `tenant`: only that tenant's keys (the web UI's admin)."""
+    conditions = ([] if include_revoked else ["revoked_at IS NULL"]) + ([] if tenant is None else ["tenant = :t"])
     rows = session.execute(
         sa.text(
             "SELECT id, prefix, role, tenant, note, created_at, created_by, expires_at, revoked_at FROM api_keys"
-            + ("" if include_revoked else " WHERE revoked_at IS NULL")
+            + (" WHERE " + " AND ".join(conditions) if conditions else "")
             + " ORDER BY id"
-        )
+        ),
+        {"t": tenant},
     ).mappings()
     return [dict(r) for r in rows]
 
 
-def revoke_key(session: Session, ref: str) -> dict[str, Any]:
-    """Revoke by id or prefix; revoking twice is not an error."""
+def revoke_key(session: Session, ref: str, *, tenant: str | None = None) -> dict[str, Any]:
+    """Revoke by id or prefix; revoking twice is not an error. `tenant`: only a key of that tenant."""
     ref = ref.strip()
     column = "id" if ref.isdigit() else "prefix"
     row = (
         session.execute(
             sa.text(
                 f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE {column} = :v "
-                "RETURNING id, prefix, role, tenant, revoked_at"
+                + ("" if tenant is None else "AND tenant = :t ")
+                + "RETURNING id, prefix, role, tenant, revoked_at"
             ),
-            {"v": int(ref) if ref.isdigit() else ref},
+            {"v": int(ref) if ref.isdigit() else ref, "t": tenant},
         )
         .mappings()
         .first()

@@ -15,9 +15,11 @@ from genloom.api.app import create_app as create_api
 
 def create_app(security: auth.SecuritySettings | None = None, local_token: str | None = None) -> FastAPI:
     from genloom.mcp_server.http import mount as mount_mcp
+    from genloom.ui import error_pages
     from genloom.ui.routes import router as ui_router
 
     app = create_api(security, local_token=local_token)
     app.include_router(ui_router)
+    error_pages.install(app)  # a browser on /ui gets refusals as a page, the API keeps its JSON
     mount_mcp(app)
     return app

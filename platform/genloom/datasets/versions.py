@@ -214,8 +214,9 @@ def version_summary(session: Session, version: DatasetVersion) -> dict[str, Any]
     }
 
 
-def list_versions(session: Session) -> list[dict[str, Any]]:
-    rows = session.execute(
+def list_versions(session: Session, *, after: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Every version by dataset name and version; `after` ("name@v") and `limit` page by keyset."""
+    query = (
         sa.select(
             Dataset.name,
             Dataset.modality,
@@ -228,7 +229,12 @@ def list_versions(session: Session) -> list[dict[str, Any]]:
         )
         .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
         .order_by(Dataset.name, DatasetVersion.version)
-    ).all()
+        .limit(limit)
+    )
+    if after is not None:
+        name, version = parse_ref(after)
+        query = query.where(sa.tuple_(Dataset.name, DatasetVersion.version) > sa.tuple_(name, version or 0))
+    rows = session.execute(query).all()
     return [
         {
             "name": r.name,

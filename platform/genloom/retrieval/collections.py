@@ -110,8 +110,11 @@ def collection_summary(session: Session, collection: Collection) -> dict:
     }
 
 
-def list_collections(session: Session) -> list[dict]:
-    """Every collection with its current/retired document counts, chunks and embedding model."""
+def list_collections(session: Session, *, after: str | None = None, limit: int | None = None) -> list[dict]:
+    """Every collection with its current/retired document counts, chunks and embedding model, by name.
+
+    `after`/`limit` page by keyset: the collections named after `after`, at most `limit` of them.
+    """
     rows = session.execute(
         sa.text(
             """
@@ -124,10 +127,13 @@ def list_collections(session: Session) -> list[dict]:
             LEFT JOIN embedding_models m ON m.id = c.embedding_model_id
             LEFT JOIN documents d ON d.collection_id = c.id
             LEFT JOIN retrieval_collection_stats s ON s.collection_id = c.id
+            WHERE c.name > coalesce(CAST(:after AS text), '')
             GROUP BY c.id, m.name, s.n_chunks
             ORDER BY c.name
+            LIMIT :limit
             """
-        )
+        ),
+        {"after": after, "limit": limit},  # LIMIT NULL is no limit
     ).mappings()
     return [dict(r) for r in rows]
 

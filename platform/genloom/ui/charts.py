@@ -51,3 +51,50 @@ def line_chart(
         )
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def bar_chart(
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    width: int = 640,
+    title: str = "",
+    unit: str = "",
+) -> Markup:
+    """Grouped horizontal bars: one row per category (a model, a template), one bar per series (p50, p95)."""
+    if not categories or not any(v is not None for values in series.values() for v in values):
+        return Markup('<p class="muted">no values to draw</p>')
+    top = max(v for values in series.values() for v in values if v is not None) or 1.0
+    left, right, bar, gap = 180, 70, 12, 10
+    row = bar * len(series) + gap
+    height = 30 + row * len(categories)
+    parts = [
+        f'<svg class="chart" role="img" aria-label="{escape(title or "chart")}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}">',
+        f'<text x="8" y="14" class="chart-title">{escape(title)}</text>',
+    ]
+    for i, name in enumerate(series):
+        colour = COLOURS[i % len(COLOURS)]
+        parts.append(
+            f'<text x="{width - right - 90 * (len(series) - i)}" y="14" fill="{colour}" class="legend">■ '
+            f"{escape(str(name))}</text>"
+        )
+    for c, category in enumerate(categories):
+        y = 26 + c * row
+        label = category if len(category) <= 26 else category[:25] + "…"
+        parts.append(
+            f'<text x="{left - 6}" y="{y + row / 2 - 2:.1f}" text-anchor="end" class="tick">{escape(label)}</text>'
+        )
+        for i, values in enumerate(series.values()):
+            value = values[c]
+            if value is None:
+                continue
+            length = value / top * (width - left - right)
+            by = y + i * bar
+            parts.append(
+                f'<rect x="{left}" y="{by}" width="{length:.1f}" height="{bar - 2}" '
+                f'fill="{COLOURS[i % len(COLOURS)]}"><title>{escape(category)}: {value:.4g}{unit}</title></rect>'
+            )
+            parts.append(f'<text x="{left + length + 4:.1f}" y="{by + bar - 3}" class="tick">{value:.4g}{unit}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

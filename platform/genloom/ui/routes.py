@@ -21,12 +21,13 @@ from starlette.datastructures import UploadFile  # what request.form() returns (
 from genloom.api.session import DB
 from genloom.errors import BadInput, NotFound
 from genloom.ui import session as ui_session
-from genloom.ui.charts import line_chart
+from genloom.ui.charts import bar_chart, line_chart
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals["line_chart"] = line_chart
+templates.env.globals["bar_chart"] = bar_chart
 templates.env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, default=str, ensure_ascii=False)
 
 PUBLIC = frozenset({("GET", "/ui/login"), ("POST", "/ui/login"), ("GET", "/ui/static/{name}")})
@@ -56,7 +57,11 @@ ROLES: dict[tuple[str, str], str] = {
     ("GET", "/ui/models"): "reader",
     ("GET", "/ui/evaluations"): "reader",
     ("GET", "/ui/analytics"): "reader",
+    ("GET", "/ui/analytics/views/{view}"): "reader",
     ("GET", "/ui/audit"): "admin",
+    ("GET", "/ui/keys"): "admin",
+    ("POST", "/ui/keys"): "admin",
+    ("POST", "/ui/keys/{key_id}/revoke"): "admin",
 }
 PAGE = 50
 MAX_UPLOAD_FILES = 200
@@ -80,7 +85,7 @@ def page(request: Request, template: str, user: dict[str, Any] | None, status_co
         ("Models", "/ui/models"),
         ("Evaluations", "/ui/evaluations"),
         ("Analytics", "/ui/analytics"),
-    ] + ([("Audit", "/ui/audit")] if user and user["role"] == "admin" else [])
+    ] + ([("Keys", "/ui/keys"), ("Audit", "/ui/audit")] if user and user["role"] == "admin" else [])
     return templates.TemplateResponse(
         request, template, {"user": user, "nav": nav, "path": request.url.path, **context}, status_code=status_code
     )
@@ -350,12 +355,14 @@ def add_to_dataset(
 
 
 @router.get("/collections", response_class=HTMLResponse)
-def collections(request: Request, user: User, session: DB):
+def collections(request: Request, user: User, session: DB, after: Optional[str] = None):
     from genloom.retrieval.collections import list_collections
 
     with session.begin():
-        rows = list_collections(session)
-    return page(request, "collections.html", user, rows=rows)
+        rows = list_collections(session, after=_blank(after), limit=PAGE)
+    return page(
+        request, "collections.html", user, rows=rows, next_after=rows[-1]["name"] if len(rows) == PAGE else None
+    )
 
 
 @router.get("/collections/{name}", response_class=HTMLResponse)
@@ -495,12 +502,12 @@ def set_metadata_page(
 
 
 @router.get("/datasets", response_class=HTMLResponse)
-def datasets(request: Request, user: User, session: DB):
+def datasets(request: Request, user: User, session: DB, after: Optional[str] = None):
     from genloom.datasets.versions import list_versions
 
     with session.begin():
-        rows = list_versions(session)
-    return page(request, "datasets.html", user, rows=rows)
+        rows = list_versions(session, after=_blank(after), limit=PAGE)
+    return page(request, "datasets.html", user, rows=rows, next_after=rows[-1]["ref"] if len(rows) == PAGE else None)
 
 
 @router.get("/datasets/diff", response_class=HTMLResponse)
@@ -602,12 +609,60 @@ def evaluations(request: Request, user: User, session: DB, before: Optional[int]
         rows = list_runs(session, before=before, limit=PAGE, kind="evaluate")
         for row in rows:
             row["final_metrics"] = run_detail(session, row["id"])["final_metrics"]
-    return page(request, "evaluations.html", user, rows=rows, next_before=rows[-1]["id"] if len(rows) == PAGE else None)
+    return page(
+        request,
+        "evaluations.html",
+        user,
+        rows=rows,
+        charts=_metrics_over_runs(rows),
+        next_before=rows[-1]["id"] if len(rows) == PAGE else None,
+    )
+
+
+def _evaluation_suite(run: dict[str, Any]) -> str:
+    """What a line on an evaluation chart follows: the same evaluation repeated over time."""
+    params = run["params"] or {}
+    if params.get("evaluation") == "rag":
+        return f"rag:{params.get('collection')}:{params.get('model') or 'default'}"
+    return run["name"] or str(params.get("what") or "evaluate")
+
+
+def _metrics_over_runs(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """{metric: {suite: [(run id, value), ...]}}, oldest run first: one chart per metric, one line per suite."""
+    charts: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for run in reversed(rows):
+        for metric, value in run["final_metrics"].items():
+            charts.setdefault(metric, {}).setdefault(_evaluation_suite(run), []).append((run["id"], value))
+    return dict(sorted(charts.items()))
+
+
+# How each documented view is paged: (ordering column, whether it is unique). A unique column gives a
+# keyset "next page"; over a column that repeats (several rows per day or per run) the page is the top rows.
+ANALYTICS_VIEWS: dict[str, tuple[str, bool]] = {
+    "v_model_stats": ("generations", False),
+    "v_template_stats": ("generations", False),
+    "v_daily": ("day", True),
+    "v_model_daily": ("day", False),
+    "v_chunk_citations": ("chunk_id", True),
+    "v_document_citations": ("document_id", True),
+    "v_documents_never_cited": ("document_id", True),
+    "v_feedback_explained": ("feedback_id", True),
+    "v_feedback_sources": ("feedback_id", False),
+    "v_dataset_versions": ("version_id", True),
+    "v_dataset_items": ("version_id", False),
+    "v_dataset_lineage": ("version_id", False),
+    "v_run_final_metrics": ("run_id", False),
+    "v_runs": ("run_id", True),
+    "v_leaderboard": ("metric", False),
+    "v_audit_log": ("id", True),
+}
+CELL_CHARS = 200  # long text (answers, questions, JSON) is cut in a table cell
 
 
 @router.get("/analytics", response_class=HTMLResponse)
 def analytics(request: Request, user: User, session: DB, before: Optional[str] = None):
     from genloom.analytics.summary import view_page
+    from genloom.analytics.views import VIEWS
 
     with session.begin():
         daily = view_page(session, "v_daily", key="day", after=_blank(before), limit=60)
@@ -625,14 +680,90 @@ def analytics(request: Request, user: User, session: DB, before: Optional[str] =
         models=models,
         template_stats=template_stats,
         series=series,
+        views=VIEWS,
         next_before=daily[-1]["day"] if len(daily) == 60 else None,
     )
 
 
+@router.get("/analytics/views/{view}", response_class=HTMLResponse)
+def analytics_view(request: Request, view: str, user: User, session: DB, after: Optional[str] = None):
+    """One documented view as a table: a keyset page over its unique column, else its top rows."""
+    from genloom.analytics.summary import view_page
+    from genloom.analytics.views import VIEWS
+
+    if view not in ANALYTICS_VIEWS:
+        raise NotFound(f"no documented view {view!r}; see /ui/analytics")
+    key, unique = ANALYTICS_VIEWS[view]
+    with session.begin():
+        rows = view_page(session, view, key=key, after=_blank(after) if unique else None, limit=PAGE)
+    for row in rows:
+        for column, value in row.items():
+            if isinstance(value, (dict, list)):
+                value = json.dumps(value, default=str, ensure_ascii=False)
+            if isinstance(value, str) and len(value) > CELL_CHARS:
+                value = value[:CELL_CHARS] + "…"
+            row[column] = value
+    return page(
+        request,
+        "analytics_view.html",
+        user,
+        view=view,
+        description=VIEWS[view],
+        key=key,
+        unique=unique,
+        rows=rows,
+        next_after=rows[-1][key] if unique and len(rows) == PAGE else None,
+    )
+
+
 @router.get("/audit", response_class=HTMLResponse)
-def audit_page(request: Request, user: User, session: DB):
+def audit_page(request: Request, user: User, session: DB, before: Optional[int] = None):
     from genloom.audit import list_entries
 
     with session.begin():
-        rows = list_entries(session, limit=100)
-    return page(request, "audit.html", user, rows=rows)
+        rows = list_entries(session, limit=PAGE, before=before)
+    return page(request, "audit.html", user, rows=rows, next_before=rows[-1]["id"] if len(rows) == PAGE else None)
+
+
+# --------------------------------------------------------------------------- keys (admin)
+
+
+@router.get("/keys", response_class=HTMLResponse)
+def keys_page(request: Request, user: User, session: DB, show_all: Annotated[bool, Query(alias="all")] = False):
+    """The tenant's API keys (never a secret: only its salted hash is stored), a create form, revoke buttons."""
+    from genloom.keys import list_keys
+
+    with session.begin():
+        rows = list_keys(session, include_revoked=show_all, tenant=user["tenant"])
+    return page(request, "keys.html", user, rows=rows, show_all=show_all, new_key=None)
+
+
+@router.post("/keys", response_class=HTMLResponse)
+def create_key_page(
+    request: Request,
+    user: User,
+    session: DB,
+    role: Annotated[str, Form()],
+    expires: Annotated[str, Form()] = "",
+    note: Annotated[str, Form(max_length=200)] = "",
+):
+    """A key for the admin's own tenant, audited as `genloom keys create`; its secret is shown once, never stored."""
+    from genloom.keys import create_key, list_keys
+
+    with session.begin():
+        new = create_key(session, role=role, tenant=user["tenant"], expires=_blank(expires), note=_blank(note))
+    with session.begin():
+        rows = list_keys(session, tenant=user["tenant"])
+    response = page(request, "keys.html", user, rows=rows, show_all=False, new_key=new)
+    response.headers["Cache-Control"] = "no-store"  # the one page that holds a secret stays out of caches
+    return response
+
+
+@router.post("/keys/{key_id}/revoke")
+def revoke_key_page(key_id: int, user: User, session: DB):
+    """Revoke one of the tenant's keys (its sessions end at once), audited as `genloom keys revoke`."""
+    from genloom.keys import revoke_key
+
+    with session.begin():
+        revoke_key(session, str(key_id), tenant=user["tenant"])
+    return RedirectResponse("/ui/keys", status_code=303)
