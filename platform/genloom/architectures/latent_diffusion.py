@@ -49,15 +49,23 @@ class LatentDiffusionHyperparams(DiffusionHyperparams):
 
 
 def load_autoencoder(ref: str, device: str):
-    """(Model row, VAEModel) of a registered VAE or VAE-GAN; a one-line error for anything else."""
+    """(Model row, VAEModel) of a registered VAE or VAE-GAN; a one-line error for anything else.
+
+    Loaded here, not through the jobs' table of architectures (the networks sit below the jobs):
+    both kinds are VAE checkpoints, read by their own class's loader.
+    """
+    from genloom.architectures.vae import VAE
+    from genloom.architectures.vae_gan import VAEGAN
     from genloom.db.engine import session_scope
-    from genloom.jobs.models import load_model
+    from genloom.registry import load_checkpoint, resolve_model
 
     with session_scope() as s:
-        row, _, model = load_model(s, ref, device)
+        row = resolve_model(s, ref)
         if row.architecture not in AUTOENCODERS:
             raise BadInput(f"--autoencoder {ref} is a {row.architecture} model: use a vae or vae-gan")
+        blob, config = load_checkpoint(s, row), dict(row.config)
         s.expunge(row)
+    model = (VAEGAN if row.architecture == "vae-gan" else VAE).load(blob, config, device)
     for p in model.net.parameters():
         p.requires_grad_(False)
     return row, model
