@@ -307,5 +307,7 @@ def test_caption_template_seals_a_new_version_and_leaves_the_old_one_unchanged(m
     # the stored caption, not a phrasing of the label, is what a text model is trained on
     text, _ = table.lookup([seven], torch.tensor([7]))
     assert torch.allclose(text, embed_prompts([captions[seven]]), atol=1e-5)
+    diff = run("datasets", "diff", out["source"], out["dataset"])
+    assert diff["recaptioned"] == before["items"] and diff["unchanged"] == 0
     bad = run.raw("datasets", "caption", "digits", "--template", "no fields")
     assert bad.exit_code != 0 and "named fields" in bad.stderr

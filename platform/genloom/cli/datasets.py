@@ -311,7 +311,8 @@ def diff_cmd(
     origin = ", ".join(f"{k} {v}" for k, v in result["added_by_origin"].items()) or "none"
     console.print(
         f"{result['a']} → {result['b']}: +{result['added']} −{result['removed']} items, "
-        f"{result['moved_split']} moved split, {result['relabelled']} relabelled, {result['unchanged']} unchanged "
+        f"{result['moved_split']} moved split, {result['relabelled']} relabelled, "
+        f"{result['recaptioned']} recaptioned, {result['unchanged']} unchanged "
         f"(added by origin: {origin})",
         highlight=False,
     )

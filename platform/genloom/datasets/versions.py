@@ -248,19 +248,21 @@ def list_versions(session: Session) -> list[dict[str, Any]]:
 
 
 def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dict[str, Any]:
-    """Items only in A, only in B, in both but in another split or with another label; added items by origin."""
+    """Items only in A, only in B, in both but in another split, label or caption; added items by origin."""
     row = session.execute(
         sa.text(
             f"""
-            WITH a AS (SELECT item_id, split, label FROM ({dataset_items(":a")}) AS di),
-                 b AS (SELECT item_id, split, label FROM ({dataset_items(":b")}) AS di)
+            WITH a AS (SELECT item_id, split, label, caption FROM ({dataset_items(":a")}) AS di),
+                 b AS (SELECT item_id, split, label, caption FROM ({dataset_items(":b")}) AS di)
             SELECT
               (SELECT count(*) FROM a WHERE item_id NOT IN (SELECT item_id FROM b)) AS removed,
               (SELECT count(*) FROM b WHERE item_id NOT IN (SELECT item_id FROM a)) AS added,
               (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split <> b.split) AS moved,
               (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.label IS DISTINCT FROM b.label) AS relabelled,
+              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.caption IS DISTINCT FROM b.caption) AS recaptioned,
               (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split = b.split
-                                                              AND a.label IS NOT DISTINCT FROM b.label) AS same
+                                                              AND a.label IS NOT DISTINCT FROM b.label
+                                                              AND a.caption IS NOT DISTINCT FROM b.caption) AS same
             """
         ),
         {"a": a.id, "b": b.id},
@@ -281,6 +283,7 @@ def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dic
         "removed": int(row.removed),
         "moved_split": int(row.moved),
         "relabelled": int(row.relabelled),
+        "recaptioned": int(row.recaptioned),
         "unchanged": int(row.same),
         "added_by_origin": {k: int(v) for k, v in added_by_origin.items()},
     }
