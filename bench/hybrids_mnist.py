@@ -52,6 +52,10 @@ def main() -> None:
     p.add_argument("--guide-n", type=int, default=20, help="samples per caption in the guidance comparison")
     p.add_argument("--guide-steps", type=int, default=25, help="DDIM steps in the guidance comparison")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--log-every", type=int, default=50, help="steps between logs; the time budget is checked there")
+    p.add_argument("--batch-size", type=int, help="training batch size of every model (default: each one's own)")
+    p.add_argument("--timing-n", type=int, default=64, help="latent part: images in the timed sampling batch")
+    p.add_argument("--seven-n", type=int, default=100, help='latent part: samples of "a handwritten seven" judged')
     p.add_argument("--mnist", type=Path, default=MNIST, help="folder of the four MNIST IDX files")
     p.add_argument("--limit", type=int, help="only the first N train and N test images (dataset mnist-N)")
     p.add_argument("--reuse", action="store_true", help="use the latest registered model of each name if there is one")
@@ -87,8 +91,8 @@ class Bench:
 
     def fit(self, arch: str, name: str, hparams: dict, **flags) -> dict:
         """Train for the budget (or reuse this budget's model from an earlier part of the same run)."""
-        from genloom.training.options import TrainOptions
         from genloom.jobs.train import train
+        from genloom.training.options import TrainOptions
 
         if name in self.models:
             return self.models[name]
@@ -109,10 +113,11 @@ class Bench:
                 hparams={
                     **hparams,
                     "time_budget": str(self.a.budget),
-                    "log_every": "50",
+                    "log_every": str(self.a.log_every),
                     "warmup": "100",
                     "lr_schedule": "constant",
                 },
+                **({"batch_size": self.a.batch_size} if self.a.batch_size else {}),
                 **flags,
             ),
         )
@@ -172,8 +177,8 @@ class Bench:
     def sample(self, ref: str, **kw):
         from genloom.db.engine import session_scope
         from genloom.jobs.models import load_model
-        from genloom.training.options import SampleOptions
         from genloom.jobs.sample import _load_guide
+        from genloom.training.options import SampleOptions
 
         with session_scope() as s:
             row, arch_cls, runner = load_model(s, ref, "cpu")
@@ -193,6 +198,8 @@ class Bench:
             "dataset": self.a.dataset,
             "budget_s_per_model": self.a.budget,
             "torch_threads": self.a.threads,
+            "log_every": self.a.log_every,
+            "batch_size": self.a.batch_size,
             **data,
         }
         path = write_result(f"hybrids/{name}.json", data)
@@ -222,6 +229,7 @@ class Bench:
     def latent(self) -> None:
         import torch
 
+        part_started = time.perf_counter()
         vae_gan = self.fit("vae-gan", "bench-hyb-vaegan", {**AE, "d_channels": "32"})
         pixel = self.fit("diffusion", "bench-hyb-pixel", UNET, text_conditional=True)
         latent = self.fit(
@@ -231,14 +239,16 @@ class Bench:
         for key, model in (("pixel", pixel), ("latent", latent)):
             self.sample(model["model"], n=4, steps=5, prompt="a handwritten seven")  # warm-up
             started = time.perf_counter()
-            self.sample(model["model"], n=64, steps=50, prompt="a handwritten seven", guidance=2.0)
-            timing[f"{key}_s_per_image"] = round((time.perf_counter() - started) / 64, 4)
+            self.sample(model["model"], n=self.a.timing_n, steps=50, prompt="a handwritten seven", guidance=2.0)
+            timing[f"{key}_s_per_image"] = round((time.perf_counter() - started) / self.a.timing_n, 4)
         speedup = timing["pixel_s_per_image"] / timing["latent_s_per_image"]
         fnet = self.classifier()
         seven = fnet.label_names.index("7")
         accuracy = {}
         for key, model in (("pixel", pixel), ("latent", latent)):
-            images = self.sample(model["model"], n=100, steps=50, prompt="a handwritten seven", guidance=2.0).images
+            images = self.sample(
+                model["model"], n=self.a.seven_n, steps=50, prompt="a handwritten seven", guidance=2.0
+            ).images
             accuracy[key] = round(float((torch.as_tensor(fnet.apply(images)[1]) == seven).float().mean()), 4)
         pixel_fid, latent_fid = self.fid(pixel["model"]), self.fid(latent["model"])
         fid_ratio = latent_fid["fid"] / pixel_fid["fid"]
@@ -252,12 +262,19 @@ class Bench:
                     **timing,
                     "steps": 50,
                     "sampler": "ddim",
-                    "batch": 64,
+                    "batch": self.a.timing_n,
                     "guidance": 2.0,
                     "speedup": round(speedup, 2),
                 },
-                "seven_accuracy": {**accuracy, "prompt": "a handwritten seven", "n": 100, "classifier": fnet.ref},
+                "seven_accuracy": {
+                    **accuracy,
+                    "prompt": "a handwritten seven",
+                    "n": self.a.seven_n,
+                    "classifier": fnet.ref,
+                },
+                "fid_n": self.a.fid_n,
                 "fid_ratio_latent_over_pixel": round(fid_ratio, 4),
+                "part_wall_s": round(time.perf_counter() - part_started, 1),
                 "targets": {"speedup_min": 3.0, "fid_ratio_max": 1.10, "seven_accuracy_min": 0.90},
                 "reached": {
                     "speedup": speedup >= 3.0,

@@ -198,3 +198,116 @@ def test_bad_guide_options_are_one_line_errors(models, run, args, message):
     r = run.raw("sample", *args, "--n", "1")
     assert r.exit_code != 0 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def _caption_table(dataset_ref):
+    from genloom.architectures.captions import CaptionTable
+    from genloom.datasets.versions import resolve_version
+    from genloom.db.engine import session_scope
+
+    with session_scope() as s:
+        version = resolve_version(s, dataset_ref)
+        vid, labels = version.id, sorted(
+            {lab for (lab,) in s.execute(sa.text(
+                "SELECT DISTINCT label FROM (SELECT i.label FROM dataset_members m JOIN items i ON i.id = m.item_id "
+                "WHERE m.version_id = :v) AS l WHERE label IS NOT NULL"), {"v": version.id})},
+            key=int,
+        )
+    return vid, CaptionTable(vid, labels, "cpu")
+
+
+def test_imported_caption_column_is_what_clip_and_text_diffusion_train_on(run, tmp_path):
+    """Unlabelled images captioned from a CSV column: training reads the captions (without them it
+    has nothing to condition on and refuses), and the text each item is embedded with is its own caption."""
+    import numpy as np
+    from PIL import Image
+
+    from genloom.architectures.captions import embed_prompts
+
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    rows = ["file,text"]
+    for i in range(24):
+        img = np.zeros((16, 16), dtype=np.uint8)
+        bright = i % 2 == 0
+        img[4:12, 4:12] = 255 if bright else 60
+        img[0, 0] = i  # distinct content per file
+        Image.fromarray(img).save(folder / f"{i:02d}.png")
+        rows.append(f"{i:02d}.png,{'a bright square' if bright else 'a dim square'}")
+    (tmp_path / "captions.csv").write_text("\n".join(rows) + "\n")
+
+    imported = run("datasets", "import", "images", str(folder), "--name", "shapes",
+                   "--captions", str(tmp_path / "captions.csv"), "--caption-column", "text")
+    assert imported["items"] == 24
+    clip = run("train", "clip", "--dataset", "shapes", "--steps", "2", "--name", "shape-clip",
+               "--set", "channels=8", "--batch-size", "8")
+    assert clip["model"] == "shape-clip@1"
+    diffusion = run("train", "diffusion", "--dataset", "shapes", "--text-conditional", "--steps", "1",
+                    "--name", "shape-diff", "--set", "base_channels=8", "--set", "channel_mults=1,2",
+                    "--set", "attention=false", "--batch-size", "8")
+    assert diffusion["model"] == "shape-diff@1"
+
+    from genloom.db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        stored = dict(conn.execute(sa.text(
+            "SELECT m.item_id, i.metadata->>'source' FROM dataset_members m JOIN items i ON i.id = m.item_id "
+            "JOIN dataset_versions v ON v.id = m.version_id JOIN datasets d ON d.id = v.dataset_id "
+            "WHERE d.name = 'shapes'")).all())
+    _, table = _caption_table("shapes")
+    ids = sorted(stored)
+    text, groups = table.lookup(ids, None)
+    wanted = ["a bright square" if int(stored[i][:2]) % 2 == 0 else "a dim square" for i in ids]
+    assert torch.allclose(text, embed_prompts(wanted), atol=1e-5)
+    assert len(set(groups.tolist())) == 2
+
+
+def test_bad_caption_files_are_one_line_errors(run, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    from PIL import Image
+
+    Image.new("L", (8, 8)).save(folder / "a.png")
+    (tmp_path / "c.csv").write_text("file,caption\nmissing.png,a cat\n")
+    r = run.raw("datasets", "import", "images", str(folder), "--name", "bad", "--captions", str(tmp_path / "c.csv"))
+    assert r.exit_code != 0 and "not under" in r.stderr
+    (tmp_path / "c.jsonl").write_text('{"path": "a.png"}\n')
+    r = run.raw("datasets", "import", "images", str(folder), "--name", "bad", "--captions", str(tmp_path / "c.jsonl"))
+    assert r.exit_code != 0 and "no 'caption' and 'file' columns" in r.stderr
+
+
+def test_caption_template_seals_a_new_version_and_leaves_the_old_one_unchanged(models, run):
+    from genloom.architectures.captions import embed_prompts
+    from genloom.datasets.captions import item_captions
+    from genloom.db.engine import session_scope
+
+    before = run("datasets", "show", "digits")
+    out = run("datasets", "caption", "digits", "--template", "digit number {label} by hand ({word})")
+    assert out["source"] == before["name"] + "@" + str(before["version"])
+    assert out["dataset"] == f"digits@{before['version'] + 1}" and out["items"] == before["items"]
+    after = run("datasets", "show", out["source"])
+    assert after == before  # the old version: same counts, still no captions
+    old_id, _ = _caption_table(out["source"])
+    new_id, table = _caption_table(out["dataset"])
+    with session_scope() as s:
+        assert item_captions(s, old_id) == {}
+        captions = item_captions(s, new_id)
+        labels = dict(s.execute(sa.text(
+            "SELECT m.item_id, i.label FROM dataset_members m JOIN items i ON i.id = m.item_id "
+            "WHERE m.version_id = :v"), {"v": new_id}).all())
+        manifests = dict(s.execute(sa.text(
+            "SELECT id, manifest_sha256 FROM dataset_versions WHERE id IN (:a, :b)"), {"a": old_id, "b": new_id}).all())
+    assert len(captions) == before["items"]
+    seven = next(i for i, lab in labels.items() if lab == "7")
+    assert captions[seven] == "digit number 7 by hand (seven)"
+    assert manifests[old_id] != manifests[new_id]  # captions are part of what a version is
+    # the stored caption, not a phrasing of the label, is what a text model is trained on
+    text, _ = table.lookup([seven], torch.tensor([7]))
+    assert torch.allclose(text, embed_prompts([captions[seven]]), atol=1e-5)
+    diff = run("datasets", "diff", out["source"], out["dataset"])
+    assert diff["recaptioned"] == before["items"] and diff["unchanged"] == 0
+    bad = run.raw("datasets", "caption", "digits", "--template", "no fields")
+    assert bad.exit_code != 0 and "named fields" in bad.stderr

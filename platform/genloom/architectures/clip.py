@@ -7,8 +7,9 @@
 τ is learned (initialised at log 1/0.07 and clamped at log 100, as in CLIP). With ten
 classes, a batch holds many images of the same class, so the target T of row i spreads over
 every caption of i's class (a multi-positive InfoNCE; one-hot T would call a "seven" caption
-a negative for every other seven in the batch). Captions are phrasings of the item's label
-(captions.py), a fresh phrasing per image and step.
+a negative for every other seven in the batch). An item's caption is its stored one (this
+dataset version's, `genloom datasets caption`), else a fresh phrasing of its label per step
+(captions.py); items sharing a stored caption are positives of each other.
 
 Used for retrieval (`genloom eval clip`: text→image and image→text top-1) and to steer
 diffusion (`genloom sample --guide clip:NAME@V`): guidance follows the gradient of
@@ -127,15 +128,13 @@ class CLIP(Architecture):
 
     def __init__(self, ctx, data, opts, hp: CLIPHyperparams):
         super().__init__(ctx, data, opts, hp)
-        if not data.label_names:
-            raise BadInput(f"clip trains on captioned items; captions are made from labels, but {data.ref} has none")
         if hp.embed_dim < 1 or hp.channels < 1 or hp.channels % 8 or hp.init_temperature <= 0:
             raise BadInput("--set embed_dim must be positive, channels a multiple of 8, init_temperature > 0")
-        from genloom.architectures.captions import caption_embeddings
+        from genloom.architectures.captions import CaptionTable
 
         self.net = CLIPNet(data.shape[0], hp).to(ctx.device)
-        # (labels, phrasings, 384): every phrasing of every label, embedded once with MiniLM.
-        self.captions = caption_embeddings(list(data.label_names)).to(ctx.device)
+        # the items' stored captions, else every phrasing of their labels, embedded once with MiniLM
+        self.captions = CaptionTable(data.version_id, list(data.label_names), ctx.device)
         self.opt = adamw(self.net.parameters(), lr=opts.lr, weight_decay=hp.weight_decay, device=ctx.device)
         self.gen = ctx.generator(offset=11)
 
@@ -146,11 +145,8 @@ class CLIP(Architecture):
         return {"opt": self.opt}
 
     def _pairs(self, batch, generator):
-        y = batch.y.to(self.ctx.device)
-        if (y < 0).any():
-            raise BadInput("some training items have no label, so no caption; clip needs every item captioned")
-        which = torch.randint(self.captions.shape[1], (len(y),), generator=generator, device="cpu").to(y.device)
-        return batch.x.to(self.ctx.device), self.captions[y, which], y
+        text, groups = self.captions.lookup(batch.item_ids, batch.y, generator)
+        return batch.x.to(self.ctx.device), text, groups
 
     def train_step(self, batch, step):
         images, text, y = self._pairs(batch, None)
@@ -164,13 +160,13 @@ class CLIP(Architecture):
         batch = source.load(split, limit=self.hp.eval_items)
         if not len(batch):
             return {}
-        images, text, y = self._pairs(batch, torch.Generator().manual_seed(1234))
-        loss = float(self.net.loss(images, text, y))
-        e_txt = self.net.text(self.captions[:, 0])
-        return {
-            "val_loss": loss,
-            **{f"val_{k}": v for k, v in retrieval_accuracy(self.net.image(images), y, e_txt).items()},
-        }
+        images, text, groups = self._pairs(batch, torch.Generator().manual_seed(1234))
+        metrics = {"val_loss": float(self.net.loss(images, text, groups))}
+        y = batch.y.to(self.ctx.device)
+        if self.captions.by_label is not None and bool((y >= 0).all()):  # retrieval over the class captions
+            e_txt = self.net.text(self.captions.by_label[:, 0])
+            metrics.update({f"val_{k}": v for k, v in retrieval_accuracy(self.net.image(images), y, e_txt).items()})
+        return metrics
 
     def export(self):
         buf = io.BytesIO()

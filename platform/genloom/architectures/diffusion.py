@@ -285,10 +285,6 @@ class DiffusionArchitecture(Architecture):
         super().__init__(ctx, data, opts, hp)
         if opts.conditional and opts.text_conditional:
             raise BadInput("give --conditional (class labels) or --text-conditional (captions), not both")
-        if opts.text_conditional and not data.label_names:
-            raise BadInput(
-                f"--text-conditional needs labelled items (captions are made from labels), but {data.ref} has none"
-            )
         c, h, w = data.shape
         if h != w:
             raise BadInput(
@@ -313,13 +309,12 @@ class DiffusionArchitecture(Architecture):
         self.net = Diffusion(config).to(ctx.device)
         self.captions = None
         if config.conditioning == "text":
-            from genloom.architectures.captions import caption_embeddings
+            from genloom.architectures.captions import CaptionTable
 
-            # (labels, phrasings, 384): every phrasing of every label, embedded once with MiniLM
-            captions = caption_embeddings(list(config.class_names)).to(ctx.device)
-            self.captions = captions
+            # the items' stored captions, else every phrasing of their labels, embedded once with MiniLM
+            self.captions = CaptionTable(self.data.version_id, list(config.class_names), ctx.device)
             with torch.no_grad():
-                self.net.unet.text_center.copy_(captions.mean(dim=(0, 1)))  # type: ignore[operator]
+                self.net.unet.text_center.copy_(self.captions.center)  # type: ignore[operator]
         self.model = ctx.ddp(ctx.maybe_compile(self.net))
         self.ema = EMA(self.net, self.hp.ema_decay)
         self.opt = adamw(self.net.parameters(), lr=self.opts.lr, weight_decay=self.hp.weight_decay, device=ctx.device)
@@ -331,16 +326,15 @@ class DiffusionArchitecture(Architecture):
         return {"opt": self.opt}
 
     def _condition(self, batch, generator: torch.Generator | None = None):
-        """(class labels, text embeddings) for a batch: a fresh random caption phrasing per image."""
+        """(class labels, text embeddings) for a batch: each item's stored caption, else a fresh phrasing of its label."""
         if self.config.conditioning == "none":
             return None, None
+        if self.config.conditioning == "text":
+            return None, self.captions.lookup(batch.item_ids, batch.y, generator)[0]
         y = batch.y.to(self.ctx.device)
         if (y < 0).any():
             raise BadInput("some training items have no label; conditional diffusion needs every item labelled")
-        if self.config.conditioning == "class":
-            return y, None
-        which = torch.randint(self.captions.shape[1], (len(y),), generator=generator).to(self.ctx.device)
-        return None, self.captions[y, which]
+        return y, None
 
     def train_step(self, batch, step):
         x = batch.x.to(self.ctx.device, non_blocking=True) * 2.0 - 1.0  # [0, 1] → [−1, 1]

@@ -49,11 +49,8 @@ class LatentDiffusionHyperparams(DiffusionHyperparams):
 
 
 def load_autoencoder(ref: str, device: str):
-    """(Model row, VAEModel) of a registered VAE or VAE-GAN; a one-line error for anything else.
-
-    Loaded here, not through the jobs' table of architectures (the networks sit below the jobs):
-    both kinds are VAE checkpoints, read by their own class's loader.
-    """
+    """(Model row, VAEModel) of a registered VAE or VAE-GAN; a one-line error for anything else."""
+    # Loaded here, not through genloom.jobs (a layer above the networks): only these two qualify.
     from genloom.architectures.vae import VAE
     from genloom.architectures.vae_gan import VAEGAN
     from genloom.db.engine import session_scope
@@ -63,9 +60,9 @@ def load_autoencoder(ref: str, device: str):
         row = resolve_model(s, ref)
         if row.architecture not in AUTOENCODERS:
             raise BadInput(f"--autoencoder {ref} is a {row.architecture} model: use a vae or vae-gan")
-        blob, config = load_checkpoint(s, row), dict(row.config)
+        arch_cls: type[VAE] = VAEGAN if row.architecture == "vae-gan" else VAE
+        model = arch_cls.load(load_checkpoint(s, row), dict(row.config), device)
         s.expunge(row)
-    model = (VAEGAN if row.architecture == "vae-gan" else VAE).load(blob, config, device)
     for p in model.net.parameters():
         p.requires_grad_(False)
     return row, model
@@ -98,10 +95,6 @@ class LatentDiffusion(DiffusionArchitecture):
         self.ctx, self.data, self.opts, self.hp = ctx, data, opts, hp
         if not opts.autoencoder:
             raise BadInput("latent-diffusion needs --autoencoder NAME@V (a registered vae or vae-gan)")
-        if opts.text_conditional and not data.label_names:
-            raise BadInput(
-                f"--text-conditional needs labelled items (captions are made from labels), but {data.ref} has none"
-            )
         row, self.autoencoder = load_autoencoder(opts.autoencoder, ctx.device)
         from genloom.refs import format_ref
 

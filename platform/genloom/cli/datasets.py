@@ -74,12 +74,20 @@ def import_images_cmd(
     directory: Annotated[Path, typer.Argument(help="Folder of PNG/JPEG images; label = sub-folder.")],
     name: Annotated[str, typer.Option("--name", help="Dataset name.")],
     resize: Annotated[Optional[tuple[int, int]], typer.Option("--resize", help="Resize every image to H W.")] = None,
+    captions: Annotated[
+        Optional[Path],
+        typer.Option("--captions", help="CSV or JSONL file of captions: a --file-column and a --caption-column."),
+    ] = None,
+    caption_column: Annotated[str, typer.Option("--caption-column", help="Column holding the caption.")] = "caption",
+    file_column: Annotated[
+        str, typer.Option("--file-column", help="Column naming the image (its path under DIRECTORY).")
+    ] = "file",
     val: ValOption = 0.1,
     test: TestOption = 0.1,
     seed: SeedOption = 0,
     json_out: JsonOption = False,
 ) -> None:
-    """A folder of images (all one size, or --resize H W)."""
+    """A folder of images (all one size, or --resize H W), optionally captioned from a CSV/JSONL file."""
     from genloom.datasets.importers import SplitFractions, import_images
 
     _report(
@@ -88,6 +96,9 @@ def import_images_cmd(
             name,
             resize=tuple(resize) if resize else None,
             fractions=SplitFractions(val=val, test=test, seed=seed),
+            captions=captions,
+            caption_column=caption_column,
+            file_column=file_column,
         ),
         json_out,
     )
@@ -259,6 +270,29 @@ def show_cmd(
         console.print(f"  {key}: " + ", ".join(f"{k}={v}" for k, v in summary[key].items()), highlight=False)
 
 
+@datasets_app.command("caption")
+def caption_cmd(
+    ref: Annotated[str, typer.Argument(help="NAME\\[@VERSION] to caption (default: latest sealed version).")],
+    template: Annotated[
+        str,
+        typer.Option("--template", help='e.g. "a handwritten {word}": {label}, {word} or an item metadata key.'),
+    ],
+    json_out: JsonOption = False,
+) -> None:
+    """Seal a new version whose items carry captions made from their labels/metadata (the old one is unchanged)."""
+    from genloom.datasets.captions import caption_version
+    from genloom.db.engine import session_scope
+
+    with session_scope() as s:
+        result = caption_version(s, ref, template)
+    if json_out:
+        print_json(result)
+        return
+    info(
+        f"captioned {result['source']} as {result['dataset']}: {result['items']} items, e.g. {result['examples'][0]!r}"
+    )
+
+
 @datasets_app.command("diff")
 def diff_cmd(
     a: Annotated[str, typer.Argument(help="NAME@A")],
@@ -277,7 +311,8 @@ def diff_cmd(
     origin = ", ".join(f"{k} {v}" for k, v in result["added_by_origin"].items()) or "none"
     console.print(
         f"{result['a']} → {result['b']}: +{result['added']} −{result['removed']} items, "
-        f"{result['moved_split']} moved split, {result['relabelled']} relabelled, {result['unchanged']} unchanged "
+        f"{result['moved_split']} moved split, {result['relabelled']} relabelled, "
+        f"{result['recaptioned']} recaptioned, {result['unchanged']} unchanged "
         f"(added by origin: {origin})",
         highlight=False,
     )

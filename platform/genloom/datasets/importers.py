@@ -66,19 +66,30 @@ def seeded_splits(n: int, fractions: SplitFractions) -> list[str]:
 
 
 def manifest_of(members: Sequence[tuple]) -> str:
-    """The manifest hash seal_version computes in SQL, from (item sha256, split[, label override]) in Python."""
+    """The manifest hash seal_version computes in SQL, from (item sha256, split[, label override[, caption]])."""
     first: dict[str, str] = {}
-    for sha, split, *override in members:
-        line = f"{split}:{override[0]}" if override and override[0] is not None else split
+    for sha, split, *extra in members:
+        line = f"{split}:{extra[0]}" if extra and extra[0] is not None else split
+        if len(extra) > 1 and extra[1] is not None:
+            line += f"\tcaption={extra[1]}"
         first.setdefault(sha, line)
     text = "\n".join(f"{sha}:{line}" for sha, line in sorted(first.items()))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def store_import(
-    name: str, modality: str, specs: list, splits: list[str], *, params: dict[str, Any], description: str
+    name: str,
+    modality: str,
+    specs: list,
+    splits: list[str],
+    *,
+    params: dict[str, Any],
+    description: str,
+    captions: Sequence[str | None] | None = None,
 ) -> ImportResult:
-    """Write items + version 1 (or the next version when the content changed) and seal; one transaction."""
+    """Write items + version 1 (or the next version when the content changed) and seal; one transaction.
+
+    `captions` (one per spec, None for none) become the items' captions in the new version."""
     import sqlalchemy as sa
 
     from genloom.datasets.items import label_override, put_items
@@ -117,7 +128,8 @@ def store_import(
             for sp in specs:
                 stored.setdefault(sp.sha256, sp.label)  # a new item is stored with its first label
                 overrides.append(label_override(stored[sp.sha256], sp.label))
-            manifest = manifest_of([(sp.sha256, split, o) for sp, split, o in zip(specs, splits, overrides)])
+            captions = list(captions) if captions is not None else [None] * len(specs)
+            manifest = manifest_of(list(zip([sp.sha256 for sp in specs], splits, overrides, captions)))
             latest = s.execute(
                 sa.select(DatasetVersion)
                 .join(Dataset)
@@ -147,7 +159,7 @@ def store_import(
                 description=description,
                 metadata={"source": params},
             )
-            add_members(s, version, zip(ids, splits, overrides))
+            add_members(s, version, zip(ids, splits, overrides, captions))
             seal_version(s, version)
             ref = version_ref(s, version)
             result = ImportResult(run.id, ref, version.item_count, len(seen) - int(before or 0), by_split, False)
@@ -244,10 +256,48 @@ def import_mnist(
     )
 
 
+def read_caption_table(path: Path, caption_column: str, key_column: str) -> dict[str, str]:
+    """{key: caption} from a CSV (header row) or JSONL file (one object a line; by suffix)."""
+    import csv
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"no caption file {path}")
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            if path.suffix.lower() in (".jsonl", ".ndjson"):
+                rows = [json.loads(line) for line in fh if line.strip()]
+            elif path.suffix.lower() == ".csv":
+                rows = list(csv.DictReader(fh))
+            else:
+                raise BadInput(f"caption file {path} must be .csv or .jsonl")
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as exc:
+        raise BadInput(f"cannot read caption file {path}: {exc}") from None
+    table: dict[str, str] = {}
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or caption_column not in row or key_column not in row:
+            raise BadInput(f"{path} row {n} has no {caption_column!r} and {key_column!r} columns")
+        caption = str(row[caption_column] or "").strip()
+        if caption:
+            table[str(row[key_column])] = caption
+    return table
+
+
 def import_images(
-    directory: Path, name: str, *, resize: tuple[int, int] | None = None, fractions: SplitFractions | None = None
+    directory: Path,
+    name: str,
+    *,
+    resize: tuple[int, int] | None = None,
+    fractions: SplitFractions | None = None,
+    captions: Path | None = None,
+    caption_column: str = "caption",
+    file_column: str = "file",
 ) -> ImportResult:
-    """PNG/JPEG files under DIR; label = the first sub-folder (none for files at the top)."""
+    """PNG/JPEG files under DIR; label = the first sub-folder (none for files at the top).
+
+    `captions`: a CSV/JSONL file whose `file_column` names an image (its path under DIR) and
+    whose `caption_column` holds its caption; images it does not name have none."""
     from PIL import Image, UnidentifiedImageError
 
     from genloom.datasets.items import image_item
@@ -285,6 +335,14 @@ def import_images(
         label = rel.parts[0] if len(rel.parts) > 1 else None
         specs.append(image_item(arr, label=label, metadata={"source": str(rel)}))
     fractions = fractions or SplitFractions()
+    item_captions = None
+    if captions is not None:
+        table = read_caption_table(captions, caption_column, file_column)
+        rels = [str(path.relative_to(directory)) for path, _ in loaded]
+        unknown = sorted(set(table) - set(rels))
+        if unknown:
+            raise BadInput(f"{captions} names {len(unknown)} file(s) not under {directory}, e.g. {unknown[0]!r}")
+        item_captions = [table.get(rel) for rel in rels]
     return store_import(
         name,
         "image",
@@ -294,9 +352,11 @@ def import_images(
             "source": "images",
             "dir": str(directory),
             "resize": list(resize) if resize else None,
+            **({"captions": str(captions), "caption_column": caption_column} if captions else {}),
             **dataclasses.asdict(fractions),
         },
         description=f"images from {directory}",
+        captions=item_captions,
     )
 
 

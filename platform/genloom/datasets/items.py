@@ -118,12 +118,12 @@ def dataset_items(version: str, *, split: str | None = None) -> str:
 
     `version` and `split` are placeholders in the caller's parameter style (":v", "%(v)s",
     "%s"). Columns: item_id, split, label (the effective label in this version),
-    label_override (dataset_members.label as stored), modality, origin, sha256, dtype, shape,
-    payload, text, run_id, model_id. Postgres inlines it as a subquery, so unused columns cost nothing.
+    label_override (dataset_members.label as stored), caption (this version's, or NULL), modality,
+    origin, sha256, dtype, shape, payload, text, run_id, model_id. Postgres inlines it as a subquery, so unused columns cost nothing.
     """
     where = f"m.version_id = {version}" + (f" AND m.split = {split}" if split else "")
     return (
-        f"SELECT i.id AS item_id, m.split, {EFFECTIVE_LABEL} AS label, m.label AS label_override, "
+        f"SELECT i.id AS item_id, m.split, {EFFECTIVE_LABEL} AS label, m.label AS label_override, m.caption, "
         "i.modality, i.origin, i.sha256, i.dtype, i.shape, i.payload, i.text, i.run_id, i.model_id "
         f"FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE {where}"
     )

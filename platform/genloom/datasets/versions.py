@@ -114,8 +114,8 @@ def create_version(
     if copy_parent and parent_version is not None:
         session.execute(
             sa.text(
-                "INSERT INTO dataset_members (version_id, item_id, split, label) "
-                "SELECT :new, item_id, split, label FROM dataset_members WHERE version_id = :old"
+                "INSERT INTO dataset_members (version_id, item_id, split, label, caption) "
+                "SELECT :new, item_id, split, label, caption FROM dataset_members WHERE version_id = :old"
             ),
             {"new": version.id, "old": parent_version.id},
         )
@@ -123,13 +123,14 @@ def create_version(
 
 
 def add_members(session: Session, version: DatasetVersion, members: Iterable[tuple], *, chunk: int = 5000) -> int:
-    """Add (item_id, split) or (item_id, split, label_override) tuples; an item already in the version keeps its first.
+    """Add (item_id, split[, label_override[, caption]]) tuples; an item already in the version keeps its first.
 
-    label_override (see label_override()) is None when the item keeps its own label."""
+    label_override (see label_override()) is None when the item keeps its own label; caption is
+    the item's caption in this version (None: none)."""
     if version.sealed:
         raise BadInput(f"dataset version {version.id} is sealed: create a new version instead")
     rows = []
-    for item_id, split, *override in members:
+    for item_id, split, *extra in members:
         if split not in SPLITS:
             raise BadInput(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
         rows.append(
@@ -137,7 +138,8 @@ def add_members(session: Session, version: DatasetVersion, members: Iterable[tup
                 "version_id": version.id,
                 "item_id": int(item_id),
                 "split": split,
-                "label": override[0] if override else None,
+                "label": extra[0] if extra else None,
+                "caption": extra[1] if len(extra) > 1 else None,
             }
         )
     stmt = pg_insert(DatasetMember).on_conflict_do_nothing(index_elements=["version_id", "item_id"])
@@ -147,13 +149,14 @@ def add_members(session: Session, version: DatasetVersion, members: Iterable[tup
 
 
 def manifest_sha256(session: Session, version_id: int) -> str | None:
-    """sha256 over the version's sorted (item sha256, split[, label override]) lines; None when empty.
+    """sha256 over the version's sorted (item sha256, split[, label override][, caption]) lines; None when empty.
 
-    Equal manifests mean equal versions. A member without an override hashes as it did before
-    overrides existed."""
+    Equal manifests mean equal versions. A member without an override or caption hashes as it
+    did before they existed (importers.manifest_of computes the same in Python)."""
     return session.scalar(
         sa.text(
-            "SELECT encode(sha256(convert_to(string_agg(sha256 || ':' || split || COALESCE(':' || label_override, ''), "
+            "SELECT encode(sha256(convert_to(string_agg(sha256 || ':' || split || COALESCE(':' || label_override, '') "
+            "|| COALESCE(E'\\tcaption=' || caption, ''), "
             "E'\\n' ORDER BY sha256, split), 'UTF8')), 'hex') "
             f"FROM ({dataset_items(':v')}) AS di"
         ),
@@ -251,19 +254,21 @@ def list_versions(session: Session, *, after: str | None = None, limit: int | No
 
 
 def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dict[str, Any]:
-    """Items only in A, only in B, in both but in another split or with another label; added items by origin."""
+    """Items only in A, only in B, in both but in another split, label or caption; added items by origin."""
     row = session.execute(
         sa.text(
             f"""
-            WITH a AS (SELECT item_id, split, label FROM ({dataset_items(":a")}) AS di),
-                 b AS (SELECT item_id, split, label FROM ({dataset_items(":b")}) AS di)
+            WITH a AS (SELECT item_id, split, label, caption FROM ({dataset_items(":a")}) AS di),
+                 b AS (SELECT item_id, split, label, caption FROM ({dataset_items(":b")}) AS di)
             SELECT
               (SELECT count(*) FROM a WHERE item_id NOT IN (SELECT item_id FROM b)) AS removed,
               (SELECT count(*) FROM b WHERE item_id NOT IN (SELECT item_id FROM a)) AS added,
               (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split <> b.split) AS moved,
               (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.label IS DISTINCT FROM b.label) AS relabelled,
+              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.caption IS DISTINCT FROM b.caption) AS recaptioned,
               (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split = b.split
-                                                              AND a.label IS NOT DISTINCT FROM b.label) AS same
+                                                              AND a.label IS NOT DISTINCT FROM b.label
+                                                              AND a.caption IS NOT DISTINCT FROM b.caption) AS same
             """
         ),
         {"a": a.id, "b": b.id},
@@ -284,6 +289,7 @@ def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dic
         "removed": int(row.removed),
         "moved_split": int(row.moved),
         "relabelled": int(row.relabelled),
+        "recaptioned": int(row.recaptioned),
         "unchanged": int(row.same),
         "added_by_origin": {k: int(v) for k, v in added_by_origin.items()},
     }

@@ -534,6 +534,8 @@ class DatasetMember(Base):
     split: Mapped[str] = mapped_column(sa.Text)
     # The item's label in this version when it differs from items.label ('' = no label); NULL: the item's own.
     label: Mapped[Optional[str]] = mapped_column(sa.Text)
+    # The item's caption in this version (clip and text-conditional diffusion read it); NULL: none.
+    caption: Mapped[Optional[str]] = mapped_column(sa.Text)
     tenant: Mapped[tenant_column]
 
 
