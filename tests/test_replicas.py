@@ -100,7 +100,9 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(store, cli):
     _sync()  # a replica that has replayed no transaction since it started has an unknown lag: too far behind
     status = cli("db", "status", "--json").json()
     [replica] = status["replicas"]
-    assert replica["state"] == "streaming" and replica["note"] is None and 0 <= replica["lag_s"] <= 1, replica
+    # Within the lag limit (GENLOOM_MAX_REPLICA_LAG, 5 s by default): the replica serves reads. A loaded
+    # 2-core CI machine measured 1.17 s here once, so the bound is the limit, not a guess at the load.
+    assert replica["state"] == "streaming" and replica["note"] is None and 0 <= replica["lag_s"] <= 5, replica
     assert str(store) in status["replicas"][0]["url"]
     sql = cli("sql", "SELECT pg_is_in_recovery() AS standby", "--json")
     assert sql.exit_code == 0, sql.stderr

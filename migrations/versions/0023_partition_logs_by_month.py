@@ -27,6 +27,7 @@ Revises: 0015
 import dataclasses
 import datetime as dt
 import re
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
@@ -46,6 +47,10 @@ KEYS = {
 }
 # The audit log stays one table: its per-tenant hash chain (0016) is verified from entry 1 and its
 # unique (tenant, chain_seq) index cannot hold on a partitioned table without the partition key.
+# The analytics views' source SQL pinned at this revision (unchanged since 0017). A view re-created
+# from pg_get_viewdef's text parses back to a slightly different tree (casts folded into ARRAY
+# constants, extra aliases), so views with a pinned file get that exact SQL again.
+PINNED_VIEWS = Path(__file__).resolve().parents[1] / "views" / "0017"
 REFERENCED = {"generations": ("id", "created_at")}  # partitioned tables other tables point at
 ADDED_KEY = "generation_created_at"  # the column the referencing tables gain
 
@@ -209,7 +214,9 @@ def _create_views(views: list[View]) -> None:
             options = f" WITH ({', '.join(view.options)})" if view.options else ""
             savepoint = bind.begin_nested()
             try:
-                bind.exec_driver_sql(f"CREATE {kind} {view.name}{options} AS {view.definition}")
+                pinned = PINNED_VIEWS / f"{view.name}.sql"
+                definition = pinned.read_text(encoding="utf-8") if view.kind == "v" and pinned.exists() else view.definition
+                bind.exec_driver_sql(f"CREATE {kind} {view.name}{options} AS\n{definition}")
             except sa.exc.ProgrammingError:
                 savepoint.rollback()
                 postponed.append(view)

@@ -237,7 +237,7 @@ def import_feedback_pairs(
                     JOIN chunks c ON c.id = gs.chunk_id
                     JOIN documents d ON d.id = c.document_id AND d.collection_id = :c
                     WHERE g.status = 'ok'
-                    GROUP BY g.id, p.id
+                    GROUP BY g.id, g.created_at, p.id  -- (id, created_at): the partitioned key
                     ORDER BY g.id
                     """
                 ),
