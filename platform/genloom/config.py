@@ -110,7 +110,7 @@ SETTINGS: tuple[Setting, ...] = (
         "GENLOOM_API_KEY",
         "The API key `genloom mcp` (MCP on stdio) acts with: its tenant and role.",
         "unset: `genloom mcp` refuses to start",
-        "genloom.cli.mcp",
+        "genloom.mcp_server.tools",
     ),
     Setting(
         "GENLOOM_THREADS",
