@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,11 @@ from genloom.errors import BadInput
 from genloom.training.architecture import Architecture, Samples
 from genloom.training.ema import EMA
 from genloom.training.optim import adamw
+
+if TYPE_CHECKING:
+    from genloom.architectures.captions import CaptionTable
+    from genloom.architectures.ddim_scheduler import DDIMScheduler
+    from genloom.architectures.ddpm_scheduler import DDPMScheduler
 
 CONDITIONINGS = ("none", "class", "text")
 SAMPLERS = ("ddpm", "ddim")
@@ -84,6 +89,11 @@ class DiffusionConfig:
 
 
 class Diffusion(nn.Module):
+    # The β schedule, registered as buffers in __init__ (declared so they type as tensors, not Module attributes).
+    betas: torch.Tensor
+    sqrt_alphas_cumprod: torch.Tensor
+    sqrt_one_minus_alphas_cumprod: torch.Tensor
+
     def __init__(self, config: DiffusionConfig):
         super().__init__()
         if config.conditioning not in CONDITIONINGS:
@@ -165,6 +175,7 @@ class Diffusion(nn.Module):
         from genloom.architectures.ddpm_scheduler import DDPMScheduler
 
         betas = self.betas.detach().double().cpu()
+        scheduler: DDPMScheduler | DDIMScheduler
         if sampler == "ddpm":
             scheduler = DDPMScheduler(betas, clip_sample=self.config.clip_sample)
             scheduler.set_timesteps(steps or self.config.timesteps)
@@ -307,17 +318,17 @@ class DiffusionArchitecture(Architecture):
         ctx = self.ctx
         self.config = config
         self.net = Diffusion(config).to(ctx.device)
-        self.captions = None
+        self.captions: CaptionTable | None = None
         if config.conditioning == "text":
             from genloom.architectures.captions import CaptionTable
 
             # the items' stored captions, else every phrasing of their labels, embedded once with MiniLM
             self.captions = CaptionTable(self.data.version_id, list(config.class_names), ctx.device)
             with torch.no_grad():
-                self.net.unet.text_center.copy_(self.captions.center)  # type: ignore[operator]
+                self.net.unet.text_center.copy_(self.captions.center)
         self.model = ctx.ddp(ctx.maybe_compile(self.net))
         self.ema = EMA(self.net, self.hp.ema_decay)
-        self.opt = adamw(self.net.parameters(), lr=self.opts.lr, weight_decay=self.hp.weight_decay, device=ctx.device)
+        self.opt = adamw(self.net.parameters(), lr=ctx.lr, weight_decay=self.hp.weight_decay, device=ctx.device)
 
     def modules(self):
         return {"net": self.net, "ema": self.ema.shadow}
@@ -330,6 +341,8 @@ class DiffusionArchitecture(Architecture):
         if self.config.conditioning == "none":
             return None, None
         if self.config.conditioning == "text":
+            if self.captions is None:  # build() makes the table whenever conditioning is text
+                raise RuntimeError("text conditioning without a caption table")
             return None, self.captions.lookup(batch.item_ids, batch.y, generator)[0]
         y = batch.y.to(self.ctx.device)
         if (y < 0).any():
@@ -354,7 +367,7 @@ class DiffusionArchitecture(Architecture):
         gen = torch.Generator().manual_seed(1234)
         x0 = batch.x.to(self.ctx.device) * 2.0 - 1.0
         labels, text = self._condition(batch, gen)
-        net = self.ema.shadow
+        net = cast(Diffusion, self.ema.shadow)  # EMA keeps a copy of self.net, typed as nn.Module
         t = torch.randint(0, self.config.timesteps, (len(x0),), generator=gen).to(self.ctx.device)
         noise = torch.randn(x0.shape, generator=gen).to(self.ctx.device)
         eps = net.unet(net.q_sample(x0, t, noise), t, class_labels=labels, text_embeds=text)
@@ -464,16 +477,18 @@ class DiffusionSampler:
         if cond == "text":
             from genloom.architectures.captions import caption, embed_prompts
 
+            labels: list[str | None]
             if opts.prompt is not None:
                 prompts = [opts.prompt] * n
                 labels = [None] * n
             else:  # no prompt: cycle through the labels' first phrasing ("a handwritten seven")
-                labels = (
+                names: list[str] = (
                     [opts.label] * n
                     if opts.label is not None
                     else [self.labels[i % len(self.labels)] for i in range(n)]
                 )
-                prompts = [caption(lab, 0) for lab in labels]
+                prompts = [caption(lab, 0) for lab in names]
+                labels = list(names)
             unique = sorted(set(prompts))
             table = embed_prompts(unique)
             text = table[torch.tensor([unique.index(p) for p in prompts])]

@@ -286,7 +286,8 @@ class GANModel:
     def sample(self, opts) -> Samples:
         gen = torch.Generator(device="cpu").manual_seed(opts.seed)
         z = torch.randn(opts.n, self.G.z_dim, generator=gen).to(self.device)
-        y = labels = None
+        y = None
+        labels: list[str | None] | None = None
         if self.G.num_classes:
             idx = (
                 [self.labels.index(opts.label)] * opts.n

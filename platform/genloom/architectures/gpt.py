@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -103,7 +104,7 @@ class GPT(nn.Module):
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying (Press & Wolf 2017): one matrix embeds tokens and scores them
-        self.transformer.wte.weight = self.lm_head.weight
+        cast(nn.Embedding, self.transformer["wte"]).weight = self.lm_head.weight
         self.apply(self._init_weights)
         # GPT-2's scaled init of the residual projections: std 0.02/√(2·n_layer)
         for name, p in self.named_parameters():
@@ -120,17 +121,18 @@ class GPT(nn.Module):
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        return n - cast(nn.Embedding, self.transformer["wpe"]).weight.numel() if non_embedding else n
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         """Logits (B, T, vocab) and, with targets, the mean cross-entropy in nats per token."""
         b, t = idx.size()
         assert t <= self.config.block_size, f"sequence of length {t} exceeds block_size {self.config.block_size}"
         pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
+        tr = self.transformer  # indexed, not attribute access: a ModuleDict's items then type as modules
+        x = tr["drop"](tr["wte"](idx) + tr["wpe"](pos))
+        for block in cast(nn.ModuleList, tr["h"]):
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        logits = self.lm_head(tr["ln_f"](x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

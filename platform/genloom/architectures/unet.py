@@ -93,6 +93,8 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
+    text_center: torch.Tensor  # a buffer (text conditioning only), registered in __init__
+
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = c = config
@@ -138,7 +140,8 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
         self.conv_out = nn.Conv2d(ch, c.image_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # start as ε̂ = 0: a stable first step
-        nn.init.zeros_(self.conv_out.bias)
+        if self.conv_out.bias is not None:  # always: Conv2d has a bias by default
+            nn.init.zeros_(self.conv_out.bias)
 
     @property
     def null_class(self) -> int:

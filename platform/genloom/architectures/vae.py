@@ -247,5 +247,5 @@ class VAEModel:
         mu_b, _ = self.net.encode(x_b[None].to(self.device), yb)
         t = torch.linspace(0, 1, steps, device=self.device)[:, None]
         z = (1 - t) * mu_a + t * mu_b
-        y = (1 - t) * ya + t * yb if ya is not None else None
+        y = (1 - t) * ya + t * yb if ya is not None and yb is not None else None
         return self.net.mean_image(self.net.decode(z, y)).cpu()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -353,7 +353,7 @@ def templates_list(json_out: JsonOption = False) -> None:
     from genloom.generation.templates import list_templates
 
     with session_scope() as session:
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"name": t.name, "version": t.version, "created_at": t.created_at, "text": t.text}
             for t in list_templates(session)
         ]

@@ -94,7 +94,7 @@ def import_images_cmd(
         import_images(
             directory,
             name,
-            resize=tuple(resize) if resize else None,
+            resize=(resize[0], resize[1]) if resize else None,
             fractions=SplitFractions(val=val, test=test, seed=seed),
             captions=captions,
             caption_column=caption_column,

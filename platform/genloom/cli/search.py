@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,7 +18,8 @@ def search(
     query: Annotated[
         str | None, typer.Argument(help="What to search for (or use --queries FILE).", show_default=False)
     ] = None,
-    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to search.")] = ...,
+    # `...`: typer's marker for a required option (it cannot go without a default after QUERY's)
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to search.")] = ...,  # type: ignore[assignment]
     mode: Annotated[str, typer.Option("--mode", "-m", help="hybrid | bm25 | vector.")] = "hybrid",
     k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
     where: Annotated[list[str] | None, typer.Option("--where", help=WHERE_HELP)] = None,
@@ -74,7 +75,7 @@ def search(
     from genloom.retrieval.rerank import search_reranked
 
     filters = combine(parse_where(where), parse_where_json(where_json))
-    options = dict(
+    options: dict[str, Any] = dict(
         collection=collection,
         mode=mode,
         k=k,

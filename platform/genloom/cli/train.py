@@ -217,7 +217,7 @@ def sample(
         n=n,
         label=label,
         seed=seed,
-        interpolate=tuple(interpolate) if interpolate else None,
+        interpolate=(interpolate[0], interpolate[1]) if interpolate else None,
         steps=steps,
         sampler=sampler,
         eta=eta,

@@ -205,7 +205,7 @@ def train_classifier(
             **dataclasses.asdict(net.cfg),
             "label_names": labels,
             "modality": "image",
-            "shape": list(train_info.shape),
+            "shape": list(train_info.shape or ()),  # an image dataset (checked above) always has one
         }
         metadata = {
             "role": role,

@@ -214,7 +214,7 @@ def _eval_image_model(
         metrics.update(precision=pr.precision, recall=pr.recall, density=pr.density, coverage=pr.coverage)
         num_classes = len(fnet.label_names)
         index = label_index(fnet.label_names)
-        real_idx = np.array([index.get(l, -1) for l in real.labels])
+        real_idx = np.array([index.get(l, -1) if l is not None else -1 for l in real.labels])
         real_shares = im.label_distribution(real_idx[real_idx >= 0], num_classes) if (real_idx >= 0).any() else None
         sample_shares = im.label_distribution(fake_pred, num_classes)
         for name, share in zip(fnet.label_names, sample_shares):
@@ -424,8 +424,9 @@ def eval_utility_job(
             title=f"train on {syn.ref} (synthetic)",
             progress=progress,
         )
-        metrics = {
-            "tstr_accuracy": accuracy(tstr, tx.to(device), ty.to(device)),
+        tstr_accuracy = accuracy(tstr, tx.to(device), ty.to(device))
+        metrics: dict[str, float | None] = {  # None: a ratio without a denominator (dropped by _clean)
+            "tstr_accuracy": tstr_accuracy,
             "synthetic_train_items": float(len(sx)),
         }
         if compare_real and rx is not None and len(rx):
@@ -438,10 +439,9 @@ def eval_utility_job(
                 title=f"train on {real.ref} (real)",
                 progress=progress,
             )
-            metrics["trtr_accuracy"] = accuracy(trtr, tx.to(device), ty.to(device))
-            metrics["tstr_ratio"] = (
-                metrics["tstr_accuracy"] / metrics["trtr_accuracy"] if metrics["trtr_accuracy"] else None
-            )
+            trtr_accuracy = accuracy(trtr, tx.to(device), ty.to(device))
+            metrics["trtr_accuracy"] = trtr_accuracy
+            metrics["tstr_ratio"] = tstr_accuracy / trtr_accuracy if trtr_accuracy else None
             metrics["real_train_items"] = float(len(rx))
         metrics["real_test_items"] = float(len(tx))
         _log_and_finish(run, metrics, {"synthetic": syn.ref, "real": real.ref})

@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 from pathlib import Path
+from typing import cast
 
 from genloom.errors import BadInput
 from genloom.generation.backend import GenOutput, GenParams, OnText, Source
@@ -123,7 +124,8 @@ class HFBackend:
             )  # never a pickled .bin
         except (OSError, ValueError) as exc:
             raise BadInput(f"{path}: cannot load it as a causal LM ({str(exc).splitlines()[0]})") from None
-        self.model.to(self.device).eval()
+        # transformers types .to through a decorator whose stub drops `self`: the call is the nn.Module one
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         if self.tokenizer.pad_token_id is None and self.tokenizer.eos_token_id is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
@@ -158,7 +160,8 @@ class HFBackend:
 
     def render(self, messages: list[dict[str, str]]) -> str:
         if self.has_chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            # tokenize=False returns the rendered text (the stub's return type covers every mode)
+            return cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         # No template (base models): a plain transcript that ends where the answer starts.
         lines = []
         for m in messages:
@@ -388,8 +391,9 @@ class _BatchStreamer:
             out += trimmer.flush()
         if trimmer.stopped:
             self.finished[i] = True
-        if out and self.requests[i].on_text is not None:
-            self.requests[i].on_text(out)
+        on_text = self.requests[i].on_text
+        if out and on_text is not None:
+            on_text(out)
 
 
 def _stop_criteria(tokenizer, stops: list[str], prompt_width: int):

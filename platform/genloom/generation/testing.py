@@ -9,6 +9,7 @@ sentences; ids past its vocabulary decode to nothing, which only shortens text.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 # {role} markers and </s> end each message; add_generation_prompt opens the assistant turn.
 CHAT_TEMPLATE = (
@@ -24,7 +25,7 @@ _CORPUS = [
     "Question: what is the capital of France? Answer: Paris is the capital of France.",
 ]
 
-CONFIGS = {
+CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     # name: (family, config kwargs)
     "tiny-llama": (
         "llama",
@@ -76,6 +77,7 @@ def build_tokenizer(vocab_size: int = 400, *, chat_template: bool = True, kind: 
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<s>", "</s>", "<pad>"]
+    trainer: trainers.Trainer
     if kind == "words":
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -107,13 +109,13 @@ def build_random_lm(
     if config not in CONFIGS:
         raise ValueError(f"unknown config {config!r}; one of {', '.join(CONFIGS)}")
     family, kwargs = CONFIGS[config]
-    tokenizer = build_tokenizer(chat_template=chat_template, kind=tokenizer)
-    kwargs = {"vocab_size": len(tokenizer), **kwargs}
+    tok = build_tokenizer(chat_template=chat_template, kind=tokenizer)
+    kwargs = {"vocab_size": len(tok), **kwargs}
     cfg = AutoConfig.for_model(
         family,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
         **kwargs,
     )
     torch.manual_seed(seed)
@@ -121,5 +123,5 @@ def build_random_lm(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    tok.save_pretrained(directory)
     return directory

@@ -62,6 +62,8 @@ def _load_guide(session, opts: SampleOptions, config: dict[str, Any], device: st
     from genloom.jobs.models import load_model
     from genloom.refs import format_ref
 
+    if opts.guide is None:  # called only with --guide given
+        raise ValueError("_load_guide needs opts.guide")
     row, _, clip = load_model(session, opts.guide.partition(":")[2], device)
     if row.architecture != "clip":
         raise BadInput(
@@ -120,7 +122,7 @@ def sample_job(
                 written = save_grid(samples.images, out, nrow=(opts.steps or 8) if pair is not None else None)
             else:
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text("\n\n".join(samples.texts) + "\n", encoding="utf-8")
+                out.write_text("\n\n".join(samples.texts or []) + "\n", encoding="utf-8")  # no images: texts
                 written = out
         labels = samples.labels or [None] * len(samples)
         metas = samples.metadata or [{} for _ in range(len(samples))]
@@ -152,7 +154,7 @@ def sample_job(
                             model_id=row.id,
                             metadata={**meta, "model": ref},
                         )
-                        for t, lab, meta in zip(samples.texts, labels, metas)
+                        for t, lab, meta in zip(samples.texts or [], labels, metas)
                     ]
                     modality = "text"
                 # A savepoint, so that a sampling that adds nothing can leave no trace (below).

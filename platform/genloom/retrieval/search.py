@@ -142,7 +142,7 @@ def search(
         use_vector = False
 
     embedding_text = None
-    if use_vector:
+    if use_vector and model is not None:  # (use_vector is False when there is no model, above)
         if query_embedding is None:
             query_embedding = (embedder or _embed)([query], model.name)[0]
         if len(query_embedding) != model.dim:

@@ -63,10 +63,12 @@ class TrainResult:
 # --------------------------------------------------------------------------- the job
 
 
-def _plan(arch_cls, opts: TrainOptions, info, world_size: int, hp) -> None:
-    """Fill the defaults that depend on the architecture and the data (in place)."""
-    opts.batch_size = opts.batch_size if opts.batch_size is not None else arch_cls.default_batch_size
-    opts.lr = opts.lr if opts.lr is not None else arch_cls.default_lr_for(hp)
+def _plan(arch_cls, opts: TrainOptions, info, world_size: int, hp) -> tuple[int, float, int]:
+    """Fill the defaults that depend on the architecture and the data (in place); return the
+    planned (batch size, learning rate, steps), which are never None from here on."""
+    batch_size: int = opts.batch_size if opts.batch_size is not None else arch_cls.default_batch_size
+    lr: float = opts.lr if opts.lr is not None else arch_cls.default_lr_for(hp)
+    opts.batch_size, opts.lr = batch_size, lr
     if opts.lr <= 0:
         raise BadInput(f"--lr must be positive (got {opts.lr})")
     if opts.batch_size < 1:
@@ -81,13 +83,15 @@ def _plan(arch_cls, opts: TrainOptions, info, world_size: int, hp) -> None:
             opts.steps = max(1, math.ceil(opts.epochs * per_epoch))
         else:
             opts.steps = arch_cls.default_steps
-    if opts.steps < 1:
-        raise BadInput(f"--steps must be at least 1 (got {opts.steps})")
+    steps: int = opts.steps
+    if steps < 1:
+        raise BadInput(f"--steps must be at least 1 (got {steps})")
     if opts.warmup < 0:
-        opts.warmup = min(500, opts.steps // 20)
-    opts.checkpoint_every = opts.checkpoint_every or max(1, opts.steps // 10)
-    opts.eval_every = opts.eval_every or max(1, opts.steps // 5)
-    opts.log_every = opts.log_every or max(1, opts.steps // 100)
+        opts.warmup = min(500, steps // 20)
+    opts.checkpoint_every = opts.checkpoint_every or max(1, steps // 10)
+    opts.eval_every = opts.eval_every or max(1, steps // 5)
+    opts.log_every = opts.log_every or max(1, steps // 100)
+    return batch_size, lr, steps
 
 
 class Trainer:
@@ -128,15 +132,18 @@ class Trainer:
             if self.world_size > 1:
                 # N processes on one machine: share the threads instead of oversubscribing the cores.
                 torch.set_num_threads(max(1, threads // self.world_size))
-        _plan(self.arch_cls, opts, self.info, self.world_size, self.hp)
+        # The planned values, typed: opts holds the same (its fields are Optional until planned).
+        self.batch_size, self.lr, self.steps = _plan(self.arch_cls, opts, self.info, self.world_size, self.hp)
         if opts.name is None:
             opts.name = f"{arch_name}-{parse_ref(opts.dataset)[0]}"
-        parse_ref(opts.name)  # a valid registry name
+        self.name: str = opts.name
+        parse_ref(self.name)  # a valid registry name
         self.progress = progress if self.rank == 0 else None
         self.bar: _TrainProgress | None = None
         # Loop state (what a checkpoint saves and resume restores).
         self.step_no = 0
-        self.best, self.best_step, self.bad_evals = math.inf, None, 0
+        self.best, self.bad_evals = math.inf, 0
+        self.best_step: int | None = None
         self.best_state: dict | None = None  # with keep_best: a CPU copy of the weights at the best evaluation
         self.stopped_early = False
         self.last_metrics: dict[str, float] = {}
@@ -144,6 +151,12 @@ class Trainer:
         self.resumed_from: int | None = None
         self.writer: CheckpointWriter | None = None
         self.started = time.perf_counter()
+
+    def _run_id(self) -> int:
+        """The run's id, which rank 0 (the only rank that writes) has once the run is tracked."""
+        if self.run_id is None:
+            raise RuntimeError("no run: only rank 0 writes to the database, once the run is tracked")
+        return self.run_id
 
     # ----------------------------------------------------------------------- the whole job
 
@@ -154,7 +167,7 @@ class Trainer:
             from genloom.db.engine import session_scope
 
             with session_scope() as s:
-                self.run_id, resume_from = find_resumable(s, self.arch_name, self.opts.name)
+                self.run_id, resume_from = find_resumable(s, self.arch_name, self.name)
         with self._tracked(resume_from) as run:
             self.run_id, self.resumed_from = broadcast((run.id if run else None, resume_from), self.world_size)
             self.started = time.perf_counter()
@@ -200,7 +213,7 @@ class Trainer:
         return tracked_run(
             "train",
             params=params,
-            name=self.opts.name,
+            name=self.name,
             input_version_id=self.info.version_id,
             device=self.device if self.world_size == 1 else f"{self.device}×{self.world_size}",
         )
@@ -216,9 +229,9 @@ class Trainer:
             device=self.device,
             rank=self.rank,
             world_size=self.world_size,
-            batch_size=opts.batch_size,
-            lr=opts.lr,
-            total_steps=opts.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            total_steps=self.steps,
             grad_clip=opts.grad_clip,
             seed=opts.seed,
             compile=opts.compile,
@@ -226,20 +239,20 @@ class Trainer:
         try:
             self.arch = self.arch_cls(ctx, self.info, opts, self.hp)
         except torch.OutOfMemoryError:
-            raise _oom(opts.batch_size, self.device) from None
+            raise _oom(self.batch_size, self.device) from None
         self.schedulers = {
             key: make_scheduler(
-                opt, opts.lr_schedule, total=opts.steps, warmup=opts.warmup, min_ratio=opts.min_lr_ratio
+                opt, opts.lr_schedule, total=self.steps, warmup=opts.warmup, min_ratio=opts.min_lr_ratio
             )
             for key, opt in self.arch.optimizers().items()
         }
         self.source = DataSource(
-            self.info, batch_size=opts.batch_size, seed=opts.seed, rank=self.rank, world_size=self.world_size
+            self.info, batch_size=self.batch_size, seed=opts.seed, rank=self.rank, world_size=self.world_size
         )
 
     def resume(self, from_step: int) -> None:
         """Load the checkpoint at `from_step`: weights, optimisers, schedules, extra state, RNG, early-stopping state."""
-        state = load_checkpoint(self.run_id, from_step)
+        state = load_checkpoint(self._run_id(), from_step)
         arch = self.arch
         for key, module in arch.modules().items():
             module.load_state_dict(state["modules"][key])
@@ -262,14 +275,14 @@ class Trainer:
         if self.world_size > 1:
             sync_modules(self.arch.modules())
         if self.progress:
-            self.bar = _TrainProgress(self.progress, self.arch_name, opts.steps, self.step_no)
+            self.bar = _TrainProgress(self.progress, self.arch_name, self.steps, self.step_no)
         batches = self.arch.train_batches(self.source)
         started = self.started
         sums: dict[str, Any] = {}
         count = 0
         tick, tick_step = time.perf_counter(), self.step_no
         try:
-            while self.step_no < opts.steps:
+            while self.step_no < self.steps:
                 metrics = self.step(next(batches))
                 for key, value in metrics.items():
                     # tensors stay on the device until the next log: no per-step host sync
@@ -278,7 +291,7 @@ class Trainer:
                 for cb in self.callbacks:
                     cb(self.step_no, metrics)
                 step = self.step_no
-                if step % opts.log_every == 0 or step == opts.steps:
+                if step % opts.log_every == 0 or step == self.steps:
                     now = time.perf_counter()
                     self.log(
                         {k: float(v) / count for k, v in sums.items()}, rate=(step - tick_step) / max(now - tick, 1e-9)
@@ -289,9 +302,9 @@ class Trainer:
                         self.stopped_early = True  # the budget is spent: register what we have
                 if self.bar:
                     self.bar.update(step, self.last_metrics)  # the loss shown is the last logged mean
-                if step % opts.eval_every == 0 and step < opts.steps:
+                if step % opts.eval_every == 0 and step < self.steps:
                     self.evaluate_and_track()
-                if self.rank == 0 and (step % opts.checkpoint_every == 0 or self.stopped_early) and step < opts.steps:
+                if self.rank == 0 and (step % opts.checkpoint_every == 0 or self.stopped_early) and step < self.steps:
                     self.checkpoint()
                 if self.stopped_early:
                     break
@@ -309,7 +322,7 @@ class Trainer:
         try:
             metrics = self.arch.train_step(batch, self.step_no)
         except self.torch.OutOfMemoryError:
-            raise _oom(self.opts.batch_size, self.device) from None
+            raise _oom(self.batch_size, self.device) from None
         for sched in self.schedulers.values():
             sched.step()
         self.step_no += 1
@@ -320,12 +333,12 @@ class Trainer:
         from genloom.db.engine import session_scope
         from genloom.runs import log_metrics
 
-        means["lr"] = next(iter(self.schedulers.values())).get_last_lr()[0] if self.schedulers else self.opts.lr
+        means["lr"] = next(iter(self.schedulers.values())).get_last_lr()[0] if self.schedulers else self.lr
         means["steps_per_s"] = rate
         self.last_metrics = means
         if self.rank == 0:
             with session_scope() as s:
-                log_metrics(s, self.run_id, means, step=self.step_no)
+                log_metrics(s, self._run_id(), means, step=self.step_no)
 
     def evaluate(self) -> dict[str, float]:
         """The architecture's validation metrics (rank 0 computes, every rank gets them)."""
@@ -348,7 +361,7 @@ class Trainer:
         metrics = self.evaluate()
         if self.rank == 0:
             with session_scope() as s:
-                log_metrics(s, self.run_id, metrics, step=self.step_no)
+                log_metrics(s, self._run_id(), metrics, step=self.step_no)
             value = metrics.get(self.arch.monitor)
             if value is not None and value < self.best - 1e-6:
                 self.best, self.bad_evals, self.best_step = value, 0, self.step_no
@@ -363,6 +376,8 @@ class Trainer:
     def checkpoint(self) -> None:
         """Save everything `resume` needs (serialised now; written to the database in the background)."""
         arch = self.arch
+        if self.writer is None:  # only rank 0 has a writer, and only rank 0 checkpoints
+            raise RuntimeError("checkpoint() on a rank without a checkpoint writer")
         self.writer.save(
             self.step_no,
             {
@@ -391,7 +406,7 @@ class Trainer:
         )
         if not broadcast(worse_than_best, self.world_size):
             return final, self.step_no
-        if self.rank == 0:
+        if self.rank == 0 and self.best_state is not None:  # rank 0 decided worse_than_best with it set
             restore(self.arch, self.best_state)
         return self.evaluate(), self.best_step
 
@@ -425,7 +440,7 @@ class Trainer:
         with session_scope() as s:
             model = register_model(
                 s,
-                name=opts.name,
+                name=self.name,
                 architecture=self.arch_name,
                 checkpoint=blob,
                 config=config,
