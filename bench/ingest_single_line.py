@@ -1,7 +1,7 @@
 """A single line of words (no newline, no sentence end) at several sizes, in one run: is memory flat
 and the rate steady at every size, below and above the 4 MB streaming threshold?
 
-    python bench/ingest_single_line.py [--mb 1 6 50] [--model tiny|minilm]
+    python bench/ingest_single_line.py [--mb 1 6 50] [--model tiny|minilm] [--control-mb 1]
 
 Each size is ingested by a fresh child process (`genloom ingest`'s library path), which reports its
 own peak RSS (getrusage RUSAGE_SELF) and ingest time; a 1 kB file first gives the baseline (the
@@ -11,6 +11,11 @@ genloom's own cost (reading, decoding, chunking, tokenising, COPY, BM25), not Mi
 products. The figures to read are the ratios to the 1 MB run: extra RSS over the baseline, and
 chunks per second. The result file is rewritten after each size, so a stopped run keeps what it
 measured. Writes bench/results/ingest_single_line/<model>.json (command, git sha, versions, load).
+
+--control-mb SIZES also ingests those sizes with the encoder's token budget off (the count-bound
+batches of before issue 30: genloom.embeddings.CPU_TOKEN_BUDGET = None in that child), in the same
+run, each just before its budgeted run: `budget_vs_count` is the before/after of peak RSS (extra
+over the baseline) and chunks/s. With --model minilm that is the 1.2 GB case of issue 30.
 """
 
 from __future__ import annotations
@@ -53,11 +58,16 @@ def write_single_line(path: Path, mb: float, seed: int = 0) -> int:
     return written
 
 
-def child(path: str, model: str, collection: str, warm_up: str) -> None:
+def child(path: str, model: str, collection: str, warm_up: str, budget_off: bool = False) -> None:
     """Ingest WARM_UP (imports, model, connection, schema: paid once), then time one file; print its
     figures and this process's own peak RSS as JSON."""
     from ingest.loaders import LoadOptions
     from ingest.pipeline import IngestOptions, ingest
+
+    if budget_off:  # the control: batches bound by count alone, as before issue 30
+        import genloom.embeddings
+
+        genloom.embeddings.CPU_TOKEN_BUDGET = None
 
     options = {"embedding_model": model or None, "load": LoadOptions(max_bytes=2_000_000_000)}
     ingest([Path(warm_up)], IngestOptions(collection=collection + "-warm", **options))
@@ -72,9 +82,10 @@ def child(path: str, model: str, collection: str, warm_up: str) -> None:
     }))
 
 
-def run_child(path: Path, model: str, collection: str, warm_up: Path) -> dict:
+def run_child(path: Path, model: str, collection: str, warm_up: Path, budget_off: bool = False) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", str(path), "--model-path", model,
-                           "--collection", collection, "--warm-up", str(warm_up)], capture_output=True, text=True)
+                           "--collection", collection, "--warm-up", str(warm_up)]
+                          + (["--budget-off"] if budget_off else []), capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"child failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -84,18 +95,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, nargs="+", default=[1, 6, 50])
     parser.add_argument("--model", choices=("tiny", "minilm"), default="tiny")
+    parser.add_argument("--control-mb", type=float, nargs="*", default=[],
+                        help="sizes also run with the encoder's token budget off (before/after in one run)")
+    parser.add_argument("--budget-off", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model-path", default="", help=argparse.SUPPRESS)
     parser.add_argument("--collection", help=argparse.SUPPRESS)
     parser.add_argument("--warm-up", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.model_path, args.collection, args.warm_up)
+        child(args.child, args.model_path, args.collection, args.warm_up, args.budget_off)
         return
 
     prefix = f"bench-single-{uuid.uuid4().hex[:8]}-"
     tmp = Path(tempfile.mkdtemp(prefix="genloom-single-line-"))
+    from genloom.embeddings import CPU_TOKEN_BUDGET
+
     data = {"environment": environment(), "bench": "ingest_single_line", "model": args.model,
+            "cpu_token_budget": CPU_TOKEN_BUDGET, "control_mb": args.control_mb,
             "model_note": ("random 1-layer, 32-wide BERT on the bundled tokenizer: genloom's own cost"
                            if args.model == "tiny" else "bundled all-MiniLM-L6-v2"),
             "sizes_mb": args.mb, "runs": {}}
@@ -110,15 +127,30 @@ def main() -> None:
         warm = tmp / "warm.txt"
         warm.write_text("Warming up. " * 80)
         data["baseline_1kb"] = run_child(small, model, prefix + "base", warm)
+        base_rss = data["baseline_1kb"]["peak_rss_mb"]
         for mb in sorted(args.mb):
             big = tmp / f"line-{mb}mb.txt"
             size = write_single_line(big, mb)
+            if mb in args.control_mb:
+                control = run_child(big, model, f"{prefix}{mb}-control", warm, budget_off=True)
+                control["bytes"] = size
+                control["chunks_per_s"] = round(control["chunks"] / control["ingest_seconds"], 1)
+                control["extra_rss_mb"] = round(control["peak_rss_mb"] - base_rss, 1)
+                data.setdefault("control_budget_off", {})[f"{mb:g}mb"] = control
+                print(f"{mb:g} MB, budget off: {json.dumps(control)}", flush=True)
             run = run_child(big, model, f"{prefix}{mb}", warm)
             big.unlink()
             run["bytes"] = size
             run["chunks_per_s"] = round(run["chunks"] / run["ingest_seconds"], 1)
-            run["extra_rss_mb"] = round(run["peak_rss_mb"] - data["baseline_1kb"]["peak_rss_mb"], 1)
+            run["extra_rss_mb"] = round(run["peak_rss_mb"] - base_rss, 1)
             data["runs"][f"{mb:g}mb"] = run
+            if mb in args.control_mb:
+                before = data["control_budget_off"][f"{mb:g}mb"]
+                data.setdefault("budget_vs_count", {})[f"{mb:g}mb"] = {
+                    "peak_rss": round(run["peak_rss_mb"] / before["peak_rss_mb"], 3),
+                    "extra_rss": round(run["extra_rss_mb"] / before["extra_rss_mb"], 3),
+                    "chunks_per_s": round(run["chunks_per_s"] / before["chunks_per_s"], 3),
+                }
             first = data["runs"][f"{sorted(args.mb)[0]:g}mb"]
             data["ratios_to_smallest"] = {
                 key: {"peak_rss": round(r["peak_rss_mb"] / first["peak_rss_mb"], 3),

@@ -90,19 +90,84 @@ def get_embedder(name: str | None = None, device: str | None = None):
         raise EmbeddingModelError(f"cannot load embedding model from {path}: {exc}") from None
 
 
+# Padded tokens per encoder batch on a CPU (batch count × its longest input). An encoder's
+# activations, attention's batch × heads × length² above all, grow with this, not with the batch's
+# count: 64 chunks of MiniLM's full 256 tokens (what a file without sentence ends chunks into)
+# peaked about 480 MB above the loaded model, 16 of them about 180 MB (bench/ingest_single_line.py
+# --model minilm). Short inputs still go 64 at a time. On CUDA batches stay count-bound (its memory
+# is the GPU's, and large batches are what make it fast). None turns the budget off.
+CPU_TOKEN_BUDGET: int | None = 4096
+
+
+def token_batches(lengths: list[int], *, batch_size: int, token_budget: int | None) -> list[list[int]]:
+    """Indices of the inputs grouped into encoder batches, longest first (as sentence-transformers
+    orders them, so each batch pads to similar lengths): at most `batch_size` per batch, and
+    count × longest ≤ `token_budget` (an input longer than the budget goes alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]  # the first is the longest
+        full = len(current) >= batch_size or (token_budget is not None and (len(current) + 1) * longest > token_budget)
+        if current and full:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _token_lengths(model, texts: list[str]) -> list[int]:
+    """Each input's length in the model's tokens, special tokens included, truncated as the model truncates."""
+    encoded = model.tokenizer(
+        texts,
+        add_special_tokens=True,
+        truncation=True,
+        max_length=int(model.max_seq_length),
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+def _token_budget(model) -> int | None:
+    device = str(getattr(model, "device", "cpu"))  # OnnxEncoder runs on the CPU
+    return None if device.startswith("cuda") else CPU_TOKEN_BUDGET
+
+
 def embed(texts: list[str], *, name: str | None = None, batch_size: int = 64, show_progress: bool = False):
-    """L2-normalised float32 embeddings, shape (len(texts), dim)."""
+    """L2-normalised float32 embeddings, shape (len(texts), dim).
+
+    Batches hold at most `batch_size` inputs and, on a CPU, at most CPU_TOKEN_BUDGET padded tokens,
+    so the encoder's memory stays bounded whatever the inputs' lengths (issue 30)."""
     import numpy as np
 
     model = get_embedder(name)
     with EMBEDDER_LOCK:
-        vectors = model.encode(
-            texts,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-        )
+        budget = _token_budget(model)
+        if budget is None or len(texts) <= 1 or batch_size <= 1:
+            return _encode(model, texts, batch_size, show_progress)
+        batches = token_batches(_token_lengths(model, texts), batch_size=batch_size, token_budget=budget)
+        if len(batches) <= 1:
+            return _encode(model, texts, batch_size, show_progress)
+        parts = [_encode(model, [texts[i] for i in idx], len(idx), show_progress) for idx in batches]
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        for idx, vectors in zip(batches, parts):
+            out[idx] = vectors
+        return out
+
+
+def _encode(model, texts: list[str], batch_size: int, show_progress: bool):
+    import numpy as np
+
+    vectors = model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=show_progress,
+    )
     return vectors.astype(np.float32, copy=False)  # a half-precision model (CUDA) returns float16
 
 
