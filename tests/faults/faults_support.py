@@ -1,13 +1,17 @@
 """Kill a real genloom process at a random point, then check what it left behind.
 
 Each fault test: snapshot the database (a file-level copy, `CREATE DATABASE … TEMPLATE`), start
-the job as a `python cli.py …` child, SIGKILL it at a random moment after its work began, then
-check the job's invariants in SQL (nothing partial), that no run stays `running` once stale runs
-are reconciled, and that re-running the job gives what the same job gives on the snapshot with
-no fault (the clean run).
+the job as a `python cli.py …` child, SIGKILL it at a random point of its work, then check the
+job's invariants in SQL (nothing partial), that no run stays `running` once stale runs are
+reconciled, and that re-running the job gives what the same job gives on the snapshot with no
+fault (the clean run).
 
-The random points come from one seed per test run, printed, and replayable with
-GENLOOM_FAULT_SEED=N.
+The points are events of the job's own progress, not wall-clock offsets (issue 30: an offset
+lands at a different point, or after the end, on a loaded machine): `kill_at_event` kills the
+moment a progress count (committed documents, checkpoints, streamed bytes, or the bytes the job
+has written to the database) first reaches a target, and for half the targets at the next moment
+after it when the job holds a transaction that has written (a kill mid-write). The seed picks the
+target and the phase: one seed per test run, printed, replayable with GENLOOM_FAULT_SEED=N.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from conftest import REPO_ROOT
@@ -31,9 +37,9 @@ def rng_for(name: str) -> random.Random:
     return random.Random(f"{SEED}:{name}")
 
 
-def start(*args: str, env: dict) -> subprocess.Popen:
+def start(*args: str, env: dict, stdout=subprocess.DEVNULL) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(REPO_ROOT / "cli.py"), *map(str, args)], env=env, cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)
 
 
 def run(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -56,36 +62,102 @@ def wait_for(engine, sql: str, proc: subprocess.Popen, timeout: float = 120) -> 
     raise AssertionError(f"the job never started: {sql}")
 
 
-def kill_at_random(proc: subprocess.Popen, rng: random.Random, window: tuple[float, float]) -> dict:
-    """SIGKILL PROC after a random delay in WINDOW seconds; what happened, for the test's message."""
-    delay = rng.uniform(*window)
-    deadline = time.monotonic() + delay
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    finished_first = proc.poll() is not None
-    if not finished_first:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    return {"delay_s": round(delay, 3), "finished_before_kill": finished_first, "seed": SEED}
+# A backend of this database, other than the asking one, whose transaction has written (has an xid).
+WRITING = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+           "AND backend_type = 'client backend' AND backend_xid IS NOT NULL")
+DB_BYTES = "SELECT pg_database_size(current_database())"
 
 
-def kill_postmaster_at_random(postmaster, proc: subprocess.Popen, rng: random.Random,
-                              window: tuple[float, float]) -> dict:
-    """SIGKILL the embedded server's POSTMASTER after a random delay in WINDOW seconds while the
-    job PROC runs; wait for the job to end and the postmaster to be gone. What happened, for messages."""
-    delay = rng.uniform(*window)
-    deadline = time.monotonic() + delay
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    what = {"delay_s": round(delay, 3), "finished_first": proc.poll() is not None, "seed": SEED}
-    os.kill(postmaster.pid, signal.SIGKILL)
-    proc.wait(timeout=120)  # its connection is gone: it fails (or had finished)
-    # Until its parent (init) reaps it, the killed postmaster is a zombie that still counts as alive.
-    gone_by = time.monotonic() + 15
-    while postmaster.alive() and time.monotonic() < gone_by:
-        time.sleep(0.1)
-    assert not postmaster.alive(), what
+def sql_count(sql: str) -> Callable[[sa.Connection], int]:
+    """A progress count: the value of SQL (committed rows the job made, …)."""
+    return lambda conn: int(conn.execute(sa.text(sql)).scalar() or 0)
+
+
+def db_growth(url: str) -> Callable[[sa.Connection], int]:
+    """A progress count: bytes the database has grown by since now (relation files extend as rows
+    are written, committed or not). Call it before the job starts."""
+    baseline = query(url, DB_BYTES)[0][0]
+    return lambda conn: max(0, int(conn.execute(sa.text(DB_BYTES)).scalar()) - baseline)
+
+
+def measure_growth(url: str, job: Callable[[], object]) -> int:
+    """Bytes the database at URL grows by while JOB (a clean run) runs: the span a kill target is drawn from."""
+    before = query(url, DB_BYTES)[0][0]
+    job()
+    return max(0, query(url, DB_BYTES)[0][0] - before)
+
+
+def growth_targets(total: int, points: int = 64) -> list[int]:
+    """Targets spread over [0, TOTAL) bytes of growth (one page when the clean run grew less)."""
+    total = max(total, 8192)
+    return sorted({total * i // points for i in range(points)})
+
+
+class StreamCounter:
+    """Counts the characters PROC writes to its stdout (a pipe), read on a thread: progress by output."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.count = 0
+        self.thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self.thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        while chunk := proc.stdout.read(1):
+            self.count += len(chunk)
+
+    def __call__(self, conn) -> int:
+        return self.count
+
+
+def kill_at_event(proc: subprocess.Popen, url: str, rng: random.Random, progress: Callable[[sa.Connection], int],
+                  targets: Sequence[int], *, kill: Callable[[], None] | None = None, event: str = "progress",
+                  timeout: float = 300) -> dict:
+    """Kill when PROGRESS (read on a connection to URL) first reaches a target the seed picks from
+    TARGETS; for half the seeds, at the first moment after that when the job holds a transaction
+    that has written. KILL defaults to SIGKILL of PROC. Returns what happened, for messages."""
+    target = rng.choice(list(targets))
+    mid_write = rng.random() < 0.5
+    what = {"event": event, "target": target, "phase": "mid-write" if mid_write else "at target", "seed": SEED}
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    deadline = time.monotonic() + timeout
+    try:
+        with engine.connect() as conn:
+            reached = False
+            while proc.poll() is None:
+                assert time.monotonic() < deadline, f"no kill point in {timeout} s: {what}"
+                if not reached:
+                    seen = progress(conn)
+                    reached = seen >= target
+                    if reached:
+                        what["seen"] = seen
+                if reached and (not mid_write or conn.execute(sa.text(WRITING)).scalar()):
+                    break
+                time.sleep(0.005)
+    finally:
+        engine.dispose()
+    what["finished_first"] = proc.poll() is not None
+    if not what["finished_first"]:
+        if kill is None:
+            proc.send_signal(signal.SIGKILL)
+        else:
+            kill()
+    proc.wait(timeout=120)
+    print(f"kill: {what}")  # shown with -s: the point this seed chose and what the job had done
     return what
+
+
+def kill_postmaster(postmaster) -> Callable[[], None]:
+    """KILL for kill_at_event: SIGKILL the embedded server's postmaster and wait until it is gone."""
+
+    def kill() -> None:
+        os.kill(postmaster.pid, signal.SIGKILL)
+        # Until its parent (init) reaps it, the killed postmaster is a zombie that still counts as alive.
+        gone_by = time.monotonic() + 15
+        while postmaster.alive() and time.monotonic() < gone_by:
+            time.sleep(0.1)
+        assert not postmaster.alive(), "the killed postmaster is still alive"
+
+    return kill
 
 
 def reconcile_and_check_no_running(engine) -> None:

@@ -1,22 +1,29 @@
 """SIGKILL genloom at a random point of each long job: nothing partial, no run left running, and
-the re-run equals a clean run (see faults_support for the procedure and the seed)."""
+the re-run equals a clean run (see faults_support for the procedure, the seed, and the events
+that define the points)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 import sqlalchemy as sa
 from faults_support import (
     Snapshot,
+    StreamCounter,
+    db_growth,
+    growth_targets,
     in_process,
     ingest_invariants,
-    kill_at_random,
+    kill_at_event,
+    measure_growth,
     query,
     reconcile_and_check_no_running,
     rng_for,
     run,
+    sql_count,
     start,
     wait_for,
 )
@@ -52,7 +59,9 @@ def test_ingest_killed_at_random(db_url, env, engine, snapshot, cli, tmp_path):
     snap = snapshot()
     proc = start("ingest", folder, "--collection", "c", "--batch", "4", env=env)
     wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'ingest'", proc)
-    what = kill_at_random(proc, rng_for("ingest"), (0.5, 8.0))
+    # After the k-th batch of 4 documents commits (k = 0: before the first), or inside the next one's write.
+    docs = sql_count("SELECT count(*) FROM documents")
+    what = kill_at_event(proc, db_url, rng_for("ingest"), docs, range(0, 32, 4), event="documents committed")
     assert ingest_invariants(db_url) == (0, 0, 0, 0, 0), what
     reconcile_and_check_no_running(engine)
     run("ingest", folder, "--collection", "c", "--batch", "4", env=env)
@@ -73,7 +82,9 @@ def test_large_file_ingest_killed_at_random_resumes(db_url, env, engine, snapsho
     snap = snapshot()
     proc = start(*args, env=env)
     wait_for(engine, "SELECT count(*) FROM chunks", proc)  # the first slice is in
-    what = kill_at_random(proc, rng_for("large"), (0.0, 10.0))
+    # After the k-th 512-chunk slice commits (of about 11), or inside the next slice's write.
+    chunks = sql_count("SELECT count(*) FROM chunks")
+    what = kill_at_event(proc, db_url, rng_for("large"), chunks, [512 * k for k in range(1, 9)], event="chunks committed")
     assert ingest_invariants(db_url) == (0, 0, 0, 0, 0), what
     what["incomplete_chunks"] = query(db_url, "SELECT count(*) FROM chunks c JOIN documents d "
                                               "ON d.id = c.document_id WHERE d.incomplete")[0][0]
@@ -105,13 +116,15 @@ def test_dataset_import_killed_at_random(db_url, env, engine, snapshot, cli, tmp
     corpus.write_text("".join(f"line number {i} of the corpus, with some words\n" for i in range(20000)))
     snap = snapshot()
     args = ("datasets", "import", "text", corpus, "--name", "lines", "--unit", "line")
+    # The clean run first: how much its one transaction writes is the span the kill point is drawn from.
+    span = measure_growth(snap.url, lambda: in_process(cli, snap.url, *args))
+    grown = db_growth(db_url)
     proc = start(*args, env=env)
     wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'import'", proc)
-    what = kill_at_random(proc, rng_for("import"), (0.0, 4.0))
+    what = kill_at_event(proc, db_url, rng_for("import"), grown, growth_targets(span), event="bytes written")
     assert _no_partial_versions(db_url) == [], what
     reconcile_and_check_no_running(engine)
     run(*args, env=env)
-    in_process(cli, snap.url, *args)
     assert [v[:5] for v in _versions(db_url)] == [v[:5] for v in _versions(snap.url)], what  # same sealed manifest
 
 
@@ -122,7 +135,9 @@ def test_training_killed_during_checkpoint_writes(db_url, env, engine, cli):
             "--set", "log_every=1", "--name", "k", *TINY_VAE)
     proc = start(*args, env=env)
     wait_for(engine, "SELECT count(*) FROM run_checkpoints", proc)
-    what = kill_at_random(proc, rng_for("train"), (0.0, 3.0))
+    # When the checkpoint of step k is in (or inside the write after it): a kill in or near a write.
+    step = sql_count("SELECT max(step) FROM run_checkpoints")
+    what = kill_at_event(proc, db_url, rng_for("train"), step, range(1, 56), event="checkpoint step")
     checks = query(db_url, """
         SELECT
           (SELECT count(*) FROM run_checkpoints WHERE encode(sha256(payload), 'hex') <> sha256
@@ -157,15 +172,16 @@ def test_sampling_into_a_dataset_killed_at_random(db_url, env, engine, cli, snap
     assert cli("train", "vae", "--dataset", "digits", "--steps", "2", "--name", "s", *TINY_VAE).exit_code == 0
     snap = snapshot()
     args = ("sample", "s", "--n", "3000", "--store", "--into", "synth", "--seed", "3")
+    span = measure_growth(snap.url, lambda: in_process(cli, snap.url, *args))  # the clean run
+    grown = db_growth(db_url)
     proc = start(*args, env=env)
     wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'sample'", proc)
-    what = kill_at_random(proc, rng_for("sample"), (0.0, 5.0))
+    what = kill_at_event(proc, db_url, rng_for("sample"), grown, growth_targets(span), event="bytes written")
     assert _no_partial_versions(db_url) == [], what
     reconcile_and_check_no_running(engine)
     # Re-run whatever the kill hit: the version and the succeeded run are one transaction, and a
     # seeded sampling whose samples are all in the latest version adds no second, identical version.
     run(*args, env=env)
-    in_process(cli, snap.url, *args)
     assert [v[:5] for v in _versions(db_url)] == [v[:5] for v in _versions(snap.url)], what
 
 
@@ -175,9 +191,11 @@ def test_dedup_killed_at_random(db_url, env, engine, cli, snapshot, tmp_path):
     assert cli("datasets", "import", "text", corpus, "--name", "dups", "--unit", "line").exit_code == 0
     snap = snapshot()
     args = ("dedup", "dups", "--method", "minhash")
+    span = measure_growth(snap.url, lambda: in_process(cli, snap.url, *args))  # the clean run
+    grown = db_growth(db_url)
     proc = start(*args, env=env)
     wait_for(engine, "SELECT count(*) FROM runs WHERE kind = 'dedup'", proc)
-    what = kill_at_random(proc, rng_for("dedup"), (0.0, 6.0))
+    what = kill_at_event(proc, db_url, rng_for("dedup"), grown, growth_targets(span), event="bytes written")
     assert _no_partial_versions(db_url) == [], what
     orphans = query(db_url, "SELECT count(*) FROM dedup_decisions d JOIN runs r ON r.id = d.run_id "
                             "WHERE r.status <> 'succeeded'")[0][0]
@@ -185,7 +203,6 @@ def test_dedup_killed_at_random(db_url, env, engine, cli, snapshot, tmp_path):
     reconcile_and_check_no_running(engine)
     if not query(db_url, "SELECT count(*) FROM runs WHERE kind = 'dedup' AND status = 'succeeded'")[0][0]:
         run(*args, env=env)  # killed before its commit: run it again
-    in_process(cli, snap.url, *args)
     assert [v[:5] for v in _versions(db_url)] == [v[:5] for v in _versions(snap.url)], what
 
 
@@ -195,8 +212,11 @@ def test_streaming_ask_killed_at_random(db_url, env, engine, snapshot, cli):
     assert cli("ingest", REPO_ROOT / "platform" / "genloom" / "data" / "sample_docs", "--collection", "kb").exit_code == 0
     snap = snapshot()
     args = ("ask", "How does genloom rank keywords with BM25?", "-c", "kb")
-    proc = start(*args, env=env)
-    what = kill_at_random(proc, rng_for("ask"), (2.0, 12.0))  # from start-up to the last streamed token
+    streamed = len(in_process(cli, snap.url, *args).stdout)  # the clean run's streamed answer
+    proc = start(*args, env=env, stdout=subprocess.PIPE)
+    # At the k-th character of the streamed answer (k = 0: before the first), or inside the write after it.
+    what = kill_at_event(proc, db_url, rng_for("ask"), StreamCounter(proc), range(0, max(streamed, 1), 8),
+                         event="characters streamed")
     # One call is one transaction: its session, prompt, generation and sources land together or not at all.
     counts = query(db_url, """
         SELECT (SELECT count(*) FROM prompts), (SELECT count(*) FROM generations),

@@ -16,7 +16,18 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from faults_support import Snapshot, kill_at_random, kill_postmaster_at_random, query, rng_for, run, start
+from faults_support import (
+    Snapshot,
+    db_growth,
+    growth_targets,
+    kill_at_event,
+    kill_postmaster,
+    measure_growth,
+    query,
+    rng_for,
+    run,
+    start,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -123,12 +134,17 @@ def migrating(url: str, proc) -> float:
     return time.monotonic()
 
 
-def clean_upgrade(url: str, env: dict) -> tuple[list, dict, float]:
-    """`genloom db migrate` with no fault: the schema and rows it gives, and how long it held the lock."""
-    proc = start("db", "migrate", env=env)
-    began = migrating(url, proc)
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
-    return schema_of(url), rows_of(url), time.monotonic() - began
+def clean_upgrade(url: str, env: dict) -> tuple[list, dict, int]:
+    """`genloom db migrate` with no fault: the schema and rows it gives, and the bytes it wrote
+    (the database's growth: the span a kill point is drawn from)."""
+
+    def upgrade() -> None:
+        proc = start("db", "migrate", env=env)
+        migrating(url, proc)
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+
+    grown = measure_growth(url, upgrade)
+    return schema_of(url), rows_of(url), grown
 
 
 def check_left_whole(url: str, before: tuple, after: tuple, what: dict) -> None:
@@ -150,12 +166,13 @@ def test_migrate_killed_at_random(db_url):
     snap = Snapshot(db_url)
     try:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        *after, seconds = clean_upgrade(snap.url, {**env, "DATABASE_URL": snap.url})
+        *after, span = clean_upgrade(snap.url, {**env, "DATABASE_URL": snap.url})
         assert after[0] != before[0] and after[1]["retrieval_postings"][0] > 0  # the upgrade did real work
 
+        grown = db_growth(db_url)
         proc = start("db", "migrate", env={**env, "DATABASE_URL": db_url})
         migrating(db_url, proc)
-        what = kill_at_random(proc, rng_for("migrate"), (0.0, seconds))
+        what = kill_at_event(proc, db_url, rng_for("migrate"), grown, growth_targets(span), event="bytes written")
         wait_until_alone(db_url)
         check_left_whole(db_url, before, after, what)
 
@@ -179,11 +196,13 @@ def test_postmaster_killed_during_migrate(db_url, tmp_path):
         before = (schema_of(url), rows_of(url))
         # The clean upgrade: the same store on the session's server.
         put_at_old_revision_with_data(db_url)
-        *after, seconds = clean_upgrade(db_url, {**env, "DATABASE_URL": db_url})
+        *after, span = clean_upgrade(db_url, {**env, "DATABASE_URL": db_url})
 
+        grown = db_growth(url)
         proc = start("db", "migrate", env=env)
         migrating(url, proc)
-        what = kill_postmaster_at_random(killed, proc, rng_for("postmaster-migrate"), (0.0, seconds))
+        what = kill_at_event(proc, url, rng_for("postmaster-migrate"), grown, growth_targets(span),
+                             kill=kill_postmaster(killed), event="bytes written")
 
         # `genloom db url` starts the server again (crash recovery) without migrating: the store is whole.
         run("db", "url", env=env)
