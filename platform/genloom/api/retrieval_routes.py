@@ -13,6 +13,9 @@ uses needs an admin, and it is audited with the key that did it. Training runs i
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from typing import Annotated, Literal, Optional
 
 from fastapi import FastAPI, Path as PathParam
@@ -21,6 +24,7 @@ from pydantic import ConfigDict, Field
 from genloom.api import request_limits
 from genloom.api.schemas import BIGINT_MAX, Body, RowId
 from genloom.api.session import DB
+from genloom.errors import BadInput
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -50,6 +54,20 @@ class DefaultsBody(Body):
     eval_run: Optional[RowId] = None  # the evaluate run that justifies the switch
 
 
+# The library's messages name the CLI's options; over HTTP they name the body's fields instead.
+_FIELDS = re.compile(
+    r"--(embedding-model|reranker|rerank-depth|no-reranker|eval-run|steps|epochs|batch-size|lr|negatives|name)\b"
+)
+
+
+@contextlib.contextmanager
+def _body_words() -> Iterator[None]:
+    try:
+        yield
+    except BadInput as exc:
+        raise BadInput(_FIELDS.sub(lambda m: m.group(1).replace("-", "_"), str(exc))) from None
+
+
 def install(app: FastAPI) -> None:
     @app.post("/v1/train/{kind}", status_code=201)
     def train(kind: Literal["embedder", "reranker"], body: TrainBody) -> dict:
@@ -61,7 +79,8 @@ def install(app: FastAPI) -> None:
         for option in ("epochs", "batch_size", "lr", "negatives", "max_length"):
             if getattr(body, option) is not None:
                 setattr(config, option, getattr(body, option))
-        result = train_retrieval_model(kind, body.dataset, name=body.name, base=body.init, config=config)
+        with _body_words():
+            result = train_retrieval_model(kind, body.dataset, name=body.name, base=body.init, config=config)
         return result.as_json()
 
     @app.post("/v1/collections/{name}/defaults")
@@ -72,7 +91,7 @@ def install(app: FastAPI) -> None:
 
         request_limits.check_no_nul(name=name)
         request_limits.check_http_model(body.embedding_model)
-        with session.begin():
+        with _body_words(), session.begin():
             return set_defaults(
                 session,
                 name,
