@@ -178,7 +178,6 @@ def main() -> None:
         scale = {"documents": n_docs, "of": 2067, "subset": "every paragraph of SQuAD v1.1 dev", **sizes}
     scale["test_queries"] = sample_test(beir, args.test_queries)
     scale["test_queries_note"] = "seeded sample of the test split, used only for the final comparisons"
-    qrels, test, queries = beir / "qrels" / "train.tsv", beir / "qrels" / "test.tsv", beir / "queries.jsonl"
     result: dict = {
         "command": " ".join(sys.argv),
         "dataset": name,
@@ -189,13 +188,24 @@ def main() -> None:
         "gates": {},
     }
 
-    def stage(name: str, *cmd) -> dict:
+    def stage(name: str, *cmd, gate: bool = False) -> dict:
         out = cli(*cmd, home=home)
         result["stages"][name] = out
+        if gate:
+            result["gates"][name] = summarise(out["out"], out["exit"])
         write_result(result_file, result)
         print(name, out["seconds"], "s", file=sys.stderr, flush=True)
         return out["out"]
 
+    try:
+        run_stages(args, name, beir, stage)
+    finally:  # the scratch home's embedded server goes with the run
+        cli("db", "stop", home=home)
+
+
+def run_stages(args, name: str, beir: Path, stage) -> None:
+    work = beir.parent
+    qrels, test, queries = beir / "qrels" / "train.tsv", beir / "qrels" / "test.tsv", beir / "queries.jsonl"
     stage("ingest", "ingest", beir, "-c", name, "--format", "beir")
     stage("import_qrels", "datasets", "import", "qrels", qrels, "-c", name, "--negatives", "3", "--val", "0")
     if args.onnx:
@@ -220,9 +230,7 @@ def main() -> None:
         int8 = f"embedding={work / 'minilm-int8'}"
         comparisons = {"vector_onnx_int8_vs_torch": ("mode=vector", f"mode=vector,{int8}"), **comparisons}
     for label, (a, b) in comparisons.items():
-        out = stage(label, *gate, a, b)
-        result["gates"][label] = summarise(out, result["stages"][label]["exit"])
-        write_result(result_file, result)
+        stage(label, *gate, a, b, gate=True)
 
 
 if __name__ == "__main__":
