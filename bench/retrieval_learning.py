@@ -1,7 +1,7 @@
 """SciFact or SQuAD: fine-tuned embedder and reranker (train qrels) vs the frozen MiniLM, gated on test queries.
 
     nice -n 19 python bench/retrieval_learning.py [--dataset scifact|squad] [--distractors N] [--epochs E]
-        [--rerank-depth D] [--test-queries N] [--train-queries N] [--onnx]
+        [--rerank-depth D] [--test-queries N] [--train-queries N] [--articles N] [--onnx]
 
 Drives the CLI as a user would (`python cli.py …`, one embedded server under a scratch
 GENLOOM_HOME): ingest → `datasets import qrels` (train split) → `train embedder` → `embed` →
@@ -89,14 +89,20 @@ def sample_test(folder: Path, n: int | None) -> int:
     return len(ids)
 
 
-def squad_beir(folder: Path, train_n: int | None, test_n: int | None, source: Path = SQUAD) -> tuple[Path, int, dict]:
-    """SQuAD dev as a BEIR folder: paragraphs as documents, questions split into train/test by article."""
+def squad_beir(
+    folder: Path, train_n: int | None, test_n: int | None, n_articles: int | None = None, source: Path = SQUAD
+) -> tuple[Path, int, dict]:
+    """SQuAD dev as a BEIR folder: paragraphs as documents, questions split into train/test by article
+    (N_ARTICLES seeded articles when given, else all 48; half of them train, half test)."""
     articles = json.loads(source.read_text())["data"]
     order = list(range(len(articles)))
     random.Random(0).shuffle(order)
+    order = order[:n_articles] if n_articles else order
     train_articles = set(order[: len(order) // 2])
     corpus, queries, split_rows = [], [], {"train": [], "test": []}
     for a, article in enumerate(articles):
+        if a not in order:
+            continue
         side = "train" if a in train_articles else "test"
         for p, paragraph in enumerate(article["paragraphs"]):
             doc = f"{a}-{p}"
@@ -118,7 +124,7 @@ def squad_beir(folder: Path, train_n: int | None, test_n: int | None, source: Pa
     (folder / "qrels").mkdir()
     for side, rows in split_rows.items():
         (folder / "qrels" / f"{side}.tsv").write_text("\n".join(["query-id\tcorpus-id\tscore", *rows]) + "\n")
-    sizes["articles"] = {"train": len(train_articles), "test": len(articles) - len(train_articles)}
+    sizes["articles"] = {"train": len(train_articles), "test": len(order) - len(train_articles), "of": len(articles)}
     return folder, len(corpus), sizes
 
 
@@ -151,6 +157,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="the SciFact BEIR folder or SQuAD dev JSON")
     parser.add_argument("--test-queries", type=int, default=None, help="seeded sample of test queries (default all)")
     parser.add_argument("--train-queries", type=int, default=None, help="SQuAD: seeded sample of train questions")
+    parser.add_argument("--articles", type=int, default=None, help="SQuAD: only N seeded articles (default all 48)")
     parser.add_argument("--onnx", action="store_true", help="also measure the int8 ONNX encoder's nDCG@10 delta")
     parser.add_argument("--distractors", type=int, default=None, help="random unjudged documents (default: all)")
     parser.add_argument("--epochs", type=float, default=1.0)
@@ -174,8 +181,12 @@ def main() -> None:
             "train_queries": "qrels/train.tsv (809 queries, 919 pairs)",
         }
     else:
-        beir, n_docs, sizes = squad_beir(work / name, args.train_queries, args.test_queries, args.data or SQUAD)
-        scale = {"documents": n_docs, "of": 2067, "subset": "every paragraph of SQuAD v1.1 dev", **sizes}
+        beir, n_docs, sizes = squad_beir(
+            work / name, args.train_queries, args.test_queries, args.articles, args.data or SQUAD
+        )
+        every = "every paragraph of SQuAD v1.1 dev"
+        subset_text = f"every paragraph of {args.articles} seeded articles of SQuAD v1.1 dev" if args.articles else every
+        scale = {"documents": n_docs, "of": 2067, "subset": subset_text, **sizes}
     scale["test_queries"] = sample_test(beir, args.test_queries)
     scale["test_queries_note"] = "seeded sample of the test split, used only for the final comparisons"
     result: dict = {
