@@ -192,18 +192,46 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         where_json: Annotated[
             Optional[str], Query(description='A JSON filter: {"year": {"$gte": 2020}}, $and/$or/$not.')
         ] = None,
+        rerank: Annotated[
+            Optional[str], Query(min_length=1, description="A reranker NAME[@V] (default: the collection's).")
+        ] = None,
+        rerank_depth: Annotated[Optional[int], Query(ge=1, le=1000)] = None,
+        no_rerank: Annotated[bool, Query(description="Skip the collection's default reranker.")] = False,
     ):
         from genloom.retrieval.filters import combine, parse_where, parse_where_json
-        from genloom.retrieval.search import search as run_search
+        from genloom.retrieval.rerank import search_reranked
 
         request_limits.check_query(q)
-        request_limits.check_no_nul(q=q, collection=collection, where=where, where_json=where_json)
+        request_limits.check_no_nul(q=q, collection=collection, where=where, where_json=where_json, rerank=rerank)
+        request_limits.check_http_model(rerank)  # registered names and the server's model folders only
+        if rerank and no_rerank:
+            raise BadInput("give either rerank or no_rerank, not both")
         filters = combine(parse_where(where), parse_where_json(where_json))
         with session.begin():
-            hits = run_search(session, q, collection=collection, k=k, mode=mode, where=filters, by_document=by_document)
-        return {"query": q, "collection": collection, "hits": [h.to_dict() for h in hits]}
+            hits, timing = search_reranked(
+                session,
+                q,
+                collection=collection,
+                k=k,
+                mode=mode,
+                where=filters,
+                by_document=by_document,
+                rerank_model=rerank,
+                rerank_depth=rerank_depth,
+                use_default=not no_rerank,
+            )
+        out: dict[str, Any] = {"query": q, "collection": collection, "hits": [h.to_dict() for h in hits]}
+        if timing["rerank_ms"] is not None:  # reranked (given, or the collection's default): by what, and the time
+            out.update(
+                reranker=timing["reranker"],
+                rerank_depth=timing["rerank_depth"],
+                timings_ms={"search": round(timing["search_ms"], 2), "rerank": round(timing["rerank_ms"], 2)},
+            )
+        return out
 
-    from genloom.api import openai_routes
+    from genloom.api import openai_routes, retrieval_routes
+
+    retrieval_routes.install(app)  # /v1/train/{kind}, /v1/collections/{name}/defaults
 
     openai_routes.install(app)  # /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /tokenize
     # `genloom serve --collection NAME` (set in every worker process through the environment)

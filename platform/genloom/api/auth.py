@@ -51,6 +51,10 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/v1/embeddings"): "writer",
     ("POST", "/v1/feedback"): "writer",
     ("POST", "/v1/ingest"): "writer",
+    # retrieval that learns (genloom.api.retrieval_routes): a new model changes nothing anyone gets until an
+    # admin switches a collection's defaults to it
+    ("POST", "/v1/train/{kind}"): "writer",
+    ("POST", "/v1/collections/{name}/defaults"): "admin",
     # MCP over streamable HTTP (genloom.mcp_server): a reader may connect; each tool checks its own role.
     ("GET", "/mcp"): "reader",
     ("POST", "/mcp"): "reader",

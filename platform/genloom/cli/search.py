@@ -89,20 +89,16 @@ def search(
         ef_search=ef_search,
         embedding_model=embedding_model,
     )
+    if no_rerank and rerank:
+        raise BadInput("give either --rerank MODEL or --no-rerank, not both")
+    options.update(rerank_model=rerank, rerank_depth=rerank_depth, use_default=not no_rerank)
     if queries is not None:
         if query is not None:
             raise BadInput("give either a QUERY or --queries FILE, not both")
-        if rerank:
-            raise BadInput(
-                "--rerank works on single queries; to measure a reranker use: genloom eval retrieval --compare"
-            )
         _batch(queries, out, options)
         return
     if query is None:
         raise BadInput('missing query: genloom search "QUERY" --collection NAME (or --queries FILE)')
-    if no_rerank and rerank:
-        raise BadInput("give either --rerank MODEL or --no-rerank, not both")
-    options.update(rerank_model=rerank, rerank_depth=rerank_depth, use_default=not no_rerank)
     server = find_server()
     # run_read: on a replica when one is fresh enough; a replica failing mid-search is retried on the primary.
     try:
@@ -171,17 +167,23 @@ def _hit_json(hit) -> dict:
 def _batch(path: Path, out: Path | None, options: dict) -> None:
     from genloom.db.engine import session_scope
     from genloom.retrieval.beir import read_queries
-    from genloom.retrieval.search import search_many
+    from genloom.retrieval.rerank import search_many_reranked
 
     items = read_queries(path)
     sink = out.open("w", encoding="utf-8") if out else sys.stdout
     try:
         with RichProgress() as bar, session_scope(purpose="read") as session:
-            for query_id, hits in search_many(
+            for query_id, hits, timing in search_many_reranked(
                 session, items, progress=lambda done, total: bar("search", done, total), **options
             ):
+                line: dict = {"query_id": query_id}
                 results = [{"doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": h.score} for h in hits]
-                sink.write(dumps({"query_id": query_id, "results": results}) + "\n")
+                if timing["rerank_ms"] is not None:  # reranked: each hit's reranker score, and the time it took
+                    for result, hit in zip(results, hits):
+                        result["rerank_score"] = hit.rerank_score
+                    line.update(reranker=timing["reranker"], rerank_ms=round(timing["rerank_ms"], 2))
+                line["results"] = results
+                sink.write(dumps(line) + "\n")
     finally:
         if out:
             sink.close()

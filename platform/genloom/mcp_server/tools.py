@@ -116,12 +116,17 @@ def build_server(stdio_key: str | None = None):
             from genloom.api import request_limits
             from genloom.db.engine import session_scope
             from genloom.retrieval.filters import parse_where
-            from genloom.retrieval.search import search as run_search
+            from genloom.retrieval.rerank import search_reranked
 
             request_limits.check_query(query)
-            with session_scope(purpose="api") as s:
-                hits = run_search(s, query, collection=collection, k=k, mode=mode, where=parse_where(where))
-                return {"query": query, "collection": collection, "hits": [h.to_dict() for h in hits]}
+            with session_scope(purpose="api") as s:  # the collection's default reranker applies, as in /v1/search
+                hits, timing = search_reranked(
+                    s, query, collection=collection, k=k, mode=mode, where=parse_where(where)
+                )
+                out = {"query": query, "collection": collection, "hits": [h.to_dict() for h in hits]}
+                if timing["rerank_ms"] is not None:
+                    out["reranker"] = timing["reranker"]
+                return out
 
         return await call(ctx, "search", work)
 

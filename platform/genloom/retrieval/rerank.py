@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,51 @@ def collection_reranker(session: Session, collection: str) -> tuple[str | None, 
     return f"{row.name}@{row.version}", row.rerank_depth
 
 
+def choose_reranker(
+    session: Session,
+    collection: str | Collection,
+    rerank_model: str | None,
+    rerank_depth: int | None,
+    use_default: bool,
+) -> tuple[str | None, int]:
+    """(reranker or None, depth): the one given, else the collection's default unless use_default is False."""
+    if rerank_depth is not None and rerank_depth < 1:
+        raise BadInput(f"--rerank-depth must be at least 1 (got {rerank_depth})")
+    if rerank_model is None and use_default:
+        name = collection if isinstance(collection, str) else collection.name
+        rerank_model, default_depth = collection_reranker(session, name)
+        rerank_depth = rerank_depth or default_depth
+    return rerank_model, rerank_depth or DEFAULT_DEPTH
+
+
+def search_many_reranked(
+    session: Session,
+    queries: list[tuple[str, str]],
+    *,
+    collection: str,
+    k: int = 10,
+    rerank_model: str | None = None,
+    rerank_depth: int | None = None,
+    use_default: bool = True,
+    **options: Any,
+) -> Iterator[tuple[str, list, dict[str, Any]]]:
+    """`search_many` (queries embedded in batches), each query's top `rerank_depth` hits then reranked by the
+    reranker given or the collection's default: yields (query_id, top-k hits, {"rerank_ms", "reranker",
+    "rerank_depth"}), with rerank_ms None when no reranker applies."""
+    from genloom.retrieval.search import search_many
+
+    rerank_model, depth = choose_reranker(session, collection, rerank_model, rerank_depth, use_default)
+    fetched = max(k, depth) if rerank_model else k
+    found = search_many(session, queries, collection=collection, k=fetched, **options)
+    for (query_id, hits), (_, text) in zip(found, queries):  # in order: ids may repeat with other texts
+        info: dict[str, Any] = {"rerank_ms": None}
+        if rerank_model:
+            result = rerank(session, text, hits, rerank_model, depth=depth)
+            hits = result.hits
+            info.update(rerank_ms=result.ms, reranker=result.model, rerank_depth=depth)
+        yield query_id, hits[:k], info
+
+
 def search_reranked(
     session: Session,
     query: str,
@@ -141,11 +187,7 @@ def search_reranked(
     over its top `rerank_depth` hits. Returns (top-k hits, {"search_ms", "rerank_ms", "reranker", "rerank_depth"})."""
     from genloom.retrieval.search import search
 
-    if rerank_model is None and use_default:
-        name = collection if isinstance(collection, str) else collection.name
-        rerank_model, default_depth = collection_reranker(session, name)
-        rerank_depth = rerank_depth or default_depth
-    depth = rerank_depth or DEFAULT_DEPTH
+    rerank_model, depth = choose_reranker(session, collection, rerank_model, rerank_depth, use_default)
     started = time.perf_counter()
     hits = search(session, query, collection=collection, k=max(k, depth) if rerank_model else k, **options)
     info: dict[str, Any] = {"search_ms": (time.perf_counter() - started) * 1000.0, "rerank_ms": None}
