@@ -179,7 +179,6 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
 
     @app.get("/v1/search")
     def search(
-        session: DB,
         q: Annotated[str, Query(min_length=1, description="The query text.")],
         collection: Annotated[str, Query(min_length=1)],
         k: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -193,14 +192,21 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
             Optional[str], Query(description='A JSON filter: {"year": {"$gte": 2020}}, $and/$or/$not.')
         ] = None,
     ):
+        from genloom.db.engine import run_read
         from genloom.retrieval.filters import combine, parse_where, parse_where_json
         from genloom.retrieval.search import search as run_search
 
         request_limits.check_query(q)
         request_limits.check_no_nul(q=q, collection=collection, where=where, where_json=where_json)
         filters = combine(parse_where(where), parse_where_json(where_json))
-        with session.begin():
-            hits = run_search(session, q, collection=collection, k=k, mode=mode, where=filters, by_document=by_document)
+        # A read: served by a fresh-enough replica (DATABASE_READ_URL), else by the primary; a
+        # replica failing mid-search is retried on the primary (genloom.db.engine.run_read).
+        hits = run_read(
+            lambda session: run_search(
+                session, q, collection=collection, k=k, mode=mode, where=filters, by_document=by_document
+            ),
+            primary_purpose="api",
+        )
         return {"query": q, "collection": collection, "hits": [h.to_dict() for h in hits]}
 
     from genloom.api import openai_routes

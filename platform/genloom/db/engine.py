@@ -184,13 +184,16 @@ def session_scope(engine: Engine | None = None, *, purpose: Purpose = "write") -
         raise
 
 
-def run_read(work: Callable[[Session], T]) -> T:
+def run_read(work: Callable[[Session], T], *, primary_purpose: Purpose = "write") -> T:
     """Run a read-only unit of work on a replica; if the replica fails half-way, once more on the primary.
 
     A replica killed mid-search costs the caller a retry, not an error (the note is logged).
+    `primary_purpose="api"`: the HTTP API's reads use its request-sized pool when the primary serves.
     """
     engine = get_engine(purpose="read")
-    primary = get_engine()
+    if engine is get_engine():
+        engine = engine_for(primary_purpose)
+    primary = engine_for(primary_purpose)
     if engine is primary:
         with session_scope(primary) as session:
             return work(session)
