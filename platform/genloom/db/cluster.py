@@ -274,6 +274,7 @@ def prepare(engine) -> None:
         # analytics views, dataset reads) are repartitioned: correct, slower; the hot paths (search,
         # BM25 indexing, ingest) filter on the tenant and are router queries (genloom.db.distribute).
         conn.execute(sa.text(f"ALTER DATABASE \"{database}\" SET citus.enable_repartition_joins = on"))
+    engine.dispose()  # a database's settings apply to new connections: none opened before may stay pooled
 
 
 def node_states() -> list[dict]:

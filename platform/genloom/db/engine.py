@@ -246,6 +246,21 @@ def reader_connection(conninfo: str, *, statement_timeout_ms: int, **connect_arg
     return retry_while_recovering(lambda: psycopg.connect(conninfo, options=options, **connect_args))
 
 
+def begin_reader_transaction(conn: Any) -> None:
+    """Start the reader's (read-only) transaction; on a Citus coordinator, with the tenant set for the workers too.
+
+    The login option `genloom.tenant` (reader_connection) holds on the coordinator only: Citus
+    opens worker connections of its own, where a policy would see no tenant (and fall back to
+    'default'). A `SET LOCAL` statement is forwarded to every worker the transaction touches
+    (citus.propagate_set_commands = 'local'). It runs before the caller's one statement, in the
+    same transaction, which a single statement cannot leave (set_config is revoked from the reader).
+    """
+    (citus,) = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").fetchone()
+    if citus:
+        tenant = tenancy.current_tenant().replace("'", "''")  # validated names hold no quote; belt and braces
+        conn.execute(f"SET LOCAL genloom.tenant = '{tenant}'")
+
+
 def reset_engines() -> None:
     """Forget cached engines (tests switch DATABASE_URL between databases)."""
     for engine in [*_engines.values(), *_api_engines.values()]:
