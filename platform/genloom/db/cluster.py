@@ -273,7 +273,7 @@ def prepare(engine) -> None:
         # Joins that do not say `tenant = :tenant` for each table (the log's detail reads, the
         # analytics views, dataset reads) are repartitioned: correct, slower; the hot paths (search,
         # BM25 indexing, ingest) filter on the tenant and are router queries (genloom.db.distribute).
-        conn.execute(sa.text(f"ALTER DATABASE \"{database}\" SET citus.enable_repartition_joins = on"))
+        conn.execute(sa.text(f'ALTER DATABASE "{database}" SET citus.enable_repartition_joins = on'))
     engine.dispose()  # a database's settings apply to new connections: none opened before may stay pooled
 
 

@@ -22,8 +22,7 @@ later migration's new table is distributed on the next `genloom db migrate`):
    `ON DELETE SET NULL` on a key that includes the distribution column, even as
    `SET NULL (x_id)`: those references (a session's collection, a generation's registry model,
    a source's purged chunk, …) are soft on a cluster, listed in the result's
-   `soft_references`; the one that matters for answers, a cited chunk purged, is nulled by the
-   purge itself (genloom.retrieval.documents).
+   `soft_references` (a deleted parent leaves the id behind instead of NULL).
 
 One node keeps the stricter keys (`id` alone is unique there); nothing here runs without Citus.
 docs/architecture.md ("Scaling out") says what happens to one very large collection.
@@ -84,7 +83,9 @@ def _distributed(conn: Connection) -> set[str]:
 def _columns(conn: Connection, table: str) -> set[str]:
     return set(
         conn.execute(
-            sa.text("SELECT attname FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 AND NOT attisdropped"),
+            sa.text(
+                "SELECT attname FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 AND NOT attisdropped"
+            ),
             {"t": table},
         ).scalars()
     )
@@ -168,7 +169,9 @@ def plan(conn: Connection) -> dict:
     tables = [t for t in _tables(conn) if t not in LOCAL_TABLES]
     reference = [t for t in tables if t in REFERENCE_TABLES and t not in done]
     tenant = [
-        t for t in tables if t not in REFERENCE_TABLES and t not in done and (TENANT in _columns(conn, t) or t in TENANT_FROM)
+        t
+        for t in tables
+        if t not in REFERENCE_TABLES and t not in done and (TENANT in _columns(conn, t) or t in TENANT_FROM)
     ]
     other = [t for t in tables if t not in done and t not in reference and t not in tenant]
     return {"reference": reference, "tenant": tenant, "unplaced": other, "distributed": sorted(done)}
@@ -195,7 +198,9 @@ def distribute(engine: Engine, progress: Say | None = None) -> dict:
     reference_all = set(REFERENCE_TABLES)
     with engine.begin() as conn:
         conn.execute(sa.text("SET LOCAL citus.enable_unsafe_triggers = on"))  # immutability and audit-chain triggers
-        conn.execute(sa.text("SET LOCAL citus.multi_shard_modify_mode = 'sequential'"))  # DDL and distribution in one transaction
+        conn.execute(
+            sa.text("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
+        )  # DDL and distribution in one transaction
         fks = [fk for fk in _foreign_keys(conn) if fk["child"] in moving or fk["parent"] in moving]
         for fk in fks:
             conn.execute(sa.text(f'ALTER TABLE "{fk["child"]}" DROP CONSTRAINT "{fk["conname"]}"'))
@@ -213,7 +218,9 @@ def distribute(engine: Engine, progress: Say | None = None) -> dict:
                 kind = "PRIMARY KEY" if key["contype"] == "p" else "UNIQUE"
                 conn.execute(sa.text(f'ALTER TABLE "{table}" DROP CONSTRAINT "{key["conname"]}"'))
                 conn.execute(
-                    sa.text(f'ALTER TABLE "{table}" ADD CONSTRAINT "{key["conname"]}" {kind} ({_q([TENANT, *key["cols"]])})')
+                    sa.text(
+                        f'ALTER TABLE "{table}" ADD CONSTRAINT "{key["conname"]}" {kind} ({_q([TENANT, *key["cols"]])})'
+                    )
                 )
             for name, ddl in _unique_indexes_without_tenant(conn, table):
                 conn.execute(sa.text(f'DROP INDEX "{name}"'))

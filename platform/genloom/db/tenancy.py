@@ -189,7 +189,8 @@ class _RowBatches:
     BATCH_ROWS = 500
 
     def __init__(self, cursor, table: str, columns: list[str]) -> None:
-        self.cursor, self.table, self.columns, self.rows = cursor, table, columns, []
+        self.cursor, self.table, self.columns = cursor, table, columns
+        self.rows: list[tuple] = []
 
     def set_types(self, types) -> None:  # the text protocol adapts each value (pgvector's adapter included)
         pass

@@ -142,7 +142,9 @@ TENANT_SLOTS = {"t_stats": "", "t_ts": "ts.", "t_p": "p.", "t_rc": "rc.", "t_e":
                 "t_frc": "frc.", "t_fd": "fd."}  # fmt: skip
 
 
-def render_sql(*, dim: int | None, model_id: int | None, current_only: bool, filtered: bool, by_tenant: bool = False) -> str:
+def render_sql(
+    *, dim: int | None, model_id: int | None, current_only: bool, filtered: bool, by_tenant: bool = False
+) -> str:
     """Fill the non-parameter slots; every value is an int or one of a few fixed strings.
 
     `by_tenant` (a Citus cluster): every table is also filtered on `tenant = :tenant`.
