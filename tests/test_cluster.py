@@ -1,6 +1,11 @@
 """`genloom db cluster init`: Citus 14 built from the vendored source (cached), a coordinator and two
 workers on Unix sockets with peer authentication, and genloom's tenancy working across the workers.
 
+On that cluster `genloom db migrate` distributes genloom's schema (genloom.db.distribute), and
+genloom works on it as on one node: ingest, BM25/vector/hybrid search (the same top 10 as one
+node), ask with its log, feedback, a dataset import and a training read, two tenants isolated
+(each search one task on the tenant's worker; the read-only SQL login sees only its tenant).
+
 The 3-node test needs the Citus build: under CI=true it builds it (once; .ci/run caches
 ~/.cache/genloom/citus), on a developer's machine without a cached build it is skipped with
 the command that builds it.
