@@ -5,9 +5,10 @@
    a 3-node Citus cluster (`genloom db cluster init --workers 2`, distributed by tenant, 32 shards).
    Timed per query (median of R): a vector top-10 and a full-text top-10 for one tenant (on
    Citus a router query: one shard on one worker), and the same over all tenants (on Citus a
-   fan-out over every shard, top-k merged on the coordinator). genloom's own schema is not
-   distributed yet (docs/architecture.md#scaling-out): this measures the engine's paths that
-   schema will use, on the same data.
+   fan-out over every shard, top-k merged on the coordinator). genloom's own schema is
+   distributed the same way by `genloom db migrate` (docs/architecture.md#scaling-out; its
+   search is a router query, checked against one node's results in tests/test_cluster.py);
+   this table isolates the engine's paths from genloom's ingest, on the same data.
 2. Replica lag under steady ingest: a streaming replica of the embedded server
    (`genloom db replica create`) while a writer inserts chunk-sized rows at a fixed rate;
    genloom.db.routing measures the lag every 0.5 s.

@@ -1,6 +1,11 @@
 """`genloom db cluster init`: Citus 14 built from the vendored source (cached), a coordinator and two
 workers on Unix sockets with peer authentication, and genloom's tenancy working across the workers.
 
+On that cluster `genloom db migrate` distributes genloom's schema (genloom.db.distribute), and
+genloom works on it as on one node: ingest, BM25/vector/hybrid search (the same top 10 as one
+node), ask with its log, feedback, a dataset import and a training read, two tenants isolated
+(each search one task on the tenant's worker; the read-only SQL login sees only its tenant).
+
 The 3-node test needs the Citus build: under CI=true it builds it (once; .ci/run caches
 ~/.cache/genloom/citus), on a developer's machine without a cached build it is skipped with
 the command that builds it.
@@ -9,10 +14,11 @@ the command that builds it.
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 import sqlalchemy as sa
-from conftest import skip_or_fail, under_ci
+from conftest import own_database, skip_or_fail, under_ci
 
 
 def test_a_missing_compiler_is_one_line_with_the_fix(cli, monkeypatch, tmp_path):
@@ -47,8 +53,10 @@ def test_a_missing_source_is_one_line_with_the_fix(cli, monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def citus_cluster(tmp_path_factory):
-    """A coordinator + 2 workers made by `genloom db cluster init` in a home of its own."""
+def citus_cluster(tmp_path_factory, pg_server):
+    """A coordinator + 2 workers made by `genloom db cluster init` in a home of its own.
+
+    (pg_server first: the single-node results the cluster's are compared with come from it.)"""
     from genloom.cli.main import main
     from genloom.db import cluster
     from genloom.db.engine import reset_engines
@@ -125,15 +133,174 @@ def test_tenants_are_isolated_on_the_workers_and_routed_to_their_shard(citus_clu
         assert "Task Count: 1" in "\n".join(plan)  # a router query: one shard, one worker
 
 
+def test_migrate_distributes_genloom_schema_by_tenant(citus_cluster, cli):
+    """`genloom db migrate` on a coordinator: every table distributed by tenant in one co-location group,
+    the two global tables as reference tables, and every key led by the tenant."""
+    from genloom.db import distribute
+    from genloom.db.engine import get_engine
+
+    again = cli("db", "migrate", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert again.json()["citus"]["tenant"] == [] and again.json()["citus"]["reference"] == []  # nothing left to do
+    with get_engine().connect() as conn:
+        placed = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname, CASE WHEN p.partmethod = 'n' THEN 'reference' ELSE "
+                    "column_to_column_name(p.logicalrelid, p.partkey) || ':' || p.colocationid END "
+                    "FROM pg_class c LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid "
+                    "WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') "
+                    "AND NOT c.relispartition AND c.relname NOT IN ('alembic_version', 'notes')"
+                )
+            ).all()
+        )
+        keys_without_tenant = conn.execute(
+            sa.text(
+                "SELECT conrelid::regclass::text, conname FROM pg_constraint c "
+                "JOIN pg_dist_partition p ON p.logicalrelid = c.conrelid AND p.partmethod = 'h' "
+                "WHERE c.contype IN ('p', 'u') AND NOT EXISTS (SELECT 1 FROM unnest(c.conkey) k(n) "
+                "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n WHERE a.attname = 'tenant')"
+            )
+        ).all()
+    assert {t for t, how in placed.items() if how == "reference"} == set(distribute.REFERENCE_TABLES)
+    groups = {how for t, how in placed.items() if how != "reference"}
+    assert len(groups) == 1 and next(iter(groups)).startswith("tenant:"), placed  # all co-located, none local
+    assert {"chunks", "embeddings", "retrieval_postings", "generations", "feedback", "items"} <= set(placed)
+    assert keys_without_tenant == []
+
+
 def test_genloom_ingests_searches_and_asks_through_the_coordinator(citus_cluster, cli, tmp_path):
+    from genloom.db.engine import session_scope
+
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "owls.txt").write_text("Owls hunt at night. The barn owl hears mice under snow.")
     (folder / "fusion.txt").write_text("Reciprocal rank fusion merges BM25 and vector rankings.")
     assert cli("ingest", folder, "--collection", "c").exit_code == 0
-    hits = cli("search", "barn owl", "--collection", "c", "--json")
-    assert hits.exit_code == 0, hits.stderr
-    assert os.path.basename(hits.json()[0]["doc_id"]) == "owls.txt"
+    for mode in ("bm25", "vector", "hybrid"):
+        hits = cli("search", "barn owl", "--collection", "c", "--mode", mode, "--json")
+        assert hits.exit_code == 0, hits.stderr
+        assert os.path.basename(hits.json()[0]["doc_id"]) == "owls.txt", mode
     answer = cli("ask", "what do owls hunt?", "--collection", "c", "--model", "extractive", "--json")
     assert answer.exit_code == 0, answer.stderr
-    assert cli("feedback", str(answer.json()["generation_id"]), "--score", "5").exit_code == 0
+    generation = answer.json()["generation_id"]
+    assert cli("feedback", str(generation), "--score", "5").exit_code == 0
+    with session_scope() as session:  # the log, its sources and the feedback, on the tenant's shard
+        logged = session.execute(
+            sa.text(
+                "SELECT g.status, count(DISTINCT s.rank), max(f.score) FROM generations g "
+                "JOIN generation_sources s ON s.generation_id = g.id AND s.tenant = g.tenant "
+                "JOIN feedback f ON f.generation_id = g.id AND f.tenant = g.tenant WHERE g.id = :g GROUP BY g.status"
+            ),
+            {"g": generation},
+        ).one()
+    status, sources, score = logged
+    assert (status, score) == ("ok", 5) and sources >= len(answer.json()["citations"]) >= 1
+
+
+def test_a_dataset_import_and_a_training_read_on_the_cluster(citus_cluster, cli, tmp_path, monkeypatch):
+    from genloom.datasets.loading import load_split
+
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("".join(f"line number {n} of the corpus\n" for n in range(12)))
+    monkeypatch.setenv("GENLOOM_TENANT", "acme")  # not the default tenant: the read must find acme's rows
+    out = cli("datasets", "import", "text", corpus, "--name", "lines", "--unit", "line", "--val", "0", "--test", "0", "--json")
+    assert out.exit_code == 0, out.stderr
+    shown = cli("datasets", "show", "lines", "--json").json()
+    assert shown["items"] == 12 and shown["by_split"]["train"] == 12
+    again = cli("datasets", "import", "text", corpus, "--name", "lines", "--unit", "line", "--val", "0", "--test", "0", "--json")
+    assert again.exit_code == 0 and again.json()["unchanged"], again.stderr  # re-runs are safe
+    from genloom.db.engine import session_scope
+
+    with session_scope() as session:
+        version_id = session.execute(sa.text("SELECT id FROM dataset_versions WHERE tenant = 'acme'")).scalar_one()
+    batch = load_split(version_id, "train")
+    assert sorted(batch.texts or []) == sorted(f"line number {n} of the corpus" for n in range(12))
+
+
+def _search_routed(query: str, collection: str, mode: str) -> tuple[list[str], set[str]]:
+    """(doc ids, the workers the search statement itself ran on), from Citus' log of remote commands."""
+    from genloom.db.engine import session_scope
+    from genloom.retrieval.search import search
+
+    notes: list[tuple[str, str]] = []
+    with session_scope() as session:
+        raw = session.connection().connection.driver_connection
+        raw.add_notice_handler(lambda d: notes.append((d.message_primary or "", d.message_detail or "")))
+        session.execute(sa.text("SET LOCAL citus.log_remote_commands = on"))
+        hits = search(session, query, collection=collection, mode=mode, k=10)
+    ran_on = {detail.split("@", 1)[1].split(":", 1)[0] for m, detail in notes if "WITH stats AS" in m}
+    return [os.path.basename(h.doc_id) for h in hits], ran_on
+
+
+def test_two_tenants_are_isolated_and_routed_to_their_shard(citus_cluster, cli, tmp_path, monkeypatch):
+    from genloom.db.engine import get_engine
+
+    for tenant, text in (("acme", "Acme builds rockets for coyotes."), ("globex", "Globex sells rockets to villains.")):
+        folder = tmp_path / tenant
+        folder.mkdir()
+        (folder / f"{tenant}.txt").write_text(text)
+        monkeypatch.setenv("GENLOOM_TENANT", tenant)
+        assert cli("ingest", folder, "--collection", "rockets").exit_code == 0
+    with get_engine().connect() as conn:
+        node_of = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT t, s.nodename FROM unnest(ARRAY['acme', 'globex']) t JOIN citus_shards s "
+                    "ON s.shardid = get_shard_id_for_distribution_column('retrieval_postings', t)"
+                )
+            ).all()
+        )
+    for tenant in ("acme", "globex"):
+        monkeypatch.setenv("GENLOOM_TENANT", tenant)
+        for mode in ("bm25", "hybrid"):
+            ids, ran_on = _search_routed("rockets", "rockets", mode)
+            assert ids == [f"{tenant}.txt"], (tenant, mode)  # only its own document
+            assert ran_on == {node_of[tenant]}, (tenant, mode, ran_on)  # one task, on the tenant's worker
+        seen = cli("sql", "SELECT DISTINCT tenant FROM documents ORDER BY 1", "--json")  # the read-only login
+        assert seen.exit_code == 0, seen.stderr
+        assert seen.json()["rows"] == [{"tenant": tenant}]
+
+
+WORDS = ("owl heron finch badger otter salmon maple birch fern moss river delta glacier dune canyon "
+         "granite basalt quartz amber copper").split()  # fmt: skip
+
+
+def _corpus(folder) -> None:
+    rng = random.Random(7)
+    folder.mkdir()
+    for n in range(40):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(6, 14))]
+        (folder / f"d{n:02d}.txt").write_text(" ".join(words).capitalize() + ".")
+
+
+def _results(cli, folder, tiny_model) -> dict:
+    result = cli("ingest", folder, "--collection", "same", "--model", tiny_model, "--json")
+    assert result.exit_code == 0, result.stderr
+    out = {}
+    for query in ("owl heron", "granite quartz amber", "river delta", "copper moss fern", "salmon"):
+        for mode in ("bm25", "vector"):
+            hits = cli("search", query, "--collection", "same", "--mode", mode, "-k", "10", "--json")
+            assert hits.exit_code == 0, hits.stderr
+            out[query, mode] = [(os.path.basename(h["doc_id"]), round(h["score"], 6)) for h in hits.json()]
+    return out
+
+
+def test_search_on_the_cluster_equals_the_single_node(citus_cluster, pg_server, cli, tmp_path, tiny_model):
+    """The same corpus on one node and on the cluster: the same BM25 top 10 (ids and scores: the statistics
+    are the collection's, not a shard's) and the same or better vector recall."""
+    folder = tmp_path / "corpus"
+    _corpus(folder)
+    with own_database(pg_server):
+        single = _results(cli, folder, tiny_model)
+    cluster = _results(cli, folder, tiny_model)
+    for (query, mode), expected in single.items():
+        got = cluster[query, mode]
+        assert len(expected) == 10, (query, mode)
+        if mode == "bm25":
+            assert got == expected, query
+        else:
+            # 40 chunks under ef_search = 100: one node's HNSW walk visits them all, so its top 10 is the
+            # exact top 10; the cluster's recall of it (a tenant's rows on one shard) must be as good.
+            recall = len({d for d, _ in got} & {d for d, _ in expected}) / len(expected)
+            assert recall == 1.0, (query, got, expected)

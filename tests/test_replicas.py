@@ -133,6 +133,39 @@ def test_a_lagging_replica_is_not_read_beyond_the_limit(store, cli, tmp_path, mo
     assert _search_ids(cli, "finch") == ["finch.txt"]  # replayed: the replica has it now
 
 
+def test_api_search_and_evaluation_reads_go_to_the_replica(store, cli, tmp_path, monkeypatch):
+    """GET /v1/search and the evaluation gate's searches are reads: a paused (but fresh-enough) replica
+    serves them, so a document ingested after the pause is not found there; the primary has it."""
+    from starlette.testclient import TestClient
+
+    from genloom.api.app import create_app
+    from genloom.api.auth import SecuritySettings
+    from genloom.db import routing
+    from genloom.evaluation.compare import run_config
+
+    _sync()
+    _on_replica("SELECT pg_wal_replay_pause()")
+    try:
+        (tmp_path / "heron.txt").write_text("The grey heron stalks fish in shallow water.")
+        assert cli("ingest", tmp_path, "--collection", "c").exit_code == 0
+        monkeypatch.setenv(routing.MAX_LAG_ENV, "1h")  # the paused replica stays fresh enough
+        with TestClient(create_app(SecuritySettings(auth=False)), base_url="http://127.0.0.1") as client:
+            response = client.get("/v1/search", params={"q": "heron", "collection": "c", "mode": "bm25"})
+            assert response.status_code == 200, response.text
+            assert response.json()["hits"] == []  # served by the replica, which has not replayed the ingest
+            ranking, _, _ = run_config("c", [("q1", "heron")], {"mode": "bm25"})
+            assert ranking["q1"] == []
+            monkeypatch.setenv(routing.MAX_LAG_ENV, "1s")  # too far behind now: the primary answers
+            time.sleep(1.2)
+            hits = client.get("/v1/search", params={"q": "heron", "collection": "c", "mode": "bm25"}).json()["hits"]
+            assert [h["doc_id"].rsplit("/", 1)[-1] for h in hits] == ["heron.txt"]
+            ranking, _, _ = run_config("c", [("q1", "heron")], {"mode": "bm25"})
+            assert [d.rsplit("/", 1)[-1] for d in ranking["q1"]] == ["heron.txt"]
+    finally:
+        _on_replica("SELECT pg_wal_replay_resume()")
+    _wait_caught_up()
+
+
 def test_ask_logs_on_the_primary_and_reads_its_own_history_there(store, cli, monkeypatch):
     from genloom.db import routing
     from genloom.db.engine import session_scope

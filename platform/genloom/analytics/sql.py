@@ -309,10 +309,13 @@ def _run_sql(query: str, *, limit: int, timeout_s: float) -> SqlResult:
     watchdog = threading.Timer(timeout_s + 2.0, _cancel_quietly, args=(conn,))
     started = time.perf_counter()
     try:
+        from genloom.db.engine import begin_reader_transaction
+
         _check_reader(conn)
         conn.read_only = True  # every transaction below starts BEGIN READ ONLY
         try:
             columns = _describe(conn, query)
+            begin_reader_transaction(conn)  # a Citus cluster: the tenant reaches the workers
             watchdog.start()
             rows: list[tuple[Any, ...]] = []
             status = None

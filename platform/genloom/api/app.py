@@ -179,7 +179,6 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
 
     @app.get("/v1/search")
     def search(
-        session: DB,
         q: Annotated[str, Query(min_length=1, description="The query text.")],
         collection: Annotated[str, Query(min_length=1)],
         k: Annotated[int, Query(ge=1, le=100)] = 10,
@@ -198,6 +197,7 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         rerank_depth: Annotated[Optional[int], Query(ge=1, le=1000)] = None,
         no_rerank: Annotated[bool, Query(description="Skip the collection's default reranker.")] = False,
     ):
+        from genloom.db.engine import run_read
         from genloom.retrieval.filters import combine, parse_where, parse_where_json
         from genloom.retrieval.rerank import search_reranked
 
@@ -207,8 +207,10 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
         if rerank and no_rerank:
             raise BadInput("give either rerank or no_rerank, not both")
         filters = combine(parse_where(where), parse_where_json(where_json))
-        with session.begin():
-            hits, timing = search_reranked(
+        # A read: served by a fresh-enough replica (DATABASE_READ_URL), else by the primary; a
+        # replica failing mid-search is retried on the primary (genloom.db.engine.run_read).
+        hits, timing = run_read(
+            lambda session: search_reranked(
                 session,
                 q,
                 collection=collection,
@@ -219,7 +221,9 @@ def create_app(security: auth.SecuritySettings | None = None, local_token: str |
                 rerank_model=rerank,
                 rerank_depth=rerank_depth,
                 use_default=not no_rerank,
-            )
+            ),
+            primary_purpose="api",
+        )
         out: dict[str, Any] = {"query": q, "collection": collection, "hits": [h.to_dict() for h in hits]}
         if timing["rerank_ms"] is not None:  # reranked (given, or the collection's default): by what, and the time
             out.update(

@@ -59,12 +59,17 @@ def migrate(
 
     engine = get_engine(migrate=False)
     before = migrations.current_revision(engine)
-    migrations.upgrade(engine, revision)
+    distributed = migrations.upgrade(engine, revision)
     after = migrations.current_revision(engine)
     if json_out:
-        print_json({"from": before, "to": after})
+        print_json({"from": before, "to": after, **({"citus": distributed} if distributed else {})})
     else:
         info(f"schema revision: {before or 'empty'} → {after}")
+        if distributed.get("tenant") or distributed.get("reference"):
+            info(
+                f"citus: {len(distributed['tenant'])} tables distributed by tenant (co-located with collections), "
+                f"{len(distributed['reference'])} reference tables"
+            )
 
 
 @app.command()

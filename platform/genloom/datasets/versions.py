@@ -142,7 +142,8 @@ def add_members(session: Session, version: DatasetVersion, members: Iterable[tup
                 "caption": extra[1] if len(extra) > 1 else None,
             }
         )
-    stmt = pg_insert(DatasetMember).on_conflict_do_nothing(index_elements=["version_id", "item_id"])
+    # By the key's name: on a Citus cluster the key is (tenant, version_id, item_id) (genloom.db.distribute).
+    stmt = pg_insert(DatasetMember).on_conflict_do_nothing(constraint="dataset_members_pkey")
     for start in range(0, len(rows), chunk):
         session.execute(stmt, rows[start : start + chunk])
     return len(rows)

@@ -198,6 +198,9 @@ def _citus_options(citus: Path) -> str:
 
 
 def start_node(folder: Path, citus: Path) -> str:
+    if embedded._is_root():
+        # Run as root, the server's own user loads citus.so from the cache (~/.cache is under a 0700 home).
+        embedded._let_server_user_reach(citus / "lib" / "citus.so")
     embedded.start_private_server(folder, _citus_options(citus), what="Citus node")
     return node_uri(folder)
 
@@ -267,6 +270,11 @@ def prepare(engine) -> None:
             conn.execute(sa.text(f"ALTER ROLE {APP_ROLE} LOGIN"))
         database = conn.execute(sa.text("SELECT current_database()")).scalar()
         conn.execute(sa.text(f"ALTER DATABASE \"{database}\" SET citus.propagate_set_commands = 'local'"))
+        # Joins that do not say `tenant = :tenant` for each table (the log's detail reads, the
+        # analytics views, dataset reads) are repartitioned: correct, slower; the hot paths (search,
+        # BM25 indexing, ingest) filter on the tenant and are router queries (genloom.db.distribute).
+        conn.execute(sa.text(f'ALTER DATABASE "{database}" SET citus.enable_repartition_joins = on'))
+    engine.dispose()  # a database's settings apply to new connections: none opened before may stay pooled
 
 
 def node_states() -> list[dict]:

@@ -184,13 +184,16 @@ def session_scope(engine: Engine | None = None, *, purpose: Purpose = "write") -
         raise
 
 
-def run_read(work: Callable[[Session], T]) -> T:
+def run_read(work: Callable[[Session], T], *, primary_purpose: Purpose = "write") -> T:
     """Run a read-only unit of work on a replica; if the replica fails half-way, once more on the primary.
 
     A replica killed mid-search costs the caller a retry, not an error (the note is logged).
+    `primary_purpose="api"`: the HTTP API's reads use its request-sized pool when the primary serves.
     """
     engine = get_engine(purpose="read")
-    primary = get_engine()
+    if engine is get_engine():
+        engine = engine_for(primary_purpose)
+    primary = engine_for(primary_purpose)
     if engine is primary:
         with session_scope(primary) as session:
             return work(session)
@@ -241,6 +244,21 @@ def reader_connection(conninfo: str, *, statement_timeout_ms: int, **connect_arg
         f"-c genloom.tenant={tenancy.current_tenant()}"
     )
     return retry_while_recovering(lambda: psycopg.connect(conninfo, options=options, **connect_args))
+
+
+def begin_reader_transaction(conn: Any) -> None:
+    """Start the reader's (read-only) transaction; on a Citus coordinator, with the tenant set for the workers too.
+
+    The login option `genloom.tenant` (reader_connection) holds on the coordinator only: Citus
+    opens worker connections of its own, where a policy would see no tenant (and fall back to
+    'default'). A `SET LOCAL` statement is forwarded to every worker the transaction touches
+    (citus.propagate_set_commands = 'local'). It runs before the caller's one statement, in the
+    same transaction, which a single statement cannot leave (set_config is revoked from the reader).
+    """
+    (citus,) = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").fetchone()
+    if citus:
+        tenant = tenancy.current_tenant().replace("'", "''")  # validated names hold no quote; belt and braces
+        conn.execute(f"SET LOCAL genloom.tenant = '{tenant}'")
 
 
 def reset_engines() -> None:

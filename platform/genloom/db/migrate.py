@@ -81,7 +81,11 @@ def update_vector_extension(engine: Engine) -> tuple[str | None, str | None]:
     return row.extversion, row.default_version
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head") -> dict:
+    """Migrate; on a Citus coordinator also distribute what is not yet distributed.
+
+    Returns what genloom.db.distribute did ({} on one node).
+    """
     from genloom.db.tenancy import forget_engine
 
     check_vector_available(engine)
@@ -89,9 +93,12 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     update_vector_extension(engine)
     partitions.maintain(engine)
     from genloom.db.cluster import prepare
+    from genloom.db.distribute import distribute
 
+    distributed = distribute(engine)  # a Citus coordinator: every table distributed by tenant or a reference table
     prepare(engine)  # a Citus coordinator: the tenancy settings reach the workers
     forget_engine(engine)  # tenancy may have just appeared (0013)
+    return distributed
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:

@@ -123,6 +123,39 @@ def apply(connection: sa.Connection) -> None:
         connection.exec_driver_sql("SELECT set_config('genloom.tenant', %(t)s, true)", {"t": current_tenant()})
 
 
+def distributed_by_tenant(session: Session) -> bool:
+    """Is this session's database a Citus coordinator, where every table is distributed by tenant?
+
+    Then a statement filters each table it reads on `tenant = :tenant` (current_tenant()) so that
+    Citus routes it to the tenant's shard: the policy filters the same rows, but Citus routes on
+    constants and parameters only (genloom.db.distribute).
+    """
+    return _state_of(session.connection())[2]
+
+
+_SETTING = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+
+
+def set_local(session: Session, settings: dict[str, str]) -> None:
+    """Transaction-local settings (hnsw.ef_search, …) that reach Citus workers too.
+
+    One node: `set_config(name, value, true)`. Citus forwards SET LOCAL *statements* to the
+    workers a transaction touches, not set_config() calls, so there each is a SET LOCAL.
+    """
+    if not settings:
+        return
+    if not distributed_by_tenant(session):
+        calls = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(settings)))
+        binds = {k: v for i, (n, val) in enumerate(settings.items()) for k, v in ((f"n{i}", n), (f"v{i}", val))}
+        session.execute(sa.text(f"SELECT {calls}"), binds)
+        return
+    for name, value in settings.items():
+        if not _SETTING.match(name):
+            raise ValueError(f"not a setting name: {name!r}")
+        quoted = str(value).replace("'", "''")
+        session.execute(sa.text(f"SET LOCAL {name} = '{quoted}'"))
+
+
 def apply_to_session(dbapi_connection) -> None:
     """The tenant of a raw psycopg connection's session (genloom.db.engine.stream_connection only)."""
     dbapi_connection.execute(
@@ -149,6 +182,35 @@ def install() -> None:
         event.listen(Session, "after_begin", _after_begin)
 
 
+class _RowBatches:
+    """What copy_in yields on a Citus cluster: psycopg Copy's write_row/set_types, written as
+    multi-row INSERTs of BATCH_ROWS rows (each one a router INSERT into the tenant's shard)."""
+
+    BATCH_ROWS = 500
+
+    def __init__(self, cursor, table: str, columns: list[str]) -> None:
+        self.cursor, self.table, self.columns = cursor, table, columns
+        self.rows: list[tuple] = []
+
+    def set_types(self, types) -> None:  # the text protocol adapts each value (pgvector's adapter included)
+        pass
+
+    def write_row(self, row) -> None:
+        self.rows.append(tuple(row))
+        if len(self.rows) >= self.BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        one = "(" + ", ".join(["%s"] * len(self.columns)) + ")"
+        self.cursor.execute(
+            f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES " + ", ".join([one] * len(self.rows)),
+            [value for row in self.rows for value in row],
+        )
+        self.rows = []
+
+
 @contextlib.contextmanager
 def copy_in(cursor, table: str, columns: list[str]):
     """Binary COPY into `table` through a temporary staging table, yielding psycopg's Copy.
@@ -156,7 +218,17 @@ def copy_in(cursor, table: str, columns: list[str]):
     Postgres refuses COPY FROM into a table under row-level security; COPY into a temporary
     table (no policies) followed by one INSERT … SELECT keeps COPY's speed for the transfer
     while the INSERT goes through the tenant policy (and fills `tenant` from its default).
+
+    On a Citus cluster that INSERT … SELECT is itself a COPY into the worker's shard, which is
+    under the same policy and refused ("COPY FROM not supported with row-level security"): there
+    the rows go as multi-row INSERTs (`_RowBatches`), which the policy checks like any insert.
     """
+    (citus,) = cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')").fetchone()
+    if citus:
+        batches = _RowBatches(cursor, table, columns)
+        yield batches
+        batches.flush()
+        return
     stage = f"genloom_stage_{table}"
     cols = ", ".join(columns)
     cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")

@@ -70,7 +70,9 @@ def evaluate(
         for mode in modes:
             started = time.perf_counter()
             ranking: dict[str, list[str]] = {}
-            with session_scope() as s:
+            # Evaluation reads go to a replica, except right after this call's own ingest wrote the
+            # corpus: a replica might not have replayed it yet (read-your-writes stays on the primary).
+            with session_scope(purpose="write" if ingested.documents or ingested.retired else "read") as s:
                 for qid, hits in search_many(
                     s,
                     queries,

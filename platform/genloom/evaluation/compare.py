@@ -68,7 +68,7 @@ def run_config(
     texts = dict(queries)
     rerank_s = 0.0
     started = time.perf_counter()
-    with session_scope() as s:
+    with session_scope(purpose="read") as s:  # evaluation reads may be served by a replica
         for qid, hits in search_many(
             s,
             queries,

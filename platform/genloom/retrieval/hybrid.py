@@ -50,12 +50,12 @@ query_terms AS (
 stats AS (
     SELECT n_chunks::float8 AS n, total_length::float8 / greatest(n_chunks, 1) AS avglen
     FROM retrieval_collection_stats
-    WHERE collection_id = :collection_id
+    WHERE collection_id = :collection_id{t_stats}
 ),
 term_weight AS (
     SELECT ts.term, q.qtf * ln(1 + (s.n - ts.df + 0.5) / (ts.df::float8 + 0.5)) AS weight
     FROM query_terms q
-    JOIN retrieval_term_stats ts ON ts.collection_id = :collection_id AND ts.term = q.term AND ts.df > 0
+    JOIN retrieval_term_stats ts ON ts.collection_id = :collection_id AND ts.term = q.term AND ts.df > 0{t_ts}
     CROSS JOIN stats s
 ),
 bm25 AS (
@@ -66,7 +66,7 @@ bm25 AS (
                    / (p.tf + :k1 * (1 - :b + :b * p.chunk_length / s.avglen))) AS score
         FROM term_weight i
         JOIN retrieval_postings p
-          ON p.collection_id = :collection_id AND p.term = i.term AND p.{current}
+          ON p.collection_id = :collection_id AND p.term = i.term AND p.{current}{t_p}
         CROSS JOIN stats s
         {bm25_filter_join}
         GROUP BY p.chunk_id
@@ -83,10 +83,10 @@ vec AS (
         SELECT e.chunk_id,
                (e.embedding::vector({dim})) <=> CAST(:query_embedding AS vector({dim})) AS distance
         FROM embeddings e
-        JOIN retrieval_chunks rc ON rc.chunk_id = e.chunk_id
+        JOIN retrieval_chunks rc ON rc.chunk_id = e.chunk_id{t_rc}
         {vector_filter_join}
         WHERE e.embedding_model_id = {model_id}
-          AND rc.collection_id = :collection_id AND rc.{current}
+          AND rc.collection_id = :collection_id AND rc.{current}{t_e}
         ORDER BY distance
         LIMIT :vector_depth
     ) nearest
@@ -119,8 +119,8 @@ hits AS (
            row_number() OVER (PARTITION BY md5(lower(regexp_replace(c.text, '[[:space:]]+', ' ', 'g')))
                               ORDER BY f.score DESC, f.chunk_id) AS rank_of_text
     FROM fused f
-    JOIN chunks c ON c.id = f.chunk_id
-    JOIN documents d ON d.id = c.document_id
+    JOIN chunks c ON c.id = f.chunk_id{t_c}
+    JOIN documents d ON d.id = c.document_id{t_d}
 )
 SELECT chunk_id, document_id, external_id, title, text, score,
        bm25_rank, bm25_score, vector_rank, vector_score, version, document_metadata, chunk_metadata
@@ -132,17 +132,29 @@ LIMIT :k
 
 # The metadata filter (a jsonpath predicate, see retrieval/filters.py); only joined in when there is one,
 # so an unfiltered BM25 branch stays an index-only scan over the postings.
-BM25_FILTER_JOIN = """JOIN retrieval_chunks frc ON frc.chunk_id = p.chunk_id
-        JOIN documents fd ON fd.id = frc.document_id AND fd.metadata @@ CAST(:where AS jsonpath)"""
-VECTOR_FILTER_JOIN = """JOIN documents fd ON fd.id = rc.document_id AND fd.metadata @@ CAST(:where AS jsonpath)"""
+BM25_FILTER_JOIN = """JOIN retrieval_chunks frc ON frc.chunk_id = p.chunk_id{t_frc}
+        JOIN documents fd ON fd.id = frc.document_id AND fd.metadata @@ CAST(:where AS jsonpath){t_fd}"""
+VECTOR_FILTER_JOIN = """JOIN documents fd ON fd.id = rc.document_id AND fd.metadata @@ CAST(:where AS jsonpath){t_fd}"""
+# On a Citus cluster every table is distributed by tenant (genloom.db.distribute): each one the
+# statement reads is also filtered on `tenant = :tenant`, so the whole search is a router query,
+# one worker, one shard (the row-level policy filters the same rows, but Citus cannot route on it).
+TENANT_SLOTS = {"t_stats": "", "t_ts": "ts.", "t_p": "p.", "t_rc": "rc.", "t_e": "e.", "t_c": "c.", "t_d": "d.",
+                "t_frc": "frc.", "t_fd": "fd."}  # fmt: skip
 
 
-def render_sql(*, dim: int | None, model_id: int | None, current_only: bool, filtered: bool) -> str:
-    """Fill the four non-parameter slots; every value is an int or one of two fixed strings."""
+def render_sql(
+    *, dim: int | None, model_id: int | None, current_only: bool, filtered: bool, by_tenant: bool = False
+) -> str:
+    """Fill the non-parameter slots; every value is an int or one of a few fixed strings.
+
+    `by_tenant` (a Citus cluster): every table is also filtered on `tenant = :tenant`.
+    """
+    tenant = {slot: f" AND {alias}tenant = :tenant" if by_tenant else "" for slot, alias in TENANT_SLOTS.items()}
     return HYBRID_SQL.format(
         dim=int(dim or 1),
         model_id=int(model_id or 0),
         current="current" if current_only else "current IS NOT NULL",
-        bm25_filter_join=BM25_FILTER_JOIN if filtered else "",
-        vector_filter_join=VECTOR_FILTER_JOIN if filtered else "",
+        bm25_filter_join=(BM25_FILTER_JOIN if filtered else "").format(**tenant),
+        vector_filter_join=(VECTOR_FILTER_JOIN if filtered else "").format(**tenant),
+        **tenant,
     )

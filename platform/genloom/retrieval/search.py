@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom.db.models import Collection
+from genloom.db.tenancy import current_tenant, distributed_by_tenant, set_local
 from genloom.errors import BadInput
 from genloom.retrieval.collections import get_collection
 from genloom.retrieval.embed_models import resolve_search_model
@@ -150,21 +151,18 @@ def search(
         embedding_text = vector_literal(query_embedding)
         ef = max(ef_search or HnswConfig().ef_search, 1)
         # Transaction-local: iterative scan so filtered queries still fill the branch.
-        session.execute(
-            sa.text(
-                "SELECT set_config('hnsw.ef_search', :ef, true), "
-                "set_config('hnsw.iterative_scan', 'relaxed_order', true)"
-            ),
-            {"ef": str(min(ef, 1000))},
-        )
+        set_local(session, {"hnsw.ef_search": str(min(ef, 1000)), "hnsw.iterative_scan": "relaxed_order"})
 
+    by_tenant = distributed_by_tenant(session)
     sql = render_sql(
         dim=model.dim if model else None,
         model_id=model.id if model else None,
         current_only=not include_superseded,
         filtered=where_path is not None,
+        by_tenant=by_tenant,
     )
     params = {
+        **({"tenant": current_tenant()} if by_tenant else {}),
         "query": query,
         "ts_config": coll.text_search_config,
         "query_embedding": embedding_text,
