@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom.db.models import Collection
+from genloom.db.tenancy import current_tenant, distributed_by_tenant
 from genloom.errors import BadInput, NotFound
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -15,7 +16,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 def get_collection(session: Session, name: str) -> Collection:
     """The collection called `name`, or NotFound naming the ones that exist."""
-    found = session.scalar(sa.select(Collection).where(Collection.name == name))
+    query = sa.select(Collection).where(Collection.name == name)
+    if distributed_by_tenant(session):  # a Citus cluster: one shard (the policy filters the same rows)
+        query = query.where(Collection.tenant == current_tenant())
+    found = session.scalar(query)
     if found is None:
         names = session.scalars(sa.select(Collection.name).order_by(Collection.name).limit(10)).all()
         known = f"; existing: {', '.join(names)}" if names else "; there are no collections yet"
