@@ -50,7 +50,7 @@ def build(n_chunks: int, rng) -> None:
     from genloom.retrieval import bm25
     from genloom.retrieval.collections import ensure_collection
     from genloom.retrieval.vector import ensure_embedding_model, hnsw_index_name
-    from ingest.writer import PreparedDocument, write_documents
+    from genloom.db.bulk import PreparedDocument, write_documents
 
     with session_scope() as s:
         model = ensure_embedding_model(s, MODEL, DIM)

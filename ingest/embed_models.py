@@ -22,21 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy as sa
-
 from genloom.errors import BadInput
-
-_TODO_SQL = """
-SELECT c.id, d.title, c.text
-FROM chunks c
-JOIN documents d ON d.id = c.document_id
-WHERE d.collection_id = :c AND d.superseded_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.chunk_id = c.id AND e.embedding_model_id = :m)
-ORDER BY c.id
-LIMIT :n
-"""
-
-_COUNT_SQL = _TODO_SQL.replace("SELECT c.id, d.title, c.text", "SELECT count(*)").replace("ORDER BY c.id\nLIMIT :n", "")
 
 
 @dataclasses.dataclass
@@ -63,13 +49,13 @@ def embed_collection(
 ) -> EmbedResult:
     """Embed the collection's current chunks with `model` (a local sentence-transformers folder)."""
     from genloom import embeddings as embedding
+    from genloom.db.bulk import copy_embeddings
     from genloom.db.engine import session_scope
-    from genloom.db.tenancy import copy_in
+    from genloom.db.queries import documents as queries
     from genloom.retrieval.collections import get_collection
     from genloom.retrieval.vector import ensure_embedding_model
     from genloom.runs import tracked_run
     from ingest.chunking import embedding_text
-    from ingest.writer import _psycopg
 
     if batch < 1:
         raise BadInput("--batch must be at least 1")
@@ -90,24 +76,7 @@ def embed_collection(
         collection_id, model_id = coll.id, emb.id
         if coll.embedding_model_id == model_id:
             raise BadInput(f"collection {collection!r} is already embedded with {name!r} (its ingest model)")
-        total = s.scalar(sa.text(_COUNT_SQL), {"c": collection_id, "m": model_id})
-        current = s.scalar(
-            sa.text(
-                "SELECT count(*) FROM chunks c JOIN documents d ON d.id = c.document_id "
-                "WHERE d.collection_id = :c AND d.superseded_at IS NULL"
-            ),
-            {"c": collection_id},
-        )
-        longest = (
-            s.scalar(
-                sa.text(
-                    "SELECT max(c.token_count) FROM chunks c JOIN documents d ON d.id = c.document_id "
-                    "WHERE d.collection_id = :c AND d.superseded_at IS NULL"
-                ),
-                {"c": collection_id},
-            )
-            or 0
-        )
+        total, current, longest = queries.embed_counts(s, collection_id, model_id)
     result = EmbedResult(collection=collection, model=name, already=current - total)
     if longest + 2 > max_tokens:
         result.truncation_warning = (
@@ -122,16 +91,11 @@ def embed_collection(
         result.run_id = run.id
         while True:
             with session_scope(engine) as s:
-                rows = s.execute(sa.text(_TODO_SQL), {"c": collection_id, "m": model_id, "n": batch}).all()
+                rows = queries.chunks_to_embed(s, collection_id, model_id, batch)
                 if not rows:
                     break
                 vectors = embedding.embed([embedding_text(r.title, r.text) for r in rows], name=model)
-                with _psycopg(s).cursor() as cur:
-                    # through a staging table: COPY cannot target a table under row-level security
-                    with copy_in(cur, "embeddings", ["chunk_id", "embedding_model_id", "embedding"]) as copy:
-                        copy.set_types(["int8", "int8", "vector"])
-                        for row, vector in zip(rows, vectors):
-                            copy.write_row((row.id, model_id, vector))
+                copy_embeddings(s, model_id, [r.id for r in rows], vectors)
             result.embedded += len(rows)  # committed: a re-run starts after this batch
             if progress:
                 progress(result.embedded, total)

@@ -21,7 +21,6 @@ import bisect
 import contextlib
 import contextvars
 import dataclasses
-import json
 import os
 import time
 from collections import Counter
@@ -33,7 +32,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from genloom.db.bulk import PreparedDocument, append_chunks, write_documents
 from genloom.db.engine import session_scope
+from genloom.db.errors import is_foreign_key_violation
+from genloom.db.queries import documents as queries
 from genloom.errors import BadInput, NotFound
 from genloom.pii import check_mode, record_findings, redact
 from genloom.retrieval import bm25
@@ -52,7 +54,6 @@ from ingest.loaders import (
     selected,
     show,
 )
-from ingest.writer import PreparedDocument, append_chunks, write_documents
 
 
 @dataclasses.dataclass
@@ -197,17 +198,17 @@ def ingest(
     engine: Engine | None = None,
 ) -> IngestResult:
     """Ingest files and folders into a collection; see the module docstring for the guarantees."""
-    paths = [Path(p) for p in paths]
-    if not paths:
+    given = [Path(p) for p in paths]
+    if not given:
         raise BadInput("nothing to ingest: give at least one file or folder")
-    missing = [show(p) for p in paths if not p.exists() and not p.is_symlink()]
+    missing = [show(p) for p in given if not p.exists() and not p.is_symlink()]
     if missing:
         raise BadInput(
             f"path not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
     if options.load.format not in FORMATS:
         raise BadInput(f"unknown format {options.load.format!r}; use one of: {', '.join(FORMATS)}")
-    if options.sync and not any(p.is_dir() for p in paths):
+    if options.sync and not any(p.is_dir() for p in given):
         raise BadInput("--sync mirrors folders: give at least one folder")
     result = IngestResult(collection=options.collection)
     state = IngestProgress()
@@ -215,9 +216,9 @@ def ingest(
     # 1. Discovery, to the end, before any work: the totals of the progress bar never grow.
     sources = []
     try:
-        for source in discover(paths, options.load.format, follow_symlinks=options.load.follow_symlinks):
+        for source in discover(given, options.load.format, follow_symlinks=options.load.follow_symlinks):
             if (options.load.include or options.load.exclude) and not selected(
-                path_metadata(Path(source.path), paths)["path"], options.load.include, options.load.exclude
+                path_metadata(Path(source.path), given)["path"], options.load.include, options.load.exclude
             ):
                 result.excluded += 1  # not a problem: the user asked for it
                 continue
@@ -242,6 +243,7 @@ def ingest(
     def documents() -> Iterator[SourceDocument]:
         for source in sources:
             try:
+                assert source.format is not None  # discovery gives every source without a problem a format
                 loaded = load_file(source.path, source.format, options.load)
             except LoadError as exc:
                 result.note(Skipped(str(source.path), exc.reason, str(exc), exc.status))
@@ -251,7 +253,7 @@ def ingest(
             for problem in loaded.skipped_lines:
                 result.note(problem)
             state.files_done += 1
-            where = path_metadata(Path(source.path), paths)
+            where = path_metadata(Path(source.path), given)
             for doc in loaded.documents:
                 doc.metadata = {**where, **doc.metadata}  # a record's own path/folder/ext wins
             if not loaded.documents:
@@ -263,7 +265,7 @@ def ingest(
                 loaded.documents[-1].size += source.size - share * len(loaded.documents)  # no byte lost
             yield from loaded.documents
 
-    roots = [p for p in paths if p.is_dir()] if options.sync else []
+    roots = [p for p in given if p.is_dir()] if options.sync else []
     return ingest_documents(
         documents(),
         options,
@@ -327,13 +329,7 @@ def ingest_documents(
             )
             collection_id, ts_config, model_id = collection.id, collection.text_search_config, emb_model.id
             pii_mode = _pii_mode(s, collection_id, options.pii)
-            s.execute(
-                sa.text(
-                    "UPDATE runs SET collection_id = :c, "
-                    "params = params || jsonb_build_object('text_search_config', CAST(:t AS text)) WHERE id = :r"
-                ),
-                {"c": collection_id, "t": ts_config, "r": run.id},
-            )
+            queries.record_run_collection(s, run.id, collection_id, ts_config)
         pii_found: dict[str, dict[str, list]] = {}  # external id → field → findings (for pii_findings)
         # Each batch commits whole; a large document commits slice by slice, current once whole.
         run.committed = lambda: (
@@ -473,12 +469,10 @@ def ingest_documents(
 def _raise_if_collection_deleted(exc: sa.exc.IntegrityError, name: str, collection_id: int, engine) -> None:
     """A `collections delete` racing the ingest makes its next write break a foreign key (documents
     → collections, or chunks → a cascaded document): if the collection is gone, say that in one line."""
-    from psycopg.errors import ForeignKeyViolation
-
-    if not isinstance(exc.orig, ForeignKeyViolation):
+    if not is_foreign_key_violation(exc):
         return
     with session_scope(engine) as s:
-        gone = s.scalar(sa.text("SELECT NOT EXISTS (SELECT 1 FROM collections WHERE id = :c)"), {"c": collection_id})
+        gone = not queries.collection_exists(s, collection_id)
     if gone:
         raise NotFound(f"collection {name!r} was deleted while ingesting") from None
 
@@ -487,38 +481,16 @@ def _pii_mode(session, collection_id: int, explicit: str | None) -> str:
     """--pii, remembered as the collection's default when it has none; else that default; else off."""
     if explicit is not None:
         mode = check_mode(explicit)
-        session.execute(
-            sa.text("UPDATE collections SET pii_mode = :m WHERE id = :c AND pii_mode IS NULL"),
-            {"m": mode, "c": collection_id},
-        )
+        queries.remember_pii_mode(session, collection_id, mode)
         return mode
-    return check_mode(session.scalar(sa.text("SELECT pii_mode FROM collections WHERE id = :c"), {"c": collection_id}))
+    return check_mode(queries.collection_pii_mode(session, collection_id))
 
 
 def _redact(doc: SourceDocument, mode: str) -> tuple[SourceDocument, dict[str, list]]:
     text, in_text = redact(doc.text, mode)
     title, in_title = redact(doc.title, mode)
     found = {k: v for k, v in (("text", in_text), ("title", in_title)) if v}
-    return dataclasses.replace(doc, text=text, title=title), found
-
-
-# Documents of this collection that were files under a synced folder, are current, and whose
-# file was not found this time. (external_id is the file's resolved path for file documents.)
-_GONE_SQL = """
-SELECT id, external_id FROM documents
-WHERE collection_id = :c AND superseded_at IS NULL
-  AND starts_with(uri, 'file:')
-  AND starts_with(external_id, :prefix)
-  AND NOT (external_id = ANY(:seen))
-"""
-
-_GONE_INCOMPLETE_SQL = """
-DELETE FROM documents
-WHERE collection_id = :c AND incomplete
-  AND starts_with(uri, 'file:')
-  AND starts_with(external_id, :prefix)
-  AND NOT (external_id = ANY(:seen))
-"""
+    return dataclasses.replace(doc, text=text or "", title=title), found
 
 
 def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], result: IngestResult, engine) -> None:
@@ -530,16 +502,13 @@ def _retire_missing(collection_id: int, roots: list[Path], seen: set[str], resul
         gone: list[tuple[int, str]] = []
         for root in roots:
             prefix = str(root.resolve()).rstrip(os.sep) + os.sep
-            gone += [
-                tuple(r)
-                for r in s.execute(sa.text(_GONE_SQL), {"c": collection_id, "prefix": prefix, "seen": sorted(seen)})
-            ]
+            gone += queries.gone_documents(s, collection_id, prefix, seen)
         ids = sorted({doc_id for doc_id, _ in gone})
         retire_documents(s, collection_id, ids, run_id=result.run_id)
         # A large file whose interrupted ingest was never finished, and that is gone now.
         for root in roots:
             prefix = str(root.resolve()).rstrip(os.sep) + os.sep
-            s.execute(sa.text(_GONE_INCOMPLETE_SQL), {"c": collection_id, "prefix": prefix, "seen": sorted(seen)})
+            queries.delete_gone_incomplete(s, collection_id, prefix, seen)
     result.retired = len(ids)
     result.retired_ids = sorted({external for _, external in gone})
 
@@ -568,22 +537,8 @@ def chunk_locations(doc: SourceDocument, chunks: list[Chunk]) -> list[dict[str, 
     return out
 
 
-_CURRENT_SQL = """
-SELECT external_id,
-       max(version) AS last_version,
-       max(id) FILTER (WHERE superseded_at IS NULL) AS current_id,
-       max(sha256) FILTER (WHERE superseded_at IS NULL) AS current_sha256,
-       -- set-meta keys of the latest version (current, or retired): a new version inherits them
-       (array_agg(user_metadata ORDER BY version DESC))[1] AS user_metadata
-FROM documents
-WHERE collection_id = :c AND external_id = ANY(:ids)
-GROUP BY external_id
-"""
-
-
 def _current(session, collection_id: int, docs: list[SourceDocument]) -> dict[str, Any]:
-    rows = session.execute(sa.text(_CURRENT_SQL), {"c": collection_id, "ids": [d.external_id for d in docs]})
-    return {row.external_id: row for row in rows}
+    return queries.current_versions(session, collection_id, [d.external_id for d in docs])
 
 
 @dataclasses.dataclass
@@ -681,7 +636,7 @@ def _write_batch(
                 )
             )
         if superseded:
-            s.execute(sa.text("UPDATE documents SET superseded_at = now() WHERE id = ANY(:ids)"), {"ids": superseded})
+            queries.supersede_documents(s, superseded)
             bm25.retire_documents(s, collection_id, superseded)
         doc_ids, chunk_ids = write_documents(s, collection_id, model_id, rows_out)
         for row, doc_id in zip(rows_out, doc_ids):
@@ -722,20 +677,13 @@ def _write_streamed(
 
     with _document_writer_lock(engine, collection_id, doc.external_id):
         with session_scope(engine) as s:
-            earlier = s.execute(
-                sa.text(
-                    "SELECT id, sha256, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks, "
-                    "ARRAY(SELECT text FROM chunks c WHERE c.document_id = d.id ORDER BY ordinal LIMIT 2) AS first "
-                    "FROM documents d WHERE collection_id = :c AND external_id = :e AND incomplete"
-                ),
-                {"c": collection_id, "e": doc.external_id},
-            ).first()
+            earlier = queries.incomplete_document(s, collection_id, doc.external_id)
             # Resume only what this run would write itself: the same content, cut the same way
             # (other chunk settings change the first two chunks). Else start the document afresh.
             if earlier is not None and not (
                 earlier.sha256 == doc.sha256 and _starts_with(doc, chunker, list(earlier.first))
             ):
-                s.execute(sa.text("DELETE FROM documents WHERE id = :i"), {"i": earlier.id})
+                queries.delete_document(s, earlier.id)
                 earlier = None
             row = _current(s, collection_id, [doc]).get(doc.external_id)
             if row is not None and row.current_sha256 == doc.sha256:
@@ -782,6 +730,7 @@ def _write_streamed(
             pending.clear()
             report(stored + written)
 
+        assert doc.stream is not None  # only a streamed document comes here
         try:
             for segment in doc.stream():
                 for chunk in chunker.chunk(segment, doc.title):
@@ -803,7 +752,7 @@ def _write_streamed(
             # leaves nothing, so its slices go too. An interruption keeps them for the resume.
             if document_id is not None:
                 with session_scope(engine) as s:
-                    s.execute(sa.text("DELETE FROM documents WHERE id = :i"), {"i": document_id})
+                    queries.delete_document(s, document_id)
             result.incomplete_chunks = 0
             raise
         state.bytes_done += size_left
@@ -815,16 +764,10 @@ def _write_streamed(
             bm25.lock_collection_stats(s, collection_id)
             row = _current(s, collection_id, [doc]).get(doc.external_id)  # again, under the lock
             if row is not None and row.current_id is not None:
-                s.execute(sa.text("UPDATE documents SET superseded_at = now() WHERE id = :i"), {"i": row.current_id})
+                queries.supersede_documents(s, [row.current_id])
                 bm25.retire_documents(s, collection_id, [row.current_id])
                 result.new_versions += 1
-            s.execute(
-                sa.text("UPDATE documents SET superseded_at = NULL, incomplete = false WHERE id = :i"),
-                {"i": document_id},
-            )
-            chunk_ids = list(
-                s.scalars(sa.text("SELECT id FROM chunks WHERE document_id = :d ORDER BY ordinal"), {"d": document_id})
-            )
+            chunk_ids = queries.make_current(s, document_id)
             # In slices: the same statistics (df and N add up), but no statement materialises the
             # lexemes of the whole document at once.
             for i in range(0, len(chunk_ids), BM25_SLICE):
@@ -839,31 +782,24 @@ def _starts_with(doc: SourceDocument, chunker: Chunker, texts: list[str]) -> boo
     """Whether the document's first chunks, cut by this chunker, are TEXTS (read from its first segment)."""
     if not texts:
         return True
+    assert doc.stream is not None
     first = next(iter(doc.stream()), "")
     return [c.text for c in chunker.chunk(first, doc.title)[: len(texts)]] == texts
 
 
 def _insert_incomplete(session, collection_id: int, doc: SourceDocument, inherited: dict) -> int:
     """The row a streamed document's chunks hang on until it is whole: incomplete, not current."""
-    return session.execute(
-        sa.text(
-            "INSERT INTO documents (collection_id, external_id, version, uri, title, mime_type, sha256, metadata, "
-            "user_metadata, superseded_at, incomplete) "
-            "VALUES (:c, :e, (SELECT coalesce(max(version), 0) + 1 FROM documents "
-            "                 WHERE collection_id = :c AND external_id = :e), "
-            ":u, :t, :m, :h, CAST(:meta AS jsonb), CAST(:user AS jsonb), now(), true) RETURNING id"
-        ),
-        {
-            "c": collection_id,
-            "e": doc.external_id,
-            "u": doc.uri,
-            "t": doc.title,
-            "m": doc.mime_type,
-            "h": doc.sha256,
-            "meta": json.dumps({**doc.metadata, **inherited}, ensure_ascii=False),
-            "user": json.dumps(inherited, ensure_ascii=False),
-        },
-    ).scalar_one()
+    return queries.insert_incomplete_document(
+        session,
+        collection_id,
+        external_id=doc.external_id,
+        uri=doc.uri,
+        title=doc.title,
+        mime_type=doc.mime_type,
+        sha256=doc.sha256,
+        metadata={**doc.metadata, **inherited},
+        user_metadata=inherited,
+    )
 
 
 @contextlib.contextmanager
@@ -874,7 +810,7 @@ def _document_writer_lock(engine: Engine | None, collection_id: int, external_id
 
     key = f"genloom.ingest.{collection_id}:{external_id}"
     with (engine or get_engine()).connect() as conn:
-        locked = conn.execute(sa.text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": key}).scalar()
+        locked = queries.try_document_lock(conn, key)
         conn.commit()  # a session lock outlives the transaction; leave none open while the document streams
         if not locked:
             raise LoadError(
@@ -884,5 +820,5 @@ def _document_writer_lock(engine: Engine | None, collection_id: int, external_id
         try:
             yield
         finally:
-            conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+            queries.release_document_lock(conn, key)
             conn.commit()

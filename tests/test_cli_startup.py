@@ -162,6 +162,34 @@ def test_ask_through_the_server_prints_its_sources(server, cli, tmp_path):
     assert r.stdout.endswith("\n\nSources:\n*[1] cats\n [2] pg\n"), r.stdout  # the cited source is marked
 
 
+def test_a_call_of_another_tenant_runs_here_as_that_tenant(server, cli, tmp_path, monkeypatch):
+    """The tenant reaches Postgres one way, the connection's own setup; it never travels in a request
+    body. A `genloom ask` of another tenant than the server's is not sent to it: it runs in this
+    process, and its generation belongs to its own tenant."""
+    import sqlalchemy as sa
+
+    from genloom.api import local
+    from genloom.db.engine import session_scope
+    from genloom.db.models import Generation
+    from genloom.db.tenancy import use_tenant
+
+    assert local.find_server().tenant == "default"
+    monkeypatch.setenv("GENLOOM_TENANT", "globex")
+    _ingest(tmp_path)  # globex's own collection kb
+
+    def not_the_server(self, request):
+        raise AssertionError("a call of tenant globex was sent to the default tenant's server")
+
+    monkeypatch.setattr(local.LocalServer, "ask", not_the_server)
+    r = cli("ask", "Why do cats purr?", "-c", "kb", "--model", "extractive", "--json")
+    assert r.exit_code == 0, r.stderr
+    generation = sa.select(Generation.id).where(Generation.id == r.json()["generation_id"])
+    with use_tenant("globex"), session_scope() as s:
+        assert s.scalar(generation) is not None
+    with use_tenant("default"), session_scope() as s:
+        assert s.scalar(generation) is None
+
+
 def test_a_server_of_another_store_is_not_used(server, monkeypatch):
     from genloom.api.local import find_server
 

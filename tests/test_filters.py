@@ -126,7 +126,7 @@ def _random_corpus(session, n_docs: int, rare_every: int, dim: int = 16, seed: i
     from genloom.retrieval import bm25
     from genloom.retrieval.collections import ensure_collection
     from genloom.retrieval.vector import ensure_embedding_model
-    from ingest.writer import PreparedDocument, write_documents
+    from genloom.db.bulk import PreparedDocument, write_documents
 
     rng = np.random.default_rng(seed)
     model = ensure_embedding_model(session, "test-random-16", dim)

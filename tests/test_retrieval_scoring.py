@@ -14,7 +14,7 @@ def _tiny_collection(session, name: str, docs: dict[str, list[str]], vectors: di
     from genloom.retrieval.collections import ensure_collection
     from genloom.retrieval.vector import ensure_embedding_model
 
-    from ingest.writer import PreparedDocument, write_documents
+    from genloom.db.bulk import PreparedDocument, write_documents
 
     dim = len(next(iter(vectors.values()))[0])
     model = ensure_embedding_model(session, f"test-fixed-{dim}", dim)

@@ -481,7 +481,7 @@ def test_a_planted_checkpoint_does_not_run_code_on_resume(cli, engine, tmp_path,
 
 
 def test_reader_password_is_sent_as_a_scram_verifier_only(engine):
-    from genloom.analytics.sql import _set_reader_password
+    from genloom.db.reader import _set_reader_password
 
     statements = []
 

@@ -67,7 +67,7 @@ def test_the_role_itself_cannot_write_even_outside_a_read_only_transaction(seede
     """The first fence on its own: grants. A plain psycopg session as the reader, read-write."""
     import psycopg
 
-    from genloom.analytics.sql import reader_conninfo
+    from genloom.db.reader import reader_conninfo
 
     with psycopg.connect(reader_conninfo(), autocommit=True) as conn:
         conn.execute("SET default_transaction_read_only = off")
@@ -167,7 +167,7 @@ def test_empty_result_keeps_its_columns(seeded):
 
 
 def test_syntax_error_has_message_and_position():
-    from genloom.analytics.sql import _position_text
+    from genloom.db.reader import _position_text
 
     assert _position_text("SELECT *\nFORM x", 10) == "line 2, column 1: FORM x"
 

@@ -27,7 +27,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
+
+from genloom.db.models import AuditLog
+from genloom.db.queries.audit import audit_chain, audit_page
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,19 +79,16 @@ def record(
     """Append one entry in the caller's transaction (its tenant is the transaction's)."""
     actor = actor or _actor.get() or Actor(key_id=None, role="cli")
     session.execute(
-        sa.text(
-            "INSERT INTO audit_log (key_id, os_user, role, action, object, outcome, detail) "
-            "VALUES (:k, :u, :r, :a, :o, :out, CAST(:d AS jsonb))"
-        ),
-        {
-            "k": actor.key_id,
-            "u": _os_user(),
-            "r": actor.role,
-            "a": action,
-            "o": object,
-            "out": outcome,
-            "d": json.dumps(detail or {}, default=str),
-        },
+        sa.insert(AuditLog).values(
+            key_id=actor.key_id,
+            os_user=_os_user(),
+            role=actor.role,
+            action=action,
+            object=object,
+            outcome=outcome,
+            # serialised here, as text cast to jsonb: default=str writes dates and paths in a detail as text
+            detail=sa.cast(sa.literal(json.dumps(detail or {}, default=str), sa.Text), JSONB),
+        )
     )
 
 
@@ -95,29 +96,10 @@ def list_entries(
     session: Session, *, limit: int = 50, action: str | None = None, before: int | None = None
 ) -> list[dict[str, Any]]:
     """Newest first, from the view (which adds the key's prefix); `before` (an id) pages by keyset."""
-    conditions = (["(action = :a OR action LIKE :prefix)"] if action else []) + (
-        ["id < :before"] if before is not None else []
-    )
-    query = "SELECT * FROM v_audit_log" + (" WHERE " + " AND ".join(conditions) if conditions else "")
-    rows = session.execute(
-        sa.text(query + " ORDER BY id DESC LIMIT :n"),
-        {"a": action, "prefix": f"{action}.%", "n": limit, "before": before},
-    ).mappings()
-    return [dict(r) for r in rows]
+    return audit_page(session, limit=limit, action=action, before=before)
 
 
 GENESIS = bytes(32)
-
-_VERIFY_SQL = """
-SELECT tenant, chain_seq, id, prev_hash, hash,
-       audit_log_row_hash(prev_hash, chain_seq, id, at, tenant, key_id, os_user, role, action, object,
-                          outcome, detail) AS recomputed,
-       lag(hash) OVER w AS previous_hash,
-       lag(chain_seq) OVER w AS previous_seq
-FROM audit_log
-WINDOW w AS (PARTITION BY tenant ORDER BY chain_seq)
-ORDER BY tenant, chain_seq
-"""
 
 
 @dataclasses.dataclass
@@ -129,7 +111,7 @@ class ChainReport:
 
 def verify(session: Session, known_heads: dict[str, tuple[int, str]] | None = None) -> ChainReport:
     """Recompute the hash chain of every tenant the caller can see; compare earlier heads if given."""
-    rows = session.execute(sa.text(_VERIFY_SQL)).all()
+    rows = audit_chain(session)
     problems: list[str] = []
     heads: dict[str, tuple[int, str]] = {}
     seen: dict[tuple[str, int], str] = {}

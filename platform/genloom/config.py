@@ -122,7 +122,7 @@ SETTINGS: tuple[Setting, ...] = (
         "GENLOOM_READONLY_URL",
         "The read-only login `genloom sql` uses (provision the role yourself; see docs/analytics.md).",
         "unset: `genloom_reader` on the configured server",
-        "genloom.analytics.sql",
+        "genloom.db.reader",
     ),
     Setting(
         "GENLOOM_MODEL",

@@ -120,6 +120,8 @@ def rotate(session, *, batch: int = 1000) -> dict[str, int]:
     """
     import sqlalchemy as sa
 
+    from genloom.db.models import Base
+
     key = current_key()
     if key is None:
         raise BadInput(f"rotate-data-key needs the new key in {KEY_ENV} (and the old one in {OLD_KEY_ENV})")
@@ -128,15 +130,22 @@ def rotate(session, *, batch: int = 1000) -> dict[str, int]:
     for table, column in SEALED_COLUMNS:
         name = f"{table}.{column}"
         done = 0
+        t = Base.metadata.tables[table]
         rows = session.execute(
-            sa.text(f"SELECT id, {column} AS v FROM {table} WHERE {column} IS NOT NULL AND {column} NOT LIKE :current"),
-            {"current": f"{PREFIX}{kid}:%"},
+            sa.select(t.c.id, t.c[column].label("v")).where(
+                t.c[column].is_not(None), t.c[column].not_like(f"{PREFIX}{kid}:%")
+            )
         ).all()
+        # Core UPDATE by id, one statement executed per batch of rows (executemany)
+        reseal = sa.update(t).where(t.c.id == sa.bindparam("row_id")).values({column: sa.bindparam("sealed")})
         for start in range(0, len(rows), batch):
             part = rows[start : start + batch]
             session.execute(
-                sa.text(f"UPDATE {table} SET {column} = :v WHERE id = :id"),
-                [{"id": r.id, "v": encrypt(unseal(r.v, name) or "", key, context=name.encode())} for r in part],
+                reseal,
+                [
+                    {"row_id": r.id, "sealed": encrypt(unseal(r.v, name) or "", key, context=name.encode())}
+                    for r in part
+                ],
             )
             done += len(part)
         counts[name] = done

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom import audit
+from genloom.db.models import ApiKey
 from genloom.db.tenancy import validate_tenant
 from genloom.errors import BadInput, Forbidden, NotFound, Unauthorized
 
@@ -107,20 +108,18 @@ def create_key(
     secret = secrets.token_urlsafe(32)
     salt = secrets.token_bytes(16)
     key_id = session.execute(
-        sa.text(
-            "INSERT INTO api_keys (prefix, salt, hash, role, tenant, note, expires_at, created_by) "
-            "VALUES (:p, :s, :h, :r, :t, :n, :e, :by) RETURNING id"
-        ),
-        {
-            "p": prefix,
-            "s": salt,
-            "h": _hash(secret, salt),
-            "r": role,
-            "t": tenant,
-            "n": note,
-            "e": expires_at,
-            "by": audit._os_user(),
-        },
+        sa.insert(ApiKey)
+        .values(
+            prefix=prefix,
+            salt=salt,
+            hash=_hash(secret, salt),
+            role=role,
+            tenant=tenant,
+            note=note,
+            expires_at=expires_at,
+            created_by=audit._os_user(),
+        )
+        .returning(ApiKey.id)
     ).scalar_one()
     audit.record(session, "key.create", f"key {key_id} ({prefix})", detail={"role": role, "tenant": tenant})
     return NewKey(
@@ -130,34 +129,36 @@ def create_key(
 
 def list_keys(session: Session, *, include_revoked: bool = False, tenant: str | None = None) -> list[dict[str, Any]]:
     """Never the secret (only its salted hash is stored). `tenant`: only that tenant's keys (the web UI's admin)."""
-    conditions = ([] if include_revoked else ["revoked_at IS NULL"]) + ([] if tenant is None else ["tenant = :t"])
-    rows = session.execute(
-        sa.text(
-            "SELECT id, prefix, role, tenant, note, created_at, created_by, expires_at, revoked_at FROM api_keys"
-            + (" WHERE " + " AND ".join(conditions) if conditions else "")
-            + " ORDER BY id"
-        ),
-        {"t": tenant},
-    ).mappings()
-    return [dict(r) for r in rows]
+    query = sa.select(
+        ApiKey.id,
+        ApiKey.prefix,
+        ApiKey.role,
+        ApiKey.tenant,
+        ApiKey.note,
+        ApiKey.created_at,
+        ApiKey.created_by,
+        ApiKey.expires_at,
+        ApiKey.revoked_at,
+    ).order_by(ApiKey.id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    if tenant is not None:
+        query = query.where(ApiKey.tenant == tenant)
+    return [dict(r) for r in session.execute(query).mappings()]
 
 
 def revoke_key(session: Session, ref: str, *, tenant: str | None = None) -> dict[str, Any]:
     """Revoke by id or prefix; revoking twice is not an error. `tenant`: only a key of that tenant."""
     ref = ref.strip()
-    column = "id" if ref.isdigit() else "prefix"
-    row = (
-        session.execute(
-            sa.text(
-                f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE {column} = :v "
-                + ("" if tenant is None else "AND tenant = :t ")
-                + "RETURNING id, prefix, role, tenant, revoked_at"
-            ),
-            {"v": int(ref) if ref.isdigit() else ref, "t": tenant},
-        )
-        .mappings()
-        .first()
+    revoke = (
+        sa.update(ApiKey)
+        .where((ApiKey.id == int(ref)) if ref.isdigit() else (ApiKey.prefix == ref))
+        .values(revoked_at=sa.func.coalesce(ApiKey.revoked_at, sa.func.now()))
+        .returning(ApiKey.id, ApiKey.prefix, ApiKey.role, ApiKey.tenant, ApiKey.revoked_at)
     )
+    if tenant is not None:
+        revoke = revoke.where(ApiKey.tenant == tenant)
+    row = session.execute(revoke, execution_options={"synchronize_session": False}).mappings().first()
     if row is None:
         raise NotFound(f"no API key {ref!r} (list them with: genloom keys list)")
     audit.record(session, "key.revoke", f"key {row['id']} ({row['prefix']})")
@@ -174,12 +175,7 @@ def authenticate(session: Session, presented: str | None) -> Principal:
     if not m:
         raise Unauthorized("invalid API key")
     prefix, secret = m.groups()
-    row = session.execute(
-        sa.text(
-            "SELECT id, salt, hash, role, tenant, expires_at, revoked_at, now() AS now FROM api_keys WHERE prefix = :p"
-        ),
-        {"p": prefix},
-    ).first()
+    row = session.execute(_KEY_ROW.add_columns(ApiKey.salt).where(ApiKey.prefix == prefix)).first()
     if row is None:
         raise Unauthorized("invalid API key")
     digest = hashlib.sha256(secret.encode()).digest()
@@ -209,11 +205,20 @@ def _session_mac(stored_hash: bytes, key_id: int, expires: int) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
+# A key's row as authentication reads it, with the database's clock (expiry is judged by it, not ours).
+_KEY_ROW = sa.select(
+    ApiKey.id,
+    ApiKey.hash,
+    ApiKey.role,
+    ApiKey.tenant,
+    ApiKey.expires_at,
+    ApiKey.revoked_at,
+    sa.func.now().label("now"),
+)
+
+
 def _key_row(session: Session, key_id: int):
-    return session.execute(
-        sa.text("SELECT id, hash, role, tenant, expires_at, revoked_at, now() AS now FROM api_keys WHERE id = :i"),
-        {"i": key_id},
-    ).first()
+    return session.execute(_KEY_ROW.where(ApiKey.id == key_id)).first()
 
 
 def issue_session(session: Session, principal: Principal, *, seconds: int = SESSION_SECONDS) -> str:

@@ -33,7 +33,6 @@ import dataclasses
 import hashlib
 import hmac
 import ipaddress
-import json
 import os
 import re
 import secrets
@@ -218,32 +217,15 @@ def redact(text: str | None, mode: str) -> tuple[str | None, list[Finding]]:
 
 def record_findings(session, object_kind: str, object_id: int, field: str, findings: list[Finding], mode: str) -> None:
     """One row per type: its count and spans (never the values)."""
-    import sqlalchemy as sa
+    from genloom.db.queries.pii import insert_findings
 
-    by_type: dict[str, list[Finding]] = {}
+    by_type: dict[str, list[tuple[int, int]]] = {}
     for f in findings:
-        by_type.setdefault(f.type, []).append(f)
+        by_type.setdefault(f.type, []).append((f.start, f.end))
     if not by_type:
         return
-    session.execute(
-        sa.text(
-            "INSERT INTO pii_findings (object_kind, object_id, field, pii_type, count, spans, mode) "
-            "SELECT :k, :o, :f, t.type, t.n, "
-            "       ARRAY(SELECT int4range(s, e) FROM unnest(t.starts, t.ends) AS u(s, e)), :m "
-            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(type text, n int, starts int[], ends int[])"
-        ),
-        {
-            "k": object_kind,
-            "o": object_id,
-            "f": field,
-            "m": mode,
-            "rows": json.dumps(
-                [
-                    {"type": t, "n": len(fs), "starts": [f.start for f in fs], "ends": [f.end for f in fs]}
-                    for t, fs in by_type.items()
-                ]
-            ),
-        },
+    insert_findings(
+        session, object_kind=object_kind, object_id=object_id, field=field, mode=mode, spans_by_type=by_type
     )
 
 

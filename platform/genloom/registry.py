@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from genloom.db.models import Model
+from genloom.db.models import Dataset, DatasetVersion, Model
 from genloom.errors import BadInput, NotFound
 from genloom.refs import format_ref, parse_ref
 
@@ -158,15 +158,23 @@ def model_dir(session: Session, ref: str) -> Path:
 
 def list_models(session: Session, *, before: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """The registry, newest first (keyset below id `before`): each version with the run and dataset it came from."""
-    query = sa.text(
-        """
-        SELECT m.id, m.name, m.version, m.architecture, m.format, m.size_bytes, m.run_id, m.created_at,
-               d.name || '@' || dv.version AS trained_from
-        FROM models m
-        LEFT JOIN dataset_versions dv ON dv.id = m.input_version_id
-        LEFT JOIN datasets d ON d.id = dv.dataset_id
-        WHERE (CAST(:before AS bigint) IS NULL OR m.id < CAST(:before AS bigint))
-        ORDER BY m.id DESC LIMIT :limit
-        """
+    query = (
+        sa.select(
+            Model.id,
+            Model.name,
+            Model.version,
+            Model.architecture,
+            Model.format,
+            Model.size_bytes,
+            Model.run_id,
+            Model.created_at,
+            (Dataset.name + "@" + sa.cast(DatasetVersion.version, sa.Text)).label("trained_from"),
+        )
+        .outerjoin(DatasetVersion, DatasetVersion.id == Model.input_version_id)
+        .outerjoin(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .order_by(Model.id.desc())
+        .limit(limit)
     )
-    return [dict(r) for r in session.execute(query, {"before": before, "limit": limit}).mappings()]
+    if before is not None:
+        query = query.where(Model.id < before)
+    return [dict(r) for r in session.execute(query).mappings()]

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom import __version__
 from genloom.datasets.items import decode_image  # noqa: F401  (the one image decoder; tests import it here)
+from genloom.db.queries import report as queries
 
 # Colour-blind-safe palette (Okabe–Ito), cycled per model/run.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -35,10 +35,6 @@ class Report:
     html: str
     plots: list[str]  # the id of each embedded plot, in page order
     missing: dict[str, str]  # section → what is missing and how to get it
-
-
-def _rows(session: Session, query: str, **params: Any) -> list[dict[str, Any]]:
-    return [dict(r._mapping) for r in session.execute(sa.text(query), params)]
 
 
 # --------------------------------------------------------------------------- figures
@@ -108,21 +104,7 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> s
 
 
 def _overview(session: Session, since: dt.datetime | None) -> str:
-    t = _rows(
-        session,
-        """
-        SELECT (SELECT count(*) FROM generations WHERE created_at >= :since) AS generations,
-               (SELECT count(*) FROM generations WHERE created_at >= :since AND status = 'error') AS errors,
-               (SELECT count(*) FROM sessions WHERE created_at >= :since) AS sessions,
-               (SELECT count(*) FROM feedback WHERE created_at >= :since) AS feedback,
-               (SELECT avg(score)::float8 FROM feedback WHERE created_at >= :since) AS mean_score,
-               (SELECT count(*) FROM documents WHERE superseded_at IS NULL) AS documents,
-               (SELECT count(*) FROM datasets) AS datasets,
-               (SELECT count(*) FROM models) AS models,
-               (SELECT count(*) FROM runs) AS runs
-        """,
-        since=since or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc),
-    )[0]
+    t = queries.period_totals(session, since=since or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))[0]
     error_rate = f"{t['errors'] / t['generations']:.1%}" if t["generations"] else "–"
     score = f"{t['mean_score']:.2f}" if t["mean_score"] is not None else "–"
     cards = [
@@ -144,18 +126,8 @@ def _overview(session: Session, since: dt.datetime | None) -> str:
 
 
 def _usage(session, plt, since, plots, missing) -> str:
-    rows = _rows(
-        session,
-        "SELECT day, model_name, generations, errors, feedback, mean_score FROM v_model_daily "
-        "WHERE day >= CAST(:since AS date) ORDER BY day, model_name",
-        since=(since or dt.datetime(1970, 1, 1)).date(),
-    )
-    stats = _rows(
-        session,
-        """SELECT coalesce(model_ref, model_name) AS model, model_revision, generations, error_rate, feedback_rate,
-                  mean_score, thumbs_up_share, retrieval_ms_p50, generation_ms_p50, total_ms_p50, total_ms_p95, tokens_per_s
-           FROM v_model_stats ORDER BY generations DESC LIMIT 20""",
-    )
+    rows = queries.model_daily(session, since=(since or dt.datetime(1970, 1, 1)).date())
+    stats = queries.model_stats(session)
     if not rows:
         missing["usage"] = 'no generations yet: run `genloom ask "QUESTION" --collection NAME` (or `genloom demo`)'
         return _missing(
@@ -223,12 +195,8 @@ def _usage(session, plt, since, plots, missing) -> str:
 
 
 def _latency(session, plt, since, plots, missing) -> str:
-    rows = _rows(
-        session,
-        """SELECT model_name, retrieval_ms, generation_ms, total_ms FROM generations
-           WHERE created_at >= :since AND status = 'ok' ORDER BY created_at DESC LIMIT :n""",
-        since=since or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc),
-        n=MAX_LATENCY_ROWS,
+    rows = queries.latencies(
+        session, since=since or dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), n=MAX_LATENCY_ROWS
     )
     if not rows:
         missing["latency"] = "no successful generations in the period"
@@ -275,17 +243,9 @@ def _latency(session, plt, since, plots, missing) -> str:
 
 
 def _retrieval(session, plt, plots, missing) -> str:
-    docs = _rows(
-        session,
-        """SELECT collection, external_id, document_version, title, citations, retrievals, answers, mean_feedback_score
-           FROM v_document_citations ORDER BY citations DESC, external_id LIMIT 12""",
-    )
-    never = _rows(
-        session,
-        "SELECT collection, external_id, document_version, title, retrievals FROM v_documents_never_cited "
-        "ORDER BY retrievals DESC, collection, external_id LIMIT 20",
-    )
-    never_count = session.execute(sa.text("SELECT count(*) FROM v_documents_never_cited")).scalar()
+    docs = queries.cited_documents(session)
+    never = queries.never_cited_documents(session)
+    never_count = queries.never_cited_count(session)
     if not docs:
         missing["retrieval"] = "no answer has cited a document yet"
         body = _missing("No answer has cited a document yet.")
@@ -340,28 +300,14 @@ def _retrieval(session, plt, plots, missing) -> str:
 
 
 def _training(session, plt, plots, missing) -> str:
-    runs = _rows(
-        session,
-        """SELECT r.id, r.status, coalesce(m.name || '@' || m.version, r.name, 'run ' || r.id) AS label
-           FROM runs r LEFT JOIN models m ON m.id = r.model_id
-           WHERE r.kind = 'train' AND EXISTS (SELECT 1 FROM metrics mt WHERE mt.run_id = r.id AND mt.step IS NOT NULL
-                                              AND mt.name ILIKE '%loss%')
-           ORDER BY r.started_at DESC LIMIT :n""",
-        n=MAX_RUN_CURVES,
-    )
+    runs = queries.loss_runs(session, n=MAX_RUN_CURVES)
     if not runs:
         missing["training"] = "no training run has logged a loss: run `genloom train vae --dataset digits`"
         return _missing(
             "No training run has logged a loss yet (<code>genloom train vae --dataset digits --steps 200</code>)."
         )
     runs = runs[::-1]
-    points = _rows(
-        session,
-        """SELECT run_id, name, step, value FROM metrics
-           WHERE run_id = ANY(:ids) AND step IS NOT NULL AND name ILIKE '%loss%' AND item_id IS NULL
-           ORDER BY run_id, name, step""",
-        ids=[r["id"] for r in runs],
-    )
+    points = queries.loss_points(session, ids=[r["id"] for r in runs])
     cols = min(3, len(runs))
     nrows = -(-len(runs) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 2.9 * nrows), squeeze=False)
@@ -389,22 +335,8 @@ def _samples(session, plt, plots, missing) -> str:
     # Per model: the synthetic image items of its latest sampling run when it stored them
     # (`genloom sample … --store`), else the PNG grid its latest sampling run wrote, if
     # that file is on this machine.
-    stored = _rows(
-        session,
-        """SELECT DISTINCT ON (i.model_id) i.model_id, i.run_id, m.name || '@' || m.version AS model_ref,
-                  m.architecture
-           FROM items i JOIN models m ON m.id = i.model_id
-           WHERE i.origin = 'synthetic' AND i.modality = 'image'
-           ORDER BY i.model_id, i.run_id DESC NULLS LAST, i.id DESC""",
-    )
-    grids = _rows(
-        session,
-        """SELECT DISTINCT ON (r.model_id) r.model_id, r.id AS run_id, m.name || '@' || m.version AS model_ref,
-                  m.architecture, r.summary ->> 'out' AS out
-           FROM runs r JOIN models m ON m.id = r.model_id
-           WHERE r.kind = 'sample' AND r.status = 'succeeded' AND r.summary ->> 'out' ILIKE '%.png'
-           ORDER BY r.model_id, r.started_at DESC, r.id DESC""",
-    )
+    stored = queries.stored_sample_models(session)
+    grids = queries.sample_grid_runs(session)
     entries = {e["model_id"]: {**e, "source": "items"} for e in stored}
     for g in grids:
         if g["model_id"] not in entries and g["out"] and Path(g["out"]).is_file():
@@ -430,15 +362,7 @@ def _samples(session, plt, plots, missing) -> str:
                 f"<figcaption>{html.escape(title)} (grid written by the run)</figcaption></figure>"
             )
             continue
-        items = _rows(
-            session,
-            """SELECT payload, shape, dtype, label FROM items
-               WHERE model_id = :m AND origin = 'synthetic' AND modality = 'image'
-                 AND run_id IS NOT DISTINCT FROM :r ORDER BY id LIMIT :n""",
-            m=entry["model_id"],
-            r=entry["run_id"],
-            n=SAMPLES_PER_GRID,
-        )
+        items = queries.synthetic_images(session, m=entry["model_id"], r=entry["run_id"], n=SAMPLES_PER_GRID)
         images = [img for img in (decode_image(i["payload"], i["shape"], i["dtype"]) for i in items) if img is not None]
         if not images:
             continue
@@ -462,11 +386,7 @@ def _samples(session, plt, plots, missing) -> str:
 
 
 def _leaderboards(session, plt, plots, missing) -> str:
-    rows = _rows(
-        session,
-        """SELECT dataset_ref, metric, rank, model_ref, value, higher_is_better, run_id
-           FROM v_leaderboard ORDER BY dataset_ref, metric, rank, model_ref""",
-    )
+    rows = queries.leaderboards(session)
     if not rows:
         missing["leaderboards"] = (
             "no succeeded run has final metrics for a model on a dataset: run `genloom eval model`"
@@ -512,11 +432,7 @@ def _leaderboards(session, plt, plots, missing) -> str:
 
 
 def _datasets(session, plt, plots, missing) -> str:
-    rows = _rows(
-        session,
-        """SELECT ref, real, synthetic, augmented, items, parent, models_sampled_in
-           FROM v_dataset_versions ORDER BY dataset, version LIMIT 40""",
-    )
+    rows = queries.dataset_versions(session)
     if not rows:
         missing["datasets"] = "no datasets: run `genloom datasets import digits --name digits`"
         return _missing("No datasets yet (<code>genloom datasets import digits --name digits</code>).")
@@ -591,7 +507,7 @@ def build_report(session: Session, *, since: dt.datetime | None = None) -> Repor
     ]
     now = dt.datetime.now(dt.timezone.utc)
     period = f"since {since:%Y-%m-%d}" if since else "all time"
-    database = session.execute(sa.text("SELECT current_database()")).scalar()
+    database = queries.database_name(session)
     body = "".join(
         f'<section id="s{i}"><h2>{html.escape(title)}</h2>{content}</section>'
         for i, (title, content) in enumerate(sections)

@@ -12,12 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from typing import cast
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from genloom.db.queries.retention import RETENTION_TABLES, delete_expired_batch, expired_counts
 from genloom.errors import BadInput
 
 _AGE = re.compile(r"^\s*(\d+)\s*([dwmy])\s*$", re.IGNORECASE)
@@ -42,33 +41,9 @@ def parse_cutoff(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-# A prompt survives while any of its generations does; a session while any of its prompts
-# does. Deleting a prompt or session cascades, so these conditions protect newer rows.
-_SURVIVING_GENERATION = "EXISTS (SELECT 1 FROM generations g WHERE g.prompt_id = p.id AND g.created_at >= :cutoff)"
-_EXPIRED_PROMPTS = f"""
-    FROM prompts p
-    WHERE p.created_at < :cutoff AND NOT {_SURVIVING_GENERATION}
-"""
-_EXPIRED_SESSIONS = f"""
-    FROM sessions s
-    WHERE s.created_at < :cutoff
-      AND NOT EXISTS (SELECT 1 FROM prompts p WHERE p.session_id = s.id
-                      AND (p.created_at >= :cutoff OR {_SURVIVING_GENERATION}))
-"""
-
-
 def count_expired(session: Session, cutoff: dt.datetime) -> dict[str, int]:
     """What a purge at `cutoff` would delete."""
-    params = {"cutoff": cutoff}
-    one = lambda q: int(session.execute(sa.text(q), params).scalar() or 0)  # noqa: E731
-    return {
-        "generations": one("SELECT count(*) FROM generations WHERE created_at < :cutoff"),
-        "feedback": one(
-            "SELECT count(*) FROM feedback f JOIN generations g ON g.id = f.generation_id WHERE g.created_at < :cutoff"
-        ),
-        "prompts": one("SELECT count(*) " + _EXPIRED_PROMPTS),
-        "sessions": one("SELECT count(*) " + _EXPIRED_SESSIONS),
-    }
+    return expired_counts(session, cutoff)
 
 
 def apply_retention(
@@ -82,22 +57,13 @@ def apply_retention(
     if batch_size < 1:
         raise BadInput(f"--batch-size must be at least 1 (got {batch_size})")
     deleted = {"generations": 0, "prompts": 0, "sessions": 0}
-    params = {"cutoff": cutoff, "n": batch_size}
-    # Oldest first by id (created_at follows id closely), using the created_at index.
-    generation_batch = sa.text(
-        "DELETE FROM generations WHERE id IN ("
-        " SELECT id FROM generations WHERE created_at < :cutoff ORDER BY created_at LIMIT :n)"
-    )
-    prompt_batch = sa.text(f"DELETE FROM prompts WHERE id IN (SELECT p.id {_EXPIRED_PROMPTS} LIMIT :n)")
-    session_batch = sa.text(f"DELETE FROM sessions WHERE id IN (SELECT s.id {_EXPIRED_SESSIONS} LIMIT :n)")
     from genloom import audit
     from genloom.db.engine import session_scope
 
-    for key, statement in (("generations", generation_batch), ("prompts", prompt_batch), ("sessions", session_batch)):
+    for key in RETENTION_TABLES:
         while True:
             with session_scope(engine) as s:  # one transaction per batch, as this tenant (its rows only)
-                result = s.execute(statement, params)
-                n = cast(sa.CursorResult, result).rowcount  # a DELETE's result is a cursor result
+                n = delete_expired_batch(s, key, cutoff, batch_size)
                 if n:
                     audit.record(s, "retention.delete", key, detail={"rows": n, "cutoff": cutoff.isoformat()})
             deleted[key] += n

@@ -2,11 +2,13 @@
 
 Loading the sentence model (and a generation model) costs seconds per process; a
 server already holds them. `genloom serve` writes `$GENLOOM_HOME/serve.json` (mode 0600:
-its URL, pid, a random token, and which store it serves) and removes it on exit.
+its URL, pid, a random token, which store it serves and for which tenant) and removes it on exit.
 `genloom search` and `genloom ask` look for that file; when the server is alive and
 serves the same store (the same DATABASE_URL, or the same GENLOOM_HOME for the embedded
 server), `search` asks it for the query's embedding and runs the SQL itself, and `ask`
-sends the whole call; otherwise they load the model once in their own process. Set
+sends the whole call when the server works for this CLI user's tenant (a call of another
+tenant runs here: the tenant reaches Postgres one way, the server's own connection setup, and
+never travels in a request body); otherwise they load the model once in their own process. Set
 GENLOOM_REUSE_SERVER=0 to never reuse one.
 
 The routes this client calls (api/local_routes.py) accept only the token from the file,
@@ -43,6 +45,8 @@ def discovery_path() -> Path:
 
 def advertise(host: str, port: int) -> tuple[str, Path]:
     """Write the discovery file for a server about to listen on host:port; returns (token, path)."""
+    from genloom.db.tenancy import current_tenant
+
     token = secrets.token_urlsafe(32)
     path = discovery_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +56,7 @@ def advertise(host: str, port: int) -> tuple[str, Path]:
         "pid": os.getpid(),
         "started": _started(os.getpid()),  # with the pid: a recycled pid is another process
         "store": store_key(),
+        "tenant": current_tenant(),  # whom the server's local routes work for
         "token": token,
     }
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -115,8 +120,9 @@ class ServerGone(Exception):
 class LocalServer:
     """A running `genloom serve` on this machine and store; methods raise ServerGone if it stops answering."""
 
-    def __init__(self, url: str, token: str):
+    def __init__(self, url: str, token: str, tenant: str | None = None):
         self.url, self.token = url.rstrip("/"), token
+        self.tenant = tenant  # the tenant its local routes work for (None: an older server, unknown)
 
     def _post(self, path: str, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
         import httpx
@@ -191,7 +197,8 @@ def find_server() -> LocalServer | None:
         return None
     if not isinstance(info.get("url"), str) or not isinstance(info.get("token"), str):
         return None
-    server = LocalServer(info["url"], info["token"])
+    tenant = info.get("tenant")
+    server = LocalServer(info["url"], info["token"], tenant if isinstance(tenant, str) else None)
     try:
         server.authenticate()
     except ServerGone:

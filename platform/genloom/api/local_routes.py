@@ -44,7 +44,6 @@ class LocalAskBody(Body):
     rerank: Optional[str] = None
     rerank_depth: Optional[int] = Field(None, ge=1, le=1000)
     no_rerank: bool = False
-    tenant: Optional[str] = None  # the CLI user's tenant (--tenant / GENLOOM_TENANT)
     # The endpoint's API key from the CLI user's environment (never the server's, for a CLI call).
     endpoint_api_key: Optional[str] = Field(None, min_length=1, max_length=4096)
     template: Optional[str] = None
@@ -100,10 +99,6 @@ def local_router(token: str, db_dependency) -> APIRouter:
         from genloom.generation.call import CallRequest, ask as ask_call
         from genloom.generation.endpoint import caller_api_key
 
-        if body.tenant is not None:
-            from genloom.db.tenancy import set_tenant, validate_tenant
-
-            set_tenant(validate_tenant(body.tenant))
         request = CallRequest(
             question=body.question,
             collection=body.collection,

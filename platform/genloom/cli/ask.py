@@ -46,11 +46,12 @@ def _via_server(request):
     import types
 
     from genloom.api.local import ServerGone, find_server
+    from genloom.db.tenancy import current_tenant
     from genloom.generation.backend import Source
 
     server = find_server()
-    if server is None:
-        return None
+    if server is None or server.tenant != current_tenant():
+        return None  # no server, or one working for another tenant: the call runs here, as this user's tenant
     from genloom.generation.resolve import default_model
 
     request.params.validate()  # bad options fail with the same message as without a server
@@ -70,9 +71,6 @@ def _via_server(request):
         if not key:
             return None  # run here, so the error names this user's missing variable
         body["endpoint_api_key"] = key
-    from genloom.db.tenancy import current_tenant
-
-    body["tenant"] = current_tenant()  # the server works for this CLI user's tenant
     try:
         out = server.ask(body)
     except ServerGone:

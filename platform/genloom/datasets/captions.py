@@ -13,7 +13,6 @@ from __future__ import annotations
 import string
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom.errors import BadInput
@@ -52,30 +51,22 @@ def render_caption(template: str, label: str | None, metadata: dict[str, Any]) -
 
 def item_captions(session: Session, version_id: int) -> dict[int, str]:
     """{item_id: caption} of a version's captioned members (empty when it has none)."""
-    rows = session.execute(
-        sa.text("SELECT item_id, caption FROM dataset_members WHERE version_id = :v AND caption IS NOT NULL"),
-        {"v": version_id},
-    ).all()
-    return {int(item_id): caption for item_id, caption in rows}
+    from genloom.db.queries.datasets import member_captions
+
+    return member_captions(session, version_id)
 
 
 def caption_version(session: Session, ref: str, template: str, *, run_id: int | None = None) -> dict[str, Any]:
     """Seal a new version of `ref`'s dataset: the same members and splits, every item captioned by `template`.
 
     The source version is untouched (sealed versions are immutable)."""
-    from genloom.datasets.items import dataset_items
     from genloom.datasets.versions import add_members, create_version, resolve_version, seal_version, version_ref
+    from genloom.db.queries.datasets import members_with_item_metadata
 
     template_fields(template)
     source = resolve_version(session, ref)
     source_ref = version_ref(session, source)
-    rows = session.execute(
-        sa.text(
-            "SELECT di.item_id, di.split, di.label_override, di.label, i.metadata "
-            f"FROM ({dataset_items(':v')}) AS di JOIN items i ON i.id = di.item_id ORDER BY di.item_id"
-        ),
-        {"v": source.id},
-    ).all()
+    rows = members_with_item_metadata(session, source.id)
     members = [
         (item_id, split, override, render_caption(template, label, metadata or {}))
         for item_id, split, override, label, metadata in rows

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from genloom.datasets.items import dataset_items, image_array, item_text
+from genloom.datasets.items import image_array, item_text
 from genloom.db.models import DatasetVersion
+from genloom.db.queries.datasets import stream_members
 
 
 def _safe(label: str | None) -> str:
@@ -26,11 +26,7 @@ def export_version(session: Session, version: DatasetVersion, directory: Path) -
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     entries = []
-    rows = session.execute(
-        sa.text(f"SELECT * FROM ({dataset_items(':v')}) AS di ORDER BY item_id"),
-        {"v": version.id},
-        execution_options={"yield_per": 1000},  # stream: a version may not fit in memory
-    )
+    rows = stream_members(session, version.id)  # streamed: a version may not fit in memory
     for r in rows:
         folder = directory / r.split / _safe(r.label)
         folder.mkdir(parents=True, exist_ok=True)

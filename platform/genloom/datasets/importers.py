@@ -96,6 +96,7 @@ def store_import(
     from genloom.datasets.versions import add_members, create_version, seal_version, version_ref
     from genloom.db.engine import session_scope
     from genloom.db.models import Dataset, DatasetVersion
+    from genloom.db.queries.datasets import count_stored_items, stored_item_labels
     from genloom.refs import parse_ref
     from genloom.runs import tracked_run
 
@@ -118,12 +119,7 @@ def store_import(
             # Items already stored keep their label; where this import labels one differently
             # (a relabelled dataset), the new version's membership carries the new label.
             # One array parameter (IN (...) would exceed the 65,535-parameter limit at MNIST's size).
-            stored = dict(
-                s.execute(
-                    sa.text("SELECT sha256, label FROM items WHERE sha256 = ANY(CAST(:h AS char(64)[]))"),
-                    {"h": list(seen)},
-                ).all()
-            )
+            stored = stored_item_labels(s, list(seen))
             overrides = []
             for sp in specs:
                 stored.setdefault(sp.sha256, sp.label)  # a new item is stored with its first label
@@ -145,9 +141,7 @@ def store_import(
                     output_version_id=latest.id,
                 )
                 return ImportResult(run.id, ref, latest.item_count, 0, by_split, True)
-            before = s.scalar(
-                sa.text("SELECT count(*) FROM items WHERE sha256 = ANY(CAST(:h AS char(64)[]))"), {"h": list(seen)}
-            )
+            before = count_stored_items(s, list(seen))
             for sp in specs:
                 sp.run_id = run.id
             ids = put_items(s, specs)
@@ -228,12 +222,13 @@ def import_mnist(
     directory: Path, name: str = "mnist", *, val_fraction: float = 5000 / 60000, seed: int = 0, limit: int | None = None
 ) -> ImportResult:
     """The four MNIST IDX files; MNIST's own train/test split, val carved from train (seeded)."""
-    from genloom.datasets.items import image_item
+    from genloom.datasets.items import ItemSpec, image_item
 
     directory = Path(directory)
     if not directory.is_dir():
         raise NotFound(f"no folder {directory}")
-    specs, splits = [], []
+    specs: list[ItemSpec] = []
+    splits: list[str] = []
     for part, split in (("train", "train"), ("t10k", "test")):
         images = read_idx(_find(directory, f"{part}-images-idx3-ubyte"))
         labels = read_idx(_find(directory, f"{part}-labels-idx1-ubyte"))
@@ -325,11 +320,11 @@ def import_images(
         (w1, h1), (w2, h2) = sorted(sizes)[:2]
         raise BadInput(f"mismatched image sizes under {directory} ({h1}×{w1} and {h2}×{w2}, …): pass --resize H W")
     specs = []
-    for path, img in loaded:
-        img = img.convert(mode)
+    for path, original in loaded:
+        picture = original.convert(mode)
         if resize is not None:
-            img = img.resize((resize[1], resize[0]), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
+            picture = picture.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
+        arr = np.asarray(picture, dtype=np.uint8)
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         rel = path.relative_to(directory)
         label = rel.parts[0] if len(rel.parts) > 1 else None
@@ -486,52 +481,16 @@ def import_feedback(name: str, *, min_score: int = 4, fractions: SplitFractions 
     """
     import json
 
-    import sqlalchemy as sa
-
     from genloom.datasets.items import text_item
     from genloom.db.engine import session_scope
+    from genloom.db.queries.generations import generation_sources, rated_generations
     from genloom.retrieval.locations import format_location
 
     if not 1 <= min_score <= 5:
         raise BadInput(f"--min-score must be within 1..5 (got {min_score})")
     with session_scope() as s:
-        rows = (
-            s.execute(
-                sa.text(
-                    """
-                SELECT g.id AS generation_id, g.prompt_id, p.session_id, p.text AS question, g.output AS answer,
-                       g.model_name, max(coalesce(f.score, CASE f.thumbs WHEN 1 THEN 5 WHEN -1 THEN 1 END)) AS score
-                FROM generations g
-                JOIN prompts p ON p.id = g.prompt_id
-                JOIN feedback f ON f.generation_id = g.id
-                WHERE g.status = 'ok' AND g.output IS NOT NULL
-                GROUP BY g.id, g.created_at, p.id  -- (id, created_at): the partitioned key
-                HAVING max(coalesce(f.score, CASE f.thumbs WHEN 1 THEN 5 WHEN -1 THEN 1 END)) >= :min
-                ORDER BY g.id
-                """
-                ),
-                {"min": min_score},
-            )
-            .mappings()
-            .all()
-        )
-        sources = (
-            s.execute(
-                sa.text(
-                    """
-                SELECT gs.generation_id, gs.rank, c.text, c.metadata, d.title, d.external_id, gs.tombstone
-                FROM generation_sources gs
-                LEFT JOIN chunks c ON c.id = gs.chunk_id
-                LEFT JOIN documents d ON d.id = c.document_id
-                WHERE gs.generation_id = ANY(:ids)
-                ORDER BY gs.generation_id, gs.rank
-                """
-                ),
-                {"ids": [r["generation_id"] for r in rows]},
-            )
-            .mappings()
-            .all()
-        )
+        rows = rated_generations(s, min_score)
+        sources = generation_sources(s, [r["generation_id"] for r in rows])
     by_generation: dict[int, list[dict]] = {}
     for src in sources:
         tomb = src["tombstone"] or {}

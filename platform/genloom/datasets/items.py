@@ -4,7 +4,8 @@ Items are immutable and addressed by the sha256 of their canonical bytes (modali
 dtype, shape, payload), so the same image imported twice, or into two datasets, is one
 row. Labels are not part of the address: when a version gives an item another label than
 the item's own (a relabelled import), the membership row carries it (`dataset_members.label`,
-migration 0009), and every reader uses `EFFECTIVE_LABEL`. Images are stored as raw uint8
+migration 0009), and every reader uses `EFFECTIVE_LABEL` (genloom/db/queries/datasets.py, with
+`dataset_items`, the one query for a version's members). Images are stored as raw uint8
 C×H×W bytes; texts as UTF-8 (also in `items.text` so SQL reads them directly).
 
     ids = put_items(session, [image_item(arr, label="3"), text_item("hello")])   # dedup by sha256
@@ -104,28 +105,6 @@ def text_item(
         run_id=run_id,
         model_id=model_id,
         metadata=dict(metadata or {}),
-    )
-
-
-# An item's label within a version (m = dataset_members, i = items); '' on a member means "no label".
-# The view v_dataset_items (analytics/views/v_dataset_items.sql) spells out the same expression.
-EFFECTIVE_LABEL = "NULLIF(COALESCE(m.label, i.label), '')"
-
-
-def dataset_items(version: str, *, split: str | None = None) -> str:
-    """The one query for a dataset version's members: every reader (training streams, shards,
-    export, dedup, counts) selects from it instead of joining members and items itself.
-
-    `version` and `split` are placeholders in the caller's parameter style (":v", "%(v)s",
-    "%s"). Columns: item_id, split, label (the effective label in this version),
-    label_override (dataset_members.label as stored), caption (this version's, or NULL), modality,
-    origin, sha256, dtype, shape, payload, text, run_id, model_id. Postgres inlines it as a subquery, so unused columns cost nothing.
-    """
-    where = f"m.version_id = {version}" + (f" AND m.split = {split}" if split else "")
-    return (
-        f"SELECT i.id AS item_id, m.split, {EFFECTIVE_LABEL} AS label, m.label AS label_override, m.caption, "
-        "i.modality, i.origin, i.sha256, i.dtype, i.shape, i.payload, i.text, i.run_id, i.model_id "
-        f"FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE {where}"
     )
 
 

@@ -9,16 +9,18 @@ versions use packed shards (shards.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from genloom.datasets.items import dataset_items, image_batch, item_text
+from genloom.datasets.items import image_batch, item_text
 from genloom.datasets.prefetch import prefetched
 from genloom.datasets.shards import packable, shard_batches
 from genloom.db.models import SPLITS
+from genloom.db.queries.shards import stream_split
 from genloom.errors import BadInput
 
 __all__ = ["Batch", "load_split", "prefetched", "stream_batches"]
@@ -34,12 +36,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.item_ids)
-
-
-_STREAM_SQL = (
-    "SELECT item_id, modality, payload, shape, label, text "
-    f"FROM ({dataset_items('%s', split='%s')}) AS di ORDER BY {{order}}"
-)
 
 
 def stream_batches(
@@ -72,8 +68,6 @@ def stream_batches(
 
     if split not in SPLITS:
         raise BadInput(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    order = "md5(sha256 || %s)" if shuffle else "item_id"
-    params: tuple[Any, ...] = (version_id, split) + ((f"{seed}:{epoch}",) if shuffle else ())
     # The stream's rows (packed shards it writes) carry the caller's tenant: stream_connection sets it.
     with stream_connection(engine) as conn:
         if shuffle and packed and packable(conn, version_id, split):
@@ -95,14 +89,18 @@ def stream_batches(
                     batch.y = torch.from_numpy(y)
                 yield batch
             return
-        # binary: bytea arrives as raw bytes instead of hex text (half the bytes, no parsing).
-        with conn.cursor(name=f"genloom_stream_{version_id}_{split}", binary=True) as cur:
-            # itersize: rows per network round trip; a few batches amortises latency.
-            cur.itersize = fetch_rows or max(batch_size * 4, 512)
-            cur.execute(_STREAM_SQL.format(order=order), params)
+        rows = stream_split(
+            conn,
+            version_id,
+            split,
+            shuffle_key=f"{seed}:{epoch}" if shuffle else None,
+            # rows per network round trip: a few batches amortises latency
+            itersize=fetch_rows or max(batch_size * 4, 512),
+        )
+        with contextlib.closing(rows):  # the server-side cursor closes before the connection goes
             pending: list[tuple] = []
             index = 0
-            for row in cur:
+            for row in rows:
                 if world_size > 1:
                     index += 1
                     if (index - 1) % world_size != rank:

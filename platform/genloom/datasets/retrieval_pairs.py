@@ -51,19 +51,9 @@ def _query_splits(query_ids: list[str], fractions: SplitFractions) -> dict[str, 
 
 def _documents(session, collection_id: int, external_ids: list[str]) -> dict[str, str]:
     """external id → passage (title + the current version's chunks in order)."""
-    import sqlalchemy as sa
+    from genloom.db.queries.documents import current_passages
 
-    rows = session.execute(
-        sa.text(
-            """
-            SELECT d.external_id, d.title, string_agg(c.text, E'\\n' ORDER BY c.ordinal) AS text
-            FROM documents d JOIN chunks c ON c.document_id = d.id
-            WHERE d.collection_id = :c AND d.superseded_at IS NULL AND d.external_id = ANY(:ids)
-            GROUP BY d.id
-            """
-        ),
-        {"c": collection_id, "ids": external_ids},
-    ).all()
+    rows = current_passages(session, collection_id, external_ids)
     return {ext: _passage(title, text) for ext, title, text in rows}
 
 
@@ -214,38 +204,15 @@ def import_feedback_pairs(
     positive (all its sources when it cites none); the sources of one rated <= max_score become
     that question's negatives, ahead of mined ones.
     """
-    import sqlalchemy as sa
-
     from genloom.db.engine import session_scope
+    from genloom.db.queries.generations import rated_generations_over
     from genloom.retrieval.collections import get_collection
 
     if not 1 <= max_score < min_score <= 5:
         raise BadInput(f"need 1 <= --max-score < --min-score <= 5 (got {max_score}, {min_score})")
-    score = "max(coalesce(f.score, CASE f.thumbs WHEN 1 THEN 5 WHEN -1 THEN 1 END))"
     with session_scope() as s:
         coll_id = get_collection(s, collection).id
-        rows = (
-            s.execute(
-                sa.text(
-                    f"""
-                    SELECT g.id, p.text AS question, g.output, {score} AS score,
-                           array_agg(DISTINCT gs.rank || ':' || d.external_id) AS sources
-                    FROM generations g
-                    JOIN prompts p ON p.id = g.prompt_id
-                    JOIN feedback f ON f.generation_id = g.id
-                    JOIN generation_sources gs ON gs.generation_id = g.id
-                    JOIN chunks c ON c.id = gs.chunk_id
-                    JOIN documents d ON d.id = c.document_id AND d.collection_id = :c
-                    WHERE g.status = 'ok'
-                    GROUP BY g.id, g.created_at, p.id  -- (id, created_at): the partitioned key
-                    ORDER BY g.id
-                    """
-                ),
-                {"c": coll_id},
-            )
-            .mappings()
-            .all()
-        )
+        rows = rated_generations_over(s, coll_id)
         good: dict[str, set[str]] = {}
         bad: dict[str, set[str]] = {}
         for r in rows:
@@ -290,16 +257,12 @@ def import_feedback_pairs(
 
 def read_pairs(session, version_ref: str, split: str | None = "train") -> tuple[Any, list[dict]]:
     """(the DatasetVersion, its pair records) for training; a clear error when it holds no pairs."""
-    import sqlalchemy as sa
-
-    from genloom.datasets.items import dataset_items
     from genloom.datasets.versions import resolve_version
+    from genloom.db.queries.datasets import member_texts
 
     version = resolve_version(session, version_ref)
-    sql = f"SELECT text FROM ({dataset_items(':v', split=':s' if split else None)}) AS m ORDER BY item_id"
-    params = {"v": version.id, **({"s": split} if split else {})}
     records = []
-    for (text,) in session.execute(sa.text(sql), params):
+    for text in member_texts(session, version.id, split):
         try:
             record = json.loads(text or "")
         except json.JSONDecodeError:

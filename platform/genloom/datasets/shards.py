@@ -24,34 +24,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from genloom.datasets.items import dataset_items, image_batch
+from genloom.datasets.items import image_batch
 from genloom.datasets.prefetch import prefetched
+from genloom.db.queries import shards as queries
 from genloom.errors import BadInput
 
 SHARD_BYTES = 8 << 20  # payload per shard: few rows per epoch, little memory per read
 
-_PACK_SQL = """
-INSERT INTO dataset_shards (version_id, split, shard_no, item_count, shape, item_ids, labels, payload)
-SELECT %(v)s, %(split)s, rn / %(per)s, count(*), %(shape)s,
-       array_agg(id ORDER BY rn), array_agg(label ORDER BY rn), string_agg(payload, ''::bytea ORDER BY rn)
-FROM (
-    SELECT item_id AS id, label, payload, row_number() OVER (ORDER BY md5(sha256 || 'genloom-shard')) - 1 AS rn
-    FROM ({members}) AS di
-) AS packed
-GROUP BY rn / %(per)s
-""".format(members=dataset_items("%(v)s", split="%(split)s"))
-
 
 def packable(conn, version_id: int, split: str) -> bool:
     """True when shuffled reads of this split can use shards: a sealed version of an image dataset."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT v.sealed AND d.modality = 'image' FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id "
-            "WHERE v.id = %s",
-            (version_id,),
-        )
-        row = cur.fetchone()
-    return bool(row and row[0])
+    return queries.version_packable(conn, version_id)
 
 
 def ensure_shards(conn, version_id: int, split: str) -> list[tuple[int, int]]:
@@ -61,31 +44,19 @@ def ensure_shards(conn, version_id: int, split: str) -> list[tuple[int, int]]:
     one packer instead of packing twice.
     """
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"genloom.shards:{version_id}:{split}",))
-        shards = _list(cur, version_id, split)
+        queries.lock_split(cur, version_id, split)
+        shards = queries.list_shards(cur, version_id, split)
         if not shards:
-            cur.execute(
-                f"SELECT DISTINCT shape FROM ({dataset_items('%s', split='%s')}) AS di LIMIT 2",
-                (version_id, split),
-            )
-            shapes = [tuple(r[0] or ()) for r in cur.fetchall()]
+            shapes = queries.split_shapes(cur, version_id, split)
             if len(shapes) > 1 or () in shapes:
                 conn.rollback()
                 raise BadInput("images of mismatched sizes in one dataset version: re-import with --resize H W")
             if shapes:
                 per = max(1, SHARD_BYTES // max(1, math.prod(shapes[0])))
-                cur.execute(_PACK_SQL, {"v": version_id, "split": split, "per": per, "shape": list(shapes[0])})
-                shards = _list(cur, version_id, split)
+                queries.pack_split(cur, version_id, split, per=per, shape=shapes[0])
+                shards = queries.list_shards(cur, version_id, split)
     conn.commit()
     return shards
-
-
-def _list(cur, version_id: int, split: str) -> list[tuple[int, int]]:
-    cur.execute(
-        "SELECT shard_no, item_count FROM dataset_shards WHERE version_id = %s AND split = %s ORDER BY shard_no",
-        (version_id, split),
-    )
-    return [(r[0], r[1]) for r in cur.fetchall()]
 
 
 def shard_batches(
@@ -112,7 +83,7 @@ def shard_batches(
     shard_order = [shards[k][0] for k in rng.permutation(len(shards))]
     seen = 0  # items of this epoch so far, over all ranks: the DDP split is by epoch position
     left: list[tuple] = []  # (x, ids, labels, y) pieces of a batch not yet full
-    for shape, ids, labels, payload in prefetched(_fetch(conn, version_id, split, shard_order), depth=1):
+    for shape, ids, labels, payload in prefetched(queries.fetch_shards(conn, version_id, split, shard_order), depth=1):
         order = rng.permutation(len(ids))
         if world_size > 1:
             order = order[(np.arange(seen, seen + len(order)) % world_size) == rank]
@@ -141,16 +112,3 @@ def shard_batches(
             left = [(x[start:], ids[start:], labels[start:], y[start:])]
     if left and not drop_last:
         yield tuple(np.concatenate(parts) for parts in zip(*left))
-
-
-def _fetch(conn, version_id: int, split: str, shard_nos: list[int]) -> Iterator[tuple]:
-    """(shape, item_ids, labels, payload) of each shard in turn; ends the read transaction."""
-    with conn.cursor(binary=True) as cur:
-        for shard_no in shard_nos:
-            cur.execute(
-                "SELECT shape, item_ids, labels, payload FROM dataset_shards "
-                "WHERE version_id = %s AND split = %s AND shard_no = %s",
-                (version_id, split, shard_no),
-            )
-            yield cur.fetchone()
-    conn.rollback()

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from genloom.datasets.items import dataset_items
 from genloom.db.models import SPLITS, Dataset, DatasetMember, DatasetVersion
+from genloom.db.queries import datasets as queries
 from genloom.errors import BadInput, NotFound
 from genloom.refs import format_ref, parse_ref
 
@@ -100,7 +100,9 @@ def create_version(
         .order_by(DatasetVersion.version.desc())
         .limit(1)
     ).first()
-    parent_version = latest if parent == "latest" else parent
+    if isinstance(parent, str) and parent != "latest":
+        raise ValueError(f"parent is a DatasetVersion, None or 'latest', not {parent!r}")
+    parent_version = latest if isinstance(parent, str) else parent
     version = DatasetVersion(
         dataset_id=ds.id,
         version=(latest.version if latest else 0) + 1,
@@ -112,13 +114,7 @@ def create_version(
     session.add(version)
     session.flush()
     if copy_parent and parent_version is not None:
-        session.execute(
-            sa.text(
-                "INSERT INTO dataset_members (version_id, item_id, split, label, caption) "
-                "SELECT :new, item_id, split, label, caption FROM dataset_members WHERE version_id = :old"
-            ),
-            {"new": version.id, "old": parent_version.id},
-        )
+        queries.copy_members(session, version.id, parent_version.id)
     return version
 
 
@@ -154,15 +150,7 @@ def manifest_sha256(session: Session, version_id: int) -> str | None:
 
     Equal manifests mean equal versions. A member without an override or caption hashes as it
     did before they existed (importers.manifest_of computes the same in Python)."""
-    return session.scalar(
-        sa.text(
-            "SELECT encode(sha256(convert_to(string_agg(sha256 || ':' || split || COALESCE(':' || label_override, '') "
-            "|| COALESCE(E'\\tcaption=' || caption, ''), "
-            "E'\\n' ORDER BY sha256, split), 'UTF8')), 'hex') "
-            f"FROM ({dataset_items(':v')}) AS di"
-        ),
-        {"v": version_id},
-    )
+    return queries.manifest_sha256(session, version_id)
 
 
 def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
@@ -187,11 +175,7 @@ def seal_version(session: Session, version: DatasetVersion) -> DatasetVersion:
 
 
 def _counts(session: Session, version_id: int, column: str) -> dict[str, int]:
-    rows = session.execute(
-        sa.text(f"SELECT {column} AS k, count(*) FROM ({dataset_items(':v')}) AS di GROUP BY 1"),
-        {"v": version_id},
-    ).all()
-    return {("" if k is None else str(k)): int(n) for k, n in rows}
+    return queries.member_counts(session, version_id, column)
 
 
 def label_sort_key(label: str) -> tuple[int, Any]:
@@ -256,43 +240,17 @@ def list_versions(session: Session, *, after: str | None = None, limit: int | No
 
 def diff_versions(session: Session, a: DatasetVersion, b: DatasetVersion) -> dict[str, Any]:
     """Items only in A, only in B, in both but in another split, label or caption; added items by origin."""
-    row = session.execute(
-        sa.text(
-            f"""
-            WITH a AS (SELECT item_id, split, label, caption FROM ({dataset_items(":a")}) AS di),
-                 b AS (SELECT item_id, split, label, caption FROM ({dataset_items(":b")}) AS di)
-            SELECT
-              (SELECT count(*) FROM a WHERE item_id NOT IN (SELECT item_id FROM b)) AS removed,
-              (SELECT count(*) FROM b WHERE item_id NOT IN (SELECT item_id FROM a)) AS added,
-              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split <> b.split) AS moved,
-              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.label IS DISTINCT FROM b.label) AS relabelled,
-              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.caption IS DISTINCT FROM b.caption) AS recaptioned,
-              (SELECT count(*) FROM a JOIN b USING (item_id) WHERE a.split = b.split
-                                                              AND a.label IS NOT DISTINCT FROM b.label
-                                                              AND a.caption IS NOT DISTINCT FROM b.caption) AS same
-            """
-        ),
-        {"a": a.id, "b": b.id},
-    ).one()
-    added_by_origin = dict(
-        session.execute(
-            sa.text(
-                f"SELECT origin, count(*) FROM ({dataset_items(':b')}) AS di "
-                "WHERE item_id NOT IN (SELECT item_id FROM dataset_members WHERE version_id = :a) GROUP BY 1"
-            ),
-            {"a": a.id, "b": b.id},
-        ).all()
-    )
+    counts, added_by_origin = queries.diff_counts(session, a.id, b.id)
     return {
         "a": version_ref(session, a),
         "b": version_ref(session, b),
-        "added": int(row.added),
-        "removed": int(row.removed),
-        "moved_split": int(row.moved),
-        "relabelled": int(row.relabelled),
-        "recaptioned": int(row.recaptioned),
-        "unchanged": int(row.same),
-        "added_by_origin": {k: int(v) for k, v in added_by_origin.items()},
+        "added": counts["added"],
+        "removed": counts["removed"],
+        "moved_split": counts["moved"],
+        "relabelled": counts["relabelled"],
+        "recaptioned": counts["recaptioned"],
+        "unchanged": counts["same"],
+        "added_by_origin": added_by_origin,
     }
 
 
@@ -327,10 +285,7 @@ def label_index(label_names: list[str]) -> dict[str, int]:
 def describe_version(session: Session, version: DatasetVersion) -> DataInfo:
     """Modality, the single image shape, labels and split sizes; BadInput when mixed."""
     ref = version_ref(session, version)
-    kinds = session.execute(
-        sa.text(f"SELECT modality, shape, count(*) FROM ({dataset_items(':v')}) AS di GROUP BY 1, 2"),
-        {"v": version.id},
-    ).all()
+    kinds = queries.modality_shapes(session, version.id)
     if not kinds:
         raise BadInput(f"dataset {ref} has no items")
     modalities = {k[0] for k in kinds}
@@ -339,7 +294,7 @@ def describe_version(session: Session, version: DatasetVersion) -> DataInfo:
     modality = modalities.pop()
     shape = None
     if modality == "image":
-        shapes = sorted({tuple(k[1]) for k in kinds})
+        shapes = sorted({tuple(k[1] or ()) for k in kinds})
         if len(shapes) > 1:
             listed = ", ".join("×".join(map(str, s)) for s in shapes[:4])
             raise BadInput(f"dataset {ref} has images of mismatched sizes ({listed}): re-import with --resize H W")
@@ -360,18 +315,10 @@ def version_items(
     session: Session, version: DatasetVersion, *, after: int | None = None, limit: int = 48
 ) -> list[dict[str, Any]]:
     """A page of a version's members in item id order past `after` (keyset), payloads included."""
-    rows = session.execute(
-        sa.text(
-            f"SELECT item_id, split, label, modality, origin, dtype, shape, payload, text, run_id, model_id "
-            f"FROM ({dataset_items(':v')}) AS di WHERE item_id > :after ORDER BY item_id LIMIT :limit"
-        ),
-        {"v": version.id, "after": -1 if after is None else after, "limit": limit},
-    ).mappings()
-    return [dict(r) for r in rows]
+    return queries.members_page(session, version.id, after=-1 if after is None else after, limit=limit)
 
 
 def version_lineage(session: Session, version: DatasetVersion) -> list[dict[str, Any]]:
     """Everything upstream of a version (the v_dataset_lineage view): parents, and the models and runs
     that made its synthetic items, with the versions those were trained on."""
-    rows = session.execute(sa.text("SELECT * FROM v_dataset_lineage WHERE version_id = :v"), {"v": version.id})
-    return [dict(r) for r in rows.mappings()]
+    return queries.version_lineage(session, version.id)

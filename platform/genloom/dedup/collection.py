@@ -31,7 +31,8 @@ def collection_job(
     name: str, opts: DedupOptions | None = None, *, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     from genloom.db.engine import session_scope
-    from genloom.db.models import ChunkDuplicate
+    from genloom.db.models import ChunkDuplicate, EmbeddingModel
+    from genloom.db.queries.dedup import current_chunk_texts
     from genloom.dedup import semantic
     from genloom.dedup.exact import exact_duplicates, text_key
     from genloom.dedup.minhash import MinHashConfig, minhash_duplicates
@@ -51,16 +52,10 @@ def collection_job(
     ) as run:
         stage = stages(progress, f"dedup collection {name}")
         with session_scope() as s:
-            rows = s.execute(
-                sa.text(
-                    "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id = c.document_id "
-                    "WHERE d.collection_id = :c AND d.superseded_at IS NULL ORDER BY d.id, c.ordinal"
-                ),
-                {"c": coll_id},
-            ).all()
+            rows = current_chunk_texts(s, coll_id)
             if not rows:
                 raise BadInput(f"collection {name!r} has no chunks to compare")
-            alive = [(int(i), t) for i, t in rows]
+            alive = list(rows)
             decisions: list[Decision] = []
             details: dict[str, Any] = {}
             for method in methods:
@@ -69,18 +64,16 @@ def collection_job(
                 if method == "exact":
                     found = exact_duplicates(((i, text_key(t)) for i, t in alive), method="normalized")
                 elif method == "minhash":
-                    cfg = MinHashConfig(
+                    minhash = MinHashConfig(
                         threshold=opts.threshold or 0.8, num_perm=opts.num_perm, ngram=opts.ngram, unit=opts.unit
                     )
-                    found = minhash_duplicates(alive, cfg)
+                    found = minhash_duplicates(alive, minhash)
                 else:
                     if model_id is None:
                         details["semantic"] = "skipped: the collection has no embedding model"
                         continue
-                    dim = s.scalar(sa.text("SELECT dim FROM embedding_models WHERE id = :m"), {"m": model_id})
-                    space = semantic.VectorSpace(
-                        "embeddings", "chunk_id", "embedding_model_id", int(model_id), int(dim)
-                    )
+                    dim = s.scalars(sa.select(EmbeddingModel.dim).where(EmbeddingModel.id == model_id)).one()
+                    space = semantic.VectorSpace("embeddings", "chunk_id", "embedding_model_id", int(model_id), dim)
                     cfg = semantic.SemanticConfig(threshold=opts.threshold or semantic.DEFAULT_THRESHOLDS["text"])
                     found = semantic.semantic_duplicates(s, space, [i for i, _ in alive], cfg)
                     details["cosine_threshold"] = cfg.threshold

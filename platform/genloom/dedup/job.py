@@ -20,7 +20,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from genloom.datasets.items import dataset_items, image_floats
+from genloom.datasets.items import image_floats
+from genloom.db.queries.datasets import members_for_dedup
 from genloom.dedup import METHODS, Decision
 from genloom.errors import BadInput
 from genloom.progress import ProgressFn
@@ -73,11 +74,7 @@ class Member:
 
 def load_members(session: Session, version_id: int, modality: str) -> list[Member]:
     """Members in keep-priority order: real before synthetic, train before val before test, then oldest."""
-    cols = "item_id, split, origin, sha256, text, " + ("payload, shape" if modality == "image" else "NULL, NULL")
-    rows = session.execute(
-        sa.text(f"SELECT {cols}, label_override FROM ({dataset_items(':v')}) AS di"),
-        {"v": version_id},
-    ).all()
+    rows = members_for_dedup(session, version_id, images=modality == "image")
     members = []
     for item_id, split, origin, sha, text, payload, shape, label_override in rows:
         image = image_floats(payload, shape) if payload is not None else None

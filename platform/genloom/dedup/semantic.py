@@ -27,6 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom.db.models import ItemEmbedder
+from genloom.db.queries import dedup as queries
+from genloom.db.queries.dedup import VectorSpace
 from genloom.dedup import Decision
 from genloom.errors import BadInput
 
@@ -113,7 +115,7 @@ def ensure_embedder(
 
 
 def index_name(embedder_id: int) -> str:
-    return f"ix_item_embeddings_hnsw_{int(embedder_id)}"
+    return queries.item_index_name(embedder_id)
 
 
 def ensure_index(session: Session, embedder: ItemEmbedder) -> None:
@@ -122,47 +124,20 @@ def ensure_index(session: Session, embedder: ItemEmbedder) -> None:
     if embedder.dim > MAX_INDEXED_DIM:
         raise BadInput(f"{embedder.dim}-d vectors exceed pgvector's HNSW limit of {MAX_INDEXED_DIM}")
     session.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(index_name(embedder.id)))))
-    session.execute(
-        sa.text(
-            f"CREATE INDEX IF NOT EXISTS {index_name(embedder.id)} ON item_embeddings "
-            f"USING hnsw ((embedding::vector({int(embedder.dim)})) vector_cosine_ops) "
-            f"WHERE embedder_id = {int(embedder.id)}"
-        )
-    )
+    queries.create_item_index(session, embedder.id, embedder.dim)
 
 
 def missing_items(session: Session, embedder_id: int, item_ids: Sequence[int]) -> list[int]:
-    rows = (
-        session.execute(
-            sa.text(
-                "SELECT i FROM unnest(CAST(:ids AS bigint[])) AS i "
-                "WHERE NOT EXISTS (SELECT 1 FROM item_embeddings e WHERE e.item_id = i AND e.embedder_id = :e)"
-            ),
-            {"ids": list(map(int, item_ids)), "e": embedder_id},
-        )
-        .scalars()
-        .all()
-    )
-    return list(rows)
+    return queries.items_without_vector(session, embedder_id, item_ids)
 
 
 def store_embeddings(session: Session, embedder_id: int, item_ids: Sequence[int], vectors: np.ndarray) -> int:
-    """Binary COPY into item_embeddings (pgvector's psycopg adapter), in the caller's transaction."""
-    from pgvector.psycopg import register_vector
-
-    from genloom.db.tenancy import copy_in
-
+    """Binary COPY into item_embeddings, in the caller's transaction."""
     if len(item_ids) != len(vectors):
         raise ValueError("one vector per item")
     if not len(item_ids):
         return 0
-    conn = session.connection().connection.driver_connection
-    register_vector(conn)
-    with conn.cursor() as cur:
-        with copy_in(cur, "item_embeddings", ["item_id", "embedder_id", "embedding"]) as copy:
-            copy.set_types(["int8", "int8", "vector"])
-            for item_id, vec in zip(item_ids, vectors):
-                copy.write_row((int(item_id), int(embedder_id), np.asarray(vec, dtype=np.float32)))
+    queries.copy_item_embeddings(session, embedder_id, item_ids, vectors)
     return len(item_ids)
 
 
@@ -188,19 +163,6 @@ def embed_missing(
 # --------------------------------------------------------------------------- neighbours and the greedy pass
 
 
-@dataclasses.dataclass(frozen=True)
-class VectorSpace:
-    """Where the vectors of one embedder live: `item_embeddings` for dataset items, or issue
-    3's `embeddings` (chunk vectors per embedding model) for collections. Both tables have
-    the same partial-index shape, so one k-NN query serves both."""
-
-    table: str
-    id_column: str
-    model_column: str
-    model_id: int
-    dim: int
-
-
 def item_space(embedder: ItemEmbedder) -> VectorSpace:
     return VectorSpace("item_embeddings", "item_id", "embedder_id", int(embedder.id), int(embedder.dim))
 
@@ -217,26 +179,8 @@ def neighbours(
     most similar first (through the HNSW index: k per item, not all pairs)."""
     if isinstance(space, ItemEmbedder):
         space = item_space(space)
-    dim, mid, t, idc, mc = int(space.dim), int(space.model_id), space.table, space.id_column, space.model_column
-    session.execute(sa.text(f"SET LOCAL hnsw.ef_search = {int(cfg.ef_search)}"))
-    session.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-    # Model id and dimension are inlined (integers we own) so the planner can match the
-    # partial index's predicate and expression; bind parameters would hide them.
-    sql = sa.text(f"""
-        SELECT q.{idc} AS query, n.{idc} AS neighbour, 1 - n.distance AS similarity
-        FROM {t} q
-        CROSS JOIN LATERAL (
-            SELECT e.{idc}, e.embedding::vector({dim}) <=> q.embedding::vector({dim}) AS distance
-            FROM {t} e
-            WHERE e.{mc} = {mid}
-              AND e.{idc} IN (SELECT item_id FROM {candidates_table})
-            ORDER BY e.embedding::vector({dim}) <=> q.embedding::vector({dim})
-            LIMIT :k
-        ) n
-        WHERE q.{mc} = {mid} AND q.{idc} = ANY(CAST(:ids AS bigint[]))
-          AND n.{idc} <> q.{idc} AND n.distance <= 1 - :threshold
-        ORDER BY q.{idc}, n.distance, n.{idc}
-    """)
+    queries.set_hnsw_search(session, cfg.ef_search)
+    sql = queries.neighbours_sql(space, candidates_table)
     out: dict[int, list[tuple[int, float]]] = {}
     ids = list(map(int, query_ids))
     for start in range(0, len(ids), cfg.batch):
@@ -249,10 +193,7 @@ def neighbours(
 
 
 def _fill_candidates(session: Session, ids: Sequence[int], table: str = "dedup_candidates") -> None:
-    session.execute(sa.text(f"CREATE TEMP TABLE IF NOT EXISTS {table} (item_id bigint PRIMARY KEY) ON COMMIT DROP"))
-    session.execute(sa.text(f"TRUNCATE {table}"))
-    session.execute(sa.text(f"INSERT INTO {table} SELECT unnest(CAST(:ids AS bigint[]))"), {"ids": list(map(int, ids))})
-    session.execute(sa.text(f"ANALYZE {table}"))
+    queries.fill_candidates(session, ids, table)
 
 
 def greedy_keep(order: Sequence[int], nbrs: dict[int, list[tuple[int, float]]]) -> list[Decision]:

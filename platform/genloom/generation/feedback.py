@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from genloom.crypto import seal, unseal
@@ -47,14 +46,9 @@ def add_feedback(
 
 def _pii_mode(session: Session, prompt_id: int) -> str:
     """The log's PII mode for this generation: its collection's, else the server's (genloom.pii.log_mode)."""
-    collection_mode = session.scalar(
-        sa.text(
-            "SELECT c.pii_mode FROM prompts p JOIN sessions s ON s.id = p.session_id "
-            "JOIN collections c ON c.id = s.collection_id WHERE p.id = :p"
-        ),
-        {"p": prompt_id},
-    )
-    return log_mode(collection_mode)
+    from genloom.db.queries.generations import prompt_collection_pii_mode
+
+    return log_mode(prompt_collection_pii_mode(session, prompt_id))
 
 
 def feedback_json(row: Feedback) -> dict:

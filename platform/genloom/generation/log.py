@@ -17,7 +17,9 @@ from genloom.db.models import (
     Generation,
     GenerationSource,
     Prompt,
+    PromptTemplate,
 )
+from genloom.db.queries.generations import generations_page, logged_model_names
 from genloom.errors import BadInput, NotFound
 from genloom.generation.feedback import feedback_json
 from genloom.pii import pseudonym
@@ -30,6 +32,7 @@ def generation_detail(session: Session, generation_id: int) -> dict[str, Any]:
     if gen is None:
         raise NotFound(f"no generation {generation_id}")
     prompt = session.get(Prompt, gen.prompt_id)
+    assert prompt is not None  # generations.prompt_id is a NOT NULL foreign key
     sources = session.execute(
         sa.select(GenerationSource, Chunk.text, Document.external_id, Document.title, Document.version, Chunk.metadata_)
         .outerjoin(Chunk, Chunk.id == GenerationSource.chunk_id)  # NULL once purged: the tombstone remains
@@ -139,16 +142,14 @@ GENERATION_FILTERS = (
 )
 
 
-def _template_clause(session: Session, ref: str, params: dict[str, Any]) -> str:
-    """`name` matches every version; `name@3` or `name@label` the one version it resolves to."""
+def _template(session: Session, ref: str) -> tuple[str, int | None]:
+    """`name` matches every version (None); `name@3` or `name@label` the one version it resolves to."""
     from genloom.generation.templates import get_template
 
     if "@" not in ref:
-        params["tname"] = ref
-        return "p.template_name = :tname"
+        return ref, None
     template = get_template(session, ref)
-    params["tname"], params["tversion"] = template.name, template.version
-    return "p.template_name = :tname AND p.template_version = :tversion"
+    return template.name, template.version
 
 
 def list_generations(
@@ -166,60 +167,16 @@ def list_generations(
     if unknown:
         raise BadInput(f"unknown generation filter(s): {', '.join(sorted(unknown))}")
     f = {k: v for k, v in filters.items() if v is not None and v != ""}
-    params: dict[str, Any] = {"limit": max(1, min(int(limit), 500))}
-    where = ["TRUE"]
-    if before is not None:
-        where.append("g.id < :before")
-        params["before"] = before
-    simple = {
-        "model": "g.model_name = :model",
-        "user": "p.user_id IN (:user, :user_pseudonym)",  # clear (pii off) or keyed hash (genloom.pii.pseudonym)
-        "collection": "s.collection_id = (SELECT id FROM collections WHERE name = :collection)",
-        "since": "g.created_at >= CAST(:since AS timestamptz)",
-        "until": "g.created_at < CAST(:until AS timestamptz)",
-        "min_ms": "g.total_ms >= :min_ms",
-        "max_ms": "g.total_ms <= :max_ms",
-        "status": "g.status = :status",
-        "min_score": "(SELECT avg(score) FROM feedback f WHERE f.generation_id = g.id) >= :min_score",
-        "max_score": "(SELECT avg(score) FROM feedback f WHERE f.generation_id = g.id) <= :max_score",
-    }
-    for name, clause in simple.items():
-        if name in f:
-            where.append(clause)
-            params[name] = f[name]
-    if "user" in f:
-        params["user_pseudonym"] = pseudonym(str(f["user"]), "hash")
-    if "template" in f:
-        where.append(_template_clause(session, str(f["template"]), params))
-    if "has_feedback" in f:
-        exists = "EXISTS (SELECT 1 FROM feedback f WHERE f.generation_id = g.id)"
-        where.append(exists if f["has_feedback"] else f"NOT {exists}")
-    if "abstained" in f:
-        where.append(("" if f["abstained"] else "NOT ") + "coalesce(g.params->>'finish_reason' = 'abstain', false)")
-    rows = session.execute(
-        sa.text(
-            f"""
-            SELECT g.id, g.created_at, g.model_name AS model, g.status, g.total_ms, g.input_tokens, g.output_tokens,
-                   g.params->>'finish_reason' AS finish_reason, p.text AS prompt, p.user_id AS user,
-                   p.template_name, p.template_version, c.name AS collection,
-                   fb.feedback, fb.mean_score, fb.thumbs
-            FROM generations g
-            JOIN prompts p ON p.id = g.prompt_id
-            JOIN sessions s ON s.id = p.session_id
-            LEFT JOIN collections c ON c.id = s.collection_id
-            LEFT JOIN LATERAL (
-                SELECT count(*) AS feedback, avg(f.score)::float8 AS mean_score, sum(f.thumbs) AS thumbs
-                FROM feedback f WHERE f.generation_id = g.id
-            ) fb ON true
-            WHERE {" AND ".join(where)}
-            ORDER BY g.id DESC
-            LIMIT :limit
-            """
-        ),
-        params,
-    ).mappings()
+    rows = generations_page(
+        session,
+        before=before,
+        limit=max(1, min(int(limit), 500)),
+        filters=f,
+        user_pseudonym=pseudonym(str(f["user"]), "hash") if "user" in f else None,
+        template=_template(session, str(f["template"])) if "template" in f else None,
+    )
     return [
-        dict(row)
+        row
         | {
             "prompt": unseal(row["prompt"], "prompts.text"),
             "template": f"{row['template_name']}@{row['template_version']}" if row["template_name"] else None,
@@ -230,19 +187,7 @@ def list_generations(
 
 def generation_facets(session: Session) -> dict[str, list[str]]:
     """The values the trace browser offers in its filter menus (small tables only: models, templates, collections)."""
-    # A skip scan over ix_generations_model: one index probe per distinct model, not a pass over the log.
-    models = session.scalars(
-        sa.text(
-            """
-            WITH RECURSIVE m AS (
-                SELECT min(model_name) AS v FROM generations
-                UNION ALL
-                SELECT (SELECT min(model_name) FROM generations WHERE model_name > m.v) FROM m WHERE m.v IS NOT NULL
-            )
-            SELECT v FROM m WHERE v IS NOT NULL LIMIT 200
-            """
-        )
-    ).all()
-    templates = session.scalars(sa.text("SELECT DISTINCT name FROM prompt_templates ORDER BY 1")).all()
-    collections = session.scalars(sa.text("SELECT name FROM collections ORDER BY 1")).all()
+    models = logged_model_names(session)  # a skip scan: one index probe per distinct model
+    templates = session.scalars(sa.select(PromptTemplate.name).distinct().order_by(PromptTemplate.name)).all()
+    collections = session.scalars(sa.select(Collection.name).order_by(Collection.name)).all()
     return {"models": list(models), "templates": list(templates), "collections": list(collections)}

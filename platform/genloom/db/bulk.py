@@ -1,8 +1,10 @@
-"""Bulk writes for one batch of whole documents, inside the caller's transaction.
+"""Bulk writes of documents, chunks and embeddings, inside the caller's transaction.
 
 Chunks and embeddings go in with binary COPY (pgvector's psycopg dumper writes the
 vectors; through a staging table, as COPY cannot target a table under row-level security): ~10x faster than INSERTs at these sizes. Chunk ids are taken from the
 sequence first, so the embeddings' COPY can reference them without a round trip per row.
+The ingest pipeline (ingest/pipeline.py) and `genloom embed` (ingest/embed_models.py) call these;
+this is the store's one place that drives psycopg's COPY for them.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ class PreparedDocument:
     chunk_metadata: list[dict[str, Any]] | None = None  # per chunk: start/end offsets, page, heading
 
 
-def _psycopg(session: Session):
+def _psycopg(session: Session) -> Any:
     """The psycopg connection under the session, with pgvector's types registered once."""
-    conn = session.connection().connection.driver_connection
+    conn: Any = session.connection().connection.driver_connection
     if not getattr(conn, "_genloom_vector", False):
         from pgvector.psycopg import register_vector
 
@@ -54,7 +56,7 @@ def write_documents(
 
     if not docs:
         return [], []
-    returned = dict(
+    returned: dict[str, int] = dict(
         session.execute(
             sa.text(
                 """
@@ -145,6 +147,17 @@ def append_chunks(
             for chunk_id, vector in zip(chunk_ids, vectors):
                 copy.write_row((chunk_id, embedding_model_id, vector))
     return chunk_ids
+
+
+def copy_embeddings(session: Session, embedding_model_id: int, chunk_ids: list[int], vectors: np.ndarray) -> None:
+    """COPY vectors of one model for existing chunks (`genloom embed`: a second model's vectors)."""
+    from genloom.db.tenancy import copy_in  # COPY cannot target a table under row-level security
+
+    with _psycopg(session).cursor() as cur:
+        with copy_in(cur, "embeddings", ["chunk_id", "embedding_model_id", "embedding"]) as copy:
+            copy.set_types(["int8", "int8", "vector"])
+            for chunk_id, vector in zip(chunk_ids, vectors):
+                copy.write_row((chunk_id, embedding_model_id, vector))
 
 
 def _json(value: dict) -> str:

@@ -1,0 +1,127 @@
+"""Named queries of deduplication (genloom/dedup): item vectors in pgvector and their k-NN.
+
+Each runs in the caller's session and transaction. Identifiers that appear inlined in the SQL
+(table and column names of a `VectorSpace`, embedder ids, dimensions) are values the store owns,
+never user input; they are inlined where the planner must see them to use a partial index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorSpace:
+    """Where the vectors of one embedder live: `item_embeddings` for dataset items, or issue
+    3's `embeddings` (chunk vectors per embedding model) for collections. Both tables have
+    the same partial-index shape, so one k-NN query serves both."""
+
+    table: str
+    id_column: str
+    model_column: str
+    model_id: int
+    dim: int
+
+
+def item_index_name(embedder_id: int) -> str:
+    return f"ix_item_embeddings_hnsw_{int(embedder_id)}"
+
+
+def create_item_index(session: Session, embedder_id: int, dim: int) -> None:
+    """The embedder's partial HNSW index (cosine); IF NOT EXISTS makes it idempotent.
+
+    The caller holds an advisory lock on the index name so two first runs do not build it twice.
+    """
+    session.execute(
+        sa.text(
+            f"CREATE INDEX IF NOT EXISTS {item_index_name(embedder_id)} ON item_embeddings "
+            f"USING hnsw ((embedding::vector({int(dim)})) vector_cosine_ops) "
+            f"WHERE embedder_id = {int(embedder_id)}"
+        )
+    )
+
+
+def items_without_vector(session: Session, embedder_id: int, item_ids: Sequence[int]) -> list[int]:
+    """The ITEM_IDS (in their order) that have no vector under the embedder yet."""
+    return [
+        int(i)
+        for i in session.execute(
+            sa.text(
+                "SELECT i FROM unnest(CAST(:ids AS bigint[])) AS i "
+                "WHERE NOT EXISTS (SELECT 1 FROM item_embeddings e WHERE e.item_id = i AND e.embedder_id = :e)"
+            ),
+            {"ids": list(map(int, item_ids)), "e": embedder_id},
+        ).scalars()
+    ]
+
+
+def copy_item_embeddings(session: Session, embedder_id: int, item_ids: Sequence[int], vectors: np.ndarray) -> None:
+    """Binary COPY into item_embeddings (pgvector's psycopg adapter), in the caller's transaction."""
+    from pgvector.psycopg import register_vector
+
+    from genloom.db.tenancy import copy_in
+
+    conn: Any = session.connection().connection.driver_connection
+    register_vector(conn)
+    with conn.cursor() as cur:
+        with copy_in(cur, "item_embeddings", ["item_id", "embedder_id", "embedding"]) as copy:
+            copy.set_types(["int8", "int8", "vector"])
+            for item_id, vec in zip(item_ids, vectors):
+                copy.write_row((int(item_id), int(embedder_id), np.asarray(vec, dtype=np.float32)))
+
+
+def fill_candidates(session: Session, ids: Sequence[int], table: str = "dedup_candidates") -> None:
+    """A temporary table of the ids neighbours may be drawn from (dropped at commit)."""
+    session.execute(sa.text(f"CREATE TEMP TABLE IF NOT EXISTS {table} (item_id bigint PRIMARY KEY) ON COMMIT DROP"))
+    session.execute(sa.text(f"TRUNCATE {table}"))
+    session.execute(sa.text(f"INSERT INTO {table} SELECT unnest(CAST(:ids AS bigint[]))"), {"ids": list(map(int, ids))})
+    session.execute(sa.text(f"ANALYZE {table}"))  # the planner's row estimate decides index vs scan
+
+
+def set_hnsw_search(session: Session, ef_search: int) -> None:
+    """HNSW settings for the rest of the transaction: candidate list size, and iterative scan so a
+    filtered k-NN keeps returning rows when the filter rejects some."""
+    session.execute(sa.text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
+    session.execute(sa.text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+
+
+def neighbours_sql(space: VectorSpace, candidates_table: str) -> sa.TextClause:
+    """Per query id (:ids), its :k nearest among CANDIDATES_TABLE within cosine distance 1 - :threshold.
+
+    Model id and dimension are inlined (integers we own) so the planner can match the partial
+    index's predicate and expression; bind parameters would hide them.
+    """
+    dim, mid, t, idc, mc = int(space.dim), int(space.model_id), space.table, space.id_column, space.model_column
+    return sa.text(f"""
+        SELECT q.{idc} AS query, n.{idc} AS neighbour, 1 - n.distance AS similarity
+        FROM {t} q
+        CROSS JOIN LATERAL (
+            SELECT e.{idc}, e.embedding::vector({dim}) <=> q.embedding::vector({dim}) AS distance
+            FROM {t} e
+            WHERE e.{mc} = {mid}
+              AND e.{idc} IN (SELECT item_id FROM {candidates_table})
+            ORDER BY e.embedding::vector({dim}) <=> q.embedding::vector({dim})
+            LIMIT :k
+        ) n
+        WHERE q.{mc} = {mid} AND q.{idc} = ANY(CAST(:ids AS bigint[]))
+          AND n.{idc} <> q.{idc} AND n.distance <= 1 - :threshold
+        ORDER BY q.{idc}, n.distance, n.{idc}
+    """)
+
+
+def current_chunk_texts(session: Session, collection_id: int) -> list[tuple[int, str]]:
+    """(chunk id, text) of the collection's current documents, in document and chunk order."""
+    rows = session.execute(
+        sa.text(
+            "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "WHERE d.collection_id = :c AND d.superseded_at IS NULL ORDER BY d.id, c.ordinal"
+        ),
+        {"c": collection_id},
+    )
+    return [(int(i), str(t)) for i, t in rows]
