@@ -122,6 +122,7 @@ class IngestResult:
     new_versions: int = 0  # of those, how many superseded an older version
     chunks: int = 0
     unchanged: int = 0  # documents whose content hash is current: nothing written
+    metadata_updated: int = 0  # of the unchanged, those whose metadata alone changed (--meta): updated in place
     retired: int = 0  # --sync: documents whose files are gone, no longer searchable
     skipped: Counter = dataclasses.field(default_factory=Counter)  # reason -> count (deliberately not ingested)
     failed: Counter = dataclasses.field(default_factory=Counter)  # reason -> count (could not be ingested)
@@ -155,6 +156,7 @@ class IngestResult:
             "written": self.documents,
             "new_versions": self.new_versions,
             "unchanged": self.unchanged,
+            "metadata_updated": self.metadata_updated,
             "retired": self.retired,
             "resumed": self.resumed,
             "excluded": self.excluded,
@@ -182,8 +184,10 @@ class IngestResult:
         retired = f", {self.retired} retired" if self.retired else ""
         resumed = f", {self.resumed} resumed" if self.resumed else ""
         excluded = f", {self.excluded} excluded" if self.excluded else ""
+        meta = f" ({self.metadata_updated} with new metadata)" if self.metadata_updated else ""
         return (
-            f"{self.collection}: {self.documents} written{versions}{resumed}, {self.unchanged} unchanged{retired}{excluded}, "
+            f"{self.collection}: {self.documents} written{versions}{resumed}, {self.unchanged} unchanged{meta}"
+            f"{retired}{excluded}, "
             f"skipped {by_reason(self.skipped)}, failed {by_reason(self.failed)}; "
             f"{self.chunks} chunks in {self.seconds:.1f}s (run {self.run_id})"
         )
@@ -574,7 +578,8 @@ SELECT external_id,
        max(id) FILTER (WHERE superseded_at IS NULL) AS current_id,
        max(sha256) FILTER (WHERE superseded_at IS NULL) AS current_sha256,
        -- set-meta keys of the latest version (current, or retired): a new version inherits them
-       (array_agg(user_metadata ORDER BY version DESC))[1] AS user_metadata
+       (array_agg(user_metadata ORDER BY version DESC))[1] AS user_metadata,
+       (array_agg(metadata) FILTER (WHERE superseded_at IS NULL))[1] AS current_metadata
 FROM documents
 WHERE collection_id = :c AND external_id = ANY(:ids)
 GROUP BY external_id
@@ -584,6 +589,16 @@ GROUP BY external_id
 def _current(session, collection_id: int, docs: list[SourceDocument]) -> dict[str, Any]:
     rows = session.execute(sa.text(_CURRENT_SQL), {"c": collection_id, "ids": [d.external_id for d in docs]})
     return {row.external_id: row for row in rows}
+
+
+def _metadata_only_change(doc: SourceDocument, row: Any) -> bool:
+    """Whether DOC differs from its current stored version in metadata alone: the stored hash is
+    what DOC would hash to with the stored metadata (less the set-meta keys, stored beside it)."""
+    if row.current_id is None or row.current_metadata is None or doc.content_sha256 is not None:
+        return False
+    user = row.user_metadata or {}
+    stored = {k: v for k, v in row.current_metadata.items() if k not in user}
+    return dataclasses.replace(doc, metadata=stored).sha256 == row.current_sha256
 
 
 @dataclasses.dataclass
@@ -616,6 +631,19 @@ def _prepare_batch(
     with session_scope(engine) as s:
         current = _current(s, collection_id, batch)
     todo = [d for d in batch if not (d.external_id in current and current[d.external_id].current_sha256 == d.sha256)]
+    # 1b. Same title and text, other metadata (`--meta` changed): update the current version's
+    # metadata in place; its chunks and vectors stay, nothing is embedded again.
+    meta_only = [d for d in todo if d.external_id in current and _metadata_only_change(d, current[d.external_id])]
+    if meta_only:
+        from genloom.db.queries import update_document_metadata
+
+        with session_scope(engine) as s:
+            for d in meta_only:
+                row = current[d.external_id]
+                user = row.user_metadata or {}
+                update_document_metadata(s, row.current_id, {**d.metadata, **user}, d.sha256)
+        result.metadata_updated += len(meta_only)
+        todo = [d for d in todo if d not in meta_only]
     result.unchanged += len(batch) - len(todo)
     if not todo:
         return _PreparedBatch(batch, [], [], None)

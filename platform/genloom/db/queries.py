@@ -42,3 +42,14 @@ def version_texts(session: Session, version_id: int, split: str | None = None) -
         {"v": version_id, **({"s": split} if split else {})},
     )
     return [text or "" for (text,) in rows]
+
+
+def update_document_metadata(session: Session, document_id: int, metadata: dict, sha256: str) -> None:
+    """Replace a current document version's metadata (and the content hash that covers it) in place:
+    ingest's `--meta` change of an unchanged document, which keeps its chunks and vectors."""
+    import json
+
+    session.execute(
+        sa.text("UPDATE documents SET metadata = CAST(:m AS jsonb), sha256 = :h WHERE id = :id"),
+        {"m": json.dumps(metadata, ensure_ascii=False), "h": sha256, "id": document_id},
+    )
