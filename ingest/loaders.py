@@ -690,13 +690,38 @@ def _cut(text: str) -> int:
 # --------------------------------------------------------------------------- one loader per format
 
 
+_TITLE_SKIP = re.compile(r"^(copyright\b|©|\(c\)|spdx-license|#!|-\*-)|^[\W_]+$|;\s*urgency=", re.I)
+_UNDERLINE = re.compile(r"^\s*([=\-~*#])\1{2,}\s*$")
+
+
+def first_line_title(text: str, fallback: str) -> str:
+    """A plain-text document's title: its first line that stands alone like a heading (a blank line or
+    an underline follows it) and reads like one (not a copyright notice, a shebang, a changelog entry or
+    a line of symbols; at most 100 characters), else `fallback` (the stem). "base-passwd for Debian"
+    says more than "README"; a one-paragraph file keeps its stem."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines[:20]):
+        line = line.strip()
+        if not line:
+            continue
+        if _TITLE_SKIP.search(line) or len(line) > 100 or sum(c.isalpha() for c in line) < 3:
+            continue
+        after = lines[i + 1] if i + 1 < len(lines) else None
+        if after is not None and (not after.strip() or _UNDERLINE.match(after)):
+            return line
+        return fallback  # the first real line runs on into a paragraph: prose, not a title
+    return fallback
+
+
 def load_text(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skipped]) -> list[SourceDocument]:
     text, meta = _text_of(path, raw)
-    return [_file_doc(path, _normalise_space(text), path.stem, **meta)]
+    text = _normalise_space(text)
+    return [_file_doc(path, text, first_line_title(text, path.stem), **meta)]
 
 
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
 _HEADING = re.compile(r"\A\s*#\s+(.+?)\s*#*\s*(?:\n|\Z)")
+_SETEXT_TITLE = re.compile(r"^([^\n!\[<|][^\n]{1,99})\n=+[ \t]*$", re.M)  # "Title\n=====" (not an image line)
 
 
 def load_markdown(path: Path, raw: bytes, options: LoadOptions, skipped: list[Skipped]) -> list[SourceDocument]:
@@ -706,10 +731,18 @@ def load_markdown(path: Path, raw: bytes, options: LoadOptions, skipped: list[Sk
     if heading:
         title, text = heading.group(1).strip(), text[heading.end() :]  # indexed and embedded once, as the title
     else:
-        title = path.stem
+        title = None
     text = _normalise_space(text)
+    found = markdown_headings(text)
+    if title is None:  # badges or prose first: the first heading further down (ATX or setext) names it
+        setext = _SETEXT_TITLE.search(text)
+        candidates = [(m.start(), m.group(1).strip()) for m in [setext] if m] + [
+            (text.find(h), h) for level, h in found[:1] if level <= 2
+        ]
+        named = [(at, t) for at, t in candidates if at >= 0 and sum(c.isalpha() for c in t) >= 3]
+        title = min(named)[1] if named else path.stem
     doc = _file_doc(path, text, title, **meta)
-    doc.headings = locate_headings(text, markdown_headings(text))
+    doc.headings = locate_headings(text, found)
     return [doc]
 
 

@@ -123,6 +123,7 @@ class IngestResult:
     new_versions: int = 0  # of those, how many superseded an older version
     chunks: int = 0
     unchanged: int = 0  # documents whose content hash is current: nothing written
+    metadata_updated: int = 0  # of the unchanged, those whose metadata alone changed (--meta): updated in place
     retired: int = 0  # --sync: documents whose files are gone, no longer searchable
     skipped: Counter = dataclasses.field(default_factory=Counter)  # reason -> count (deliberately not ingested)
     failed: Counter = dataclasses.field(default_factory=Counter)  # reason -> count (could not be ingested)
@@ -156,6 +157,7 @@ class IngestResult:
             "written": self.documents,
             "new_versions": self.new_versions,
             "unchanged": self.unchanged,
+            "metadata_updated": self.metadata_updated,
             "retired": self.retired,
             "resumed": self.resumed,
             "excluded": self.excluded,
@@ -183,8 +185,10 @@ class IngestResult:
         retired = f", {self.retired} retired" if self.retired else ""
         resumed = f", {self.resumed} resumed" if self.resumed else ""
         excluded = f", {self.excluded} excluded" if self.excluded else ""
+        meta = f" ({self.metadata_updated} with new metadata)" if self.metadata_updated else ""
         return (
-            f"{self.collection}: {self.documents} written{versions}{resumed}, {self.unchanged} unchanged{retired}{excluded}, "
+            f"{self.collection}: {self.documents} written{versions}{resumed}, {self.unchanged} unchanged{meta}"
+            f"{retired}{excluded}, "
             f"skipped {by_reason(self.skipped)}, failed {by_reason(self.failed)}; "
             f"{self.chunks} chunks in {self.seconds:.1f}s (run {self.run_id})"
         )
@@ -541,6 +545,16 @@ def _current(session, collection_id: int, docs: list[SourceDocument]) -> dict[st
     return queries.current_versions(session, collection_id, [d.external_id for d in docs])
 
 
+def _metadata_only_change(doc: SourceDocument, row: Any) -> bool:
+    """Whether DOC differs from its current stored version in metadata alone: the stored hash is
+    what DOC would hash to with the stored metadata (less the set-meta keys, stored beside it)."""
+    if row.current_id is None or row.current_metadata is None or doc.content_sha256 is not None:
+        return False
+    user = row.user_metadata or {}
+    stored = {k: v for k, v in row.current_metadata.items() if k not in user}
+    return dataclasses.replace(doc, metadata=stored).sha256 == row.current_sha256
+
+
 @dataclasses.dataclass
 class _PreparedBatch:
     docs: list[SourceDocument]  # the whole batch, unchanged ones included
@@ -571,6 +585,19 @@ def _prepare_batch(
     with session_scope(engine) as s:
         current = _current(s, collection_id, batch)
     todo = [d for d in batch if not (d.external_id in current and current[d.external_id].current_sha256 == d.sha256)]
+    # 1b. Same title and text, other metadata (`--meta` changed): update the current version's
+    # metadata in place; its chunks and vectors stay, nothing is embedded again.
+    meta_only = [d for d in todo if d.external_id in current and _metadata_only_change(d, current[d.external_id])]
+    if meta_only:
+        from genloom.db.queries import update_document_metadata
+
+        with session_scope(engine) as s:
+            for d in meta_only:
+                row = current[d.external_id]
+                user = row.user_metadata or {}
+                update_document_metadata(s, row.current_id, {**d.metadata, **user}, d.sha256)
+        result.metadata_updated += len(meta_only)
+        todo = [d for d in todo if d not in meta_only]
     result.unchanged += len(batch) - len(todo)
     if not todo:
         return _PreparedBatch(batch, [], [], None)

@@ -183,6 +183,24 @@ def import_feedback_cmd(
     _report(result, json_out)
 
 
+@import_app.command("squad")
+def import_squad_cmd(
+    source: Annotated[Path, typer.Argument(help="A SQuAD v1.1/v2.0 JSON file.")],
+    name: Annotated[str, typer.Option("--name", help="Dataset name.")] = "squad",
+    val: Annotated[
+        float, typer.Option("--val", help="Share of articles held out to calibrate a reader's abstention.")
+    ] = 0.1,
+    test: Annotated[float, typer.Option("--test", help="Share of articles held out for evaluation.")] = 0.5,
+    seed: SeedOption = 0,
+    json_out: JsonOption = False,
+) -> None:
+    """Question/paragraph/answer records for `genloom train reader`, split by article."""
+    from genloom.datasets.importers import SplitFractions
+    from genloom.datasets.squad import import_squad
+
+    _report(import_squad(source, name, fractions=SplitFractions(val=val, test=test, seed=seed)), json_out)
+
+
 @import_app.command("qrels")
 def import_qrels_cmd(
     qrels: Annotated[

@@ -20,7 +20,7 @@ def train(
         str,
         typer.Argument(
             help="Architecture: vae, gan, diffusion, transformer, vae-gan, latent-diffusion or clip; "
-            "or embedder / reranker (retrieval)."
+            "or embedder / reranker (retrieval), or reader (answer spans)."
         ),
     ],
     dataset: Annotated[
@@ -74,10 +74,12 @@ def train(
     """Train a model on a dataset version; register it with its run. Works under `torchrun --nproc_per_node N`.
 
     `train embedder` / `train reranker` fine-tune the shipped MiniLM (or --init MODEL) on a dataset of
-    query/passage pairs (`genloom datasets import qrels`); --set negatives=N, max_length=N, scale=X, warmup=X."""
+    query/passage pairs (`genloom datasets import qrels`); --set negatives=N, max_length=N, scale=X, warmup=X.
+    `train reader` fine-tunes a span reader on question/answer records (`genloom datasets import squad`) and
+    calibrates its abstention on their val split; --set max_seconds=S stops training after S seconds."""
     import os
 
-    if arch in ("embedder", "reranker"):
+    if arch in ("embedder", "reranker", "reader"):
         _train_retrieval(arch, dataset, init, steps, epochs, batch_size, lr, seed, name, set_, json_out)
         return
 
@@ -136,10 +138,13 @@ def _train_retrieval(kind, dataset, init, steps, epochs, batch_size, lr, seed, n
             setattr(config, option, value)
     fields = {f.name: f.type for f in dataclasses.fields(FinetuneConfig)}
     for key, text in parse_pairs(set_, "--set").items():
-        if key not in ("negatives", "max_length", "scale", "warmup"):
-            raise BadInput(f"unknown --set {key} for train {kind}; use negatives, max_length, scale or warmup")
+        if key not in ("negatives", "max_length", "scale", "warmup", "max_seconds", "calibration_questions"):
+            raise BadInput(
+                f"unknown --set {key} for train {kind}; use negatives, max_length, scale, warmup, max_seconds "
+                "or calibration_questions"
+            )
         try:
-            setattr(config, key, int(text) if "int" in str(fields[key]) else float(text))
+            setattr(config, key, int(text) if str(fields[key]).startswith("int") else float(text))
         except ValueError:
             raise BadInput(f"--set {key}= expects a number (got {text!r})") from None
     with RichProgress(enabled=not json_out, transient=False) as progress:
@@ -160,6 +165,13 @@ def _train_retrieval(kind, dataset, init, steps, epochs, batch_size, lr, seed, n
         f"of {result.dataset}, {stats['steps']} steps in {stats['seconds']:.1f} s, "
         f"loss {stats['loss_first']} → {stats['loss_last']}"
     )
+    if "calibration" in stats:
+        cal = stats["calibration"]
+        console.print(
+            f"  abstains below margin {cal['threshold']}: on {cal['questions']} held-out questions it abstains on "
+            f"{cal['answerable_abstention']:.0%} of the answerable and {cal['unanswerable_abstention']:.0%} "
+            "of the unanswerable (their question with another article's paragraph)"
+        )
 
 
 def sample(

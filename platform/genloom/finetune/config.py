@@ -23,6 +23,8 @@ class FinetuneConfig:
     scale: float = 20.0  # bi-encoder: cosine similarities × scale are the logits (temperature 0.05)
     seed: int = 0
     steps: int | None = None  # optimisation steps; None: --epochs passes over the pairs
+    calibration_questions: int = 300  # reader: held-out questions its abstention threshold is chosen on
+    max_seconds: float | None = None  # reader: stop after this much training time (the schedule follows it)
 
     def check(self) -> None:
         if (

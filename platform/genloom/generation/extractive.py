@@ -24,6 +24,12 @@ default when no model is configured.
 
 The thresholds were set on a SQuAD v1.1 dev sample disjoint from the benchmark's
 (bench/results/rag_squad_extractive.json records both; docs/benchmarks.md).
+
+With a trained reader (`genloom train reader`; `--model READER` names it), the answer is instead
+the reader's best span over the sources, followed by the sentence it stands in and its `[n]`:
+`span [n] — “sentence”`. It abstains when the span beats the reader's no-answer score by less than
+the threshold calibrated on held-out questions (genloom.finetune.reader). Without one, the sentence
+ranking above answers.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import dataclasses
 import html
 import math
 import re
+from pathlib import Path
 
 from genloom.generation.backend import GenOutput, GenParams, OnText, Source
 
@@ -202,10 +209,21 @@ class ExtractiveBackend:
         min_similarity: float = 0.3,
         min_coverage: float = 0.34,
         max_sentences: int = 1,
+        reader_dir: Path | None = None,
+        name: str | None = None,
+        revision: str | None = None,
+        model_id: int | None = None,
     ):
         from genloom.embeddings import DEFAULT_MODEL
 
-        self.revision = DEFAULT_MODEL
+        self.revision = revision or DEFAULT_MODEL
+        self.reader = None
+        if reader_dir is not None:
+            from genloom.generation.reader import SpanReader
+
+            self.reader = SpanReader(reader_dir)
+            self.name = name or f"extractive:{reader_dir.name}"
+            self.model_id = model_id
         self.lexical_weight = lexical_weight
         self.min_similarity = min_similarity
         self.min_coverage = min_coverage
@@ -259,9 +277,32 @@ class ExtractiveBackend:
                 chosen = sorted([cands[best], cands[i]], key=lambda c: c.position)
         return chosen
 
+    def read(self, question: str, sources: list[Source]) -> str | None:
+        """The reader's answer: `span [n] — “sentence”`, or None to abstain."""
+        assert self.reader is not None
+        texts = [strip_markup(source.text) for source in sources]
+        span = self.reader.read(question, texts)
+        if not self.reader.answers(span):
+            return None
+        assert span is not None
+        text = texts[span.passage]
+        n = sources[span.passage].n
+        sentence = next(
+            (sent for sent in split_sentences(text) if span.text in sent),
+            text[max(0, span.start - 80) : span.end + 80].strip(),
+        )
+        answer = " ".join(span.text.split())
+        if " ".join(sentence.split()) == answer:
+            return f"{answer} [{n}]"
+        return f"{answer} [{n}] — “{' '.join(sentence.split())}”"
+
     def generate(
         self, prompt: str, *, params: GenParams, question: str, sources: list[Source], on_text: OnText | None = None
     ) -> GenOutput:
+        if self.reader is not None:
+            return self._generate_with_reader(
+                prompt, params=params, question=question, sources=sources, on_text=on_text
+            )
         cands = candidates(sources)
         chosen = self.choose(question, cands, self.similarities(question, cands) if cands else [])
         finish = "stop"
@@ -281,6 +322,27 @@ class ExtractiveBackend:
             if not pieces:  # even the best sentence is longer than max_new_tokens: cut it
                 pieces = [_truncate_tokens(self, f"{chosen[0].sentence} [{chosen[0].n}]", params.max_new_tokens)]
             text = " ".join(pieces)
+        for stop in params.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+        if on_text is not None:
+            for i, piece in enumerate(text.split(" ")):
+                on_text(piece if i == 0 else " " + piece)
+        return GenOutput(
+            text=text,
+            input_tokens=self.count_tokens(prompt),
+            output_tokens=self.count_tokens(text),
+            finish_reason=finish,
+        )
+
+    def _generate_with_reader(
+        self, prompt: str, *, params: GenParams, question: str, sources: list[Source], on_text: OnText | None
+    ) -> GenOutput:
+        answer = self.read(question, sources) if sources else None
+        text, finish = (ABSTAIN, "abstain") if answer is None else (answer, "stop")
+        if answer is not None and self.count_tokens(text) > params.max_new_tokens:
+            text, finish = _truncate_tokens(self, text, params.max_new_tokens), "length"
         for stop in params.stop:
             cut = text.find(stop)
             if cut >= 0:

@@ -1,7 +1,8 @@
 """How `--model` picks a generation backend, and the per-process cache of loaded ones.
 
-Resolution, in order: `extractive` → a local directory (a Hugging Face causal LM) →
-`NAME[@V]` in genloom's model registry. Nothing is ever downloaded.
+Resolution, in order: `extractive` → a local directory (a Hugging Face causal LM, or a trained
+reader: then the extractive backend answers with its spans) → `NAME[@V]` in genloom's model
+registry (a `span-reader` is read the same way). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -62,8 +63,14 @@ def load_backend(session, ref: str | None) -> Backend:
             backend = ExtractiveBackend()
         elif key[0] == "dir":
             from genloom.generation.hf import load_hf_backend
+            from genloom.generation.reader import is_reader_dir
 
-            backend = load_hf_backend(Path(key[1]))
+            if is_reader_dir(Path(key[1])):  # a trained reader: the extractive backend reads with it
+                from genloom.generation.extractive import ExtractiveBackend
+
+                backend = ExtractiveBackend(reader_dir=Path(key[1]))
+            else:
+                backend = load_hf_backend(Path(key[1]))
         else:
             backend = _registry_backend(session, ref)
         _cache[key] = backend
@@ -109,6 +116,14 @@ def _registry_backend(session, ref: str) -> Backend:
     from genloom.registry import extract_model_dir
 
     directory = extract_model_dir(session, model)
+    if model.architecture == "span-reader":  # a trained reader (genloom train reader)
+        from genloom.generation.extractive import ExtractiveBackend
+
+        backend = ExtractiveBackend(
+            reader_dir=directory, name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id
+        )
+        _cache[key] = backend
+        return backend
     backend = load_hf_backend(directory, name=f"{model.name}@{model.version}", revision=model.sha256, model_id=model.id)
     _cache[key] = backend
     return backend

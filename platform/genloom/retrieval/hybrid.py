@@ -14,8 +14,9 @@ Named parameters (bound by psycopg):
   :fusion, :rrf_k, :bm25_weight 'rrf' (1/(rrf_k + rank) summed) or 'weighted' (min-max normalised
                                 scores, bm25_weight * bm25 + (1 - bm25_weight) * vector)
   :by_document, :k              one row per document (its best chunk), and how many rows
-  :distinct_text                one row per chunk text (case and spacing ignored): the same passage
-                                in two files (a package and its -whl twin) fills one slot, not two
+  :distinct_text                one row per chunk text (case, spacing and punctuation ignored): the
+                                same passage in two files (a package and its -whl twin, or a copy
+                                re-wrapped or re-punctuated) fills one slot, not two
 
 Five slots are filled in Python before binding, each from a fixed set of strings or an int:
   {dim}, {model_id}     literals, so the planner matches the per-model partial HNSW index
@@ -116,7 +117,7 @@ hits AS (
     SELECT f.*, c.document_id, c.text, c.metadata AS chunk_metadata,
            d.external_id, d.title, d.version, d.metadata AS document_metadata,
            row_number() OVER (PARTITION BY c.document_id ORDER BY f.score DESC, f.chunk_id) AS rank_in_document,
-           row_number() OVER (PARTITION BY md5(lower(regexp_replace(c.text, '[[:space:]]+', ' ', 'g')))
+           row_number() OVER (PARTITION BY md5(btrim(regexp_replace(lower(c.text), '[^[:alnum:]]+', ' ', 'g')))
                               ORDER BY f.score DESC, f.chunk_id) AS rank_of_text
     FROM fused f
     JOIN chunks c ON c.id = f.chunk_id{t_c}

@@ -114,7 +114,7 @@ def search(
     depth: candidates per branch (default max(100, k), tripled with by_document so that k distinct
     documents survive the collapse). embedding_model: another model with vectors in this
     collection (`genloom embed`); default the collection's own. distinct_text: keep the best of
-    chunks whose text is the same (case and spacing ignored), so copies of one file do not take
+    chunks whose text is the same (case, spacing and punctuation ignored), so copies of one file do not take
     several of the k slots.
     """
     if query is None or not str(query).strip():

@@ -31,3 +31,25 @@ def table_row_counts(connection: sa.Connection) -> dict[str, int]:
         name: int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
         for name, table in sorted(Base.metadata.tables.items())
     }
+
+
+def version_texts(session: Session, version_id: int, split: str | None = None) -> list[str]:
+    """The texts of a dataset version's members (of one split, or all), in item order: what
+    readers of JSON-record datasets (training pairs, question/answer records) parse."""
+    where = "m.version_id = :v" + (" AND m.split = :s" if split else "")
+    rows = session.execute(
+        sa.text(f"SELECT i.text FROM dataset_members m JOIN items i ON i.id = m.item_id WHERE {where} ORDER BY i.id"),
+        {"v": version_id, **({"s": split} if split else {})},
+    )
+    return [text or "" for (text,) in rows]
+
+
+def update_document_metadata(session: Session, document_id: int, metadata: dict, sha256: str) -> None:
+    """Replace a current document version's metadata (and the content hash that covers it) in place:
+    ingest's `--meta` change of an unchanged document, which keeps its chunks and vectors."""
+    import json
+
+    session.execute(
+        sa.text("UPDATE documents SET metadata = CAST(:m AS jsonb), sha256 = :h WHERE id = :id"),
+        {"m": json.dumps(metadata, ensure_ascii=False), "h": sha256, "id": document_id},
+    )

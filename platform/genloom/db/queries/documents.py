@@ -82,7 +82,8 @@ SELECT external_id,
        max(id) FILTER (WHERE superseded_at IS NULL) AS current_id,
        max(sha256) FILTER (WHERE superseded_at IS NULL) AS current_sha256,
        -- set-meta keys of the latest version (current, or retired): a new version inherits them
-       (array_agg(user_metadata ORDER BY version DESC))[1] AS user_metadata
+       (array_agg(user_metadata ORDER BY version DESC))[1] AS user_metadata,
+       (array_agg(metadata) FILTER (WHERE superseded_at IS NULL))[1] AS current_metadata
 FROM documents
 WHERE collection_id = :c AND external_id = ANY(:ids)
 GROUP BY external_id
@@ -90,7 +91,7 @@ GROUP BY external_id
 
 
 def current_versions(session: Session, collection_id: int, external_ids: Sequence[str]) -> dict[str, sa.Row[Any]]:
-    """Per external id: last_version, current_id, current_sha256 and the inherited user_metadata."""
+    """Per external id: last_version, current_id, current_sha256, the inherited user_metadata and the current metadata."""
     rows = session.execute(sa.text(_CURRENT_SQL), {"c": collection_id, "ids": list(external_ids)})
     return {row.external_id: row for row in rows}
 
