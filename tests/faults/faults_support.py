@@ -142,7 +142,9 @@ def kill_at_event(proc: subprocess.Popen, url: str, rng: random.Random, progress
         else:
             kill()
     proc.wait(timeout=120)
-    print(f"kill: {what}")  # shown with -s: the point this seed chose and what the job had done
+    # shown with -s: the point this seed chose and what the job had done (sys.__stdout__: the `cli`
+    # fixture's capsys would swallow a plain print in a test that runs genloom in-process afterwards)
+    print(f"kill: {what}", file=sys.__stdout__, flush=True)
     return what
 
 
