@@ -317,7 +317,9 @@ def test_purging_a_cited_document_keeps_tombstones_on_the_cluster(citus_cluster,
     assert cli("ingest", folder, "--collection", "purge").exit_code == 0
     answer = cli("ask", "what do herons spear?", "--collection", "purge", "--model", "extractive", "--json")
     assert answer.exit_code == 0, answer.stderr
-    purged = cli("documents", "delete", str(folder / "herons.txt"), "--collection", "purge", "--purge", "--yes", "--json")
+    purged = cli(
+        "documents", "delete", str(folder / "herons.txt"), "--collection", "purge", "--purge", "--yes", "--json"
+    )
     assert purged.exit_code == 0, purged.stderr
     assert (purged.json()["action"], purged.json()["generations_citing"]) == ("purge", 1)
     with session_scope() as session:

@@ -236,7 +236,8 @@ def _write_tombstones(session: Session, document_ids: Sequence[int], run_id: int
     sql, tenant = _TOMBSTONE_SQL, {}
     if distributed_by_tenant(session):
         sql = _TOMBSTONE_TEMPLATE.format(
-            t_c=" AND c.tenant = :tenant AND d.tenant = :tenant AND col.tenant = :tenant", t_gs=" AND gs.tenant = :tenant"
+            t_c=" AND c.tenant = :tenant AND d.tenant = :tenant AND col.tenant = :tenant",
+            t_gs=" AND gs.tenant = :tenant",
         )
         tenant = {"tenant": current_tenant()}
     session.execute(sa.text(sql), {"ids": list(document_ids), "run": run_id, **tenant})
