@@ -304,3 +304,49 @@ def test_search_on_the_cluster_equals_the_single_node(citus_cluster, pg_server, 
             # exact top 10; the cluster's recall of it (a tenant's rows on one shard) must be as good.
             recall = len({d for d, _ in got} & {d for d, _ in expected}) / len(expected)
             assert recall == 1.0, (query, got, expected)
+
+
+def test_purging_a_cited_document_keeps_tombstones_on_the_cluster(citus_cluster, cli, tmp_path):
+    """`documents delete --purge`: the tombstone UPDATE ran as a multi-shard UPDATE calling the STABLE
+    jsonb_build_object on columns, which Citus refuses; it is a router query on the tenant's shard."""
+    from genloom.db.engine import session_scope
+
+    folder = tmp_path / "purge"
+    folder.mkdir()
+    (folder / "herons.txt").write_text("Herons stand still in the shallows and spear fish.")
+    assert cli("ingest", folder, "--collection", "purge").exit_code == 0
+    answer = cli("ask", "what do herons spear?", "--collection", "purge", "--model", "extractive", "--json")
+    assert answer.exit_code == 0, answer.stderr
+    purged = cli(
+        "documents", "delete", str(folder / "herons.txt"), "--collection", "purge", "--purge", "--yes", "--json"
+    )
+    assert purged.exit_code == 0, purged.stderr
+    assert (purged.json()["action"], purged.json()["generations_citing"]) == ("purge", 1)
+    with session_scope() as session:
+        sources = session.execute(
+            sa.text("SELECT chunk_id, tombstone ->> 'external_id' FROM generation_sources WHERE generation_id = :g"),
+            {"g": answer.json()["generation_id"]},
+        ).all()
+        left = session.execute(sa.text("SELECT count(*) FROM documents WHERE external_id LIKE '%herons.txt'")).scalar()
+    assert sources and all(c is None and e.endswith("herons.txt") for c, e in sources) and left == 0
+
+
+def test_the_report_and_model_stats_work_on_the_cluster(citus_cluster, cli, tmp_path):
+    """`genloom report` reads v_model_stats, whose outer join of the log to the (distributed) model
+    registry failed on Citus under the tenant policy ("failed to postpone qual containing lateral
+    reference"); the view joins the registry as a subquery since migration 0026."""
+    folder = tmp_path / "report"
+    folder.mkdir()
+    (folder / "finch.txt").write_text("Finches crack seeds with short strong beaks.")
+    assert cli("ingest", folder, "--collection", "report").exit_code == 0
+    asked = cli("ask", "what do finches crack?", "--collection", "report", "--model", "extractive")
+    assert asked.exit_code == 0, asked.stderr
+    from genloom.db.engine import session_scope
+
+    with session_scope() as session:  # as genloom_app, under the tenant policy
+        models = set(session.execute(sa.text("SELECT model_name FROM v_model_stats")).scalars())
+    assert "extractive" in models
+    out = tmp_path / "report.html"
+    result = cli("report", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert "extractive" in out.read_text()

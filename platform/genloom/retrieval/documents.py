@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from genloom.db.tenancy import current_tenant, distributed_by_tenant
 from genloom.errors import BadInput, NotFound
 from genloom.retrieval import bm25
 
@@ -202,16 +203,44 @@ def purge_impact(session: Session, document_ids: Sequence[int]) -> dict[str, Any
     }
 
 
-_TOMBSTONE_SQL = """
+# The tombstones are built in a CTE, not in the UPDATE's SET: jsonb_build_object is STABLE, and Citus
+# refuses an UPDATE that calls a STABLE function on columns. (One node inlines the CTE: the same plan.)
+# The source's chunk_id is nulled here too: one node's foreign key would do it when the chunk goes
+# (ON DELETE SET NULL), but on a cluster that reference is soft (genloom.db.distribute).
+# {t_c}, {t_gs}: on a Citus cluster each table is filtered on `:tenant` (_write_tombstones).
+_TOMBSTONE_TEMPLATE = """
+WITH purged AS (
+    SELECT c.id AS chunk_id,
+           jsonb_build_object(
+               'external_id', d.external_id, 'title', d.title, 'version', d.version, 'collection', col.name,
+               'chunk_id', c.id, 'purged_at', now(), 'purged_by_run_id', CAST(:run AS bigint)) AS tombstone
+    FROM chunks c
+    JOIN documents d ON d.id = c.document_id
+    JOIN collections col ON col.id = d.collection_id
+    WHERE c.document_id = ANY(:ids){t_c}
+)
 UPDATE generation_sources gs
-SET tombstone = jsonb_build_object(
-        'external_id', d.external_id, 'title', d.title, 'version', d.version,
-        'collection', col.name, 'chunk_id', c.id, 'purged_at', now(), 'purged_by_run_id', CAST(:run AS bigint))
-FROM chunks c
-JOIN documents d ON d.id = c.document_id
-JOIN collections col ON col.id = d.collection_id
-WHERE gs.chunk_id = c.id AND c.document_id = ANY(:ids)
+SET tombstone = purged.tombstone, chunk_id = NULL
+FROM purged
+WHERE gs.chunk_id = purged.chunk_id{t_gs}
 """
+_TOMBSTONE_SQL = _TOMBSTONE_TEMPLATE.format(t_c="", t_gs="")
+
+
+def _write_tombstones(session: Session, document_ids: Sequence[int], run_id: int | None) -> None:
+    """Each generation source citing a chunk of these documents keeps a tombstone of what it cited.
+
+    On a Citus cluster (every table distributed by tenant, genloom.db.distribute) each table is
+    filtered on the tenant too, so the statement is a router query on the tenant's shard (Citus
+    routes on constants and parameters only; the policies keep the same rows)."""
+    sql, tenant = _TOMBSTONE_SQL, {}
+    if distributed_by_tenant(session):
+        sql = _TOMBSTONE_TEMPLATE.format(
+            t_c=" AND c.tenant = :tenant AND d.tenant = :tenant AND col.tenant = :tenant",
+            t_gs=" AND gs.tenant = :tenant",
+        )
+        tenant = {"tenant": current_tenant()}
+    session.execute(sa.text(sql), {"ids": list(document_ids), "run": run_id, **tenant})
 
 
 def purge_documents(session: Session, collection_id: int, document_ids: Sequence[int], *, run_id: int | None) -> dict:
@@ -225,8 +254,8 @@ def purge_documents(session: Session, collection_id: int, document_ids: Sequence
         )
     )
     bm25.retire_documents(session, collection_id, current)
-    session.execute(sa.text(_TOMBSTONE_SQL), {"ids": ids, "run": run_id})
-    # chunks, embeddings, postings, duplicates go by ON DELETE CASCADE; sources by SET NULL.
+    _write_tombstones(session, ids, run_id)
+    # chunks, embeddings, postings, duplicates go by ON DELETE CASCADE (sources were unlinked above).
     session.execute(sa.text("DELETE FROM documents WHERE id = ANY(:ids)"), {"ids": ids})
     return impact
 
@@ -364,7 +393,7 @@ def delete_collection(session: Session, name: str, *, force: bool = False, run_i
         )
     ids = list(session.scalars(sa.text("SELECT id FROM documents WHERE collection_id = :c"), {"c": collection.id}))
     impact = purge_impact(session, ids)
-    session.execute(sa.text(_TOMBSTONE_SQL), {"ids": ids, "run": run_id})
+    _write_tombstones(session, ids, run_id)
     session.execute(sa.text("DELETE FROM collections WHERE id = :c"), {"c": collection.id})  # cascades
     return {"collection": name, "datasets_imported_from_it": datasets, **impact}
 

@@ -1,0 +1,9 @@
+-- v_audit_log: who did what, when, with what outcome: API key changes, refused requests, model
+--   registrations, dataset seals, retention, `genloom sql` statements (by hash), data-key rotation
+--
+-- audit_log is append-only (a trigger refuses UPDATE, DELETE and TRUNCATE; migration 0013); the
+-- view adds the acting key's public prefix. It runs with the caller's rights, so a tenant sees
+-- only its own rows.
+SELECT a.id, a.at, a.tenant, a.key_id, k.prefix AS key_prefix, a.os_user, a.role, a.action, a.object,
+       a.outcome, a.detail
+FROM audit_log a LEFT JOIN api_keys k ON k.id = a.key_id
