@@ -13,7 +13,8 @@ under a row marked incomplete that becomes current only when the last slice is i
 resumes it from its last slice (`_write_streamed`). Discovery runs to the end first, so progress has final
 totals; every file ends up written, unchanged, skipped or failed with a reason (`IngestResult`).
 Progress goes through the shared `genloom.progress.ProgressFn` as ("ingest COLLECTION", bytes done,
-bytes total or None while discovering, "N chunks embedded · R chunks/s · F/T files"); see `_Tally`.
+bytes total or None while discovering, "N chunks embedded · R chunks/s · F/T files · D documents");
+see `_Tally`.
 With `sync`, documents whose files are gone from the given folders are retired at the end.
 """
 
@@ -72,6 +73,7 @@ class _Tally:
     files_done: int = 0
     bytes_total: int = 0  # bytes of the files to load: the bar's (and the ETA's) denominator
     bytes_done: int = 0
+    documents_done: int = 0  # written, unchanged or rejected
     chunks: int = 0  # chunks embedded and written (the real work)
     # The batch being embedded now, counted chunk by chunk (a batch of 256 documents can take
     # minutes): its chunks embedded so far, of how many, and the bytes of its documents.
@@ -99,7 +101,10 @@ class _Tally:
         if self.discovering:
             return f"discovering: {self.files_total} files"
         files = f" · {self.files_done}/{self.files_total} files" if self.sized else ""
-        return f"{self.chunks_embedded:,} chunks embedded · {self.rate():.1f} chunks/s{files}"
+        return (
+            f"{self.chunks_embedded:,} chunks embedded · {self.rate():.1f} chunks/s{files}"
+            f" · {self.documents_done:,} documents"
+        )
 
     def send(self, progress: ProgressFn | None, task: str) -> None:
         total = self.bytes_total if self.sized and not self.discovering else None
@@ -366,6 +371,7 @@ def ingest_documents(
             state.send(progress, task)
 
         def passed(docs: list[SourceDocument]) -> None:
+            state.documents_done += len(docs)
             state.bytes_done += sum(d.size for d in docs)
             report()
 
@@ -450,6 +456,7 @@ def ingest_documents(
                         )
                     except LoadError as exc:  # a bad file: nothing of it stays (see _write_streamed)
                         result.note(Skipped(doc.external_id, exc.reason, str(exc), exc.status))
+                    state.documents_done += 1
                     report()
                     continue
                 batch.append(doc)
