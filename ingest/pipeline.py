@@ -12,6 +12,9 @@ A large document (streamed by its loader) is written alone, a bounded slice per 
 under a row marked incomplete that becomes current only when the last slice is in; a re-run
 resumes it from its last slice (`_write_streamed`). Discovery runs to the end first, so progress has final
 totals; every file ends up written, unchanged, skipped or failed with a reason (`IngestResult`).
+Progress goes through the shared `genloom.progress.ProgressFn` as ("ingest COLLECTION", bytes done,
+bytes total or None while discovering, "N chunks embedded · R chunks/s · F/T files · D documents");
+see `_Tally`.
 With `sync`, documents whose files are gone from the given folders are retired at the end.
 """
 
@@ -38,6 +41,7 @@ from genloom.db.errors import is_foreign_key_violation
 from genloom.db.queries import documents as queries
 from genloom.errors import BadInput, NotFound
 from genloom.pii import check_mode, record_findings, redact
+from genloom.progress import ProgressFn, report as report_progress
 from genloom.retrieval import bm25
 from genloom.retrieval.collections import ensure_collection, validate_name
 from genloom.retrieval.vector import HnswConfig, ensure_embedding_model
@@ -57,13 +61,17 @@ from ingest.loaders import (
 
 
 @dataclasses.dataclass
-class IngestProgress:
-    """What a progress bar needs. Totals are final once `discovering` is False."""
+class _Tally:
+    """What ingest counts as it goes, reported through the shared `genloom.progress.ProgressFn`
+    as (task "ingest COLLECTION", bytes done, bytes total or None, a status line of the counts).
+    Totals are final once `discovering` is False and `sized` (`ingest` sizes the files first;
+    `ingest_documents` alone gets an iterable of unknown size, so its total stays None)."""
 
     discovering: bool = True
+    sized: bool = False
     files_total: int = 0  # files found (to load, or skipped/failed at discovery)
     files_done: int = 0
-    bytes_total: int = 0  # bytes of the files to load: the ETA's denominator
+    bytes_total: int = 0  # bytes of the files to load: the bar's (and the ETA's) denominator
     bytes_done: int = 0
     documents_done: int = 0  # written, unchanged or rejected
     chunks: int = 0  # chunks embedded and written (the real work)
@@ -84,18 +92,23 @@ class IngestProgress:
         elapsed = time.perf_counter() - self.started
         return self.chunks_embedded / elapsed if elapsed > 0 else 0.0
 
-    def eta_seconds(self) -> float | None:
-        """Seconds left, from the share of bytes done, the batch in hand counted by its chunks
-        embedded (None while discovering or before any)."""
-        in_hand = self.embedding_bytes * self.embedding_done / self.embedding_total if self.embedding_total else 0.0
-        done = self.bytes_done + in_hand
-        if self.discovering or done <= 0 or self.bytes_total <= 0:
-            return None
-        elapsed = time.perf_counter() - self.started
-        return max(elapsed * (self.bytes_total - done) / done, 0.0)
+    def done(self) -> int:
+        """Bytes done, the batch in hand counted by its share of chunks embedded."""
+        in_hand = self.embedding_bytes * self.embedding_done // self.embedding_total if self.embedding_total else 0
+        return self.bytes_done + in_hand
 
+    def status(self) -> str:
+        if self.discovering:
+            return f"discovering: {self.files_total} files"
+        files = f" · {self.files_done}/{self.files_total} files" if self.sized else ""
+        return (
+            f"{self.chunks_embedded:,} chunks embedded · {self.rate():.1f} chunks/s{files}"
+            f" · {self.documents_done:,} documents"
+        )
 
-ProgressFn = Callable[[IngestProgress], None]
+    def send(self, progress: ProgressFn | None, task: str) -> None:
+        total = self.bytes_total if self.sized and not self.discovering else None
+        report_progress(progress, task, 0 if self.discovering else self.done(), total, self.status())
 
 
 @dataclasses.dataclass
@@ -215,7 +228,7 @@ def ingest(
     if options.sync and not any(p.is_dir() for p in given):
         raise BadInput("--sync mirrors folders: give at least one folder")
     result = IngestResult(collection=options.collection)
-    state = IngestProgress()
+    state = _Tally(sized=True)
 
     # 1. Discovery, to the end, before any work: the totals of the progress bar never grow.
     sources = []
@@ -233,12 +246,13 @@ def ingest(
             else:
                 sources.append(source)
                 state.bytes_total += source.size
-            if progress and state.files_total % 200 == 0:
-                progress(state)
+            if state.files_total % 200 == 0:
+                state.send(progress, _task(options))
     except LoadError as exc:
         raise BadInput(str(exc)) from None
     state.discovering = False
     state.started = time.perf_counter()
+    state.send(progress, _task(options))  # the totals, final now; the renderer's clock starts here
     # Files that exist, loadable or not: --sync retires only documents whose file is not among them.
     seen_paths = {os.path.realpath(s.path) for s in sources} | {
         os.path.realpath(p.path) for p in result.problems if p.reason != "hidden"
@@ -289,7 +303,7 @@ def ingest_documents(
     progress: ProgressFn | None = None,
     engine: Engine | None = None,
     result: IngestResult | None = None,
-    state: IngestProgress | None = None,
+    state: _Tally | None = None,
     sync_roots: list[Path] | None = None,
     sync_seen: set[str] | None = None,
 ) -> IngestResult:
@@ -300,7 +314,8 @@ def ingest_documents(
     started = time.perf_counter()
     validate_name(options.collection)
     result = result or IngestResult(collection=options.collection)
-    state = state or IngestProgress(discovering=False)
+    state = state or _Tally(discovering=False)
+    task = _task(options)
     try:
         model = embeddings.get_embedder(options.embedding_model)
     except embeddings.EmbeddingModelError as exc:
@@ -353,8 +368,7 @@ def ingest_documents(
 
         def report(in_flight: int = 0) -> None:
             state.chunks = result.chunks + in_flight  # in_flight: chunks of a streamed document so far
-            if progress:
-                progress(state)
+            state.send(progress, task)
 
         def passed(docs: list[SourceDocument]) -> None:
             state.documents_done += len(docs)
@@ -376,8 +390,7 @@ def ingest_documents(
 
             def embedding(done: int, total: int, todo_bytes: int) -> None:
                 state.embedding_done, state.embedding_total, state.embedding_bytes = done, total, todo_bytes
-                if progress:
-                    progress(state)
+                state.send(progress, task)
 
             prepared = _prepare_batch(docs, collection_id, chunker, options, result, engine, on_embedded=embedding)
             state.embedding_done = state.embedding_total = state.embedding_bytes = 0
@@ -479,6 +492,11 @@ def _raise_if_collection_deleted(exc: sa.exc.IntegrityError, name: str, collecti
         gone = not queries.collection_exists(s, collection_id)
     if gone:
         raise NotFound(f"collection {name!r} was deleted while ingesting") from None
+
+
+def _task(options: IngestOptions) -> str:
+    """The name ingest reports its progress under (a bar's label in the CLI)."""
+    return f"ingest {options.collection}"
 
 
 def _pii_mode(session, collection_id: int, explicit: str | None) -> str:
@@ -685,7 +703,7 @@ def _write_streamed(
     chunker: Chunker,
     options: IngestOptions,
     result: IngestResult,
-    state: IngestProgress,
+    state: _Tally,
     report: Callable[[int], None],
     engine: Engine | None,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -229,9 +230,9 @@ def test_interrupted_ingest_leaves_whole_documents_and_rerun_continues(db_url, t
         (folder / f"doc{i}.txt").write_text(f"Document {i}. " + " ".join(f"Sentence {j} of document {i}." for j in range(40)))
     calls = []
 
-    def stop_after_first_batch(p):
-        calls.append(p.documents_done)
-        if p.documents_done >= 3:
+    def stop_after_first_batch(task, done, total, status):  # the shared ProgressFn; its status counts documents
+        calls.append(int(m[1]) if (m := re.search(r" · (\d+) documents$", status)) else 0)
+        if calls[-1] >= 3:
             raise KeyboardInterrupt
 
     with pytest.raises(JobInterrupted):  # the Ctrl-C, once the job has recorded what it kept
@@ -266,8 +267,8 @@ def test_a_collection_deleted_while_ingesting_is_one_clear_line(db_url, tmp_path
         (folder / f"doc{i}.txt").write_text(f"Document {i}. " + " ".join(f"Sentence {j}." for j in range(20)))
     deleted = []
 
-    def delete_while_embedding(p):  # the batch is embedded, not yet written: the collection goes now
-        if p.embedding_total and not deleted:
+    def delete_while_embedding(task, done, total, status):  # the batch is embedded, not yet written: delete now
+        if re.match(r"[1-9][\d,]* chunks embedded", status) and not deleted:
             with session_scope() as other:  # its own connection and transaction, as the CLI's would be
                 delete_collection(other, "c")
             deleted.append(True)

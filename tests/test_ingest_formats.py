@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import re
 from pathlib import Path
 
 import pytest
@@ -210,10 +211,14 @@ def test_large_single_line_file_commits_slices_and_resumes_where_it_stopped(db_u
     path.write_text(" ".join(words))  # ~110 kB, one line
     seen = []
 
+    def chunks(status):  # of the shared ProgressFn's status: "N chunks embedded · ..."
+        m = re.match(r"([\d,]+) chunks embedded", status)
+        return int(m[1].replace(",", "")) if m else 0
+
     def stop_at(n):
-        def progress(p):
-            seen.append(p.chunks)
-            if p.chunks >= n:
+        def progress(task, done, total, status):
+            seen.append(chunks(status))
+            if seen[-1] >= n:
                 raise KeyboardInterrupt
         return progress
 
@@ -237,7 +242,7 @@ def test_large_single_line_file_commits_slices_and_resumes_where_it_stopped(db_u
     session.commit()
 
     seen.clear()
-    result = ingest([path], options, progress=lambda p: seen.append(p.chunks))
+    result = ingest([path], options, progress=lambda task, done, total, status: seen.append(chunks(status)))
     assert (result.documents, result.resumed, result.unchanged) == (1, 1, 0) and result.chunks > 24
     assert min(c for c in seen if c) == 24  # went on from chunk 16: the next slice, not the first
     clean = ingest([path], dataclasses.replace(options, collection="clean"))
@@ -328,15 +333,16 @@ def test_progress_has_final_totals_after_discovery_and_counts_chunks(db_url, tmp
     (folder / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     snapshots = []
 
-    def record(p):
-        snapshots.append((p.discovering, p.files_total, p.bytes_total, p.bytes_done, p.chunks, p.eta_seconds(), p.rate()))
+    def record(task, done, total, status):  # the shared genloom.progress.ProgressFn: bytes, counts in the status
+        m = re.match(r"([\d,]+) chunks embedded · ([\d.]+) chunks/s · (\d+)/(\d+) files", status)
+        snapshots.append((total, done, m and int(m[1].replace(",", "")), m and float(m[2]), m and int(m[4])))
 
     result = ingest([folder], IngestOptions(collection="c", batch_documents=2), progress=record)
-    after = [s for s in snapshots if not s[0]]
-    assert after and {s[1] for s in after} == {7} and len({s[2] for s in after}) == 1  # totals never grow
-    assert [s[4] for s in after] == sorted(s[4] for s in after) and after[-1][4] == result.chunks
-    assert after[-1][3] == after[-1][2]  # every byte accounted for at the end
-    assert any(s[5] is not None for s in after) and after[-1][6] > 0
+    after = [s for s in snapshots if s[0] is not None]
+    assert after and {s[4] for s in after} == {7} and len({s[0] for s in after}) == 1  # totals never grow
+    assert [s[2] for s in after] == sorted(s[2] for s in after) and after[-1][2] == result.chunks
+    assert after[-1][1] == after[-1][0]  # every byte accounted for at the end
+    assert any(0 < s[1] < s[0] for s in after) and after[-1][3] > 0  # an ETA before the end; a rate
 
 
 @pytest.mark.parametrize(

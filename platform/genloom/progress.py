@@ -3,7 +3,8 @@
 The library never draws and never imports the CLI package (an import contract in
 .importlinter checks this). A job takes `progress: ProgressFn | None` and calls it as
 it goes; the CLI passes its `RichProgress` (cli/progress.py), tests and benchmarks
-pass nothing. This is the style `ingest.pipeline.ProgressFn` set first.
+pass nothing. Every job reports through this one shape, ingest included: it reports
+bytes done of bytes total (None while it discovers files), its counts in the status.
 """
 
 from __future__ import annotations

@@ -69,9 +69,9 @@ def retrieval(
         raise BadInput("--modes is empty; use e.g. bm25,vector,hybrid")
     with RichProgress() as bar:
 
-        def on_ingest(p) -> None:  # an ingest.pipeline.IngestProgress
-            if not p.discovering:
-                bar("ingest corpus", p.bytes_done, max(p.bytes_total, 1))
+        def on_ingest(task: str, done: int, total: int | None, status: str) -> None:  # a genloom.progress.ProgressFn
+            if total is not None:  # not while discovering
+                bar("ingest corpus", done, max(total, 1))
 
         def on_search(done: int, total: int) -> None:
             bar("queries", done, total)

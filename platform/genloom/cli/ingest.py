@@ -110,7 +110,7 @@ def ingest(
     from genloom.retrieval.vector import HnswConfig
     from ingest.chunking import ChunkConfig
     from ingest.loaders import LoadOptions
-    from ingest.pipeline import IngestOptions, IngestProgress, ingest as run_ingest
+    from ingest.pipeline import IngestOptions, ingest as run_ingest
 
     missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:  # before the progress bar starts
@@ -153,19 +153,18 @@ def ingest(
     # On a terminal: a bar. Piped or redirected stderr (a log, CI): a plain line every few seconds.
     plain = not json_out and not err_console.is_terminal
     with RichProgress(transient=json_out, terminal_only=True) as bar:
-        task = f"ingest {collection}"
         last_line = [time.monotonic()]
+        started: list[float] = []  # when the totals became known (discovery ended): the ETA's clock
 
-        def progress(p: IngestProgress) -> None:
-            if p.discovering:
-                bar(task, 0, None, f"discovering: {p.files_total} files")
+        def progress(task: str, done: int, total: int | None, status: str) -> None:  # a genloom.progress.ProgressFn
+            if total is None:  # discovering
+                bar(task, 0, None, status)
                 return
-            eta = p.eta_seconds()
-            status = (
-                f"{p.chunks_embedded:,} chunks embedded · {p.rate():.1f} chunks/s · {p.files_done}/{p.files_total} files"
-                + (f" · ETA {_duration(eta)}" if eta is not None else "")
-            )
-            bar(task, p.bytes_done, max(p.bytes_total, 1), status)
+            if not started:
+                started.append(time.perf_counter())
+            eta = _eta(done, total, time.perf_counter() - started[0])
+            status += f" · ETA {_duration(eta)}" if eta is not None else ""
+            bar(task, done, max(total, 1), status)
             if plain and time.monotonic() - last_line[0] >= PLAIN_PROGRESS_EVERY_S:
                 last_line[0] = time.monotonic()
                 err_console.print(f"{task}: {status}", markup=False, highlight=False, soft_wrap=True)
@@ -186,6 +185,13 @@ def ingest(
         if not json_out:
             raise BadInput(f"nothing ingested: {first.detail}")
         raise typer.Exit(code=1)
+
+
+def _eta(done: int, total: int, elapsed: float) -> float | None:
+    """Seconds left at the pace so far (None before any byte is done)."""
+    if done <= 0 or total <= 0:
+        return None
+    return max(elapsed * (total - done) / done, 0.0)
 
 
 def _duration(seconds: float) -> str:

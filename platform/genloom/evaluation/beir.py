@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from genloom.errors import BadInput
+from genloom.progress import ProgressFn
 from genloom.retrieval.beir import beir_paths, read_qrels, read_queries, score_run
 
 
@@ -20,7 +21,7 @@ def evaluate(
     split: str = "test",
     collection: str | None = None,
     modes: Sequence[str] = ("bm25", "vector", "hybrid"),
-    ingest_progress=None,
+    ingest_progress: ProgressFn | None = None,
     search_progress=None,
     **search_options,
 ) -> dict:
