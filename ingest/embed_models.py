@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
 
 from genloom.errors import BadInput
+from genloom.progress import ProgressFn, report as report_progress
 
 
 @dataclasses.dataclass
@@ -44,7 +44,7 @@ def embed_collection(
     model: str,
     *,
     batch: int = 256,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     engine=None,
 ) -> EmbedResult:
     """Embed the collection's current chunks with `model` (a local sentence-transformers folder)."""
@@ -97,8 +97,7 @@ def embed_collection(
                 vectors = embedding.embed([embedding_text(r.title, r.text) for r in rows], name=model)
                 copy_embeddings(s, model_id, [r.id for r in rows], vectors)
             result.embedded += len(rows)  # committed: a re-run starts after this batch
-            if progress:
-                progress(result.embedded, total)
+            report_progress(progress, f"embed {collection}", result.embedded, total)
         result.seconds = time.perf_counter() - started
         run.finish(summary=result.to_json())
     return result

@@ -73,16 +73,13 @@ def retrieval(
             if total is not None:  # not while discovering
                 bar("ingest corpus", done, max(total, 1))
 
-        def on_search(done: int, total: int) -> None:
-            bar("queries", done, total)
-
         report = evaluate(
             beir,
             split=split,
             collection=collection,
             modes=mode_list,
             ingest_progress=on_ingest,
-            search_progress=on_search,
+            search_progress=bar,  # a genloom.progress.ProgressFn
             fusion=fusion,
             rrf_k=rrf_k,
             bm25_weight=bm25_weight,

@@ -228,7 +228,10 @@ def embed(
     ) as bar:
         task = bar.add_task("embed", total=None)
         result = embed_collection(
-            collection, model, batch=batch, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            collection,
+            model,
+            batch=batch,
+            progress=lambda _task, done, total, _status: bar.update(task, completed=done, total=total),
         )
     if json_out:
         print_json(result.to_json())

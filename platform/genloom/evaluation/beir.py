@@ -22,7 +22,7 @@ def evaluate(
     collection: str | None = None,
     modes: Sequence[str] = ("bm25", "vector", "hybrid"),
     ingest_progress: ProgressFn | None = None,
-    search_progress=None,
+    search_progress: ProgressFn | None = None,
     **search_options,
 ) -> dict:
     """Ingest the corpus if needed (idempotent), run the split's queries per mode, store an evaluate run.

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from genloom.db.models import Collection
 from genloom.db.tenancy import current_tenant, distributed_by_tenant, set_local
 from genloom.errors import BadInput
+from genloom.progress import ProgressFn, report as report_progress
 from genloom.retrieval.collections import get_collection
 from genloom.retrieval.embed_models import resolve_search_model
 from genloom.retrieval.filters import to_jsonpath
@@ -211,7 +212,7 @@ def search_many(
     collection: str,
     mode: str = "hybrid",
     embed_batch_size: int = 64,
-    progress=None,
+    progress: ProgressFn | None = None,
     embedder: Embedder | None = None,
     **kwargs,
 ):
@@ -229,5 +230,4 @@ def search_many(
             embeddings = list(embedder(texts, model.name))
     for i, ((query_id, text), vector) in enumerate(zip(queries, embeddings)):
         yield query_id, search(session, text, collection=collection, mode=mode, query_embedding=vector, **kwargs)
-        if progress:
-            progress(i + 1, len(queries))
+        report_progress(progress, "queries", i + 1, len(queries))
