@@ -168,6 +168,17 @@ def test_keys_are_shown_once_stored_hashed_revocable_and_expire(api, cli, engine
     assert actions.count("key.create") == 2 and "key.revoke" in actions and "auth.failure" in actions
 
 
+def test_a_key_whose_prefix_is_all_digits_is_revoked_by_its_prefix(cli, engine):
+    """About 2 % of prefixes (8 hex digits) are all digits: revoking by one must not read it as a key id."""
+    key = make_key(cli, "reader", "default")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE api_keys SET prefix = '10386115' WHERE prefix = :p"), {"p": key.split("_")[1]})
+    r = cli("keys", "revoke", "10386115")
+    assert r.exit_code == 0, r.stderr
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT revoked_at FROM api_keys WHERE prefix = '10386115'")).scalar() is not None
+
+
 def test_keys_bad_input_is_one_line(cli):
     for args, message in [
         (["keys", "create", "--role", "root"], "unknown role 'root'"),

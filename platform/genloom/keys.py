@@ -150,9 +150,12 @@ def list_keys(session: Session, *, include_revoked: bool = False, tenant: str | 
 def revoke_key(session: Session, ref: str, *, tenant: str | None = None) -> dict[str, Any]:
     """Revoke by id or prefix; revoking twice is not an error. `tenant`: only a key of that tenant."""
     ref = ref.strip()
+    # A prefix is 8 hex digits and may be all digits (about 2 % of keys): a ref that is some key's
+    # prefix means that key; only otherwise is a number an id.
+    by_prefix = session.execute(sa.select(ApiKey.id).where(ApiKey.prefix == ref)).first() is not None
     revoke = (
         sa.update(ApiKey)
-        .where((ApiKey.id == int(ref)) if ref.isdigit() else (ApiKey.prefix == ref))
+        .where((ApiKey.id == int(ref)) if ref.isdigit() and not by_prefix else (ApiKey.prefix == ref))
         .values(revoked_at=sa.func.coalesce(ApiKey.revoked_at, sa.func.now()))
         .returning(ApiKey.id, ApiKey.prefix, ApiKey.role, ApiKey.tenant, ApiKey.revoked_at)
     )

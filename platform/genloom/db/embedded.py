@@ -508,6 +508,8 @@ def start_private_server(pgdata: Path, extra_options: str = "", *, what: str = "
     info = Postmaster.read(pgdata)
     if info is not None and info.alive():
         return
+    if info is not None:
+        _wait_for_dead_postmaster(pgdata)  # a killed replica or node: its zombie holds the lock file
     if _is_root():
         _let_server_user_reach(pgdata)  # a folder made under a 0700 temporary directory, say
     sockets = socket_dir(pgdata)
