@@ -350,3 +350,19 @@ def test_the_report_and_model_stats_work_on_the_cluster(citus_cluster, cli, tmp_
     result = cli("report", "--out", out)
     assert result.exit_code == 0, result.stderr
     assert "extractive" in out.read_text()
+
+
+def test_documents_list_works_on_the_cluster(citus_cluster, cli, tmp_path):
+    """`documents list` counted each document's chunks in a correlated subquery of two distributed
+    tables, which Citus refused ("complex joins are only supported when all distributed tables are
+    co-located and joined on their distribution columns"); on a cluster it joins on the tenant."""
+    folder = tmp_path / "listed"
+    folder.mkdir()
+    (folder / "wrens.txt").write_text("Wrens sing loudly for birds so small.")
+    (folder / "owls.txt").write_text("Owls hunt at night on silent wings.")
+    assert cli("ingest", folder, "--collection", "listed").exit_code == 0
+    listed = cli("documents", "list", "-c", "listed", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    rows = listed.json()
+    assert sorted(r["external_id"].rsplit("/", 1)[-1] for r in rows) == ["owls.txt", "wrens.txt"]
+    assert all(r["chunks"] >= 1 for r in rows)

@@ -109,13 +109,20 @@ def list_documents(
     from genloom.retrieval.filters import to_jsonpath
 
     path = to_jsonpath(where)
+    # On a Citus cluster the chunk count is a correlated subquery across two distributed tables:
+    # Citus plans it only when it joins on the distribution column and the tenant is a parameter
+    # (a router query on the tenant's shard; the policies keep the same rows).
+    tenant_sql, tenant = "", {}
+    if distributed_by_tenant(session):
+        tenant_sql, tenant = " AND c.tenant = d.tenant", {"tenant": current_tenant()}
     rows = session.execute(
         sa.text(
-            """
+            f"""
             SELECT d.id, d.external_id, d.version, d.title, d.mime_type, d.metadata, d.created_at, d.retired_at,
-                   d.superseded_at, d.incomplete, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks
+                   d.superseded_at, d.incomplete,
+                   (SELECT count(*) FROM chunks c WHERE c.document_id = d.id{tenant_sql}) AS chunks
             FROM documents d
-            WHERE d.collection_id = :c
+            WHERE d.collection_id = :c{" AND d.tenant = :tenant" if tenant else ""}
               AND CASE :status
                     WHEN 'current' THEN d.superseded_at IS NULL OR d.incomplete
                     WHEN 'retired' THEN d.retired_at IS NOT NULL
@@ -127,7 +134,8 @@ def list_documents(
             LIMIT :limit OFFSET :offset
             """
         ),
-        {"c": collection_id, "status": status, "where": path, "limit": limit, "offset": offset, "after": after},
+        {"c": collection_id, "status": status, "where": path, "limit": limit, "offset": offset, "after": after}
+        | tenant,
     ).mappings()
     return [
         {k: v for k, v in row.items() if k not in ("superseded_at", "incomplete")} | {"status": _status(row)}
