@@ -102,15 +102,17 @@ def _store(conn) -> dict:
 
 @pytest.fixture
 def old_store(engine):
-    """A store at revision 0015 with data, then migrated to head; yields (engine, state before)."""
+    """A store at revision 0018 with data, then converted by 0023 (later migrations may change
+    views on purpose, e.g. 0026); yields (engine, state before), then migrates on to head."""
     from genloom.db import migrate
 
     migrate.downgrade(engine, "0018")
     _seed(engine)
     with engine.connect() as conn:
         before = _store(conn)
+    migrate.upgrade(engine, "0023")
+    yield engine, before
     migrate.upgrade(engine, "head")
-    return engine, before
 
 
 def test_converting_a_store_with_data_keeps_rows_keys_policies_triggers_and_views(old_store):

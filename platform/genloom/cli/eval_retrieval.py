@@ -121,7 +121,7 @@ def _compare(collection, queries, qrels, configs, require_better: bool, json_out
             a,
             b,
             source={"queries": str(queries.resolve()), "qrels": str(qrels.resolve())},
-            progress=lambda side, done, total: bar(f"config {side}", done, total),
+            progress=bar,  # a genloom.progress.ProgressFn: "config A", then "config B"
         )
     if json_out:
         print_json(report)

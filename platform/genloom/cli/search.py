@@ -174,7 +174,7 @@ def _batch(path: Path, out: Path | None, options: dict) -> None:
     try:
         with RichProgress() as bar, session_scope(purpose="read") as session:
             for query_id, hits, timing in search_many_reranked(
-                session, items, progress=lambda done, total: bar("search", done, total), **options
+                session, items, progress=lambda _task, done, total, _status: bar("search", done, total), **options
             ):
                 line: dict = {"query_id": query_id}
                 results = [{"doc_id": h.doc_id, "chunk_id": h.chunk_id, "score": h.score} for h in hits]

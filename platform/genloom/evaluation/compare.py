@@ -16,11 +16,12 @@ whole interval for nDCG@10 lies above 0.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from genloom.errors import BadInput
+from genloom.progress import ProgressFn
 from genloom.retrieval.beir import Qrels, mrr_at, ndcg_at, recall_at
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -55,7 +56,7 @@ def label(config: Mapping) -> str:
 
 
 def run_config(
-    collection: str, queries: list[tuple[str, str]], config: Mapping, progress: Callable | None = None
+    collection: str, queries: list[tuple[str, str]], config: Mapping, progress: ProgressFn | None = None
 ) -> tuple[dict[str, list[str]], float, float]:
     """(query id → ranked document ids, seconds searching, seconds reranking) for one configuration."""
     from genloom.db.engine import session_scope
@@ -123,7 +124,7 @@ def compare_configs(
     b: Mapping,
     *,
     source: Mapping | None = None,
-    progress: Callable | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict:
     """Evaluate A and B (one evaluate run each) and the paired differences B − A."""
     from genloom.db.engine import session_scope
@@ -143,7 +144,10 @@ def compare_configs(
             "evaluate", name=f"retrieval:{collection}:{label(config)}", params=params, collection_id=collection_id
         ) as run:
             ranking, search_s, rerank_s = run_config(
-                collection, queries, config, (lambda d, t, side=side: progress(side, d, t)) if progress else None
+                collection,
+                queries,
+                config,
+                (lambda _task, d, t, status, side=side: progress(f"config {side}", d, t, status)) if progress else None,
             )
             scores = per_query(ranking, qrels)
             means = {m: round(float(np.mean(list(v.values()))), 4) for m, v in scores.items()}
