@@ -116,6 +116,17 @@ def paired_bootstrap(a: list[float], b: list[float], *, resamples: int = 2000, s
     }
 
 
+def _labelled(progress: ProgressFn | None, task: str) -> ProgressFn | None:
+    """The same progress, shown under TASK (one bar per compared configuration)."""
+    if progress is None:
+        return None
+
+    def report(_task: str, done: int, total: int | None, status: str) -> None:
+        progress(task, done, total, status)
+
+    return report
+
+
 def compare_configs(
     collection: str,
     queries: list[tuple[str, str]],
@@ -143,12 +154,7 @@ def compare_configs(
         with tracked_run(
             "evaluate", name=f"retrieval:{collection}:{label(config)}", params=params, collection_id=collection_id
         ) as run:
-            ranking, search_s, rerank_s = run_config(
-                collection,
-                queries,
-                config,
-                (lambda _task, d, t, status, side=side: progress(f"config {side}", d, t, status)) if progress else None,
-            )
+            ranking, search_s, rerank_s = run_config(collection, queries, config, _labelled(progress, f"config {side}"))
             scores = per_query(ranking, qrels)
             means = {m: round(float(np.mean(list(v.values()))), 4) for m, v in scores.items()}
             timing = {
