@@ -549,9 +549,15 @@ def environment() -> dict:
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                 capture_output=True, text=True, check=False).stdout.strip())
+    load = [round(x, 2) for x in os.getloadavg()]
     return {
+        # What re-runs this measurement; bench/check_results.py requires command, a clean git_sha,
+        # versions and load_average.
+        "command": " ".join(["python", *sys.argv]),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{host_platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "load_average_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load,
+        "load_average_1_5_15_at_start": load,
         "git_sha": sha + ("-dirty" if dirty else ""),
         "versions": {"python": host_platform.python_version(), "postgres": server, "pgvector": vector,
                      **{p: version(p) for p in ("bm25s", "PyStemmer", "sentence-transformers", "torch", "numpy")}},
