@@ -107,13 +107,13 @@ def load_scifact(data: Path):
 
 
 def load_squad_retrieval(data: Path, n: int, seed: int):
-    from rag_squad import load_squad
+    from genloom.evaluation.rag import load_qa  # SQuAD's reader (moved there from bench/rag_squad.py)
 
-    docs, questions = load_squad(data / "squad" / "dev-v1.1.json")
-    corpus = {d: (t, x) for d, t, x in docs}
-    sample = random.Random(seed).sample(questions, min(n, len(questions)))
-    queries = [(qid, q) for qid, q, _, _ in sample]
-    qrels = {qid: {gold: 1} for qid, _, _, gold in sample}
+    qa = load_qa(data / "squad" / "dev-v1.1.json")
+    corpus = {d: (t, x) for d, t, x in qa.contexts}
+    sample = random.Random(seed).sample(qa.items, min(n, len(qa.items)))
+    queries = [(item.id, item.question) for item in sample]
+    qrels = {item.id: {item.doc_id: 1} for item in sample}
     return corpus, queries, qrels
 
 
