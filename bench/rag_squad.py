@@ -39,9 +39,13 @@ def machine() -> dict:
     import torch
     import transformers
 
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    # Tracked files only: an uncommitted result file is not a change to the code measured.
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip())
     return {
+        # What re-runs this entry; bench/check_results.py requires it with a clean git_sha.
+        "command": " ".join(["python", *sys.argv]),
         "machine": f"{host_platform.machine()}, {os.cpu_count()} cores, "
                    f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
         "load_average": [round(x, 2) for x in os.getloadavg()],

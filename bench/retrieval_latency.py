@@ -45,6 +45,13 @@ def make_vectors(n: int, rng, basis) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def basis_path() -> Path:
+    """The latent basis of the vectors, kept beside the store it built (not in a /tmp shared by every run)."""
+    from genloom.config import genloom_home
+
+    return genloom_home() / "bench-cache" / "latency_basis.npy"
+
+
 def build(n_chunks: int, rng) -> None:
     from genloom.db.engine import session_scope
     from genloom.retrieval import bm25
@@ -66,7 +73,8 @@ def build(n_chunks: int, rng) -> None:
     p = 1.0 / ranks ** 1.07
     p /= p.sum()
     basis = rng.normal(size=(24, DIM)).astype(np.float32)
-    np.save("/tmp/bench_latency_basis.npy", basis)
+    basis_path().parent.mkdir(parents=True, exist_ok=True)
+    np.save(basis_path(), basis)
     with session_scope() as s:  # bulk-load first, build the HNSW graph once at the end (much faster)
         s.execute(sa.text(f"DROP INDEX IF EXISTS {hnsw_index_name(model_id)}"))
         s.execute(sa.text("ANALYZE"))
@@ -125,7 +133,7 @@ def main() -> None:
     from genloom.db.engine import session_scope
     from genloom.retrieval.search import search
 
-    basis = np.load("/tmp/bench_latency_basis.npy")
+    basis = np.load(basis_path())
     with session_scope() as s:
         vocab_rows = s.execute(sa.text(
             "SELECT term FROM retrieval_term_stats ts JOIN collections c ON c.id = ts.collection_id "

@@ -107,13 +107,13 @@ def load_scifact(data: Path):
 
 
 def load_squad_retrieval(data: Path, n: int, seed: int):
-    from rag_squad import load_squad
+    from genloom.evaluation.rag import load_qa  # SQuAD's reader (moved there from bench/rag_squad.py)
 
-    docs, questions = load_squad(data / "squad" / "dev-v1.1.json")
-    corpus = {d: (t, x) for d, t, x in docs}
-    sample = random.Random(seed).sample(questions, min(n, len(questions)))
-    queries = [(qid, q) for qid, q, _, _ in sample]
-    qrels = {qid: {gold: 1} for qid, _, _, gold in sample}
+    qa = load_qa(data / "squad" / "dev-v1.1.json")
+    corpus = {d: (t, x) for d, t, x in qa.contexts}
+    sample = random.Random(seed).sample(qa.items, min(n, len(qa.items)))
+    queries = [(item.id, item.question) for item in sample]
+    qrels = {item.id: {item.doc_id: 1} for item in sample}
     return corpus, queries, qrels
 
 
@@ -549,9 +549,15 @@ def environment() -> dict:
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                 capture_output=True, text=True, check=False).stdout.strip())
+    load = [round(x, 2) for x in os.getloadavg()]
     return {
+        # What re-runs this measurement; bench/check_results.py requires command, a clean git_sha,
+        # versions and load_average.
+        "command": " ".join(["python", *sys.argv]),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{host_platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "load_average_1_5_15_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load,
+        "load_average_1_5_15_at_start": load,
         "git_sha": sha + ("-dirty" if dirty else ""),
         "versions": {"python": host_platform.python_version(), "postgres": server, "pgvector": vector,
                      **{p: version(p) for p in ("bm25s", "PyStemmer", "sentence-transformers", "torch", "numpy")}},
