@@ -32,8 +32,8 @@ def test_the_published_benchmarks_pass():
 
 @pytest.mark.parametrize(("published", "fabricated"), [
     ("**0.7334 <!-- result: retrieval_quality.json", "**0.7441 <!-- result: retrieval_quality.json"),  # SciFact
-    ("**117.7 <!-- result:", "**13.06 <!-- result:"),  # end-to-end p50: a load average's digits
-    ("662.48 <!-- result:", "782 <!-- result:"),  # end-to-end p95: digits of a git sha
+    ("**203.9 <!-- result:", "**13.06 <!-- result:"),  # end-to-end p50 (re-run at HEAD): the issue's load-average edit
+    ("328.77 <!-- result:", "782 <!-- result:"),  # end-to-end p95 (re-run at HEAD): the issue's git-sha edit
 ])
 def test_the_fabricated_edits_of_issue_30_fail(tmp_path, published, fabricated):
     assert PUBLISHED.count(published) == 1
