@@ -322,6 +322,10 @@ class ExtractiveBackend:
             if not pieces:  # even the best sentence is longer than max_new_tokens: cut it
                 pieces = [_truncate_tokens(self, f"{chosen[0].sentence} [{chosen[0].n}]", params.max_new_tokens)]
             text = " ".join(pieces)
+        return self._finish(prompt, text, finish, params=params, on_text=on_text)
+
+    def _finish(self, prompt: str, text: str, finish: str, *, params: GenParams, on_text: OnText | None) -> GenOutput:
+        """Cut at the first stop string, stream the words, count the tokens: the end of both answer paths."""
         for stop in params.stop:
             cut = text.find(stop)
             if cut >= 0:
@@ -343,19 +347,7 @@ class ExtractiveBackend:
         text, finish = (ABSTAIN, "abstain") if answer is None else (answer, "stop")
         if answer is not None and self.count_tokens(text) > params.max_new_tokens:
             text, finish = _truncate_tokens(self, text, params.max_new_tokens), "length"
-        for stop in params.stop:
-            cut = text.find(stop)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-        if on_text is not None:
-            for i, piece in enumerate(text.split(" ")):
-                on_text(piece if i == 0 else " " + piece)
-        return GenOutput(
-            text=text,
-            input_tokens=self.count_tokens(prompt),
-            output_tokens=self.count_tokens(text),
-            finish_reason=finish,
-        )
+        return self._finish(prompt, text, finish, params=params, on_text=on_text)
 
 
 def _truncate_tokens(backend: ExtractiveBackend, text: str, limit: int) -> str:
