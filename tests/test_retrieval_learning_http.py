@@ -1,4 +1,5 @@
-"""The reranker everywhere a search runs (batch `search --queries`, GET /v1/search), and who may train
+"""The reranker everywhere a search runs (batch `search --queries`, GET /v1/search, the web UI's search
+page), and who may train
 or switch a collection's models over HTTP (a reader key may do neither).
 
 The reranker is a tiny cross-encoder trained for two steps from the random test encoder: its order
@@ -10,6 +11,7 @@ it differs from: a path that skips the reranker fails.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -18,17 +20,18 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from test_retrieval_learning import QUERIES, _beir
+from ui_support import login
 
 K = 8  # every planted document: reranking reorders them, never changes the set
 
 
 @pytest.fixture(scope="module")
 def secured(pg_server):
-    """Base URL of a uvicorn with API keys required (the app `genloom serve` runs)."""
+    """Base URL of a uvicorn with API keys required (the app `genloom serve` runs: API and web UI)."""
     import uvicorn
 
-    from genloom.api.app import create_app
     from genloom.api.auth import SecuritySettings
+    from genloom.server import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -159,6 +162,39 @@ def test_http_search_applies_an_explicit_reranker_and_the_collections_default(cl
     ):
         r = api.get("/v1/search", params={"q": "x", "collection": "p", **params}, headers=reader)
         assert r.status_code == status and needle in r.json()["error"]["message"], (params, r.text)
+
+
+def test_the_ui_search_page_shows_the_hybrid_list_reranked(cli, planted, secured):
+    """The page's reranked column is `search --rerank` of the hybrid list; no reranker, no column."""
+    reader = login(secured, key(cli, "reader")["Authorization"].removeprefix("Bearer "))
+
+    def cli_ids(text: str, *extra: str) -> list[int]:
+        out = cli("search", text, "-c", "p", "-k", K, *extra, "--json")
+        assert out.exit_code == 0, out.stderr
+        hits = out.json()
+        return [h["chunk_id"] for h in (hits["hits"] if isinstance(hits, dict) else hits)]
+
+    def columns(**params) -> dict[str, list[int]]:
+        r = reader.get("/ui/collections/p/search", params={"k": K, **params})
+        assert r.status_code == 200, r.text
+        found = re.findall(r'<ol class="hits" data-mode="([a-z]+)">(.*?)</ol>', r.text, re.S)
+        return {mode: [int(i) for i in re.findall(r'href="/ui/chunks/(\d+)"', body)] for mode, body in found}
+
+    moved = 0
+    for text in QUERIES.values():
+        page = columns(q=text, rerank="rr@1")
+        assert page["reranked"] == cli_ids(text, "--rerank", "rr@1")
+        assert page["hybrid"] == cli_ids(text, "--no-rerank")
+        moved += page["reranked"] != page["hybrid"]
+        assert "reranked" not in columns(q=text)  # no reranker named and no default
+    assert moved, "the tiny reranker keeps every hybrid order: the check above would prove nothing"
+
+    assert cli("collections", "set", "p", "--reranker", "rr@1", "--rerank-depth", K).exit_code == 0
+    text = QUERIES["q0"]
+    assert columns(q=text)["reranked"] == cli_ids(text, "--rerank", "rr@1")
+    assert "reranked" not in columns(q=text, no_rerank="true")
+    missing = reader.get("/ui/collections/p/search", params={"q": text, "rerank": "nope@1"})
+    assert missing.status_code == 404 and "nope" in missing.text
 
 
 def test_a_reader_key_cannot_train_or_switch_models_over_http(cli, planted, api, engine, tiny_model, monkeypatch):

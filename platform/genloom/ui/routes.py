@@ -416,13 +416,18 @@ def search(
     q: str = "",
     where: str = "",
     k: Annotated[int, Query(ge=1, le=50)] = 5,
+    rerank: str = "",
+    no_rerank: bool = False,
 ):
-    """The three retrieval modes side by side, with `--where` filters (one per line)."""
+    """The three retrieval modes side by side, with `--where` filters (one per line), and the hybrid list
+    reordered by a reranker (the one named, else the collection's default) as `search --rerank` does."""
     from genloom.api import request_limits
     from genloom.retrieval.filters import parse_where
+    from genloom.retrieval.rerank import search_reranked
     from genloom.retrieval.search import MODES, search as run_search
 
     results: dict[str, list] = {}
+    reranked: dict[str, Any] | None = None
     if q.strip():
         request_limits.check_query(q)
         filters = parse_where([line.strip() for line in where.splitlines() if line.strip()])
@@ -431,7 +436,16 @@ def search(
                 results[mode] = [
                     h.to_dict() for h in run_search(session, q, collection=name, k=k, mode=mode, where=filters)
                 ]
-    return page(request, "search.html", user, name=name, q=q, where=where, k=k, results=results)
+            hits, info = search_reranked(
+                session, q, collection=name, k=k, rerank_model=rerank.strip() or None,
+                use_default=not no_rerank, mode="hybrid", where=filters,
+            )  # fmt: skip
+            if info.get("reranker"):
+                reranked = {**info, "hits": [h.to_dict() for h in hits]}
+    return page(
+        request, "search.html", user, name=name, q=q, where=where, k=k, rerank=rerank, no_rerank=no_rerank,
+        results=results, reranked=reranked,
+    )  # fmt: skip
 
 
 @router.post("/collections/{name}/upload")
