@@ -32,6 +32,11 @@ The convention (explicit, so a reader can follow it by hand):
    dotted versions (0.3.16) and a version after the name of the software it versions (torch
    2.13, PostgreSQL 18.6: the names are in VERSIONED below), and the text of a marker itself.
    Every other number in the text is a figure: a number without a marker fails.
+   A number printed as a bound (after `≥`, `≤`, `<`, `>`, "target", "within", "at most",
+   "at least") is a setting, not a measurement: write it as code (target `≥ 0.85`), or cite
+   the setting the result file records, a key naming it (`target`, `threshold`, `limit`,
+   `budget`). A bound whose marker points at a measured value fails: that is how a target
+   came to cite somebody else's score.
 4. Provenance. Every file a marker cites must record the `command` that wrote it, its `git_sha`
    (a commit of this repository's history, i.e. an ancestor of HEAD, measured from a clean tree:
    no `-dirty`), `versions` and `load_average` (anywhere in the file; bench/benchlib.py's
@@ -72,6 +77,9 @@ COMMENT = re.compile(r"<!--.*?-->")
 NUMBER = re.compile(r"(?<![\w@.#/~])(?<![A-Za-z]-)[+−-]?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\w@]|\.\d)")
 # Between a figure and its marker: spaces, emphasis, and at most one unit.
 GAP = re.compile(r"^[\s*_]*(?:%|×|[A-Za-zµ/]{1,12}(?:/[a-z]+)?)?[\s*_)]*$")
+# Text just before a figure that makes it a bound, and the keys under which a result file records a setting.
+BOUND = re.compile(r"(?:[≥≤<>]|\b(?:target|within|at most|at least))[\s*_]*$", re.IGNORECASE)
+SETTING_KEY = re.compile(r"target|threshold|limit|budget", re.IGNORECASE)
 VERSIONED = ("torch", "PostgreSQL", "pgvector", "Python", "CUDA", "Citus", "bm25s", "transformers",
              "numpy", "Postgres", "cu", "SQuAD v")
 EXEMPT = [
@@ -90,6 +98,7 @@ class Figure:
     line: int
     token: str
     marker: str | None  # the marker's spec, None when the figure has none
+    bound: bool = False  # printed as a bound (rule 3): its marker must name a setting
 
 
 def _blank(text: str, pattern: re.Pattern) -> str:
@@ -123,7 +132,7 @@ def figures(doc_text: str) -> list[Figure]:
                     if GAP.match(line[m.end():start]):
                         spec = marker_spec
                     break
-            out.append(Figure(i + 1, m.group(0), spec))
+            out.append(Figure(i + 1, m.group(0), spec, bool(BOUND.search(text[: m.start()]))))
     return out
 
 
@@ -202,6 +211,12 @@ def evaluate(spec: str) -> tuple[float, list[str]]:
     if len(parts) == 3:
         value = value / values[1] if parts[1] == "/" else value - values[1]
     return value * scale, files
+
+
+def last_key(spec: str) -> str:
+    """The last key of a marker's first pointer (`f.json#/a/b − #/c ×100` -> `b`)."""
+    first = re.split(r"\s+[/−-]\s+", re.sub(r"\s+[×÷]\s*\d+(?:\.\d+)?$", "", spec))[0]
+    return first.partition("#")[2].rsplit("/", 1)[-1]
 
 
 def printed_value(token: str) -> tuple[float, int]:
@@ -314,6 +329,10 @@ def check(doc: Path) -> tuple[list[str], list[str]]:
             continue
         for f in files:
             cited.setdefault(f, fig.line)
+        if fig.bound and not SETTING_KEY.search(last_key(fig.marker)):
+            problems.append(f"{where}: {fig.token} is printed as a bound, so it is a setting: write it as code "
+                            f"(`{fig.token}`) or cite the setting the file records, not {fig.marker}")
+            continue
         if not equal_at_printed_precision(fig.token, value):
             problems.append(f"{where}: {fig.token} is not {fig.marker} (which is {value:.6g})")
     declared: dict[str, str] = {}

@@ -42,6 +42,30 @@ def test_the_fabricated_edits_of_issue_30_fail(tmp_path, published, fabricated):
     assert fabricated.split(" ")[0].strip("*") in problems[0] and "is not" in problems[0]
 
 
+# Two markers once on the page: a target and a tolerance, each citing a measured score of another bench.
+MISCITED_BOUNDS = [
+    ("target `≥ 0.85`", "target ≥ 0.85 <!-- result: retrieval_quality.json#/collections/squad-verbose/fusion_grid/"
+     "weighted w=0.7 minmax depth=300 chunk | bm25 distinct lexemes (before)/ndcg@10 -->"),
+    ("span 0.043 <!-- result: ingest/throughput.json#/rounds/1/ratio − #/rounds/3/ratio -->",
+     "agree within 0.05 <!-- result: retrieval_quality.json#/fusion_choice/0/per_collection/scifact/over_best_branch -->"),
+]
+
+
+@pytest.mark.parametrize(("published", "miscited"), MISCITED_BOUNDS)
+def test_a_bound_citing_a_measured_value_fails(tmp_path, published, miscited):
+    assert PUBLISHED.count(published) == 1
+    problems = _problems(tmp_path, PUBLISHED.replace(published, miscited))
+    assert len(problems) == 1 and "is printed as a bound, so it is a setting" in problems[0]
+
+
+def test_a_bound_may_cite_the_setting_its_file_records(tmp_path, monkeypatch):
+    doc = _result(tmp_path, monkeypatch, COMPLETE, {"target_ratio": 0.85, "ratio": 0.9})
+    assert _problems(tmp_path, doc + "Ratio 0.90 <!-- result: r.json#/ratio --> (target ≥ 0.85 "
+                                     "<!-- result: r.json#/target_ratio -->).\n") == []
+    assert "bound" in _problems(tmp_path, doc + "Target ≥ 0.90 <!-- result: r.json#/ratio -->.\n")[0]
+    check_results.load.cache_clear()
+
+
 def test_a_prose_number_without_a_marker_fails(tmp_path):
     text = PUBLISHED + "\nThe median ratio was 0.933 on a quiet machine.\n"
     assert _problems(tmp_path, text) == [f"benchmarks.md:{text.count(chr(10))}: 0.933 has no result marker"]
@@ -60,10 +84,10 @@ def test_units_and_ratios_are_computed_not_matched(tmp_path):
     assert "no 'nope'" in _problems(tmp_path, PUBLISHED + "\n" + ok.replace("/ratio", "/nope"))[0]
 
 
-def _result(tmp_path, monkeypatch, env):
+def _result(tmp_path, monkeypatch, env, values=None):
     results = tmp_path / "results"
     results.mkdir()
-    (results / "r.json").write_text(json.dumps({"environment": env, "value": 1.5}))
+    (results / "r.json").write_text(json.dumps({"environment": env, "value": 1.5, **(values or {})}))
     monkeypatch.setattr(check_results, "RESULTS", results)
     check_results.load.cache_clear()
     return "A figure: 1.5 <!-- result: r.json#/value -->.\n"
