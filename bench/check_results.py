@@ -80,8 +80,20 @@ GAP = re.compile(r"^[\s*_]*(?:%|×|[A-Za-zµ/]{1,12}(?:/[a-z]+)?)?[\s*_)]*$")
 # Text just before a figure that makes it a bound, and the keys under which a result file records a setting.
 BOUND = re.compile(r"(?:[≥≤<>]|\b(?:target|within|at most|at least))[\s*_]*$", re.IGNORECASE)
 SETTING_KEY = re.compile(r"target|threshold|limit|budget", re.IGNORECASE)
-VERSIONED = ("torch", "PostgreSQL", "pgvector", "Python", "CUDA", "Citus", "bm25s", "transformers",
-             "numpy", "Postgres", "cu", "SQuAD v")
+VERSIONED = (
+    "torch",
+    "PostgreSQL",
+    "pgvector",
+    "Python",
+    "CUDA",
+    "Citus",
+    "bm25s",
+    "transformers",
+    "numpy",
+    "Postgres",
+    "cu",
+    "SQuAD v",
+)
 EXEMPT = [
     re.compile(r"`[^`]*`"),  # code spans: commands and settings
     re.compile(r"\]\([^)]*\)"),  # link targets
@@ -129,7 +141,7 @@ def figures(doc_text: str) -> list[Figure]:
             spec = None
             for start, _end, marker_spec in markers:
                 if start >= m.end():
-                    if GAP.match(line[m.end():start]):
+                    if GAP.match(line[m.end() : start]):
                         spec = marker_spec
                     break
             out.append(Figure(i + 1, m.group(0), spec, bool(BOUND.search(text[: m.start()]))))
@@ -307,8 +319,10 @@ def historical_problem(relative: str, sha: str) -> str | None:
         return None
     added = commit_that_added(relative)
     if added is None or not same_commit(sha, added):
-        return (f"historical commit {sha} of {relative} is not the commit that added the file "
-                f"({added[:7] if added else 'not in git'})")
+        return (
+            f"historical commit {sha} of {relative} is not the commit that added the file "
+            f"({added[:7] if added else 'not in git'})"
+        )
     return None
 
 
@@ -330,8 +344,10 @@ def check(doc: Path) -> tuple[list[str], list[str]]:
         for f in files:
             cited.setdefault(f, fig.line)
         if fig.bound and not SETTING_KEY.search(last_key(fig.marker)):
-            problems.append(f"{where}: {fig.token} is printed as a bound, so it is a setting: write it as code "
-                            f"(`{fig.token}`) or cite the setting the file records, not {fig.marker}")
+            problems.append(
+                f"{where}: {fig.token} is printed as a bound, so it is a setting: write it as code "
+                f"(`{fig.token}`) or cite the setting the file records, not {fig.marker}"
+            )
             continue
         if not equal_at_printed_precision(fig.token, value):
             problems.append(f"{where}: {fig.token} is not {fig.marker} (which is {value:.6g})")
@@ -355,8 +371,10 @@ def check(doc: Path) -> tuple[list[str], list[str]]:
             else:
                 historical.append(f"{relative} @ {declared[relative]} ({'; '.join(missing)})")
             continue
-        problems.append(f"{doc.name}:{line}: {relative} {'; '.join(missing)} "
-                        f"(re-run it at a clean commit, or declare it '<!-- historical: {relative} @ SHA -->')")
+        problems.append(
+            f"{doc.name}:{line}: {relative} {'; '.join(missing)} "
+            f"(re-run it at a clean commit, or declare it '<!-- historical: {relative} @ SHA -->')"
+        )
     return problems, historical
 
 
