@@ -50,6 +50,9 @@ The convention (explicit, so a reader can follow it by hand):
    one the file names (its sha without `-dirty`) or, when the file names none that exists here,
    the commit that added the file to git. The docs must say next to such figures that they are
    from an older commit. The check prints every historical file it accepted.
+   A file measured at SERVER_VERSIONS_SINCE or later (bench/benchlib.py's write_result records
+   them from then on) must also name the server's versions: `postgresql` and `pgvector` in its
+   `versions` (None for both only where the bench declared it used no database).
 
 Run by .ci/run; tests/test_check_results.py shows that made-up figures fail.
 """
@@ -69,6 +72,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
+# The commit from which write_result records the measured server's versions (rule 4).
+SERVER_VERSIONS_SINCE = "20436237773543022289d65c193aaff566aa78c1"
 MARKER = re.compile(r"<!--\s*result:\s*(?P<spec>.*?)\s*-->")
 HISTORICAL = re.compile(r"<!--\s*historical:\s*(?P<file>\S+)\s*@\s*(?P<sha>[0-9a-f]{7,40})\s*-->")
 COMMENT = re.compile(r"<!--.*?-->")
@@ -262,6 +267,12 @@ def in_history(sha: str) -> bool:
 
 
 @cache
+def measured_since(sha: str, since: str) -> bool:
+    """SHA (a commit of this history) is SINCE or a descendant of it."""
+    return _git("merge-base", "--is-ancestor", since, sha).returncode == 0
+
+
+@cache
 def same_commit(a: str, b: str) -> bool:
     full = [_git("rev-parse", "--verify", "--quiet", f"{s}^{{commit}}").stdout.strip() for s in (a, b)]
     return bool(full[0]) and full[0] == full[1]
@@ -300,8 +311,16 @@ def provenance_problems(relative: str) -> list[str]:
             problems.append(f"was measured in a dirty tree ({sha})")
         elif not in_history(sha):
             problems.append(f"names git_sha {sha!r}, which is not in this repository's history")
-    if not any(isinstance(v, dict) and v for v in _walk(data, "versions")):
+    versions = [v for v in _walk(data, "versions") if isinstance(v, dict) and v]
+    if not versions:
         problems.append("records no versions")
+    clean = [s for s in shas if isinstance(s, str) and not s.endswith("-dirty") and in_history(s)]
+    if (
+        versions
+        and any(measured_since(s, SERVER_VERSIONS_SINCE) for s in clean)
+        and not any({"postgresql", "pgvector"} <= v.keys() for v in versions)
+    ):
+        problems.append("records no PostgreSQL and pgvector versions (bench/benchlib.py's write_result adds them)")
     if not any(v is not None for v in _walk(data, "load_average")):
         problems.append("records no load_average")
     return problems

@@ -112,7 +112,12 @@ def _result(tmp_path, monkeypatch, env, values=None):
 HEAD = subprocess.run(
     ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
 ).stdout.strip()
-COMPLETE = {"command": "python bench/x.py", "git_sha": HEAD, "versions": {"torch": "2.13.0"}, "load_average": [0.5]}
+COMPLETE = {
+    "command": "python bench/x.py",
+    "git_sha": HEAD,
+    "versions": {"torch": "2.13.0", "postgresql": "18.6", "pgvector": "0.8.1"},
+    "load_average": [0.5],
+}
 
 
 def test_a_result_file_needs_a_clean_known_commit(tmp_path, monkeypatch):
@@ -140,4 +145,21 @@ def test_a_historical_declaration_is_accepted_only_for_the_files_own_commit(tmp_
         "is not the one the file names" in _problems(tmp_path, doc + f"<!-- historical: r.json @ {HEAD[:7]} -->\n")[0]
     )
     assert "not in this repository's history" in _problems(tmp_path, doc + "<!-- historical: r.json @ 9d494c5 -->\n")[0]
+    check_results.load.cache_clear()
+
+
+def test_a_file_measured_since_the_rule_names_the_servers_versions(tmp_path, monkeypatch):
+    without = {**COMPLETE, "versions": {"torch": "2.13.0"}}
+    problems = _problems(tmp_path, _result(tmp_path, monkeypatch, without))
+    assert len(problems) == 1 and "records no PostgreSQL and pgvector versions" in problems[0]
+    # Measured before write_result recorded them: the older rule holds.
+    before = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", check_results.SERVER_VERSIONS_SINCE + "~1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    older = tmp_path / "older"
+    older.mkdir()
+    assert _problems(older, _result(older, monkeypatch, {**without, "git_sha": before})) == []
     check_results.load.cache_clear()
