@@ -71,7 +71,7 @@ def main() -> None:
             max_new_tokens=args.max_new_tokens,
             ingest_contexts=not args.no_ingest,
         ),
-        progress=lambda done, total: print(f"\r{done}/{total}", end="", file=sys.stderr),
+        progress=lambda task, done, total, _status="": print(f"\r{task} {done}/{total}", end="", file=sys.stderr),
     )
     print(file=sys.stderr)
     before["versions"].update(server_versions())  # the server the questions were asked against
