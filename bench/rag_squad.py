@@ -93,6 +93,9 @@ def main() -> None:
         }
     )
     out["runs"][args.label or args.model] = entry
+    # The latest run's environment, taken at its start: left out, write_result would take the commit and
+    # dirtiness of the tree when the file is written, after edits made during a long run.
+    out["environment"] = before
     write_result(args.out, out)
     print(json.dumps(entry, indent=2))
 
