@@ -113,6 +113,11 @@ def server_versions(env: dict[str, str] | None = None) -> dict[str, str]:
     return {"postgresql": status["server_version"], "pgvector": status["pgvector_version"]}
 
 
+def keep_server_versions(data: dict, env: dict[str, str] | None = None) -> None:
+    """Ask the server now, for a bench that stops it before write_result: its versions go into DATA."""
+    data.setdefault("environment", environment())["versions"].update(server_versions(env))
+
+
 def write_result(relative: str, data: dict, *, database: bool = True, env: dict[str, str] | None = None) -> Path:
     """Write DATA to bench/results/RELATIVE (with `environment` added when missing); return the path.
 
