@@ -193,6 +193,11 @@ def main() -> None:
             }
             load = os.getloadavg()
             out["machine"]["loadavg_1_5_15"] = [round(x, 1) for x in load]
+        if args.out:
+            sys.path.insert(0, str(REPO / "bench"))
+            from benchlib import keep_server_versions
+
+            keep_server_versions(out)  # before the server stops
     finally:
         engine.dispose()
         if not args.keep:

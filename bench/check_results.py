@@ -32,6 +32,11 @@ The convention (explicit, so a reader can follow it by hand):
    dotted versions (0.3.16) and a version after the name of the software it versions (torch
    2.13, PostgreSQL 18.6: the names are in VERSIONED below), and the text of a marker itself.
    Every other number in the text is a figure: a number without a marker fails.
+   A number printed as a bound (after `≥`, `≤`, `<`, `>`, "target", "within", "at most",
+   "at least") is a setting, not a measurement: write it as code (target `≥ 0.85`), or cite
+   the setting the result file records, a key naming it (`target`, `threshold`, `limit`,
+   `budget`). A bound whose marker points at a measured value fails: that is how a target
+   came to cite somebody else's score.
 4. Provenance. Every file a marker cites must record the `command` that wrote it, its `git_sha`
    (a commit of this repository's history, i.e. an ancestor of HEAD, measured from a clean tree:
    no `-dirty`), `versions` and `load_average` (anywhere in the file; bench/benchlib.py's
@@ -45,6 +50,9 @@ The convention (explicit, so a reader can follow it by hand):
    one the file names (its sha without `-dirty`) or, when the file names none that exists here,
    the commit that added the file to git. The docs must say next to such figures that they are
    from an older commit. The check prints every historical file it accepted.
+   A file measured at SERVER_VERSIONS_SINCE or later (bench/benchlib.py's write_result records
+   them from then on) must also name the server's versions: `postgresql` and `pgvector` in its
+   `versions` (None for both only where the bench declared it used no database).
 
 Run by .ci/run; tests/test_check_results.py shows that made-up figures fail.
 """
@@ -64,6 +72,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 
+# The commit from which write_result records the measured server's versions (rule 4).
+SERVER_VERSIONS_SINCE = "20436237773543022289d65c193aaff566aa78c1"
 MARKER = re.compile(r"<!--\s*result:\s*(?P<spec>.*?)\s*-->")
 HISTORICAL = re.compile(r"<!--\s*historical:\s*(?P<file>\S+)\s*@\s*(?P<sha>[0-9a-f]{7,40})\s*-->")
 COMMENT = re.compile(r"<!--.*?-->")
@@ -72,8 +82,23 @@ COMMENT = re.compile(r"<!--.*?-->")
 NUMBER = re.compile(r"(?<![\w@.#/~])(?<![A-Za-z]-)[+−-]?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\w@]|\.\d)")
 # Between a figure and its marker: spaces, emphasis, and at most one unit.
 GAP = re.compile(r"^[\s*_]*(?:%|×|[A-Za-zµ/]{1,12}(?:/[a-z]+)?)?[\s*_)]*$")
-VERSIONED = ("torch", "PostgreSQL", "pgvector", "Python", "CUDA", "Citus", "bm25s", "transformers",
-             "numpy", "Postgres", "cu", "SQuAD v")
+# Text just before a figure that makes it a bound, and the keys under which a result file records a setting.
+BOUND = re.compile(r"(?:[≥≤<>]|\b(?:target|within|at most|at least))[\s*_]*$", re.IGNORECASE)
+SETTING_KEY = re.compile(r"target|threshold|limit|budget", re.IGNORECASE)
+VERSIONED = (
+    "torch",
+    "PostgreSQL",
+    "pgvector",
+    "Python",
+    "CUDA",
+    "Citus",
+    "bm25s",
+    "transformers",
+    "numpy",
+    "Postgres",
+    "cu",
+    "SQuAD v",
+)
 EXEMPT = [
     re.compile(r"`[^`]*`"),  # code spans: commands and settings
     re.compile(r"\]\([^)]*\)"),  # link targets
@@ -90,6 +115,7 @@ class Figure:
     line: int
     token: str
     marker: str | None  # the marker's spec, None when the figure has none
+    bound: bool = False  # printed as a bound (rule 3): its marker must name a setting
 
 
 def _blank(text: str, pattern: re.Pattern) -> str:
@@ -120,10 +146,10 @@ def figures(doc_text: str) -> list[Figure]:
             spec = None
             for start, _end, marker_spec in markers:
                 if start >= m.end():
-                    if GAP.match(line[m.end():start]):
+                    if GAP.match(line[m.end() : start]):
                         spec = marker_spec
                     break
-            out.append(Figure(i + 1, m.group(0), spec))
+            out.append(Figure(i + 1, m.group(0), spec, bool(BOUND.search(text[: m.start()]))))
     return out
 
 
@@ -204,6 +230,12 @@ def evaluate(spec: str) -> tuple[float, list[str]]:
     return value * scale, files
 
 
+def last_key(spec: str) -> str:
+    """The last key of a marker's first pointer (`f.json#/a/b − #/c ×100` -> `b`)."""
+    first = re.split(r"\s+[/−-]\s+", re.sub(r"\s+[×÷]\s*\d+(?:\.\d+)?$", "", spec))[0]
+    return first.partition("#")[2].rsplit("/", 1)[-1]
+
+
 def printed_value(token: str) -> tuple[float, int]:
     """(value, decimals printed) of a figure as the doc prints it."""
     clean = token.replace(",", "").replace("−", "-").lstrip("+")
@@ -232,6 +264,12 @@ def in_history(sha: str) -> bool:
     if not re.fullmatch(r"[0-9a-f]{7,40}", sha):
         return False
     return _git("merge-base", "--is-ancestor", sha, "HEAD").returncode == 0
+
+
+@cache
+def measured_since(sha: str, since: str) -> bool:
+    """SHA (a commit of this history) is SINCE or a descendant of it."""
+    return _git("merge-base", "--is-ancestor", since, sha).returncode == 0
 
 
 @cache
@@ -273,8 +311,16 @@ def provenance_problems(relative: str) -> list[str]:
             problems.append(f"was measured in a dirty tree ({sha})")
         elif not in_history(sha):
             problems.append(f"names git_sha {sha!r}, which is not in this repository's history")
-    if not any(isinstance(v, dict) and v for v in _walk(data, "versions")):
+    versions = [v for v in _walk(data, "versions") if isinstance(v, dict) and v]
+    if not versions:
         problems.append("records no versions")
+    clean = [s for s in shas if isinstance(s, str) and not s.endswith("-dirty") and in_history(s)]
+    if (
+        versions
+        and any(measured_since(s, SERVER_VERSIONS_SINCE) for s in clean)
+        and not any({"postgresql", "pgvector"} <= v.keys() for v in versions)
+    ):
+        problems.append("records no PostgreSQL and pgvector versions (bench/benchlib.py's write_result adds them)")
     if not any(v is not None for v in _walk(data, "load_average")):
         problems.append("records no load_average")
     return problems
@@ -292,8 +338,10 @@ def historical_problem(relative: str, sha: str) -> str | None:
         return None
     added = commit_that_added(relative)
     if added is None or not same_commit(sha, added):
-        return (f"historical commit {sha} of {relative} is not the commit that added the file "
-                f"({added[:7] if added else 'not in git'})")
+        return (
+            f"historical commit {sha} of {relative} is not the commit that added the file "
+            f"({added[:7] if added else 'not in git'})"
+        )
     return None
 
 
@@ -314,6 +362,12 @@ def check(doc: Path) -> tuple[list[str], list[str]]:
             continue
         for f in files:
             cited.setdefault(f, fig.line)
+        if fig.bound and not SETTING_KEY.search(last_key(fig.marker)):
+            problems.append(
+                f"{where}: {fig.token} is printed as a bound, so it is a setting: write it as code "
+                f"(`{fig.token}`) or cite the setting the file records, not {fig.marker}"
+            )
+            continue
         if not equal_at_printed_precision(fig.token, value):
             problems.append(f"{where}: {fig.token} is not {fig.marker} (which is {value:.6g})")
     declared: dict[str, str] = {}
@@ -336,8 +390,10 @@ def check(doc: Path) -> tuple[list[str], list[str]]:
             else:
                 historical.append(f"{relative} @ {declared[relative]} ({'; '.join(missing)})")
             continue
-        problems.append(f"{doc.name}:{line}: {relative} {'; '.join(missing)} "
-                        f"(re-run it at a clean commit, or declare it '<!-- historical: {relative} @ SHA -->')")
+        problems.append(
+            f"{doc.name}:{line}: {relative} {'; '.join(missing)} "
+            f"(re-run it at a clean commit, or declare it '<!-- historical: {relative} @ SHA -->')"
+        )
     return problems, historical
 
 

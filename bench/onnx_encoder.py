@@ -96,7 +96,7 @@ def main() -> None:
         "model_bytes": {k: (Path(v) / "model.onnx").stat().st_size for k, v in folders.items()},
         "encoders": results,
     }
-    path = write_result("retrieval/onnx_encoder.json", out)
+    path = write_result("retrieval/onnx_encoder.json", out, database=False)
     print(json.dumps(out["encoders"], indent=2))
     print(path, file=sys.stderr)
 

@@ -123,7 +123,7 @@ def main() -> None:
             "unanswerable": len(UNANSWERABLE),
             "answers": rows,
         }
-    path = write_result("reader/tally.json", result)
+    path = write_result("reader/tally.json", result, env={**os.environ, "GENLOOM_HOME": str(home)})
     print(
         json.dumps(
             {

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import write_result  # noqa: E402
+from benchlib import keep_server_versions, write_result  # noqa: E402
 
 LOAD_SQL = [
     "INSERT INTO sessions DEFAULT VALUES",
@@ -114,6 +114,7 @@ def main() -> None:
         out["same_result"] = out["partitions"]["left"] == out["delete"]["left"]
         out["speedup_vs_delete"] = round(out["delete"]["seconds"] / out["partitions"]["seconds"], 1)
         out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        keep_server_versions(out)  # before the server stops
     finally:
         reset_engines()
         embedded.stop()

@@ -127,6 +127,10 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=100)
     parser.add_argument("--out", default=None, help="also write the JSON to bench/results/OUT")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchlib import environment, write_result
+
+    measured_on = environment()  # commit and load at the start: what runs is the code of this commit
     rng = np.random.default_rng(0)
     build(args.chunks, rng)
 
@@ -207,10 +211,7 @@ def main() -> None:
                                                            "p95": round(percentile(times, 95), 2)}
     report["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     if args.out:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from benchlib import write_result
-
-        write_result(args.out, report)
+        write_result(args.out, {"environment": measured_on, **report})
     print(json.dumps(report, indent=2))
 
 

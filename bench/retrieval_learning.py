@@ -106,7 +106,9 @@ def squad_beir(
         side = "train" if a in train_articles else "test"
         for p, paragraph in enumerate(article["paragraphs"]):
             doc = f"{a}-{p}"
-            corpus.append(json.dumps({"_id": doc, "title": article["title"].replace("_", " "), "text": paragraph["context"]}))
+            corpus.append(
+                json.dumps({"_id": doc, "title": article["title"].replace("_", " "), "text": paragraph["context"]})
+            )
             for qa in paragraph["qas"]:
                 queries.append(json.dumps({"_id": qa["id"], "text": qa["question"]}))
                 split_rows[side].append(f"{qa['id']}\t{doc}\t1")
@@ -185,7 +187,9 @@ def main() -> None:
             work / name, args.train_queries, args.test_queries, args.articles, args.data or SQUAD
         )
         every = "every paragraph of SQuAD v1.1 dev"
-        subset_text = f"every paragraph of {args.articles} seeded articles of SQuAD v1.1 dev" if args.articles else every
+        subset_text = (
+            f"every paragraph of {args.articles} seeded articles of SQuAD v1.1 dev" if args.articles else every
+        )
         scale = {"documents": n_docs, "of": 2067, "subset": subset_text, **sizes}
     scale["test_queries"] = sample_test(beir, args.test_queries)
     scale["test_queries_note"] = "seeded sample of the test split, used only for the final comparisons"
@@ -204,7 +208,7 @@ def main() -> None:
         result["stages"][name] = out
         if gate:
             result["gates"][name] = summarise(out["out"], out["exit"])
-        write_result(result_file, result)
+        write_result(result_file, result, env={**os.environ, "GENLOOM_HOME": str(home)})
         print(name, out["seconds"], "s", file=sys.stderr, flush=True)
         return out["out"]
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import write_result  # noqa: E402
+from benchlib import keep_server_versions, write_result  # noqa: E402
 
 DIM = 384
 TABLE = """CREATE TABLE bench_chunks (tenant text NOT NULL, id bigint NOT NULL, text text,
@@ -195,6 +195,7 @@ def main() -> None:
             label: round(citus[label]["median_ms"] / single[label]["median_ms"], 2) for label in QUERIES
         }
         out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        keep_server_versions(out)  # the Citus coordinator's, before the cluster stops
     finally:
         reset_engines()
         if os.environ.get("GENLOOM_HOME") and cluster.nodes():

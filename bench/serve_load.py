@@ -47,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "platform"), str(REPO), str(REPO / "bench")]
 
-from benchlib import environment, write_result  # noqa: E402
+from benchlib import environment, keep_server_versions, write_result  # noqa: E402
 
 QUESTIONS = [
     "How does genloom rank keywords with BM25?",
@@ -303,6 +303,7 @@ def main() -> None:
             soak_rate = args.soak_rate or max(0.25, (report["knee_offered_rate"] or rates[0]) / 2)
             report["soak"] = asyncio.run(soak(base, headers, soak_rate, args.soak, args.timeout, server.pid, engine, rng))
         report["environment_at_end"] = {"load_average": [round(x, 2) for x in os.getloadavg()]}
+        keep_server_versions(report, env)  # before the server stops
     finally:
         if server is not None and server.poll() is None:
             server.send_signal(signal.SIGTERM)

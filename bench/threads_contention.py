@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, environment, write_result  # noqa: E402
+from benchlib import REPO, environment, server_versions, write_result  # noqa: E402
 
 CLI = [sys.executable, str(REPO / "cli.py")]
 SETTINGS = {
@@ -52,8 +52,10 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
 
 
 def _corpus(folder: Path, n: int) -> None:
-    words = ("postgres vector index chunk token retrieval fusion model train sample dataset version feedback "
-             "citation embedding cosine latency thread process contention").split()
+    words = (
+        "postgres vector index chunk token retrieval fusion model train sample dataset version feedback "
+        "citation embedding cosine latency thread process contention"
+    ).split()
     for i in range(n):
         lines = [" ".join(words[(i * 7 + j * 3 + k) % len(words)] for k in range(14)) + "." for j in range(40)]
         (folder / f"doc{i:04d}.txt").write_text("\n".join(lines))
@@ -67,8 +69,9 @@ def measure(home: Path, corpus: Path, steps: int, setting: str, condition: str, 
         load_before = os.getloadavg()[0]
         threads, why = cpu_threads({k: v for k, v in SETTINGS[setting].items()})  # what the child will pick
         ingest_s, report = _run(["ingest", str(corpus), "-c", f"c{n}", "--json"], env)
-        train_s, _ = _run(["train", "vae", "--dataset", "digits", "--steps", str(steps), "--name", f"vae{n}",
-                           "--device", "cpu"], env)
+        train_s, _ = _run(
+            ["train", "vae", "--dataset", "digits", "--steps", str(steps), "--name", f"vae{n}", "--device", "cpu"], env
+        )
     finally:
         if loader is not None:
             loader.kill()
@@ -107,6 +110,7 @@ def main() -> None:
                     n += 1
                     rows.append(measure(home, corpus, args.steps, setting, condition, n))
                     print(json.dumps(rows[-1]), flush=True)
+            server = server_versions(env)  # before the server stops
         finally:
             subprocess.run([*CLI, "db", "stop"], env=env, capture_output=True, timeout=120)
     ratios: dict = {}
@@ -115,14 +119,14 @@ def main() -> None:
         for metric in ("ingest_seconds", "train_vae_seconds"):
             best = min(r[metric] for r in here)
             ratios.setdefault(condition, {})[metric] = {r["setting"]: round(r[metric] / best, 3) for r in here}
-    default_within_20_percent = all(
-        ratios[c][m]["genloom_default"] <= 1.2 for c in ratios for m in ratios[c]
-    )
+    default_within_20_percent = all(ratios[c][m]["genloom_default"] <= 1.2 for c in ratios for m in ratios[c])
+    measured_on = environment()
+    measured_on["versions"].update(server)
     path = write_result(
         args.out,
         {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "environment": environment(),
+            "environment": measured_on,
             "scale": {"ingest_documents": args.docs, "train_vae_steps": args.steps},
             "usable_cpus": usable_cpus(),
             "rows": rows,
