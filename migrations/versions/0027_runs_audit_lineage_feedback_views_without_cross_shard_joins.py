@@ -1,12 +1,15 @@
-"""v_runs, v_audit_log and v_dataset_lineage without cross-shard joins, so they (and the summary) work on Citus
+"""v_runs, v_audit_log, v_dataset_lineage and v_feedback_sources without cross-shard joins, for Citus
 
 On a Citus 14 cluster (genloom.db.distribute: every table distributed by tenant) three views failed:
 v_runs and v_audit_log with "complex joins are only supported when all distributed tables are
 co-located and joined on their distribution columns" (outer joins and correlated subqueries on ids
 alone), v_dataset_lineage with "recursive CTEs are only supported when they contain a filter on the
-distribution column". Now:
+distribution column"; and `EXPLAIN ANALYZE` of v_feedback_sources, which `genloom analytics
+summary` runs to time each view, repartitioned its five joins and exhausted the coordinator's memory
+(Citus 14.0.1; a plain SELECT worked). Now:
 
 - v_runs joins each table on the tenant too, and its per-run aggregates as grouped subqueries;
+- v_feedback_sources joins each table on the tenant too (co-located on each shard);
 - v_audit_log joins the API keys as a subquery (a refused request is logged under the request's
   tenant, not necessarily the key's, so not on the tenant);
 - v_dataset_lineage reads its tables in plain CTEs and nests the recursive walk in one of them,
@@ -34,7 +37,7 @@ depends_on = None
 
 VIEWS = Path(__file__).resolve().parents[1] / "views"
 READER = "genloom_reader"
-CHANGED = ["v_dataset_lineage", "v_runs", "v_audit_log"]
+CHANGED = ["v_dataset_lineage", "v_runs", "v_audit_log", "v_feedback_sources"]
 
 
 def _create_views(folder: Path) -> None:
