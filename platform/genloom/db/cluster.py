@@ -53,6 +53,7 @@ exec {cc} "$@"
 """
 
 Progress = Callable[[str], None]
+READER_ROLE = "genloom_reader"  # genloom.db.reader's login (importing it from there would close an import cycle)
 
 
 def source_tarball() -> Path:
@@ -294,9 +295,8 @@ def _lift_reader_limit_on_workers(conn) -> None:
     the limit is lifted; the coordinator keeps it, and with it the bound on sessions."""
     import sqlalchemy as sa
 
-    from genloom.db.reader import READER_ROLE
-
-    if not conn.execute(sa.text("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :r)"), {"r": READER_ROLE}).scalar():
+    exists = sa.text("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :r)")
+    if not conn.execute(exists, {"r": READER_ROLE}).scalar():
         return
     # Each worker's own setting: unpropagated, or Citus would forward the ALTER ROLE from that
     # worker to every node, the coordinator included.
