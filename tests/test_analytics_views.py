@@ -259,6 +259,23 @@ def test_summary_cli_and_views_cli(cli, rdata):
     assert "v_feedback_explained" in {v["view"] for v in result.json()}
 
 
+def test_a_figure_the_server_refuses_is_reported_and_the_rest_still_computed(engine, data, cli):
+    """A view the server cannot run (here: dropped; on a Citus cluster: one its planner refused) is one
+    error for its figure and its timing; the figures after it still come from the same session (it
+    raised PendingRollbackError for every figure after the first failure)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP VIEW v_leaderboard"))
+    result = cli("analytics", "summary", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = result.json()
+    missing = 'relation "v_leaderboard" does not exist'
+    assert summary["errors"] == {"leaders": missing, "v_leaderboard": missing}
+    assert summary["leaders"] is None and summary["view_ms"]["v_leaderboard"] is None
+    assert summary["totals"]["feedback"] == 4 and summary["view_ms"]["v_audit_log"] >= 0  # before and after it
+    shown = cli("analytics", "summary")
+    assert shown.exit_code == 0 and f"leaders: failed: {missing}" in shown.stdout
+
+
 def test_retention_deletes_old_rows_in_batches_and_keeps_newer_ones(engine, session, data, cli):
     from genloom.analytics.retention import apply_retention, count_expired, parse_cutoff
 

@@ -4,6 +4,10 @@ Every figure comes from the analytics views, so the summary doubles as a smoke t
 of them, and it times each view (server-side execution, EXPLAIN ANALYZE) so the
 numbers a person sees say how the views cope with the data at hand. The CLI draws it
 (cli/summary_render.py).
+
+Each figure and each timing runs in a savepoint of its own: one the server refuses (a view a
+Citus cluster cannot plan, say) is reported under `errors` with the server's message, and the
+others are still computed in the same, still usable, session.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from sqlalchemy.orm import Session
 
 from genloom.analytics.views import VIEWS
 from genloom.db.queries import analytics as queries
-from genloom.errors import BadInput
+from genloom.errors import BadInput, one_line
 
 
 def time_view(session: Session, view: str, *, timeout_ms: int = 10_000) -> float | None:
-    """Server-side planning + execution time of `SELECT * FROM view`, in ms (None on timeout)."""
+    """Server-side planning + execution time of `SELECT * FROM view`, in ms (None on timeout).
+
+    Any other refusal by the server propagates as sqlalchemy's DBAPIError (collect_summary reports it)."""
     if view not in VIEWS:
         raise ValueError(f"unknown view {view}")
     try:
@@ -31,10 +37,29 @@ def time_view(session: Session, view: str, *, timeout_ms: int = 10_000) -> float
     return round(plan[0]["Planning Time"] + plan[0]["Execution Time"], 2)
 
 
+def _refusal(exc: sa.exc.DBAPIError) -> str:
+    """The server's message, first line only (no SQL, no parameters)."""
+    text = str(exc.orig or exc).strip()
+    return one_line(text.splitlines()[0] if text else type(exc.orig).__name__)
+
+
 def collect_summary(session: Session, *, time_views: bool = True) -> dict[str, Any]:
-    figures = queries.summary_figures(session)
-    view_ms = {name: time_view(session, name) for name in VIEWS} if time_views else {}
-    return figures | {"view_ms": view_ms}
+    """The figures (totals, models, top_documents, datasets, runs, leaders), view_ms, and errors:
+    {figure or view: the server's message} for each one that failed (its value is then None)."""
+    data: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name in queries.SUMMARY_FIGURES:
+        try:
+            data[name] = queries.summary_figure(session, name)
+        except sa.exc.DBAPIError as exc:
+            data[name], errors[name] = None, _refusal(exc)
+    view_ms: dict[str, float | None] = {}
+    for name in VIEWS if time_views else ():
+        try:
+            view_ms[name] = time_view(session, name)
+        except sa.exc.DBAPIError as exc:
+            view_ms[name], errors[name] = None, _refusal(exc)
+    return data | {"view_ms": view_ms, "errors": errors}
 
 
 def view_page(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.columns import Columns
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -20,9 +21,7 @@ def _fmt(value: Any, spec: str = ".3g", none: str = "–") -> str:
     return str(value)
 
 
-def render_summary(data: dict[str, Any], console) -> None:
-    """Rich rendering that fits one screen (about 40 lines at 100 columns)."""
-    t = data["totals"]
+def _headline(t: dict[str, Any], console) -> None:
     error_rate = t["errors"] / t["generations"] if t["generations"] else None
     headline = (
         f"[bold]{t['generations']}[/bold] generations in [bold]{t['sessions']}[/bold] sessions · "
@@ -31,6 +30,17 @@ def render_summary(data: dict[str, Any], console) -> None:
         f"{t['datasets']} datasets · {t['models']} models · {t['runs']} runs"
     )
     console.print(Panel(headline, title="genloom analytics", expand=False))
+
+
+def render_summary(data: dict[str, Any], console) -> None:
+    """Rich rendering that fits one screen (about 40 lines at 100 columns); a figure or view that
+    failed is one red line with the server's message (data["errors"])."""
+    errors = data.get("errors", {})
+    for name, message in errors.items():
+        if not name.startswith("v_"):
+            console.print(f"[red]{name}: failed: {escape(message)}[/red]")
+    if data["totals"] is not None:
+        _headline(data["totals"], console)
 
     if data["models"]:
         table = Table(title="per model (v_model_stats)", header_style="bold cyan", title_justify="left")
@@ -52,7 +62,7 @@ def render_summary(data: dict[str, Any], console) -> None:
                 _fmt(m["tokens_per_s"], ".0f"),
             )
         console.print(table)
-    else:
+    elif "models" not in errors:
         console.print('[dim]no generations yet: `genloom ask "…" --collection demo` logs one[/dim]')
 
     side = []
@@ -87,5 +97,11 @@ def render_summary(data: dict[str, Any], console) -> None:
     if data["runs"]:
         console.print("runs: " + ", ".join(f"{r['kind']} {r['status']} ×{r['runs']}" for r in data["runs"]))
     if data["view_ms"]:
-        parts = [f"{name.removeprefix('v_')} {_fmt(ms, '.1f', 'timeout')}" for name, ms in data["view_ms"].items()]
+        parts = [
+            f"{name.removeprefix('v_')} {_fmt(ms, '.1f', 'error' if name in errors else 'timeout')}"
+            for name, ms in data["view_ms"].items()
+        ]
         console.print("[dim]view latency (ms, server-side): " + " · ".join(parts) + "[/dim]")
+    for name, message in errors.items():
+        if name.startswith("v_"):
+            console.print(f"[red]{name}: failed: {escape(message)}[/red]")

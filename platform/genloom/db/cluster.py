@@ -53,6 +53,7 @@ exec {cc} "$@"
 """
 
 Progress = Callable[[str], None]
+READER_ROLE = "genloom_reader"  # genloom.db.reader's login (importing it from there would close an import cycle)
 
 
 def source_tarball() -> Path:
@@ -188,11 +189,16 @@ def coordinator_url() -> str | None:
     return node_uri(found[0], embedded.DATABASE_NAME) if found else None
 
 
-def _citus_options(citus: Path) -> str:
+def _citus_options(folder: Path, citus: Path) -> str:
+    # citus.local_hostname: how a node connects back to itself (a query over intermediate
+    # results only, under EXPLAIN ANALYZE or when it cannot run locally; shard cleanup). The
+    # default, localhost, is TCP, which no node listens on ("connection to the remote node
+    # genloom_app@localhost:5432 failed"): it is the node's own socket folder, as in pg_dist_node.
     return (
         "-c shared_preload_libraries=citus "
         f"-c dynamic_library_path='{citus / 'lib'}:$libdir' "
         f"-c extension_control_path='{citus / 'share'}:$system' "
+        f"-c citus.local_hostname='{embedded.socket_dir(folder)}' "
         "-c citus.propagate_set_commands=local -c max_connections=200"
     )
 
@@ -201,7 +207,7 @@ def start_node(folder: Path, citus: Path) -> str:
     if embedded._is_root():
         # Run as root, the server's own user loads citus.so from the cache (~/.cache is under a 0700 home).
         embedded._let_server_user_reach(citus / "lib" / "citus.so")
-    embedded.start_private_server(folder, _citus_options(citus), what="Citus node")
+    embedded.start_private_server(folder, _citus_options(folder, citus), what="Citus node")
     return node_uri(folder)
 
 
@@ -274,7 +280,40 @@ def prepare(engine) -> None:
         # analytics views, dataset reads) are repartitioned: correct, slower; the hot paths (search,
         # BM25 indexing, ingest) filter on the tenant and are router queries (genloom.db.distribute).
         conn.execute(sa.text(f'ALTER DATABASE "{database}" SET citus.enable_repartition_joins = on'))
+        _lift_reader_limit_on_workers(conn)
     engine.dispose()  # a database's settings apply to new connections: none opened before may stay pooled
+
+
+def _lift_reader_limit_on_workers(conn) -> None:
+    """genloom_reader's CONNECTION LIMIT (migration 0013) bounds `genloom sql` sessions on the
+    coordinator. Citus copies the role to the workers with its limit, but there each connection
+    is one Citus opened for a coordinator session: one per shard task (up to
+    citus.max_adaptive_executor_pool_size per worker) and one per worker-to-worker fetch of an
+    intermediate result. A single `genloom sql` query over a view (v_model_stats) or a join not on
+    the tenant ran out of the 4 and failed with "cannot connect to worker1 … to fetch intermediate
+    results" ("too many connections for role genloom_reader" in the worker's log). On the workers
+    the limit is lifted; the coordinator keeps it, and with it the bound on sessions."""
+    import sqlalchemy as sa
+
+    exists = sa.text("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :r)")
+    if not conn.execute(exists, {"r": READER_ROLE}).scalar():
+        return
+    # Each worker's own setting: unpropagated, or Citus would forward the ALTER ROLE from that
+    # worker to every node, the coordinator included.
+    on_each_worker = f"""
+        DO $$
+        BEGIN
+            PERFORM set_config('citus.enable_alter_role_propagation', 'off', true);
+            ALTER ROLE {READER_ROLE} CONNECTION LIMIT -1;
+        END $$
+    """
+    failed = conn.execute(
+        sa.text("SELECT nodename, result FROM run_command_on_workers(:c) WHERE NOT success"), {"c": on_each_worker}
+    ).all()
+    if failed:
+        raise DatabaseError(
+            f"could not lift {READER_ROLE}'s connection limit on worker {failed[0].nodename}: {failed[0].result}"
+        )
 
 
 def node_states() -> list[dict]:

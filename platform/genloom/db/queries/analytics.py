@@ -56,22 +56,32 @@ FROM v_leaderboard WHERE rank = 1 ORDER BY dataset_ref, metric LIMIT 6
 """
 
 
-def summary_figures(session: Session) -> dict[str, Any]:
-    """totals (one row of counts), models (top 5 by generations), top_documents (3 most cited),
-    datasets (latest version of each), runs (per kind and status), leaders (rank 1 per metric)."""
-    return {
-        "totals": _rows(session, _TOTALS_SQL)[0],
-        "models": _rows(session, _TOP_MODELS_SQL),
-        "top_documents": _rows(session, _TOP_DOCUMENTS_SQL),
-        "datasets": _rows(session, _LATEST_DATASETS_SQL),
-        "runs": _rows(session, _RUNS_SQL),
-        "leaders": _rows(session, _LEADERS_SQL),
-    }
+# The summary's figures: name → (query, one row?). totals: one row of counts; models: top 5 by
+# generations; top_documents: 3 most cited; datasets: latest version of each; runs: per kind and
+# status; leaders: rank 1 per metric.
+SUMMARY_FIGURES: dict[str, tuple[str, bool]] = {
+    "totals": (_TOTALS_SQL, True),
+    "models": (_TOP_MODELS_SQL, False),
+    "top_documents": (_TOP_DOCUMENTS_SQL, False),
+    "datasets": (_LATEST_DATASETS_SQL, False),
+    "runs": (_RUNS_SQL, False),
+    "leaders": (_LEADERS_SQL, False),
+}
+
+
+def summary_figure(session: Session, name: str) -> Any:
+    """One figure of the summary (SUMMARY_FIGURES), in a savepoint of its own: a statement the
+    server refuses (a Citus planner limit, say) rolls back alone and the session stays usable."""
+    query, one_row = SUMMARY_FIGURES[name]
+    with session.begin_nested():
+        rows = _rows(session, query)
+    return rows[0] if one_row else rows
 
 
 def explain_view(session: Session, view: str, *, timeout_ms: int) -> Any:
     """EXPLAIN ANALYZE's JSON plan of `SELECT * FROM view` (it runs the query), under a statement
-    timeout for this savepoint only; raises sqlalchemy's OperationalError on timeout."""
+    timeout for this savepoint only; raises sqlalchemy's OperationalError on timeout (and another
+    DBAPIError when the server refuses the view); either way only the savepoint is rolled back."""
     with session.begin_nested():
         session.execute(sa.text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
         plan = session.execute(sa.text(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) SELECT * FROM {view}")).scalar()

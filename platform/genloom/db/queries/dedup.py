@@ -116,10 +116,14 @@ def neighbours_sql(space: VectorSpace, candidates_table: str) -> sa.TextClause:
 
 
 def current_chunk_texts(session: Session, collection_id: int) -> list[tuple[int, str]]:
-    """(chunk id, text) of the collection's current documents, in document and chunk order."""
+    """(chunk id, text) of the collection's current documents, in document and chunk order.
+
+    The join matches the tenant too (the same rows under the tenant policy): on a Citus cluster it
+    is then co-located, not a repartition join, whose worker-side DDL made the transaction's next
+    read of a reference table (embedding_models) fail ("… parallel DDL access to … chunks")."""
     rows = session.execute(
         sa.text(
-            "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id = c.document_id "
+            "SELECT c.id, c.text FROM chunks c JOIN documents d ON d.id = c.document_id AND d.tenant = c.tenant "
             "WHERE d.collection_id = :c AND d.superseded_at IS NULL ORDER BY d.id, c.ordinal"
         ),
         {"c": collection_id},
