@@ -49,3 +49,16 @@ def test_query_cache_returns_the_same_vector_without_encoding_again(tiny_model, 
     assert calls == [] and np.array_equal(first, second)
     second[0] = 99.0  # a caller changing its copy does not change the cache
     assert embeddings.embed_query("cached query", name=str(tiny_model))[0] == first[0]
+
+
+def test_onnx_session_takes_genloom_threads_and_does_not_spin(tmp_path, tiny_model, monkeypatch):
+    """ONNX Runtime's default (every core, spinning workers) made int8 slower than 1-thread torch on a
+    shared machine: the session follows genloom's thread setting, as torch does, and never spins."""
+    from genloom.onnx_encoder import OnnxEncoder, export_onnx
+
+    folder = export_onnx(tiny_model, tmp_path / "fp32", quantize="fp32")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("GENLOOM_THREADS", "1")
+    options = OnnxEncoder(folder).session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

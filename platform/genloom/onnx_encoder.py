@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genloom.devices import cpu_threads
 from genloom.errors import BadInput
 
 MARKER = "genloom_onnx.json"
@@ -133,8 +134,13 @@ class OnnxEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.max_seq_length = int(self.meta["max_seq_length"])
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # The same thread policy as torch's (genloom.devices.cpu_threads: GENLOOM_THREADS, then
+        # OMP_NUM_THREADS, then the CPUs nobody else keeps busy), not ONNX Runtime's default of every
+        # physical core. Its worker threads also spin between operators by default: on a shared
+        # machine a spinning thread holds a core another process (or the torch baseline) needs, and
+        # a thread that lost its core stalls every operator, so spinning is off.
+        options.intra_op_num_threads = threads or cpu_threads()[0]
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
 
     def get_embedding_dimension(self) -> int:
