@@ -1,7 +1,8 @@
 """SciFact or SQuAD: fine-tuned embedder and reranker (train qrels) vs the frozen MiniLM, gated on test queries.
 
     nice -n 19 python bench/retrieval_learning.py [--dataset scifact|squad] [--distractors N] [--epochs E]
-        [--rerank-depth D] [--test-queries N] [--train-queries N] [--articles N] [--onnx]
+        [--rerank-depth D] [--reranker-steps N] [--reranker-lr LR] [--test-queries N] [--train-queries N]
+        [--articles N] [--onnx]
 
 Drives the CLI as a user would (`python cli.py …`, one embedded server under a scratch
 GENLOOM_HOME): ingest → `datasets import qrels` (train split) → `train embedder` → `embed` →
@@ -106,7 +107,9 @@ def squad_beir(
         side = "train" if a in train_articles else "test"
         for p, paragraph in enumerate(article["paragraphs"]):
             doc = f"{a}-{p}"
-            corpus.append(json.dumps({"_id": doc, "title": article["title"].replace("_", " "), "text": paragraph["context"]}))
+            corpus.append(
+                json.dumps({"_id": doc, "title": article["title"].replace("_", " "), "text": paragraph["context"]})
+            )
             for qa in paragraph["qas"]:
                 queries.append(json.dumps({"_id": qa["id"], "text": qa["question"]}))
                 split_rows[side].append(f"{qa['id']}\t{doc}\t1")
@@ -164,6 +167,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--reranker-steps", type=int, default=None)
+    parser.add_argument("--reranker-lr", type=float, default=None, help="peak learning rate (default: the CLI's)")
     parser.add_argument("--rerank-depth", type=int, default=20)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genloom-learn-"))
@@ -185,7 +189,9 @@ def main() -> None:
             work / name, args.train_queries, args.test_queries, args.articles, args.data or SQUAD
         )
         every = "every paragraph of SQuAD v1.1 dev"
-        subset_text = f"every paragraph of {args.articles} seeded articles of SQuAD v1.1 dev" if args.articles else every
+        subset_text = (
+            f"every paragraph of {args.articles} seeded articles of SQuAD v1.1 dev" if args.articles else every
+        )
         scale = {"documents": n_docs, "of": 2067, "subset": subset_text, **sizes}
     scale["test_queries"] = sample_test(beir, args.test_queries)
     scale["test_queries_note"] = "seeded sample of the test split, used only for the final comparisons"
@@ -227,19 +233,27 @@ def run_stages(args, name: str, beir: Path, stage) -> None:
     length = ("--set", f"max_length={args.max_length}")
     stage("train_embedder", "train", "embedder", *train, *length, "--set", "negatives=1", "--name", "sci-emb")
     stage("embed", "embed", "-c", name, "--model", "sci-emb@1")
-    steps = ("--steps", args.reranker_steps) if args.reranker_steps else ()
-    stage("train_reranker", "train", "reranker", *train, *steps, *length, "--set", "negatives=3", "--name", "sci-rr")
     gate = ("eval", "retrieval", "-c", name, "--queries", queries, "--qrels", test, "--require-better", "--compare")
-    depth = args.rerank_depth
+    # The embedder's gates come before the reranker is trained, so a run cut short still has them.
     comparisons = {
         "vector_finetuned_vs_frozen": ("mode=vector", "mode=vector,embedding=sci-emb@1"),
         "hybrid_finetuned_vs_default": ("default", "embedding=sci-emb@1"),
-        "hybrid_rerank_vs_default": ("default", f"rerank=sci-rr@1,depth={depth}"),
-        "hybrid_finetuned_rerank_vs_default": ("default", f"embedding=sci-emb@1,rerank=sci-rr@1,depth={depth}"),
     }
     if args.onnx:
         int8 = f"embedding={work / 'minilm-int8'}"
         comparisons = {"vector_onnx_int8_vs_torch": ("mode=vector", f"mode=vector,{int8}"), **comparisons}
+    for label, (a, b) in comparisons.items():
+        stage(label, *gate, a, b, gate=True)
+    steps = ("--steps", args.reranker_steps) if args.reranker_steps else ()
+    lr = ("--lr", args.reranker_lr) if args.reranker_lr else ()
+    stage(
+        "train_reranker", "train", "reranker", *train, *steps, *lr, *length, "--set", "negatives=3", "--name", "sci-rr"
+    )
+    depth = args.rerank_depth
+    comparisons = {
+        "hybrid_rerank_vs_default": ("default", f"rerank=sci-rr@1,depth={depth}"),
+        "hybrid_finetuned_rerank_vs_default": ("default", f"embedding=sci-emb@1,rerank=sci-rr@1,depth={depth}"),
+    }
     for label, (a, b) in comparisons.items():
         stage(label, *gate, a, b, gate=True)
 
