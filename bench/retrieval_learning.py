@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from benchlib import write_result  # noqa: E402
+from benchlib import environment, write_result  # noqa: E402
 
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1.json"
@@ -196,6 +196,8 @@ def main() -> None:
     scale["test_queries"] = sample_test(beir, args.test_queries)
     scale["test_queries_note"] = "seeded sample of the test split, used only for the final comparisons"
     result: dict = {
+        # Taken once, at the start: later writes would see this very file modified (a "-dirty" sha).
+        "environment": environment(),
         "command": " ".join(sys.argv),
         "dataset": name,
         "scale": scale,
@@ -207,6 +209,7 @@ def main() -> None:
 
     def stage(name: str, *cmd, gate: bool = False) -> dict:
         out = cli(*cmd, home=home)
+        out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]  # the shared machine's load
         result["stages"][name] = out
         if gate:
             result["gates"][name] = summarise(out["out"], out["exit"])
