@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import sqlalchemy as sa
 
@@ -62,3 +64,19 @@ def test_onnx_session_takes_genloom_threads_and_does_not_spin(tmp_path, tiny_mod
     options = OnnxEncoder(folder).session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_export_fuses_attention_into_one_operator_per_layer(tmp_path, tiny_model):
+    """Eager-attention export + ONNX Runtime's BERT fusions: one Attention kernel per layer, in fp32
+    and in the int8 graph (where it is quantised too), not a chain of MatMul/Softmax nodes."""
+    import onnx
+
+    from genloom.onnx_encoder import export_onnx
+
+    layers = json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    for precision in ("fp32", "int8"):
+        folder = export_onnx(tiny_model, tmp_path / precision, quantize=precision)
+        ops = [node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node]
+        attention = "QAttention" if precision == "int8" else "Attention"
+        assert ops.count(attention) == layers, (precision, sorted(set(ops)))
+        assert "Softmax" not in ops
