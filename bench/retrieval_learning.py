@@ -1,7 +1,8 @@
 """SciFact or SQuAD: fine-tuned embedder and reranker (train qrels) vs the frozen MiniLM, gated on test queries.
 
     nice -n 19 python bench/retrieval_learning.py [--dataset scifact|squad] [--distractors N] [--epochs E]
-        [--rerank-depth D] [--test-queries N] [--train-queries N] [--articles N] [--onnx]
+        [--rerank-depth D] [--reranker-steps N] [--reranker-lr LR] [--test-queries N] [--train-queries N]
+        [--articles N] [--onnx]
 
 Drives the CLI as a user would (`python cli.py …`, one embedded server under a scratch
 GENLOOM_HOME): ingest → `datasets import qrels` (train split) → `train embedder` → `embed` →
@@ -36,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from benchlib import write_result  # noqa: E402
+from benchlib import environment, write_result  # noqa: E402
 
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 SQUAD = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1.json"
@@ -166,6 +167,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--reranker-steps", type=int, default=None)
+    parser.add_argument("--reranker-lr", type=float, default=None, help="peak learning rate (default: the CLI's)")
     parser.add_argument("--rerank-depth", type=int, default=20)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genloom-learn-"))
@@ -194,6 +196,8 @@ def main() -> None:
     scale["test_queries"] = sample_test(beir, args.test_queries)
     scale["test_queries_note"] = "seeded sample of the test split, used only for the final comparisons"
     result: dict = {
+        # Taken once, at the start: later writes would see this very file modified (a "-dirty" sha).
+        "environment": environment(),
         "command": " ".join(sys.argv),
         "dataset": name,
         "scale": scale,
@@ -205,6 +209,7 @@ def main() -> None:
 
     def stage(name: str, *cmd, gate: bool = False) -> dict:
         out = cli(*cmd, home=home)
+        out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]  # the shared machine's load
         result["stages"][name] = out
         if gate:
             result["gates"][name] = summarise(out["out"], out["exit"])
@@ -231,19 +236,27 @@ def run_stages(args, name: str, beir: Path, stage) -> None:
     length = ("--set", f"max_length={args.max_length}")
     stage("train_embedder", "train", "embedder", *train, *length, "--set", "negatives=1", "--name", "sci-emb")
     stage("embed", "embed", "-c", name, "--model", "sci-emb@1")
-    steps = ("--steps", args.reranker_steps) if args.reranker_steps else ()
-    stage("train_reranker", "train", "reranker", *train, *steps, *length, "--set", "negatives=3", "--name", "sci-rr")
     gate = ("eval", "retrieval", "-c", name, "--queries", queries, "--qrels", test, "--require-better", "--compare")
-    depth = args.rerank_depth
+    # The embedder's gates come before the reranker is trained, so a run cut short still has them.
     comparisons = {
         "vector_finetuned_vs_frozen": ("mode=vector", "mode=vector,embedding=sci-emb@1"),
         "hybrid_finetuned_vs_default": ("default", "embedding=sci-emb@1"),
-        "hybrid_rerank_vs_default": ("default", f"rerank=sci-rr@1,depth={depth}"),
-        "hybrid_finetuned_rerank_vs_default": ("default", f"embedding=sci-emb@1,rerank=sci-rr@1,depth={depth}"),
     }
     if args.onnx:
         int8 = f"embedding={work / 'minilm-int8'}"
         comparisons = {"vector_onnx_int8_vs_torch": ("mode=vector", f"mode=vector,{int8}"), **comparisons}
+    for label, (a, b) in comparisons.items():
+        stage(label, *gate, a, b, gate=True)
+    steps = ("--steps", args.reranker_steps) if args.reranker_steps else ()
+    lr = ("--lr", args.reranker_lr) if args.reranker_lr else ()
+    stage(
+        "train_reranker", "train", "reranker", *train, *steps, *lr, *length, "--set", "negatives=3", "--name", "sci-rr"
+    )
+    depth = args.rerank_depth
+    comparisons = {
+        "hybrid_rerank_vs_default": ("default", f"rerank=sci-rr@1,depth={depth}"),
+        "hybrid_finetuned_rerank_vs_default": ("default", f"embedding=sci-emb@1,rerank=sci-rr@1,depth={depth}"),
+    }
     for label, (a, b) in comparisons.items():
         stage(label, *gate, a, b, gate=True)
 

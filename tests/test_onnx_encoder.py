@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import sqlalchemy as sa
 
@@ -49,3 +51,32 @@ def test_query_cache_returns_the_same_vector_without_encoding_again(tiny_model, 
     assert calls == [] and np.array_equal(first, second)
     second[0] = 99.0  # a caller changing its copy does not change the cache
     assert embeddings.embed_query("cached query", name=str(tiny_model))[0] == first[0]
+
+
+def test_onnx_session_takes_genloom_threads_and_does_not_spin(tmp_path, tiny_model, monkeypatch):
+    """ONNX Runtime's default (every core, spinning workers) made int8 slower than 1-thread torch on a
+    shared machine: the session follows genloom's thread setting, as torch does, and never spins."""
+    from genloom.onnx_encoder import OnnxEncoder, export_onnx
+
+    folder = export_onnx(tiny_model, tmp_path / "fp32", quantize="fp32")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("GENLOOM_THREADS", "1")
+    options = OnnxEncoder(folder).session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_export_fuses_attention_into_one_operator_per_layer(tmp_path, tiny_model):
+    """Eager-attention export + ONNX Runtime's BERT fusions: one Attention kernel per layer, in fp32
+    and in the int8 graph (where it is quantised too), not a chain of MatMul/Softmax nodes."""
+    import onnx
+
+    from genloom.onnx_encoder import export_onnx
+
+    layers = json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    for precision in ("fp32", "int8"):
+        folder = export_onnx(tiny_model, tmp_path / precision, quantize=precision)
+        ops = [node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node]
+        attention = "QAttention" if precision == "int8" else "Attention"
+        assert ops.count(attention) == layers, (precision, sorted(set(ops)))
+        assert "Softmax" not in ops

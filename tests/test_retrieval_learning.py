@@ -192,3 +192,17 @@ def test_feedback_pairs_take_cited_sources_of_good_answers_and_sources_of_bad_on
 
     none = cli("datasets", "import", "feedback", "--pairs", "--name", "fb2")
     assert none.exit_code == 1 and "--pairs needs --collection" in none.stderr
+
+
+def test_a_short_training_cut_does_not_shorten_what_the_saved_embedder_reads(tmp_path, tiny_model):
+    """Training at --set max_length=16 saves time; the saved model still reads the base's 256 tokens,
+    or every chunk it embeds would be cut where the frozen model's is not (the 128-token confound)."""
+    from genloom import embeddings
+    from genloom.finetune.bi_encoder import train_bi_encoder
+    from genloom.finetune.config import FinetuneConfig
+
+    records = [{"query": "tea", "positive": "Tea is steeped in water."}, {"query": "owls", "positive": "Owls hunt."}]
+    out = tmp_path / "emb"
+    train_bi_encoder(tiny_model, records, out, FinetuneConfig(steps=1, batch_size=2, max_length=16))
+    assert embeddings.max_tokens(str(tiny_model)) == 256
+    assert embeddings.max_tokens(str(out)) == 256

@@ -71,8 +71,7 @@ def get_embedder(name: str | None = None, device: str | None = None):
     from genloom.onnx_encoder import OnnxEncoder, is_onnx_folder
 
     if is_onnx_folder(path):  # exported by `genloom models export-onnx`: ONNX Runtime, CPU
-        threads = os.environ.get("OMP_NUM_THREADS")
-        return OnnxEncoder(path, threads=int(threads) if threads and threads.isdigit() else None)
+        return OnnxEncoder(path)  # its threads follow genloom.devices.cpu_threads, as torch's do
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise on stderr

@@ -9,6 +9,9 @@ loads any folder holding that marker with `OnnxEncoder` instead of sentence-tran
 backend is part of the model's identity because the folder is: its path is the name recorded in
 `embedding_models`, so int8 vectors never share an index with fp32 torch ones.
 
+The export traces eager attention and applies ONNX Runtime's BERT fusions (one Attention kernel
+per layer, fused layer norms and GELU), which the int8 graph then quantises as well.
+
 Dynamic int8 quantisation (onnxruntime.quantization.quantize_dynamic) stores the weights of the
 matrix products as int8 (one scale per output channel) and quantises activations per batch at
 run time: no calibration data, about 4× smaller, and on CPUs with VNNI/AVX2 integer dot products
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genloom.devices import cpu_threads
 from genloom.errors import BadInput
 
 MARKER = "genloom_onnx.json"
@@ -53,7 +57,9 @@ def export_onnx(source: Path, out: Path, *, quantize: str = "int8") -> Path:
     if out.exists():
         raise BadInput(f"{out} exists: choose a new folder for the exported model")
     pooling = _pooling(source)
-    model = AutoModel.from_pretrained(str(source), local_files_only=True).eval()
+    # Eager attention traces to the plain MatMul/Softmax pattern that ONNX Runtime's BERT optimizer
+    # fuses into one Attention operator per layer (SDPA's trace is not recognised).
+    model = AutoModel.from_pretrained(str(source), local_files_only=True, attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
     st_config = source / "sentence_bert_config.json"
     max_len = json.loads(st_config.read_text()).get("max_seq_length", 256) if st_config.is_file() else 256
@@ -90,17 +96,21 @@ def export_onnx(source: Path, out: Path, *, quantize: str = "int8") -> Path:
             opset_version=17,
             dynamo=False,
         )
+    fused = _fuse(fp32, heads=model.config.num_attention_heads, hidden=model.config.hidden_size)
     if quantize == "int8":
+        from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        # Only the matrix products, one scale per output channel: on MiniLM this keeps the mean cosine
-        # to fp32 at ~0.994, where quantising every op with one scale per tensor gave ~0.93.
+        # Only the matrix products (the fused attention's included), one scale per output channel: on
+        # MiniLM this keeps the mean cosine to fp32 at ~0.994, where quantising every op with one scale
+        # per tensor gave ~0.93. The fused operators' outputs have no inferred type: they are float.
         quantize_dynamic(
             str(fp32),
             str(tmp / "model.onnx"),
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=["MatMul", "Attention"],
             per_channel=True,
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
         )
         fp32.unlink()
     else:
@@ -114,10 +124,22 @@ def export_onnx(source: Path, out: Path, *, quantize: str = "int8") -> Path:
         "max_seq_length": int(max_len),
         "dim": int(model.config.hidden_size),
         "inputs": names,
+        "fused_operators": fused,
     }
     (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
     tmp.rename(out)
     return out
+
+
+def _fuse(path: Path, *, heads: int, hidden: int) -> dict[str, int]:
+    """Rewrite the exported graph in place with ONNX Runtime's transformer fusions (attention,
+    embedding + layer norm, skip + layer norm, bias + GELU as single CPU kernels); return the
+    count of each fused operator. On MiniLM at one thread: ~10-20 % more passages per CPU second."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden)
+    optimized.save_model_to_file(str(path))
+    return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
 
 
 class OnnxEncoder:
@@ -133,8 +155,13 @@ class OnnxEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.max_seq_length = int(self.meta["max_seq_length"])
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        # The same thread policy as torch's (genloom.devices.cpu_threads: GENLOOM_THREADS, then
+        # OMP_NUM_THREADS, then the CPUs nobody else keeps busy), not ONNX Runtime's default of every
+        # physical core. Its worker threads also spin between operators by default: on a shared
+        # machine a spinning thread holds a core another process (or the torch baseline) needs, and
+        # a thread that lost its core stalls every operator, so spinning is off.
+        options.intra_op_num_threads = threads or cpu_threads()[0]
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
 
     def get_embedding_dimension(self) -> int:

@@ -35,6 +35,7 @@ def train_bi_encoder(
     config.check()
     torch.manual_seed(config.seed)
     model = SentenceTransformer(str(base), device="cpu", local_files_only=True)
+    reads = model.max_seq_length  # what the saved model reads at embed time: the base's, not the training cut
     model.max_seq_length = min(model.max_seq_length or config.max_length, config.max_length)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
@@ -72,5 +73,8 @@ def train_bi_encoder(
         if progress:
             progress(step + 1, total, losses[-1])
     model.eval()
+    # Training may cut passages short (--set max_length=128) to save time; the saved model must still
+    # read whole chunks, or every passage it embeds is truncated where the frozen model's is not.
+    model.max_seq_length = reads
     model.save(str(out))
     return run_stats(losses, started)
