@@ -106,8 +106,11 @@ def train_reader(
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from genloom.devices import configure_cpu_threads
+
     config.check()
     settings = settings or ReaderSettings(max_length=min(config.max_length, 512))
+    configure_cpu_threads()  # torch's default (every core) crawls when other processes share them
     torch.manual_seed(config.seed)
     hf_logging.set_verbosity_error()  # "some weights were newly initialised": the span head, on purpose
     model = AutoModelForQuestionAnswering.from_pretrained(str(base), local_files_only=True)
@@ -134,10 +137,12 @@ def train_reader(
         rows, starts, ends = _targets(enc, batch)
         if not rows:
             continue
+        # the windows were padded to the longest of all; the chosen ones may be shorter (cost is per token)
+        width = int(enc["attention_mask"][rows].sum(dim=1).max())
         out_ = model(
-            input_ids=enc["input_ids"][rows],
-            attention_mask=enc["attention_mask"][rows],
-            token_type_ids=enc["token_type_ids"][rows] if "token_type_ids" in enc else None,
+            input_ids=enc["input_ids"][rows, :width],
+            attention_mask=enc["attention_mask"][rows, :width],
+            token_type_ids=enc["token_type_ids"][rows, :width] if "token_type_ids" in enc else None,
             start_positions=torch.tensor(starts),
             end_positions=torch.tensor(ends),
         )
