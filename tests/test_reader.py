@@ -139,14 +139,15 @@ def test_train_reader_registers_a_calibrated_reader_and_ask_answers_with_a_cited
         folder = model_dir(s, "rd@1")
     assert ReaderSettings.load(folder).threshold == cal["threshold"]
 
-    # A threshold no span reaches: ask abstains. One every span clears: it answers a quoted span, cited.
-    for threshold, abstains in ((1e9, True), (-1e9, False)):
-        local = tmp_path / f"reader-{abstains}"
+    # A threshold no span reaches: ask abstains. One every span clears: it answers a quoted span, cited,
+    # unless the relevance gate is one no passage reaches (a cosine is at most 1).
+    for threshold, min_relevance, abstains in ((1e9, None, True), (-1e9, None, False), (-1e9, 1.5, True)):
+        local = tmp_path / f"reader-{threshold}-{min_relevance}"
         import shutil
 
         shutil.copytree(folder, local)
         settings = ReaderSettings.load(local)
-        settings.threshold = threshold
+        settings.threshold, settings.min_relevance = threshold, min_relevance
         settings.save(local)
         clear_cache()
         result = cli("ask", "What colour is a banana?", "-c", "fruit", "--model", str(local), "--json")
@@ -202,3 +203,20 @@ def test_a_collection_default_reader_answers_ask_without_model_and_the_switch_is
     assert bad.exit_code != 0 and "not both" in bad.stderr
     assert cli("collections", "set", "fruit", "--no-reader").exit_code == 0
     assert asked() == "extractive"
+
+
+def test_calibration_adds_a_relevance_gate_only_where_it_catches_more_unanswerable_questions():
+    from genloom.finetune.reader import abstains, choose_thresholds
+
+    # The margins cannot tell these apart; the relevances can: the gate at 0.5 catches every planted
+    # question and no answerable one, which the margin threshold alone cannot do within the budget.
+    answerable = [(1.0, 0.8), (2.0, 0.7), (3.0, 0.9), (1.5, 0.6), (2.5, 0.75)] * 4
+    unanswerable = [(2.0, 0.1), (3.0, 0.2), (1.0, 0.3), (2.5, 0.15), (1.5, 0.05)] * 4
+    threshold, gate = choose_thresholds(answerable, unanswerable, max_abstain=0.1)
+    assert gate is not None and 0.3 < gate <= 0.6
+    assert sum(abstains(p, threshold, gate) for p in answerable) <= 2  # 10 % of 20
+    assert all(abstains(p, threshold, gate) for p in unanswerable)
+    # Relevances that do not separate them: no gate, only the margin threshold (the 2 lowest margins abstain).
+    same = [(m, 0.5) for m, _ in answerable]
+    threshold, gate = choose_thresholds(same, [(m, 0.5) for m, _ in unanswerable], max_abstain=0.1)
+    assert gate is None and sum(abstains(p, threshold, None) for p in same) <= 2
