@@ -92,7 +92,7 @@ def test_import_squad_splits_by_article(cli, tmp_path):
 
     path = squad_file(tmp_path / "squad.json")
     result = cli("datasets", "import", "squad", path, "--name", "qa", "--val", "0.34", "--test", "0.34", "--json")
-    assert result.exit_code == 0, (result.stdout + result.stderr)
+    assert result.exit_code == 0, result.stdout + result.stderr
     with session_scope() as s:
         split_of = {}
         for split in ("train", "val", "test"):
@@ -130,7 +130,7 @@ def test_train_reader_registers_a_calibrated_reader_and_ask_answers_with_a_cited
         "rd",
         "--json",
     )
-    assert result.exit_code == 0, (result.stdout + result.stderr)
+    assert result.exit_code == 0, result.stdout + result.stderr
     out = result.json()
     assert out["model"] == "rd@1" and out["architecture"] == "span-reader"
     cal = out["stats"]["calibration"]
@@ -139,18 +139,19 @@ def test_train_reader_registers_a_calibrated_reader_and_ask_answers_with_a_cited
         folder = model_dir(s, "rd@1")
     assert ReaderSettings.load(folder).threshold == cal["threshold"]
 
-    # A threshold no span reaches: ask abstains. One every span clears: it answers a quoted span, cited.
-    for threshold, abstains in ((1e9, True), (-1e9, False)):
-        local = tmp_path / f"reader-{abstains}"
+    # A threshold no span reaches: ask abstains. One every span clears: it answers a quoted span, cited,
+    # unless the relevance gate is one no passage reaches (a cosine is at most 1).
+    for threshold, min_relevance, abstains in ((1e9, None, True), (-1e9, None, False), (-1e9, 1.5, True)):
+        local = tmp_path / f"reader-{threshold}-{min_relevance}"
         import shutil
 
         shutil.copytree(folder, local)
         settings = ReaderSettings.load(local)
-        settings.threshold = threshold
+        settings.threshold, settings.min_relevance = threshold, min_relevance
         settings.save(local)
         clear_cache()
         result = cli("ask", "What colour is a banana?", "-c", "fruit", "--model", str(local), "--json")
-        assert result.exit_code == 0, (result.stdout + result.stderr)
+        assert result.exit_code == 0, result.stdout + result.stderr
         answer = result.json()
         assert answer["model"] == f"extractive:{local.name}"  # the reader answered, not the sentence ranking
         if abstains:
@@ -161,3 +162,61 @@ def test_train_reader_registers_a_calibrated_reader_and_ask_answers_with_a_cited
             span = answer["answer"].split(" [")[0]
             assert span and any(span in (p / n).read_text() for p in [fruit] for n in [x.name for x in fruit.iterdir()])
             assert "[1]" in answer["answer"] or "[2]" in answer["answer"] or "[3]" in answer["answer"]
+
+
+def test_a_collection_default_reader_answers_ask_without_model_and_the_switch_is_audited(
+    cli, tmp_path, tiny_model, fruit
+):
+    import sqlalchemy as sa
+
+    from genloom.db.engine import session_scope
+
+    path = squad_file(tmp_path / "squad.json")
+    assert cli("datasets", "import", "squad", path, "--name", "qa", "--val", "0.34", "--test", "0").exit_code == 0
+    trained = cli(
+        "train", "reader", "--dataset", "qa", "--init", tiny_model, "--steps", "1", "--batch-size", "2", "--name", "rd"
+    )
+    assert trained.exit_code == 0, trained.stdout + trained.stderr
+
+    def asked(*extra: str) -> str:
+        result = cli("ask", "What colour is a banana?", "-c", "fruit", *extra, "--json")
+        assert result.exit_code == 0, result.stdout + result.stderr
+        return result.json()["model"]
+
+    assert asked() == "extractive"  # no default yet: the sentence ranking answers
+    result = cli("collections", "set", "fruit", "--reader", "rd", "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert result.json()["set"] == {"reader": "rd@1"} and result.json()["reader"] == "rd@1"
+    assert cli("collections", "show", "fruit", "--json").json()["reader"] == "rd@1"
+    assert asked() == "rd@1"  # the collection's reader, without --model
+    assert asked("--model", "extractive") == "extractive"  # an explicit --model still wins
+    with session_scope() as s:
+        detail = s.execute(
+            sa.text(
+                "SELECT detail FROM audit_log WHERE action = 'collection.set_defaults' AND object = 'fruit' "
+                "ORDER BY id DESC LIMIT 1"
+            )
+        ).scalar_one()
+    assert detail["set"] == {"reader": "rd@1"} and detail["before"]["reader_model_id"] is None
+
+    bad = cli("collections", "set", "fruit", "--reader", "rd", "--no-reader")
+    assert bad.exit_code != 0 and "not both" in bad.stderr
+    assert cli("collections", "set", "fruit", "--no-reader").exit_code == 0
+    assert asked() == "extractive"
+
+
+def test_calibration_adds_a_relevance_gate_only_where_it_catches_more_unanswerable_questions():
+    from genloom.finetune.reader import abstains, choose_thresholds
+
+    # The margins cannot tell these apart; the relevances can: the gate at 0.5 catches every planted
+    # question and no answerable one, which the margin threshold alone cannot do within the budget.
+    answerable = [(1.0, 0.8), (2.0, 0.7), (3.0, 0.9), (1.5, 0.6), (2.5, 0.75)] * 4
+    unanswerable = [(2.0, 0.1), (3.0, 0.2), (1.0, 0.3), (2.5, 0.15), (1.5, 0.05)] * 4
+    threshold, gate = choose_thresholds(answerable, unanswerable, max_abstain=0.1)
+    assert gate is not None and 0.3 < gate <= 0.6
+    assert sum(abstains(p, threshold, gate) for p in answerable) <= 2  # 10 % of 20
+    assert all(abstains(p, threshold, gate) for p in unanswerable)
+    # Relevances that do not separate them: no gate, only the margin threshold (the 2 lowest margins abstain).
+    same = [(m, 0.5) for m, _ in answerable]
+    threshold, gate = choose_thresholds(same, [(m, 0.5) for m, _ in unanswerable], max_abstain=0.1)
+    assert gate is None and sum(abstains(p, threshold, None) for p in same) <= 2

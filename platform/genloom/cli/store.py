@@ -75,6 +75,11 @@ def collections_set(
         Optional[int], typer.Option("--rerank-depth", help="How many top hits the default reranker rescores.")
     ] = None,
     no_reranker: Annotated[bool, typer.Option("--no-reranker", help="Remove the default reranker.")] = False,
+    reader: Annotated[
+        Optional[str],
+        typer.Option("--reader", help="Default reader: ask answers with it when no --model is given (NAME[@V])."),
+    ] = None,
+    no_reader: Annotated[bool, typer.Option("--no-reader", help="Remove the default reader.")] = False,
     eval_run: Annotated[
         Optional[int],
         typer.Option(
@@ -83,7 +88,7 @@ def collections_set(
     ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Switch a collection's default embedding model or reranker; recorded in the audit log (who, when, which eval run)."""
+    """Switch a collection's default embedding model, reranker or reader; recorded in the audit log (who, when, which eval run)."""
     from genloom.db.engine import session_scope
     from genloom.retrieval.collections import set_defaults
 
@@ -95,6 +100,8 @@ def collections_set(
             reranker=reranker,
             rerank_depth=rerank_depth,
             no_reranker=no_reranker,
+            reader=reader,
+            no_reader=no_reader,
             eval_run=eval_run,
         )
     if json_out:

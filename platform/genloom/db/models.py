@@ -105,6 +105,8 @@ class Collection(Base):
     # The default reranker of search and ask (`genloom collections set --reranker`), and its depth.
     reranker_model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("models.id", ondelete="SET NULL"))
     rerank_depth: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    # The default answerer of ask when no --model is given: a trained span reader (0028).
+    reader_model_id: Mapped[Optional[int]] = mapped_column(sa.ForeignKey("models.id", ondelete="SET NULL"))
     metadata_: Mapped[jsonb] = mapped_column("metadata")
     created_at: Mapped[created_at]
     tenant: Mapped[tenant_column]

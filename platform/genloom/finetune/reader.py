@@ -15,9 +15,12 @@ share of questions (`negatives` per 4) is also paired with another paragraph of 
 the [CLS] position as the target, so the null score learns what "not here" looks like.
 
 Calibration (`calibrate`) reads held-out questions twice: with their own paragraph (answerable)
-and with a paragraph of another article (unanswerable), and chooses the largest threshold that
-keeps abstention on the answerable ones within the target (0.1 by default, 0.08 chosen to leave
-room for held-out error). The threshold is stored with the model in reader.json.
+and with a paragraph of another article (unanswerable). Each reading gives two scores: the reader's
+margin over its no-answer score, and the passage's retrieval relevance (generation.reader.relevance).
+It chooses the pair of thresholds that abstains on the most unanswerable questions while keeping
+abstention on the answerable ones within the target (0.1 by default, 0.08 chosen to leave room for
+held-out error); both are stored with the model in reader.json, with the margin-only figures beside
+them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from genloom.finetune.config import FinetuneConfig, batches, lr_at, optimizer_step, run_stats
-from genloom.generation.reader import ROLE, ReaderSettings, SpanReader, windows
+from genloom.generation.reader import ROLE, ReaderSettings, SpanReader, relevance, windows
 
 # --------------------------------------------------------------------------- training
 
@@ -106,8 +109,11 @@ def train_reader(
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from genloom.devices import configure_cpu_threads
+
     config.check()
     settings = settings or ReaderSettings(max_length=min(config.max_length, 512))
+    configure_cpu_threads()  # torch's default (every core) crawls when other processes share them
     torch.manual_seed(config.seed)
     hf_logging.set_verbosity_error()  # "some weights were newly initialised": the span head, on purpose
     model = AutoModelForQuestionAnswering.from_pretrained(str(base), local_files_only=True)
@@ -134,10 +140,12 @@ def train_reader(
         rows, starts, ends = _targets(enc, batch)
         if not rows:
             continue
+        # the windows were padded to the longest of all; the chosen ones may be shorter (cost is per token)
+        width = int(enc["attention_mask"][rows].sum(dim=1).max())
         out_ = model(
-            input_ids=enc["input_ids"][rows],
-            attention_mask=enc["attention_mask"][rows],
-            token_type_ids=enc["token_type_ids"][rows] if "token_type_ids" in enc else None,
+            input_ids=enc["input_ids"][rows, :width],
+            attention_mask=enc["attention_mask"][rows, :width],
+            token_type_ids=enc["token_type_ids"][rows, :width] if "token_type_ids" in enc else None,
             start_positions=torch.tensor(starts),
             end_positions=torch.tensor(ends),
         )
@@ -171,12 +179,13 @@ def planted_unanswerable(records: list[dict], seed: int) -> list[dict]:
     return out
 
 
-def margins(reader: SpanReader, records: list[dict]) -> list[tuple[float, str]]:
-    """(margin, predicted text) of each record's question read against its context alone."""
+def margins(reader: SpanReader, records: list[dict]) -> list[tuple[float, float]]:
+    """(margin, relevance) of each record's question read against its context alone: the best span's
+    margin over the null score, and the context's retrieval relevance (generation.reader.relevance)."""
     out = []
     for r in records:
         span = reader.read(r["question"], [r["context"]])
-        out.append((span.margin, span.text) if span else (float("-inf"), ""))
+        out.append((span.margin if span else float("-inf"), relevance(r["question"], r["context"])))
     return out
 
 
@@ -190,11 +199,43 @@ def choose_threshold(answerable: list[float], unanswerable: list[float], max_abs
     return ordered[k] if k < len(ordered) else ordered[-1]
 
 
+def abstains(point: tuple[float, float], threshold: float, min_relevance: float | None) -> bool:
+    margin, rel = point
+    return margin < threshold or (min_relevance is not None and rel < min_relevance)
+
+
+def choose_thresholds(
+    answerable: list[tuple[float, float]], unanswerable: list[tuple[float, float]], max_abstain: float
+) -> tuple[float, float | None]:
+    """(threshold, min_relevance) over (margin, relevance) points: of the pairs that abstain on at most
+    `max_abstain` of the answerable questions, the one abstaining on the most unanswerable ones.
+
+    Each candidate relevance gate is an answerable relevance (or none); the gate spends part of the
+    abstention budget and the margin threshold (choose_threshold) the rest."""
+    if not answerable:
+        return 0.0, None
+    budget = int(max_abstain * len(answerable))
+    best: tuple[float, float, float | None] | None = None  # (unanswerable abstention, threshold, gate)
+    gates: list[float | None] = [None, *sorted(rel for _, rel in answerable)[: budget + 1]]
+    for gate in gates:
+        kept = [m for m, rel in answerable if gate is None or rel >= gate]
+        spent = len(answerable) - len(kept)
+        if spent > budget or not kept:
+            continue
+        ordered = sorted(kept)  # the margin threshold may abstain on the (budget - spent) lowest of them
+        threshold = ordered[min(budget - spent, len(ordered) - 1)]
+        caught = sum(abstains(p, threshold, gate) for p in unanswerable) / max(1, len(unanswerable))
+        if best is None or caught > best[0]:
+            best = (caught, threshold, gate)
+    assert best is not None  # the gate None spends nothing
+    return best[1], best[2]
+
+
 def calibrate(
     folder: Path, records: list[dict], *, target: float = 0.1, margin: float = 0.02, seed: int = 0, limit: int = 400
 ) -> dict:
-    """Choose the reader's no-answer threshold on (a seeded sample of `limit`) held-out records; store it
-    in reader.json."""
+    """Choose the reader's no-answer threshold and relevance gate on (a seeded sample of `limit`)
+    held-out records; store them in reader.json."""
     reader = SpanReader(folder)
     answerable = [r for r in records if _answer_of(r) is not None]
     if len(answerable) > limit:
@@ -202,18 +243,27 @@ def calibrate(
     planted = planted_unanswerable(answerable, seed)
     pos = margins(reader, answerable)
     neg = margins(reader, planted)
-    threshold = choose_threshold([m for m, _ in pos], [m for m, _ in neg], max(0.0, target - margin))
-    abstain_pos = sum(m < threshold for m, _ in pos) / max(1, len(pos))
-    abstain_neg = sum(m < threshold for m, _ in neg) / max(1, len(neg))
+    max_abstain = max(0.0, target - margin)
+    threshold, min_relevance = choose_thresholds(pos, neg, max_abstain)
+    margin_only = choose_threshold([m for m, _ in pos], [m for m, _ in neg], max_abstain)
+
+    def share(points: list[tuple[float, float]], t: float, gate: float | None) -> float:
+        return round(sum(abstains(p, t, gate) for p in points) / max(1, len(points)), 4)
+
     calibration = {
         "questions": len(pos),
         "unanswerable": len(neg),
         "target_answerable_abstention": target,
-        "answerable_abstention": round(abstain_pos, 4),
-        "unanswerable_abstention": round(abstain_neg, 4),
+        "answerable_abstention": share(pos, threshold, min_relevance),
+        "unanswerable_abstention": share(neg, threshold, min_relevance),
+        # the same questions with the no-answer score alone: what the relevance gate adds
+        "margin_only_threshold": round(float(margin_only), 4),
+        "margin_only_answerable_abstention": share(pos, margin_only, None),
+        "margin_only_unanswerable_abstention": share(neg, margin_only, None),
     }
     settings = reader.settings
     settings.threshold = round(float(threshold), 4)
+    settings.min_relevance = None if min_relevance is None else round(float(min_relevance), 4)
     settings.calibration = calibration
     settings.save(folder)
-    return {"threshold": settings.threshold, **calibration}
+    return {"threshold": settings.threshold, "min_relevance": settings.min_relevance, **calibration}

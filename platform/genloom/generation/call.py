@@ -44,7 +44,7 @@ _CITATION = re.compile(r"\[(\d{1,3})\]")
 class CallRequest:
     question: str
     collection: str | None = None  # None: no retrieval (`genloom generate`)
-    model: str | None = None  # extractive | PATH | NAME[@V]; None: the configured default
+    model: str | None = None  # extractive | PATH | NAME[@V]; None: the collection's reader, else the configured default
     session_id: int | None = None  # continue this conversation
     k: int = 5
     where: dict[str, Any] | None = None  # a filter document (genloom.retrieval.filters)
@@ -157,7 +157,12 @@ def prepare(session: Session, request: CallRequest) -> PreparedCall:
     elif request.template is not None:
         raise BadInput("a template needs retrieval: give a collection (templates render {sources})")
 
-    backend = load_backend(session, request.model)
+    model = request.model
+    if model is None and collection is not None:  # the collection's default reader, else the configured default
+        from genloom.retrieval.collections import collection_reader
+
+        model = collection_reader(session, collection)
+    backend = load_backend(session, model)
 
     candidates = None
     retrieval_ms = 0.0

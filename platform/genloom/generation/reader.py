@@ -4,8 +4,12 @@ The model (trained by genloom.finetune.reader, `genloom train reader`) is the sh
 transformer with a start/end head. It reads "[CLS] question [SEP] passage window [SEP]"; the answer is
 the passage span with the highest start + end logit (end ≥ start, at most `max_answer_tokens`); the
 [CLS] position's start + end logit is the null score, and the reader abstains when the best span beats
-it by less than the calibrated `threshold` stored in reader.json (SQuAD 2.0's null-score rule).
-Passages longer than a window are read in overlapping windows, each scored on its own.
+it by less than the calibrated `threshold` stored in reader.json (SQuAD 2.0's null-score rule), or when
+the passage it comes from scores below `min_relevance` as retrieval would score it (`relevance`: the
+cosine of the shipped MiniLM, the default collection embedder, recomputed so that one threshold holds
+whichever model retrieved the passage). Both thresholds are calibrated together on held-out questions
+(genloom.finetune.reader.calibrate). Passages longer than a window are read in overlapping windows,
+each scored on its own.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class ReaderSettings:
     max_answer_tokens: int = 30
     max_question_tokens: int = 48
     threshold: float = 0.0  # abstain when best span − null score < threshold
+    min_relevance: float | None = None  # abstain when the span's passage has a lower relevance (None: no gate)
     calibration: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def save(self, folder: Path) -> None:
@@ -143,5 +148,17 @@ class SpanReader:
         spans = self.spans(question, passages)
         return max(spans, key=lambda sp: sp.margin) if spans else None
 
-    def answers(self, span: Span | None) -> bool:
-        return span is not None and span.margin >= self.settings.threshold
+    def answers(self, span: Span | None, relevance: float) -> bool:
+        """Whether to answer with `span`: its margin clears the threshold and its passage's `relevance`
+        (relevance()) clears min_relevance (a reader calibrated before that gate existed has none)."""
+        if span is None or span.margin < self.settings.threshold:
+            return False
+        return self.settings.min_relevance is None or relevance >= self.settings.min_relevance
+
+
+def relevance(question: str, passage: str) -> float:
+    """How retrieval scores the passage for the question: the cosine of the shipped MiniLM's embeddings."""
+    from genloom.embeddings import embed
+
+    vectors = embed([question, passage])
+    return float(vectors[1] @ vectors[0])

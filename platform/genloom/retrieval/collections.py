@@ -111,6 +111,7 @@ def collection_summary(session: Session, collection: Collection) -> dict:
         "collection": collection.name,
         "text_search_config": collection.text_search_config,
         **(dict(row) if row else {}),
+        "reader": collection_reader(session, collection),
     }
 
 
@@ -179,22 +180,30 @@ def set_defaults(
     reranker: str | None = None,
     rerank_depth: int | None = None,
     no_reranker: bool = False,
+    reader: str | None = None,
+    no_reader: bool = False,
     eval_run: int | None = None,
 ) -> dict:
-    """Switch a collection's default embedding model and/or reranker; audited with the eval run that justified it.
+    """Switch a collection's default embedding model, reranker and/or reader; audited with the eval run
+    that justified it.
 
     The embedding model must already have a vector for every current chunk (`genloom embed`), so
-    search never mixes two models' vectors; the reranker must be a registered cross-encoder.
+    search never mixes two models' vectors; the reranker must be a registered cross-encoder and the
+    reader a registered span reader (`genloom train reader`: ask answers with it when no --model is given).
     """
     from genloom import audit
     from genloom.db.models import Model, Run
     from genloom.registry import resolve_model
     from genloom.retrieval.embed_models import resolve_search_model
 
-    if embedding_model is None and reranker is None and rerank_depth is None and not no_reranker:
-        raise BadInput("nothing to set: give --embedding-model, --reranker, --rerank-depth or --no-reranker")
+    if (embedding_model, reranker, rerank_depth, reader) == (None,) * 4 and not (no_reranker or no_reader):
+        raise BadInput(
+            "nothing to set: give --embedding-model, --reranker, --rerank-depth, --no-reranker, --reader or --no-reader"
+        )
     if reranker and no_reranker:
         raise BadInput("give either --reranker MODEL or --no-reranker, not both")
+    if reader and no_reader:
+        raise BadInput("give either --reader MODEL or --no-reader, not both")
     if rerank_depth is not None and rerank_depth < 1:
         raise BadInput(f"--rerank-depth must be at least 1 (got {rerank_depth})")
     coll = session.scalar(sa.select(Collection).where(Collection.name == name).with_for_update())
@@ -205,7 +214,11 @@ def set_defaults(
         run = session.get(Run, eval_run)
         if run is None or run.kind != "evaluate" or run.status != "succeeded":
             raise BadInput(f"--eval-run {eval_run} is not a succeeded evaluate run (see: genloom runs list)")
-    before = {"embedding_model_id": coll.embedding_model_id, "reranker_model_id": coll.reranker_model_id}
+    before = {
+        "embedding_model_id": coll.embedding_model_id,
+        "reranker_model_id": coll.reranker_model_id,
+        "reader_model_id": coll.reader_model_id,
+    }
     changes: dict = {}
     if embedding_model is not None:
         model = resolve_search_model(session, coll.id, coll.embedding_model_id, embedding_model)
@@ -237,12 +250,24 @@ def set_defaults(
     if rerank_depth is not None:
         coll.rerank_depth = rerank_depth
         changes["rerank_depth"] = rerank_depth
+    if reader is not None:
+        row = resolve_model(session, reader)
+        if row.architecture != "span-reader":
+            raise BadInput(
+                f"{row.name}@{row.version} is a {row.architecture}, not a reader (span-reader: genloom train reader)"
+            )
+        coll.reader_model_id = row.id
+        changes["reader"] = f"{row.name}@{row.version}"
+    if no_reader:
+        coll.reader_model_id = None
+        changes["reader"] = None
     session.flush()
     detail = {"before": before, "set": changes, "eval_run": eval_run}
     audit.record(session, "collection.set_defaults", name, detail=detail)
     reranker_ref = session.execute(
         sa.select(Model.name, Model.version).where(Model.id == coll.reranker_model_id)
     ).first()
+    reader_ref = collection_reader(session, coll)
     return {
         "collection": name,
         "set": changes,
@@ -252,4 +277,15 @@ def set_defaults(
         ),
         "reranker": f"{reranker_ref[0]}@{reranker_ref[1]}" if reranker_ref else None,
         "rerank_depth": coll.rerank_depth,
+        "reader": reader_ref,
     }
+
+
+def collection_reader(session: Session, collection: Collection) -> str | None:
+    """The collection's default reader (NAME@V), set by `genloom collections set --reader`, or None."""
+    from genloom.db.models import Model
+
+    if collection.reader_model_id is None:
+        return None
+    row = session.execute(sa.select(Model.name, Model.version).where(Model.id == collection.reader_model_id)).first()
+    return f"{row.name}@{row.version}" if row else None
