@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import own_database, skip_or_fail, under_ci
@@ -521,3 +522,28 @@ def test_semantic_dedup_of_a_collection_on_the_cluster_equals_the_single_node(ci
     # the planted copies are flagged (the tiny random model puts other documents close too)
     assert {f"z{n:02d}copy.txt" for n in range(0, 12, 3)} <= {dropped for dropped, _ in single}, single
     assert cluster == single
+
+
+def _image_dedup(cli) -> dict:
+    from eval_dedup_data import digits_arrays, make_image_dataset
+
+    from genloom.db.engine import session_scope
+
+    images, labels = digits_arrays()
+    images, labels = images[:200], labels[:200]
+    copies = images[:10] + 0.01  # planted: ten near-copies
+    with session_scope() as session:
+        make_image_dataset(session, "digits", np.concatenate([images, copies]), np.concatenate([labels, labels[:10]]))
+    out = cli("dedup", "digits@1", "--method", "semantic", "--dry-run", "--json")
+    assert out.exit_code == 0, out.stderr
+    return out.json()
+
+
+def test_semantic_dedup_of_an_image_dataset_on_the_cluster_equals_the_single_node(citus_cluster, pg_server, cli):
+    """Item vectors (item_embeddings, the embedder's partial HNSW index built on the distributed table,
+    their COPY) and the same k-NN as a collection's: the cluster drops what the single node drops."""
+    with own_database(pg_server):
+        single = _image_dedup(cli)
+    cluster = _image_dedup(cli)
+    assert single["dropped"] >= 10
+    assert (cluster["dropped"], cluster["by_method"]) == (single["dropped"], single["by_method"])

@@ -48,17 +48,20 @@ def create_item_index(session: Session, embedder_id: int, dim: int) -> None:
 
 
 def items_without_vector(session: Session, embedder_id: int, item_ids: Sequence[int]) -> list[int]:
-    """The ITEM_IDS (in their order) that have no vector under the embedder yet."""
-    return [
-        int(i)
-        for i in session.execute(
+    """The ITEM_IDS (in their order) that have no vector under the embedder yet.
+
+    The ids that have one are read and left out here, not by `unnest(…) WHERE NOT EXISTS (…)`:
+    Citus refuses that correlated subquery over a set-returning function."""
+    ids = list(map(int, item_ids))
+    have = set(
+        session.execute(
             sa.text(
-                "SELECT i FROM unnest(CAST(:ids AS bigint[])) AS i "
-                "WHERE NOT EXISTS (SELECT 1 FROM item_embeddings e WHERE e.item_id = i AND e.embedder_id = :e)"
+                "SELECT item_id FROM item_embeddings WHERE embedder_id = :e AND item_id = ANY(CAST(:ids AS bigint[]))"
             ),
-            {"ids": list(map(int, item_ids)), "e": embedder_id},
+            {"ids": ids, "e": embedder_id},
         ).scalars()
-    ]
+    )
+    return [i for i in ids if i not in have]
 
 
 def copy_item_embeddings(session: Session, embedder_id: int, item_ids: Sequence[int], vectors: np.ndarray) -> None:
