@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import own_database, skip_or_fail, under_ci
@@ -480,3 +481,69 @@ def test_genloom_sql_reads_views_and_joins_that_need_intermediate_results(citus_
         assert [(r["tenant"], r["external_id"].rsplit("/", 1)[-1]) for r in joined.json()["rows"]] == [
             (tenant, f"{tenant}-notes.txt")
         ]  # its own tenant's rows only
+
+
+def _dedup_pairs(cli, folder, tiny_model) -> set[tuple[str, str]]:
+    """Ingest FOLDER as collection `dups`, run semantic dedup on it; (dropped, kept) file names."""
+    from genloom.db.engine import session_scope
+
+    assert cli("ingest", folder, "--collection", "dups", "--model", tiny_model).exit_code == 0
+    dry = cli("dedup", "--collection", "dups", "--method", "semantic", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr  # the issue's command
+    out = cli("dedup", "--collection", "dups", "--method", "semantic", "--json")  # cosine ≥ 0.95
+    assert out.exit_code == 0, out.stderr
+    with session_scope() as session:
+        rows = session.execute(
+            sa.text(
+                "SELECT dd.external_id, kd.external_id FROM chunk_duplicates x "
+                "JOIN chunks dc ON dc.id = x.chunk_id JOIN documents dd ON dd.id = dc.document_id "
+                "JOIN chunks kc ON kc.id = x.duplicate_of_chunk_id JOIN documents kd ON kd.id = kc.document_id "
+                "JOIN collections col ON col.id = x.collection_id WHERE col.name = 'dups' AND x.method = 'semantic'"
+            )
+        ).all()
+    assert out.json()["flagged"] == len(rows)
+    return {(os.path.basename(d), os.path.basename(k)) for d, k in rows}
+
+
+def test_semantic_dedup_of_a_collection_on_the_cluster_equals_the_single_node(citus_cluster, pg_server, cli, tmp_path, tiny_model):
+    """`genloom dedup --collection … --method semantic`: its k-NN (a LATERAL over `embeddings`, each
+    query's neighbours among the candidates) ran on the coordinator joined to a temporary table, which
+    Citus refused ("complex joins are only supported when all distributed tables are co-located").
+    On the cluster it is one router query per batch; the pairs it finds are the single node's."""
+    folder = tmp_path / "dups"
+    _corpus(folder)
+    for n in range(0, 12, 3):  # planted: exact copies and copies with one word more
+        text = (folder / f"d{n:02d}.txt").read_text()
+        (folder / f"z{n:02d}copy.txt").write_text(text)
+        (folder / f"z{n:02d}near.txt").write_text(text[:-1] + " owl.")
+    with own_database(pg_server):
+        single = _dedup_pairs(cli, folder, tiny_model)
+    cluster = _dedup_pairs(cli, folder, tiny_model)
+    # the planted copies are flagged (the tiny random model puts other documents close too)
+    assert {f"z{n:02d}copy.txt" for n in range(0, 12, 3)} <= {dropped for dropped, _ in single}, single
+    assert cluster == single
+
+
+def _image_dedup(cli) -> dict:
+    from eval_dedup_data import digits_arrays, make_image_dataset
+
+    from genloom.db.engine import session_scope
+
+    images, labels = digits_arrays()
+    images, labels = images[:200], labels[:200]
+    copies = images[:10] + 0.01  # planted: ten near-copies
+    with session_scope() as session:
+        make_image_dataset(session, "digits", np.concatenate([images, copies]), np.concatenate([labels, labels[:10]]))
+    out = cli("dedup", "digits@1", "--method", "semantic", "--dry-run", "--json")
+    assert out.exit_code == 0, out.stderr
+    return out.json()
+
+
+def test_semantic_dedup_of_an_image_dataset_on_the_cluster_equals_the_single_node(citus_cluster, pg_server, cli):
+    """Item vectors (item_embeddings, the embedder's partial HNSW index built on the distributed table,
+    their COPY) and the same k-NN as a collection's: the cluster drops what the single node drops."""
+    with own_database(pg_server):
+        single = _image_dedup(cli)
+    cluster = _image_dedup(cli)
+    assert single["dropped"] >= 10
+    assert (cluster["dropped"], cluster["by_method"]) == (single["dropped"], single["by_method"])

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from genloom.db.models import ItemEmbedder
 from genloom.db.queries import dedup as queries
 from genloom.db.queries.dedup import VectorSpace
+from genloom.db.tenancy import current_tenant, distributed_by_tenant
 from genloom.dedup import Decision
 from genloom.errors import BadInput
 
@@ -171,29 +172,31 @@ def neighbours(
     session: Session,
     space: VectorSpace | ItemEmbedder,
     query_ids: Sequence[int],
+    candidate_ids: Sequence[int],
     cfg: SemanticConfig,
-    *,
-    candidates_table: str = "dedup_candidates",
 ) -> dict[int, list[tuple[int, float]]]:
-    """For each query id, its neighbours among `candidates_table` with cosine ≥ threshold,
-    most similar first (through the HNSW index: k per item, not all pairs)."""
+    """For each query id, its neighbours among `candidate_ids` with cosine ≥ threshold,
+    most similar first (through the HNSW index: k per item, not all pairs).
+
+    One node: the candidates go to a temporary table once. A Citus cluster: they go inline with
+    each batch, so every statement is a router query on the tenant's shard (`neighbours_sql`)."""
     if isinstance(space, ItemEmbedder):
         space = item_space(space)
+    on_cluster = distributed_by_tenant(session)
+    if not on_cluster:
+        queries.fill_candidates(session, candidate_ids)
     queries.set_hnsw_search(session, cfg.ef_search)
-    sql = queries.neighbours_sql(space, candidates_table)
+    sql = queries.neighbours_sql(space, None if on_cluster else "dedup_candidates")
+    inline = {"candidates": list(map(int, candidate_ids)), "tenant": current_tenant()} if on_cluster else {}
     out: dict[int, list[tuple[int, float]]] = {}
     ids = list(map(int, query_ids))
     for start in range(0, len(ids), cfg.batch):
         rows = session.execute(
-            sql, {"ids": ids[start : start + cfg.batch], "k": cfg.k + 1, "threshold": cfg.threshold - 1e-6}
+            sql, {"ids": ids[start : start + cfg.batch], "k": cfg.k + 1, "threshold": cfg.threshold - 1e-6, **inline}
         )
         for q, n, sim in rows:
             out.setdefault(q, []).append((n, min(1.0, float(sim))))
     return out
-
-
-def _fill_candidates(session: Session, ids: Sequence[int], table: str = "dedup_candidates") -> None:
-    queries.fill_candidates(session, ids, table)
 
 
 def greedy_keep(order: Sequence[int], nbrs: dict[int, list[tuple[int, float]]]) -> list[Decision]:
@@ -225,8 +228,7 @@ def semantic_duplicates(
     decisions: list[Decision] = []
     current = list(order)
     for p in range(cfg.max_passes):
-        _fill_candidates(session, current)
-        found = greedy_keep(current, neighbours(session, embedder, current, cfg))
+        found = greedy_keep(current, neighbours(session, embedder, current, current, cfg))
         if on_pass:
             on_pass(p + 1, len(found))
         if not found:
@@ -245,5 +247,4 @@ def cross_neighbours(
     cfg: SemanticConfig,
 ) -> dict[int, list[tuple[int, float]]]:
     """Neighbours of `query_ids` among `target_ids` only (the leakage check: val/test vs train)."""
-    _fill_candidates(session, target_ids)
-    return neighbours(session, embedder, query_ids, cfg)
+    return neighbours(session, embedder, query_ids, target_ids, cfg)
