@@ -249,11 +249,13 @@ def test_a_reader_key_cannot_train_or_switch_models_over_http(cli, planted, api,
     bad = api.post("/v1/collections/p/defaults", json={"reranker": "rr@1", "bogus": 1}, headers=admin)
     assert bad.status_code == 422
     for body, needle in (
-        ({}, "give embedding_model, reranker, rerank_depth or no_reranker"),
+        ({}, "give embedding_model, reranker, rerank_depth, no_reranker, reader or no_reader"),
         ({"reranker": "rr@1", "no_reranker": True}, "either reranker MODEL or no_reranker"),
         ({"eval_run": 999, "rerank_depth": 3}, "eval_run 999 is not a succeeded evaluate run"),
     ):
         r = api.post("/v1/collections/p/defaults", json=body, headers=admin)
         assert r.status_code == 422 and needle in r.json()["error"]["message"], r.text  # the body's words, not flags
+    r = api.post("/v1/collections/p/defaults", json={"reader": "nope@1"}, headers=admin)  # the reader field is read
+    assert r.status_code == 404 and "nope" in r.json()["error"]["message"], r.text
     r = api.post("/v1/train/embedder", json={**train, "name": "x@2"}, headers=writer)
     assert r.status_code == 422 and r.json()["error"]["message"].startswith("name takes a model NAME"), r.text

@@ -3,6 +3,7 @@
     POST /v1/train/embedder   {"dataset": "docs-train-pairs", "name": "docs-emb", "steps": 200}   (writer)
     POST /v1/train/reranker   {"dataset": "docs-train-pairs", "name": "docs-rr"}                 (writer)
     POST /v1/collections/{name}/defaults   {"reranker": "docs-rr@1", "eval_run": 42}            (admin)
+                                           (also embedding_model, rerank_depth, no_reranker, reader, no_reader)
 
 The same library calls as `genloom train embedder|reranker` and `genloom collections set`. The
 roles are in genloom.api.auth.ROUTE_ROLES: a reader key may do neither; training needs a writer
@@ -51,12 +52,15 @@ class DefaultsBody(Body):
     reranker: Optional[Name] = None
     rerank_depth: Optional[int] = Field(None, ge=1, le=1000)
     no_reranker: bool = False
+    reader: Optional[Name] = None  # a registered span reader: ask's default answerer in this collection
+    no_reader: bool = False
     eval_run: Optional[RowId] = None  # the evaluate run that justifies the switch
 
 
 # The library's messages name the CLI's options; over HTTP they name the body's fields instead.
 _FIELDS = re.compile(
-    r"--(embedding-model|reranker|rerank-depth|no-reranker|eval-run|steps|epochs|batch-size|lr|negatives|name)\b"
+    r"--(embedding-model|reranker|rerank-depth|no-reranker|reader|no-reader|eval-run|steps|epochs|batch-size|lr"
+    r"|negatives|name)\b"
 )
 
 
@@ -91,6 +95,7 @@ def install(app: FastAPI) -> None:
 
         request_limits.check_no_nul(name=name)
         request_limits.check_http_model(body.embedding_model)
+        request_limits.check_http_model(body.reader)
         with _body_words(), session.begin():
             return set_defaults(
                 session,
@@ -99,5 +104,7 @@ def install(app: FastAPI) -> None:
                 reranker=body.reranker,
                 rerank_depth=body.rerank_depth,
                 no_reranker=body.no_reranker,
+                reader=body.reader,
+                no_reader=body.no_reader,
                 eval_run=body.eval_run,
             )
