@@ -281,10 +281,8 @@ class ExtractiveBackend:
         """The reader's answer: `span [n] — “sentence”`, or None to abstain."""
         assert self.reader is not None
         texts = [strip_markup(source.text) for source in sources]
-        from genloom.generation.reader import relevance
-
         span = self.reader.read(question, texts)
-        if span is None or not self.reader.answers(span, relevance(question, texts[span.passage])):
+        if span is None or not self.reader.answers(span, question, texts[span.passage]):
             return None
         text = texts[span.passage]
         n = sources[span.passage].n

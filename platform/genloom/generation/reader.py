@@ -148,12 +148,13 @@ class SpanReader:
         spans = self.spans(question, passages)
         return max(spans, key=lambda sp: sp.margin) if spans else None
 
-    def answers(self, span: Span | None, relevance: float) -> bool:
-        """Whether to answer with `span`: its margin clears the threshold and its passage's `relevance`
-        (relevance()) clears min_relevance (a reader calibrated before that gate existed has none)."""
+    def answers(self, span: Span | None, question: str, passage: str) -> bool:
+        """Whether to answer with `span`: its margin clears the threshold and its `passage`'s relevance()
+        clears min_relevance (a reader calibrated before that gate existed has none). The relevance costs
+        an embedding, so it is computed only when the margin passes and a gate is set."""
         if span is None or span.margin < self.settings.threshold:
             return False
-        return self.settings.min_relevance is None or relevance >= self.settings.min_relevance
+        return self.settings.min_relevance is None or relevance(question, passage) >= self.settings.min_relevance
 
 
 def relevance(question: str, passage: str) -> float:
