@@ -206,3 +206,33 @@ def test_a_short_training_cut_does_not_shorten_what_the_saved_embedder_reads(tmp
     train_bi_encoder(tiny_model, records, out, FinetuneConfig(steps=1, batch_size=2, max_length=16))
     assert embeddings.max_tokens(str(tiny_model)) == 256
     assert embeddings.max_tokens(str(out)) == 256
+
+
+def test_the_reranker_takes_genlooms_thread_setting_when_it_trains_and_when_it_scores(tmp_path, tiny_model):
+    """Like the embedder and the trainers, the cross-encoder sets torch's threads from GENLOOM_THREADS
+    (else the idle CPUs): torch's default of every core crawls on a shared machine."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    script = f"""
+import torch
+from pathlib import Path
+from genloom.finetune.config import FinetuneConfig
+from genloom.finetune.cross_encoder import train_cross_encoder
+from genloom.retrieval.rerank import score_pairs
+torch.set_num_threads(2)
+train_cross_encoder(Path({str(tiny_model)!r}), [{{"query": "tea", "positive": "Tea is steeped."}}],
+                    Path({str(tmp_path / "rr")!r}), FinetuneConfig(steps=1, batch_size=1, max_length=16))
+trained = torch.get_num_threads()
+torch.set_num_threads(2)
+import genloom.devices as d; d._configured.clear()
+score_pairs(Path({str(tmp_path / "rr")!r}), "tea", ["Tea is steeped."])
+print(trained, torch.get_num_threads())
+"""
+    env = {**os.environ, "GENLOOM_THREADS": "1", "PYTHONPATH": f"{REPO_ROOT / 'platform'}"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "1"]

@@ -29,9 +29,11 @@ def train_cross_encoder(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from genloom.devices import configure_cpu_threads
     from genloom.retrieval.rerank import encode_pairs
 
     config.check()
+    configure_cpu_threads()  # torch's default (every core) crawls when other processes share them
     torch.manual_seed(config.seed)
     hf_logging.set_verbosity_error()  # "some weights were newly initialised": the head, on purpose
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1, local_files_only=True)

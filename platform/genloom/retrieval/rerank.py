@@ -58,7 +58,10 @@ def load_cross_encoder(directory: Path):
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
+            from genloom.devices import configure_cpu_threads
+
             hf_logging.disable_progress_bar()
+            configure_cpu_threads()  # torch's default (every core) crawls when another process shares them
             try:
                 model = AutoModelForSequenceClassification.from_pretrained(key, local_files_only=True)
                 tokenizer = AutoTokenizer.from_pretrained(key, local_files_only=True)
