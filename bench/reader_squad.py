@@ -172,7 +172,7 @@ def main() -> None:
     from genloom.evaluation.rag import best_over, exact_match_score, f1_score, strip_citations
     from genloom.generation.backend import GenParams, Source
     from genloom.generation.extractive import ExtractiveBackend
-    from genloom.generation.reader import SpanReader, relevance
+    from genloom.generation.reader import SpanReader
     from genloom.registry import model_dir
 
     with session_scope() as s:
@@ -203,7 +203,7 @@ def main() -> None:
         # gold: the question with its own paragraph (the windows of that passage alone)
         own = [sp for sp in spans if sp.passage == gold_at]
         span = max(own, key=lambda sp: sp.margin) if own else None
-        answered = reader.answers(span, relevance(r["question"], r["context"]))
+        answered = reader.answers(span, r["question"], r["context"])
         row["gold_abstained_margin_only"] = not (span and span.margin >= margin_only)
         pred = span.text if (span and answered) else ""
         row["gold_f1"] = best_over(f1_score, pred, golds)
@@ -212,7 +212,7 @@ def main() -> None:
         row["gold_abstained"] = not answered
         # five passages: what retrieval hands the reader
         span = max(spans, key=lambda sp: sp.margin) if spans else None
-        answered = bool(span) and reader.answers(span, relevance(r["question"], passages[span.passage]))
+        answered = bool(span) and reader.answers(span, r["question"], passages[span.passage])
         pred = span.text if (span and answered) else ""
         row["five_f1"] = best_over(f1_score, pred, golds)
         row["five_em"] = best_over(exact_match_score, pred, golds)
@@ -229,7 +229,7 @@ def main() -> None:
         other_title = rng.choice([t for t in titles if t != r["title"]])
         planted = rng.choice(by_title[other_title])
         span = reader.read(r["question"], [planted])
-        row["unanswerable_abstained"] = not reader.answers(span, relevance(r["question"], planted))
+        row["unanswerable_abstained"] = not reader.answers(span, r["question"], planted)
         row["unanswerable_abstained_margin_only"] = not (span and span.margin >= margin_only)
         rows.append(row)
         if (i + 1) % 50 == 0:

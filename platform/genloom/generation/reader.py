@@ -118,7 +118,12 @@ class SpanReader:
     def __init__(self, folder: Path):
         import torch
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        from genloom.devices import configure_cpu_threads
+
+        hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar is noise on stderr
+        configure_cpu_threads()  # torch's default (every core) crawls when another process shares them
         self.folder = folder
         self.settings = ReaderSettings.load(folder)
         self.model = AutoModelForQuestionAnswering.from_pretrained(str(folder), local_files_only=True).eval()
