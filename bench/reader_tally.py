@@ -11,6 +11,8 @@ not (the honest answer is to abstain). Judged mechanically:
   most 12 words, **partial** when the answer contains it but is longer (a whole sentence) or SQuAD
   token F1 ≥ 0.3, **wrong** otherwise (an abstention is wrong);
 - unanswerable: **abstained** or not.
+Each abstention records which score fell short (`abstention`: the reader's margin over its no-answer
+score, or its passage's relevance, with the calibrated threshold), as `ask --json` reports it.
 Writes bench/results/reader/tally.json (answers included, so the judging can be read).
 """
 
@@ -106,13 +108,15 @@ def main() -> None:
                     "expected": expected,
                     "answer": out["answer"],
                     "verdict": judge(out["answer"], expected),
+                    **({"abstention": out["abstention"]} if out.get("abstention") else {}),
                 }
             )
         for q in UNANSWERABLE:
             out = cli("ask", q, "-c", "docs", "--model", model, home=home)
-            rows.append(
-                {"question": q, "expected": None, "answer": out["answer"], "abstained": out["answer"] == ABSTAIN}
-            )
+            row = {"question": q, "expected": None, "answer": out["answer"], "abstained": out["answer"] == ABSTAIN}
+            if out.get("abstention"):  # which score fell short: the reader's margin or the passage's relevance
+                row["abstention"] = out["abstention"]
+            rows.append(row)
         verdicts = [r["verdict"] for r in rows if r["expected"]]
         result["runs"][label] = {
             "model": model,

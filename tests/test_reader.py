@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 CONTEXTS = {
     "Fruit": [
@@ -141,7 +142,9 @@ def test_train_reader_registers_a_calibrated_reader_and_ask_answers_with_a_cited
 
     # A threshold no span reaches: ask abstains. One every span clears: it answers a quoted span, cited,
     # unless the relevance gate is one no passage reaches (a cosine is at most 1).
-    for threshold, min_relevance, abstains in ((1e9, None, True), (-1e9, None, False), (-1e9, 1.5, True)):
+    # Each abstention says which score fell short: in --json, on the terminal and in the generation log.
+    cases = ((1e9, None, "margin"), (-1e9, None, None), (-1e9, 1.5, "relevance"))
+    for threshold, min_relevance, abstains in cases:
         local = tmp_path / f"reader-{threshold}-{min_relevance}"
         import shutil
 
@@ -157,7 +160,19 @@ def test_train_reader_registers_a_calibrated_reader_and_ask_answers_with_a_cited
         if abstains:
             assert answer["answer"] == "The sources do not answer this."
             assert not answer["citations"]
+            assert answer["abstention"]["reason"] == abstains
+            shown = "margin" if abstains == "margin" else "relevance"
+            assert answer["abstention"]["threshold" if shown == "margin" else "min_relevance"] in (1e9, 1.5)
+            with session_scope() as s:
+                logged = s.execute(
+                    sa.text("SELECT params->'abstention'->>'reason' FROM generations WHERE id = :g"),
+                    {"g": answer["generation_id"]},
+                ).scalar()
+            assert logged == abstains
+            terminal = cli("ask", "What colour is a banana?", "-c", "fruit", "--model", str(local))
+            assert "abstained:" in terminal.stderr and ("threshold 1000000000" in terminal.stderr or "gate 1.5" in terminal.stderr)
         else:
+            assert "abstention" not in answer
             assert answer["citations"]
             span = answer["answer"].split(" [")[0]
             assert span and any(span in (p / n).read_text() for p in [fruit] for n in [x.name for x in fruit.iterdir()])

@@ -188,6 +188,7 @@ def _extras(result) -> dict[str, Any]:
         "citations": result.citations,
         "timings_ms": result.timings_ms,
         "genloom_finish_reason": result.finish_reason,
+        **({"genloom_abstention": result.abstention} if result.abstention else {}),
     }
 
 
@@ -334,6 +335,7 @@ def stream_call(call_request, created: int, *, kind: str, include_usage: bool):
                             "session_id": result.session_id,
                             "citations": result.citations,
                             "genloom_finish_reason": result.finish_reason,
+                            **({"genloom_abstention": result.abstention} if result.abstention else {}),
                         }
                     )
                     if include_usage:

@@ -79,8 +79,11 @@ def _via_server(request):
         k: out[k]
         for k in ("generation_id", "session_id", "prompt_id", "answer", "citations", "model", "timings_ms", "tokens")
     }
+    if out.get("abstention"):
+        payload["abstention"] = out["abstention"]
     return types.SimpleNamespace(
         **payload,
+        abstention=out.get("abstention"),
         status=out["status"],
         error=out["error"],
         sources=[Source(**s) for s in out["sources"]],  # the real type: its `location` is a property
@@ -91,6 +94,7 @@ def _via_server(request):
 def _run_call(request, *, stream: bool, json_out: bool) -> None:
     from genloom.db.engine import session_scope
     from genloom.errors import GenloomError
+    from genloom.generation.backend import describe_abstention
     from genloom.generation.call import ask as ask_call
 
     streamed = {"any": False}
@@ -125,6 +129,8 @@ def _run_call(request, *, stream: bool, json_out: bool) -> None:
             lines.append(f"{mark}[{s.n}] {s.location}")
         sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
+    if result.abstention:
+        info(f"[dim]abstained: {describe_abstention(result.abstention)}[/dim]")
     t = result.timings_ms
     info(
         f"[dim]generation {result.generation_id} · session {result.session_id} · {result.model} · "

@@ -76,6 +76,24 @@ class GenOutput:
     input_tokens: int
     output_tokens: int
     finish_reason: str = "stop"  # 'stop' (end or stop string) or 'length' (max_new_tokens)
+    # Why the backend abstained (finish_reason 'abstain'): the score that fell short and its threshold.
+    abstention: dict[str, Any] | None = None
+
+
+def describe_abstention(abstention: dict[str, Any]) -> str:
+    """One line a user can read: which score fell short of which threshold."""
+    reason = abstention.get("reason")
+    if reason == "margin":
+        return (
+            f"the best answer span beats the reader's no-answer score by {abstention['margin']}, "
+            f"less than its calibrated threshold {abstention['threshold']}"
+        )
+    if reason == "relevance":
+        return (
+            f"the answer's passage has relevance {abstention['relevance']} to the question, "
+            f"below the reader's calibrated gate {abstention['min_relevance']}"
+        )
+    return str(reason)
 
 
 class Backend(Protocol):

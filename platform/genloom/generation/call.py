@@ -89,6 +89,7 @@ class CallResult:
     status: str  # 'ok' or 'error'
     error: str | None = None
     finish_reason: str = "stop"
+    abstention: dict[str, Any] | None = None  # why the answer is "the sources do not answer this"
 
     def as_json(self) -> dict[str, Any]:
         """The `genloom ask --json` shape (and the body of POST /v1/ask)."""
@@ -101,6 +102,7 @@ class CallResult:
             "model": self.model,
             "timings_ms": self.timings_ms,
             "tokens": self.tokens,
+            **({"abstention": self.abstention} if self.abstention else {}),
         }
 
 
@@ -320,6 +322,9 @@ def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None 
     generation_ms = _ms(generation_started)
     total_ms = _ms(prepared.started)
     status = "error" if error else "ok"
+    ended: dict[str, Any] = {"finish_reason": output.finish_reason}
+    if output.abstention:
+        ended["abstention"] = output.abstention
     logged_output, output_pii = redact(output.text if not error else None, prepared.pii_mode)
     record_findings(session, "generation", prepared.generation_id, "output", output_pii, prepared.pii_mode)
     session.execute(
@@ -333,10 +338,9 @@ def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None 
             total_ms=total_ms,
             input_tokens=output.input_tokens,
             output_tokens=output.output_tokens,
-            # How the generation ended ('stop', 'length', 'abstain', 'error'), beside its parameters.
-            params=Generation.params.op("||")(
-                sa.cast(sa.literal(json.dumps({"finish_reason": output.finish_reason})), JSONB)
-            ),
+            # How the generation ended ('stop', 'length', 'abstain', 'error') and why it abstained,
+            # beside its parameters.
+            params=Generation.params.op("||")(sa.cast(sa.literal(json.dumps(ended)), JSONB)),
         )
     )
     citations = citations_of(output.text, assembled.sources)
@@ -367,6 +371,7 @@ def execute(session: Session, prepared: PreparedCall, *, on_text: OnText | None 
         status=status,
         error=error,
         finish_reason=output.finish_reason,
+        abstention=output.abstention,
     )
 
 

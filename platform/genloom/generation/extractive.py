@@ -39,6 +39,7 @@ import html
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 from genloom.generation.backend import GenOutput, GenParams, OnText, Source
 
@@ -277,13 +278,14 @@ class ExtractiveBackend:
                 chosen = sorted([cands[best], cands[i]], key=lambda c: c.position)
         return chosen
 
-    def read(self, question: str, sources: list[Source]) -> str | None:
-        """The reader's answer: `span [n] — “sentence”`, or None to abstain."""
+    def read(self, question: str, sources: list[Source]) -> tuple[str | None, dict[str, Any] | None]:
+        """The reader's answer `span [n] — “sentence”`, or (None, why it abstains)."""
         assert self.reader is not None
         texts = [strip_markup(source.text) for source in sources]
         span = self.reader.read(question, texts)
-        if span is None or not self.reader.answers(span, question, texts[span.passage]):
-            return None
+        abstention = self.reader.abstention(span, question, texts[span.passage] if span else "")
+        if span is None or abstention is not None:
+            return None, abstention
         text = texts[span.passage]
         n = sources[span.passage].n
         sentence = next(
@@ -292,8 +294,8 @@ class ExtractiveBackend:
         )
         answer = " ".join(span.text.split())
         if " ".join(sentence.split()) == answer:
-            return f"{answer} [{n}]"
-        return f"{answer} [{n}] — “{' '.join(sentence.split())}”"
+            return f"{answer} [{n}]", None
+        return f"{answer} [{n}] — “{' '.join(sentence.split())}”", None
 
     def generate(
         self, prompt: str, *, params: GenParams, question: str, sources: list[Source], on_text: OnText | None = None
@@ -304,9 +306,14 @@ class ExtractiveBackend:
             )
         cands = candidates(sources)
         chosen = self.choose(question, cands, self.similarities(question, cands) if cands else [])
-        finish = "stop"
+        finish, abstention = "stop", None
         if not chosen:
             text, finish = ABSTAIN, "abstain"
+            abstention = {
+                "reason": "no sentence close enough to the question",
+                "min_similarity": self.min_similarity,
+                "min_coverage": self.min_coverage,
+            }
         else:
             pieces: list[str] = []
             used = 0
@@ -321,7 +328,9 @@ class ExtractiveBackend:
             if not pieces:  # even the best sentence is longer than max_new_tokens: cut it
                 pieces = [_truncate_tokens(self, f"{chosen[0].sentence} [{chosen[0].n}]", params.max_new_tokens)]
             text = " ".join(pieces)
-        return self._finish(prompt, text, finish, params=params, on_text=on_text)
+        output = self._finish(prompt, text, finish, params=params, on_text=on_text)
+        output.abstention = abstention
+        return output
 
     def _finish(self, prompt: str, text: str, finish: str, *, params: GenParams, on_text: OnText | None) -> GenOutput:
         """Cut at the first stop string, stream the words, count the tokens: the end of both answer paths."""
@@ -342,11 +351,13 @@ class ExtractiveBackend:
     def _generate_with_reader(
         self, prompt: str, *, params: GenParams, question: str, sources: list[Source], on_text: OnText | None
     ) -> GenOutput:
-        answer = self.read(question, sources) if sources else None
+        answer, abstention = self.read(question, sources) if sources else (None, {"reason": "no sources"})
         text, finish = (ABSTAIN, "abstain") if answer is None else (answer, "stop")
         if answer is not None and self.count_tokens(text) > params.max_new_tokens:
             text, finish = _truncate_tokens(self, text, params.max_new_tokens), "length"
-        return self._finish(prompt, text, finish, params=params, on_text=on_text)
+        output = self._finish(prompt, text, finish, params=params, on_text=on_text)
+        output.abstention = abstention
+        return output
 
 
 def _truncate_tokens(backend: ExtractiveBackend, text: str, limit: int) -> str:

@@ -155,11 +155,22 @@ class SpanReader:
 
     def answers(self, span: Span | None, question: str, passage: str) -> bool:
         """Whether to answer with `span`: its margin clears the threshold and its `passage`'s relevance()
-        clears min_relevance (a reader calibrated before that gate existed has none). The relevance costs
-        an embedding, so it is computed only when the margin passes and a gate is set."""
-        if span is None or span.margin < self.settings.threshold:
-            return False
-        return self.settings.min_relevance is None or relevance(question, passage) >= self.settings.min_relevance
+        clears min_relevance (a reader calibrated before that gate existed has none)."""
+        return self.abstention(span, question, passage) is None
+
+    def abstention(self, span: Span | None, question: str, passage: str) -> dict[str, Any] | None:
+        """None to answer with `span`, else why not: the score that fell short, with its threshold. The
+        relevance costs an embedding, so it is computed only when the margin passes and a gate is set."""
+        if span is None:
+            return {"reason": "no answer span in the sources"}
+        threshold = self.settings.threshold
+        if span.margin < threshold:
+            return {"reason": "margin", "margin": round(span.margin, 4), "threshold": threshold}
+        gate = self.settings.min_relevance
+        if gate is None:
+            return None
+        score = relevance(question, passage)
+        return None if score >= gate else {"reason": "relevance", "relevance": round(score, 4), "min_relevance": gate}
 
 
 def relevance(question: str, passage: str) -> float:
