@@ -2,7 +2,7 @@
 
     nice -n 19 python bench/retrieval_learning.py [--dataset scifact|squad] [--distractors N] [--epochs E]
         [--rerank-depth D] [--reranker-steps N] [--reranker-lr LR] [--test-queries N] [--train-queries N]
-        [--articles N] [--onnx]
+        [--articles N] [--onnx] [--no-reranker]
 
 Drives the CLI as a user would (`python cli.py …`, one embedded server under a scratch
 GENLOOM_HOME): ingest → `datasets import qrels` (train split) → `train embedder` → `embed` →
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--reranker-steps", type=int, default=None)
     parser.add_argument("--reranker-lr", type=float, default=None, help="peak learning rate (default: the CLI's)")
     parser.add_argument("--rerank-depth", type=int, default=20)
+    parser.add_argument("--no-reranker", action="store_true", help="stop after the embedder's gates")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genloom-learn-"))
     home = work / "home"
@@ -247,6 +248,8 @@ def run_stages(args, name: str, beir: Path, stage) -> None:
         comparisons = {"vector_onnx_int8_vs_torch": ("mode=vector", f"mode=vector,{int8}"), **comparisons}
     for label, (a, b) in comparisons.items():
         stage(label, *gate, a, b, gate=True)
+    if args.no_reranker:
+        return
     steps = ("--steps", args.reranker_steps) if args.reranker_steps else ()
     lr = ("--lr", args.reranker_lr) if args.reranker_lr else ()
     stage(
