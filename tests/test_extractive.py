@@ -92,6 +92,8 @@ def test_abstains_when_no_sentence_supports_the_question(backend):
                _source(2, "Rust is a systems programming language focused on memory safety.", "Rust")]
     out = _answer(backend, "Who won the 1998 football world cup?", sources)
     assert out.text == ABSTAIN and out.finish_reason == "abstain"
+    assert out.abstention == {"reason": "similarity", "min_similarity": backend.min_similarity,
+                              "min_coverage": backend.min_coverage}  # why, with its thresholds
     assert _answer(backend, "What is libtasn1 used for?", sources[:1]).text == ABSTAIN  # only boilerplate
 
 

@@ -76,7 +76,8 @@ class GenOutput:
     input_tokens: int
     output_tokens: int
     finish_reason: str = "stop"  # 'stop' (end or stop string) or 'length' (max_new_tokens)
-    # Why the backend abstained (finish_reason 'abstain'): the score that fell short and its threshold.
+    # Why the backend abstained (finish_reason 'abstain'): {"reason": "margin" | "relevance" |
+    # "similarity" | "no_span" | "no_sources", the score that fell short, its threshold}.
     abstention: dict[str, Any] | None = None
 
 
@@ -93,7 +94,14 @@ def describe_abstention(abstention: dict[str, Any]) -> str:
             f"the answer's passage has relevance {abstention['relevance']} to the question, "
             f"below the reader's calibrated gate {abstention['min_relevance']}"
         )
-    return str(reason)
+    if reason == "similarity":
+        return (
+            f"no sentence of the sources has cosine ≥ {abstention['min_similarity']} to the question "
+            f"or carries ≥ {abstention['min_coverage']:.0%} of its terms"
+        )
+    return {"no_span": "the reader found no answer span in the sources", "no_sources": "nothing was retrieved"}.get(
+        str(reason), str(reason)
+    )
 
 
 class Backend(Protocol):

@@ -310,7 +310,7 @@ class ExtractiveBackend:
         if not chosen:
             text, finish = ABSTAIN, "abstain"
             abstention = {
-                "reason": "no sentence close enough to the question",
+                "reason": "similarity",
                 "min_similarity": self.min_similarity,
                 "min_coverage": self.min_coverage,
             }
@@ -351,7 +351,7 @@ class ExtractiveBackend:
     def _generate_with_reader(
         self, prompt: str, *, params: GenParams, question: str, sources: list[Source], on_text: OnText | None
     ) -> GenOutput:
-        answer, abstention = self.read(question, sources) if sources else (None, {"reason": "no sources"})
+        answer, abstention = self.read(question, sources) if sources else (None, {"reason": "no_sources"})
         text, finish = (ABSTAIN, "abstain") if answer is None else (answer, "stop")
         if answer is not None and self.count_tokens(text) > params.max_new_tokens:
             text, finish = _truncate_tokens(self, text, params.max_new_tokens), "length"

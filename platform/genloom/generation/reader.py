@@ -162,7 +162,7 @@ class SpanReader:
         """None to answer with `span`, else why not: the score that fell short, with its threshold. The
         relevance costs an embedding, so it is computed only when the margin passes and a gate is set."""
         if span is None:
-            return {"reason": "no answer span in the sources"}
+            return {"reason": "no_span"}
         threshold = self.settings.threshold
         if span.margin < threshold:
             return {"reason": "margin", "margin": round(span.margin, 4), "threshold": threshold}
