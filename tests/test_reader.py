@@ -235,3 +235,22 @@ def test_calibration_adds_a_relevance_gate_only_where_it_catches_more_unanswerab
     same = [(m, 0.5) for m, _ in answerable]
     threshold, gate = choose_thresholds(same, [(m, 0.5) for m, _ in unanswerable], max_abstain=0.1)
     assert gate is None and sum(abstains(p, threshold, None) for p in same) <= 2
+
+
+def test_calibration_spends_no_abstention_budget_that_catches_no_more_unanswerable_questions():
+    """When every planted question's margin is far below the answerable ones, the threshold sits just
+    under the lowest answerable margin: no answerable question abstains, though the budget would allow
+    10 % (the earlier rule spent it all, and on held-out articles abstained on 13.5 % of answerable)."""
+    from genloom.finetune.reader import abstains, choose_threshold, choose_thresholds
+
+    answerable = [(float(m), 0.5) for m in range(10, 30)]  # margins 10..29
+    unanswerable = [(float(m), 0.5) for m in range(-5, 5)]  # margins -5..4
+    threshold, gate = choose_thresholds(answerable, unanswerable, max_abstain=0.1)
+    assert gate is None and threshold == 10.0
+    assert not any(abstains(p, threshold, gate) for p in answerable)
+    assert all(abstains(p, threshold, gate) for p in unanswerable)
+    assert choose_threshold([m for m, _ in answerable], [m for m, _ in unanswerable], 0.1) == 10.0
+    # Overlapping margins: the budget is spent where it catches more (the 2 lowest answerable abstain).
+    overlap = [(float(m), 0.5) for m in range(11, 16)] + [(9.0, 0.5), (10.5, 0.5)]
+    threshold, _ = choose_thresholds(answerable, overlap, max_abstain=0.1)
+    assert threshold == 12.0 and sum(abstains(p, threshold, None) for p in answerable) == 2

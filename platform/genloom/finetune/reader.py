@@ -190,13 +190,8 @@ def margins(reader: SpanReader, records: list[dict]) -> list[tuple[float, float]
 
 
 def choose_threshold(answerable: list[float], unanswerable: list[float], max_abstain: float) -> float:
-    """The largest threshold that abstains on at most `max_abstain` of the answerable margins
-    (abstaining on as many unanswerable ones as that allows)."""
-    ordered = sorted(answerable)
-    if not ordered:
-        return 0.0
-    k = int(max_abstain * len(ordered))  # this many answerable margins may fall below the threshold
-    return ordered[k] if k < len(ordered) else ordered[-1]
+    """The margin threshold alone (no relevance gate): choose_thresholds with every relevance equal."""
+    return choose_thresholds([(m, 0.0) for m in answerable], [(m, 0.0) for m in unanswerable], max_abstain)[0]
 
 
 def abstains(point: tuple[float, float], threshold: float, min_relevance: float | None) -> bool:
@@ -208,34 +203,40 @@ def choose_thresholds(
     answerable: list[tuple[float, float]], unanswerable: list[tuple[float, float]], max_abstain: float
 ) -> tuple[float, float | None]:
     """(threshold, min_relevance) over (margin, relevance) points: of the pairs that abstain on at most
-    `max_abstain` of the answerable questions, the one abstaining on the most unanswerable ones.
+    `max_abstain` of the answerable questions, the one abstaining on the most unanswerable ones, and of
+    those the one abstaining on the fewest answerable ones: budget that catches no more unanswerable
+    questions is not spent (SQuAD 2.0's best threshold, with the answerable abstention capped).
 
     Each candidate relevance gate is an answerable relevance (or none); the gate spends part of the
-    abstention budget and the margin threshold (choose_threshold) the rest."""
+    abstention budget and the margin threshold the rest: each candidate threshold is one of the kept
+    answerable margins, abstaining on the ones below it."""
     if not answerable:
         return 0.0, None
     budget = int(max_abstain * len(answerable))
-    best: tuple[float, float, float | None] | None = None  # (unanswerable abstention, threshold, gate)
+    # (unanswerable caught, −answerable abstentions, threshold, gate): the largest wins; no gate on a tie
+    best: tuple[int, int, float, float | None] | None = None
     gates: list[float | None] = [None, *sorted(rel for _, rel in answerable)[: budget + 1]]
     for gate in gates:
-        kept = [m for m, rel in answerable if gate is None or rel >= gate]
+        kept = sorted(m for m, rel in answerable if gate is None or rel >= gate)
         spent = len(answerable) - len(kept)
         if spent > budget or not kept:
             continue
-        ordered = sorted(kept)  # the margin threshold may abstain on the (budget - spent) lowest of them
-        threshold = ordered[min(budget - spent, len(ordered) - 1)]
-        caught = sum(abstains(p, threshold, gate) for p in unanswerable) / max(1, len(unanswerable))
-        if best is None or caught > best[0]:
-            best = (caught, threshold, gate)
+        for below in range(min(budget - spent, len(kept) - 1) + 1):  # the margin threshold's abstentions
+            threshold = kept[below]
+            caught = sum(abstains(p, threshold, gate) for p in unanswerable)
+            candidate = (caught, -(spent + below), threshold, gate)
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
     assert best is not None  # the gate None spends nothing
-    return best[1], best[2]
+    return best[2], best[3]
 
 
 def calibrate(
     folder: Path, records: list[dict], *, target: float = 0.1, margin: float = 0.02, seed: int = 0, limit: int = 400
 ) -> dict:
     """Choose the reader's no-answer threshold and relevance gate on (a seeded sample of `limit`)
-    held-out records; store them in reader.json."""
+    held-out records; store them in reader.json (choose_thresholds: the answerable abstention stays
+    within `target` less `margin`, for held-out error, and is not spent where it catches nothing)."""
     reader = SpanReader(folder)
     answerable = [r for r in records if _answer_of(r) is not None]
     if len(answerable) > limit:
